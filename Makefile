@@ -1,0 +1,36 @@
+# The two commands a newcomer runs (see README):
+#   make local   the tiny sweep, end to end, on this machine (CPU)
+#   make test    the whole test suite, with the real components it starts
+# Both install what they need themselves: a virtualenv under .venv, and the
+# Go-built cluster binaries cached under ~/.cache/miniseries/.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: venv deps local test unit lint crd
+
+venv:
+	@bash scripts/setup-venv.sh
+
+# Everything the integration tests start for real (apiserver, etcd, helm, S3, Prometheus).
+deps: venv
+	@if [ -x scripts/install-system-deps.sh ]; then bash scripts/install-system-deps.sh; fi
+	@if [ -x scripts/build-binaries.sh ]; then bash scripts/build-binaries.sh; fi
+
+local: venv
+	$(VENV)/bin/miniseries run examples/tiny.yaml --local
+
+test: deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Fast unit tests only: no cluster, no servers.
+unit: venv
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+crd: venv
+	$(VENV)/bin/miniseries crd > crds/scalingsweeps.miniseries.dev.yaml

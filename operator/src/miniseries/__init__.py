@@ -1,0 +1,1 @@
+"""miniseries: the control plane (no torch)."""

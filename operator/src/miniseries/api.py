@@ -1,0 +1,465 @@
+"""The ScalingSweep API: pydantic models that are the single source of the CRD.
+
+``miniseries crd`` renders these models into the CustomResourceDefinition in
+``crds/``; the operator and ``miniseries plan`` validate specs with the same
+models, so a spec that the API server accepts and one that the operator accepts
+cannot drift apart. Field descriptions become ``kubectl explain`` text.
+
+Wire names are camelCase (Kubernetes convention); Python names are snake_case.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+GROUP = "miniseries.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ScalingSweep"
+PLURAL = "scalingsweeps"
+SINGULAR = "scalingsweep"
+SHORT_NAMES = ["sweep", "sweeps"]
+
+#: Depths outside this range are either not a transformer worth fitting (d1) or
+#: beyond what one 8-GPU node trains in a sweep (d64 is already ~10B params).
+MIN_DEPTH, MAX_DEPTH = 1, 64
+#: Kubernetes object names: the sweep name becomes part of `<sweep>-d<depth>`
+#: PyTorchJob names, which must be DNS-1035 labels of at most 63 characters.
+SWEEP_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,48}[a-z0-9])?$")
+STORE_URI_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]*)$")
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, strict about unknown fields (a typo is an error, not a no-op)."""
+
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel),
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The camelCase dict that goes to Kubernetes or a YAML file."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _check_store_uri(value: str, what: str) -> str:
+    if not STORE_URI_RE.match(value):
+        raise ValueError(
+            f"{what} {value!r} is not a store URI; allowed: s3://<bucket>/<prefix> "
+            "(bucket: 3-63 lowercase letters, digits, dots, hyphens) or file:///<absolute path>"
+        )
+    return value
+
+
+class Mode(StrEnum):
+    ratio = "ratio"
+    isoflop = "isoflop"
+
+
+class DeletionPolicy(StrEnum):
+    Retain = "Retain"
+    Delete = "Delete"
+
+
+class DepthRange(_Model):
+    """An inclusive range of depths, like Python's range but including `max`."""
+
+    min: Annotated[int, Field(ge=MIN_DEPTH, le=MAX_DEPTH, description="First depth.")]
+    max: Annotated[int, Field(ge=MIN_DEPTH, le=MAX_DEPTH, description="Last depth (inclusive).")]
+    step: Annotated[int, Field(ge=1, description="Step between depths.")] = 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DepthRange:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+    def depths(self) -> list[int]:
+        return list(range(self.min, self.max + 1, self.step))
+
+
+class ModelSpec(_Model):
+    """The architecture dials; everything else is derived from depth (see shapes.py)."""
+
+    aspect_ratio: Annotated[
+        int, Field(ge=1, le=1024, description="Model width = depth x aspectRatio (rounded up to whole heads).")
+    ] = 64
+    head_dim: Annotated[int, Field(ge=8, le=512, multiple_of=2, description="Channels per attention head.")] = 128
+    vocab_size: Annotated[
+        int, Field(ge=256, le=1_048_576, description="BPE vocabulary size (256 byte tokens + merges + special tokens).")
+    ] = 32768
+    sequence_length: Annotated[int, Field(ge=16, le=131072, description="Training context length in tokens.")] = 2048
+
+
+class TrainingSpec(_Model):
+    """How long each depth trains and how its batches are formed."""
+
+    mode: Annotated[
+        Mode,
+        Field(description="ratio: tokens = tokensPerParam x scaling params; isoflop: each depth at each FLOP budget."),
+    ] = Mode.ratio
+    tokens_per_param: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=10000,
+            description="Tokens per scaling parameter in ratio mode (8 is nanochat's Muon compute-optimum; Chinchilla's is 20). Also sets the d12 reference horizon for the automatic batch size.",
+        ),
+    ] = 8.0
+    isoflop_budgets: Annotated[
+        list[Annotated[float, Field(gt=0)]] | None,
+        Field(description="FLOP budgets for isoflop mode, e.g. [1e18, 2.15e18, 4.64e18, 1e19]."),
+    ] = None
+    total_batch_tokens: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            description="Tokens per optimizer step; omit for automatic (2^19 at d12, scaled as D^0.383, nanochat's rule).",
+        ),
+    ] = None
+    device_batch_size: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=4096,
+            description="Sequences per GPU per forward/backward; gradient accumulation makes up the rest.",
+        ),
+    ] = 32
+    warmup_steps: Annotated[int, Field(ge=0, description="Linear learning-rate warmup steps.")] = 40
+    warmdown_ratio: Annotated[
+        float,
+        Field(ge=0, le=1, description="Fraction of steps at the end over which the learning rate decays linearly."),
+    ] = 0.4
+    checkpoint_every: Annotated[
+        int, Field(ge=1, description="Save a checkpoint every N optimizer steps (and always at the end).")
+    ] = 500
+    keep_checkpoints: Annotated[int, Field(ge=1, le=100, description="Newest checkpoints kept per run.")] = 2
+    eval_tokens: Annotated[
+        int, Field(ge=0, description="Held-out tokens for validation bits-per-byte at the end of a run.")
+    ] = 10_485_760
+    core_max_per_task: Annotated[
+        int | None, Field(ge=1, description="Cap on CORE examples per task (omit for all).")
+    ] = None
+    seed: Annotated[int, Field(ge=0, description="Random seed shared by every run.")] = 42
+
+    @field_validator("isoflop_budgets")
+    @classmethod
+    def _budgets_distinct(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"budgets must be distinct, got {v}")
+        return v
+
+
+class ResourceSpec(_Model):
+    """Where and how the runs execute."""
+
+    gpus_per_run: Annotated[int, Field(ge=1, le=64, description="GPUs per PyTorchJob (torchrun nproc-per-node).")] = 8
+    node_gpus: Annotated[int, Field(ge=1, le=64, description="GPUs on the node the sweep packs its runs onto.")] = 8
+    parallelism: Annotated[
+        int | None,
+        Field(ge=1, le=64, description="Most runs in flight at once; omit for as many as the node's GPUs hold."),
+    ] = None
+    gpu_type: Annotated[str, Field(description="GPU model, for labels and the cost estimate.")] = "H100"
+    peak_flops_per_gpu: Annotated[
+        float, Field(gt=0, description="Dense bf16 peak FLOP/s of one GPU (H100 SXM: 989e12).")
+    ] = 989e12
+    assumed_mfu: Annotated[
+        float, Field(gt=0, le=1, description="Model FLOPs utilisation assumed for time and cost estimates.")
+    ] = 0.40
+    image: Annotated[str, Field(min_length=1, description="Trainer container image.")] = (
+        "ghcr.io/miniseries/trainer:0.1.0"
+    )
+    image_pull_policy: Annotated[
+        Literal["Always", "IfNotPresent", "Never"], Field(description="Image pull policy for trainer pods.")
+    ] = "IfNotPresent"
+    cpu: Annotated[str, Field(description="CPU request per trainer pod.")] = "16"
+    memory: Annotated[str, Field(description="Memory request per trainer pod.")] = "200Gi"
+    node_selector: Annotated[dict[str, str] | None, Field(description="Node selector for trainer pods.")] = None
+
+    @model_validator(mode="after")
+    def _fits_node(self) -> ResourceSpec:
+        if self.gpus_per_run > self.node_gpus:
+            raise ValueError(f"gpusPerRun ({self.gpus_per_run}) must be <= nodeGpus ({self.node_gpus})")
+        return self
+
+    @property
+    def max_runs_in_flight(self) -> int:
+        """Runs the node holds at once, capped by parallelism."""
+        fit = self.node_gpus // self.gpus_per_run
+        return min(fit, self.parallelism) if self.parallelism else fit
+
+
+class CostSpec(_Model):
+    price_per_gpu_hour: Annotated[float, Field(ge=0, description="USD per GPU-hour.")] = 3.0
+    budget_usd: Annotated[
+        float | None, Field(gt=0, description="Refuse a plan whose estimated cost exceeds this many USD.")
+    ] = None
+
+
+class StoreSpec(_Model):
+    """Where checkpoints, results and the report are written."""
+
+    uri: Annotated[
+        str, Field(description="s3://bucket/prefix or file:///path; the sweep writes under <uri>/<sweep name>/.")
+    ]
+    credentials_secret: Annotated[
+        str | None,
+        Field(
+            description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_ENDPOINT_URL, AWS_REGION."
+        ),
+    ] = None
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        return _check_store_uri(v, "store uri")
+
+
+class DataSpec(_Model):
+    """Training text, tokenizer and evaluation sources."""
+
+    shards_uri: Annotated[
+        str,
+        Field(
+            description="Parquet shards with a `text` column (s3:// or file://); the last shard is held out for validation."
+        ),
+    ]
+    tokenizer_uri: Annotated[
+        str | None, Field(description="A trained tokenizer to use; omit to train one BPE per sweep from the shards.")
+    ] = None
+    eval_bundle_uri: Annotated[
+        str | None,
+        Field(description="CORE eval bundle (core.yaml, eval_meta_data.csv, eval_data/); omit to skip CORE."),
+    ] = None
+    tokenizer_train_chars: Annotated[
+        int, Field(ge=1000, description="Characters of training text sampled to train the tokenizer.")
+    ] = 2_000_000_000
+
+    @field_validator("shards_uri", "tokenizer_uri", "eval_bundle_uri")
+    @classmethod
+    def _uris(cls, v: str | None, info: Any) -> str | None:
+        return None if v is None else _check_store_uri(v, to_camel(info.field_name))
+
+
+class ScalingSweepSpec(_Model):
+    """A family of GPT models, one per depth, each trained for its compute-optimal tokens."""
+
+    depths: Annotated[
+        list[Annotated[int, Field(ge=MIN_DEPTH, le=MAX_DEPTH)]] | None,
+        Field(description=f"Depths to train ({MIN_DEPTH}..{MAX_DEPTH}); give this or depthRange."),
+    ] = None
+    depth_range: Annotated[
+        DepthRange | None, Field(description="An inclusive range of depths; give this or depths.")
+    ] = None
+    model: Annotated[ModelSpec, Field(description="Architecture dials.")] = ModelSpec()
+    training: Annotated[TrainingSpec, Field(description="Training horizon and batch.")] = TrainingSpec()
+    resources: Annotated[ResourceSpec, Field(description="GPUs, packing and image.")] = ResourceSpec()
+    cost: Annotated[CostSpec, Field(description="Price and budget cap.")] = CostSpec()
+    store: Annotated[StoreSpec, Field(description="Artifact store.")]
+    data: Annotated[DataSpec, Field(description="Data, tokenizer and eval sources.")]
+    retry_limit: Annotated[
+        int, Field(ge=0, le=20, description="Times a failed run is retried (from its newest checkpoint).")
+    ] = 3
+    suspend: Annotated[bool, Field(description="Suspend running jobs (they resume from checkpoints when unset).")] = (
+        False
+    )
+    deletion_policy: Annotated[
+        DeletionPolicy,
+        Field(description="Retain keeps store artifacts when the sweep is deleted; Delete removes them."),
+    ] = DeletionPolicy.Retain
+
+    @model_validator(mode="after")
+    def _depths(self) -> ScalingSweepSpec:
+        if (self.depths is None) == (self.depth_range is None):
+            raise ValueError("give exactly one of depths (a list) or depthRange (min/max/step)")
+        depths = self.depth_list()
+        if not depths:
+            raise ValueError("depths must not be empty")
+        if len(set(depths)) != len(depths):
+            dupes = sorted({d for d in depths if depths.count(d) > 1})
+            raise ValueError(f"depths must be distinct; repeated: {dupes}")
+        if self.training.mode is Mode.isoflop and not self.training.isoflop_budgets:
+            raise ValueError("training.isoflopBudgets is required when training.mode is isoflop")
+        if self.training.mode is Mode.ratio and self.training.isoflop_budgets:
+            raise ValueError("training.isoflopBudgets is only allowed when training.mode is isoflop")
+        return self
+
+    def depth_list(self) -> list[int]:
+        if self.depths is not None:
+            return list(self.depths)
+        assert self.depth_range is not None
+        return self.depth_range.depths()
+
+
+# ---------------------------------------------------------------- status
+
+
+class Condition(_Model):
+    """A Kubernetes-convention condition (metav1.Condition)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class RunState(StrEnum):
+    Pending = "Pending"
+    Running = "Running"
+    Succeeded = "Succeeded"
+    Failed = "Failed"
+    Retrying = "Retrying"
+    Suspended = "Suspended"
+
+
+class PlannedRun(_Model):
+    """One run of the plan: a depth (and, in isoflop mode, a budget)."""
+
+    name: Annotated[str, Field(description="Run id, e.g. d12 or d12-f1e18.")]
+    depth: int
+    budget_flops: float | None = None
+    n_layer: int
+    n_embd: int
+    n_head: int
+    total_params: int
+    embedding_params: int
+    scaling_params: int
+    target_tokens: int
+    training_tokens: int
+    tokens_per_param: float
+    total_batch_tokens: int
+    grad_accum_steps: int
+    steps: int
+    flops_per_token: int
+    flops: float
+    gpus: int
+    gpu_slots: list[int]
+    wave: int
+    est_start_hours: float
+    est_hours: float
+    est_gpu_hours: float
+    est_cost_usd: float
+
+
+class PlanStatus(_Model):
+    runs: list[PlannedRun]
+    scaling_params_convention: str
+    total_flops: float
+    total_gpu_hours: float
+    total_cost_usd: float
+    est_wall_hours: float
+    max_runs_in_flight: int
+
+
+class RunStatus(_Model):
+    name: str
+    depth: int
+    budget_flops: float | None = None
+    state: RunState = RunState.Pending
+    job_name: str | None = None
+    attempts: int = 0
+    step: int = 0
+    steps: int = 0
+    tokens: int = 0
+    loss: float | None = None
+    val_bpb: float | None = None
+    core: float | None = None
+    gpu_seconds: float = 0.0
+    cost_usd: float = 0.0
+    checkpoint_uri: str | None = None
+    results_uri: str | None = None
+    message: str | None = None
+
+
+class FitStatus(_Model):
+    """Headline numbers of the scaling-law fit (the full fit is in the report)."""
+
+    params_exponent: float | None = Field(default=None, description="a in N_opt ~ C^a.")
+    tokens_exponent: float | None = Field(default=None, description="b in D_opt ~ C^b.")
+    tokens_per_param: float | None = None
+    loss_exponent: float | None = None
+    curves_cross: bool | None = None
+    partial: bool = False
+    runs_fitted: int = 0
+    message: str | None = None
+
+
+class Totals(_Model):
+    runs: int = 0
+    runs_done: int = 0
+    runs_failed: int = 0
+    tokens: int = 0
+    gpu_hours: float = 0.0
+    cost_usd: float = 0.0
+
+
+class ScalingSweepStatus(_Model):
+    phase: str = "Pending"
+    observed_generation: int | None = None
+    conditions: list[Condition] = []
+    plan: PlanStatus | None = None
+    runs: list[RunStatus] = []
+    totals: Totals = Totals()
+    progress: Annotated[str | None, Field(description="Runs done / total, for the printer column.")] = None
+    cost: Annotated[str | None, Field(description="Cost so far in USD, for the printer column.")] = None
+    best_core: float | None = None
+    fit: FitStatus | None = None
+    report_uri: str | None = None
+
+
+class ScalingSweep(_Model):
+    """The whole resource, as read from a YAML file or the API server."""
+
+    model_config = ConfigDict(extra="ignore")  # metadata fields we do not model (uid, managedFields, ...)
+
+    api_version: Annotated[str, Field(alias="apiVersion")] = API_VERSION
+    kind: str = KIND
+    metadata: dict[str, Any] = {}
+    spec: ScalingSweepSpec
+    status: ScalingSweepStatus | None = None
+
+    @field_validator("api_version")
+    @classmethod
+    def _api_version(cls, v: str) -> str:
+        if v != API_VERSION:
+            raise ValueError(f"apiVersion must be {API_VERSION!r}, got {v!r}")
+        return v
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v != KIND:
+            raise ValueError(f"kind must be {KIND!r}, got {v!r}")
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _name(cls, v: dict[str, Any]) -> dict[str, Any]:
+        name = v.get("name")
+        if not isinstance(name, str) or not SWEEP_NAME_RE.match(name):
+            raise ValueError(
+                f"metadata.name {name!r} must be a DNS-1035 label of at most 50 characters "
+                "(lowercase letters, digits, '-', starting with a letter), so that job names "
+                "<name>-d<depth> stay valid"
+            )
+        return v
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])

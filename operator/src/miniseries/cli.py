@@ -1,0 +1,154 @@
+"""`miniseries`: the command line of the control plane (no torch is imported here).
+
+    miniseries plan SWEEP.yaml [--output table|json]   the plan, offline
+    miniseries crd                                       the CRD YAML from api.py
+
+Other commands (run, status, report, fit, data, operator) register themselves
+through `COMMANDS` from their own modules, so this file stays a router.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from miniseries import fmt
+from miniseries.api import PlanStatus, ScalingSweep
+from miniseries.errors import SpecError
+from miniseries.plan import make_plan
+from miniseries.sweepfile import load_sweep
+
+# Modules that add sub-commands: each exposes `register(subparsers)`. Missing
+# optional modules are skipped so that the router never depends on them.
+COMMAND_MODULES = [
+    "miniseries.cli_local",
+    "miniseries.cli_science",
+    "miniseries.cli_data",
+    "miniseries.cli_operator",
+]
+
+
+def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
+    spec = sweep.spec
+    headers = [
+        "run",
+        "layers",
+        "width",
+        "heads",
+        "params",
+        "embed",
+        "scaling",
+        "tokens",
+        "tok/param",
+        "batch",
+        "accum",
+        "steps",
+        "FLOPs",
+        "GPUs",
+        "slots",
+        "start h",
+        "hours",
+        "GPU-h",
+        "USD",
+    ]
+    rows = []
+    for r in plan.runs:
+        rows.append(
+            [
+                r.name,
+                str(r.n_layer),
+                str(r.n_embd),
+                str(r.n_head),
+                fmt.si(r.total_params),
+                fmt.si(r.embedding_params),
+                fmt.si(r.scaling_params),
+                fmt.si(r.training_tokens),
+                f"{r.tokens_per_param:.2f}",
+                fmt.si(r.total_batch_tokens),
+                str(r.grad_accum_steps),
+                f"{r.steps:,}",
+                fmt.sci(r.flops),
+                str(r.gpus),
+                f"{r.gpu_slots[0]}-{r.gpu_slots[-1]}",
+                f"{r.est_start_hours:.2f}",
+                f"{r.est_hours:.2f}",
+                f"{r.est_gpu_hours:.1f}",
+                f"{r.est_cost_usd:,.2f}",
+            ]
+        )
+    res = spec.resources
+    lines = [
+        f"ScalingSweep {sweep.name}: {len(plan.runs)} runs, mode {spec.training.mode.value}, "
+        f"{res.node_gpus}x{res.gpu_type}, {res.gpus_per_run} GPUs/run, "
+        f"{plan.max_runs_in_flight} in flight at most",
+        f"params: scaling = {plan.scaling_params_convention}; tokens:params uses scaling params",
+        "",
+        fmt.table(headers, rows),
+        "",
+        f"total: {fmt.sci(plan.total_flops)} FLOPs, {plan.total_gpu_hours:,.1f} GPU-hours, "
+        f"${plan.total_cost_usd:,.2f} at ${spec.cost.price_per_gpu_hour}/GPU-hour, "
+        f"about {plan.est_wall_hours:.2f} h wall time "
+        f"(assuming {res.assumed_mfu:.0%} MFU of {fmt.si(res.peak_flops_per_gpu)}FLOP/s per GPU)",
+    ]
+    if spec.cost.budget_usd is not None:
+        lines.append(f"budget cap: ${spec.cost.budget_usd:,.2f}")
+    return "\n".join(lines)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    sweep = load_sweep(args.sweep)
+    plan = make_plan(sweep.spec)
+    if args.output == "json":
+        print(json.dumps({"sweep": sweep.name, "plan": plan.wire()}, indent=2))
+    else:
+        print(plan_table(sweep, plan))
+    return 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    from miniseries.crd import crd_yaml
+
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="miniseries", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("plan", help="print the plan of a sweep (no cluster, no torch)")
+    p.add_argument("sweep", help="ScalingSweep YAML file")
+    p.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("crd", help="print the ScalingSweep CRD YAML generated from the API models")
+    p.set_defaults(func=cmd_crd)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue
+            raise
+        register: Callable[[argparse._SubParsersAction], None] = module.register  # type: ignore[type-arg]
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SpecError as e:
+        print(f"error: invalid sweep {getattr(args, 'sweep', '')}:".rstrip(":") + ":", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

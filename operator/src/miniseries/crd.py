@@ -1,0 +1,146 @@
+"""Render the CustomResourceDefinition from the pydantic models in `api`.
+
+Kubernetes wants a *structural* OpenAPI v3 schema: every node typed, no $ref, no
+anyOf at the type level, `nullable` instead of a null type. pydantic's JSON
+Schema is close; this module inlines the definitions and rewrites the few
+constructs the API server rejects. Cross-field rules (exactly one of depths /
+depthRange, budgets only in isoflop mode, ...) stay in pydantic, where the
+operator reports them as Events and conditions; the schema catches everything a
+single field can get wrong at `kubectl apply` time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from miniseries import api
+
+_DROP = {"title", "discriminator"}
+
+
+def _structural(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_structural(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].split("/")[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "anyOf":
+            options = [o for o in value if o.get("type") != "null"]
+            nullable = len(options) != len(value)
+            if len(options) == 1:
+                inner = _structural(options[0], defs)
+                out.update(inner)
+            else:  # a union of non-null types: keep the first type's shape (unused in our API)
+                out.update(_structural(options[0], defs))
+            if nullable:
+                out["nullable"] = True
+            continue
+        if key == "properties":
+            out[key] = {k: _structural(v, defs) for k, v in value.items()}
+        elif key == "additionalProperties" and isinstance(value, bool):
+            if value:
+                out["x-kubernetes-preserve-unknown-fields"] = True
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            # JSON Schema 2020 number form -> OpenAPI v3 boolean form
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+        elif key == "const":
+            out["enum"] = [value]
+        else:
+            out[key] = _structural(value, defs)
+    if out.get("default") is None and "default" in out:
+        del out["default"]
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    return out
+
+
+def openapi_schema(model: type[Any], mode: str = "validation") -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode=mode)
+    defs = raw.pop("$defs", {})
+    return _structural(raw, defs)  # type: ignore[no-any-return]
+
+
+def _strip_status_defaults(node: Any) -> Any:
+    # Status is written by the operator; defaults there would make the API server
+    # invent values the operator never reported.
+    if isinstance(node, dict):
+        return {k: _strip_status_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_strip_status_defaults(v) for v in node]
+    return node
+
+
+def crd() -> dict[str, Any]:
+    spec_schema = openapi_schema(api.ScalingSweepSpec)
+    spec_schema["description"] = api.ScalingSweepSpec.__doc__
+    status_schema = _strip_status_defaults(openapi_schema(api.ScalingSweepStatus, mode="serialization"))
+    status_schema.pop("required", None)
+    conditions = status_schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{api.PLURAL}.{api.GROUP}"},
+        "spec": {
+            "group": api.GROUP,
+            "names": {
+                "kind": api.KIND,
+                "listKind": f"{api.KIND}List",
+                "plural": api.PLURAL,
+                "singular": api.SINGULAR,
+                "shortNames": api.SHORT_NAMES,
+                "categories": ["miniseries"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": api.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {
+                            "name": "Runs",
+                            "type": "string",
+                            "jsonPath": ".status.progress",
+                            "description": "Runs done / total",
+                        },
+                        {"name": "Cost", "type": "string", "jsonPath": ".status.cost", "description": "USD so far"},
+                        {"name": "Best-CORE", "type": "number", "jsonPath": ".status.bestCore"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A compute-optimal family of GPT models and the scaling laws they reveal.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    header = "# Generated by `miniseries crd` from operator/src/miniseries/api.py. Do not edit.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=120)

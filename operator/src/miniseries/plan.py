@@ -1,0 +1,189 @@
+"""Sweep spec -> an ordered list of runs, packed onto the node's GPUs, with time and cost.
+
+The plan is pure arithmetic on top of `shapes`: no cluster, no torch. The
+operator writes it to `status.plan` before anything runs, `miniseries plan`
+prints it, and the local runner executes it, so all three agree by construction.
+
+Packing: runs are started longest first (LPT list scheduling, within 4/3 of the
+optimal makespan) on the lowest free GPU indices, never more than `parallelism`
+at once and never more GPUs than the node has. Time per run is
+FLOPs / (GPUs x peak FLOP/s x assumed MFU): an estimate, replaced by measured
+GPU-seconds in `status.runs` as runs finish.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+from miniseries import shapes
+from miniseries.api import Mode, PlannedRun, PlanStatus, ScalingSweepSpec
+from miniseries.errors import SpecError
+
+
+@dataclass(frozen=True)
+class _RunDraft:
+    name: str
+    depth: int
+    budget_flops: float | None
+    shape: shapes.ModelShape
+    horizon: shapes.Horizon
+
+    @property
+    def flops(self) -> float:
+        return shapes.training_flops(self.shape, self.horizon.training_tokens)
+
+
+def run_name(depth: int, budget_flops: float | None = None) -> str:
+    """Run id used in job names and store paths: d12, or d12-f1e18 in isoflop mode."""
+    if budget_flops is None:
+        return f"d{depth}"
+    mantissa, exponent = f"{budget_flops:.2e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".").replace(".", "p")
+    return f"d{depth}-f{mantissa}e{int(exponent)}"
+
+
+def shape_for(spec: ScalingSweepSpec, depth: int) -> shapes.ModelShape:
+    m = spec.model
+    return shapes.model_shape(
+        depth,
+        aspect_ratio=m.aspect_ratio,
+        head_dim=m.head_dim,
+        vocab_size=m.vocab_size,
+        sequence_len=m.sequence_length,
+    )
+
+
+def reference_tokens(spec: ScalingSweepSpec) -> int:
+    """The compute-optimal horizon of the d12 reference model, anchor of the batch rule."""
+    return shapes.tokens_for_ratio(shape_for(spec, shapes.REFERENCE_DEPTH), spec.training.tokens_per_param)
+
+
+def _batch_tokens(spec: ScalingSweepSpec, target_tokens: int) -> int:
+    t, r = spec.training, spec.resources
+    micro = shapes.micro_batch_tokens(t.device_batch_size, spec.model.sequence_length, r.gpus_per_run)
+    if t.total_batch_tokens is None:
+        wanted = shapes.auto_total_batch_tokens(target_tokens, reference_tokens(spec))
+        return shapes.fit_batch_to_micro_batch(wanted, micro)
+    if t.total_batch_tokens % micro:
+        raise SpecError.one(
+            "spec.training.totalBatchTokens",
+            f"{t.total_batch_tokens} is not a multiple of one micro-batch: deviceBatchSize "
+            f"{t.device_batch_size} x sequenceLength {spec.model.sequence_length} x gpusPerRun "
+            f"{r.gpus_per_run} = {micro} tokens; use a multiple of {micro} or omit it for automatic",
+        )
+    return t.total_batch_tokens
+
+
+def _draft(spec: ScalingSweepSpec, depth: int, budget: float | None) -> _RunDraft:
+    shape = shape_for(spec, depth)
+    if budget is None:
+        target = shapes.tokens_for_ratio(shape, spec.training.tokens_per_param)
+    else:
+        target = shapes.tokens_for_budget(shape, budget)
+    batch = _batch_tokens(spec, target)
+    h = shapes.horizon(
+        target,
+        batch,
+        device_batch_size=spec.training.device_batch_size,
+        sequence_len=spec.model.sequence_length,
+        world_size=spec.resources.gpus_per_run,
+    )
+    if h.steps < 1:
+        where = "spec.training.tokensPerParam" if budget is None else "spec.training.isoflopBudgets"
+        what = f"ratio {spec.training.tokens_per_param}" if budget is None else f"budget {budget:.3g} FLOPs"
+        raise SpecError.one(
+            where,
+            f"d{depth} at {what} gives {target} tokens, less than one step of {batch} tokens; "
+            "raise it, lower the batch (training.totalBatchTokens/deviceBatchSize) or drop the depth",
+        )
+    return _RunDraft(run_name(depth, budget), depth, budget, shape, h)
+
+
+def _drafts(spec: ScalingSweepSpec) -> list[_RunDraft]:
+    depths = spec.depth_list()
+    if spec.training.mode is Mode.ratio:
+        return [_draft(spec, d, None) for d in depths]
+    budgets = spec.training.isoflop_budgets or []
+    return [_draft(spec, d, b) for b in budgets for d in depths]
+
+
+def _hours(spec: ScalingSweepSpec, flops: float, gpus: int) -> float:
+    r = spec.resources
+    return flops / (gpus * r.peak_flops_per_gpu * r.assumed_mfu) / 3600.0
+
+
+def _schedule(spec: ScalingSweepSpec, drafts: list[_RunDraft]) -> list[PlannedRun]:
+    """Longest-first list scheduling onto GPU indices, within parallelism."""
+    r = spec.resources
+    gpus = r.gpus_per_run
+    price = spec.cost.price_per_gpu_hour
+    order = sorted(drafts, key=lambda d: (-d.flops, d.depth, d.budget_flops or 0.0))
+    free = list(range(r.node_gpus))
+    running: list[tuple[float, int, list[int]]] = []  # (end time, seq, gpu slots)
+    now, wave, last_start = 0.0, -1, None
+    planned: list[PlannedRun] = []
+    for seq, d in enumerate(order):
+        while len(running) >= r.max_runs_in_flight or len(free) < gpus:
+            end, _, slots = heapq.heappop(running)
+            now = max(now, end)
+            free = sorted(free + slots)
+        slots, free = free[:gpus], free[gpus:]
+        hours = _hours(spec, d.flops, gpus)
+        heapq.heappush(running, (now + hours, seq, slots))
+        if now != last_start:
+            wave, last_start = wave + 1, now
+        s, h = d.shape, d.horizon
+        planned.append(
+            PlannedRun(
+                name=d.name,
+                depth=d.depth,
+                budget_flops=d.budget_flops,
+                n_layer=s.n_layer,
+                n_embd=s.n_embd,
+                n_head=s.n_head,
+                total_params=s.total_params,
+                embedding_params=s.embedding_params,
+                scaling_params=s.scaling_params,
+                target_tokens=h.target_tokens,
+                training_tokens=h.training_tokens,
+                tokens_per_param=h.training_tokens / s.scaling_params,
+                total_batch_tokens=h.total_batch_tokens,
+                grad_accum_steps=h.grad_accum_steps,
+                steps=h.steps,
+                flops_per_token=s.flops_per_token,
+                flops=d.flops,
+                gpus=gpus,
+                gpu_slots=slots,
+                wave=wave,
+                est_start_hours=now,
+                est_hours=hours,
+                est_gpu_hours=hours * gpus,
+                est_cost_usd=hours * gpus * price,
+            )
+        )
+    return planned
+
+
+def make_plan(spec: ScalingSweepSpec) -> PlanStatus:
+    """The whole plan, or a SpecError naming every field that makes it impossible."""
+    runs = _schedule(spec, _drafts(spec))
+    total_cost = sum(r.est_cost_usd for r in runs)
+    plan = PlanStatus(
+        runs=runs,
+        scaling_params_convention=shapes.SCALING_PARAMS_CONVENTION,
+        total_flops=sum(r.flops for r in runs),
+        total_gpu_hours=sum(r.est_gpu_hours for r in runs),
+        total_cost_usd=total_cost,
+        est_wall_hours=max(r.est_start_hours + r.est_hours for r in runs),
+        max_runs_in_flight=spec.resources.max_runs_in_flight,
+    )
+    budget = spec.cost.budget_usd
+    if budget is not None and total_cost > budget:
+        raise SpecError.one(
+            "spec.cost.budgetUsd",
+            f"the plan is estimated at ${total_cost:,.2f} ({plan.total_gpu_hours:,.1f} GPU-hours at "
+            f"${spec.cost.price_per_gpu_hour}/GPU-hour), over the budget cap of ${budget:,.2f}; "
+            "raise budgetUsd, drop depths or lower tokensPerParam",
+        )
+    return plan

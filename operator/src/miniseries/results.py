@@ -1,0 +1,174 @@
+"""The run-level contract between the trainer and its readers (operator, local runner, report).
+
+The trainer writes these documents to the store (paths from `layout`); everyone
+else only reads them. They are versioned: a reader refuses a schema it does not
+know instead of misreading it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from miniseries.layout import RunLayout, step_of_checkpoint_key
+from miniseries.store import Store, StoreError
+
+RESULTS_SCHEMA_VERSION = 1
+CHECKPOINT_SCHEMA_VERSION = 1
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(indent=2).encode()
+
+
+class Progress(_Doc):
+    """Rewritten every few steps while a run trains."""
+
+    schema_version: int = RESULTS_SCHEMA_VERSION
+    sweep: str
+    run: str
+    depth: int
+    step: int
+    steps: int
+    tokens: int
+    loss: float | None = None
+    lr: float | None = None
+    tokens_per_second: float | None = None
+    mfu: float | None = None
+    elapsed_seconds: float = 0.0
+    eta_seconds: float | None = None
+    world_size: int = 1
+    state: str = "training"  # training | evaluating | done
+    updated_at: float = 0.0  # unix time
+
+
+class LossSummary(_Doc):
+    first: float | None = None
+    final: float | None = None  # mean of the last logged window, less noisy than the last step
+    min: float | None = None
+    points: int = 0
+
+
+class TaskScore(_Doc):
+    task: str
+    accuracy: float
+    centered: float
+    examples: int
+    seconds: float = 0.0
+
+
+class CoreResult(_Doc):
+    core: float | None = None  # None when partial: a partial score is never shown as CORE
+    partial: bool = False
+    tasks: list[TaskScore] = Field(default_factory=list)
+    missing_tasks: list[str] = Field(default_factory=list)
+    bundle_hash: str | None = None
+    seconds: float = 0.0
+
+
+class RunResults(_Doc):
+    """results.json: everything one finished run measured."""
+
+    schema_version: int = RESULTS_SCHEMA_VERSION
+    sweep: str
+    run: str
+    depth: int
+    budget_flops: float | None = None
+    shape: dict[str, int]
+    params: dict[str, int]
+    target_tokens: int
+    tokens: int
+    steps: int
+    total_batch_tokens: int
+    flops_per_token: int
+    flops: float
+    wall_seconds: float
+    gpu_seconds: float
+    world_size: int
+    device: str
+    mfu: float | None = None
+    tokens_per_second: float | None = None
+    loss: LossSummary
+    val_bpb: float | None = None
+    core: CoreResult | None = None
+    checkpoint_uri: str | None = None
+    loss_curve_key: str | None = None
+    created_at: float = 0.0
+
+
+class CheckpointFile(_Doc):
+    name: str
+    bytes: int
+    sha256: str
+
+
+class CheckpointManifest(_Doc):
+    """manifest.json, written after every file of a checkpoint: its presence means complete."""
+
+    schema_version: int = CHECKPOINT_SCHEMA_VERSION
+    step: int
+    tokens: int
+    world_size: int
+    files: list[CheckpointFile]
+    created_at: float = 0.0
+
+
+class ResultsError(RuntimeError):
+    pass
+
+
+def _load(store: Store, key: str, model: type[_Doc]) -> Any:
+    raw = store.read_bytes(key)
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{store.uri}/{key} is not valid JSON: {e}") from None
+    version = data.get("schema_version")
+    if version != RESULTS_SCHEMA_VERSION and model is not CheckpointManifest:
+        raise ResultsError(
+            f"{store.uri}/{key} has schema_version {version!r}; this reader knows {RESULTS_SCHEMA_VERSION}"
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ResultsError(f"{store.uri}/{key} does not match the {model.__name__} schema: {e}") from None
+
+
+def read_results(store: Store, run: RunLayout) -> RunResults | None:
+    """The run's results, or None if it has not finished."""
+    if not store.exists(run.results):
+        return None
+    return _load(store, run.results, RunResults)  # type: ignore[no-any-return]
+
+
+def read_progress(store: Store, run: RunLayout) -> Progress | None:
+    try:
+        return _load(store, run.progress, Progress)  # type: ignore[no-any-return]
+    except (StoreError, ResultsError):
+        return None  # progress is advisory: a missing or half-read one just means "no news"
+
+
+def read_loss_curve(store: Store, run: RunLayout) -> list[dict[str, float]]:
+    if not store.exists(run.loss_curve):
+        return []
+    return [json.loads(line) for line in store.read_bytes(run.loss_curve).decode().splitlines() if line.strip()]
+
+
+def checkpoint_steps(store: Store, run: RunLayout) -> list[int]:
+    """Steps of complete checkpoints (those with a manifest), newest last."""
+    steps = set()
+    for key in store.list(run.checkpoints):
+        if key.endswith("/manifest.json"):
+            step = step_of_checkpoint_key(key)
+            if step is not None:
+                steps.add(step)
+    return sorted(steps)
+
+
+def read_manifest(store: Store, run: RunLayout, step: int) -> CheckpointManifest:
+    return _load(store, run.checkpoint(step) + "manifest.json", CheckpointManifest)  # type: ignore[no-any-return]

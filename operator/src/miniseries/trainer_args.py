@@ -1,0 +1,65 @@
+"""The contract between a plan and the trainer: one run's command-line flags.
+
+Both the operator (PyTorchJob container args) and the local runner build the
+trainer's argv here, and the trainer's argparse accepts exactly these flags (a
+test parses this output with the trainer's parser), so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from miniseries.api import PlannedRun, ScalingSweepSpec
+from miniseries.layout import SweepLayout, join_uri
+
+TRAINER_MODULE = "miniseries_trainer.train"
+DEFAULT_METRICS_PORT = 9400
+
+
+def tokenizer_uri(spec: ScalingSweepSpec, sweep: str, store_uri: str | None = None) -> str:
+    """The sweep's tokenizer: given in the spec, or trained once into the store."""
+    return spec.data.tokenizer_uri or join_uri(store_uri or spec.store.uri, SweepLayout(sweep).tokenizer)
+
+
+def trainer_flags(
+    spec: ScalingSweepSpec,
+    sweep: str,
+    run: PlannedRun,
+    *,
+    metrics_port: int = DEFAULT_METRICS_PORT,
+    device: str = "auto",
+    store_uri: str | None = None,
+) -> list[str]:
+    """Flags for `python -m miniseries_trainer.train` (or torchrun ... -m ...)."""
+    m, t = spec.model, spec.training
+    store = store_uri or spec.store.uri
+    flags = [
+        f"--sweep={sweep}",
+        f"--run={run.name}",
+        f"--depth={run.depth}",
+        f"--aspect-ratio={m.aspect_ratio}",
+        f"--head-dim={m.head_dim}",
+        f"--vocab-size={m.vocab_size}",
+        f"--seq-len={m.sequence_length}",
+        f"--target-tokens={run.target_tokens}",
+        f"--steps={run.steps}",
+        f"--total-batch-tokens={run.total_batch_tokens}",
+        f"--device-batch-size={t.device_batch_size}",
+        f"--warmup-steps={t.warmup_steps}",
+        f"--warmdown-ratio={t.warmdown_ratio}",
+        f"--checkpoint-every={t.checkpoint_every}",
+        f"--keep-checkpoints={t.keep_checkpoints}",
+        f"--eval-tokens={t.eval_tokens}",
+        f"--seed={t.seed}",
+        f"--store={store}",
+        f"--data={spec.data.shards_uri}",
+        f"--tokenizer={tokenizer_uri(spec, sweep, store)}",
+        f"--metrics-port={metrics_port}",
+        f"--device={device}",
+        "--resume=auto",
+    ]
+    if run.budget_flops is not None:
+        flags.append(f"--budget-flops={run.budget_flops:g}")
+    if spec.data.eval_bundle_uri:
+        flags.append(f"--eval-bundle={spec.data.eval_bundle_uri}")
+        if t.core_max_per_task:
+            flags.append(f"--core-max-per-task={t.core_max_per_task}")
+    return flags

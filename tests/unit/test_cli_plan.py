@@ -1,0 +1,69 @@
+"""`miniseries plan` and `miniseries crd` as a user runs them: no cluster, no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from miniseries.plan import make_plan
+from miniseries.sweepfile import load_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "miniseries.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("example", ["miniseries.yaml", "isoflop.yaml", "tiny.yaml"])
+def test_plan_table_for_every_example(example: str) -> None:
+    r = run("plan", f"examples/{example}")
+    assert r.returncode == 0, r.stderr
+    for column in (
+        "layers",
+        "width",
+        "heads",
+        "params",
+        "embed",
+        "scaling",
+        "tokens",
+        "steps",
+        "batch",
+        "FLOPs",
+        "GPU-h",
+        "USD",
+    ):
+        assert column in r.stdout
+    assert "total:" in r.stdout and "transformer_matrices+lm_head" in r.stdout
+
+
+def test_plan_json_matches_the_library() -> None:
+    r = run("plan", "examples/miniseries.yaml", "--output", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    expected = make_plan(load_sweep(ROOT / "examples/miniseries.yaml").spec).wire()
+    assert doc == {"sweep": "miniseries", "plan": expected}
+
+
+def test_plan_does_not_import_torch_or_kubernetes() -> None:
+    code = (
+        "import sys; from miniseries.cli import main; main(['plan', 'examples/tiny.yaml']);"
+        "bad = [m for m in ('torch', 'kopf', 'kubernetes') if m in sys.modules]; assert not bad, bad"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+
+
+def test_crd_command_prints_the_committed_crd() -> None:
+    r = run("crd")
+    assert r.returncode == 0
+    assert r.stdout == (ROOT / "crds" / "scalingsweeps.miniseries.dev.yaml").read_text()
+
+
+def test_missing_file_is_a_clear_error() -> None:
+    r = run("plan", "examples/nope.yaml")
+    assert r.returncode == 2 and "does not exist" in r.stderr

@@ -1,0 +1,152 @@
+"""Every spec a user can get wrong fails with a message naming the field and what is allowed.
+
+Each case is checked twice: through pydantic (what the operator and `miniseries
+plan` use) and, for the single-field cases, through the CRD's OpenAPI schema
+(what `kubectl apply` meets) evaluated here with a JSON-schema-style walk.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from miniseries.errors import SpecError
+from miniseries.plan import make_plan
+from miniseries.sweepfile import parse_sweep
+
+GOOD: dict[str, Any] = {
+    "apiVersion": "miniseries.dev/v1alpha1",
+    "kind": "ScalingSweep",
+    "metadata": {"name": "ok"},
+    "spec": {
+        "depths": [4, 6],
+        "model": {"aspectRatio": 64, "headDim": 64, "vocabSize": 4096, "sequenceLength": 512},
+        "training": {"deviceBatchSize": 8},
+        "resources": {"gpusPerRun": 1},
+        "store": {"uri": "s3://bucket/sweeps"},
+        "data": {"shardsUri": "file:///data/shards"},
+    },
+}
+
+
+def with_(path: str, value: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(GOOD)
+    node = doc
+    keys = path.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    if value is DELETE:
+        node.pop(keys[-1])
+    else:
+        node[keys[-1]] = value
+    return doc
+
+
+DELETE = object()
+
+# (id, document, field named in the error, a fragment of what is allowed)
+CASES: list[tuple[str, dict[str, Any], str, str]] = [
+    ("depth-zero", with_("spec.depths", [0, 4]), "spec.depths[0]", "greater than or equal to 1"),
+    ("depth-too-big", with_("spec.depths", [4, 65]), "spec.depths[1]", "less than or equal to 64"),
+    ("depths-empty", with_("spec.depths", []), "spec", "must not be empty"),
+    ("depths-duplicated", with_("spec.depths", [4, 6, 4]), "spec", "repeated: [4]"),
+    ("depths-and-range", with_("spec.depthRange", {"min": 2, "max": 4}), "spec", "exactly one of depths"),
+    ("no-depths", with_("spec.depths", DELETE), "spec", "exactly one of depths"),
+    (
+        "range-backwards",
+        with_("spec.depths", DELETE) | {"spec": {**GOOD["spec"], "depths": None, "depthRange": {"min": 8, "max": 4}}},
+        "spec.depthRange",
+        "max (4) must be >= min (8)",
+    ),
+    ("ratio-zero", with_("spec.training.tokensPerParam", 0), "spec.training.tokensPerParam", "greater than 0"),
+    ("ratio-negative", with_("spec.training.tokensPerParam", -8), "spec.training.tokensPerParam", "greater than 0"),
+    ("unknown-mode", with_("spec.training.mode", "chinchilla"), "spec.training.mode", "'ratio' or 'isoflop'"),
+    ("isoflop-without-budgets", with_("spec.training.mode", "isoflop"), "spec", "isoflopBudgets is required"),
+    (
+        "budgets-in-ratio-mode",
+        with_("spec.training.isoflopBudgets", [1e18]),
+        "spec",
+        "only allowed when training.mode is isoflop",
+    ),
+    (
+        "budget-negative",
+        with_("spec.training", {"mode": "isoflop", "isoflopBudgets": [-1.0]}),
+        "spec.training.isoflopBudgets[0]",
+        "greater than 0",
+    ),
+    (
+        "batch-not-divisible",
+        with_("spec.training.totalBatchTokens", 5000),
+        "spec.training.totalBatchTokens",
+        "multiple of 4096",
+    ),
+    (
+        "device-batch-zero",
+        with_("spec.training.deviceBatchSize", 0),
+        "spec.training.deviceBatchSize",
+        "greater than or equal to 1",
+    ),
+    (
+        "gpus-over-node",
+        with_("spec.resources", {"gpusPerRun": 16, "nodeGpus": 8}),
+        "spec.resources",
+        "gpusPerRun (16) must be <= nodeGpus (8)",
+    ),
+    (
+        "parallelism-zero",
+        with_("spec.resources.parallelism", 0),
+        "spec.resources.parallelism",
+        "greater than or equal to 1",
+    ),
+    ("mfu-over-one", with_("spec.resources.assumedMfu", 1.5), "spec.resources.assumedMfu", "less than or equal to 1"),
+    ("store-http", with_("spec.store.uri", "http://bucket/x"), "spec.store.uri", "s3://<bucket>/<prefix>"),
+    ("store-relative-file", with_("spec.store.uri", "file://relative/x"), "spec.store.uri", "file:///<absolute path>"),
+    ("store-bad-bucket", with_("spec.store.uri", "s3://B/x"), "spec.store.uri", "bucket: 3-63 lowercase"),
+    ("store-missing", with_("spec.store", DELETE), "spec.store", "required field is missing"),
+    ("data-uri-bad", with_("spec.data.shardsUri", "/data/shards"), "spec.data.shardsUri", "not a store URI"),
+    ("typo-field", with_("spec.training.tokensPerParams", 8), "spec.training.tokensPerParams", "unknown field"),
+    ("budget-exceeded", with_("spec.cost.budgetUsd", 0.01), "spec.cost.budgetUsd", "over the budget cap"),
+    (
+        "price-negative",
+        with_("spec.cost.pricePerGpuHour", -1),
+        "spec.cost.pricePerGpuHour",
+        "greater than or equal to 0",
+    ),
+    ("head-dim-odd", with_("spec.model.headDim", 33), "spec.model.headDim", "multiple of 2"),
+    ("vocab-tiny", with_("spec.model.vocabSize", 100), "spec.model.vocabSize", "greater than or equal to 256"),
+    ("name-uppercase", with_("metadata.name", "MySweep"), "metadata", "DNS-1035"),
+    ("name-too-long", with_("metadata.name", "a" * 60), "metadata", "at most 50 characters"),
+    ("wrong-api-version", with_("apiVersion", "miniseries.dev/v1"), "apiVersion", "miniseries.dev/v1alpha1"),
+    ("wrong-kind", with_("kind", "Sweep"), "kind", "'ScalingSweep'"),
+    ("retry-negative", with_("spec.retryLimit", -1), "spec.retryLimit", "greater than or equal to 0"),
+    ("deletion-policy", with_("spec.deletionPolicy", "Keep"), "spec.deletionPolicy", "'Retain' or 'Delete'"),
+    ("zero-steps", with_("spec.training.tokensPerParam", 0.001), "spec.training.tokensPerParam", "less than one step"),
+]
+
+
+@pytest.mark.parametrize(("doc", "field", "allowed"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_invalid_spec_names_the_field(doc: dict[str, Any], field: str, allowed: str) -> None:
+    with pytest.raises(SpecError) as e:
+        make_plan(parse_sweep(doc).spec)
+    assert field in e.value.fields, f"expected {field} in {e.value.fields}: {e.value}"
+    assert allowed in str(e.value)
+
+
+def test_good_spec_plans() -> None:
+    plan = make_plan(parse_sweep(GOOD).spec)
+    assert [r.depth for r in plan.runs] == [6, 4]
+
+
+@pytest.mark.parametrize(("doc", "field", "allowed"), [c[1:] for c in CASES[:3]], ids=[c[0] for c in CASES[:3]])
+def test_cli_plan_reports_field_and_exit_2(tmp_path: Path, doc: dict[str, Any], field: str, allowed: str) -> None:
+    f = tmp_path / "sweep.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    r = subprocess.run([sys.executable, "-m", "miniseries.cli", "plan", str(f)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert field in r.stderr and allowed in r.stderr
