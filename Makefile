@@ -34,3 +34,4 @@ lint: venv
 
 crd: venv
 	$(VENV)/bin/miniseries crd > crds/scalingsweeps.miniseries.dev.yaml
+	cp crds/scalingsweeps.miniseries.dev.yaml charts/miniseries-operator/crds/
