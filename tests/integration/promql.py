@@ -33,3 +33,26 @@ def series_names(base_url: str) -> set[str]:
     rsp = requests.get(f"{base_url}/api/v1/label/__name__/values", timeout=10)
     rsp.raise_for_status()
     return set(rsp.json()["data"])
+
+
+def wait_for_samples(base_url: str, expr: str, start: float, timeout: float = 60.0) -> list[Any]:
+    """Poll until `expr` has data (scrapes are every second in the tests)."""
+    deadline = time.time() + timeout
+    while True:
+        result = query_range(base_url, expr, start)
+        if result or time.time() > deadline:
+            return result
+        time.sleep(1.0)
+
+
+def empty_panels(base_url: str, boards: dict[str, Any], *, sweep: str, run: str, start: float) -> list[str]:
+    """'dashboard / panel: expr' for every panel query that returns no data."""
+    empty = []
+    for name, build in boards.items():
+        board = build()
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                expr = substitute(target["expr"], sweep=sweep, run=run)
+                if not query_range(base_url, expr, start):
+                    empty.append(f"{name} / {panel['title']}: {expr}")
+    return empty
