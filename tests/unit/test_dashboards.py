@@ -3,28 +3,13 @@ metrics the code exports and the README documents."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dashboards_generate", ROOT / "dashboards" / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = load_generator()
+from tests.dashboards import ROOT, gen
 
 
 @pytest.mark.parametrize("name", sorted(gen.DASHBOARDS))
