@@ -375,23 +375,22 @@ class ExportedMetric:
 
 
 def exported_metrics(modules: tuple[str, ...] = METRIC_MODULES) -> list[ExportedMetric]:
-    """The miniseries_* metrics the code declares, found by importing `modules`.
+    """The miniseries_* metrics the code declares, from each module's `METRICS` list.
 
-    Raises ModuleNotFoundError when a module is missing, so a caller can tell
-    "not written yet" apart from "written and wrong".
+    A `METRICS` item has name, type and help, and either `labels` or, with the module's
+    RUN_LABELS, `per_rank` (the trainer's MetricDoc). Raises ModuleNotFoundError when a
+    module is missing, so a caller can tell "not written yet" from "written and wrong".
     """
-    from prometheus_client.metrics import MetricWrapperBase
-
     found: dict[str, ExportedMetric] = {}
     for module_name in modules:
         module = importlib.import_module(module_name)
-        for value in vars(module).values():
-            if not isinstance(value, MetricWrapperBase) or not value._name.startswith("miniseries_"):
-                continue
-            suffix = {"counter": "_total", "info": "_info"}.get(value._type, "")
-            name = value._name + suffix
-            found[name] = ExportedMetric(name, value._type, tuple(value._labelnames), value._documentation)
-    return sorted(found.values(), key=lambda m: m.name)
+        run_labels = tuple(getattr(module, "RUN_LABELS", ()))
+        for doc in module.METRICS:
+            labels = getattr(doc, "labels", None)
+            if labels is None:
+                labels = (*run_labels, "rank") if getattr(doc, "per_rank", False) else run_labels
+            found[doc.name] = ExportedMetric(doc.name, doc.type, tuple(labels), doc.help)
+    return list(found.values())  # code order: trainer, then operator
 
 
 def readme_table(metrics: list[ExportedMetric]) -> str:

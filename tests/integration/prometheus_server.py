@@ -50,6 +50,7 @@ def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
     binary = shutil.which("prometheus")
     if not binary:
         pytest.skip("no prometheus binary: `make deps` installs the Debian package")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     targets = tmp_path / "targets.json"
     targets.write_text("[]")
     config = tmp_path / "prometheus.yml"
