@@ -88,9 +88,9 @@ def timed_helm(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     return time.perf_counter() - start, proc
 
 
-def sa_kubeconfig(admin: Path, tmp_path: Path) -> Path:
+def sa_kubeconfig(admin: Path, tmp_path: Path, namespace: str = NS, name: str = SA_NAME) -> Path:
     """A kubeconfig holding only a TokenRequest token of the chart's ServiceAccount."""
-    token = kubectl(admin, "-n", NS, "create", "token", SA_NAME, "--duration=10m").stdout.strip()
+    token = kubectl(admin, "-n", namespace, "create", "token", name, "--duration=30m").stdout.strip()
     cluster = yaml.safe_load(kubectl(admin, "config", "view", "--raw", "--minify", "--flatten").stdout)["clusters"][0]
     config = {
         "apiVersion": "v1",
