@@ -44,31 +44,36 @@ PROGRESS_EVERY_SECONDS = 5.0
 # Flags
 
 
-class _EnvDefaults(argparse.ArgumentParser):
-    """argparse whose defaults come from MINISERIES_<FLAG> when that is set."""
-
-    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:  # type: ignore[override]
-        flag = next((a for a in args if a.startswith("--")), None)
-        if flag is not None:
-            env = "MINISERIES_" + flag[2:].upper().replace("-", "_")
-            kwargs["help"] = f"{kwargs.get('help', '')} [env {env}]".strip()
-            if env in os.environ:
-                raw = os.environ[env]
-                kwargs["default"] = _env_value(raw, kwargs, env)
-                kwargs["required"] = False
-        return super().add_argument(*args, **kwargs)
+def env_name(flag: str) -> str:
+    return "MINISERIES_" + flag[2:].upper().replace("-", "_")
 
 
-def _env_value(raw: str, kwargs: dict[str, Any], env: str) -> Any:
-    if kwargs.get("action") in ("store_true", "store_false"):
+def apply_env_defaults(parser: argparse.ArgumentParser) -> None:
+    """Defaults from MINISERIES_<FLAG> when set (a flag given on the command line still wins)."""
+    for action in parser._actions:
+        flag = next((o for o in action.option_strings if o.startswith("--") and not o.startswith("--no-")), None)
+        if flag is None or flag == "--help":
+            continue
+        env = env_name(flag)
+        action.help = f"{action.help or ''} [env {env}]".strip()
+        if env in os.environ:
+            action.default = _env_value(os.environ[env], action, env)
+            action.required = False
+
+
+def _env_value(raw: str, action: argparse.Action, env: str) -> Any:
+    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
         if raw.lower() not in ("1", "true", "yes", "0", "false", "no", ""):
             raise SystemExit(f"error: {env}={raw!r} is not a boolean (use 1/0, true/false)")
         return raw.lower() in ("1", "true", "yes")
-    convert = kwargs.get("type", str)
+    convert = action.type or str
     try:
-        return convert(raw)
+        value = convert(raw)  # type: ignore[operator]
     except (ValueError, argparse.ArgumentTypeError) as e:
         raise SystemExit(f"error: {env}={raw!r}: {e}") from None
+    if action.choices is not None and value not in action.choices:
+        raise SystemExit(f"error: {env}={raw!r}: choose from {', '.join(map(str, action.choices))}")
+    return value
 
 
 def _positive(name: str, zero_ok: bool = False) -> Callable[[str], int]:
@@ -95,7 +100,7 @@ def _ratio(v: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _EnvDefaults(
+    p = argparse.ArgumentParser(
         prog="miniseries-train",
         description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -215,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--log-every", type=_positive("--log-every"), default=1, help="print and record the loss every N steps"
     )
+    apply_env_defaults(p)
+    apply_env_defaults(p)
     return p
 
 
