@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from miniseries.shapes import model_shape
@@ -53,7 +55,7 @@ def test_lr_schedule_warmup_constant_warmdown() -> None:
     assert m[0] == pytest.approx(0.1) and m[9] == pytest.approx(1.0)
     assert all(x == 1.0 for x in m[10:80])
     assert m[80] == pytest.approx(1.0) and m[90] == pytest.approx(0.5) and m[99] == pytest.approx(0.05)
-    assert all(a >= b for a, b in zip(m[80:], m[81:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(m[80:]))
 
 
 def test_optimizer_groups_and_lr_scaling() -> None:
