@@ -154,3 +154,10 @@ def test_metrics_are_served_with_labels(corpus: Corpus, tmp_path: Path) -> None:
     assert f"miniseries_train_tokens_total{{{labels}}} 3072.0" in body
     assert "miniseries_core_score{" not in body
     assert metrics_table().count("\n") == len(METRICS) + 1
+
+
+def test_readme_metrics_table_is_generated_from_the_metric_list() -> None:
+    from miniseries_trainer.metrics import metrics_table
+    from tests.trainer.conftest import REPO
+
+    assert metrics_table() in (REPO / "README.md").read_text()
