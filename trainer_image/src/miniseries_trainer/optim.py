@@ -69,25 +69,33 @@ class Muon(torch.optim.Optimizer):
         distributed = dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         for group in self.param_groups:
-            params: list[Tensor] = group["params"]
-            for i, p in enumerate(params):
-                owner = i % world
-                if owner == rank and p.grad is not None:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.zeros_like(p)
-                    buf = state["momentum_buffer"]
-                    buf.lerp_(p.grad, 1 - group["momentum"])
-                    update = p.grad.lerp(buf, group["momentum"])  # Nesterov
-                    update = orthogonalize(update)
+            by_shape: dict[torch.Size, list[Tensor]] = {}
+            for p in group["params"]:
+                by_shape.setdefault(p.shape, []).append(p)
+            for same_shape in by_shape.values():
+                # Matrix i of a shape belongs to rank i % world; the owner's matrices are
+                # orthogonalized together as one batched matmul chain (fewer, larger kernels).
+                mine = [p for i, p in enumerate(same_shape) if i % world == rank and p.grad is not None]
+                if mine:
+                    updates = []
+                    for p in mine:
+                        state = self.state[p]
+                        if "momentum_buffer" not in state:
+                            state["momentum_buffer"] = torch.zeros_like(p)
+                        buf = state["momentum_buffer"]
+                        buf.lerp_(p.grad, 1 - group["momentum"])
+                        updates.append(p.grad.lerp(buf, group["momentum"]))  # Nesterov
+                    orthogonal = orthogonalize(torch.stack(updates))
                     # An orthogonal d_out x d_in update has RMS 1/sqrt(max dim); this
                     # restores a per-element size independent of the aspect ratio.
-                    scale = max(1.0, p.size(-2) / p.size(-1)) ** 0.5
-                    if group["weight_decay"]:
-                        p.mul_(1 - group["lr"] * group["weight_decay"])
-                    p.add_(update, alpha=-group["lr"] * scale)
+                    scale = max(1.0, mine[0].size(-2) / mine[0].size(-1)) ** 0.5
+                    for p, update in zip(mine, orthogonal, strict=True):
+                        if group["weight_decay"]:
+                            p.mul_(1 - group["lr"] * group["weight_decay"])
+                        p.add_(update, alpha=-group["lr"] * scale)
                 if world > 1:
-                    dist.broadcast(p, src=owner)
+                    for i, p in enumerate(same_shape):
+                        dist.broadcast(p, src=i % world)
 
 
 def build_optimizers(

@@ -272,18 +272,20 @@ def train_step(
     world: int,
 ) -> torch.Tensor:
     """One optimizer step over grad_accum micro-batches; returns the mean loss over all ranks."""
-    total = torch.zeros((), dtype=torch.float32)
+    total: torch.Tensor | None = None
     for _ in range(grad_accum):
         x, y = next(micro_batches)
         with autocast():
             loss = model(x, y)
         (loss / grad_accum).backward()
-        total += loss.detach().float().cpu()
-    total /= grad_accum
+        # stays on the device: no host sync per micro-batch (the caller syncs once per step)
+        total = loss.detach().float() if total is None else total + loss.detach().float()
+    assert total is not None
+    total = total / grad_accum
     if world > 1:
         all_reduce_gradients(params_owner, world)
         dist.all_reduce(total)
-        total /= world
+        total = total / world
     for opt in optimizers:
         opt.step()
     params_owner.zero_grad(set_to_none=True)
