@@ -161,3 +161,37 @@ def test_readme_metrics_table_is_generated_from_the_metric_list() -> None:
     from tests.trainer.conftest import REPO
 
     assert metrics_table() in (REPO / "README.md").read_text()
+
+
+def test_finished_run_restarted_resumes_at_the_end_and_calls_core_with_the_agreed_interface(
+    corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CORE lives in core_eval.py (written in parallel); this pins the call train.py makes:
+    evaluate_core(model, tokenizer, bundle_uri, *, device, max_per_task, max_seq_len) -> CoreResult,
+    with model(idx) -> logits (B, T, V) and tokenizer.encode / bos_token_id."""
+    import types
+
+    from miniseries.results import CoreResult
+    from miniseries_trainer.train import main
+
+    calls = []
+
+    def evaluate_core(model, tokenizer, bundle_uri, *, device, max_per_task=None, max_seq_len=None, **kw):  # type: ignore[no-untyped-def]
+        ids = [tokenizer.bos_token_id, *tokenizer.encode("The answer is")]
+        logits = model(torch.tensor([ids], device=device))
+        calls.append((bundle_uri, max_per_task, max_seq_len, tuple(logits.shape)))
+        return CoreResult(core=0.125, tasks=[])
+
+    fake = types.ModuleType("miniseries_trainer.core_eval")
+    fake.evaluate_core = evaluate_core  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "miniseries_trainer.core_eval", fake)
+    argv = train_argv(corpus, tmp_path, target_tokens=512 * 4, eval_bundle="file:///bundle", core_max_per_task=3)
+    assert main(argv) == 0
+    assert main(argv) == 0  # a restarted pod of a finished run: no training, evaluates again
+    assert "at step 4" in capsys.readouterr().out
+    assert len(calls) == 2
+    bundle, max_per_task, max_seq_len, shape = calls[0]
+    assert (bundle, max_per_task, max_seq_len) == ("file:///bundle", 3, 64)
+    assert shape[0] == 1 and shape[2] == 512
+    res = RunResults.model_validate_json((tmp_path / RUN.results).read_text())
+    assert res.core is not None and res.core.core == 0.125 and res.steps == 4 and res.loss.points == 4
