@@ -38,6 +38,8 @@ PEAK_FLOPS_BY_DEVICE = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 #: order-of-magnitude figure that keeps CPU MFU meaningful across machines.
 CPU_PEAK_FLOPS_PER_THREAD = 100e9
 PROGRESS_EVERY_SECONDS = 5.0
+#: The whole loss curve is rewritten (atomically) this often and at every checkpoint.
+LOSS_CURVE_EVERY_SECONDS = 30.0
 
 
 # -----------------------------------------------------------------------------
@@ -382,6 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # -- model
     model = build_model(shape, device)
+    if world > 1:  # same seed => same init, but make "identical on every rank" a fact, not a hope
+        for p in model.parameters():
+            dist.broadcast(p.data, src=0)
     params = sum(p.numel() for p in model.parameters())
     assert params == shape.total_params, (params, shape.total_params)
     forward = torch.compile(model, dynamic=False) if (args.compile and device.type == "cuda") else model
@@ -506,6 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # -- training loop
     train_seconds, timed_tokens = 0.0, 0
     last_progress = 0.0
+    last_curve = time.time()
     loss_value = lrm = tps = mfu = None
     prefix = None
     for step in range(start_step, steps):
@@ -554,9 +560,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefix = save(done)
         if time.time() - last_progress > PROGRESS_EVERY_SECONDS:
             progress(done, loss_value, lrm, tps, mfu, train_seconds, "training")
-            if master:
-                write_json_lines(store, run.loss_curve, loss_curve)
             last_progress = time.time()
+        if master and time.time() - last_curve > LOSS_CURVE_EVERY_SECONDS:
+            write_json_lines(store, run.loss_curve, loss_curve)
+            last_curve = time.time()
     prefix = save(steps) if start_step < steps or ckpt is None else run.checkpoint(steps)
 
     # -- evaluate
