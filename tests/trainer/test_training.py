@@ -132,7 +132,7 @@ def test_corrupt_newest_checkpoint_falls_back_loudly(
 def test_metrics_are_served_with_labels(corpus: Corpus, tmp_path: Path) -> None:
     import socket
 
-    from miniseries_trainer.metrics import METRICS, metrics_table
+    from miniseries_trainer.metrics import METRICS
     from miniseries_trainer.train import main
 
     with socket.socket() as s:
@@ -153,14 +153,6 @@ def test_metrics_are_served_with_labels(corpus: Corpus, tmp_path: Path) -> None:
     assert f"miniseries_train_step{{{labels}}} 6.0" in body
     assert f"miniseries_train_tokens_total{{{labels}}} 3072.0" in body
     assert "miniseries_core_score{" not in body
-    assert metrics_table().count("\n") == len(METRICS) + 1
-
-
-def test_readme_metrics_table_is_generated_from_the_metric_list() -> None:
-    from miniseries_trainer.metrics import metrics_table
-    from tests.trainer.conftest import REPO
-
-    assert metrics_table() in (REPO / "README.md").read_text()
 
 
 def test_finished_run_restarted_resumes_at_the_end_and_calls_core_with_the_agreed_interface(

@@ -93,12 +93,3 @@ class TrainerMetrics:
     def set_info(self, info: dict[str, str]) -> None:
         if self.info is not None:
             self.info.labels(**self.labels).info(info)
-
-
-def metrics_table() -> str:
-    """Markdown table of every metric, for the README."""
-    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
-    for m in METRICS:
-        labels = ", ".join([*RUN_LABELS, "rank"] if m.per_rank else RUN_LABELS)
-        rows.append(f"| `{m.name}` | {m.type} | {labels} | {m.help} |")
-    return "\n".join(rows)
