@@ -471,13 +471,21 @@ class Crossing(_Result):
     detail: str
 
 
-def _smooth(y: np.ndarray, window: int) -> np.ndarray:
-    if window <= 1 or len(y) < window:
-        return y
-    kernel = np.ones(window) / window
-    pad = window // 2
-    ypad = np.concatenate([np.full(pad, y[0]), y, np.full(window - 1 - pad, y[-1])])
-    return np.convolve(ypad, kernel, mode="valid")
+def _local_linear(t: np.ndarray, y: np.ndarray, at: np.ndarray, half_width: float = math.log(1.25)) -> np.ndarray:
+    """Loss at `at`, smoothed by a local straight line in log-tokens (LOESS of degree 1).
+
+    A moving average in step index would be biased upward wherever the logged
+    points are sparse relative to the curve's bend (early training, large runs);
+    a local line in log t has no slope bias and averages out step noise.
+    """
+    lt, la = np.log(t), np.log(at)
+    out = np.interp(la, lt, y)
+    for i, x in enumerate(la):
+        m = np.abs(lt - x) <= half_width
+        if m.sum() >= 3 and np.ptp(lt[m]) > 0:
+            slope, icept = np.polyfit(lt[m], y[m], 1)
+            out[i] = icept + slope * x
+    return out
 
 
 def check_crossings(
@@ -511,6 +519,8 @@ def check_crossings(
     rs = sorted([r for r in runs if r.get("params")], key=lambda r: r["params"])
     for i, small in enumerate(rs):
         for large in rs[i + 1 :]:
+            if large["params"] < small["params"] * 1.05:
+                continue  # the same model (another budget): nothing to order
             fs, fl = small.get("final_loss"), large.get("final_loss")
             if fs is not None and fl is not None and math.isfinite(fs) and math.isfinite(fl) and fl > fs * (1 + 1e-9):
                 out.append(Crossing(small["name"], large["name"], "final_order",
@@ -528,9 +538,16 @@ def check_crossings(
             end = min(ts[-1] * (1 - warmdown_ratio), tl[-1])
             if end <= start * 1.05:
                 continue
-            grid = np.geomspace(start, end, 64)
-            ys = np.interp(grid, ts, _smooth(ls, max(1, len(ls) // 20)))
-            yl = np.interp(grid, tl, _smooth(ll, max(1, len(ll) // 20)))
+            # Compare at the logged tokens of the more coarsely logged run and interpolate the
+            # finer one in log-tokens (where a loss curve is nearly straight): interpolating a
+            # coarse, convex curve linearly would overstate its loss and invent crossings.
+            fine_s = len(ts) / math.log(ts[-1] / ts[0]) >= len(tl) / math.log(tl[-1] / tl[0])
+            anchor = tl if fine_s else ts
+            grid = anchor[(anchor >= start) & (anchor <= end)]
+            if len(grid) < 5:
+                continue
+            ys = _local_linear(ts, ls, grid)
+            yl = _local_linear(tl, ll, grid)
             worse = yl > ys * (1 + tolerance)
             if worse.mean() > 0.10:
                 where = grid[worse]
