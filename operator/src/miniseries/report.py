@@ -118,7 +118,7 @@ def _row_from_results(row: RunRow, res: RunResults, curve: list[dict[str, float]
         f = p.get("flops", float(t) * res.flops_per_token)
         row.curve.append((float(t), float(f), float(loss)))
     if row.final_loss is None or not math.isfinite(row.final_loss):
-        row.status, row.message = "invalid", f"final loss is {row.final_loss}: the run diverged or logged nothing"
+        row.status, row.message = "invalid", f"final loss is {row.final_loss} (missing or NaN): the run diverged or logged nothing"
         row.final_loss = None
     return row
 
@@ -275,12 +275,12 @@ def _plots(rows: list[RunRow], result: dict[str, Any], mode: Mode, targets: dict
     cmap = plt.get_cmap("viridis")
     color = {d: cmap(i / max(1, len(depths) - 1) * 0.9) for i, d in enumerate(depths)}
 
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     def plain_log_y(ax: Any) -> None:
         # Losses span less than a decade: 2, 3, 4 reads better than 2x10^0.
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)))
-        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
 
     def save(fig: Any, name: str) -> None:
