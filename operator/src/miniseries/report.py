@@ -118,7 +118,10 @@ def _row_from_results(row: RunRow, res: RunResults, curve: list[dict[str, float]
         f = p.get("flops", float(t) * res.flops_per_token)
         row.curve.append((float(t), float(f), float(loss)))
     if row.final_loss is None or not math.isfinite(row.final_loss):
-        row.status, row.message = "invalid", f"final loss is {row.final_loss} (missing or NaN): the run diverged or logged nothing"
+        row.status, row.message = (
+            "invalid",
+            f"final loss is {row.final_loss} (missing or NaN): the run diverged or logged nothing",
+        )
         row.final_loss = None
     return row
 
