@@ -42,7 +42,7 @@ def sweep_yaml(tmp_path: Path, name: str = "mini", depths=(1, 2, 3), ratio: floa
                 "deviceBatchSize": 32,
                 "warmupSteps": 2,
                 "checkpointEvery": 10,
-            },  # fmt: skip
+            },
             "resources": {"gpusPerRun": 1, "nodeGpus": 1, "peakFlopsPerGpu": 2e11, "assumedMfu": 0.2},
             "store": {"uri": "s3://somewhere/remote"},
             "data": {"shardsUri": "s3://somewhere/shards"},
@@ -144,7 +144,7 @@ def test_failed_run_is_reported_with_log(tmp_path, env, monkeypatch):
 def test_missing_data_without_preparation_is_a_clear_error(tmp_path, env, monkeypatch):
     monkeypatch.setitem(sys.modules, "miniseries.data_prepare", None)
     ls = LocalSweep(load_sweep(sweep_yaml(tmp_path)), tmp_path / "st")
-    with pytest.raises(LocalRunError, match="no text shards in file://.*data/shards"):
+    with pytest.raises(LocalRunError, match=r"no text shards in file://.*data/shards"):
         run_sweep(ls, out=io.StringIO())
 
 

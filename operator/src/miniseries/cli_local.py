@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from miniseries import fmt
-from miniseries.local import DEFAULT_STORE_DIR, LocalRunError, LocalSweep, run_sweep, run_states
+from miniseries.local import DEFAULT_STORE_DIR, LocalRunError, LocalSweep, run_states, run_sweep
 from miniseries.sweepfile import load_sweep
 
 
