@@ -42,8 +42,6 @@ from miniseries.store import Store, StoreError
 REPORT_SCHEMA_VERSION = 1
 #: nanochat's estimates of CORE for GPT-3 (dev/estimate_gpt3_core.ipynb): never measured, calibrated on GPT-2.
 GPT3_CORE_ESTIMATED = {"GPT-3 Small (125M, est.)": 0.1484, "GPT-3 XL (1.3B, est.)": 0.2914}
-#: Where a sweep's spec is kept next to its runs (written by the local runner and the operator).
-SPEC_KEY = "sweep.json"
 
 
 class ReportError(RuntimeError):
@@ -84,7 +82,8 @@ def _finite(v: Any) -> Any:
 
 
 def spec_key(sweep: str) -> str:
-    return SweepLayout(sweep).root + SPEC_KEY
+    """Where a sweep's spec is kept next to its runs (written by the local runner; the operator may too)."""
+    return SweepLayout(sweep).spec
 
 
 def save_spec(store: Store, sweep: str, spec: ScalingSweepSpec) -> None:
