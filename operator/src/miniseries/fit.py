@@ -419,6 +419,7 @@ class Extrapolation(_Result):
     tokens: float | None
     decades_beyond_data: float | None
     message: str | None = None
+    depth: int | None = None  # the family's depth that spends this compute at the sweep's ratio (report fills it)
 
 
 def extrapolate(

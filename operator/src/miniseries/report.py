@@ -519,12 +519,14 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
               f"Compute to reach a target CORE from the CORE fit; GPU-hours at {doc['peak_flops_per_gpu']:.3g} FLOP/s per GPU and "
               f"{result['mfu_used']:.1%} MFU ({'measured, mean over runs' if result['mfu_measured'] else 'assumed: no run measured it'}), "
               f"${doc['price_per_gpu_hour']}/GPU-hour.", "",
-              "| target | CORE | FLOPs | GPU-hours | USD | N_opt | D_opt | note |", "|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+              "| target | CORE | FLOPs | GPU-hours | USD | N_opt | D_opt | ≈ depth | note |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     if not result["extrapolation"]:
-        lines.append("| – | – | – | – | – | – | – | no CORE fit (see Problems) |")
+        lines.append("| – | – | – | – | – | – | – | – | no CORE fit (see Problems) |")
     for e in result["extrapolation"]:
         lines.append(f"| {e.target} | {e.core:.4f} | {_fmt(e.flops, '.3g')} | {_fmt(e.gpu_hours, ',.1f')} | "
-                     f"{_fmt(e.cost_usd, ',.0f')} | {_fmt(e.params, '.3g')} | {_fmt(e.tokens, '.3g')} | {e.message or ''} |")  # fmt: skip
+                     f"{_fmt(e.cost_usd, ',.0f')} | {_fmt(e.params, '.3g')} | {_fmt(e.tokens, '.3g')} | "
+                     f"{'d' + str(e.depth) if e.depth else '–'} | {e.message or ''} |")  # fmt: skip
     lines += ["", "## Plots", ""]
     titles = {"loss_vs_tokens": "Loss vs tokens", "loss_vs_flops": "Loss vs FLOPs", "final_loss_vs_compute": "Final loss vs compute",
               "isoflop": "IsoFLOP curves and optima", "core_vs_compute": "CORE vs compute"}  # fmt: skip
@@ -540,6 +542,25 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
 
 
 # ---------------------------------------------------------------- entry points
+
+
+def depth_for_compute(spec: ScalingSweepSpec, flops: float | None) -> int | None:
+    """The smallest depth whose run at the sweep's tokens:params ratio spends at least `flops`.
+
+    Answers "which model of this family would that be": the extrapolation's
+    FLOPs in the units the user dials (depth), from the same shapes arithmetic.
+    """
+    from miniseries import shapes
+    from miniseries.api import MAX_DEPTH
+    from miniseries.plan import shape_for
+
+    if flops is None:
+        return None
+    for depth in range(1, MAX_DEPTH + 1):
+        shape = shape_for(spec, depth)
+        if shapes.training_flops(shape, shapes.tokens_for_ratio(shape, spec.training.tokens_per_param)) >= flops:
+            return depth
+    return None
 
 
 def _to_json(x: Any) -> Any:
@@ -569,6 +590,9 @@ def compute_report(store: Store, sweep: str, spec: ScalingSweepSpec | None,
     result = fit_sweep(rows, mode, peak=res.peak_flops_per_gpu, mfu_assumed=res.assumed_mfu, price=cost.price_per_gpu_hour,
                        warmdown_ratio=tr.warmdown_ratio, targets=all_targets, bootstrap=bootstrap)  # fmt: skip
     result["problems"] = problems + result["problems"]
+    if spec is not None:
+        for e in result["extrapolation"]:
+            e.depth = depth_for_compute(spec, e.flops)
     finished = sum(r.usable for r in rows)
     doc: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
