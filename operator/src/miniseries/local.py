@@ -231,6 +231,8 @@ class Display:
     done_runs: int = 0
     done_flops: float = 0.0
     _last_len: int = 0
+    _last_plain: float = 0.0
+    plain_every: float = 10.0  # seconds between lines when stdout is not a terminal (logs, CI)
 
     def flops_per_second(self, current: Progress | None, run: PlannedRun | None) -> float | None:
         elapsed = time.time() - self.started
@@ -257,7 +259,8 @@ class Display:
             pad = max(0, self._last_len - len(text))
             self.out.write("\r" + text + " " * pad)
             self._last_len = len(text)
-        else:
+        elif time.time() - self._last_plain >= self.plain_every:
+            self._last_plain = time.time()
             self.out.write(text + "\n")
         self.out.flush()
 
