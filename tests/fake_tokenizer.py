@@ -11,11 +11,11 @@ from miniseries.store import open_store
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
-    p.add_argument("--output", required=True)
+    p.add_argument("--out", required=True)
     p.add_argument("--vocab-size", type=int, required=True)
     p.add_argument("--max-chars", type=int)
     a = p.parse_args()
-    root, _, prefix = a.output.rstrip("/").rpartition("/")
+    root, _, prefix = a.out.rstrip("/").rpartition("/")
     # output is <store uri>/<sweep>/tokenizer/: write under the store root
     uri, sweep = root.rsplit("/", 1)
     store = open_store(uri)

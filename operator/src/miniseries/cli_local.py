@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("sweep", help="ScalingSweep YAML file")
     p.add_argument("--local", action="store_true", help="run here, with a local directory as the store")
     p.add_argument("--store", default=DEFAULT_STORE_DIR, help=f"store directory (default ./{DEFAULT_STORE_DIR})")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="trainer device")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="trainer device")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.set_defaults(func=cmd_run)
 

@@ -139,7 +139,7 @@ def tokenizer_command(ls: LocalSweep) -> list[str]:
     return [
         ls.python, "-m", ls.tokenizer_module,
         f"--data={s.data.shards_uri}",
-        f"--output={join_uri(s.store.uri, ls.layout.tokenizer)}",
+        f"--out={join_uri(s.store.uri, ls.layout.tokenizer)}",
         f"--vocab-size={s.model.vocab_size}",
         f"--max-chars={s.data.tokenizer_train_chars}",
     ]  # fmt: skip
