@@ -235,9 +235,11 @@ class Display:
     plain_every: float = 10.0  # seconds between lines when stdout is not a terminal (logs, CI)
 
     def flops_per_second(self, current: Progress | None, run: PlannedRun | None) -> float | None:
+        """FLOP/s now: the running trainer's own tokens/s (smooth, excludes start-up), else the sweep's mean."""
+        if current is not None and run is not None and current.tokens_per_second:
+            return current.tokens_per_second * run.flops_per_token
         elapsed = time.time() - self.started
-        flops = self.done_flops + (current.tokens * run.flops_per_token if current and run else 0.0)
-        return flops / elapsed if elapsed > 5 and flops > 0 else None
+        return self.done_flops / elapsed if elapsed > 5 and self.done_flops > 0 else None
 
     def line(self, run: PlannedRun | None, p: Progress | None) -> str:
         elapsed = time.time() - self.started
