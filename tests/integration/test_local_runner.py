@@ -155,3 +155,17 @@ def test_run_needs_local_and_status_table(tmp_path, env, capsys):
     assert cli.main(["status", str(path), "--store", str(tmp_path / "st")]) == 0
     out = capsys.readouterr().out
     assert "0/3 runs finished" in out and "Pending" in out
+
+
+def test_progress_line_shows_run_and_sweep(tmp_path):
+    from miniseries.local import Display
+    from miniseries.results import Progress
+
+    ls = LocalSweep(load_sweep(sweep_yaml(tmp_path)), tmp_path / "st")
+    run = ls.runs()[0]
+    d = Display(total_runs=3, total_flops=sum(r.flops for r in ls.runs()), out=io.StringIO())
+    p = Progress(sweep="mini", run=run.name, depth=run.depth, step=5, steps=run.steps, tokens=40960, loss=5.25,
+                 tokens_per_second=1000.0, eta_seconds=65)  # fmt: skip
+    line = d.line(run, p)
+    assert f"{run.name}: training step 5/{run.steps}" in line and "loss 5.2500" in line
+    assert "1,000 tok/s" in line and "ETA 01:05" in line and "sweep 0/3 runs" in line and "~--:--" not in line
