@@ -96,6 +96,7 @@ def write_sweep(
             world_size=1,
             device="cpu",
             mfu=0.1,
+            tokens_per_second=0.1 * spec.resources.peak_flops_per_gpu / shape.flops_per_token,  # 10% MFU
             loss=LossSummary(first=10.0, final=final, min=final, points=len(curve)),
             val_bpb=final / math.log(2) / 4.0,
             core=core_result,

@@ -61,8 +61,9 @@ class RunRow:
     val_bpb: float | None = None
     core: float | None = None
     core_partial: bool = False
-    mfu: float | None = None
+    mfu: float | None = None  # as the trainer reported it
     gpu_seconds: float | None = None
+    achieved_flops_per_device: float | None = None  # training FLOP/s per GPU (or CPU process), measured
     warmup_tokens: float = 0.0
     curve: list[tuple[float, float, float]] = field(default_factory=list)  # (tokens, flops, loss)
     message: str | None = None
@@ -105,6 +106,11 @@ def _row_from_results(row: RunRow, res: RunResults, curve: list[dict[str, float]
     row.tokens, row.flops = float(res.tokens), float(res.flops)
     row.final_loss = res.loss.final
     row.val_bpb, row.mfu, row.gpu_seconds = res.val_bpb, res.mfu, res.gpu_seconds
+    world = max(1, res.world_size)
+    if res.tokens_per_second and res.tokens_per_second > 0:
+        row.achieved_flops_per_device = res.tokens_per_second * res.flops_per_token / world
+    elif res.wall_seconds > 0:
+        row.achieved_flops_per_device = res.flops / res.wall_seconds / world
     row.warmup_tokens = float(warmup_steps * res.total_batch_tokens)
     if res.core is not None:
         row.core, row.core_partial = res.core.core, res.core.partial
@@ -218,7 +224,9 @@ def fit_sweep(rows: list[RunRow], mode: Mode, *, peak: float, mfu_assumed: float
 
     # CORE against compute and the extrapolation.
     cored = [r for r in ok if r.core is not None and not r.core_partial]
-    mfus = [r.mfu for r in ok if r.mfu and math.isfinite(r.mfu)]
+    # Measured MFU against the spec's peak: the trainer's own MFU may use another peak (a CPU
+    # guess, a different GPU), so the achieved FLOP/s per device is what we carry over.
+    mfus = [r.achieved_flops_per_device / peak for r in ok if r.achieved_flops_per_device]
     mfu = sum(mfus) / len(mfus) if mfus else mfu_assumed
     core_fit = None
     if mode is Mode.isoflop:
@@ -517,7 +525,7 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
         lines.append(f"  - note: {checks['equal_scaling_note']}")
     lines += ["", "## Extrapolation", "",
               f"Compute to reach a target CORE from the CORE fit; GPU-hours at {doc['peak_flops_per_gpu']:.3g} FLOP/s per GPU and "
-              f"{result['mfu_used']:.1%} MFU ({'measured, mean over runs' if result['mfu_measured'] else 'assumed: no run measured it'}), "
+              f"{result['mfu_used']:.2%} MFU ({'measured: mean achieved FLOP/s per device over runs' if result['mfu_measured'] else 'assumed: no run measured it'}), "
               f"${doc['price_per_gpu_hour']}/GPU-hour.", "",
               "| target | CORE | FLOPs | GPU-hours | USD | N_opt | D_opt | ≈ depth | note |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
