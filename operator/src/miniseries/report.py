@@ -459,7 +459,7 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
               "Machine-readable: [report.json](report.json).", ""]  # fmt: skip
     if result["problems"]:
         lines += ["## Problems", ""] + [f"- {p}" for p in result["problems"]] + [""]
-    lines += ["## Runs", "", "| run | depth | status | N (scaling) | tokens | D/N | FLOPs | final loss | val bpb | CORE | MFU |",
+    lines += ["## Runs", "", "| run | depth | status | N (scaling) | tokens | D/N | FLOPs | final loss | val bpb | CORE | MFU (trainer) |",
               "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
         t = r.table()
