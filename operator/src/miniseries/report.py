@@ -449,11 +449,12 @@ def _law_row(name: str, law: Any) -> str:
 def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunRow], plots: list[str]) -> str:
     fits, checks = result["fits"], result["checks"]
     lines = [f"# Scaling report: `{doc['sweep']}`", ""]
-    status = (
-        "**PARTIAL**: " + f"{doc['runs_finished']} of {doc['runs_planned']} runs finished"
-        if doc["partial"]
-        else "complete"
-    )
+    if not doc["partial"]:
+        status = "complete"
+    elif doc["runs_finished"] < doc["runs_planned"]:
+        status = f"**PARTIAL**: {doc['runs_finished']} of {doc['runs_planned']} runs finished"
+    else:
+        status = f"**PARTIAL**: all {doc['runs_planned']} runs finished, but some fits could not be made (see Problems)"
     lines += [f"Mode **{doc['mode']}**, {doc['runs_planned']} runs planned; status: {status}.",
               f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(doc['generated_at']))}. "
               "Machine-readable: [report.json](report.json).", ""]  # fmt: skip
