@@ -420,6 +420,17 @@ def _plots(rows: list[RunRow], result: dict[str, Any], mode: Mode, targets: dict
         ax.axhline(v, color="grey", lw=0.8, ls=ls)
         ax.text(1.0, v, f" {name} {v:.3f}", transform=ax.get_yaxis_transform(), fontsize=7, va="center", ha="left")
     ax.set_xscale("log")
+    if not cored:
+        # Nothing to plot but the reference levels: keep the axes on the sweep's compute range.
+        xs = [r.flops for r in ok] or [1e18]
+        ax.set_xlim(min(xs) / 3, max(xs) * 3)
+        ax.set_ylim(0, 0.45)
+        why = (
+            "CORE partial (eval bundle incomplete)"
+            if any(r.core_partial for r in ok)
+            else "no CORE scores (no eval bundle)"
+        )
+        ax.text(0.5, 0.6, why, transform=ax.transAxes, ha="center", color="crimson")
     ax.set_xlabel("training FLOPs C")
     ax.set_ylabel("CORE")
     ax.set_title("CORE vs compute" + ("" if core_fit else " (no fit: see Problems)"))
