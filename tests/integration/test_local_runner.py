@@ -163,9 +163,16 @@ def test_progress_line_shows_run_and_sweep(tmp_path):
 
     ls = LocalSweep(load_sweep(sweep_yaml(tmp_path)), tmp_path / "st")
     run = ls.runs()[0]
-    d = Display(total_runs=3, total_flops=sum(r.flops for r in ls.runs()), out=io.StringIO())
+    d = Display(total_runs=3, total_flops=sum(r.flops for r in ls.runs()),
+                total_tokens=sum(r.training_tokens for r in ls.runs()), out=io.StringIO())  # fmt: skip
     p = Progress(sweep="mini", run=run.name, depth=run.depth, step=5, steps=run.steps, tokens=40960, loss=5.25,
                  tokens_per_second=1000.0, eta_seconds=65)  # fmt: skip
     line = d.line(run, p)
     assert f"{run.name}: training step 5/{run.steps}" in line and "loss 5.2500" in line
     assert "1,000 tok/s" in line and "ETA 01:05" in line and "sweep 0/3 runs" in line and "~--:--" not in line
+    # the sweep's time left lies between the FLOP/s bound and the tokens/s bound
+    left = d.remaining_seconds(run, p)
+    rem_tokens = sum(r.training_tokens for r in ls.runs()) - p.tokens
+    rem_flops = sum(r.flops for r in ls.runs()) - p.tokens * run.flops_per_token
+    lo, hi = sorted([rem_tokens / 1000.0, rem_flops / (1000.0 * run.flops_per_token)])
+    assert lo <= left <= hi

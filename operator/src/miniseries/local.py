@@ -20,6 +20,7 @@ This module never imports torch: the trainer is a separate process.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -230,22 +231,36 @@ class Display:
     started: float = field(default_factory=time.time)
     done_runs: int = 0
     done_flops: float = 0.0
+    total_tokens: int = 0
+    done_tokens: int = 0
     _last_len: int = 0
     _last_plain: float = 0.0
     plain_every: float = 10.0  # seconds between lines when stdout is not a terminal (logs, CI)
 
-    def flops_per_second(self, current: Progress | None, run: PlannedRun | None) -> float | None:
-        """FLOP/s now: the running trainer's own tokens/s (smooth, excludes start-up), else the sweep's mean."""
-        if current is not None and run is not None and current.tokens_per_second:
-            return current.tokens_per_second * run.flops_per_token
+    def remaining_seconds(self, run: PlannedRun | None, p: Progress | None) -> float | None:
+        """Time left for the sweep: the geometric mean of two bounds.
+
+        At the current FLOP/s the rest is overestimated (on a CPU the larger
+        models that follow run at more FLOP/s); at the current tokens/s it is
+        underestimated (they run at fewer tokens/s). Neither bound alone is
+        within a factor of a few for a tiny sweep; their geometric mean is.
+        """
+        cur_tokens = p.tokens if p and run else 0
+        rem_flops = self.total_flops - self.done_flops - cur_tokens * (run.flops_per_token if run else 0)
+        rem_tokens = self.total_tokens - self.done_tokens - cur_tokens
         elapsed = time.time() - self.started
-        return self.done_flops / elapsed if elapsed > 5 and self.done_flops > 0 else None
+        if p is not None and run is not None and p.tokens_per_second:
+            tok_rate, flop_rate = p.tokens_per_second, p.tokens_per_second * run.flops_per_token
+        elif elapsed > 5 and self.done_tokens > 0:
+            tok_rate, flop_rate = self.done_tokens / elapsed, self.done_flops / elapsed
+        else:
+            return None
+        return math.sqrt(max(0.0, rem_flops / flop_rate) * max(0.0, rem_tokens / tok_rate))
 
     def line(self, run: PlannedRun | None, p: Progress | None) -> str:
         elapsed = time.time() - self.started
-        rate = self.flops_per_second(p, run)
-        remaining = self.total_flops - self.done_flops - (p.tokens * run.flops_per_token if p and run else 0.0)
-        total_eta = elapsed + remaining / rate if rate else None
+        left = self.remaining_seconds(run, p)
+        total_eta = elapsed + left if left is not None else None
         sweep = f"sweep {self.done_runs}/{self.total_runs} runs, {_hms(elapsed)} elapsed, ~{_hms(total_eta)} total"
         if run is None:
             return sweep
@@ -335,6 +350,7 @@ def run_one(ls: LocalSweep, run: PlannedRun, display: Display) -> None:
         raise LocalRunError(f"{run.name} exited 0 but wrote no results.json; log {ls.log_path(run)}")
     display.done_runs += 1
     display.done_flops += run.flops
+    display.done_tokens += run.training_tokens
     loss = f"{res.loss.final:.4f}" if res.loss.final is not None else "n/a"
     bpb = f", val bpb {res.val_bpb:.4f}" if res.val_bpb is not None else ""
     display.say(f"{run.name} done in {_hms(res.wall_seconds)}: loss {loss}{bpb}")
@@ -348,7 +364,9 @@ def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) 
     ls.store.check()
     save_spec(ls.store, ls.name, ls.spec)
     done = [r for r in runs if ls.store.exists(ls.layout.run(r.name).results)]
-    display = Display(total_runs=len(runs), total_flops=sum(r.flops for r in runs), out=out)
+    pending = [r for r in runs if r not in done]  # the time estimate covers what is left to train
+    display = Display(total_runs=len(runs), total_flops=sum(r.flops for r in pending),
+                      total_tokens=sum(r.training_tokens for r in pending), out=out)  # fmt: skip
     display.done_runs = len(done)
     display.say(f"sweep {ls.name}: {len(runs)} runs ({len(done)} already finished), store {ls.store_dir}")
     try:
