@@ -15,6 +15,7 @@ venv:
 
 # Everything the integration tests start for real (apiserver, etcd, helm, S3, Prometheus).
 deps: venv
+	@bash scripts/install-corpus.sh
 	@if [ -x scripts/install-system-deps.sh ]; then bash scripts/install-system-deps.sh; fi
 	@if [ -x scripts/build-binaries.sh ]; then bash scripts/build-binaries.sh; fi
 
@@ -34,3 +35,4 @@ lint: venv
 
 crd: venv
 	$(VENV)/bin/miniseries crd > crds/scalingsweeps.miniseries.dev.yaml
+	cp crds/scalingsweeps.miniseries.dev.yaml charts/miniseries-operator/crds/

@@ -67,3 +67,23 @@ def test_crd_command_prints_the_committed_crd() -> None:
 def test_missing_file_is_a_clear_error() -> None:
     r = run("plan", "examples/nope.yaml")
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+@pytest.mark.parametrize("example", ["miniseries.yaml", "isoflop.yaml", "tiny.yaml"])
+def test_examples_have_no_numbers_that_yaml_1_1_reads_as_strings(example: str) -> None:
+    """PyYAML (YAML 1.1) reads `2.0e11` as a string while kubectl reads a number; the
+    kubernetes client would then send a string and the API server would reject it."""
+    import re
+
+    import yaml
+
+    def strings(node: object) -> list[str]:
+        if isinstance(node, dict):
+            return [s for v in node.values() for s in strings(v)]
+        if isinstance(node, list):
+            return [s for v in node for s in strings(v)]
+        return [node] if isinstance(node, str) else []
+
+    doc = yaml.safe_load((ROOT / "examples" / example).read_text())
+    numeric = [s for s in strings(doc) if re.fullmatch(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?", s)]
+    assert numeric == []

@@ -1,0 +1,73 @@
+{{/* The release's resources are named after the release, trimmed to a DNS label. */}}
+{{- define "miniseries.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "miniseries.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "miniseries.labels" -}}
+{{ include "miniseries.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "miniseries.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "miniseries.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Namespaces served when not cluster-wide: the listed ones, or the release's own. */}}
+{{- define "miniseries.watchedNamespaces" -}}
+{{- if .Values.watch.namespaces -}}
+{{- join "," .Values.watch.namespaces -}}
+{{- else -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Prometheus Operator monitors: only where the cluster serves their API, or when forced. */}}
+{{- define "miniseries.monitoringEnabled" -}}
+{{- if or .Values.monitoring.force (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") -}}true{{- end -}}
+{{- end -}}
+
+{{- /*
+Least privilege: exactly what the operator does, nothing more.
+  scalingsweeps             kopf watches them and patches finalizers/annotations
+  scalingsweeps/status      the plan, runs, fit and conditions
+  scalingsweeps/finalizers  children carry ownerReferences with blockOwnerDeletion
+  pytorchjobs, jobs         one PyTorchJob per depth, one tokenizer Job per sweep;
+                            deleted to retry a failed run from its checkpoint
+  events                    kopf posts handler progress and spec errors as Events
+No Secrets (the operator's own S3 credentials come from envFrom), no pods, no namespaces.
+*/ -}}
+{{- define "miniseries.workloadRules" -}}
+- apiGroups: [miniseries.dev]
+  resources: [scalingsweeps]
+  verbs: [get, list, watch, patch]
+- apiGroups: [miniseries.dev]
+  resources: [scalingsweeps/status]
+  verbs: [get, patch]
+- apiGroups: [miniseries.dev]
+  resources: [scalingsweeps/finalizers]
+  verbs: [update]
+- apiGroups: [kubeflow.org]
+  resources: [pytorchjobs]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end -}}

@@ -1,0 +1,58 @@
+"""Dashboard PromQL as Prometheus sees it: Grafana's variables substituted, run against
+a real server's HTTP API."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import requests
+
+
+def substitute(expr: str, *, sweep: str, run: str, rate_interval: str = "1m") -> str:
+    """What Grafana sends for a dashboard whose sweep/run are chosen and depth is All."""
+    values = {"sweep": re.escape(sweep), "run": re.escape(run), "depth": ".*", "__rate_interval": rate_interval}
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: values[m.group(1)], expr)
+
+
+def query_range(base_url: str, expr: str, start: float, end: float | None = None, step: str = "1s") -> list[Any]:
+    """The result of a range query (Grafana's timeseries call); raises on a PromQL error."""
+    rsp = requests.get(
+        f"{base_url}/api/v1/query_range",
+        params={"query": expr, "start": start, "end": end or time.time(), "step": step},
+        timeout=10,
+    )
+    body = rsp.json()
+    if body.get("status") != "success":
+        raise AssertionError(f"{expr}: {body.get('errorType')}: {body.get('error')}")
+    return body["data"]["result"]
+
+
+def series_names(base_url: str) -> set[str]:
+    rsp = requests.get(f"{base_url}/api/v1/label/__name__/values", timeout=10)
+    rsp.raise_for_status()
+    return set(rsp.json()["data"])
+
+
+def wait_for_samples(base_url: str, expr: str, start: float, timeout: float = 60.0) -> list[Any]:
+    """Poll until `expr` has data (scrapes are every second in the tests)."""
+    deadline = time.time() + timeout
+    while True:
+        result = query_range(base_url, expr, start)
+        if result or time.time() > deadline:
+            return result
+        time.sleep(1.0)
+
+
+def empty_panels(base_url: str, boards: dict[str, Any], *, sweep: str, run: str, start: float) -> list[str]:
+    """'dashboard / panel: expr' for every panel query that returns no data."""
+    empty = []
+    for name, build in boards.items():
+        board = build()
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                expr = substitute(target["expr"], sweep=sweep, run=run)
+                if not query_range(base_url, expr, start):
+                    empty.append(f"{name} / {panel['title']}: {expr}")
+    return empty

@@ -1,0 +1,173 @@
+"""The Helm chart, rendered by the real helm: lint, security settings, least-privilege
+RBAC, monitors only where their API exists, dashboards, and a schema that names the
+bad value. (Install/upgrade/uninstall on a real cluster: test_chart_cluster.py.)"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.integration.helm import CHART, ROOT, by_kind, helm, render
+
+pytestmark = pytest.mark.helm
+
+# What the operator does, as (apiGroup, resource, verb). The chart must grant exactly
+# this: a new verb in the operator needs a line here and in templates/_helpers.tpl.
+WORKLOAD_RULES = (
+    {("miniseries.dev", "scalingsweeps", v) for v in ("get", "list", "watch", "patch")}
+    | {
+        ("miniseries.dev", "scalingsweeps/status", "get"),
+        ("miniseries.dev", "scalingsweeps/status", "patch"),
+        ("miniseries.dev", "scalingsweeps/finalizers", "update"),
+        ("", "events", "create"),
+    }
+    | {
+        (g, r, v)
+        for g, r in (("kubeflow.org", "pytorchjobs"), ("batch", "jobs"))
+        for v in ("get", "list", "watch", "create", "delete")
+    }
+)
+OBSERVER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+CLUSTER_PEERING = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
+NAMESPACED_PEERING = {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
+
+
+def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    out = set()
+    for rule in role["rules"]:
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                for v in rule["verbs"]:
+                    assert "*" not in (g, r, v), f"wildcard in {role['metadata']['name']}: {rule}"
+                    out.add((g, r, v))
+    return out
+
+
+def test_lint_is_clean() -> None:
+    out = helm("lint", "--strict", str(CHART), "--set", "monitoring.force=true")
+    assert "0 chart(s) failed" in out.stdout
+
+
+def test_deployment_is_locked_down() -> None:
+    (deploy,) = by_kind(render(), "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]
+    assert set(c["resources"]) == {"requests", "limits"}
+    assert {"cpu", "memory"} <= set(c["resources"]["limits"])
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert f"--liveness-port={ports['healthz']}" in c["args"]
+    assert f"--metrics-port={ports['metrics']}" in c["args"]
+    assert c["command"] == ["miniseries", "operator"]
+    assert pod["serviceAccountName"] == by_kind(render(), "ServiceAccount")[0]["metadata"]["name"]
+    assert "envFrom" not in c  # no credentials unless a Secret is named
+
+
+def test_s3_credentials_come_from_the_named_secret() -> None:
+    (deploy,) = by_kind(render({"store.credentialsSecret": "sweep-s3"}), "Deployment")
+    (c,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert c["envFrom"] == [{"secretRef": {"name": "sweep-s3"}}]
+
+
+def test_cluster_wide_rbac_is_exactly_what_the_operator_uses() -> None:
+    objs = render()
+    roles = {r["metadata"]["name"]: granted(r) for r in by_kind(objs, "ClusterRole")}
+    assert by_kind(objs, "Role") == []
+    assert roles == {
+        "ms-miniseries-operator": WORKLOAD_RULES,
+        "ms-miniseries-operator-observer": OBSERVER_RULES | CLUSTER_PEERING,
+    }
+    sa = by_kind(objs, "ServiceAccount")[0]["metadata"]
+    for binding in by_kind(objs, "ClusterRoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"], "namespace": "miniseries"}]
+        assert binding["roleRef"]["name"] in roles
+    (deploy,) = by_kind(objs, "Deployment")
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--all-namespaces" in args and "--peering=miniseries" in args
+    (peering,) = by_kind(objs, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "miniseries"
+
+
+def test_namespaced_rbac_gives_roles_only_in_the_watched_namespaces() -> None:
+    objs = render({"watch.allNamespaces": "false", "watch.namespaces": "{team-a,team-b}"})
+    cluster_roles = {r["metadata"]["name"]: granted(r) for r in by_kind(objs, "ClusterRole")}
+    assert cluster_roles == {"ms-miniseries-operator-observer": OBSERVER_RULES}  # read-only CRD observation
+    roles = by_kind(objs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert granted(role) == WORKLOAD_RULES | NAMESPACED_PEERING
+    assert sorted(b["metadata"]["namespace"] for b in by_kind(objs, "RoleBinding")) == ["team-a", "team-b"]
+    assert sorted(p["metadata"]["namespace"] for p in by_kind(objs, "KopfPeering")) == ["team-a", "team-b"]
+    (deploy,) = by_kind(objs, "Deployment")
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--all-namespaces" not in args
+
+
+def test_namespaced_without_a_list_serves_the_release_namespace() -> None:
+    objs = render({"watch.allNamespaces": "false", "peering.enabled": "false"}, namespace="ops")
+    assert [r["metadata"]["namespace"] for r in by_kind(objs, "Role")] == ["ops"]
+    assert by_kind(objs, "KopfPeering") == [] and by_kind(objs, "ClusterKopfPeering") == []
+    for role in by_kind(objs, "Role"):
+        assert granted(role) == WORKLOAD_RULES
+
+
+def test_monitors_only_where_the_prometheus_operator_api_exists() -> None:
+    assert by_kind(render(), "ServiceMonitor") == [] and by_kind(render(), "PodMonitor") == []
+    with_api = render(None, "miniseries", "--api-versions", "monitoring.coreos.com/v1")
+    (sm,) = by_kind(with_api, "ServiceMonitor")
+    (pm,) = by_kind(with_api, "PodMonitor")
+    (svc,) = by_kind(with_api, "Service")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"] == "metrics"
+    assert pm["spec"]["selector"]["matchExpressions"] == [{"key": "miniseries.dev/sweep", "operator": "Exists"}]
+    assert pm["spec"]["namespaceSelector"] == {"any": True}
+    forced = render({"monitoring.force": "true", "monitoring.trainers.enabled": "false"})
+    assert len(by_kind(forced, "ServiceMonitor")) == 1 and by_kind(forced, "PodMonitor") == []
+
+
+def test_dashboards_are_configmaps_for_the_grafana_sidecar() -> None:
+    maps = by_kind(render(), "ConfigMap")
+    assert len(maps) == len(list((ROOT / "dashboards").glob("*.json"))) == 2
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        ((name, text),) = cm["data"].items()
+        assert json.loads(text) == json.loads((ROOT / "dashboards" / name).read_text())
+    assert by_kind(render({"dashboards.enabled": "false"}), "ConfigMap") == []
+
+
+def test_crds_are_in_the_chart() -> None:
+    crds = {c["metadata"]["name"] for c in by_kind(render(), "CustomResourceDefinition")}
+    assert crds == {"scalingsweeps.miniseries.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"),
+        ("metrics.port=70000", "/metrics/port': maximum"),
+        ("watch.namespaces[0]=Team_A", "/watch/namespaces/0': 'Team_A' does not match pattern"),
+        ("replicaCount=-1", "/replicaCount': minimum"),
+        ("peering.enabled=maybe", "/peering/enabled': got string, want boolean"),
+        ("monitoring.interval=often", "/monitoring/interval': 'often' does not match pattern"),
+        ("store.credentialsSecret=Not_A_Name", "/store/credentialsSecret'"),
+        ("storage.uri=s3://x", "additional properties 'storage' not allowed"),
+    ],
+)
+def test_schema_rejects_bad_values_naming_the_field(flag: str, message: str) -> None:
+    proc = helm("template", "ms", str(CHART), "--kube-version", "1.31.0", "--set", flag, check=False)
+    assert proc.returncode != 0
+    assert "values don't meet the specifications of the schema" in proc.stderr
+    assert message in proc.stderr, proc.stderr

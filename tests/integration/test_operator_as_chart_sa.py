@@ -1,0 +1,88 @@
+"""The operator, run with nothing but the chart's ServiceAccount token, reconciles a sweep;
+a real Prometheus scrapes it and every operator panel of the dashboards returns data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.dashboards import gen
+from tests.integration.helm import CHART, helm
+from tests.integration.prometheus_server import free_port, prometheus
+from tests.integration.promql import query_range, substitute, wait_for_samples
+from tests.integration.test_chart_cluster import kubeconfig, kubectl, names, sa_kubeconfig  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.helm, pytest.mark.prometheus]
+
+NS = "chart-op"
+RELEASE = "op"
+SA_NAME = f"{RELEASE}-miniseries-operator"
+OPERATOR_METRICS = ("miniseries_operator_", "miniseries_sweep_")
+
+if importlib.util.find_spec("miniseries.cli_operator") is None:
+    pytest.skip("waiting for branch operator (miniseries.cli_operator: `miniseries operator`)", allow_module_level=True)
+
+
+def operator_panels() -> list[tuple[str, str, str]]:
+    return [
+        (name, title, expr)
+        for name, build in gen.DASHBOARDS.items()
+        for title, expr in gen.targets_of(build())
+        if all(m.startswith(OPERATOR_METRICS) for m in gen.metrics_used(expr))
+    ]
+
+
+def test_operator_with_the_chart_token_reconciles_and_fills_its_panels(kubeconfig: Path, tmp_path: Path) -> None:  # noqa: F811
+    kc = kubeconfig
+    release = ["--kubeconfig", str(kc), "-n", NS]
+    helm("uninstall", RELEASE, *release, "--ignore-not-found", "--wait", check=False)
+    # The chart's RBAC and CRDs, no in-cluster replica: the operator runs here, as that ServiceAccount.
+    helm("install", RELEASE, str(CHART), *release, "--create-namespace", "--set", "replicaCount=0", "--wait")
+    kubectl(kc, "create", "namespace", "chart-sweeps", check=False)
+    token_config = sa_kubeconfig(kc, tmp_path, NS, SA_NAME)
+    metrics_port, liveness_port = free_port(), free_port()
+    log = (tmp_path / "operator.log").open("w")
+    cmd = [sys.executable, "-m", "miniseries.cli", "operator", f"--kubeconfig={token_config}", "--all-namespaces",
+           f"--metrics-port={metrics_port}", f"--liveness-port={liveness_port}", "--peering=miniseries"]  # fmt: skip
+    operator = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with prometheus(tmp_path / "prometheus") as prom:
+            start = time.time() - 2
+            prom.scrape("operator", f"127.0.0.1:{metrics_port}")
+            kubectl(kc, "apply", "-n", "chart-sweeps", "-f", str(CHART.parents[1] / "examples" / "tiny.yaml"))
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                sweep = json.loads(
+                    kubectl(kc, "-n", "chart-sweeps", "get", "scalingsweep", "tiny", "-o", "json").stdout
+                )
+                if sweep.get("status", {}).get("plan"):
+                    break
+                assert operator.poll() is None, (tmp_path / "operator.log").read_text()[-3000:]
+                time.sleep(1)
+            assert sweep["status"]["plan"]["runs"], (tmp_path / "operator.log").read_text()[-3000:]
+            assert requests.get(f"http://127.0.0.1:{liveness_port}/healthz", timeout=5).status_code == 200
+            log_text = (tmp_path / "operator.log").read_text()
+            assert "forbidden" not in log_text.lower(), log_text[-3000:]  # nothing it does is outside the chart's RBAC
+            prom.wait_up("operator")
+            assert wait_for_samples(prom.url, 'miniseries_sweep_runs{sweep="tiny"}', start)
+            time.sleep(3)
+            empty = [
+                f"{name} / {title}: {expr}"
+                for name, title, expr in operator_panels()
+                if not query_range(prom.url, substitute(expr, sweep="tiny", run="d2"), start)
+            ]
+            assert empty == [], "operator panels without data:\n" + "\n".join(empty)
+    finally:
+        operator.terminate()
+        operator.wait(timeout=30)
+        log.close()
+        kubectl(kc, "delete", "namespace", "chart-sweeps", "--ignore-not-found", "--wait=false", check=False)
+        helm("uninstall", RELEASE, *release, "--ignore-not-found", "--wait", check=False)
+    assert names(kc, "clusterrole", "-l", f"app.kubernetes.io/instance={RELEASE}") == ""

@@ -1,0 +1,93 @@
+"""The corpus CLI, the tokenizer artifact, and the loader's exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from miniseries.cli import main as cli_main
+from miniseries.store import open_store
+from tests.trainer.conftest import VOCAB, Corpus
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+
+def test_data_prepare_writes_text_shards_with_a_validation_split(corpus: Corpus) -> None:
+    import pyarrow.parquet as pq
+
+    store = open_store(corpus.shards_uri)
+    keys = [k for k in store.list("") if k.endswith(".parquet")]
+    assert len(keys) >= 3
+    manifest = json.loads(store.read_bytes("_manifest.json"))
+    assert [s["split"] for s in manifest["shards"]][-1] == "val"
+    assert {s["split"] for s in manifest["shards"][:-1]} == {"train"}
+    assert "PSF" in manifest["license"]
+    table = pq.read_table(corpus.root / "shards" / keys[0])
+    assert table.column_names == ["text"]
+    text = " ".join(table.column("text").to_pylist()[:5])
+    assert sum(text.count(w) for w in (" the ", " is ", " and ")) > 20  # English prose
+
+
+def test_data_prepare_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["data", "prepare", "--out", tmp_path.as_uri(), "--source", str(tmp_path / "none")]) == 2
+    assert "--source" in capsys.readouterr().err
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.rst.txt").write_text("just one small document")
+    assert cli_main(["data", "prepare", "--out", (tmp_path / "o").as_uri(), "--source", str(tmp_path / "src")]) == 2
+    assert "lower --shard-chars" in capsys.readouterr().err
+
+
+def test_tokenizer_round_trip_and_token_bytes(corpus: Corpus) -> None:
+    from miniseries_trainer.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(corpus.tokenizer_uri)
+    assert tok.vocab_size == VOCAB
+    text = "The quick brown fox returns a list of strings.\n\tdef f(x): return x ** 2  # 12345 ünïcode"
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert len(ids) < len(text.encode())  # merges were learned
+    tb = tok.token_bytes()
+    assert tb[tok.bos_token_id] == 0
+    assert int(tb[torch.tensor(ids)].sum()) == len(text.encode())
+    rows = tok.encode_batch([text, "and"], prepend_bos=True)
+    assert rows[0][0] == tok.bos_token_id and rows[0][1:] == ids
+
+
+def test_tokenizer_cli_and_corrupt_artifact(corpus: Corpus, tmp_path: Path) -> None:
+    from miniseries.store import StoreError
+    from miniseries_trainer.tokenizer import load_tokenizer, main
+
+    out = (tmp_path / "tok").as_uri()
+    assert main(["--data", corpus.shards_uri, "--out", out, "--vocab-size", "300", "--max-chars", "20000"]) == 0
+    assert load_tokenizer(out).vocab_size == 300
+    raw = (tmp_path / "tok" / "tokenizer.json").read_bytes()
+    (tmp_path / "tok" / "tokenizer.json").write_bytes(raw.replace(b'"pattern"', b'"patterN"'))
+    with pytest.raises(StoreError, match="corrupt"):
+        load_tokenizer(out)
+    assert main(["--data", corpus.shards_uri, "--out", out, "--vocab-size", "100"]) == 2
+
+
+def test_loader_resumes_exactly_from_its_state(corpus: Corpus) -> None:
+    from miniseries_trainer.data import TokenLoader, list_shards
+    from miniseries_trainer.tokenizer import load_tokenizer
+
+    store, tok = open_store(corpus.shards_uri), load_tokenizer(corpus.tokenizer_uri)
+    train, val = list_shards(store)
+    assert val not in train and val == max([*train, val])
+    a = TokenLoader(store, train, tok, batch_size=4, seq_len=64, rank=1, world_size=2)
+    for _ in range(37):
+        next(a)
+    state = json.loads(json.dumps(a.state_dict()))  # small and plain: survives JSON
+    b = TokenLoader(store, train, tok, batch_size=4, seq_len=64, rank=1, world_size=2, state=state)
+    for _ in range(25):
+        (xa, ya), (xb, yb) = next(a), next(b)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert torch.equal(xa[:, 1:], ya[:, :-1])  # targets are inputs shifted by one
+    # ranks see different documents
+    c = TokenLoader(store, train, tok, batch_size=4, seq_len=64, rank=0, world_size=2)
+    assert not torch.equal(
+        next(c)[0], TokenLoader(store, train, tok, batch_size=4, seq_len=64, rank=1, world_size=2).__next__()[0]
+    )

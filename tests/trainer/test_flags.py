@@ -1,0 +1,158 @@
+"""The trainer's command line: the contract with trainer_args, env overrides, and failing fast."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from miniseries.plan import make_plan
+from miniseries.sweepfile import load_sweep
+from miniseries.trainer_args import trainer_flags
+from tests.trainer.conftest import REPO, Corpus, train_argv, trainer_env
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+
+@pytest.mark.parametrize("example", ["tiny.yaml", "miniseries.yaml", "isoflop.yaml"])
+def test_parser_accepts_exactly_what_trainer_flags_emits(example: str) -> None:
+    from miniseries_trainer.train import build_parser
+
+    sweep = load_sweep(REPO / "examples" / example)
+    plan = make_plan(sweep.spec)
+    parser = build_parser()
+    for run in plan.runs:
+        argv = trainer_flags(sweep.spec, sweep.name, run)
+        args = parser.parse_args(argv)
+        assert args.depth == run.depth and args.run == run.name and args.sweep == sweep.name
+        assert args.total_batch_tokens == run.total_batch_tokens and args.steps == run.steps
+        assert args.resume == "auto"
+        assert args.budget_flops == (float(f"{run.budget_flops:g}") if run.budget_flops is not None else None)
+    # every flag trainer_flags can emit is documented in --help
+    help_text = parser.format_help()
+    for flag in {a.split("=")[0] for a in argv} | {"--budget-flops", "--eval-bundle", "--core-max-per-task"}:
+        assert flag in help_text
+
+
+def test_every_flag_settable_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from miniseries_trainer.train import build_parser
+
+    monkeypatch.setenv("MINISERIES_DEPTH", "3")
+    monkeypatch.setenv("MINISERIES_DEVICE_BATCH_SIZE", "5")
+    monkeypatch.setenv("MINISERIES_DETERMINISTIC", "1")
+    monkeypatch.setenv("MINISERIES_WARMDOWN_RATIO", "0.25")
+    base = [
+        "--sweep=s",
+        "--run=r",
+        "--target-tokens=10",
+        "--total-batch-tokens=10",
+        "--store=file:///x",
+        "--data=file:///y",
+        "--tokenizer=file:///z",
+    ]
+    args = build_parser().parse_args(base)
+    assert (args.depth, args.device_batch_size, args.deterministic, args.warmdown_ratio) == (3, 5, True, 0.25)
+    assert build_parser().parse_args([*base, "--depth=4"]).depth == 4  # the command line wins
+    # every option names its env variable in --help
+    parser = build_parser()
+    for action in parser._actions:
+        flag = next((o for o in action.option_strings if o.startswith("--") and o != "--help"), None)
+        if flag and not flag.startswith("--no-"):
+            assert "MINISERIES_" + flag[2:].upper().replace("-", "_") in (action.help or ""), flag
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (["--depth=0"], "--depth must be >= 1, got 0"),
+        (["--warmdown-ratio=1.5"], "--warmdown-ratio must be in [0, 1], got 1.5"),
+        (["--device=tpu"], "invalid choice: 'tpu'"),
+        (["--seq-len=abc"], "--seq-len must be an integer, got 'abc'"),
+    ],
+)
+def test_bad_flags_fail_with_a_clear_message(
+    bad: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from miniseries_trainer.train import main
+
+    argv = [
+        a
+        for a in train_argv(Corpus("file:///d", "file:///t", tmp_path), tmp_path)
+        if a.split("=")[0] not in {b.split("=")[0] for b in bad}
+    ]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, *bad])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_batch_not_multiple_of_micro_batch_is_rejected(
+    corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from miniseries_trainer.train import main
+
+    with pytest.raises(SystemExit):
+        main(train_argv(corpus, tmp_path, total_batch_tokens=1000))
+    err = capsys.readouterr().err
+    assert "not a multiple of one micro-batch" in err and "--total-batch-tokens" in err
+
+
+def test_missing_tokenizer_and_missing_shards_are_named(
+    corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from miniseries_trainer.train import main
+
+    with pytest.raises(SystemExit):
+        main(train_argv(corpus, tmp_path, tokenizer=(tmp_path / "nope").as_uri()))
+    assert "no tokenizer at" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        main(train_argv(corpus, tmp_path, data=(tmp_path / "empty").as_uri()))
+    assert "has 0 parquet shard(s)" in capsys.readouterr().err
+
+
+def test_unreachable_s3_store_fails_fast(corpus: Corpus, tmp_path: Path) -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = trainer_env() | {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_REGION": "us-east-1",
+    }
+    t0 = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "miniseries_trainer.train", *train_argv(corpus, tmp_path, store="s3://bucket/prefix")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "s3://bucket/prefix" in proc.stderr and f"127.0.0.1:{port}" in proc.stderr
+    assert time.time() - t0 < 60
+
+
+def test_dockerfile_entrypoint_is_the_cli() -> None:
+    text = (REPO / "trainer_image/Dockerfile").read_text()
+    entry = next(line for line in text.splitlines() if line.startswith("ENTRYPOINT"))
+    assert '"miniseries-train"' in entry
+    pyproject = (REPO / "trainer_image/pyproject.toml").read_text()
+    assert 'miniseries-train = "miniseries_trainer.train:main"' in pyproject
+    assert "USER " in text and "USER root" not in text
+    # the image's default flags, if any, are flags the CLI knows
+    from miniseries_trainer.train import build_parser
+
+    known = {o for a in build_parser()._actions for o in a.option_strings}
+    for line in text.splitlines():
+        if line.startswith("CMD"):
+            for token in line.replace("[", " ").replace("]", " ").replace(",", " ").split():
+                flag = token.strip('"').split("=")[0]
+                if flag.startswith("--"):
+                    assert flag in known

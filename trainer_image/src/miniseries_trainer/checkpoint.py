@@ -1,0 +1,152 @@
+"""Checkpoints in the store: files first, manifest last, newest K kept, corrupt ones skipped loudly.
+
+One checkpoint is `RunLayout(sweep, run).checkpoint(step)`:
+
+    model.pt               weights (rank 0; identical on every rank)
+    optim_rank<r>.pt       optimizer state of rank r (Muon's momentum is sharded over ranks)
+    state_rank<r>.pt       loader position, RNG states, step, loss-curve length of rank r
+    manifest.json          CheckpointManifest: sizes + sha256 of every file, written LAST
+
+A reader only takes a checkpoint with a manifest, and verifies every hash it reads,
+so a pod killed mid-write never resumes from half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from miniseries.layout import RunLayout
+from miniseries.results import CheckpointFile, CheckpointManifest, checkpoint_steps, read_manifest
+from miniseries.store import Store
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _bytes_of(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def save_checkpoint(
+    store: Store,
+    run: RunLayout,
+    step: int,
+    tokens: int,
+    *,
+    model: torch.nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    state: dict[str, Any],
+    keep: int,
+) -> str:
+    """Write this rank's files; rank 0 writes the manifest after every rank is done. Returns the prefix."""
+    rank, world = _dist()
+    prefix = run.checkpoint(step)
+    files: dict[str, bytes] = {}
+    if rank == 0:
+        files["model.pt"] = _bytes_of(model.state_dict())
+    files[f"optim_rank{rank}.pt"] = _bytes_of([opt.state_dict() for opt in optimizers])
+    files[f"state_rank{rank}.pt"] = _bytes_of(state)
+    entries = []
+    for name, data in files.items():
+        store.write_bytes(prefix + name, data)
+        entries.append(CheckpointFile(name=name, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, [e.model_dump() for e in entries])
+        entries = [CheckpointFile(**e) for part in gathered for e in part]
+    if rank == 0:
+        manifest = CheckpointManifest(step=step, tokens=tokens, world_size=world, files=entries, created_at=time.time())
+        store.write_bytes(prefix + "manifest.json", manifest.to_json())
+        for old in checkpoint_steps(store, run)[:-keep] if keep > 0 else []:
+            store.delete_prefix(run.checkpoint(old))
+    if world > 1:
+        dist.barrier()
+    return prefix
+
+
+class WorldSizeMismatch(RuntimeError):
+    """A checkpoint from a different number of ranks: a user decision, not corruption."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    step: int
+    tokens: int
+    model: dict[str, Any]
+    optimizers: list[dict[str, Any]]
+    state: dict[str, Any]
+
+
+def _read_verified(store: Store, prefix: str, manifest: CheckpointManifest, name: str) -> Any:
+    entry = next((f for f in manifest.files if f.name == name), None)
+    if entry is None:
+        raise ValueError(f"{name} is not listed in the manifest")
+    data = store.read_bytes(prefix + name)
+    if len(data) != entry.bytes or hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise ValueError(f"{name} does not match its manifest (size {len(data)} vs {entry.bytes} or sha256 differs)")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
+
+def load_latest_checkpoint(store: Store, run: RunLayout) -> LoadedCheckpoint | None:
+    """The newest checkpoint every rank can read and verify; older ones if the newest is corrupt."""
+    rank, world = _dist()
+    for step in reversed(checkpoint_steps(store, run)):
+        prefix = run.checkpoint(step)
+        loaded: LoadedCheckpoint | None = None
+        problem = ""
+        try:
+            manifest = read_manifest(store, run, step)
+            if manifest.world_size != world:
+                raise WorldSizeMismatch(
+                    f"checkpoint {store.uri}/{prefix} was written by {manifest.world_size} ranks, this run has {world}; "
+                    "resume with the same number of ranks (Muon's optimizer state is sharded per rank)"
+                )
+            loaded = LoadedCheckpoint(
+                step=manifest.step,
+                tokens=manifest.tokens,
+                model=_read_verified(store, prefix, manifest, "model.pt"),
+                optimizers=_read_verified(store, prefix, manifest, f"optim_rank{rank}.pt"),
+                state=_read_verified(store, prefix, manifest, f"state_rank{rank}.pt"),
+            )
+        except WorldSizeMismatch:
+            raise
+        except Exception as e:  # unreadable pickle, missing file, bad JSON: all mean "do not trust it"
+            problem = f"{type(e).__name__}: {e}"
+        ok = torch.tensor(1 if loaded is not None else 0)
+        if world > 1:
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)  # every rank must take the same checkpoint
+        if ok.item():
+            return loaded
+        print(
+            f"WARNING: checkpoint {store.uri}/{prefix} is corrupt or unreadable on rank {rank}: "
+            f"{problem or 'another rank could not read it'}; falling back to the previous checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
+    return None
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

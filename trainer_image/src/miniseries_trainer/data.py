@@ -1,0 +1,183 @@
+"""Token batches streamed from parquet shards in the store, resumable to the exact token.
+
+Shards are nanochat's format: parquet files with a `text` column, one document per
+row, in a store prefix (`file://` or `s3://`). The lexically last shard is the
+validation split and is never trained on.
+
+Each rank takes every world_size-th document of a row group (documents split
+across ranks), tokenizes it with a BOS in front, appends the tokens to a buffer and
+cuts rows of seq_len + 1 tokens (inputs are row[:-1], targets row[1:]).
+
+The loader's position is a small dict, saved in every checkpoint:
+
+    {"epoch", "shard", "row_group", "doc", "buffer": [leftover tokens]}
+
+`doc` is the next document (index within the row group) not yet tokenized, and
+`buffer` is every token tokenized but not yet emitted, so a loader rebuilt from
+that dict yields exactly the batches the original would have yielded next.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+
+from miniseries.store import Store, StoreError
+from miniseries_trainer.tokenizer import Tokenizer
+
+#: Documents tokenized per batch call (tiktoken parallelises across them).
+DOCS_PER_ENCODE = 32
+
+
+def list_shards(store: Store) -> tuple[list[str], str]:
+    """(training shard keys, validation shard key), by lexical order of the keys."""
+    keys = sorted(k for k in store.list("") if k.endswith(".parquet"))
+    if len(keys) < 2:
+        raise StoreError(
+            f"--data {store.uri} has {len(keys)} parquet shard(s); need at least 2 (training + the last one "
+            "for validation). Build them with `miniseries data prepare --out URI`"
+        )
+    return keys[:-1], keys[-1]
+
+
+class ShardReader:
+    """Fetches shards from the store, the next one in the background while the current one is used."""
+
+    def __init__(self, store: Store, keys: list[str]):
+        self.store, self.keys = store, keys
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-prefetch")
+        self._pending: dict[int, Future[pq.ParquetFile]] = {}
+
+    def _fetch(self, index: int) -> pq.ParquetFile:
+        return pq.ParquetFile(io.BytesIO(self.store.read_bytes(self.keys[index])))
+
+    def get(self, index: int) -> pq.ParquetFile:
+        future = self._pending.pop(index, None)
+        shard = future.result() if future is not None else self._fetch(index)
+        nxt = (index + 1) % len(self.keys)
+        if nxt not in self._pending:
+            self._pending = {nxt: self._pool.submit(self._fetch, nxt)}
+        return shard
+
+
+class TokenLoader:
+    """Yields (x, y) int64 batches of shape (batch_size, seq_len) forever (epochs wrap around)."""
+
+    def __init__(
+        self,
+        store: Store,
+        shard_keys: list[str],
+        tokenizer: Tokenizer,
+        *,
+        batch_size: int,
+        seq_len: int,
+        rank: int = 0,
+        world_size: int = 1,
+        state: dict[str, Any] | None = None,
+        wrap: bool = True,
+    ):
+        self.reader = ShardReader(store, shard_keys)
+        self.tokenizer = tokenizer
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.rank, self.world_size = rank, world_size
+        self.wrap = wrap
+        s = state or {}
+        self.epoch: int = s.get("epoch", 0)
+        self.shard: int = s.get("shard", 0)
+        self.row_group: int = s.get("row_group", 0)
+        self.doc: int = s.get("doc", 0)
+        self.buffer: list[int] = list(s.get("buffer", []))
+        self._cached_at: tuple[int, int] | None = None
+        self._cached: list[str] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "shard": self.shard,
+            "row_group": self.row_group,
+            "doc": self.doc,
+            "buffer": list(self.buffer),
+        }
+
+    def _texts(self, parquet: pq.ParquetFile) -> list[str]:
+        """The current row group's documents, decoded once and kept while the loader is in it."""
+        where = (self.shard, self.row_group)
+        if self._cached_at != where:
+            self._cached = parquet.read_row_group(self.row_group, columns=["text"]).column("text").to_pylist()
+            self._cached_at = where
+        return self._cached
+
+    def _refill(self) -> bool:
+        """Tokenize the next few of this rank's documents into the buffer; False when the data is exhausted."""
+        while True:
+            if self.shard >= len(self.reader.keys):
+                if not self.wrap:
+                    return False
+                self.epoch += 1
+                self.shard = self.row_group = self.doc = 0
+                print(f"data: starting epoch {self.epoch} over the training shards", file=sys.stderr)
+            parquet = self.reader.get(self.shard)
+            if self.row_group >= parquet.num_row_groups:
+                self.shard, self.row_group, self.doc = self.shard + 1, 0, 0
+                continue
+            texts = self._texts(parquet)
+            # This rank's documents are rank, rank + world, ...; `doc` indexes the row group.
+            mine = [i for i in range(self.doc, len(texts)) if i % self.world_size == self.rank][:DOCS_PER_ENCODE]
+            if not mine:
+                self.row_group, self.doc = self.row_group + 1, 0
+                continue
+            for row in self.tokenizer.encode_batch([texts[i] for i in mine], prepend_bos=True):
+                self.buffer.extend(row)
+            self.doc = mine[-1] + 1
+            return True
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        need = self.batch_size * (self.seq_len + 1)
+        while len(self.buffer) < need:
+            if not self._refill():
+                raise StopIteration
+        rows = torch.tensor(self.buffer[:need], dtype=torch.long).view(self.batch_size, self.seq_len + 1)
+        del self.buffer[:need]
+        return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
+
+
+def validation_batches(
+    store: Store,
+    val_key: str,
+    tokenizer: Tokenizer,
+    *,
+    batch_size: int,
+    seq_len: int,
+    eval_tokens: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> list[tuple[Tensor, Tensor]]:
+    """This rank's share of the first eval_tokens tokens of the validation shard (one pass, no wrap)."""
+    loader = TokenLoader(
+        store,
+        [val_key],
+        tokenizer,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        rank=rank,
+        world_size=world_size,
+        wrap=False,
+    )
+    per_batch = batch_size * seq_len * world_size
+    batches = []
+    for _ in range(max(1, eval_tokens // per_batch)):
+        try:
+            batches.append(next(loader))
+        except StopIteration:
+            break
+    return batches
