@@ -20,6 +20,7 @@ This module never imports torch: the trainer is a separate process.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 import signal
@@ -301,14 +302,22 @@ def prepare_data(ls: LocalSweep, display: Display) -> None:
     if shards_present(ls):
         return
     try:
-        from miniseries import data_prepare  # the trainer engineer's module; optional at import time
+        # The data stage lives with the trainer's data code; imported here so that a
+        # store that already has shards never needs it.
+        data_prepare = importlib.import_module("miniseries.data_prepare")
     except ModuleNotFoundError as e:
         raise LocalRunError(
             f"no text shards in {ls.spec.data.shards_uri} and the data preparation module is not installed ({e}); "
             "put parquet shards with a `text` column there, or install miniseries with data support"
         ) from None
     display.say(f"preparing data shards into {ls.spec.data.shards_uri} (once per store)")
-    data_prepare.prepare(ls.spec.data.shards_uri)
+    try:
+        data_prepare.prepare(ls.spec.data.shards_uri)
+    except (FileNotFoundError, ValueError, StoreError) as e:
+        raise LocalRunError(
+            f"no text shards in {ls.spec.data.shards_uri} and preparing them failed: {e} "
+            "(`make deps` installs the default corpus; `miniseries data prepare --source DIR` takes any text)"
+        ) from None
     if not shards_present(ls):
         raise LocalRunError(f"data preparation finished but {ls.spec.data.shards_uri} holds no .parquet shards")
 
