@@ -2,6 +2,7 @@
 
 Keys are relative to the store root (the sweep's `spec.store.uri`):
 
+    <sweep>/sweep.json                      the spec the runs were planned from (report, status)
     <sweep>/tokenizer/                      trained BPE (tokenizer.json + manifest)
     <sweep>/<run>/ckpt/step_<n>/            model, optimizer, loader state, RNG, manifest.json (written last)
     <sweep>/<run>/progress.json             live progress, rewritten while training
@@ -26,6 +27,10 @@ class SweepLayout:
     @property
     def root(self) -> str:
         return f"{self.sweep}/"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.sweep}/sweep.json"
 
     @property
     def tokenizer(self) -> str:

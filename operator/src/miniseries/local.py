@@ -1,0 +1,433 @@
+"""The embedded runner: the operator's plan, executed as local trainer processes.
+
+`miniseries run SWEEP.yaml --local` makes the same plan as the operator
+(`make_plan`), rewrites the spec's store and data URIs into a local directory
+(default ./miniseries-store), prepares data and the tokenizer once per sweep
+if they are missing, then runs every planned run as a subprocess
+
+    python -m miniseries_trainer.train <trainer_flags(...)>        (1 GPU/CPU per run)
+    python -m torch.distributed.run --nproc-per-node G ... -m ...  (gpusPerRun > 1, gloo on CPU)
+
+one at a time, smallest first, showing live progress from progress.json.
+Finished runs (results.json exists) are skipped; an interrupted run resumes
+from its newest checkpoint (the trainer gets --resume=auto). Ctrl-C stops the
+child cleanly (SIGTERM to its process group, SIGKILL after a grace period) and
+keeps every checkpoint. When all runs are done the report is written.
+
+This module never imports torch: the trainer is a separate process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from miniseries.api import PlannedRun, ScalingSweep, ScalingSweepSpec
+from miniseries.layout import SweepLayout, join_uri
+from miniseries.plan import make_plan
+from miniseries.results import Progress, checkpoint_steps, read_progress, read_results
+from miniseries.store import LocalStore, StoreError, path_to_uri
+from miniseries.trainer_args import TRAINER_MODULE, trainer_flags
+
+DEFAULT_STORE_DIR = "miniseries-store"
+TOKENIZER_MODULE = "miniseries_trainer.tokenizer"
+#: Where the local runner keeps prepared text shards, relative to the store root.
+DATA_KEY = "data/shards/"
+#: Seconds a child gets to exit after SIGTERM before SIGKILL.
+STOP_GRACE_SECONDS = 20.0
+
+
+class LocalRunError(RuntimeError):
+    """Something the user must fix or look at; the message says what and where."""
+
+
+@dataclass
+class LocalSweep:
+    """One sweep bound to a local store directory."""
+
+    sweep: ScalingSweep
+    store_dir: Path
+    python: str = sys.executable
+    device: str = "auto"
+    # Overridable (env MINISERIES_TRAINER_MODULE / MINISERIES_TOKENIZER_MODULE) to run a
+    # development trainer, or a stand-in that honours the same flags and files in tests.
+    trainer_module: str = field(default_factory=lambda: os.environ.get("MINISERIES_TRAINER_MODULE", TRAINER_MODULE))
+    tokenizer_module: str = field(
+        default_factory=lambda: os.environ.get("MINISERIES_TOKENIZER_MODULE", TOKENIZER_MODULE)
+    )
+    spec: ScalingSweepSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store_dir = self.store_dir.resolve()
+        self.spec = localize_spec(self.sweep.spec, self.store_dir)
+
+    @property
+    def name(self) -> str:
+        return self.sweep.name
+
+    @property
+    def store(self) -> LocalStore:
+        return LocalStore(self.store_dir)
+
+    @property
+    def layout(self) -> SweepLayout:
+        return SweepLayout(self.name)
+
+    def runs(self) -> list[PlannedRun]:
+        """The plan's runs, smallest first: a newcomer sees results sooner."""
+        return sorted(make_plan(self.spec).runs, key=lambda r: (r.flops, r.depth))
+
+    def log_path(self, run: PlannedRun) -> Path:
+        return self.store_dir / self.layout.run(run.name).root / "train.log"
+
+
+def localize_spec(spec: ScalingSweepSpec, store_dir: Path) -> ScalingSweepSpec:
+    """The spec with its store (and data, unless already local) inside `store_dir`.
+
+    Remote URIs (s3://) cannot be reached from a laptop run, and file:// ones
+    outside the local store would scatter artifacts; the shards go to
+    <store>/data/shards/ (prepared there if missing), the tokenizer is trained
+    into the store unless a local one is given, and a local eval bundle is kept.
+    """
+    root_uri = path_to_uri(store_dir)
+    data = spec.data.model_copy()
+    data.shards_uri = join_uri(root_uri, DATA_KEY)
+    if data.tokenizer_uri and not _local_exists(data.tokenizer_uri):
+        data.tokenizer_uri = None
+    if data.eval_bundle_uri and not _local_exists(data.eval_bundle_uri):
+        data.eval_bundle_uri = None
+    store = spec.store.model_copy()
+    store.uri = root_uri
+    store.credentials_secret = None
+    return spec.model_copy(update={"store": store, "data": data})
+
+
+def _local_exists(uri: str) -> bool:
+    return uri.startswith("file://") and Path(uri[len("file://") :]).exists()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------- commands
+
+
+def train_command(ls: LocalSweep, run: PlannedRun, metrics_port: int) -> list[str]:
+    flags = trainer_flags(
+        ls.spec, ls.name, run, metrics_port=metrics_port, device=ls.device, store_uri=ls.spec.store.uri
+    )
+    if run.gpus > 1:
+        return [ls.python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={run.gpus}",
+                "-m", ls.trainer_module, *flags]  # fmt: skip
+    return [ls.python, "-m", ls.trainer_module, *flags]
+
+
+def tokenizer_command(ls: LocalSweep) -> list[str]:
+    s = ls.spec
+    return [
+        ls.python, "-m", ls.tokenizer_module,
+        f"--data={s.data.shards_uri}",
+        f"--out={join_uri(s.store.uri, ls.layout.tokenizer)}",
+        f"--vocab-size={s.model.vocab_size}",
+        f"--max-chars={s.data.tokenizer_train_chars}",
+    ]  # fmt: skip
+
+
+def child_env(run: PlannedRun | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # Multi-process runs on a machine without GPUs talk over gloo (torch's CPU backend).
+    if run is not None and run.gpus > 1:
+        env.setdefault("MINISERIES_DIST_BACKEND", "gloo")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+# ---------------------------------------------------------------- process control
+
+
+class Stopped(Exception):
+    """The user pressed Ctrl-C; the child was stopped and its checkpoints kept."""
+
+
+def stop_child(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> int:
+    """SIGTERM the child's process group, SIGKILL it after `grace` seconds."""
+    if proc.poll() is not None:
+        return int(proc.returncode)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+def run_child(
+    cmd: list[str],
+    log_path: Path,
+    env: dict[str, str],
+    on_tick: Callable[[], None] | None = None,
+    tick_seconds: float = 1.0,
+) -> int:
+    """Run one child in its own session (Ctrl-C reaches us, not it), logging to a file."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            while True:
+                try:
+                    return proc.wait(timeout=tick_seconds)
+                except subprocess.TimeoutExpired:
+                    if on_tick:
+                        on_tick()
+        except KeyboardInterrupt:
+            stop_child(proc)
+            raise Stopped() from None
+        except BaseException:
+            stop_child(proc)
+            raise
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+# ---------------------------------------------------------------- progress display
+
+
+def _hms(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "--:--"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+@dataclass
+class Display:
+    """One status line per tick: the run's progress and the sweep's."""
+
+    total_runs: int
+    total_flops: float
+    out: TextIO = sys.stdout
+    started: float = field(default_factory=time.time)
+    done_runs: int = 0
+    done_flops: float = 0.0
+    total_tokens: int = 0
+    done_tokens: int = 0
+    _last_len: int = 0
+    _last_plain: float = 0.0
+    plain_every: float = 10.0  # seconds between lines when stdout is not a terminal (logs, CI)
+
+    def remaining_seconds(self, run: PlannedRun | None, p: Progress | None) -> float | None:
+        """Time left for the sweep: the geometric mean of two bounds.
+
+        At the current FLOP/s the rest is overestimated (on a CPU the larger
+        models that follow run at more FLOP/s); at the current tokens/s it is
+        underestimated (they run at fewer tokens/s). Neither bound alone is
+        within a factor of a few for a tiny sweep; their geometric mean is.
+        """
+        cur_tokens = p.tokens if p and run else 0
+        rem_flops = self.total_flops - self.done_flops - cur_tokens * (run.flops_per_token if run else 0)
+        rem_tokens = self.total_tokens - self.done_tokens - cur_tokens
+        elapsed = time.time() - self.started
+        if p is not None and run is not None and p.tokens_per_second:
+            tok_rate, flop_rate = p.tokens_per_second, p.tokens_per_second * run.flops_per_token
+        elif elapsed > 5 and self.done_tokens > 0:
+            tok_rate, flop_rate = self.done_tokens / elapsed, self.done_flops / elapsed
+        else:
+            return None
+        return math.sqrt(max(0.0, rem_flops / flop_rate) * max(0.0, rem_tokens / tok_rate))
+
+    def line(self, run: PlannedRun | None, p: Progress | None) -> str:
+        elapsed = time.time() - self.started
+        left = self.remaining_seconds(run, p)
+        total_eta = elapsed + left if left is not None else None
+        sweep = f"sweep {self.done_runs}/{self.total_runs} runs, {_hms(elapsed)} elapsed, ~{_hms(total_eta)} total"
+        if run is None:
+            return sweep
+        if p is None:
+            return f"{run.name}: starting... | {sweep}"
+        loss = f"{p.loss:.4f}" if p.loss is not None else "-"
+        tps = f"{p.tokens_per_second:,.0f}" if p.tokens_per_second else "-"
+        return (f"{run.name}: {p.state} step {p.step}/{p.steps} tokens {p.tokens:,} loss {loss} "
+                f"{tps} tok/s ETA {_hms(p.eta_seconds)} | {sweep}")  # fmt: skip
+
+    def show(self, text: str) -> None:
+        if self.out.isatty():
+            pad = max(0, self._last_len - len(text))
+            self.out.write("\r" + text + " " * pad)
+            self._last_len = len(text)
+        elif time.time() - self._last_plain >= self.plain_every:
+            self._last_plain = time.time()
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def say(self, text: str) -> None:
+        if self.out.isatty() and self._last_len:
+            self.out.write("\n")
+            self._last_len = 0
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+# ---------------------------------------------------------------- stages
+
+
+def shards_present(ls: LocalSweep) -> bool:
+    return any(k.endswith(".parquet") for k in ls.store.list(DATA_KEY))
+
+
+def prepare_data(ls: LocalSweep, display: Display) -> None:
+    """Run `miniseries data prepare` (its function) into <store>/data/shards/ when no shards are there."""
+    if shards_present(ls):
+        return
+    try:
+        # The data stage lives with the trainer's data code; imported here so that a
+        # store that already has shards never needs it.
+        data_prepare = importlib.import_module("miniseries.data_prepare")
+    except ModuleNotFoundError as e:
+        raise LocalRunError(
+            f"no text shards in {ls.spec.data.shards_uri} and the data preparation module is not installed ({e}); "
+            "put parquet shards with a `text` column there, or install miniseries with data support"
+        ) from None
+    display.say(f"preparing data shards into {ls.spec.data.shards_uri} (once per store)")
+    try:
+        data_prepare.prepare(ls.spec.data.shards_uri)
+    except (FileNotFoundError, ValueError, StoreError) as e:
+        raise LocalRunError(
+            f"no text shards in {ls.spec.data.shards_uri} and preparing them failed: {e} "
+            "(`make deps` installs the default corpus; `miniseries data prepare --source DIR` takes any text)"
+        ) from None
+    if not shards_present(ls):
+        raise LocalRunError(f"data preparation finished but {ls.spec.data.shards_uri} holds no .parquet shards")
+
+
+def tokenizer_present(ls: LocalSweep) -> bool:
+    if ls.spec.data.tokenizer_uri:
+        return True
+    return any(k.endswith("manifest.json") for k in ls.store.list(ls.layout.tokenizer))
+
+
+def train_tokenizer(ls: LocalSweep, display: Display) -> None:
+    if tokenizer_present(ls):
+        return
+    display.say(f"training the tokenizer (vocab {ls.spec.model.vocab_size}) into {ls.layout.tokenizer}")
+    log = ls.store_dir / ls.layout.tokenizer / "tokenizer.log"
+    rc = run_child(tokenizer_command(ls), log, child_env())
+    if rc != 0 or not tokenizer_present(ls):
+        raise LocalRunError(f"tokenizer training failed (exit {rc}); log {log}:\n{tail(log)}")
+
+
+def run_one(ls: LocalSweep, run: PlannedRun, display: Display) -> None:
+    rl = ls.layout.run(run.name)
+    ckpts = checkpoint_steps(ls.store, rl)
+    verb = f"resuming {run.name} from step {ckpts[-1]}" if ckpts else f"training {run.name}"
+    display.say(
+        f"{verb}: {run.steps} steps, {run.training_tokens:,} tokens, {run.flops:.3g} FLOPs (log {ls.log_path(run)})"
+    )
+    port = free_port()
+
+    def tick() -> None:
+        display.show(display.line(run, read_progress(ls.store, rl)))
+
+    rc = run_child(train_command(ls, run, port), ls.log_path(run), child_env(run), on_tick=tick)
+    if rc != 0:
+        raise LocalRunError(f"{run.name} failed (exit {rc}); its checkpoints are kept, rerun to resume. "
+                            f"Log {ls.log_path(run)}:\n{tail(ls.log_path(run))}")  # fmt: skip
+    res = read_results(ls.store, rl)
+    if res is None:
+        raise LocalRunError(f"{run.name} exited 0 but wrote no results.json; log {ls.log_path(run)}")
+    display.done_runs += 1
+    display.done_flops += run.flops
+    display.done_tokens += run.training_tokens
+    loss = f"{res.loss.final:.4f}" if res.loss.final is not None else "n/a"
+    bpb = f", val bpb {res.val_bpb:.4f}" if res.val_bpb is not None else ""
+    display.say(f"{run.name} done in {_hms(res.wall_seconds)}: loss {loss}{bpb}")
+
+
+def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) -> int:
+    """The whole local sweep; returns an exit code (0 done, 130 interrupted)."""
+    from miniseries.report import save_spec
+
+    runs = ls.runs()
+    ls.store.check()
+    save_spec(ls.store, ls.name, ls.spec)
+    done = [r for r in runs if ls.store.exists(ls.layout.run(r.name).results)]
+    pending = [r for r in runs if r not in done]  # the time estimate covers what is left to train
+    display = Display(total_runs=len(runs), total_flops=sum(r.flops for r in pending),
+                      total_tokens=sum(r.training_tokens for r in pending), out=out)  # fmt: skip
+    display.done_runs = len(done)
+    display.say(f"sweep {ls.name}: {len(runs)} runs ({len(done)} already finished), store {ls.store_dir}")
+    try:
+        prepare_data(ls, display)
+        train_tokenizer(ls, display)
+        display.started = time.time()  # throughput is measured over training only
+        for run in runs:
+            if run in done:
+                continue
+            run_one(ls, run, display)
+    except Stopped:
+        display.say(
+            "interrupted: the running trainer was stopped; checkpoints are kept. Run the same command to resume."
+        )
+        return 130
+    if report:
+        from miniseries.report import build_report
+
+        uri, status = build_report(ls.store, ls.name, ls.spec)
+        display.say(f"report: {uri}report.md")
+        if status.message:
+            display.say(f"report notes: {status.message}")
+    return 0
+
+
+# ---------------------------------------------------------------- status
+
+
+def run_states(ls: LocalSweep) -> list[dict[str, object]]:
+    """One row per planned run from what is in the store (results, progress, checkpoints)."""
+    rows: list[dict[str, object]] = []
+    for run in ls.runs():
+        rl = ls.layout.run(run.name)
+        row: dict[str, object] = {"run": run.name, "steps": run.steps, "flops": run.flops}
+        try:
+            res = read_results(ls.store, rl)
+        except (StoreError, ValueError) as e:
+            row.update(state="Invalid", message=str(e))
+            rows.append(row)
+            continue
+        if res is not None:
+            core = res.core.core if res.core else None
+            row.update(state="Succeeded", step=res.steps, loss=res.loss.final, val_bpb=res.val_bpb, core=core,
+                       wall_seconds=res.wall_seconds)  # fmt: skip
+        else:
+            ckpts = checkpoint_steps(ls.store, rl)
+            p = read_progress(ls.store, rl)
+            if p is not None and time.time() - p.updated_at < 120:
+                row.update(state="Running", step=p.step, loss=p.loss, eta_seconds=p.eta_seconds)
+            elif ckpts:
+                row.update(state="Interrupted", step=ckpts[-1], loss=p.loss if p else None)
+            else:
+                row.update(state="Pending", step=0)
+        rows.append(row)
+    return rows

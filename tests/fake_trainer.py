@@ -1,0 +1,88 @@
+"""A stand-in for `miniseries_trainer.train` that honours its contract without torch.
+
+It parses the flags `trainer_flags` produces, "trains" by sleeping per step,
+rewrites progress.json, writes checkpoints (files, then manifest) every
+--checkpoint-every steps, resumes from the newest complete checkpoint, exits on
+SIGTERM without losing written checkpoints, and writes results.json at the end.
+It lets the local runner's orchestration (skip, resume, Ctrl-C) be tested in
+seconds; the real trainer is tested end to end where it exists.
+
+    FAKE_TRAINER_STEP_SECONDS   sleep per step (default 0.01)
+    FAKE_TRAINER_FAIL_RUN       a run name that exits 3 at step 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+
+from miniseries.layout import RunLayout
+from miniseries.results import CheckpointFile, CheckpointManifest, LossSummary, Progress, RunResults, checkpoint_steps
+from miniseries.shapes import model_shape
+from miniseries.store import open_store
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    for name in ("sweep", "run", "store", "data", "tokenizer", "device", "resume", "eval-bundle"):
+        p.add_argument(f"--{name}")
+    for name in ("depth", "aspect-ratio", "head-dim", "vocab-size", "seq-len", "target-tokens", "steps",
+                 "total-batch-tokens", "device-batch-size", "warmup-steps", "checkpoint-every",
+                 "keep-checkpoints", "eval-tokens", "seed", "metrics-port", "core-max-per-task"):  # fmt: skip
+        p.add_argument(f"--{name}", type=int)
+    p.add_argument("--warmdown-ratio", type=float)
+    p.add_argument("--budget-flops", type=float)
+    a = p.parse_args()
+    store = open_store(a.store)
+    rl = RunLayout(a.sweep, a.run)
+    shape = model_shape(
+        a.depth, aspect_ratio=a.aspect_ratio, head_dim=a.head_dim, vocab_size=a.vocab_size, sequence_len=a.seq_len
+    )
+    ckpts = checkpoint_steps(store, rl)
+    start = ckpts[-1] if ckpts and a.resume == "auto" else 0
+    print(f"fake trainer {a.run}: start at step {start}", flush=True)
+    store.write_bytes(rl.root + f"starts/{start:08d}", b"")  # the test reads where each attempt began
+    sleep = float(os.environ.get("FAKE_TRAINER_STEP_SECONDS", "0.01"))
+    t0 = time.time()
+    curve = []
+    loss = 0.0
+    for step in range(start + 1, a.steps + 1):
+        time.sleep(sleep)
+        tokens = step * a.total_batch_tokens
+        loss = 2.0 + 30.0 / shape.scaling_params**0.2 + 20.0 / tokens**0.2
+        curve.append({"step": step, "tokens": tokens, "flops": tokens * shape.flops_per_token, "loss": loss})
+        if os.environ.get("FAKE_TRAINER_FAIL_RUN") == a.run and step == 2:
+            print("simulated crash", file=sys.stderr, flush=True)
+            return 3
+        store.write_bytes(rl.progress, Progress(sweep=a.sweep, run=a.run, depth=a.depth, step=step, steps=a.steps,
+                                                tokens=tokens, loss=loss, tokens_per_second=tokens / max(1e-9, time.time() - t0),
+                                                updated_at=time.time()).to_json())  # fmt: skip
+        if step % a.checkpoint_every == 0 or step == a.steps:
+            blob = json.dumps({"step": step}).encode()
+            key = rl.checkpoint(step)
+            store.write_bytes(key + "model.json", blob)
+            files = [CheckpointFile(name="model.json", bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest())]
+            store.write_bytes(
+                key + "manifest.json", CheckpointManifest(step=step, tokens=tokens, world_size=1, files=files).to_json()
+            )
+    old = store.read_bytes(rl.loss_curve).decode() if store.exists(rl.loss_curve) else ""
+    store.write_bytes(rl.loss_curve, (old + "".join(json.dumps(c) + "\n" for c in curve)).encode())
+    tokens = a.steps * a.total_batch_tokens
+    res = RunResults(
+        sweep=a.sweep, run=a.run, depth=a.depth, budget_flops=a.budget_flops, shape=shape.to_dict(),
+        params=shape.param_counts(), target_tokens=a.target_tokens, tokens=tokens, steps=a.steps,
+        total_batch_tokens=a.total_batch_tokens, flops_per_token=shape.flops_per_token,
+        flops=float(tokens * shape.flops_per_token), wall_seconds=time.time() - t0, gpu_seconds=time.time() - t0,
+        world_size=1, device="cpu", loss=LossSummary(final=loss if math.isfinite(loss) else None, points=len(curve)),
+    )  # fmt: skip
+    store.write_bytes(rl.results, res.to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The local runner end to end with a stand-in trainer (tests/fake_trainer.py) that honours
+the trainer contract: plan, skip finished runs, resume after Ctrl-C, failures, bad inputs.
+The real trainer's end-to-end run is in test_local_tiny.py (slow, needs torch)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from miniseries import cli
+from miniseries.local import LocalRunError, LocalSweep, localize_spec, run_states, run_sweep
+from miniseries.sweepfile import load_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {
+    "MINISERIES_TRAINER_MODULE": "tests.fake_trainer",
+    "MINISERIES_TOKENIZER_MODULE": "tests.fake_tokenizer",
+    "PYTHONPATH": os.pathsep.join([str(ROOT / "operator" / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+}
+
+
+def sweep_yaml(tmp_path: Path, name: str = "mini", depths=(1, 2, 3), ratio: float = 2.0) -> Path:
+    doc = {
+        "apiVersion": "miniseries.dev/v1alpha1",
+        "kind": "ScalingSweep",
+        "metadata": {"name": name},
+        "spec": {
+            "depths": list(depths),
+            "model": {"aspectRatio": 32, "headDim": 32, "vocabSize": 2048, "sequenceLength": 256},
+            "training": {
+                "tokensPerParam": ratio,
+                "totalBatchTokens": 8192,
+                "deviceBatchSize": 32,
+                "warmupSteps": 2,
+                "checkpointEvery": 10,
+            },
+            "resources": {"gpusPerRun": 1, "nodeGpus": 1, "peakFlopsPerGpu": 2e11, "assumedMfu": 0.2},
+            "store": {"uri": "s3://somewhere/remote"},
+            "data": {"shardsUri": "s3://somewhere/shards"},
+        },
+    }
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def with_shards(store: Path) -> None:
+    (store / "data" / "shards").mkdir(parents=True, exist_ok=True)
+    (store / "data" / "shards" / "shard_00000.parquet").write_bytes(b"PAR1")
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+
+
+def starts(store: Path, sweep: str, run: str) -> list[int]:
+    d = store / sweep / run / "starts"
+    return sorted(int(p.name) for p in d.iterdir()) if d.exists() else []
+
+
+def test_localize_spec_points_into_the_store(tmp_path):
+    sw = load_sweep(sweep_yaml(tmp_path))
+    spec = localize_spec(sw.spec, tmp_path / "st")
+    root = (tmp_path / "st").resolve().as_uri()
+    assert spec.store.uri == root
+    assert spec.data.shards_uri == root + "/data/shards/"
+    assert spec.data.tokenizer_uri is None and spec.data.eval_bundle_uri is None
+
+
+def test_run_skips_finished_and_reports(tmp_path, env):
+    store = tmp_path / "st"
+    with_shards(store)
+    ls = LocalSweep(load_sweep(sweep_yaml(tmp_path)), store)
+    out = io.StringIO()
+    assert run_sweep(ls, out=out) == 0
+    text = out.getvalue()
+    assert "training the tokenizer" in text and "report:" in text
+    for r in ("d1", "d2", "d3"):
+        assert (store / "mini" / r / "results.json").exists()
+        assert starts(store, "mini", r) == [0]
+    assert (store / "mini" / "report" / "report.md").exists()
+    doc = json.loads((store / "mini" / "report" / "report.json").read_text())
+    assert doc["runs_finished"] == 3
+    assert {r["state"] for r in run_states(ls)} == {"Succeeded"}
+    # again: nothing retrained
+    out = io.StringIO()
+    assert run_sweep(ls, out=out) == 0
+    assert "3 already finished" in out.getvalue()
+    assert all(starts(store, "mini", r) == [0] for r in ("d1", "d2", "d3"))
+
+
+def test_ctrl_c_stops_child_and_rerun_resumes(tmp_path):
+    store = tmp_path / "st"
+    with_shards(store)
+    path = sweep_yaml(tmp_path)
+    env = {**os.environ, **ENV, "FAKE_TRAINER_STEP_SECONDS": "0.05"}
+    cmd = [sys.executable, "-m", "miniseries.cli", "run", str(path), "--local", "--store", str(store), "--no-report"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    # wait until the second run (d2) has a checkpoint, then press Ctrl-C
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((store / "mini" / "d2" / "ckpt").glob("step_*/manifest.json")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out.decode()
+    assert b"checkpoints are kept" in out
+    assert (store / "mini" / "d1" / "results.json").exists()
+    assert not (store / "mini" / "d2" / "results.json").exists()
+    progress = store / "mini" / "d2" / "progress.json"
+    before = progress.stat().st_mtime
+    time.sleep(0.5)
+    assert progress.stat().st_mtime == before  # the child is gone, not writing on in the background
+    # run again: d1 skipped, d2 resumed from its checkpoint, d3 from scratch
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "resuming d2 from step" in r.stdout
+    assert starts(store, "mini", "d1") == [0]
+    d2 = starts(store, "mini", "d2")
+    assert d2[0] == 0 and len(d2) == 2 and d2[1] >= 10
+    assert (store / "mini" / "d3" / "results.json").exists()
+
+
+def test_failed_run_is_reported_with_log(tmp_path, env, monkeypatch):
+    monkeypatch.setenv("FAKE_TRAINER_FAIL_RUN", "d2")
+    store = tmp_path / "st"
+    with_shards(store)
+    ls = LocalSweep(load_sweep(sweep_yaml(tmp_path)), store)
+    with pytest.raises(LocalRunError, match=r"(?s)d2 failed \(exit 3\).*simulated crash"):
+        run_sweep(ls, out=io.StringIO())
+    assert (store / "mini" / "d1" / "results.json").exists()
+
+
+def test_missing_data_without_preparation_is_a_clear_error(tmp_path, env, monkeypatch):
+    monkeypatch.setitem(sys.modules, "miniseries.data_prepare", None)
+    ls = LocalSweep(load_sweep(sweep_yaml(tmp_path)), tmp_path / "st")
+    with pytest.raises(LocalRunError, match=r"no text shards in file://.*data/shards"):
+        run_sweep(ls, out=io.StringIO())
+
+
+def test_run_needs_local_and_status_table(tmp_path, env, capsys):
+    path = sweep_yaml(tmp_path)
+    assert cli.main(["run", str(path)]) == 2
+    assert "needs --local" in capsys.readouterr().err
+    assert cli.main(["status", str(path), "--store", str(tmp_path / "st")]) == 0
+    out = capsys.readouterr().out
+    assert "0/3 runs finished" in out and "Pending" in out
+
+
+def test_progress_line_shows_run_and_sweep(tmp_path):
+    from miniseries.local import Display
+    from miniseries.results import Progress
+
+    ls = LocalSweep(load_sweep(sweep_yaml(tmp_path)), tmp_path / "st")
+    run = ls.runs()[0]
+    d = Display(total_runs=3, total_flops=sum(r.flops for r in ls.runs()),
+                total_tokens=sum(r.training_tokens for r in ls.runs()), out=io.StringIO())  # fmt: skip
+    p = Progress(sweep="mini", run=run.name, depth=run.depth, step=5, steps=run.steps, tokens=40960, loss=5.25,
+                 tokens_per_second=1000.0, eta_seconds=65)  # fmt: skip
+    line = d.line(run, p)
+    assert f"{run.name}: training step 5/{run.steps}" in line and "loss 5.2500" in line
+    assert "1,000 tok/s" in line and "ETA 01:05" in line and "sweep 0/3 runs" in line and "~--:--" not in line
+    # the sweep's time left lies between the FLOP/s bound and the tokens/s bound
+    left = d.remaining_seconds(run, p)
+    rem_tokens = sum(r.training_tokens for r in ls.runs()) - p.tokens
+    rem_flops = sum(r.flops for r in ls.runs()) - p.tokens * run.flops_per_token
+    lo, hi = sorted([rem_tokens / 1000.0, rem_flops / (1000.0 * run.flops_per_token)])
+    assert lo <= left <= hi

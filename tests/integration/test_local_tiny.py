@@ -1,0 +1,55 @@
+"""The local runner with the real trainer, end to end on CPU: data, tokenizer, two depths, report.
+
+Skipped until the trainer (miniseries_trainer.train) and the data preparation
+(miniseries.data_prepare) are installed. Then: a run, an interrupt-free rerun
+that skips everything, and a report built from real results.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from miniseries.local import LocalSweep, run_states, run_sweep
+from miniseries.sweepfile import load_sweep
+
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+needs_trainer = pytest.mark.skipif(
+    not (_installed("torch") and _installed("miniseries_trainer.train") and _installed("miniseries.data_prepare")),
+    reason="needs torch, miniseries_trainer.train and miniseries.data_prepare",
+)
+
+
+@needs_trainer
+def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.delenv("MINISERIES_TRAINER_MODULE", raising=False)
+    monkeypatch.delenv("MINISERIES_TOKENIZER_MODULE", raising=False)
+    doc = yaml.safe_load(Path("examples/tiny.yaml").read_text())
+    doc["metadata"]["name"] = "tiny-e2e"
+    doc["spec"]["depths"] = [1, 2]
+    doc["spec"]["training"]["tokensPerParam"] = 2
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    ls = LocalSweep(load_sweep(path), tmp_path / "store", device="cpu")
+    assert run_sweep(ls, out=io.StringIO()) == 0
+    assert {r["state"] for r in run_states(ls)} == {"Succeeded"}
+    report = json.loads((tmp_path / "store" / "tiny-e2e" / "report" / "report.json").read_text())
+    assert report["runs_finished"] == 2
+    assert all(r["final_loss"] and r["final_loss"] > 0 for r in report["runs"])
+    out = io.StringIO()
+    assert run_sweep(ls, out=out, report=False) == 0
+    assert "2 already finished" in out.getvalue()
