@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Build the real components the tests start, from their Go modules, with this
+# machine's Go toolchain (nothing is downloaded from release pages), and cache
+# them under ~/.cache/miniseries/bin/<name>-<version>/<binary>.
+#
+# Idempotent: a binary already in the cache is not rebuilt. Builds go to a temp
+# dir and are moved into place at the end, so an interrupted build leaves no
+# half-written binary behind. Builds run one after another: on 2 cores a second
+# concurrent Go build only makes both slower.
+#
+#   scripts/build-binaries.sh            build whatever is missing
+#   scripts/build-binaries.sh --print    print the cached paths (KEY=path lines)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/versions.env"
+CACHE="${MINISERIES_BIN_CACHE:-$HOME/.cache/miniseries/bin}"
+export GOFLAGS="${GOFLAGS:--trimpath}" CGO_ENABLED=0
+LDFLAGS="-s -w"
+
+path_of() { echo "$CACHE/$1-$2/$1"; }
+
+if [[ "${1:-}" == "--print" ]]; then
+  for pair in "kube-apiserver $KUBERNETES_VERSION" "kube-controller-manager $KUBERNETES_VERSION" \
+              "kube-scheduler $KUBERNETES_VERSION" "kubectl $KUBERNETES_VERSION" "etcd $ETCD_VERSION" \
+              "kwok $KWOK_VERSION" "helm $HELM_VERSION" "versitygw $VERSITYGW_VERSION"; do
+    set -- $pair; echo "$1=$(path_of "$1" "$2")"
+  done
+  exit 0
+fi
+
+command -v go >/dev/null || { echo "build-binaries: the Go toolchain is needed (go not on PATH)" >&2; exit 1; }
+
+have() { [[ -x "$(path_of "$1" "$2")" ]]; }
+
+install_bin() {  # name version built-file
+  local dest; dest="$(dirname "$(path_of "$1" "$2")")"
+  mkdir -p "$dest"
+  mv -f "$3" "$dest/$1.tmp" && mv -f "$dest/$1.tmp" "$dest/$1"
+}
+
+timed() {  # label command...
+  local t0=$SECONDS
+  echo "build-binaries: building $1 ..."
+  "${@:2}"
+  echo "build-binaries: $1 built in $((SECONDS - t0)) s"
+}
+
+# A throwaway module whose go.mod requires the wanted module, so `go build` of its
+# packages resolves dependencies exactly as pinned by that module's go.sum.
+scratch_module() {  # dir
+  mkdir -p "$1" && (cd "$1" && go mod init miniseries.local/build >/dev/null 2>&1)
+}
+
+build_kubernetes() {
+  local names=() n
+  for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    have "$n" "$KUBERNETES_VERSION" || names+=("$n")
+  done
+  [[ ${#names[@]} -eq 0 ]] && return 0
+  local w; w="$(mktemp -d)"; trap 'rm -rf "$w"' RETURN
+  scratch_module "$w"
+  (
+    cd "$w"
+    go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" > dl.json
+    local src; src="$(python3 -c 'import json,sys; print(json.load(open("dl.json"))["Dir"])')"
+    # k8s.io/kubernetes points its staging modules at ./staging/src/...; a consumer
+    # must map each of them to the published k8s.io/<name> release instead.
+    {
+      echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+      echo "replace ("
+      grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/src/k8s\.io/[a-z0-9-]+' "$src/go.mod" \
+        | awk -v v="$KUBERNETES_STAGING_VERSION" '{print "\t" $1 " => " $1 " " v}'
+      echo ")"
+    } >> go.mod
+    printf '//go:build tools\n\npackage tools\n\nimport (\n' > tools.go
+    for n in "${names[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$n" >> tools.go; done
+    printf ')\n' >> tools.go
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    local ver="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
+    for n in "${names[@]}"; do
+      timed "$n $KUBERNETES_VERSION" go build -ldflags "$LDFLAGS $ver" -o "$w/out-$n" "k8s.io/kubernetes/cmd/$n"
+      install_bin "$n" "$KUBERNETES_VERSION" "$w/out-$n"
+    done
+  )
+}
+
+build_etcd() {
+  have etcd "$ETCD_VERSION" && return 0
+  local w; w="$(mktemp -d)"; trap 'rm -rf "$w"' RETURN
+  scratch_module "$w"
+  (
+    cd "$w"
+    printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' > main.go
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    timed "etcd $ETCD_VERSION" go build -ldflags "$LDFLAGS" -o "$w/out" .
+    install_bin etcd "$ETCD_VERSION" "$w/out"
+  )
+}
+
+# Modules without replace directives build directly with `go install pkg@version`.
+go_install() {  # name version package
+  have "$1" "$2" && return 0
+  local w; w="$(mktemp -d)"; trap 'rm -rf "$w"' RETURN
+  timed "$1 $2" env GOBIN="$w" go install -ldflags "$LDFLAGS" "$3@$2"
+  install_bin "$1" "$2" "$w/$(basename "$3")"
+}
+
+t0=$SECONDS
+build_etcd
+build_kubernetes
+go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+go_install versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw/cmd/versitygw
+if [[ -x "$here/build-training-operator.sh" ]]; then bash "$here/build-training-operator.sh"; fi
+echo "build-binaries: all cached under $CACHE ($((SECONDS - t0)) s)"
