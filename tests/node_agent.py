@@ -138,7 +138,7 @@ class NodeAgent:
         lease = {"metadata": {"name": self.name, "namespace": "kube-node-lease"},
                  "spec": {"holderIdentity": self.name, "leaseDurationSeconds": 40, "renewTime": micro}}  # fmt: skip
         try:
-            self.coord.replace_namespaced_lease(self.name, "kube-node-lease", lease)
+            self.coord.patch_namespaced_lease(self.name, "kube-node-lease", {"spec": lease["spec"]})
         except ApiException as e:
             if e.status != 404:
                 raise

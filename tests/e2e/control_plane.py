@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -43,6 +44,9 @@ TO_WEBHOOK_CONFIG = "validator.training-operator.kubeflow.org"
 TO_SECRET = "training-operator-webhook-cert"
 TO_SERVICE_DNS = f"training-operator.{TO_NAMESPACE}.svc"
 TO_CA_NAME = "training-operator-ca"
+
+
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the API server's self-signed cert
 
 
 class MissingBinary(Exception):
@@ -196,6 +200,7 @@ def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[Cluster]:
                           "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
                           f"--cert-dir={workdir / 'apiserver-certs'}", f"--token-auth-file={workdir / 'tokens.csv'}",
                           "--authorization-mode=Node,RBAC", "--service-cluster-ip-range=10.96.0.0/16",
+                          "--endpoint-reconciler-type=none",  # a loopback address cannot be an Endpoint
                           "--service-account-issuer=https://kubernetes.default.svc",
                           f"--service-account-key-file={workdir / 'sa.pub'}",
                           f"--service-account-signing-key-file={workdir / 'sa.key'}"])  # fmt: skip
@@ -212,20 +217,25 @@ def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[Cluster]:
         cluster = Cluster(kubeconfig, workdir, server, token, workdir / "node-logs")
         stack.start("kube-controller-manager", [str(kcm), f"--kubeconfig={kubeconfig}", "--leader-elect=false",
                     f"--service-account-private-key-file={workdir / 'sa.key'}", "--secure-port=0",
-                    "--controllers=*,-nodeipam,-cloud-node-lifecycle,-route,-service-lb-controller"])  # fmt: skip
+                    "--controllers=*,-node-ipam-controller"])  # fmt: skip
         stack.start("kube-scheduler", [str(sched), f"--kubeconfig={kubeconfig}", "--leader-elect=false",
                                        f"--secure-port={free_port()}"])  # fmt: skip
 
         # --- training-operator: its namespace, CRD, cert Secret and webhook configuration first
         crd = to_bin.parent / "kubeflow.org_pytorchjobs.yaml"
         cluster.kubectl("apply", "--server-side", "-f", str(crd))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/pytorchjobs.kubeflow.org", "--timeout=60s")
+        jsonpath = "-o=jsonpath={.status.conditions[?(@.type=='Established')].status}"
+        wait_for("PyTorchJob CRD", lambda: cluster.kubectl("get", "crd/pytorchjobs.kubeflow.org", jsonpath).stdout == "True", 60)
         cluster.kubectl("create", "namespace", TO_NAMESPACE)
         certs = webhook_certs()
         secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                   "metadata": {"name": TO_SECRET, "namespace": TO_NAMESPACE},
                   "data": {k: base64.b64encode(v).decode() for k, v in certs.items()}}  # fmt: skip
         cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(secret))
+        # What the kubelet would do with the Secret volume: the rotator only waits for these files.
+        TO_CERT_DIR.mkdir(parents=True, exist_ok=True)
+        for name in ("ca.crt", "tls.crt", "tls.key"):
+            (TO_CERT_DIR / name).write_bytes(certs[name])
         webhook_port = free_port()
         webhook = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
                    "metadata": {"name": TO_WEBHOOK_CONFIG},
@@ -249,8 +259,8 @@ def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[Cluster]:
                          env={"KUBECONFIG": str(kubeconfig), "MY_POD_NAMESPACE": TO_NAMESPACE})  # fmt: skip
         wait_for("training-operator readyz", lambda: requests.get(f"http://127.0.0.1:{probe_port}/readyz",
                                                                  timeout=2).status_code == 200, 180, to)  # fmt: skip
-        served = TO_CERT_DIR / "tls.crt"
-        if served.read_bytes() != certs["tls.crt"]:
+        kept = cluster.kubectl("get", "secret", "-n", TO_NAMESPACE, TO_SECRET, "-o=jsonpath={.data.tls\\.crt}").stdout
+        if base64.b64decode(kept) != certs["tls.crt"]:
             raise RuntimeError("the training-operator replaced the test's serving certificate; the API server cannot reach it by IP")
 
         # --- the node that runs pods as local processes
@@ -258,7 +268,8 @@ def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[Cluster]:
         stack.start("node-agent", [sys.executable, "-m", "tests.node_agent", f"--kubeconfig={kubeconfig}",
                                    "--name=e2e-node", f"--log-dir={cluster.node_logs}", f"--gpus={gpus}"],
                     env={"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})  # fmt: skip
-        cluster.kubectl("wait", "--for=condition=Ready", "node/e2e-node", "--timeout=60s")
+        ready = "-o=jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+        wait_for("node e2e-node", lambda: cluster.kubectl("get", "node/e2e-node", ready, check=False).stdout == "True", 60)
         # the ServiceAccount admission needs `default` in each namespace; the controller-manager makes it
         wait_for("default ServiceAccount", lambda: cluster.kubectl("get", "sa", "default", check=False).returncode == 0, 60)
         yield cluster
