@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -292,9 +293,8 @@ class NodeAgent:
         restart = pod.spec.restart_policy or "Always"
         if all(terminated) and all(t["exitCode"] == 0 for t in terminated) and restart != "Always":
             phase = "Succeeded"
-        elif all(terminated) and restart == "Never":
-            phase = "Failed"
-        elif any(i["state"].get("terminated", {}).get("exitCode", 0) for i in inits) and restart == "Never":
+        elif restart == "Never" and (all(terminated) or any(i["state"].get("terminated", {}).get("exitCode")
+                                                             for i in inits)):  # fmt: skip
             phase = "Failed"
         elif run.init_done and any("running" in c["state"] for c in mains):
             phase = "Running"
@@ -357,6 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     if shutil.which(args.python) is None and not Path(args.python).exists():
         p.error(f"--python {args.python!r}: not found")
     config.load_kube_config(args.kubeconfig)
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # test clusters' self-signed certs
     agent = NodeAgent(client.CoreV1Api(), client.CoordinationV1Api(), args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     agent.register()

@@ -110,6 +110,15 @@ def test_job_is_defaulted_and_its_pods_run_with_the_controller_env(real_cluster:
         ports = pod["spec"]["containers"][0]["ports"]
         assert {"name": "pytorchjob-port", "containerPort": 23456, "protocol": "TCP"} in ports
 
+    # The job succeeds when its master does (default success policy); the workers may still be running.
+    pods = ["env-job-master-0", "env-job-worker-0", "env-job-worker-1"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        phases = kc.kubectl("get", "pod", *pods, "-o=jsonpath={.items[*].status.phase}").stdout.split()
+        if phases == ["Succeeded"] * 3:
+            break
+        time.sleep(1)
+    assert phases == ["Succeeded"] * 3
     envs = {}
     for path in sorted(kc.node_logs.glob("default_env-job-*_pytorch.log")):
         line = next(x for x in path.read_text().splitlines() if x.startswith("ENV "))
