@@ -126,7 +126,11 @@ class NodeAgent:
         except ApiException as e:
             if e.status != 409:
                 raise
-        status = {"capacity": capacity, "allocatable": capacity, "addresses": [{"type": "InternalIP", "address": POD_IP}]}
+        status = {
+            "capacity": capacity,
+            "allocatable": capacity,
+            "addresses": [{"type": "InternalIP", "address": POD_IP}],
+        }
         self.api.patch_node_status(self.name, {"status": status})
         self.heartbeat()
 

@@ -85,7 +85,7 @@ def wait_for(what: str, check: object, timeout: float, proc: subprocess.Popen[by
         try:
             if check():  # type: ignore[operator]
                 return
-        except Exception as e:  # noqa: BLE001 (retrying until the deadline)
+        except Exception as e:  # retrying until the deadline
             last = e
         time.sleep(0.5)
     raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last})")
@@ -176,7 +176,11 @@ def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[Cluster]:
     """The whole real path, up and ready: a PyTorchJob applied after this returns is validated by
     the training-operator's webhook, reconciled into pods and run by the node agent."""
     etcd, apiserver = find_binary("etcd"), find_binary("kube-apiserver")
-    kcm, sched, to_bin = find_binary("kube-controller-manager"), find_binary("kube-scheduler"), training_operator_binary()
+    kcm, sched, to_bin = (
+        find_binary("kube-controller-manager"),
+        find_binary("kube-scheduler"),
+        training_operator_binary(),
+    )
     if shutil.which("kubectl") is None:
         raise MissingBinary("kubectl not on PATH")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +229,11 @@ def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[Cluster]:
         crd = to_bin.parent / "kubeflow.org_pytorchjobs.yaml"
         cluster.kubectl("apply", "--server-side", "-f", str(crd))
         jsonpath = "-o=jsonpath={.status.conditions[?(@.type=='Established')].status}"
-        wait_for("PyTorchJob CRD", lambda: cluster.kubectl("get", "crd/pytorchjobs.kubeflow.org", jsonpath).stdout == "True", 60)
+        wait_for(
+            "PyTorchJob CRD",
+            lambda: cluster.kubectl("get", "crd/pytorchjobs.kubeflow.org", jsonpath).stdout == "True",
+            60,
+        )
         cluster.kubectl("create", "namespace", TO_NAMESPACE)
         certs = webhook_certs()
         secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -261,7 +269,9 @@ def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[Cluster]:
                                                                  timeout=2).status_code == 200, 180, to)  # fmt: skip
         kept = cluster.kubectl("get", "secret", "-n", TO_NAMESPACE, TO_SECRET, "-o=jsonpath={.data.tls\\.crt}").stdout
         if base64.b64decode(kept) != certs["tls.crt"]:
-            raise RuntimeError("the training-operator replaced the test's serving certificate; the API server cannot reach it by IP")
+            raise RuntimeError(
+                "the training-operator replaced the test's serving certificate; the API server cannot reach it by IP"
+            )
 
         # --- the node that runs pods as local processes
         cluster.kubectl("create", "namespace", "kube-node-lease", check=False)
@@ -269,9 +279,13 @@ def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[Cluster]:
                                    "--name=e2e-node", f"--log-dir={cluster.node_logs}", f"--gpus={gpus}"],
                     env={"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})  # fmt: skip
         ready = "-o=jsonpath={.status.conditions[?(@.type=='Ready')].status}"
-        wait_for("node e2e-node", lambda: cluster.kubectl("get", "node/e2e-node", ready, check=False).stdout == "True", 60)
+        wait_for(
+            "node e2e-node", lambda: cluster.kubectl("get", "node/e2e-node", ready, check=False).stdout == "True", 60
+        )
         # the ServiceAccount admission needs `default` in each namespace; the controller-manager makes it
-        wait_for("default ServiceAccount", lambda: cluster.kubectl("get", "sa", "default", check=False).returncode == 0, 60)
+        wait_for(
+            "default ServiceAccount", lambda: cluster.kubectl("get", "sa", "default", check=False).returncode == 0, 60
+        )
         yield cluster
     finally:
         stack.stop()

@@ -22,7 +22,9 @@ PRINT_ENV = (
 )
 
 
-def job(name: str, workers: int = 1, container: str = "pytorch", image: str = "miniseries/trainer:e2e") -> dict[str, Any]:
+def job(
+    name: str, workers: int = 1, container: str = "pytorch", image: str = "miniseries/trainer:e2e"
+) -> dict[str, Any]:
     def replica(n: int) -> dict[str, Any]:
         return {"replicas": n, "template": {"spec": {"nodeSelector": NODE_SELECTOR, "containers": [
             {"name": container, "image": image, "command": ["python", "-c", PRINT_ENV]}]}}}  # fmt: skip
@@ -41,11 +43,17 @@ def apply(cluster: Cluster, obj: dict[str, Any], dry_run: str = "none") -> Any:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda j: j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0].update(name="main"),
-         "pytorch"),
+        (
+            lambda j: j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0].update(
+                name="main"
+            ),
+            "pytorch",
+        ),
         (lambda j: j["spec"]["pytorchReplicaSpecs"]["Master"].update(replicas=2), "Master"),
-        (lambda j: j["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0].update(image=""),
-         "image"),
+        (
+            lambda j: j["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0].update(image=""),
+            "image",
+        ),
         (lambda j: j["metadata"].update(name="1-starts-with-a-digit"), "1-starts-with-a-digit"),
     ],
     ids=["container-not-named-pytorch", "two-masters", "empty-image", "not-dns-1035"],

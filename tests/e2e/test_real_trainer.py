@@ -11,7 +11,6 @@ The store is file:// (the S3 fixture is not merged yet); the trainer code path i
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import os
 import signal
@@ -25,9 +24,8 @@ import pytest
 import yaml
 
 from miniseries.layout import SweepLayout
-from miniseries.local import Display, LocalSweep, free_port, prepare_data, train_tokenizer
+from miniseries.local import LocalSweep, free_port
 from miniseries.results import checkpoint_steps, read_results
-from miniseries.sweepfile import load_sweep
 from miniseries.trainer_args import TRAINER_MODULE, trainer_flags
 from tests.e2e.control_plane import Cluster
 
@@ -37,22 +35,6 @@ if importlib.util.find_spec("torch") is None or importlib.util.find_spec("minise
     pytest.skip("needs torch and miniseries_trainer installed in this venv", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> LocalSweep:
-    """examples/tiny.yaml at depth 2, its shards and tokenizer prepared in a file:// store."""
-    root = Path(tmp_path_factory.mktemp("tiny"))
-    doc = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
-    doc["metadata"]["name"] = "e2e-tiny"
-    doc["spec"]["depths"] = [2]
-    doc["spec"]["data"]["tokenizerTrainChars"] = 2_000_000
-    (root / "tiny.yaml").write_text(yaml.safe_dump(doc))
-    ls = LocalSweep(load_sweep(root / "tiny.yaml"), root / "store", device="cpu")
-    display = Display(total_runs=1, total_flops=1.0, out=io.StringIO())
-    prepare_data(ls, display)
-    train_tokenizer(ls, display)
-    return ls
 
 
 def trainer_job(ls: LocalSweep, name: str, sweep: str) -> dict[str, Any]:
