@@ -85,6 +85,7 @@ class Container:
     started_at: str = ""
     finished_at: str = ""
     exit_code: int | None = None
+    exited: float = 0.0  # monotonic time of the last exit, for the restart back-off
     restarts: int = 0
 
 
@@ -211,7 +212,7 @@ class NodeAgent:
                                         start_new_session=True)  # fmt: skip
         except OSError as e:  # a missing executable is a failed container, not a dead agent
             out.write(f"--- node agent: cannot start: {e}\n".encode())
-            box.exit_code, box.finished_at = 127, now()
+            box.exit_code, box.finished_at, box.exited = 127, now(), time.monotonic()
         out.close()
         box.started_at = now()
 
@@ -221,7 +222,7 @@ class NodeAgent:
             code = box.proc.poll()
             if code is not None:
                 box.exit_code = code if code >= 0 else 128 - code  # killed by signal N -> 128+N
-                box.finished_at = now()
+                box.finished_at, box.exited = now(), time.monotonic()
 
     def kill(self, run: PodRun) -> None:
         for box in run.containers.values():
@@ -273,9 +274,11 @@ class NodeAgent:
                     self._start(pod, spec, box)
                 self._poll(box)
                 if box.exit_code is not None and (restart == "Always" or (restart == "OnFailure" and box.exit_code)):
-                    box.restarts += 1
-                    self._start(pod, spec, box)
-                    box.exit_code = None
+                    # kubelet-style back-off (2 s doubling to 60 s; the kubelet starts at 10 s)
+                    if time.monotonic() - box.exited >= min(2.0 * 2**box.restarts, 60.0):
+                        box.restarts += 1
+                        box.exit_code = None
+                        self._start(pod, spec, box)
         self.report(pod, run)
 
     def report(self, pod: Any, run: PodRun) -> None:

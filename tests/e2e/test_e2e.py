@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from miniseries.layout import SweepLayout
+from miniseries.layout import SweepLayout, join_uri
 from miniseries.local import LocalSweep, free_port
 from miniseries.results import checkpoint_steps, read_results
 from miniseries.trainer_args import TRAINER_MODULE
@@ -42,7 +42,7 @@ def sweep_doc(tiny: LocalSweep, name: str) -> dict[str, Any]:
     doc["spec"]["depths"] = [1, 2]
     doc["spec"]["store"] = {"uri": tiny.spec.store.uri}
     doc["spec"]["data"]["shardsUri"] = tiny.spec.data.shards_uri
-    doc["spec"]["data"]["tokenizerUri"] = f"{tiny.spec.store.uri}{SweepLayout(tiny.name).tokenizer}"
+    doc["spec"]["data"]["tokenizerUri"] = join_uri(tiny.spec.store.uri, SweepLayout(tiny.name).tokenizer)
     doc["spec"]["resources"]["nodeSelector"] = {"miniseries.dev/e2e-node": "true"}
     return doc
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from miniseries.layout import SweepLayout
+from miniseries.layout import SweepLayout, join_uri
 from miniseries.local import LocalSweep, free_port
 from miniseries.results import checkpoint_steps, read_results
 from miniseries.trainer_args import TRAINER_MODULE, trainer_flags
@@ -41,7 +41,7 @@ def trainer_job(ls: LocalSweep, name: str, sweep: str) -> dict[str, Any]:
     run = ls.runs()[0]
     flags = trainer_flags(ls.spec, sweep, run, metrics_port=free_port(), device="cpu", store_uri=ls.spec.store.uri)
     # the sweep's tokenizer was trained under the sweep name e2e-tiny: point every copy at it
-    flags = [f"--tokenizer={ls.spec.store.uri}{SweepLayout(ls.name).tokenizer}" if f.startswith("--tokenizer=")
+    flags = ["--tokenizer=" + join_uri(ls.spec.store.uri, SweepLayout(ls.name).tokenizer) if f.startswith("--tokenizer=")
              else f for f in flags]  # fmt: skip
     container = {"name": "pytorch", "image": "miniseries/trainer:e2e",
                  "command": ["python", "-m", TRAINER_MODULE], "args": flags}  # fmt: skip
