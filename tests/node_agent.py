@@ -89,6 +89,14 @@ class Container:
     restarts: int = 0
 
 
+def due_restart(box: Container, restart_policy: str) -> bool:
+    """The restart policy says restart, and the kubelet-style back-off has passed
+    (2 s doubling to 60 s; the kubelet starts at 10 s, too slow for short tests)."""
+    if box.exit_code is None or restart_policy == "Never" or (restart_policy == "OnFailure" and box.exit_code == 0):
+        return False
+    return time.monotonic() - box.exited >= min(2.0 * 2**box.restarts, 60.0)
+
+
 @dataclass
 class PodRun:
     namespace: str
@@ -273,12 +281,10 @@ class NodeAgent:
                 if box.proc is None and box.exit_code is None:
                     self._start(pod, spec, box)
                 self._poll(box)
-                if box.exit_code is not None and (restart == "Always" or (restart == "OnFailure" and box.exit_code)):
-                    # kubelet-style back-off (2 s doubling to 60 s; the kubelet starts at 10 s)
-                    if time.monotonic() - box.exited >= min(2.0 * 2**box.restarts, 60.0):
-                        box.restarts += 1
-                        box.exit_code = None
-                        self._start(pod, spec, box)
+                if due_restart(box, restart):
+                    box.restarts += 1
+                    box.exit_code = None
+                    self._start(pod, spec, box)
         self.report(pod, run)
 
     def report(self, pod: Any, run: PodRun) -> None:
