@@ -216,7 +216,8 @@ def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[Cluster]:
             "users": [{"name": "admin", "user": {"token": token}}],
             "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin"}}]}))  # fmt: skip
         headers = {"Authorization": f"Bearer {token}"}
-        wait_for("kube-apiserver", lambda: requests.get(f"{server}/readyz", headers=headers, verify=False,
+        api_ca = workdir / "apiserver-certs" / "apiserver.crt"  # self-signed by the API server at start
+        wait_for("kube-apiserver", lambda: requests.get(f"{server}/readyz", headers=headers, verify=str(api_ca),
                                                         timeout=2).status_code == 200, 120, api)  # fmt: skip
         cluster = Cluster(kubeconfig, workdir, server, token, workdir / "node-logs")
         stack.start("kube-controller-manager", [str(kcm), f"--kubeconfig={kubeconfig}", "--leader-elect=false",

@@ -55,8 +55,10 @@ def apply(cluster: Cluster, obj: dict[str, Any], dry_run: str = "none") -> Any:
             "image",
         ),
         (lambda j: j["metadata"].update(name="1-starts-with-a-digit"), "1-starts-with-a-digit"),
+        (lambda j: j["spec"]["pytorchReplicaSpecs"]["Worker"].update(replicas=0), "must be at least 1"),
+        (lambda j: j["spec"]["pytorchReplicaSpecs"].update(Chief=j["spec"]["pytorchReplicaSpecs"]["Worker"]), "Chief"),
     ],
-    ids=["container-not-named-pytorch", "two-masters", "empty-image", "not-dns-1035"],
+    ids=["container-not-named-pytorch", "two-masters", "empty-image", "not-dns-1035", "zero-workers", "unknown-role"],
 )
 def test_webhook_refuses_what_the_crd_schema_accepts(real_cluster: Cluster, mutate: Any, message: str) -> None:
     bad = copy.deepcopy(job("bad-job"))
