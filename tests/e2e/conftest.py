@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,8 +35,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> LocalSweep:
 @pytest.fixture(scope="session")
 def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     workdir = Path(tmp_path_factory.mktemp("real-path"))
+    # A SIGTERM to pytest (a CI timeout) must still stop etcd, the API server, the agent's trainers.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         with real_path_cluster(workdir) as cluster:
             yield cluster
     except MissingBinary as e:
         pytest.skip(str(e))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
