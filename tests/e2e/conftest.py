@@ -38,7 +38,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # A SIGTERM to pytest (a CI timeout) must still stop etcd, the API server, the agent's trainers.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        with real_path_cluster(workdir) as cluster:
+        with real_path_cluster(workdir, gpus=8) as cluster:  # the operator's pods request nvidia.com/gpu
             yield cluster
     except MissingBinary as e:
         pytest.skip(str(e))

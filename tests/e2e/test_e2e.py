@@ -44,6 +44,9 @@ def sweep_doc(tiny: LocalSweep, name: str) -> dict[str, Any]:
     doc["spec"]["data"]["shardsUri"] = tiny.spec.data.shards_uri
     doc["spec"]["data"]["tokenizerUri"] = join_uri(tiny.spec.store.uri, SweepLayout(tiny.name).tokenizer)
     doc["spec"]["resources"]["nodeSelector"] = {"miniseries.dev/e2e-node": "true"}
+    # One run at a time: the node agent's pods share the host network, and every trainer binds
+    # the same default metrics port (9400).
+    doc["spec"]["resources"]["parallelism"] = 1
     return doc
 
 
@@ -66,7 +69,15 @@ def operator(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
     log = (Path(tmp_path_factory.mktemp("operator")) / "operator.log").open("w")
     cmd = [sys.executable, "-m", "miniseries.cli", "operator", f"--kubeconfig={kc.kubeconfig}", "--all-namespaces",
            f"--metrics-port={free_port()}", f"--liveness-port={free_port()}"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    # KUBECONFIG too: kopf logs in through the kubernetes client, whose default kubeconfig path is
+    # read from the environment when it is imported, before --kubeconfig is applied.
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kc.kubeconfig),
+        "MINISERIES_POLL_SECONDS": "2",
+        "MINISERIES_RETRY_BASE_SECONDS": "2",
+    }
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     yield proc
     proc.terminate()
     proc.wait(timeout=30)
