@@ -47,6 +47,7 @@ def sweep_doc(tiny: LocalSweep, name: str) -> dict[str, Any]:
     # One run at a time: the node agent's pods share the host network, and every trainer binds
     # the same default metrics port (9400).
     doc["spec"]["resources"]["parallelism"] = 1
+    doc["spec"]["resources"].update(cpu="1", memory="2Gi")  # the scheduler fits them on the agent's node
     return doc
 
 
@@ -121,4 +122,8 @@ def test_killed_run_resumes_and_matches(real_cluster: Cluster, tiny: LocalSweep,
     straight = read_results(store, SweepLayout("e2e-sweep").run("d2"))
     assert killed is not None and straight is not None
     assert killed.loss.final is not None and straight.loss.final is not None
+    print(
+        json.dumps({"straight_final_loss": straight.loss.final, "killed_final_loss": killed.loss.final}),
+        file=sys.stderr,
+    )
     assert abs(killed.loss.final - straight.loss.final) < 0.05 * straight.loss.final
