@@ -94,14 +94,16 @@ def test_tiny_sweep_through_the_real_path(real_cluster: Cluster, tiny: LocalSwee
     assert status["phase"] == "Succeeded", status
     assert {r["state"] for r in status["runs"]} == {"Succeeded"}
     jobs = json.loads(kc.kubectl("get", "pytorchjobs", "-o", "json").stdout)["items"]
-    assert {r["job_name"] if "job_name" in r else r["jobName"] for r in status["runs"]} <= {
-        j["metadata"]["name"] for j in jobs}  # fmt: skip
+    assert {r["jobName"] for r in status["runs"]} <= {j["metadata"]["name"] for j in jobs}
     for r in status["runs"]:
-        res = read_results(store, SweepLayout("e2e-sweep").run(r["name"]))
-        assert res is not None and res.loss.final is not None
-        assert checkpoint_steps(store, SweepLayout("e2e-sweep").run(r["name"]))
-    assert status.get("fit") and (status.get("reportUri") or status.get("report_uri"))
-    assert store.exists(SweepLayout("e2e-sweep").report + "/report.json") or store.list(SweepLayout("e2e-sweep").report)
+        layout = SweepLayout("e2e-sweep").run(r["name"])
+        res = read_results(store, layout)
+        assert res is not None and res.loss.final is not None and res.steps == r["steps"]
+        assert checkpoint_steps(store, layout)
+    assert status.get("fit"), status  # two depths: the fit may say partial, but it is there
+    assert status["reportUri"]
+    report = json.loads(store.read_bytes(SweepLayout("e2e-sweep").report + "report.json"))
+    assert report["runs_finished"] == 2
 
 
 def test_killed_run_resumes_and_matches(real_cluster: Cluster, tiny: LocalSweep, operator: Any) -> None:
