@@ -250,8 +250,9 @@ class NodeAgent:
         if pod.metadata.deletion_timestamp is not None:
             self.kill(run)
             try:
-                self.api.delete_namespaced_pod(run.name, run.namespace, grace_period_seconds=0,
-                                               body=client.V1DeleteOptions(preconditions={"uid": key}))  # fmt: skip
+                # grace 0 goes in the body: with a body, the API server ignores the query parameter
+                options = client.V1DeleteOptions(grace_period_seconds=0, preconditions={"uid": key})
+                self.api.delete_namespaced_pod(run.name, run.namespace, body=options)
             except ApiException as e:
                 if e.status not in (404, 409):
                     raise
