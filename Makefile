@@ -18,6 +18,7 @@ deps: venv
 	@bash scripts/install-corpus.sh
 	@if [ -x scripts/install-system-deps.sh ]; then bash scripts/install-system-deps.sh; fi
 	@if [ -x scripts/build-binaries.sh ]; then bash scripts/build-binaries.sh; fi
+	@bash scripts/build-training-operator.sh
 
 local: venv
 	$(VENV)/bin/miniseries run examples/tiny.yaml --local

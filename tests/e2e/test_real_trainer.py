@@ -1,0 +1,107 @@
+"""The real trainer on the real path, without the kopf operator in between: a PyTorchJob whose
+container runs `python -m miniseries_trainer.train` with the argv contract
+(`miniseries.trainer_args.trainer_flags`), validated by the training-operator's webhook, turned into
+a pod by its controller, run by the node agent on CPU. Then the same run with its process killed
+after a checkpoint: the pod's restartPolicy (OnFailure, the controller's default) restarts it,
+`--resume=auto` picks the checkpoint up, and the final loss matches the uninterrupted run.
+
+The store is file:// (the S3 fixture is not merged yet); the trainer code path is the same.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from miniseries.layout import SweepLayout, join_uri
+from miniseries.local import LocalSweep, free_port
+from miniseries.results import checkpoint_steps, read_results
+from miniseries.trainer_args import TRAINER_MODULE, trainer_flags
+from tests.e2e.control_plane import Cluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mark.torch]
+
+if importlib.util.find_spec("torch") is None or importlib.util.find_spec("miniseries_trainer") is None:
+    pytest.skip("needs torch and miniseries_trainer installed in this venv", allow_module_level=True)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def trainer_job(ls: LocalSweep, name: str, sweep: str) -> dict[str, Any]:
+    run = ls.runs()[0]
+    flags = trainer_flags(ls.spec, sweep, run, metrics_port=free_port(), device="cpu", store_uri=ls.spec.store.uri)
+    # the sweep's tokenizer was trained under the sweep name e2e-tiny: point every copy at it
+    flags = ["--tokenizer=" + join_uri(ls.spec.store.uri, SweepLayout(ls.name).tokenizer) if f.startswith("--tokenizer=")
+             else f for f in flags]  # fmt: skip
+    container = {"name": "pytorch", "image": "miniseries/trainer:e2e",
+                 "command": ["python", "-m", TRAINER_MODULE], "args": flags}  # fmt: skip
+    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {"spec": {
+                "nodeSelector": {"miniseries.dev/e2e-node": "true"}, "containers": [container]}}}}}}  # fmt: skip
+
+
+def wait_succeeded(kc: Cluster, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        obj = json.loads(kc.kubectl("get", "pytorchjob", name, "-o", "json").stdout)
+        conds = {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions", [])}
+        if conds.get("Succeeded") == "True":
+            return
+        assert conds.get("Failed") != "True", obj["status"]
+        time.sleep(2)
+    raise TimeoutError(f"{name} did not succeed in {timeout}s")
+
+
+def trainer_pid(sweep: str) -> int:
+    """The trainer's process id (the node agent runs it as a local process)."""
+    found = subprocess.run(["pgrep", "-f", "--", f"{TRAINER_MODULE} --sweep={sweep} "], capture_output=True,
+                           text=True).stdout.split()  # fmt: skip
+    assert len(found) == 1, f"expected one trainer process of sweep {sweep}, found {found}"
+    return int(found[0])
+
+
+def test_trainer_runs_and_resumes_after_its_process_is_killed(real_cluster: Cluster, tiny: LocalSweep,
+                                                               record_property: Any) -> None:  # fmt: skip
+    kc, store = real_cluster, tiny.store
+    started = time.monotonic()
+    # --- uninterrupted
+    kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(trainer_job(tiny, "e2e-straight", "e2e-straight")))
+    wait_succeeded(kc, "e2e-straight", 600)
+    run = tiny.runs()[0]
+    straight = read_results(store, SweepLayout("e2e-straight").run(run.name))
+    assert straight is not None and straight.steps == run.steps and straight.loss.final is not None
+    record_property("straight_seconds", round(time.monotonic() - started, 1))
+
+    # --- killed after its first checkpoint, restarted in place by the pod's restart policy
+    layout = SweepLayout("e2e-kill").run(run.name)
+    kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(trainer_job(tiny, "e2e-kill", "e2e-kill")))
+    deadline = time.monotonic() + 300
+    while not checkpoint_steps(store, layout):
+        assert time.monotonic() < deadline, "no checkpoint written in 300 s"
+        time.sleep(0.5)
+    first_ckpt = checkpoint_steps(store, layout)[0]
+    os.kill(trainer_pid("e2e-kill"), signal.SIGKILL)
+    wait_succeeded(kc, "e2e-kill", 600)
+    pod = json.loads(kc.kubectl("get", "pod", "e2e-kill-master-0", "-o", "json").stdout)
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 1
+    log = (kc.node_logs / "default_e2e-kill-master-0_pytorch.log").read_text()
+    assert "resumed from" in log, log[-2000:]
+    killed = read_results(store, layout)
+    assert killed is not None and killed.steps == run.steps
+    assert killed.loss.final is not None
+    # Same data order and seeds, resumed from saved optimizer/data state: the loss matches within noise.
+    assert abs(killed.loss.final - straight.loss.final) < 0.05 * straight.loss.final, (killed.loss, straight.loss)
+    record_property("e2e_seconds", round(time.monotonic() - started, 1))
+    print(json.dumps({"straight_final_loss": straight.loss.final, "killed_final_loss": killed.loss.final,
+                      "first_checkpoint": first_ckpt, "seconds": round(time.monotonic() - started, 1)}),
+          file=sys.stderr)  # fmt: skip
