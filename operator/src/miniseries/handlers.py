@@ -15,6 +15,7 @@ accepted one (only `suspend` is taken from the new spec).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -36,7 +37,9 @@ from miniseries.sweepfile import parse_sweep
 
 log = logging.getLogger("miniseries.operator")
 
-POLL_SECONDS = 10.0
+# Tests shorten both through the environment; production keeps the defaults.
+POLL_SECONDS = float(os.environ.get("MINISERIES_POLL_SECONDS", "10"))
+dec.RETRY_BASE_SECONDS = float(os.environ.get("MINISERIES_RETRY_BASE_SECONDS", dec.RETRY_BASE_SECONDS))
 FINALIZER_RETRIES = 5
 KUBECONFIG: str | None = None  # set by `miniseries operator --kubeconfig`; None: in-cluster first
 _locks: dict[tuple[str, str], threading.Lock] = {}
