@@ -385,6 +385,10 @@ class RunStatus(_Model):
     checkpoint_uri: str | None = None
     results_uri: str | None = None
     message: str | None = None
+    reason: Annotated[str | None, Field(description="Why the run last failed (job condition reason).")] = None
+    retry_at: Annotated[
+        str | None, Field(description="RFC 3339 time before which a failed run is not retried (backoff).")
+    ] = None
 
 
 class FitStatus(_Model):

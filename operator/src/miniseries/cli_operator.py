@@ -1,0 +1,81 @@
+"""`miniseries operator`: run the kopf operator (handlers in miniseries.handlers)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+from typing import Any
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log collectors parse without regexes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("k8s_ref", "k8s_skip"):
+            if hasattr(record, key):
+                doc[key] = getattr(record, key)
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from miniseries import handlers, opmetrics
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    _setup_logging(args.verbose)
+    # Ownership of the config loading is with the startup handler (in-cluster first).
+    handlers.KUBECONFIG = args.kubeconfig
+    opmetrics.serve(args.metrics_port)
+    namespaces = [] if args.all_namespaces else (args.namespace or [os.environ.get("POD_NAMESPACE", "default")])
+    # kopf's peering: every replica announces itself with a priority; only the highest
+    # acts, the others freeze. Equal priorities would both act, so each replica draws
+    # its own unless one is given.
+    priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
+    kopf.run(
+        clusterwide=args.all_namespaces,
+        namespaces=namespaces,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        priority=priority,
+        liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
+    )
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("operator", help="run the ScalingSweep operator (kopf)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG/~/.kube/config)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--namespace", action="append", help="watch this namespace (repeatable; default $POD_NAMESPACE)")
+    where.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
+    p.add_argument("--metrics-port", type=int, default=9300, help="Prometheus /metrics port (0: off; default 9300)")
+    p.add_argument("--liveness-port", type=int, default=8080, help="/healthz port (0: off; default 8080)")
+    p.add_argument("--peering", help="kopf peering object name; replicas sharing it elect one active operator")
+    p.add_argument("--priority", type=int, help="peering priority (default: random per replica)")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=cmd_operator)

@@ -1,0 +1,390 @@
+"""kopf handlers: gather what exists, call `decide`, carry out its actions. I/O only.
+
+One reconcile function serves every trigger (create, resume after an operator
+restart, spec update, a PyTorchJob event, the store-polling timer), so all of
+them converge on the same state from what exists in the API server and the
+store: creating with deterministic names and treating 409 as success makes a
+restart mid-sweep create no duplicates.
+
+The accepted spec is kept in the store (`<sweep>/sweep.json`, the layout's
+place for "the spec the runs were planned from"): a spec change that would
+invalidate started runs is refused and the operator keeps reconciling the
+accepted one (only `suspend` is taken from the new spec).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from miniseries import decide as dec
+from miniseries import jobs, opmetrics
+from miniseries.api import GROUP, PLURAL, VERSION, PlanStatus, RunState, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.errors import SpecError
+from miniseries.layout import SweepLayout, join_uri
+from miniseries.plan import make_plan
+from miniseries.results import ResultsError, checkpoint_steps, read_progress, read_results
+from miniseries.store import Store, StoreError, open_store
+from miniseries.sweepfile import parse_sweep
+
+log = logging.getLogger("miniseries.operator")
+
+# Tests shorten both through the environment; production keeps the defaults.
+POLL_SECONDS = float(os.environ.get("MINISERIES_POLL_SECONDS", "10"))
+dec.RETRY_BASE_SECONDS = float(os.environ.get("MINISERIES_RETRY_BASE_SECONDS", dec.RETRY_BASE_SECONDS))
+FINALIZER_RETRIES = 5
+KUBECONFIG: str | None = None  # set by `miniseries operator --kubeconfig`; None: in-cluster first
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock(namespace: str, name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault((namespace, name), threading.Lock())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _custom() -> client.CustomObjectsApi:
+    return client.CustomObjectsApi()
+
+
+def _create(fn: Any, *args: Any) -> bool:
+    """Create; an existing object of that (deterministic) name is success. True if created."""
+    try:
+        fn(*args)
+        return True
+    except ApiException as e:
+        if e.status == 409:
+            return False
+        raise
+
+
+# ---------------------------------------------------------------- startup
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Progress in annotations: status is ours, and its schema would prune kopf's fields.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="miniseries.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="miniseries.dev")
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = 8
+    if KUBECONFIG:
+        config.load_kube_config(config_file=KUBECONFIG)
+        return
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+@kopf.on.probe(id="sweeps")
+def probe_sweeps(**_: Any) -> int:
+    """Part of /healthz: the API server answers for our resource."""
+    return len(_custom().list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1).get("items", []))
+
+
+# ---------------------------------------------------------------- status helpers
+
+
+def _status(body: dict[str, Any]) -> ScalingSweepStatus:
+    raw = body.get("status") or {}
+    try:
+        return ScalingSweepStatus.model_validate({k: v for k, v in raw.items() if k != "kopf"})
+    except Exception:
+        log.warning("status of %s does not parse; starting from an empty one", body["metadata"]["name"])
+        return ScalingSweepStatus()
+
+
+def _patch_status(namespace: str, name: str, status: ScalingSweepStatus) -> None:
+    _custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status.wire()})
+
+
+def _invalid(body: dict[str, Any], err: SpecError, reason: str) -> None:
+    meta = body["metadata"]
+    gen = meta.get("generation")
+    status = _status(body)
+    msg = "; ".join(str(p) for p in err.problems)[:1000]
+    status.conditions = dec.set_condition(status.conditions, "Ready", False, reason, msg, _now(), gen)
+    status.phase = "Invalid" if status.plan is None else status.phase
+    status.observed_generation = gen
+    _patch_status(meta["namespace"], meta["name"], status)
+    kopf.event(body, type="Warning", reason=reason, message=msg)
+
+
+# ---------------------------------------------------------------- gathering
+
+
+def _observe_store(store: Store, sweep: str, plan: PlanStatus) -> dict[str, dec.RunObservation]:
+    out: dict[str, dec.RunObservation] = {}
+    layout = SweepLayout(sweep)
+    for run in plan.runs:
+        rl = layout.run(run.name)
+        try:
+            results = read_results(store, rl)
+        except (ResultsError, StoreError) as e:
+            log.warning("results of %s/%s unreadable: %s", sweep, run.name, e)
+            results = None
+        try:
+            steps = checkpoint_steps(store, rl)
+        except StoreError:
+            steps = []
+        out[run.name] = dec.RunObservation(
+            results=results,
+            progress=None if results else read_progress(store, rl),
+            checkpoint_uri=join_uri(store.uri, rl.checkpoint(steps[-1])) if steps else None,
+            results_uri=join_uri(store.uri, rl.results) if results else None,
+        )
+    return out
+
+
+def _tokenizer_state(spec: ScalingSweepSpec, store: Store, namespace: str, sweep: str) -> dec.TokenizerState:
+    if spec.data.tokenizer_uri:
+        return dec.TokenizerState.NotNeeded
+    if any(k.endswith("manifest.json") for k in store.list(SweepLayout(sweep).tokenizer)):
+        return dec.TokenizerState.Ready
+    try:
+        job = client.BatchV1Api().read_namespaced_job(jobs.tokenizer_job_name(sweep), namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return dec.TokenizerState.Missing
+        raise
+    for c in (job.status and job.status.conditions) or []:
+        if c.type == "Failed" and c.status == "True":
+            return dec.TokenizerState.Failed
+    return dec.TokenizerState.Running
+
+
+def _owned_jobs(namespace: str, sweep: str, uid: str) -> list[dec.ObservedJob]:
+    items = _custom().list_namespaced_custom_object(
+        jobs.PYTORCHJOB_GROUP,
+        jobs.PYTORCHJOB_VERSION,
+        namespace,
+        jobs.PYTORCHJOB_PLURAL,
+        label_selector=f"{jobs.LABEL_SWEEP}={sweep}",
+    )["items"]
+    # A leftover from an earlier sweep of the same name is not ours (its owner uid differs).
+    mine = [j for j in items if any(o.get("uid") == uid for o in j["metadata"].get("ownerReferences") or [])]
+    return [dec.observe_job(j) for j in mine]
+
+
+def _accepted_spec(
+    store: Store, sweep: str, spec: ScalingSweepSpec, previous: ScalingSweepStatus
+) -> tuple[ScalingSweepSpec, list[str]]:
+    """The spec to reconcile and the reasons a change was refused (empty when accepted)."""
+    from miniseries.report import load_spec, save_spec
+
+    old = load_spec(store, sweep)
+    if old is not None and old.wire() != spec.wire():
+        started = {r.name for r in previous.runs if r.attempts > 0 or r.state is RunState.Succeeded}
+        new_runs = {r.name for r in make_plan(spec).runs}
+        problems = dec.refused_changes(old, spec, started, new_runs)
+        if problems:
+            return old.model_copy(update={"suspend": spec.suspend}), problems
+    if old is None or old.wire() != spec.wire():
+        save_spec(store, sweep, spec)
+    return spec, []
+
+
+# ---------------------------------------------------------------- reconcile
+
+
+def reconcile(body: dict[str, Any], *, permanent_on_invalid: bool = False) -> None:
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    labels = {"sweep": name, "namespace": ns}
+    start = time.perf_counter()
+    opmetrics.RECONCILES.labels(**labels).inc()
+    try:
+        with _lock(ns, name):
+            _reconcile(body, permanent_on_invalid)
+    except (kopf.PermanentError, kopf.TemporaryError):
+        raise
+    except Exception:
+        opmetrics.ERRORS.labels(**labels).inc()
+        raise
+    finally:
+        opmetrics.DURATION.labels(**labels).observe(time.perf_counter() - start)
+
+
+def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
+    meta = body["metadata"]
+    ns, name, uid, gen = meta["namespace"], meta["name"], meta["uid"], meta.get("generation")
+    if meta.get("deletionTimestamp"):
+        return
+    # Re-read: the trigger may be a job event carrying an old copy of the sweep.
+    body = _custom().get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    previous = _status(body)
+    try:
+        sweep = parse_sweep({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+        make_plan(sweep.spec)  # budget and packing checks name their fields too
+    except SpecError as e:
+        _invalid(body, e, "InvalidSpec")
+        if permanent_on_invalid:
+            raise kopf.PermanentError(str(e)) from None
+        return
+
+    store = open_store(sweep.spec.store.uri)
+    now = _now()
+    spec, refused = _accepted_spec(store, name, sweep.spec, previous)
+    plan = make_plan(spec)
+    tokenizer = _tokenizer_state(spec, store, ns, name)
+    observed = _owned_jobs(ns, name, uid)
+    decision = dec.decide(spec, name, plan, observed, _observe_store(store, name, plan), previous.runs, tokenizer, now)
+
+    # Carry out creations first, then record status, then deletions: a crash between
+    # steps leaves either an existing job (409 next time) or a recorded Retrying run.
+    tok_job = jobs.tokenizer_job(spec, name, uid, ns)
+    if decision.create_tokenizer and _create(client.BatchV1Api().create_namespaced_job, ns, tok_job):
+        opmetrics.JOBS_CREATED.labels(sweep=name, namespace=ns).inc()
+        kopf.event(body, type="Normal", reason="TokenizerStarted", message=jobs.tokenizer_job_name(name))
+    for run, attempt in decision.create:
+        manifest = jobs.pytorchjob(spec, name, uid, ns, run, attempt=attempt)
+        created = _create(
+            _custom().create_namespaced_custom_object,
+            jobs.PYTORCHJOB_GROUP,
+            jobs.PYTORCHJOB_VERSION,
+            ns,
+            jobs.PYTORCHJOB_PLURAL,
+            manifest,
+        )
+        if created:
+            opmetrics.JOBS_CREATED.labels(sweep=name, namespace=ns).inc()
+            kopf.event(
+                body, type="Normal", reason="RunStarted", message=f"{manifest['metadata']['name']} attempt {attempt}"
+            )
+
+    status = previous.model_copy(deep=True)
+    if status.plan is None or not refused:
+        status.plan = plan
+    status = dec.aggregate(status, decision.runs, suspended=spec.suspend, tokenizer=tokenizer, now=now, generation=gen)
+    if refused:
+        msg = "; ".join(refused)[:1000]
+        status.conditions = dec.set_condition(status.conditions, "Ready", False, "SpecChangeRefused", msg, now, gen)
+        if not any(
+            c.type == "Ready" and c.reason == "SpecChangeRefused" and c.message == msg for c in previous.conditions
+        ):
+            kopf.event(body, type="Warning", reason="SpecChangeRefused", message=msg)
+    if dec.finished(status.runs) and status.fit is None and status.totals.runs_done:
+        _fit(store, name, spec, status)
+        status.phase = dec.phase_of(status.runs, spec.suspend, status.fit)
+    _patch_status(ns, name, status)
+    for e in decision.events:
+        kopf.event(body, type=e.type, reason=e.reason, message=e.message)
+
+    for job_name in decision.delete:
+        try:
+            _custom().delete_namespaced_custom_object(
+                jobs.PYTORCHJOB_GROUP,
+                jobs.PYTORCHJOB_VERSION,
+                ns,
+                jobs.PYTORCHJOB_PLURAL,
+                job_name,
+                body=client.V1DeleteOptions(propagation_policy="Foreground"),
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+    for job_name, suspend in decision.suspend.items():
+        _custom().patch_namespaced_custom_object(
+            jobs.PYTORCHJOB_GROUP,
+            jobs.PYTORCHJOB_VERSION,
+            ns,
+            jobs.PYTORCHJOB_PLURAL,
+            job_name,
+            {"spec": {"runPolicy": {"suspend": suspend}}},
+        )
+
+    for state in RunState:
+        opmetrics.SWEEP_RUNS.labels(sweep=name, namespace=ns, state=state.value).set(
+            sum(r.state is state for r in status.runs)
+        )
+    opmetrics.SWEEP_COST.labels(sweep=name, namespace=ns).set(status.totals.cost_usd)
+
+
+def _fit(store: Store, sweep: str, spec: ScalingSweepSpec, status: ScalingSweepStatus) -> None:
+    """Fit and report what succeeded; a failure is retried by the next timer tick."""
+    from miniseries.report import build_report  # matplotlib and scipy load only when a sweep ends
+
+    try:
+        uri, fit = build_report(store, sweep, spec)
+    except Exception as e:
+        log.exception("report for %s failed", sweep)
+        status.conditions = dec.set_condition(
+            status.conditions, "Degraded", True, "FitFailed", str(e)[:500], _now(), status.observed_generation
+        )
+        return
+    if status.totals.runs_failed:
+        fit = fit.model_copy(update={"partial": True})
+    status.fit, status.report_uri = fit, uri
+
+
+# ---------------------------------------------------------------- triggers
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+def on_create(body: kopf.Body, **_: Any) -> None:
+    reconcile(dict(body), permanent_on_invalid=True)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+def on_resume(body: kopf.Body, **_: Any) -> None:
+    reconcile(dict(body))
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def on_update(body: kopf.Body, **_: Any) -> None:
+    reconcile(dict(body), permanent_on_invalid=True)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=POLL_SECONDS, idle=0)
+def poll_store(body: kopf.Body, **_: Any) -> None:
+    """Progress and results only appear in the store: poll it."""
+    reconcile(dict(body))
+
+
+@kopf.on.event(
+    jobs.PYTORCHJOB_GROUP, jobs.PYTORCHJOB_VERSION, jobs.PYTORCHJOB_PLURAL, labels={jobs.LABEL_SWEEP: kopf.PRESENT}
+)
+def on_job_event(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> None:
+    sweep = labels[jobs.LABEL_SWEEP]
+    try:
+        parent = _custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, sweep)
+    except ApiException as e:
+        if e.status == 404:
+            return  # the sweep is gone; GC takes its jobs
+        raise
+    reconcile(parent)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, retry: int, **_: Any) -> None:
+    """PyTorchJobs go by ownerReference GC; store artifacts per spec.deletionPolicy.
+
+    The finalizer never blocks forever: store errors are retried with backoff a
+    bounded number of times, then the sweep is let go with a Warning event.
+    """
+    policy = spec.get("deletionPolicy", "Retain")
+    uri = (spec.get("store") or {}).get("uri")
+    if policy != "Delete" or not uri:
+        return
+    try:
+        removed = open_store(uri).delete_prefix(SweepLayout(name).root)
+    except (StoreError, ValueError) as e:
+        if retry < FINALIZER_RETRIES:
+            raise kopf.TemporaryError(f"deleting store data failed: {e}", delay=min(2**retry, 30)) from e
+        kopf.event(body, type="Warning", reason="StoreCleanupFailed",
+                   message=f"gave up deleting {uri}/{name}/ after {retry + 1} tries: {e}")  # fmt: skip
+        return
+    kopf.event(body, type="Normal", reason="StoreDeleted", message=f"deleted {removed} objects under {uri}/{name}/")

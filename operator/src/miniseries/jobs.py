@@ -1,0 +1,179 @@
+"""Kubernetes manifests for one sweep: a PyTorchJob per planned run, a Job for the tokenizer.
+
+Pure functions of the spec and plan (no API calls), so the exact object the
+operator creates is unit-tested and a restart renders byte-identical manifests.
+
+Choices worth knowing:
+- Job names are deterministic, `<sweep>-<run>` (d12, or d12-f1e18 in isoflop
+  mode). A retry *reuses* the name after the failed job is deleted (foreground,
+  and only recreated once it is gone): a suffix like `-a3` would overflow the
+  63-character DNS-1035 limit for a 50-character sweep name with an isoflop run
+  id, and one name per run means "create, 409 means it exists" stays idempotent.
+  The attempt number travels in the `miniseries.dev/attempt` label.
+- runPolicy.backoffLimit is 0: restarts are ours, because ours pass
+  `--resume=auto` and back off exponentially, where the training-operator would
+  restart pods blindly.
+- cleanPodPolicy Running: when a job ends, pods still running (stragglers
+  holding GPUs) are deleted; terminated pods stay, so `kubectl logs` still
+  explains a failure until the job itself is deleted for a retry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from miniseries.api import API_VERSION, KIND, PlannedRun, ScalingSweepSpec
+from miniseries.layout import SweepLayout, join_uri
+from miniseries.trainer_args import DEFAULT_METRICS_PORT, TRAINER_MODULE, trainer_flags
+
+PYTORCHJOB_GROUP = "kubeflow.org"
+PYTORCHJOB_VERSION = "v1"
+PYTORCHJOB_PLURAL = "pytorchjobs"
+TOKENIZER_MODULE = "miniseries_trainer.tokenizer"
+
+LABEL_SWEEP = "miniseries.dev/sweep"
+LABEL_RUN = "miniseries.dev/run"
+LABEL_DEPTH = "miniseries.dev/depth"
+LABEL_ATTEMPT = "miniseries.dev/attempt"
+LABEL_COMPONENT = "miniseries.dev/component"
+MAX_NAME = 63
+
+
+def job_name(sweep: str, run: str) -> str:
+    name = f"{sweep}-{run}"
+    # api.SWEEP_NAME_RE caps sweep names at 50 so this holds for every run id plan.run_name makes.
+    if len(name) > MAX_NAME:
+        raise ValueError(f"job name {name!r} is longer than {MAX_NAME} characters")
+    return name
+
+
+def tokenizer_job_name(sweep: str) -> str:
+    return f"{sweep}-tokenizer"
+
+
+def owner_reference(sweep: str, uid: str) -> dict[str, Any]:
+    """The sweep owns its jobs: deleting it garbage-collects them."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": sweep,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _env_from(spec: ScalingSweepSpec) -> list[dict[str, Any]]:
+    secret = spec.store.credentials_secret
+    return [{"secretRef": {"name": secret}}] if secret else []
+
+
+def pytorchjob(
+    spec: ScalingSweepSpec,
+    sweep: str,
+    uid: str,
+    namespace: str,
+    run: PlannedRun,
+    *,
+    attempt: int = 1,
+    metrics_port: int = DEFAULT_METRICS_PORT,
+) -> dict[str, Any]:
+    """The PyTorchJob that trains one planned run (single node: Master replica only)."""
+    res = spec.resources
+    labels = {
+        LABEL_SWEEP: sweep,
+        LABEL_RUN: run.name,
+        LABEL_DEPTH: str(run.depth),
+        LABEL_ATTEMPT: str(attempt),
+        LABEL_COMPONENT: "trainer",
+    }
+    container: dict[str, Any] = {
+        "name": "pytorch",  # the training-operator finds the container by this name
+        "image": res.image,
+        "imagePullPolicy": res.image_pull_policy,
+        "command": ["python", "-m", TRAINER_MODULE],
+        "args": trainer_flags(spec, sweep, run, metrics_port=metrics_port),
+        "envFrom": _env_from(spec),
+        "ports": [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],
+        "resources": {
+            "requests": {"cpu": res.cpu, "memory": res.memory, "nvidia.com/gpu": str(run.gpus)},
+            "limits": {"nvidia.com/gpu": str(run.gpus)},
+        },
+    }
+    pod_spec: dict[str, Any] = {"containers": [container], "restartPolicy": "Never"}
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    template = {
+        "metadata": {
+            "labels": dict(labels),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(metrics_port),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": pod_spec,
+    }
+    return {
+        "apiVersion": f"{PYTORCHJOB_GROUP}/{PYTORCHJOB_VERSION}",
+        "kind": "PyTorchJob",
+        "metadata": {
+            "name": job_name(sweep, run.name),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(sweep, uid)],
+        },
+        "spec": {
+            "nprocPerNode": str(run.gpus),
+            "runPolicy": {
+                "backoffLimit": 0,
+                "cleanPodPolicy": "Running",
+                "suspend": bool(spec.suspend),
+            },
+            "pytorchReplicaSpecs": {
+                "Master": {"replicas": 1, "restartPolicy": "Never", "template": template},
+            },
+        },
+    }
+
+
+def tokenizer_job(spec: ScalingSweepSpec, sweep: str, uid: str, namespace: str) -> dict[str, Any]:
+    """A CPU-only batch Job that trains the sweep's BPE into `<store>/<sweep>/tokenizer/`.
+
+    A separate stage rather than the first run's first step: every run of the
+    first wave needs the tokenizer before step 1, and BPE training is CPU work
+    that should not hold eight GPUs idle while it runs.
+    """
+    labels = {LABEL_SWEEP: sweep, LABEL_COMPONENT: "tokenizer"}
+    res = spec.resources
+    container = {
+        "name": "tokenizer",
+        "image": res.image,
+        "imagePullPolicy": res.image_pull_policy,
+        "command": ["python", "-m", TOKENIZER_MODULE],
+        "args": [
+            f"--data={spec.data.shards_uri}",
+            f"--out={join_uri(spec.store.uri, SweepLayout(sweep).tokenizer)}",
+            f"--vocab-size={spec.model.vocab_size}",
+            f"--max-chars={spec.data.tokenizer_train_chars}",
+        ],
+        "envFrom": _env_from(spec),
+        "resources": {"requests": {"cpu": res.cpu, "memory": res.memory}},
+    }
+    pod_spec: dict[str, Any] = {"containers": [container], "restartPolicy": "Never"}
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": tokenizer_job_name(sweep),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(sweep, uid)],
+        },
+        "spec": {
+            "backoffLimit": 2,  # the tokenizer is deterministic and restartable from scratch
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }

@@ -1,0 +1,29 @@
+"""The operator's own Prometheus metrics (the trainer exports its own from each pod)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+LABELS = ("sweep", "namespace")
+
+RECONCILES = Counter("miniseries_operator_reconciles_total", "Sweep reconciles carried out.", LABELS, registry=REGISTRY)
+ERRORS = Counter("miniseries_operator_errors_total", "Reconciles that ended in an error.", LABELS, registry=REGISTRY)
+DURATION = Histogram(
+    "miniseries_operator_reconcile_duration_seconds",
+    "Wall time of one sweep reconcile (API and store I/O included).",
+    LABELS,
+    registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+JOBS_CREATED = Counter(
+    "miniseries_operator_jobs_created_total", "PyTorchJobs and tokenizer Jobs created.", LABELS, registry=REGISTRY
+)
+SWEEP_RUNS = Gauge("miniseries_sweep_runs", "Runs of a sweep by state.", (*LABELS, "state"), registry=REGISTRY)
+SWEEP_COST = Gauge("miniseries_sweep_cost_usd", "GPU cost of a sweep so far, USD.", LABELS, registry=REGISTRY)
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on `port` (0: do not serve)."""
+    if port:
+        start_http_server(port, registry=REGISTRY)

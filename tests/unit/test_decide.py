@@ -1,0 +1,280 @@
+"""The operator's decisions, status aggregation and conditions: pure functions, no cluster."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from miniseries import decide as dec
+from miniseries.api import FitStatus, RunState, RunStatus, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.decide import JobPhase, ObservedJob, RunObservation, TokenizerState
+from miniseries.plan import make_plan
+from miniseries.results import LossSummary, Progress, RunResults
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def spec(**over: Any) -> ScalingSweepSpec:
+    base: dict[str, Any] = {
+        "depths": [4, 6, 8, 10],
+        "resources": {"gpusPerRun": 2, "nodeGpus": 8},
+        "store": {"uri": "file:///tmp/s"},
+        "data": {"shardsUri": "file:///tmp/d", "tokenizerUri": "file:///tmp/t"},
+        "retryLimit": 2,
+    }
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            base[k] = {**base[k], **v}
+        else:
+            base[k] = v
+    return ScalingSweepSpec.model_validate(base)
+
+
+def results(run: str, depth: int, core: float | None = None) -> RunResults:
+    return RunResults(
+        sweep="s", run=run, depth=depth, shape={}, params={}, target_tokens=100, tokens=100, steps=10,
+        total_batch_tokens=10, flops_per_token=1, flops=100.0, wall_seconds=60, gpu_seconds=7200.0,
+        world_size=2, device="cpu", loss=LossSummary(final=3.0), val_bpb=1.2,
+        core={"core": core} if core is not None else None,
+    )  # fmt: skip
+
+
+def job(run: str, phase: JobPhase, attempt: int = 1, **kw: Any) -> ObservedJob:
+    return ObservedJob(name=f"s-{run}", run=run, attempt=attempt, phase=phase, **kw)
+
+
+def run_decide(s: ScalingSweepSpec, jobs: list[ObservedJob] = [], store: dict[str, RunObservation] | None = None,  # noqa: B006
+               previous: list[RunStatus] = [], tokenizer: TokenizerState = TokenizerState.NotNeeded,  # noqa: B006
+               now: datetime = NOW) -> dec.Decision:  # fmt: skip
+    return dec.decide(s, "s", make_plan(s), jobs, store or {}, previous, tokenizer, now)
+
+
+def created(d: dec.Decision) -> list[tuple[str, int]]:
+    return [(r.name, a) for r, a in d.create]
+
+
+# ---------------------------------------------------------------- job phase
+
+
+def test_job_phase_from_conditions() -> None:
+    def c(t: str, s: str = "True") -> dict[str, str]:
+        return {"type": t, "status": s, "lastTransitionTime": "2026-01-01T00:00:00Z", "reason": t + "R"}
+
+    assert dec.job_phase(None)[0] is JobPhase.Created
+    assert dec.job_phase([c("Created")])[0] is JobPhase.Created
+    assert dec.job_phase([c("Created"), c("Running")])[0] is JobPhase.Running
+    assert dec.job_phase([c("Created"), c("Running", "False"), c("Restarting")])[0] is JobPhase.Restarting
+    assert dec.job_phase([c("Created"), c("Running", "False"), c("Succeeded")])[0] is JobPhase.Succeeded
+    phase, cond = dec.job_phase([c("Created"), c("Running", "False"), c("Failed")])
+    assert phase is JobPhase.Failed and cond is not None and cond["reason"] == "FailedR"
+    assert dec.job_phase([c("Created"), c("Suspended")])[0] is JobPhase.Suspended
+
+
+def test_observe_job_reads_labels_suspend_and_failure_time() -> None:
+    obj = {
+        "metadata": {"name": "s-d4", "labels": {"miniseries.dev/run": "d4", "miniseries.dev/attempt": "3"},
+                     "deletionTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"runPolicy": {"suspend": True}},
+        "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "OOM", "message": "killed",
+                                   "lastTransitionTime": "2026-01-01T11:59:00Z"}]},
+    }  # fmt: skip
+    j = dec.observe_job(obj)
+    assert (j.name, j.run, j.attempt, j.phase, j.suspended, j.deleting) == (
+        "s-d4",
+        "d4",
+        3,
+        JobPhase.Failed,
+        True,
+        True,
+    )
+    assert j.since == datetime(2026, 1, 1, 11, 59, tzinfo=UTC) and j.reason == "OOM" and j.message == "killed"
+    assert not j.active
+
+
+# ---------------------------------------------------------------- scheduling
+
+
+def test_first_wave_fills_the_node_in_plan_order() -> None:
+    s = spec()  # 4 runs x 2 GPUs on an 8-GPU node: all at once
+    d = run_decide(s)
+    # plan order is the plan's: longest runs first, so the wave ends together
+    assert created(d) == [("d10", 1), ("d8", 1), ("d6", 1), ("d4", 1)]
+    assert all(r.state is RunState.Pending and r.attempts == 1 for r in d.runs)
+
+
+def test_parallelism_caps_runs_in_flight() -> None:
+    d = run_decide(spec(resources={"parallelism": 1}))
+    assert created(d) == [("d10", 1)]
+
+
+def test_gpu_limit_caps_runs_in_flight() -> None:
+    s = spec(resources={"gpusPerRun": 3})  # 8 // 3 = 2 runs
+    d = run_decide(s)
+    assert created(d) == [("d10", 1), ("d8", 1)]
+    gpus = sum(r.gpus for r, _ in d.create)
+    assert gpus <= s.resources.node_gpus
+
+
+def test_next_run_starts_when_one_finishes() -> None:
+    s = spec(resources={"parallelism": 2})
+    running = [job("d10", JobPhase.Running), job("d8", JobPhase.Running)]
+    assert created(run_decide(s, running)) == []
+    done = [job("d10", JobPhase.Succeeded), job("d8", JobPhase.Running)]
+    d = run_decide(s, done, {"d10": RunObservation(results=results("d10", 10))})
+    assert created(d) == [("d6", 1)]
+    states = {r.name: r.state for r in d.runs}
+    assert states == {"d10": RunState.Succeeded, "d8": RunState.Running, "d6": RunState.Pending, "d4": RunState.Pending}
+
+
+def test_nothing_is_created_twice() -> None:
+    """A restart reconciles from what exists: existing jobs are never recreated."""
+    s = spec()
+    jobs = [job(n, JobPhase.Created) for n in ("d4", "d6", "d8", "d10")]
+    d = run_decide(s, jobs)
+    assert d.create == [] and d.delete == []
+    assert all(r.job_name == f"s-{r.name}" and r.attempts == 1 for r in d.runs)
+
+
+def test_runs_wait_for_the_tokenizer() -> None:
+    s = spec(data={"tokenizerUri": None})
+    d = run_decide(s, tokenizer=TokenizerState.Missing)
+    assert d.create_tokenizer and d.create == []
+    d = run_decide(s, tokenizer=TokenizerState.Running)
+    assert not d.create_tokenizer and d.create == []
+    assert len(run_decide(s, tokenizer=TokenizerState.Ready).create) == 4
+
+
+def test_suspend_stops_launches_and_patches_running_jobs() -> None:
+    s = spec(suspend=True)
+    d = run_decide(s, [job("d4", JobPhase.Running)])
+    assert d.create == [] and d.suspend == {"s-d4": True}
+    assert {r.name: r.state for r in d.runs}["d4"] is RunState.Suspended
+    # unsuspending flips the job back; suspended jobs keep their slot so resuming never overcommits
+    d = run_decide(spec(resources={"parallelism": 1}), [job("d4", JobPhase.Suspended, suspended=True)])
+    assert d.suspend == {"s-d4": False} and d.create == []
+
+
+# ---------------------------------------------------------------- retries
+
+
+def failed(run: str, attempt: int = 1, at: datetime = NOW - timedelta(seconds=5), **kw: Any) -> ObservedJob:
+    return job(run, JobPhase.Failed, attempt, since=at, reason="OOMKilled", message="boom", **kw)
+
+
+def test_failed_run_is_recorded_then_deleted_then_retried_after_backoff() -> None:
+    s = spec(depths=[4], resources={"parallelism": 1})
+    ckpt = "file:///tmp/s/s/d4/ckpt/step_00000020/"
+    d = run_decide(s, [failed("d4")], {"d4": RunObservation(checkpoint_uri=ckpt)})
+    (r,) = d.runs
+    assert r.state is RunState.Retrying and r.attempts == 1 and r.reason == "OOMKilled" and r.message == "boom"
+    assert r.checkpoint_uri == ckpt
+    assert r.retry_at == dec.rfc3339(NOW - timedelta(seconds=5) + timedelta(seconds=30))
+    assert d.delete == ["s-d4"] and d.create == []
+    assert [e.reason for e in d.events] == ["RunRetrying"] and ckpt in d.events[0].message
+    # while the foreground deletion runs, nothing is recreated and no second event is posted
+    d2 = run_decide(s, [failed("d4", deleting=True)], previous=d.runs)
+    assert d2.delete == [] and d2.create == [] and d2.events == []
+    # gone, but backoff not over
+    d3 = run_decide(s, [], previous=d2.runs, now=NOW + timedelta(seconds=10))
+    assert d3.create == [] and d3.runs[0].state is RunState.Retrying
+    # backoff over: attempt 2, which resumes (the trainer's flags always carry --resume=auto)
+    d4 = run_decide(s, [], previous=d3.runs, now=NOW + timedelta(seconds=40))
+    assert created(d4) == [("d4", 2)] and d4.runs[0].attempts == 2
+
+
+def test_backoff_grows_exponentially_and_is_capped() -> None:
+    assert [dec.backoff_seconds(a) for a in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert dec.backoff_seconds(20) == dec.RETRY_CAP_SECONDS
+
+
+def test_retry_limit_then_failed() -> None:
+    s = spec(depths=[4], retryLimit=2)
+    d = run_decide(s, [failed("d4", attempt=3)])
+    (r,) = d.runs
+    assert r.state is RunState.Failed and r.attempts == 3 and d.delete == [] and d.create == []
+    assert [e.reason for e in d.events] == ["RunFailed"]
+    # stays failed once recorded, without a job
+    assert run_decide(s, [], previous=d.runs).runs[0].state is RunState.Failed
+
+
+def test_succeeded_job_without_results_counts_as_a_failure() -> None:
+    d = run_decide(spec(depths=[4]), [job("d4", JobPhase.Succeeded)])
+    assert d.runs[0].state is RunState.Retrying and d.runs[0].reason == "NoResults"
+
+
+def test_backing_off_run_does_not_block_others() -> None:
+    s = spec(depths=[4, 6], resources={"parallelism": 1})
+    prev = [
+        RunStatus(name="d4", depth=4, state=RunState.Retrying, attempts=1, retry_at=dec.rfc3339(NOW + timedelta(60)))
+    ]
+    d = run_decide(s, [], previous=prev)
+    assert created(d) == [("d6", 1)]
+
+
+# ---------------------------------------------------------------- status
+
+
+def test_store_progress_and_results_fill_run_status() -> None:
+    s = spec(depths=[4, 6])
+    prog = Progress(sweep="s", run="d6", depth=6, step=5, steps=10, tokens=50, loss=4.0, elapsed_seconds=1800,
+                    world_size=2)  # fmt: skip
+    store = {"d4": RunObservation(results=results("d4", 4, core=0.1), results_uri="file:///x"),
+             "d6": RunObservation(progress=prog)}  # fmt: skip
+    d = run_decide(s, [job("d4", JobPhase.Succeeded), job("d6", JobPhase.Running)], store)
+    r6, r4 = d.runs
+    assert (r4.state, r4.core, r4.val_bpb, r4.gpu_seconds, r4.cost_usd) == (RunState.Succeeded, 0.1, 1.2, 7200.0, 6.0)
+    assert (r6.state, r6.step, r6.tokens, r6.loss, r6.gpu_seconds) == (RunState.Running, 5, 50, 4.0, 3600.0)
+    st = dec.aggregate(ScalingSweepStatus(), d.runs, suspended=False, tokenizer=TokenizerState.NotNeeded, now=NOW,
+                       generation=3)  # fmt: skip
+    assert st.progress == "1/2" and st.cost == "$9.00" and st.best_core == 0.1
+    assert st.totals.gpu_hours == 3.0 and st.totals.tokens == 150 and st.phase == "Running"
+    assert st.observed_generation == 3
+    conds = {c.type: c for c in st.conditions}
+    assert conds["Ready"].status == "True" and conds["Progressing"].status == "True"
+    assert conds["Degraded"].status == "False" and conds["Ready"].observed_generation == 3
+
+
+def test_phases() -> None:
+    ok = RunStatus(name="a", depth=1, state=RunState.Succeeded)
+    bad = RunStatus(name="b", depth=2, state=RunState.Failed)
+    fit = FitStatus()
+    assert dec.phase_of([ok, ok], False, None) == "Fitting"
+    assert dec.phase_of([ok, ok], False, fit) == "Succeeded"
+    assert dec.phase_of([ok, bad], False, fit) == "Degraded"
+    assert dec.phase_of([bad], False, None) == "Failed"
+    assert dec.phase_of([RunStatus(name="a", depth=1)], True, None) == "Suspended"
+    assert dec.phase_of([RunStatus(name="a", depth=1)], False, None) == "Pending"
+    st = dec.aggregate(ScalingSweepStatus(), [ok, bad], suspended=False, tokenizer=TokenizerState.Ready, now=NOW,
+                       generation=1)  # fmt: skip
+    conds = {c.type: c for c in st.conditions}
+    assert conds["Degraded"].status == "True" and "b" in conds["Degraded"].message
+    assert conds["Progressing"].status == "False" and conds["Progressing"].reason == "AllRunsFinished"
+
+
+def test_condition_transition_time_moves_only_on_flip() -> None:
+    c = dec.set_condition([], "Ready", True, "A", "a", NOW, 1)
+    later = NOW + timedelta(minutes=5)
+    c2 = dec.set_condition(c, "Ready", True, "B", "b", later, 2)
+    assert c2[0].last_transition_time == dec.rfc3339(NOW) and c2[0].reason == "B" and c2[0].observed_generation == 2
+    c3 = dec.set_condition(c2, "Ready", False, "C", "c", later, 2)
+    assert c3[0].last_transition_time == dec.rfc3339(later) and c3[0].status == "False"
+    assert len(dec.set_condition(c3, "Degraded", False, "D", "", later, 2)) == 2
+
+
+# ---------------------------------------------------------------- spec changes
+
+
+def test_adding_depths_is_allowed_changing_the_model_is_not() -> None:
+    old = spec()
+    assert dec.refused_changes(old, spec(depths=[4, 6, 8, 10, 12]), {"d4"}, {"d4", "d6", "d8", "d10", "d12"}) == []
+    assert dec.refused_changes(old, spec(suspend=True, retryLimit=5), {"d4"}, {"d4", "d6", "d8", "d10"}) == []
+    problems = dec.refused_changes(old, spec(model={"sequenceLength": 1024}), {"d4"}, {"d4", "d6", "d8", "d10"})
+    assert len(problems) == 1 and "spec.model.sequenceLength" in problems[0] and "1024" in problems[0]
+    problems = dec.refused_changes(old, spec(training={"tokensPerParam": 20}), {"d4"}, {"d4"})
+    assert any("spec.training.tokensPerParam" in p for p in problems)
+    problems = dec.refused_changes(old, spec(data={"shardsUri": "file:///other"}), {"d4"}, {"d4"})
+    assert any("spec.data.shardsUri" in p for p in problems)
+    problems = dec.refused_changes(old, spec(depths=[6, 8]), {"d4"}, {"d6", "d8"})
+    assert problems == ["spec.depths: runs already started cannot be removed: d4"]
+    # nothing started yet: anything goes
+    assert dec.refused_changes(old, spec(model={"sequenceLength": 1024}), set(), set()) == []
