@@ -361,7 +361,7 @@ def metrics_used(expr: str) -> set[str]:
 
 
 # Where the code declares its metrics: prometheus_client objects at module level.
-METRIC_MODULES = ("miniseries_trainer.metrics", "miniseries.metrics")
+METRIC_MODULES = ("miniseries_trainer.metrics", "miniseries.opmetrics")
 README = HERE.parent / "README.md"
 README_BEGIN, README_END = "<!-- metrics:begin -->", "<!-- metrics:end -->"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry()
@@ -21,6 +23,34 @@ JOBS_CREATED = Counter(
 )
 SWEEP_RUNS = Gauge("miniseries_sweep_runs", "Runs of a sweep by state.", (*LABELS, "state"), registry=REGISTRY)
 SWEEP_COST = Gauge("miniseries_sweep_cost_usd", "GPU cost of a sweep so far, USD.", LABELS, registry=REGISTRY)
+
+
+@dataclass(frozen=True)
+class MetricDoc:
+    """One exported metric as the README table and the dashboard tests see it."""
+
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    help: str
+
+
+def _doc(collector: Counter | Gauge | Histogram, kind: str) -> MetricDoc:
+    family = next(iter(collector.describe()))
+    name = family.name + ("_total" if kind == "counter" else "")
+    labels = tuple(getattr(collector, "_labelnames", ()))
+    return MetricDoc(name, kind, labels, family.documentation)
+
+
+#: Every metric the operator exports, read off the collectors so it cannot drift.
+METRICS: list[MetricDoc] = [
+    _doc(RECONCILES, "counter"),
+    _doc(ERRORS, "counter"),
+    _doc(DURATION, "histogram"),
+    _doc(JOBS_CREATED, "counter"),
+    _doc(SWEEP_RUNS, "gauge"),
+    _doc(SWEEP_COST, "gauge"),
+]
 
 
 def serve(port: int) -> None:
