@@ -41,12 +41,14 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
+    # Before kopf and the kubernetes client are imported: the client reads $KUBECONFIG
+    # once, at import time, for its default path (kopf's login then found no credentials).
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
     import kopf
 
     from miniseries import handlers, opmetrics
 
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
     _setup_logging(args.verbose)
     # Ownership of the config loading is with the startup handler (in-cluster first).
     handlers.KUBECONFIG = args.kubeconfig
