@@ -450,13 +450,13 @@ def _stop_jobs(namespace: str, sweep: str, uid: str) -> int:
 def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: str, retry: int, **_: Any) -> None:
     """deletionPolicy Delete: stop the runs, then remove `<store>/<sweep>/`.
 
-    Only sweeps with deletionPolicy Delete carry this handler's finalizer; with
-    Retain (the default) the store is left alone and the PyTorchJobs go by
-    ownerReference garbage collection, so deleting never waits on the operator.
-    Here the jobs are deleted first (a trainer still running would write into the
-    prefix after it is gone), waiting for them a bounded while, and store errors
-    are retried a bounded number of times: the finalizer never blocks forever; when
-    it gives up it says so in a Warning event.
+    With Retain (the default) this handler does not run: the store is left alone and
+    the PyTorchJobs go by ownerReference garbage collection. (Every sweep still carries
+    kopf's finalizer, which kopf needs to stop the polling timer; it is released as soon
+    as the operator sees the deletion.) Here the jobs are deleted first (a trainer still
+    running would write into the prefix after it is gone), waiting for them a bounded
+    while, and store errors are retried a bounded number of times: the finalizer never
+    blocks forever; when it gives up it says so in a Warning event.
     """
     uri = (spec.get("store") or {}).get("uri")
     if not uri:
