@@ -106,10 +106,26 @@ go_install() {  # name version package
   install_bin "$1" "$2" "$w/$(basename "$3")"
 }
 
+# kwok v0.8 starts only with Stages given; its "fast" set (node-initialize, node heartbeat with a
+# Lease, pod ready/complete/delete) is published YAML in its module: keep it beside the binary.
+kwok_stages() {
+  local out; out="$(dirname "$(path_of kwok "$KWOK_VERSION")")/stages.yaml"
+  [[ -s "$out" ]] && return 0
+  local dir; dir="$(cd "$(mktemp -d)" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  local f
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"; cat "$dir/kustomize/stage/$f"
+  done > "$out.tmp"
+  mv -f "$out.tmp" "$out"
+}
+
 t0=$SECONDS
 build_etcd
 build_kubernetes
 go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+kwok_stages
 go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 go_install versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw/cmd/versitygw
 if [[ -x "$here/build-training-operator.sh" ]]; then bash "$here/build-training-operator.sh"; fi

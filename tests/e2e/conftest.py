@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,14 +31,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> LocalSweep:
 
 
 @pytest.fixture(scope="session")
-def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def real_cluster(tmp_path_factory: pytest.TempPathFactory, _sigterm_stops_servers: None) -> Iterator[Cluster]:
     workdir = Path(tmp_path_factory.mktemp("real-path"))
-    # A SIGTERM to pytest (a CI timeout) must still stop etcd, the API server, the agent's trainers.
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         with real_path_cluster(workdir, gpus=8) as cluster:  # the operator's pods request nvidia.com/gpu
             yield cluster
     except MissingBinary as e:
         pytest.skip(str(e))
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -1,16 +1,16 @@
 """The whole real path: `kubectl apply` a tiny ScalingSweep -> `miniseries operator` -> PyTorchJobs
 validated by the real training-operator webhook -> pods run by the node agent -> real trainer
-processes (CPU) -> checkpoints and results.json in the store -> status.runs -> fit and report.
-Then a second sweep with one run's process killed mid-run: the retry resumes from its checkpoint
-and its final loss matches the uninterrupted run's.
+processes (CPU) -> checkpoints and results.json in the versitygw S3 store -> status.runs -> fit and
+report in S3. Then a second sweep with one run's process killed mid-run: the retry resumes from its
+checkpoint and its final loss matches the uninterrupted run's.
 
-The store is file:// on this host (the node agent's processes share it). The brief asks for the
-versitygw S3 store; that fixture (branch cluster) is not merged, see the skip below.
+The store is a versitygw bucket (tests/cluster.py): data shards and tokenizer are uploaded there,
+the trainers get the credentials from the Secret the sweep names (envFrom, resolved by the node
+agent as a kubelet would), and the operator from its own environment, as the chart gives it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -24,25 +24,42 @@ import pytest
 import yaml
 
 from miniseries.layout import SweepLayout, join_uri
-from miniseries.local import LocalSweep, free_port
+from miniseries.local import DATA_KEY, LocalSweep, free_port
 from miniseries.results import checkpoint_steps, read_results
+from miniseries.store import S3Store, Store
 from miniseries.trainer_args import TRAINER_MODULE
+from tests.cluster import S3Bucket, S3Server, new_bucket
 from tests.e2e.control_plane import REPO, Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mark.torch]
 
-if importlib.util.find_spec("miniseries.cli_operator") is None:
-    pytest.skip("waiting for branch operator: miniseries.cli_operator (`miniseries operator`) is not merged",
-                allow_module_level=True)  # fmt: skip
+CREDENTIALS_SECRET = "e2e-s3"
 
 
-def sweep_doc(tiny: LocalSweep, name: str) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def bucket(real_cluster: Cluster, tiny: LocalSweep, s3_service: S3Server) -> S3Bucket:
+    """A bucket holding the tiny sweep's shards and tokenizer, and the Secret that reaches it."""
+    b = new_bucket(s3_service, "e2e")
+    for path in sorted(tiny.store_dir.rglob("*")):
+        if path.is_file():
+            b.client.upload_file(str(path), b.bucket, path.relative_to(tiny.store_dir).as_posix())
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CREDENTIALS_SECRET, "namespace": "default"},
+              "stringData": b.env}  # fmt: skip
+    real_cluster.apply(secret)
+    return b
+
+
+def s3_store(bucket: S3Bucket) -> Store:
+    return S3Store(bucket.bucket, "", bucket.uri, client=bucket.client)
+
+
+def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str) -> dict[str, Any]:
     doc = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
     doc["metadata"] = {"name": name, "namespace": "default"}
     doc["spec"]["depths"] = [1, 2]
-    doc["spec"]["store"] = {"uri": tiny.spec.store.uri}
-    doc["spec"]["data"]["shardsUri"] = tiny.spec.data.shards_uri
-    doc["spec"]["data"]["tokenizerUri"] = join_uri(tiny.spec.store.uri, SweepLayout(tiny.name).tokenizer)
+    doc["spec"]["store"] = {"uri": bucket.uri, "credentialsSecret": CREDENTIALS_SECRET}
+    doc["spec"]["data"]["shardsUri"] = join_uri(bucket.uri, DATA_KEY)
+    doc["spec"]["data"]["tokenizerUri"] = join_uri(bucket.uri, SweepLayout(tiny.name).tokenizer)
     doc["spec"]["resources"]["nodeSelector"] = {"miniseries.dev/e2e-node": "true"}
     # One run at a time: the node agent's pods share the host network, and every trainer binds
     # the same default metrics port (9400).
@@ -63,7 +80,7 @@ def wait_sweep(kc: Cluster, name: str, timeout: float) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def operator(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def operator(real_cluster: Cluster, bucket: S3Bucket, tmp_path_factory: pytest.TempPathFactory) -> Any:
     kc = real_cluster
     crd = subprocess.run([sys.executable, "-m", "miniseries.cli", "crd"], capture_output=True, text=True, check=True)
     kc.kubectl("apply", "--server-side", "-f", "-", stdin=crd.stdout)
@@ -75,6 +92,7 @@ def operator(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
     env = {
         **os.environ,
         "KUBECONFIG": str(kc.kubeconfig),
+        **bucket.env,  # the operator reads results.json and progress from the bucket
         "MINISERIES_POLL_SECONDS": "2",
         "MINISERIES_RETRY_BASE_SECONDS": "2",
     }
@@ -84,11 +102,11 @@ def operator(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
     proc.wait(timeout=30)
 
 
-def test_tiny_sweep_through_the_real_path(real_cluster: Cluster, tiny: LocalSweep, operator: Any,
+def test_tiny_sweep_through_the_real_path(real_cluster: Cluster, tiny: LocalSweep, bucket: S3Bucket, operator: Any,
                                           record_property: Any) -> None:  # fmt: skip
-    kc, store = real_cluster, tiny.store
+    kc, store = real_cluster, s3_store(bucket)
     started = time.monotonic()
-    kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sweep_doc(tiny, "e2e-sweep")))
+    kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sweep_doc(tiny, bucket, "e2e-sweep")))
     status = wait_sweep(kc, "e2e-sweep", 1200)
     record_property("e2e_sweep_seconds", round(time.monotonic() - started, 1))
     assert status["phase"] == "Succeeded", status
@@ -101,14 +119,18 @@ def test_tiny_sweep_through_the_real_path(real_cluster: Cluster, tiny: LocalSwee
         assert res is not None and res.loss.final is not None and res.steps == r["steps"]
         assert checkpoint_steps(store, layout)
     assert status.get("fit"), status  # two depths: the fit may say partial, but it is there
-    assert status["reportUri"]
+    assert status["reportUri"].startswith(f"{bucket.uri}/")
     report = json.loads(store.read_bytes(SweepLayout("e2e-sweep").report + "report.json"))
     assert report["runs_finished"] == 2
+    # everything landed in the bucket, nothing on this host's disk beside it
+    keys = bucket.keys("e2e-sweep/")
+    assert any(k.endswith("results.json") for k in keys) and any("/ckpt/" in k for k in keys), keys
 
 
-def test_killed_run_resumes_and_matches(real_cluster: Cluster, tiny: LocalSweep, operator: Any) -> None:
-    kc, store = real_cluster, tiny.store
-    kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sweep_doc(tiny, "e2e-kill-sweep")))
+def test_killed_run_resumes_and_matches(real_cluster: Cluster, tiny: LocalSweep, bucket: S3Bucket,
+                                        operator: Any) -> None:  # fmt: skip
+    kc, store = real_cluster, s3_store(bucket)
+    kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sweep_doc(tiny, bucket, "e2e-kill-sweep")))
     layout = SweepLayout("e2e-kill-sweep").run("d2")
     deadline = time.monotonic() + 600
     while not checkpoint_steps(store, layout):

@@ -5,7 +5,6 @@ values, an upgrade the schema refuses, uninstall."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cluster import Cluster, kubectl_binary
 from tests.integration.helm import CHART, helm
 from tests.integration.test_chart import WORKLOAD_RULES
 
@@ -48,7 +48,7 @@ FORBIDDEN = [  # (apiGroup, resource, verb, namespace): requests the operator ne
 def kubectl(
     kubeconfig: Path, *args: str, check: bool = True, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    cmd = ["kubectl", f"--kubeconfig={kubeconfig}", *args]
+    cmd = [kubectl_binary(), f"--kubeconfig={kubeconfig}", *args]
     proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60)
     if check and proc.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr}")
@@ -106,15 +106,9 @@ def sa_kubeconfig(admin: Path, tmp_path: Path, namespace: str = NS, name: str = 
 
 
 @pytest.fixture
-def kubeconfig() -> Path:
-    """Admin kubeconfig of the real test cluster (tests/cluster.py, branch `cluster`)."""
-    if os.environ.get("MINISERIES_KUBECONFIG"):
-        return Path(os.environ["MINISERIES_KUBECONFIG"])
-    try:
-        import tests.cluster  # noqa: F401
-    except ModuleNotFoundError:
-        pytest.skip("waiting for the cluster harness: tests/cluster.py (branch cluster) is not merged")
-    raise AssertionError("wire this fixture to the harness's cluster fixture")
+def kubeconfig(cluster: Cluster) -> Path:
+    """Admin kubeconfig of the session's real test cluster (tests/cluster.py)."""
+    return cluster.kubeconfig
 
 
 MONITORING_CRDS = Path(__file__).parent / "monitoring-crds.yaml"

@@ -238,6 +238,9 @@ def reconcile(body: dict[str, Any], *, permanent_on_invalid: bool = False) -> No
     labels = {"sweep": name, "namespace": ns}
     start = time.perf_counter()
     opmetrics.RECONCILES.labels(**labels).inc()
+    # Exported at 0 from the first reconcile: a counter series that appears only on the first
+    # error makes rate() blind to that error (and leaves the dashboard's panel empty until then).
+    errors = opmetrics.ERRORS.labels(**labels)
     try:
         with _lock(ns, name):
             for attempt in range(CONFLICT_RETRIES):
@@ -251,7 +254,7 @@ def reconcile(body: dict[str, Any], *, permanent_on_invalid: bool = False) -> No
     except (kopf.PermanentError, kopf.TemporaryError):
         raise
     except Exception:
-        opmetrics.ERRORS.labels(**labels).inc()
+        errors.inc()
         raise
     finally:
         opmetrics.DURATION.labels(**labels).observe(time.perf_counter() - start)
