@@ -237,7 +237,9 @@ class JobDriver:
         self.procs: dict[str, tuple[subprocess.Popen[bytes], str]] = {}  # uid -> (process, job name)
         self.tokenizers: set[str] = set()
         self.reported: set[str] = set()  # uids whose final condition was written
-        self.max_in_flight = 0
+        self.max_in_flight = 0  # unfinished PyTorchJobs at once
+        self.max_in_flight_by_sweep: dict[str, int] = {}
+        self.max_training = 0  # trainer processes alive at once
         self.max_gpus = 0
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -282,6 +284,9 @@ class JobDriver:
         jobs = list_jobs(self.api, self.namespace)
         in_flight = [j for j in jobs if job_phase(j) not in FINISHED]
         self.max_in_flight = max(self.max_in_flight, len(in_flight))
+        for sweep in {j["metadata"]["labels"]["miniseries.dev/sweep"] for j in in_flight}:
+            n = sum(j["metadata"]["labels"]["miniseries.dev/sweep"] == sweep for j in in_flight)
+            self.max_in_flight_by_sweep[sweep] = max(self.max_in_flight_by_sweep.get(sweep, 0), n)
         gpus = sum(int(j["spec"]["nprocPerNode"]) for j in in_flight)
         self.max_gpus = max(self.max_gpus, gpus)
         for j in jobs:
@@ -307,6 +312,7 @@ class JobDriver:
             container = j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
             self.procs[uid] = (self._spawn("tests.fake_trainer", container["args"], extra, f"{meta['name']}-a{s.attempt}"),
                                meta["name"])  # fmt: skip
+        self.max_training = max(self.max_training, sum(p.poll() is None for p, _ in self.procs.values()))
         for uid, (proc, name) in list(self.procs.items()):
             if uid not in self.reported and proc.poll() is not None:
                 if proc.returncode == 0:
