@@ -8,7 +8,8 @@ It lets the local runner's orchestration (skip, resume, Ctrl-C) be tested in
 seconds; the real trainer is tested end to end where it exists.
 
     FAKE_TRAINER_STEP_SECONDS   sleep per step (default 0.01)
-    FAKE_TRAINER_FAIL_RUN       a run name that exits 3 at step 2
+    FAKE_TRAINER_FAIL_RUN       a run name that exits 3 at step FAKE_TRAINER_FAIL_STEP (default 2),
+                                after that step's checkpoint if it is one
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main() -> int:
     print(f"fake trainer {a.run}: start at step {start}", flush=True)
     store.write_bytes(rl.root + f"starts/{start:08d}", b"")  # the test reads where each attempt began
     sleep = float(os.environ.get("FAKE_TRAINER_STEP_SECONDS", "0.01"))
+    fail_step = int(os.environ.get("FAKE_TRAINER_FAIL_STEP", "2"))
     t0 = time.time()
     curve = []
     loss = 0.0
@@ -56,7 +58,8 @@ def main() -> int:
         tokens = step * a.total_batch_tokens
         loss = 2.0 + 30.0 / shape.scaling_params**0.2 + 20.0 / tokens**0.2
         curve.append({"step": step, "tokens": tokens, "flops": tokens * shape.flops_per_token, "loss": loss})
-        if os.environ.get("FAKE_TRAINER_FAIL_RUN") == a.run and step == 2:
+        fail_here = os.environ.get("FAKE_TRAINER_FAIL_RUN") == a.run and step == fail_step
+        if fail_here and step % a.checkpoint_every:
             print("simulated crash", file=sys.stderr, flush=True)
             return 3
         store.write_bytes(rl.progress, Progress(sweep=a.sweep, run=a.run, depth=a.depth, step=step, steps=a.steps,
@@ -70,6 +73,9 @@ def main() -> int:
             store.write_bytes(
                 key + "manifest.json", CheckpointManifest(step=step, tokens=tokens, world_size=1, files=files).to_json()
             )
+        if fail_here:
+            print(f"simulated crash after the checkpoint of step {step}", file=sys.stderr, flush=True)
+            return 3
     old = store.read_bytes(rl.loss_curve).decode() if store.exists(rl.loss_curve) else ""
     store.write_bytes(rl.loss_curve, (old + "".join(json.dumps(c) + "\n" for c in curve)).encode())
     tokens = a.steps * a.total_batch_tokens

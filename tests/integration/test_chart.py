@@ -28,6 +28,7 @@ WORKLOAD_RULES = (
         for g, r in (("kubeflow.org", "pytorchjobs"), ("batch", "jobs"))
         for v in ("get", "list", "watch", "create", "delete")
     }
+    | {("kubeflow.org", "pytorchjobs", "patch")}  # suspend/resume: runPolicy.suspend
 )
 OBSERVER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
 CLUSTER_PEERING = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}

@@ -35,7 +35,7 @@ FORBIDDEN = [  # (apiGroup, resource, verb, namespace): requests the operator ne
     ("miniseries.dev", "scalingsweeps", "create", "chart-a"),
     ("miniseries.dev", "scalingsweeps", "update", "chart-a"),
     ("miniseries.dev", "scalingsweeps", "delete", "chart-a"),
-    ("kubeflow.org", "pytorchjobs", "patch", "chart-a"),
+    ("kubeflow.org", "pytorchjobs", "update", "chart-a"),  # patch (suspend) yes, update never
     ("batch", "jobs", "update", "chart-a"),
     ("coordination.k8s.io", "leases", "create", "chart-a"),
     ("", "namespaces", "list", ""),

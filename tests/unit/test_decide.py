@@ -154,6 +154,54 @@ def test_suspend_stops_launches_and_patches_running_jobs() -> None:
     assert d.suspend == {"s-d4": False} and d.create == []
 
 
+def test_slots_are_counted_from_jobs_in_the_cluster_not_from_status() -> None:
+    """The parallelism bug: status lagging behind the cluster (a decider that ran before the
+    last status write landed) must not free a slot. A job that exists holds its slot whatever
+    status says about its run."""
+    s = spec(resources={"parallelism": 1})
+    stale = [RunStatus(name=n, depth=int(n[1:])) for n in ("d10", "d8", "d6", "d4")]  # all Pending, attempts 0
+    d = run_decide(s, [job("d10", JobPhase.Created)], previous=stale)
+    assert d.create == []
+    # a job of a run the plan no longer has (or any other attempt) still holds GPUs
+    d = run_decide(s, [ObservedJob(name="s-d12", run="d12", attempt=1, phase=JobPhase.Running)])
+    assert d.create == []
+
+
+def test_a_recorded_launch_holds_its_slot_until_its_job_appears() -> None:
+    """The handler records a launch (status, fenced by resourceVersion) before creating the job.
+    A decider that reads that status before the job exists must not start another run, and
+    re-creates the same attempt (a no-op 409 if the first creator got there)."""
+    s = spec(resources={"parallelism": 1})
+    first = run_decide(s)
+    assert created(first) == [("d10", 1)]
+    again = run_decide(s, [], previous=first.runs)
+    assert created(again) == [("d10", 1)]
+    assert {r.name: (r.state, r.attempts) for r in again.runs}["d10"] == (RunState.Pending, 1)
+    # a retry due at that moment waits too
+    prev = [*first.runs[:1], RunStatus(name="d8", depth=8, state=RunState.Retrying, attempts=1,
+                                       retry_at=dec.rfc3339(NOW - timedelta(seconds=1)))]  # fmt: skip
+    assert created(run_decide(s, [], previous=prev)) == [("d10", 1)]
+    # once the job exists it is an ordinary job: nothing is created
+    assert run_decide(s, [job("d10", JobPhase.Created)], previous=again.runs).create == []
+
+
+def test_a_failed_job_holds_its_slot_until_it_is_deleted_for_its_retry() -> None:
+    s = spec(depths=[4, 6], resources={"parallelism": 1})
+    d = run_decide(s, [failed("d6")])
+    assert d.delete == ["s-d6"] and d.create == []  # not d4 yet: d6's pods may still be going
+    d = run_decide(s, [failed("d6", deleting=True)], previous=d.runs)
+    assert d.create == []
+    d = run_decide(s, [], previous=d.runs)  # gone, backing off: that holds no slot
+    assert created(d) == [("d4", 1)]
+
+
+def test_a_finally_failed_job_is_kept_and_holds_no_slot() -> None:
+    s = spec(depths=[4, 6], resources={"parallelism": 1}, retryLimit=0)
+    d = run_decide(s, [failed("d6")])
+    assert d.delete == [] and created(d) == [("d4", 1)]
+    assert {r.name: r.state for r in d.runs}["d6"] is RunState.Failed
+
+
 # ---------------------------------------------------------------- retries
 
 
@@ -278,3 +326,14 @@ def test_adding_depths_is_allowed_changing_the_model_is_not() -> None:
     assert problems == ["spec.depths: runs already started cannot be removed: d4"]
     # nothing started yet: anything goes
     assert dec.refused_changes(old, spec(model={"sequenceLength": 1024}), set(), set()) == []
+
+
+def test_a_change_that_retrains_a_started_run_differently_is_refused() -> None:
+    """gpusPerRun is not a frozen section, but it moves the batch split: caught via the plans."""
+    old = spec(training={"totalBatchTokens": None})
+    new = spec(training={"totalBatchTokens": None}, resources={"gpusPerRun": 4})
+    problems = dec.refused_changes(old, new, {"d10"}, {"d4", "d6", "d8", "d10"}, make_plan(old), make_plan(new))
+    assert len(problems) == 1 and "run d10" in problems[0] and "gpus 2 -> 4" in problems[0]
+    # packing changes that leave every started run as it was are fine
+    more = spec(training={"totalBatchTokens": None}, resources={"parallelism": 1, "nodeGpus": 4})
+    assert dec.refused_changes(old, more, {"d10"}, {"d4", "d6", "d8", "d10"}, make_plan(old), make_plan(more)) == []

@@ -63,7 +63,7 @@ No Secrets (the operator's own S3 credentials come from envFrom), no pods, no na
   verbs: [update]
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs]
-  verbs: [get, list, watch, create, delete]
+  verbs: [get, list, watch, create, delete, patch]  # patch: runPolicy.suspend (spec.suspend)
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete]

@@ -9,7 +9,13 @@ a restarted operator reaches the same decisions from what exists.
 Rules:
 - results.json in the store is the truth that a run finished.
 - Never more GPUs in flight than nodeGpus, never more runs than parallelism;
-  runs start in plan order as soon as a slot frees.
+  runs start in plan order as soon as a slot frees. What holds a slot is counted
+  from the cluster, level-triggered (`slots_held`): every PyTorchJob of the sweep
+  that is unfinished or being deleted (a failed one that is retried holds its slot
+  until its foreground deletion has removed its pods), plus every launch recorded in status
+  whose job is not visible yet (the handler records a launch under an optimistic
+  lock on the sweep *before* creating the job, so two deciders can never both
+  spend the same slot). The slot count never comes from a run's state in status.
 - A failed attempt is retried while attempts <= retryLimit, after an exponential
   backoff; the failed job is deleted first (its name is reused, see jobs.py) and
   the retry resumes from the newest checkpoint (`--resume=auto`). Checkpoints
@@ -87,8 +93,7 @@ class ObservedJob:
 
     @property
     def active(self) -> bool:
-        """Holds (or will hold) GPUs: anything not finished counts, suspended included,
-        so that resuming never overcommits the node."""
+        """Not finished: running, about to run, or suspended (so resuming never overcommits)."""
         return self.phase not in (JobPhase.Succeeded, JobPhase.Failed)
 
 
@@ -183,6 +188,29 @@ def _from_store(rs: RunStatus, obs: RunObservation, price: float) -> None:
     rs.cost_usd = round(rs.gpu_seconds / 3600.0 * price, 4)
 
 
+def launch_recorded(old: RunStatus | None) -> bool:
+    """Status says this attempt was launched and no job has been seen for it since."""
+    return old is not None and old.state is RunState.Pending and old.attempts > 0 and bool(old.job_name)
+
+
+def slots_held(
+    plan: PlanStatus, jobs: list[ObservedJob], launching: list[RunStatus], retiring: frozenset[str] = frozenset()
+) -> tuple[int, int]:
+    """(runs in flight, GPUs in flight), counted from what exists in the cluster: every job
+    that is not finished or is being deleted, every failed job about to be deleted for a
+    retry (`retiring`: it holds its slot until its foreground deletion has removed its pods),
+    and every launch recorded in status whose job is not visible yet. Whichever attempt or
+    run a job belongs to (even one no longer in the plan), it counts: what exists holds GPUs."""
+    gpus_of = {p.name: p.gpus for p in plan.runs}
+    default = plan.runs[0].gpus if plan.runs else 0
+    holding = [j for j in jobs if j.active or j.deleting or j.name in retiring]
+    seen = {j.run for j in holding}
+    pending = [r for r in launching if r.name not in seen]
+    runs = len(holding) + len(pending)
+    gpus = sum(gpus_of.get(j.run, default) for j in holding) + sum(gpus_of.get(r.name, default) for r in pending)
+    return runs, gpus
+
+
 def decide(
     spec: ScalingSweepSpec,
     sweep: str,
@@ -203,6 +231,7 @@ def decide(
     price = spec.cost.price_per_gpu_hour
     d = Decision(runs=[])
     candidates: list[tuple[PlannedRun, RunStatus]] = []
+    launching: list[tuple[PlannedRun, RunStatus]] = []
 
     for run in plan.runs:
         old = prev.get(run.name)
@@ -272,6 +301,12 @@ def decide(
             rs.state = old.state
             if rs.state is RunState.Retrying:
                 candidates.append((run, rs))
+        elif launch_recorded(old):
+            # Recorded as launched, job not created yet (or the creator died in between):
+            # it holds its slot, and the same attempt is created again (409 if it exists).
+            assert old is not None
+            rs.state, rs.attempts, rs.job_name = RunState.Pending, old.attempts, old.job_name
+            launching.append((run, rs))
         else:
             rs.state = RunState.Pending
             candidates.append((run, rs))
@@ -282,9 +317,9 @@ def decide(
     if spec.suspend or tokenizer not in (TokenizerState.NotNeeded, TokenizerState.Ready):
         return d
 
-    active = [j for j in by_run.values() if j.active or j.deleting]
-    gpus = sum(p.gpus for p in plan.runs if p.name in {j.run for j in active})
-    in_flight = len(active)
+    in_flight, gpus = slots_held(plan, jobs, [rs for _, rs in launching], frozenset(d.delete))
+    for run, rs in launching:
+        d.create.append((run, rs.attempts))
     limit = spec.resources.max_runs_in_flight
     for run, rs in candidates:
         if in_flight >= limit or gpus + run.gpus > spec.resources.node_gpus:
@@ -443,15 +478,44 @@ def _flat(prefix: str, obj: Any) -> dict[str, Any]:
     return {prefix: obj}
 
 
-def refused_changes(old: ScalingSweepSpec, new: ScalingSweepSpec, started: set[str], new_runs: set[str]) -> list[str]:
+# What a started run trains, as planned: a change to any of these (through any spec field,
+# e.g. resources.gpusPerRun moving the automatic batch) makes its checkpoints and results
+# a different experiment.
+PLANNED_RUN_FIELDS = (
+    "n_layer", "n_embd", "n_head", "training_tokens", "total_batch_tokens", "grad_accum_steps", "steps", "gpus",
+)  # fmt: skip
+
+
+def refused_changes(
+    old: ScalingSweepSpec,
+    new: ScalingSweepSpec,
+    started: set[str],
+    new_runs: set[str],
+    old_plan: PlanStatus | None = None,
+    new_plan: PlanStatus | None = None,
+) -> list[str]:
     """Why `new` may not replace `old` once the runs in `started` exist (empty: allowed).
 
     Depths may be added; depths that started may not be removed; the model,
-    training and data dials are frozen once any run started.
+    training and data dials are frozen once any run started; and no other change
+    (resources.gpusPerRun, say) may alter what a started run trains per the plans.
     """
     if not started:
         return []
     problems = []
+    if old_plan is not None and new_plan is not None:
+        before = {r.name: r for r in old_plan.runs}
+        for r in new_plan.runs:
+            if r.name in started and r.name in before:
+                b = before[r.name]
+                diffs = [f"{f} {getattr(b, f)} -> {getattr(r, f)}" for f in PLANNED_RUN_FIELDS
+                         if getattr(b, f) != getattr(r, f)]  # fmt: skip
+                if diffs:
+                    problems.append(
+                        f"spec: run {r.name} already started and would train differently ({', '.join(diffs)}); "
+                        "revert the change (resources.gpusPerRun and training fields shape each run) "
+                        "or create a new sweep"
+                    )
     a, b = old.wire(), new.wire()
     for section in FROZEN_FIELDS:
         fa, fb = _flat(f"spec.{section}", a.get(section, {})), _flat(f"spec.{section}", b.get(section, {}))

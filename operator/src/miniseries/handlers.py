@@ -6,6 +6,14 @@ them converge on the same state from what exists in the API server and the
 store: creating with deterministic names and treating 409 as success makes a
 restart mid-sweep create no duplicates.
 
+Deciding what to launch is fenced, not just locked: the handler reads the sweep,
+decides, and writes the new status with the resourceVersion it read as a
+precondition *before* creating any job. Two deciders that read the same sweep
+(two threads of this process, a replica during a peering hand-over, an operator
+restarted while the old one still finishes a handler) cannot both get their
+status written, so they cannot both spend a free slot; the loser reads again and
+then sees the winner's launch, as a job or as a recorded launch (decide.py).
+
 The accepted spec is kept in the store (`<sweep>/sweep.json`, the layout's
 place for "the spec the runs were planned from"): a spec change that would
 invalidate started runs is refused and the operator keeps reconciling the
@@ -40,7 +48,8 @@ log = logging.getLogger("miniseries.operator")
 # Tests shorten both through the environment; production keeps the defaults.
 POLL_SECONDS = float(os.environ.get("MINISERIES_POLL_SECONDS", "10"))
 dec.RETRY_BASE_SECONDS = float(os.environ.get("MINISERIES_RETRY_BASE_SECONDS", dec.RETRY_BASE_SECONDS))
-FINALIZER_RETRIES = 5
+FINALIZER_RETRIES = 5  # store errors while deleting a sweep's artifacts
+JOBS_GONE_RETRIES = 30  # ~30 s waiting for a deleted sweep's jobs before its store prefix goes
 KUBECONFIG: str | None = None  # set by `miniseries operator --kubeconfig`; None: in-cluster first
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -107,8 +116,21 @@ def _status(body: dict[str, Any]) -> ScalingSweepStatus:
         return ScalingSweepStatus()
 
 
-def _patch_status(namespace: str, name: str, status: ScalingSweepStatus) -> None:
-    _custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status.wire()})
+class Conflict(Exception):
+    """The sweep changed since it was read: decide again from a fresh read."""
+
+
+def _patch_status(namespace: str, name: str, status: ScalingSweepStatus, resource_version: str | None = None) -> None:
+    """Merge-patch status; with `resource_version`, only if the sweep is still at that version."""
+    body: dict[str, Any] = {"status": status.wire()}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
+    try:
+        _custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
+    except ApiException as e:
+        if e.status == 409 and resource_version is not None:
+            raise Conflict(f"{namespace}/{name} changed since resourceVersion {resource_version}") from None
+        raise
 
 
 def _invalid(body: dict[str, Any], err: SpecError, reason: str) -> None:
@@ -180,16 +202,23 @@ def _owned_jobs(namespace: str, sweep: str, uid: str) -> list[dec.ObservedJob]:
 
 
 def _accepted_spec(
-    store: Store, sweep: str, spec: ScalingSweepSpec, previous: ScalingSweepStatus
+    store: Store, sweep: str, spec: ScalingSweepSpec, previous: ScalingSweepStatus, observed: list[dec.ObservedJob]
 ) -> tuple[ScalingSweepSpec, list[str]]:
     """The spec to reconcile and the reasons a change was refused (empty when accepted)."""
     from miniseries.report import load_spec, save_spec
 
     old = load_spec(store, sweep)
     if old is not None and old.wire() != spec.wire():
-        started = {r.name for r in previous.runs if r.attempts > 0 or r.state is RunState.Succeeded}
-        new_runs = {r.name for r in make_plan(spec).runs}
-        problems = dec.refused_changes(old, spec, started, new_runs)
+        # Started: a job exists for it, or status saw one (its job may be gone since).
+        started = {j.run for j in observed}
+        started |= {r.name for r in previous.runs if r.attempts > 0 or r.state is RunState.Succeeded}
+        new_plan = make_plan(spec)
+        try:
+            old_plan: PlanStatus | None = make_plan(old)
+        except SpecError:
+            old_plan = None
+        new_runs = {r.name for r in new_plan.runs}
+        problems = dec.refused_changes(old, spec, started, new_runs, old_plan, new_plan)
         if problems:
             return old.model_copy(update={"suspend": spec.suspend}), problems
     if old is None or old.wire() != spec.wire():
@@ -198,6 +227,9 @@ def _accepted_spec(
 
 
 # ---------------------------------------------------------------- reconcile
+
+
+CONFLICT_RETRIES = 5
 
 
 def reconcile(body: dict[str, Any], *, permanent_on_invalid: bool = False) -> None:
@@ -211,7 +243,14 @@ def reconcile(body: dict[str, Any], *, permanent_on_invalid: bool = False) -> No
     errors = opmetrics.ERRORS.labels(**labels)
     try:
         with _lock(ns, name):
-            _reconcile(body, permanent_on_invalid)
+            for attempt in range(CONFLICT_RETRIES):
+                try:
+                    _reconcile(body, permanent_on_invalid)
+                    break
+                except Conflict as e:
+                    log.info("reconcile of %s/%s raced another writer (try %d): %s", ns, name, attempt + 1, e)
+            else:
+                raise kopf.TemporaryError(f"{ns}/{name} kept changing while reconciling", delay=1)
     except (kopf.PermanentError, kopf.TemporaryError):
         raise
     except Exception:
@@ -223,11 +262,19 @@ def reconcile(body: dict[str, Any], *, permanent_on_invalid: bool = False) -> No
 
 def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     meta = body["metadata"]
-    ns, name, uid, gen = meta["namespace"], meta["name"], meta["uid"], meta.get("generation")
+    ns, name = meta["namespace"], meta["name"]
+    # Re-read: the trigger may be a job event or a timer carrying an old copy of the sweep,
+    # and the status patch below is conditional on exactly this version.
+    try:
+        body = _custom().get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    except ApiException as e:
+        if e.status == 404:
+            return
+        raise
+    meta = body["metadata"]
+    uid, gen, rv = meta["uid"], meta.get("generation"), meta["resourceVersion"]
     if meta.get("deletionTimestamp"):
         return
-    # Re-read: the trigger may be a job event carrying an old copy of the sweep.
-    body = _custom().get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
     previous = _status(body)
     try:
         sweep = parse_sweep({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
@@ -240,14 +287,32 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
 
     store = open_store(sweep.spec.store.uri)
     now = _now()
-    spec, refused = _accepted_spec(store, name, sweep.spec, previous)
+    observed = _owned_jobs(ns, name, uid)
+    spec, refused = _accepted_spec(store, name, sweep.spec, previous, observed)
     plan = make_plan(spec)
     tokenizer = _tokenizer_state(spec, store, ns, name)
-    observed = _owned_jobs(ns, name, uid)
     decision = dec.decide(spec, name, plan, observed, _observe_store(store, name, plan), previous.runs, tokenizer, now)
 
-    # Carry out creations first, then record status, then deletions: a crash between
-    # steps leaves either an existing job (409 next time) or a recorded Retrying run.
+    status = previous.model_copy(deep=True)
+    if status.plan is None or not refused:
+        status.plan = plan
+    status = dec.aggregate(status, decision.runs, suspended=spec.suspend, tokenizer=tokenizer, now=now, generation=gen)
+    if refused:
+        msg = "; ".join(refused)[:1000]
+        status.conditions = dec.set_condition(status.conditions, "Ready", False, "SpecChangeRefused", msg, now, gen)
+        if not any(
+            c.type == "Ready" and c.reason == "SpecChangeRefused" and c.message == msg for c in previous.conditions
+        ):
+            decision.events.append(dec.Event("SpecChangeRefused", msg, "Warning"))
+    if dec.finished(status.runs) and status.fit is None and status.totals.runs_done:
+        _fit(store, name, spec, status)
+        status.phase = dec.phase_of(status.runs, spec.suspend, status.fit)
+
+    # Record first, conditionally on the version read (Conflict: decide again), then act:
+    # a crash after this leaves recorded launches (created next time, 409 if they exist)
+    # and recorded Retrying runs (their failed jobs deleted next time).
+    _patch_status(ns, name, status, rv)
+
     tok_job = jobs.tokenizer_job(spec, name, uid, ns)
     if decision.create_tokenizer and _create(client.BatchV1Api().create_namespaced_job, ns, tok_job):
         opmetrics.JOBS_CREATED.labels(sweep=name, namespace=ns).inc()
@@ -268,21 +333,6 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
                 body, type="Normal", reason="RunStarted", message=f"{manifest['metadata']['name']} attempt {attempt}"
             )
 
-    status = previous.model_copy(deep=True)
-    if status.plan is None or not refused:
-        status.plan = plan
-    status = dec.aggregate(status, decision.runs, suspended=spec.suspend, tokenizer=tokenizer, now=now, generation=gen)
-    if refused:
-        msg = "; ".join(refused)[:1000]
-        status.conditions = dec.set_condition(status.conditions, "Ready", False, "SpecChangeRefused", msg, now, gen)
-        if not any(
-            c.type == "Ready" and c.reason == "SpecChangeRefused" and c.message == msg for c in previous.conditions
-        ):
-            kopf.event(body, type="Warning", reason="SpecChangeRefused", message=msg)
-    if dec.finished(status.runs) and status.fit is None and status.totals.runs_done:
-        _fit(store, name, spec, status)
-        status.phase = dec.phase_of(status.runs, spec.suspend, status.fit)
-    _patch_status(ns, name, status)
     for e in decision.events:
         kopf.event(body, type=e.type, reason=e.reason, message=e.message)
 
@@ -371,22 +421,57 @@ def on_job_event(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any)
     reconcile(parent)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
-def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, retry: int, **_: Any) -> None:
-    """PyTorchJobs go by ownerReference GC; store artifacts per spec.deletionPolicy.
+def _deletes_store(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("deletionPolicy", "Retain") == "Delete"
 
-    The finalizer never blocks forever: store errors are retried with backoff a
-    bounded number of times, then the sweep is let go with a Warning event.
+
+def _stop_jobs(namespace: str, sweep: str, uid: str) -> int:
+    """Delete the sweep's jobs (foreground: their pods first); how many still exist."""
+    left = 0
+    for job in _owned_jobs(namespace, sweep, uid):
+        left += 1
+        if not job.deleting:
+            try:
+                _custom().delete_namespaced_custom_object(
+                    jobs.PYTORCHJOB_GROUP, jobs.PYTORCHJOB_VERSION, namespace, jobs.PYTORCHJOB_PLURAL, job.name,
+                    body=client.V1DeleteOptions(propagation_policy="Foreground"),
+                )  # fmt: skip
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+    try:
+        client.BatchV1Api().delete_namespaced_job(
+            jobs.tokenizer_job_name(sweep), namespace, propagation_policy="Foreground"
+        )
+    except ApiException as e:
+        if e.status != 404:
+            raise
+    return left
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletes_store)
+def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: str, retry: int, **_: Any) -> None:
+    """deletionPolicy Delete: stop the runs, then remove `<store>/<sweep>/`.
+
+    With Retain (the default) this handler does not run: the store is left alone and
+    the PyTorchJobs go by ownerReference garbage collection. (Every sweep still carries
+    kopf's finalizer, which kopf needs to stop the polling timer; it is released as soon
+    as the operator sees the deletion.) Here the jobs are deleted first (a trainer still
+    running would write into the prefix after it is gone), waiting for them a bounded
+    while, and store errors are retried a bounded number of times: the finalizer never
+    blocks forever; when it gives up it says so in a Warning event.
     """
-    policy = spec.get("deletionPolicy", "Retain")
     uri = (spec.get("store") or {}).get("uri")
-    if policy != "Delete" or not uri:
+    if not uri:
         return
+    left = _stop_jobs(namespace, name, uid)
+    if left and retry < JOBS_GONE_RETRIES:
+        raise kopf.TemporaryError(f"waiting for {left} PyTorchJobs to go before deleting {uri}/{name}/", delay=1)
     try:
         removed = open_store(uri).delete_prefix(SweepLayout(name).root)
     except (StoreError, ValueError) as e:
-        if retry < FINALIZER_RETRIES:
-            raise kopf.TemporaryError(f"deleting store data failed: {e}", delay=min(2**retry, 30)) from e
+        if retry < JOBS_GONE_RETRIES + FINALIZER_RETRIES:
+            raise kopf.TemporaryError(f"deleting store data failed: {e}", delay=min(2 ** (retry % 6), 30)) from e
         kopf.event(body, type="Warning", reason="StoreCleanupFailed",
                    message=f"gave up deleting {uri}/{name}/ after {retry + 1} tries: {e}")  # fmt: skip
         return

@@ -1,0 +1,458 @@
+"""`miniseries operator` as a real process on the test cluster (tests/cluster.py): real API server,
+etcd, garbage collector, scheduler and a kwok 8-GPU node.
+
+The Kubeflow training-operator is not part of this cluster: in these tests the PyTorchJob
+lifecycle is driven by tests/operator_harness.py's JobDriver, which sets job conditions through
+the status subresource and runs each job's container args with tests/fake_trainer.py (progress,
+checkpoints, resume, results.json in the store the operator reads). The real training-operator
+and the real trainer are covered end to end by tests/e2e.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from miniseries import jobs
+from miniseries.api import ScalingSweepSpec
+from miniseries.plan import make_plan
+from tests.cluster import Cluster
+from tests.operator_harness import (
+    PYTHONPATH,
+    REPO,
+    JobDriver,
+    Operator,
+    condition,
+    custom,
+    events,
+    get_sweep,
+    install_crds,
+    job_phase,
+    list_jobs,
+    sweep_doc,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.cluster]
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> Cluster:
+    install_crds(cluster)
+    return cluster
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    return (tmp_path / "store").as_uri()
+
+
+@pytest.fixture
+def start_operator(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Callable[..., Operator]]:
+    started: list[Operator] = []
+
+    def start(log: str = "operator", **kw: Any) -> Operator:
+        op = Operator(crds, namespace, tmp_path / f"{log}.log", **kw).start()
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+
+
+def api(cluster: Cluster) -> Any:
+    return custom(cluster)
+
+
+def status(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    return get_sweep(api(cluster), ns, name).get("status") or {}
+
+
+def wait_phase(cluster: Cluster, ns: str, name: str, phases: tuple[str, ...], timeout: float = 90) -> dict[str, Any]:
+    return wait_until(  # type: ignore[no-any-return]
+        f"{name} in phase {phases}",
+        lambda: (s := status(cluster, ns, name)).get("phase") in phases and s,
+        timeout,
+    )
+
+
+def offline_plan(doc: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    path = tmp_path / f"{doc['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = subprocess.run([sys.executable, "-m", "miniseries.cli", "plan", str(path), "-o", "json"], check=True,
+                         capture_output=True, text=True, env={"PYTHONPATH": PYTHONPATH, "PATH": ""})  # fmt: skip
+    return json.loads(out.stdout)["plan"]  # type: ignore[no-any-return]
+
+
+def floats(x: Any) -> Any:
+    """Numbers as floats: the API server writes 4.5e20 back as the integer 451163695429032350000."""
+    if isinstance(x, dict):
+        return {k: floats(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [floats(v) for v in x]
+    if isinstance(x, int | float) and not isinstance(x, bool):
+        return float(x)
+    return x
+
+
+# ---------------------------------------------------------------- create
+
+
+def test_apply_the_example_creates_exactly_the_planned_jobs(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator], tmp_path: Path
+) -> None:
+    """examples/miniseries.yaml (only its store moved to this test's): status.plan is what
+    `miniseries plan` prints, the tokenizer Job comes first, then the first wave of PyTorchJobs,
+    each exactly jobs.pytorchjob() of its planned run, within parallelism and the node's GPUs."""
+    kc, ns = crds, namespace
+    doc = yaml.safe_load((REPO / "examples" / "miniseries.yaml").read_text())
+    doc["spec"]["store"]["uri"] = store_uri
+    doc["spec"]["data"].update(shardsUri=f"{store_uri}/data", evalBundleUri=f"{store_uri}/eval")
+    spec = ScalingSweepSpec.model_validate(doc["spec"])
+    plan = make_plan(spec)
+    start_operator()
+    started = time.monotonic()
+    kc.apply(doc, "-n", ns)
+    st = wait_until("status.plan", lambda: status(kc, ns, "miniseries").get("plan"), 30)
+    assert floats(st) == floats(offline_plan(doc, tmp_path))
+    # The tokenizer stage: a batch Job, and no run before its tokenizer is in the store.
+    tok = json.loads(kc.kubectl("get", "job", "miniseries-tokenizer", "-n", ns, "-o=json").stdout)
+    sweep = get_sweep(api(kc), ns, "miniseries")
+    uid = sweep["metadata"]["uid"]
+    want_tok = jobs.tokenizer_job(spec, "miniseries", uid, ns)
+    assert tok["metadata"]["ownerReferences"] == want_tok["metadata"]["ownerReferences"]
+    (c,) = tok["spec"]["template"]["spec"]["containers"]
+    (w,) = want_tok["spec"]["template"]["spec"]["containers"]
+    assert (c["image"], c["command"], c["args"]) == (w["image"], w["command"], w["args"])
+    assert list_jobs(api(kc), ns) == []
+    assert condition(sweep, "Progressing")["reason"] == "TrainingTokenizer"
+
+    with JobDriver(kc, ns, hold={r.name for r in plan.runs}, log_dir=tmp_path):  # runs the tokenizer only
+        first = wait_until("first wave", lambda: list_jobs(api(kc), ns), 30)
+        print(json.dumps({"apply_to_first_wave_seconds_incl_tokenizer": round(time.monotonic() - started, 2)}))
+        time.sleep(2)  # a few reconciles later: still exactly the first wave
+        first = list_jobs(api(kc), ns)
+    wave = [r for r in plan.runs if r.wave == 0]
+    assert [j["metadata"]["name"] for j in first] == [f"miniseries-{r.name}" for r in wave]
+    assert len(first) <= plan.max_runs_in_flight == 1  # parallelism 1, 8 GPUs per run on an 8-GPU node
+    assert sum(int(j["spec"]["nprocPerNode"]) for j in first) <= spec.resources.node_gpus
+    for j, run in zip(first, wave, strict=True):
+        want = jobs.pytorchjob(spec, "miniseries", uid, ns, run, attempt=1)
+        assert j["spec"] == want["spec"]
+        assert j["metadata"]["labels"] == want["metadata"]["labels"]
+        assert j["metadata"]["ownerReferences"] == want["metadata"]["ownerReferences"]
+    # the printer columns
+    table = kc.kubectl("get", "scalingsweeps", "-n", ns).stdout
+    assert table.split("\n")[0].split()[:5] == ["NAME", "PHASE", "RUNS", "COST", "BEST-CORE"]
+    assert "0/11" in table
+
+
+def test_runs_fill_in_next_runs_start_and_the_fit_appears(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator], tmp_path: Path
+) -> None:
+    """Three depths, two at a time: status.runs follow the jobs and the store, the third run
+    starts when a slot frees, never more than two in flight, and the fit and report land."""
+    kc, ns = crds, namespace
+    start_operator()
+    with JobDriver(kc, ns, log_dir=tmp_path) as driver:
+        kc.apply(sweep_doc("life", store_uri, parallelism=2, nodeGpus=8), "-n", ns)
+        running = wait_until(
+            "a run in progress in status",
+            lambda: [r for r in status(kc, ns, "life").get("runs", []) if r["state"] == "Running"],
+            60,
+        )
+        assert running[0]["jobName"].startswith("life-d")
+        st = wait_phase(kc, ns, "life", ("Succeeded", "Failed", "Degraded"))
+    assert st["phase"] == "Succeeded", st
+    assert driver.max_in_flight == 2 and driver.duplicates() == [] and not driver.errors
+    assert sorted((s.run, s.attempt) for s in driver.seen.values()) == [("d1", 1), ("d2", 1), ("d3", 1)]
+    runs = {r["name"]: r for r in st["runs"]}
+    for name, r in runs.items():
+        assert r["state"] == "Succeeded" and r["attempts"] == 1 and r["jobName"] == f"life-{name}"
+        assert r["step"] == r["steps"] > 0 and r["tokens"] > 0 and r["loss"] > 0
+        assert r["resultsUri"] == f"{store_uri}/life/{name}/results.json"
+    assert st["totals"]["runsDone"] == 3 and st["progress"] == "3/3"
+    assert st["fit"]["runsFitted"] == 3  # (the fake losses are too few points for every law: "partial" is the report's)
+    assert st["reportUri"].startswith(f"{store_uri}/life/report")
+    assert (Path(store_uri.removeprefix("file://")) / "life" / "report" / "report.json").exists()
+    ready = condition(get_sweep(api(kc), ns, "life"), "Ready")
+    assert ready["status"] == "True" and ready["observedGeneration"] == 1 and st["observedGeneration"] == 1
+    reasons = [e["reason"] for e in events(kc, ns, "life")]
+    assert reasons.count("RunStarted") == 3 and reasons.count("RunSucceeded") == 3
+
+
+def test_a_failed_job_is_retried_from_its_checkpoint(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator], tmp_path: Path
+) -> None:
+    """d2's first attempt crashes at step 30, after its step-25 checkpoint: the run goes
+    Retrying with the job's reason, the job is deleted and recreated as attempt 2 with
+    --resume=auto, which starts from step 25, and the sweep succeeds."""
+    kc, ns = crds, namespace
+    start_operator()
+    with JobDriver(kc, ns, fail={"d2": {1}}, fail_step=30, log_dir=tmp_path) as driver:
+        kc.apply(sweep_doc("retry", store_uri, depths=[2]), "-n", ns)
+        retrying = wait_until(
+            "d2 Retrying",
+            lambda: [r for r in status(kc, ns, "retry").get("runs", []) if r["state"] == "Retrying"],
+            60,
+        )
+        st = wait_phase(kc, ns, "retry", ("Succeeded", "Failed", "Degraded"))
+    (r,) = retrying
+    assert r["reason"] == "ExitCode3" and "exited with code 3" in r["message"] and r["attempts"] == 1
+    assert r["checkpointUri"] == f"{store_uri}/retry/d2/ckpt/step_00000025/"
+    assert st["phase"] == "Succeeded", st
+    (done,) = st["runs"]
+    assert done["attempts"] == 2 and done["state"] == "Succeeded" and done["reason"] == "ExitCode3"
+    assert sorted((s.run, s.attempt) for s in driver.seen.values()) == [("d2", 1), ("d2", 2)]
+    (job,) = list_jobs(api(kc), ns)
+    assert job["metadata"]["labels"]["miniseries.dev/attempt"] == "2"
+    assert "--resume=auto" in job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
+    starts = sorted(p.name for p in (Path(store_uri.removeprefix("file://")) / "retry" / "d2" / "starts").iterdir())
+    assert starts == ["00000000", "00000025"]  # attempt 2 resumed from the checkpoint
+    ev = [e for e in events(kc, ns, "retry") if e["reason"] == "RunRetrying"]
+    assert len(ev) == 1 and ev[0]["type"] == "Warning" and "step_00000025" in ev[0]["message"]
+
+
+# ---------------------------------------------------------------- production manners
+
+
+def test_operator_killed_mid_sweep_and_restarted_makes_no_duplicates(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator], tmp_path: Path
+) -> None:
+    """SIGKILL the operator while the first run trains; the run finishes meanwhile; a new
+    operator resumes: status is intact, every job exists once, the sweep completes one run
+    at a time (parallelism 1)."""
+    kc, ns = crds, namespace
+    first = start_operator("operator-1")
+    with JobDriver(kc, ns, hold={"d3"}, log_dir=tmp_path) as driver:
+        kc.apply(sweep_doc("restart", store_uri, parallelism=1), "-n", ns)
+        wait_until("d3 Running in status",
+                   lambda: [r for r in status(kc, ns, "restart").get("runs", []) if r["state"] == "Running"], 60)  # fmt: skip
+        before = status(kc, ns, "restart")
+        first.stop(signal.SIGKILL)
+        driver.hold.clear()  # d3 finishes while no operator runs
+        wait_until("d3 job Succeeded", lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Succeeded"], 30)
+        assert [j["metadata"]["name"] for j in list_jobs(api(kc), ns)] == ["restart-d3"]
+        after_kill = status(kc, ns, "restart")
+        assert after_kill["plan"] == before["plan"] and after_kill["runs"] == before["runs"]
+        start_operator("operator-2")
+        st = wait_phase(kc, ns, "restart", ("Succeeded", "Failed", "Degraded"))
+    assert st["phase"] == "Succeeded" and st["plan"] == before["plan"]
+    assert driver.duplicates() == [] and driver.max_in_flight == 1
+    assert sorted((s.run, s.attempt) for s in driver.seen.values()) == [("d1", 1), ("d2", 1), ("d3", 1)]
+    assert [r["attempts"] for r in st["runs"]] == [1, 1, 1]
+
+
+def test_two_operators_at_once_only_one_acts(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator], tmp_path: Path
+) -> None:
+    """Two replicas sharing kopf peering: the higher priority acts, the other is paused and
+    reconciles nothing; when the active one stops, the other takes over."""
+    kc, ns = crds, namespace
+    kc.apply({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "miniseries"}}, "-n", ns)
+    low = start_operator("operator-low", peering="miniseries", priority=10)
+    high = start_operator("operator-high", peering="miniseries", priority=20)
+    with JobDriver(kc, ns, log_dir=tmp_path) as driver:
+        kc.apply(sweep_doc("pair", store_uri, parallelism=1), "-n", ns)
+        st = wait_phase(kc, ns, "pair", ("Succeeded", "Failed", "Degraded"))
+        assert st["phase"] == "Succeeded"
+        assert high.metric("miniseries_operator_reconciles_total") > 0
+        assert low.metric("miniseries_operator_reconciles_total") == 0
+        assert driver.duplicates() == [] and driver.max_in_flight == 1
+        high.stop()  # a clean exit leaves the peering: the other one resumes
+        kc.apply(sweep_doc("pair2", store_uri, depths=[1]), "-n", ns)
+        wait_phase(kc, ns, "pair2", ("Succeeded",), timeout=60)
+    assert low.metric("miniseries_operator_reconciles_total") > 0
+
+
+# ---------------------------------------------------------------- delete
+
+
+@pytest.mark.parametrize("store_kind", ["file", pytest.param("s3", marks=pytest.mark.s3)])
+def test_delete_collects_jobs_and_applies_the_deletion_policy(
+    crds: Cluster,
+    namespace: str,
+    store_uri: str,
+    start_operator: Callable[..., Operator],
+    tmp_path: Path,
+    store_kind: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Two finished sweeps deleted: their PyTorchJobs and tokenizer Jobs go by garbage
+    collection; `keep` (Retain, the default) leaves its store data, `wipe` (Delete) removes it
+    in the deletion handler, before kopf releases its finalizer."""
+    from miniseries.store import open_store
+
+    kc, ns = crds, namespace
+    env: dict[str, str] = {}
+    if store_kind == "s3":
+        s3 = request.getfixturevalue("s3")
+        store_uri, env = f"{s3.uri}/sweeps", s3.env
+    start_operator(env=env)
+    with JobDriver(kc, ns, env, log_dir=tmp_path):
+        kc.apply(sweep_doc("keep", store_uri, depths=[1]), "-n", ns)
+        kc.apply({**sweep_doc("wipe", store_uri, depths=[1]), "spec": {**sweep_doc("wipe", store_uri, depths=[1])["spec"],
+                                                                       "deletionPolicy": "Delete"}}, "-n", ns)  # fmt: skip
+        for name in ("keep", "wipe"):
+            wait_phase(kc, ns, name, ("Succeeded",))
+    assert sorted(j["metadata"]["name"] for j in list_jobs(api(kc), ns)) == ["keep-d1", "wipe-d1"]
+    import os
+
+    os.environ.update(env)  # for open_store in this process (S3 credentials and endpoint)
+    store = open_store(store_uri)
+    assert store.exists("keep/d1/results.json") and store.exists("wipe/d1/results.json")
+    kc.kubectl("delete", "scalingsweep", "keep", "wipe", "-n", ns, "--timeout=60s")
+    wait_until("jobs garbage-collected", lambda: list_jobs(api(kc), ns) == [], 60)
+    wait_until(
+        "tokenizer Jobs garbage-collected",
+        lambda: json.loads(kc.kubectl("get", "jobs", "-n", ns, "-o=json").stdout)["items"] == [],
+        60,
+    )
+    assert store.list("wipe/") == []
+    assert "keep/d1/results.json" in store.list("keep/") and "keep/sweep.json" in store.list("keep/")
+    assert any(e["reason"] == "StoreDeleted" for e in events(kc, ns, "wipe"))
+
+
+# ---------------------------------------------------------------- spec changes
+
+
+def test_suspend_resume_add_depths_and_a_refused_change(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator], tmp_path: Path
+) -> None:
+    kc, ns = crds, namespace
+    start_operator()
+    patch = ["patch", "scalingsweep", "chg", "-n", ns, "--type=merge", "-p"]
+    with JobDriver(kc, ns, hold={"d2", "d3"}, log_dir=tmp_path):
+        kc.apply(sweep_doc("chg", store_uri, depths=[1, 2], parallelism=1), "-n", ns)
+        wait_until("d2 running", lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Running"], 60)
+
+        def suspended() -> Any:
+            return [j["spec"]["runPolicy"]["suspend"] for j in list_jobs(api(kc), ns)]
+
+        kc.kubectl(*patch, '{"spec": {"suspend": true}}')
+        wait_until("job suspended", lambda: suspended() == [True], 30)
+        st = wait_phase(kc, ns, "chg", ("Suspended",), timeout=30)
+        assert condition({"status": st}, "Progressing")["reason"] == "Suspended"
+        kc.kubectl(*patch, '{"spec": {"suspend": false}}')
+        wait_until("job resumed", lambda: suspended() == [False], 30)
+
+        kc.kubectl(*patch, '{"spec": {"depths": [1, 2, 3]}}')
+        st = wait_until("d3 planned", lambda: len((status(kc, ns, "chg").get("plan") or {}).get("runs", [])) == 3
+                        and status(kc, ns, "chg"), 30)  # fmt: skip
+        assert {r["name"] for r in st["runs"]} == {"d1", "d2", "d3"}
+
+        kc.kubectl(*patch, '{"spec": {"training": {"tokensPerParam": 10}}}')
+        refused = wait_until(
+            "change refused",
+            lambda: (c := condition(get_sweep(api(kc), ns, "chg"), "Ready")).get("reason") == "SpecChangeRefused" and c,
+            30,
+        )
+        assert refused["status"] == "False" and "spec.training.tokensPerParam" in refused["message"]
+        assert "d2" in refused["message"]
+        assert any(e["reason"] == "SpecChangeRefused" for e in events(kc, ns, "chg"))
+        args = list_jobs(api(kc), ns)[0]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+        assert any(a.startswith("--target-tokens=") for a in args["containers"][0]["args"])
+        assert status(kc, ns, "chg")["plan"]["runs"][0]["steps"] == st["plan"]["runs"][0]["steps"]
+        kc.kubectl(*patch, '{"spec": {"training": {"tokensPerParam": 8}}}')
+        wait_until(
+            "accepted again", lambda: condition(get_sweep(api(kc), ns, "chg"), "Ready").get("status") == "True", 30
+        )
+
+
+# ---------------------------------------------------------------- validation
+
+BASE = sweep_doc("bad", "file:///tmp/unused", depths=[1])
+
+
+def mutate(path: str, value: Any, drop: str | None = None) -> dict[str, Any]:
+    """BASE with `path` (dotted, under spec) set to `value`, or removed when value is ...;
+    `drop` removes another top-level spec field."""
+    doc = json.loads(json.dumps(BASE))
+    if drop:
+        doc["spec"].pop(drop)
+    node = doc["spec"]
+    *parents, leaf = path.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is ...:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = value
+    return doc
+
+
+# (what is wrong, the sweep, a field name the message must contain)
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("depth 0", mutate("depths", [0]), "depths"),
+    ("depth 65", mutate("depths", [65]), "depths"),
+    ("no depths", mutate("depths", []), "depths"),
+    ("repeated depth", mutate("depths", [2, 2]), "depths"),
+    ("depths and depthRange", mutate("depthRange", {"min": 1, "max": 2}), "depthRange"),
+    ("neither depths nor depthRange", mutate("depths", ...), "depthRange"),
+    ("range max < min", mutate("depthRange", {"min": 3, "max": 2}, drop="depths"), "max"),
+    ("odd headDim", mutate("model.headDim", 7), "headDim"),
+    ("tiny vocab", mutate("model.vocabSize", 100), "vocabSize"),
+    ("short context", mutate("model.sequenceLength", 8), "sequenceLength"),
+    ("zero aspect ratio", mutate("model.aspectRatio", 0), "aspectRatio"),
+    ("unknown mode", mutate("training.mode", "chinchilla"), "mode"),
+    ("zero tokensPerParam", mutate("training.tokensPerParam", 0), "tokensPerParam"),
+    ("isoflop without budgets", mutate("training.mode", "isoflop"), "isoflopBudgets"),
+    ("budgets in ratio mode", mutate("training.isoflopBudgets", [1e15]), "isoflopBudgets"),
+    ("warmdown > 1", mutate("training.warmdownRatio", 1.5), "warmdownRatio"),
+    ("batch not a micro-batch multiple", mutate("training.totalBatchTokens", 1000), "totalBatchTokens"),
+    ("more GPUs per run than the node", mutate("resources.gpusPerRun", 2), "gpusPerRun"),
+    ("zero parallelism", mutate("resources.parallelism", 0), "parallelism"),
+    ("bad pull policy", mutate("resources.imagePullPolicy", "Sometimes"), "imagePullPolicy"),
+    ("MFU > 1", mutate("resources.assumedMfu", 2), "assumedMfu"),
+    ("http store", mutate("store.uri", "http://example.com/x"), "uri"),
+    ("no store", mutate("store", ...), "store"),
+    ("relative shards", mutate("data.shardsUri", "data/shards"), "shardsUri"),
+    ("over budget", mutate("cost", {"pricePerGpuHour": 3.0, "budgetUsd": 1e-6}), "budgetUsd"),
+    ("retryLimit 50", mutate("retryLimit", 50), "retryLimit"),
+    ("unknown deletionPolicy", mutate("deletionPolicy", "Keep"), "deletionPolicy"),
+    ("misspelt field", mutate("trainng", {"mode": "ratio"}), "trainng"),
+    ("name too long for job names", {**BASE, "metadata": {"name": "x" * 51}}, "metadata.name"),
+]
+
+
+def test_invalid_sweeps_are_rejected_naming_the_field(
+    crds: Cluster, namespace: str, start_operator: Callable[..., Operator]
+) -> None:
+    """Each invalid sweep is refused by the API server (the CRD schema) or by the operator
+    (Ready=False with reason InvalidSpec and a Warning event); either message names the field."""
+    kc, ns = crds, namespace
+    assert len(INVALID) >= 20
+    start_operator()
+    by_operator: dict[str, tuple[str, str]] = {}
+    by_schema = []
+    for i, (what, doc, field) in enumerate(INVALID):
+        name = doc["metadata"]["name"] if what.startswith("name") else f"bad-{i}"
+        doc = {**doc, "metadata": {"name": name}}
+        proc = kc.kubectl("apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump(doc), check=False)
+        if proc.returncode:
+            assert field in proc.stderr, f"{what}: API server message does not name {field}: {proc.stderr}"
+            by_schema.append(what)
+        else:
+            by_operator[name] = (what, field)
+    for name, (what, field) in by_operator.items():
+        ready = wait_until(
+            f"{what}: Ready=False",
+            lambda n=name: (c := condition(get_sweep(api(kc), ns, n), "Ready")).get("status") == "False" and c,
+            30,
+        )
+        assert ready["reason"] == "InvalidSpec" and field in ready["message"], (what, ready)
+        assert status(kc, ns, name)["phase"] == "Invalid"
+        warnings = [e for e in events(kc, ns, name) if e["reason"] == "InvalidSpec"]
+        assert warnings and field in warnings[0]["message"] and warnings[0]["type"] == "Warning"
+    assert list_jobs(api(kc), ns) == []
+    print(json.dumps({"rejected_by_schema": len(by_schema), "rejected_by_operator": len(by_operator)}))

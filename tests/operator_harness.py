@@ -1,0 +1,323 @@
+"""`miniseries operator` as a real process against the test cluster (tests/cluster.py), and a
+stand-in for what runs PyTorchJobs there.
+
+The cluster has a real API server, etcd, garbage collector and scheduler, and a kwok GPU node,
+but no Kubeflow training-operator and no kubelet that runs containers (tests/e2e covers that
+path). So :class:`JobDriver` plays their part, visibly and only through the API and the store:
+it sets each PyTorchJob's conditions through the status subresource (Created, Running, then
+Succeeded or Failed, as the training-operator does) and runs the job's own container args with
+tests/fake_trainer.py, which honours the trainer's contract (progress, checkpoints, resume,
+results.json) in the same store the operator reads. Used by tests/integration/test_operator_cluster.py
+and bench/operator.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from tests.cluster import Cluster, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHONPATH = os.pathsep.join(
+    [str(REPO / "operator" / "src"), str(REPO / "trainer_image" / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
+)
+PYTORCHJOBS = ("kubeflow.org", "v1", "pytorchjobs")
+SWEEPS = ("miniseries.dev", "v1alpha1", "scalingsweeps")
+FINISHED = ("Succeeded", "Failed")
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll until `check()` is truthy; return its value, or fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    value: Any = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {value!r}")
+
+
+def install_crds(cluster: Cluster) -> None:
+    """The ScalingSweep CRD as `miniseries crd` renders it, and kopf's peering CRDs."""
+    crd = subprocess.run(
+        [sys.executable, "-m", "miniseries.cli", "crd"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+    ).stdout
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=crd)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "kopf-peering.yaml"))
+    established = "-o=jsonpath={.status.conditions[?(@.type=='Established')].status}"
+    for name in ("scalingsweeps.miniseries.dev", "kopfpeerings.kopf.dev"):
+        wait_until(f"CRD {name}", lambda n=name: cluster.kubectl("get", f"crd/{n}", established).stdout == "True", 60)
+
+
+def sweep_doc(name: str, store_uri: str, *, depths: list[int] | None = None, **resources: Any) -> dict[str, Any]:
+    """examples/tiny.yaml under another name and store, its tokenizer trained by the sweep."""
+    doc: dict[str, Any] = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
+    doc["metadata"] = {"name": name}
+    spec = doc["spec"]
+    spec["depths"] = depths or [1, 2, 3]
+    spec["store"] = {"uri": store_uri}
+    spec["data"]["shardsUri"] = f"{store_uri}/data/shards"
+    spec["resources"].update(cpu="1", memory="1Gi", **resources)
+    return doc
+
+
+@dataclass
+class Operator:
+    """One `miniseries operator` process watching one namespace."""
+
+    cluster: Cluster
+    namespace: str
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    peering: str | None = None
+    priority: int | None = None
+    poll_seconds: float = 0.5
+    retry_base_seconds: float = 1.0
+    proc: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+    liveness_port: int = 0
+
+    def start(self) -> Operator:
+        self.metrics_port, self.liveness_port = free_port(), free_port()
+        cmd = [sys.executable, "-m", "miniseries.cli", "operator", f"--kubeconfig={self.cluster.kubeconfig}",
+               f"--namespace={self.namespace}", f"--metrics-port={self.metrics_port}",
+               f"--liveness-port={self.liveness_port}"]  # fmt: skip
+        if self.peering:
+            cmd.append(f"--peering={self.peering}")
+        if self.priority is not None:
+            cmd.append(f"--priority={self.priority}")
+        env = {
+            **os.environ,
+            **self.env,
+            "PYTHONPATH": PYTHONPATH,
+            "MINISERIES_POLL_SECONDS": str(self.poll_seconds),
+            "MINISERIES_RETRY_BASE_SECONDS": str(self.retry_base_seconds),
+        }
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_until(f"operator /healthz ({self.log_path})", self.healthy, 60)
+        return self
+
+    def healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited {self.proc.returncode}: {self.log_path.read_text()[-3000:]}")
+        try:
+            return requests.get(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def metric(self, name: str) -> float:
+        """Sum of a metric's samples (all label sets) from this process's /metrics."""
+        text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+# ---------------------------------------------------------------- reading the cluster
+
+
+def custom(cluster: Cluster) -> Any:
+    from kubernetes import client
+
+    return client.CustomObjectsApi(cluster.api_client())
+
+
+def get_sweep(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    return api.get_namespaced_custom_object(*SWEEPS[:2], namespace, SWEEPS[2], name)  # type: ignore[no-any-return]
+
+
+def list_jobs(api: Any, namespace: str) -> list[dict[str, Any]]:
+    return api.list_namespaced_custom_object(*PYTORCHJOBS[:2], namespace, PYTORCHJOBS[2])["items"]  # type: ignore[no-any-return]
+
+
+def job_phase(job: dict[str, Any]) -> str:
+    """The newest True condition's type ('' when the job has none)."""
+    true = [c["type"] for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
+    for phase in ("Succeeded", "Failed", "Suspended", "Running", "Created"):
+        if phase in true:
+            return phase
+    return ""
+
+
+def condition(sweep: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (sweep.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def events(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", "events", "-n", namespace, f"--field-selector=involvedObject.name={name}", "-o=json")
+    return json.loads(out.stdout)["items"]  # type: ignore[no-any-return]
+
+
+def set_job_condition(api: Any, namespace: str, name: str, type_: str, reason: str, message: str = "") -> None:
+    """What the training-operator writes: the new condition True, Running False once finished."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    job = api.get_namespaced_custom_object(*PYTORCHJOBS[:2], namespace, PYTORCHJOBS[2], name)
+    conds = [c for c in (job.get("status") or {}).get("conditions") or [] if c["type"] != type_]
+    if type_ in FINISHED:
+        conds = [{**c, "status": "False"} if c["type"] == "Running" else c for c in conds]
+    conds.append({"type": type_, "status": "True", "reason": reason, "message": message or reason,
+                  "lastUpdateTime": now, "lastTransitionTime": now})  # fmt: skip
+    status = {"conditions": conds, "replicaStatuses": {}}
+    if type_ == "Running":
+        status["startTime"] = now
+    if type_ in FINISHED:
+        status["completionTime"] = now
+    api.patch_namespaced_custom_object_status(*PYTORCHJOBS[:2], namespace, PYTORCHJOBS[2], name, {"status": status})
+
+
+# ---------------------------------------------------------------- the stand-in
+
+
+@dataclass
+class Seen:
+    name: str
+    run: str
+    attempt: int
+    uid: str
+    gpus: int
+
+
+class JobDriver:
+    """Runs the sweep's PyTorchJobs the way training-operator + kubelet would, through the API.
+
+    Every poll it lists the namespace's PyTorchJobs; a new one gets Created and Running
+    conditions and a fake trainer process with the job's container args (in the store the
+    operator reads); when that process exits the job gets Succeeded, or Failed with reason
+    `ExitCode<n>`. `fail` names runs whose given attempts crash after `fail_step`. It also
+    runs the tokenizer Job's args with tests/fake_tokenizer.py, and records what it saw:
+    every (job, attempt, uid) and the most jobs and GPUs in flight at once.
+    """
+
+    def __init__(self, cluster: Cluster, namespace: str, env: dict[str, str] | None = None, *,
+                 fail: dict[str, set[int]] | None = None, fail_step: int = 30, step_seconds: float = 0.002,
+                 hold: set[str] | None = None, log_dir: Path | None = None) -> None:  # fmt: skip
+        from kubernetes import client
+
+        self.cluster, self.namespace = cluster, namespace
+        self.api = custom(cluster)
+        self.batch = client.BatchV1Api(cluster.api_client())
+        self.env = {**os.environ, **(env or {}), "PYTHONPATH": PYTHONPATH,
+                    "FAKE_TRAINER_STEP_SECONDS": str(step_seconds)}  # fmt: skip
+        self.fail, self.fail_step = fail or {}, fail_step
+        self.hold = hold if hold is not None else set()  # runs left Running until released
+        self.log_dir = log_dir
+        self.seen: dict[str, Seen] = {}  # uid -> job
+        self.procs: dict[str, tuple[subprocess.Popen[bytes], str]] = {}  # uid -> (process, job name)
+        self.tokenizers: set[str] = set()
+        self.reported: set[str] = set()  # uids whose final condition was written
+        self.max_in_flight = 0  # unfinished PyTorchJobs at once
+        self.max_in_flight_by_sweep: dict[str, int] = {}
+        self.max_training = 0  # trainer processes alive at once
+        self.max_gpus = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"job-driver-{namespace}", daemon=True)
+
+    def __enter__(self) -> JobDriver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        for proc, _ in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def duplicates(self) -> list[tuple[str, int]]:
+        """(job, attempt) pairs created more than once."""
+        keys = [(s.name, s.attempt) for s in self.seen.values()]
+        return sorted({k for k in keys if keys.count(k) > 1})
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception as e:  # the API server restarting, a job deleted under us: next poll
+                self.errors.append(f"{type(e).__name__}: {e}")
+            self._stop.wait(0.1)
+
+    def _spawn(self, module: str, args: list[str], extra: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{log_name}.log").open("ab") if self.log_dir else subprocess.DEVNULL
+        return subprocess.Popen([sys.executable, "-m", module, *args], env={**self.env, **extra},
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+
+    def _step(self) -> None:
+        for job in self.batch.list_namespaced_job(self.namespace).items:
+            if job.metadata.uid not in self.tokenizers:
+                self.tokenizers.add(job.metadata.uid)
+                args = job.spec.template.spec.containers[0].args
+                self._spawn("tests.fake_tokenizer", args, {}, job.metadata.name).wait()
+        jobs = list_jobs(self.api, self.namespace)
+        in_flight = [j for j in jobs if job_phase(j) not in FINISHED]
+        self.max_in_flight = max(self.max_in_flight, len(in_flight))
+        for sweep in {j["metadata"]["labels"]["miniseries.dev/sweep"] for j in in_flight}:
+            n = sum(j["metadata"]["labels"]["miniseries.dev/sweep"] == sweep for j in in_flight)
+            self.max_in_flight_by_sweep[sweep] = max(self.max_in_flight_by_sweep.get(sweep, 0), n)
+        gpus = sum(int(j["spec"]["nprocPerNode"]) for j in in_flight)
+        self.max_gpus = max(self.max_gpus, gpus)
+        for j in jobs:
+            meta, uid = j["metadata"], j["metadata"]["uid"]
+            labels = meta["labels"]
+            if uid not in self.seen:
+                self.seen[uid] = Seen(meta["name"], labels["miniseries.dev/run"],
+                                      int(labels["miniseries.dev/attempt"]), uid, int(j["spec"]["nprocPerNode"]))  # fmt: skip
+            if job_phase(j) == "" and not meta.get("deletionTimestamp"):
+                set_job_condition(self.api, self.namespace, meta["name"], "Created", "PyTorchJobCreated")
+            suspended = (j["spec"].get("runPolicy") or {}).get("suspend")
+            if uid in self.procs or suspended or job_phase(j) in FINISHED or meta.get("deletionTimestamp"):
+                continue
+            s = self.seen[uid]
+            if s.run in self.hold:
+                if job_phase(j) != "Running":
+                    set_job_condition(self.api, self.namespace, meta["name"], "Running", "PyTorchJobRunning")
+                continue
+            set_job_condition(self.api, self.namespace, meta["name"], "Running", "PyTorchJobRunning")
+            extra = {}
+            if s.attempt in self.fail.get(s.run, set()):
+                extra = {"FAKE_TRAINER_FAIL_RUN": s.run, "FAKE_TRAINER_FAIL_STEP": str(self.fail_step)}
+            container = j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+            self.procs[uid] = (self._spawn("tests.fake_trainer", container["args"], extra, f"{meta['name']}-a{s.attempt}"),
+                               meta["name"])  # fmt: skip
+        self.max_training = max(self.max_training, sum(p.poll() is None for p, _ in self.procs.values()))
+        for uid, (proc, name) in list(self.procs.items()):
+            if uid not in self.reported and proc.poll() is not None:
+                if proc.returncode == 0:
+                    set_job_condition(self.api, self.namespace, name, "Succeeded", "PyTorchJobSucceeded")
+                else:
+                    set_job_condition(self.api, self.namespace, name, "Failed", f"ExitCode{proc.returncode}",
+                                      f"PyTorchJob {name} failed: master exited with code {proc.returncode}")  # fmt: skip
+                self.reported.add(uid)
