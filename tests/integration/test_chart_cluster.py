@@ -164,7 +164,15 @@ def test_install_least_privilege_upgrade_uninstall(clean: Path, tmp_path: Path, 
     operator = sa_kubeconfig(kc, tmp_path)
     # kubectl, not PyYAML: YAML 1.1 reads tiny.yaml's `2.0e11` as a string, the API server as a number
     kubectl(kc, "apply", "-n", "chart-a", "-f", str(CHART.parents[1] / "examples" / "tiny.yaml"))
-    assert names(operator, "scalingsweeps", "-A") == "scalingsweep.miniseries.dev/tiny"
+    # a cluster-wide list works with the token (other tests' sweeps may be listed too: the cluster is shared)
+    listed = kubectl(
+        operator,
+        "get",
+        "scalingsweeps",
+        "-A",
+        "-o=jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {end}",
+    )
+    assert "chart-a/tiny" in listed.stdout.split()
     status = json.dumps({"status": {"phase": "Planning"}})
     kubectl(
         operator, "-n", "chart-a", "patch", "scalingsweep", "tiny", "--subresource=status", "--type=merge", "-p", status
