@@ -107,8 +107,14 @@ def test_accuracy_out_of_range_and_unknown_task_are_errors() -> None:
     [
         ("icl_tasks: 3", "non-empty list `icl_tasks`"),
         ("icl_tasks:\n- label: a\n  dataset_uri: x/a.jsonl\n  num_fewshot: [0]\n  icl_task_type: essay\n", "essay"),
-        ("icl_tasks:\n- label: a\n  dataset_uri: ../a.jsonl\n  num_fewshot: [0]\n  icl_task_type: schema\n", "relative"),
-        ("icl_tasks:\n- label: a\n  dataset_uri: x/a.jsonl\n  num_fewshot: 3\n  icl_task_type: schema\n", "num_fewshot"),
+        (
+            "icl_tasks:\n- label: a\n  dataset_uri: ../a.jsonl\n  num_fewshot: [0]\n  icl_task_type: schema\n",
+            "relative",
+        ),
+        (
+            "icl_tasks:\n- label: a\n  dataset_uri: x/a.jsonl\n  num_fewshot: 3\n  icl_task_type: schema\n",
+            "num_fewshot",
+        ),
         ("icl_tasks: [\n", "not valid YAML"),
     ],
 )
