@@ -393,7 +393,8 @@ def test_bits_per_byte_of_a_uniform_model_is_log2_v_times_tokens_per_byte(tok: T
 
     text = first_row("lambada_openai")["context"]
     ids = [tok.bos_token_id, *tok.encode(text), tok.bos_token_id, *tok.encode("Tower of London")]
-    x, y = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
+    # one more position whose target is ignored (-1): it counts in neither sum
+    x, y = torch.tensor([[*ids[:-1], ids[-1]]]), torch.tensor([[*ids[1:], -1]])
     token_bytes = tok.token_bytes()
 
     def uniform(idx: Any) -> Any:
