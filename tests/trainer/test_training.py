@@ -158,8 +158,9 @@ def test_metrics_are_served_with_labels(corpus: Corpus, tmp_path: Path) -> None:
 def test_finished_run_restarted_resumes_at_the_end_and_calls_core_with_the_agreed_interface(
     corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """CORE lives in core_eval.py (written in parallel); this pins the call train.py makes:
-    evaluate_core(model, tokenizer, bundle_uri, *, device, max_per_task, max_seq_len) -> CoreResult,
+    """This pins the calls train.py makes to core_eval: load_bundle(uri, allow_partial, max_per_task)
+    before training (a bad bundle fails fast), then on every rank
+    evaluate_core(model, tokenizer, bundle, *, device, max_per_task, max_seq_len, allow_partial) -> CoreResult,
     with model(idx) -> logits (B, T, V) and tokenizer.encode / bos_token_id."""
     import types
 
@@ -176,6 +177,7 @@ def test_finished_run_restarted_resumes_at_the_end_and_calls_core_with_the_agree
 
     fake = types.ModuleType("miniseries_trainer.core_eval")
     fake.evaluate_core = evaluate_core  # type: ignore[attr-defined]
+    fake.load_bundle = lambda uri, *, allow_partial, max_per_task: uri  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "miniseries_trainer.core_eval", fake)
     argv = train_argv(corpus, tmp_path, target_tokens=512 * 4, eval_bundle="file:///bundle", core_max_per_task=3)
     assert main(argv) == 0

@@ -25,8 +25,12 @@ def evaluate_bpb(
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         logits = model(x).float()
-        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="none")
-        counted = token_bytes[y.view(-1)]
+        loss = torch.nn.functional.cross_entropy(
+            logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1, reduction="none"
+        )
+        targets = y.view(-1)
+        # ignored targets (-1) and special tokens (0 bytes) count in neither sum
+        counted = torch.where(targets >= 0, token_bytes[targets.clamp(min=0)], 0)
         mask = counted > 0
         nats += loss[mask].double().sum()
         nbytes += counted[mask].double().sum()

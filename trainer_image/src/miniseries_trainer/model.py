@@ -47,14 +47,18 @@ class CausalSelfAttention(nn.Module):
         self.c_v = nn.Linear(d, d, bias=False)
         self.c_proj = nn.Linear(d, d, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         B, T, C = x.shape
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
         v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
         # QK-norm after rotary: bounds attention logits without a learned temperature.
         q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # packed evaluation (core_eval): the caller's mask already encodes causality
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -75,8 +79,8 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(shape)
         self.mlp = MLP(shape)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        x = x + self.attn(norm(x), cos, sin)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        x = x + self.attn(norm(x), cos, sin, attn_mask)
         return x + self.mlp(norm(x))
 
 
@@ -122,21 +126,36 @@ class GPT(nn.Module):
         self.sin.copy_(sin)
 
     def forward(self, idx: Tensor, targets: Tensor | None = None, reduction: str = "mean") -> Tensor:
-        _B, T = idx.shape
-        if self.cos.size(1) < T:
-            raise ValueError(f"sequence of {T} tokens is longer than the rotary tables ({self.cos.size(1)})")
-        cos, sin = self.cos[:, :T].to(self.wte.weight.dtype), self.sin[:, :T].to(self.wte.weight.dtype)
-        x = norm(self.wte(idx))
-        for block in self.blocks:
-            x = block(x, cos, sin)
-        logits = self.lm_head(norm(x))
-        logits = logits[..., : self.shape.vocab_size].float()
-        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
+        logits = self.logits(self.hidden_states(idx))
         if targets is None:
             return logits
         return F.cross_entropy(
             logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1, reduction=reduction
         ).view(-1 if reduction == "none" else ())
+
+    def hidden_states(self, idx: Tensor, positions: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
+        """Final normed hidden states (B, T, d). `positions` (B, T) and a boolean `attn_mask` (B, 1, T, T)
+        let core_eval pack several sequences into one row, sharing their common prefix; without them
+        this is the ordinary causal forward with positions 0..T-1."""
+        _B, T = idx.shape
+        n_pos = T if positions is None else int(positions.max()) + 1
+        if self.cos.size(1) < n_pos:
+            raise ValueError(f"sequence of {n_pos} positions is longer than the rotary tables ({self.cos.size(1)})")
+        dtype = self.wte.weight.dtype
+        if positions is None:
+            cos, sin = self.cos[:, :T].to(dtype), self.sin[:, :T].to(dtype)
+        else:  # per-token angles: (B, T, 1, head_dim/2)
+            cos, sin = self.cos[0, positions].to(dtype), self.sin[0, positions].to(dtype)
+        x = norm(self.wte(idx))
+        for block in self.blocks:
+            x = block(x, cos, sin, attn_mask)
+        return norm(x)
+
+    def logits(self, h: Tensor) -> Tensor:
+        """Soft-capped fp32 logits over the real vocabulary for hidden states of any leading shape."""
+        logits = self.lm_head(h)
+        logits = logits[..., : self.shape.vocab_size].float()
+        return LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
 
 
 def rotary_tables(length: int, head_dim: int, device: torch.device | str) -> tuple[Tensor, Tensor]:

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from miniseries import shapes
+from miniseries.core import CoreError
 from miniseries.layout import RunLayout, join_uri
 from miniseries.results import LossSummary, Progress, RunResults
 from miniseries.store import Store, StoreError, open_store
@@ -185,7 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--core-max-per-task",
         type=_positive("--core-max-per-task"),
         default=None,
-        help="at most this many examples per CORE task",
+        help="at most this many examples per CORE task (shots are drawn from these: at least 11 for CORE's 10-shot tasks)",
+    )
+    g.add_argument(
+        "--core-allow-partial",
+        action="store_true",
+        default=False,
+        help="score the tasks a bundle has when some of CORE's 22 are missing; the result is labeled partial "
+        "and is never reported as CORE",
     )
     g.add_argument("--budget-flops", type=float, default=None, help="isoFLOP budget this run belongs to (recorded)")
     g = p.add_argument_group("store and data")
@@ -361,8 +369,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_store = open_store(args.data)
         train_keys, val_key = data.list_shards(data_store)
         tokenizer = load_tokenizer(args.tokenizer)
+        bundle = None
+        if args.eval_bundle:  # read and checked now: a bad bundle must not surface after hours of training
+            from miniseries_trainer.core_eval import load_bundle
+
+            bundle = load_bundle(
+                args.eval_bundle, allow_partial=args.core_allow_partial, max_per_task=args.core_max_per_task
+            )
     except (StoreError, ValueError) as e:
-        fail(str(e))
+        fail(f"--eval-bundle: {e}" if isinstance(e, CoreError) else str(e))
     if tokenizer.vocab_size > args.vocab_size:
         fail(f"--vocab-size {args.vocab_size} is smaller than the tokenizer's vocabulary ({tokenizer.vocab_size})")
     run = RunLayout(args.sweep, args.run)
@@ -594,23 +609,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         metrics.set("miniseries_val_bpb", val_bpb)
     core = None
-    if args.eval_bundle:
-        from miniseries_trainer.core_eval import evaluate_core  # type: ignore[import-not-found,unused-ignore]
+    if bundle is not None:
+        from miniseries_trainer.core_eval import evaluate_core
 
-        if master:  # CORE is small; rank 0 evaluates it while the others wait at the barrier
-            with autocast():
-                core = evaluate_core(
-                    forward,
-                    tokenizer,
-                    args.eval_bundle,
-                    device=device,
-                    max_per_task=args.core_max_per_task,
-                    max_seq_len=args.seq_len,
-                )
-            if core.core is not None:
-                metrics.set("miniseries_core_score", core.core)
-        if world > 1:
-            dist.barrier()
+        # Every rank scores its share of the examples and all get the summed result. The eager
+        # model, not the compiled one: evaluation batches vary in shape and would recompile.
+        with autocast():
+            core = evaluate_core(
+                model,
+                tokenizer,
+                bundle,
+                device=device,
+                max_per_task=args.core_max_per_task,
+                max_seq_len=args.seq_len,
+                allow_partial=args.core_allow_partial,
+            )
+        if core.core is not None:
+            metrics.set("miniseries_core_score", core.core)
 
     # -- save results
     wall = time.time() - t_start
