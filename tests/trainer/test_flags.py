@@ -39,6 +39,20 @@ def test_parser_accepts_exactly_what_trainer_flags_emits(example: str) -> None:
         assert flag in help_text
 
 
+def test_core_settings_reach_the_trainer() -> None:
+    """coreMaxPerTask and coreAllowPartial become the trainer's CORE flags (only with a bundle)."""
+    from miniseries_trainer.train import build_parser
+
+    sweep = load_sweep(REPO / "examples" / "tiny.yaml")
+    run = make_plan(sweep.spec).runs[0]
+    assert not any(a.startswith("--core") for a in trainer_flags(sweep.spec, sweep.name, run))
+    data = sweep.spec.data.model_copy(update={"eval_bundle_uri": "s3://bundles/core"})
+    training = sweep.spec.training.model_copy(update={"core_allow_partial": True})
+    spec = sweep.spec.model_copy(update={"data": data, "training": training})
+    args = build_parser().parse_args(trainer_flags(spec, sweep.name, run))
+    assert (args.eval_bundle, args.core_max_per_task, args.core_allow_partial) == ("s3://bundles/core", 20, True)
+
+
 def test_every_flag_settable_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     from miniseries_trainer.train import build_parser
 

@@ -104,6 +104,12 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.resources.parallelism",
         "greater than or equal to 1",
     ),
+    (
+        "core-cap-below-shots",
+        with_("spec.training.coreMaxPerTask", 5),
+        "spec.training.coreMaxPerTask",
+        "greater than or equal to 11",
+    ),
     ("mfu-over-one", with_("spec.resources.assumedMfu", 1.5), "spec.resources.assumedMfu", "less than or equal to 1"),
     ("store-http", with_("spec.store.uri", "http://bucket/x"), "spec.store.uri", "s3://<bucket>/<prefix>"),
     ("store-relative-file", with_("spec.store.uri", "file://relative/x"), "spec.store.uri", "file:///<absolute path>"),

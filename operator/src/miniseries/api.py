@@ -152,8 +152,20 @@ class TrainingSpec(_Model):
         int, Field(ge=0, description="Held-out tokens for validation bits-per-byte at the end of a run.")
     ] = 10_485_760
     core_max_per_task: Annotated[
-        int | None, Field(ge=1, description="Cap on CORE examples per task (omit for all).")
+        int | None,
+        Field(
+            ge=11,  # few-shot examples are drawn from the capped set, and CORE has 10-shot tasks
+            description="Cap on CORE examples per task (omit for all); at least 11, as CORE's 10-shot tasks draw "
+            "their shots from the capped examples.",
+        ),
     ] = None
+    core_allow_partial: Annotated[
+        bool,
+        Field(
+            description="Score an eval bundle that lacks some of CORE's 22 tasks; the result is labeled partial "
+            "and never shown as CORE. Without it a partial bundle fails the run before training starts."
+        ),
+    ] = False
     seed: Annotated[int, Field(ge=0, description="Random seed shared by every run.")] = 42
 
     @field_validator("isoflop_budgets")

@@ -62,4 +62,6 @@ def trainer_flags(
         flags.append(f"--eval-bundle={spec.data.eval_bundle_uri}")
         if t.core_max_per_task:
             flags.append(f"--core-max-per-task={t.core_max_per_task}")
+        if t.core_allow_partial:
+            flags.append("--core-allow-partial")
     return flags
