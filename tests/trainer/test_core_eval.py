@@ -15,6 +15,7 @@ import pytest
 
 from miniseries.core import CORE_TASKS, CoreError
 from miniseries.shapes import model_shape
+from tests.cluster import S3Bucket
 from tests.core_bundle import REFERENCE_BUNDLE, STAND_INS, complete_bundle, copy_bundle, task_paths
 
 torch = pytest.importorskip("torch")
@@ -406,3 +407,25 @@ def test_bits_per_byte_of_a_uniform_model_is_log2_v_times_tokens_per_byte(tok: T
     assert sum(int(token_bytes[t]) for t in counted) == nbytes
     # the loss is fp32 cross-entropy (ln V to ~1e-7 relative); the sums are float64
     assert bpb == pytest.approx(math.log2(tok.vocab_size) * len(counted) / nbytes, rel=1e-6)
+
+
+@pytest.mark.s3
+def test_the_bundle_reads_the_same_from_s3_as_from_disk(tmp_path: Path, s3: S3Bucket,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The trainer reads the bundle from the sweep's store: an s3:// bundle on versitygw gives the
+    same tasks, rows and version hash as the same files on disk."""
+    bundle = complete_bundle(tmp_path / "b")
+    for path in sorted(bundle.rglob("*")):
+        if path.is_file():
+            s3.client.upload_file(str(path), s3.bucket, f"bundles/core/{path.relative_to(bundle).as_posix()}")
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    from_s3 = ce.load_bundle(f"{s3.uri}/bundles/core", max_per_task=11)
+    from_disk = ce.load_bundle(bundle.as_uri(), max_per_task=11)
+    assert from_s3.version == from_disk.version
+    assert [(t.spec.label, len(t.rows)) for t in from_s3.tasks] == [
+        (t.spec.label, len(t.rows)) for t in from_disk.tasks
+    ]
+    s3.client.delete_object(Bucket=s3.bucket, Key="bundles/core/eval_data/commonsense_reasoning/piqa.jsonl")
+    with pytest.raises(CoreError, match=r"piqa \(no eval_data/commonsense_reasoning/piqa.jsonl\)"):
+        ce.load_bundle(f"{s3.uri}/bundles/core")
