@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster import GPU_NODE, REPO, Cluster, S3Bucket, make_ca, pem_cert, wait_for
+from tests.cluster import GPU_NODE, PYTORCHJOB_CRD, REPO, Cluster, MissingBinary, S3Bucket, make_ca, pem_cert, wait_for
 from tests.integration.helm import helm
 from tests.integration.prometheus_server import Prometheus
 from tests.integration.promql import query_range
@@ -285,3 +285,14 @@ def test_up_and_down_for_people_leave_no_process_or_port_behind(tmp_path: Path) 
     wait_for("every component to exit", lambda: not any(_alive(p) for p in info["component_pids"]), 30)
     assert [p for p in info["ports"] if _listening(p)] == []
     assert not _listening(int(info["server"].rsplit(":", 1)[1]))
+
+
+def test_vendored_pytorchjob_crd_is_the_training_operators_own() -> None:
+    """tests/crds holds the CRD of the training-operator version the e2e tests build, byte for byte."""
+    from tests.e2e.control_plane import training_operator_binary
+
+    try:
+        published = training_operator_binary().parent / "kubeflow.org_pytorchjobs.yaml"
+    except MissingBinary as e:
+        pytest.skip(str(e))
+    assert PYTORCHJOB_CRD.read_bytes() == published.read_bytes()
