@@ -153,8 +153,11 @@ def test_apply_the_example_creates_exactly_the_planned_jobs(
         assert j["metadata"]["ownerReferences"] == want["metadata"]["ownerReferences"]
     # the printer columns
     table = kc.kubectl("get", "scalingsweeps", "-n", ns).stdout
-    assert table.split("\n")[0].split()[:5] == ["NAME", "PHASE", "RUNS", "COST", "BEST-CORE"]
-    assert "0/11" in table
+    assert table.split("\n")[0].split()[:7] == ["NAME", "PHASE", "RUNS", "COST", "PLAN", "BEST-CORE", "FIT-N~C^A"]
+    row = table.split("\n")[1].split()
+    assert row[2] == "0/11"
+    plan_status = status(kc, ns, "miniseries")["plan"]
+    assert row[4] == f"${plan_status['totalCostUsd']:,.2f}/{plan_status['estWallHours']:.1f}h"
 
 
 def test_runs_fill_in_next_runs_start_and_the_fit_appears(
@@ -183,6 +186,10 @@ def test_runs_fill_in_next_runs_start_and_the_fit_appears(
         assert r["resultsUri"] == f"{store_uri}/life/{name}/results.json"
     assert st["totals"]["runsDone"] == 3 and st["progress"] == "3/3"
     assert st["fit"]["runsFitted"] == 3  # (the fake losses are too few points for every law: "partial" is the report's)
+    # `kubectl get scalingsweeps` shows the fitted exponent a (N_opt ~ C^a)
+    header, row = kc.kubectl("get", "scalingsweeps", "life", "-n", ns).stdout.splitlines()[:2]
+    fit_column = row[header.index("FIT-N~C^A") : header.index("AGE")].strip()  # BEST-CORE is blank: no CORE here
+    assert float(fit_column) == pytest.approx(st["fit"]["paramsExponent"], rel=1e-6)
     assert st["reportUri"].startswith(f"{store_uri}/life/report")
     assert (Path(store_uri.removeprefix("file://")) / "life" / "report" / "report.json").exists()
     ready = condition(get_sweep(api(kc), ns, "life"), "Ready")

@@ -55,7 +55,7 @@ def test_printer_columns_and_status_subresource() -> None:
     version = crd()["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     names = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert names == ["Phase", "Runs", "Cost", "Best-CORE", "Age"]
+    assert names == ["Phase", "Runs", "Cost", "Plan", "Best-CORE", "Fit-N~C^a", "Age"]
 
 
 def test_yaml_round_trips() -> None:

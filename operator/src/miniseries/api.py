@@ -434,6 +434,9 @@ class ScalingSweepStatus(_Model):
     totals: Totals = Totals()
     progress: Annotated[str | None, Field(description="Runs done / total, for the printer column.")] = None
     cost: Annotated[str | None, Field(description="Cost so far in USD, for the printer column.")] = None
+    plan_summary: Annotated[
+        str | None, Field(description="Planned cost and wall time of the sweep, for the printer column.")
+    ] = None
     best_core: float | None = None
     fit: FitStatus | None = None
     report_uri: str | None = None

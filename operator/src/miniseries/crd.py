@@ -118,7 +118,19 @@ def crd() -> dict[str, Any]:
                             "description": "Runs done / total",
                         },
                         {"name": "Cost", "type": "string", "jsonPath": ".status.cost", "description": "USD so far"},
+                        {
+                            "name": "Plan",
+                            "type": "string",
+                            "jsonPath": ".status.planSummary",
+                            "description": "Planned cost and wall time of the whole sweep",
+                        },
                         {"name": "Best-CORE", "type": "number", "jsonPath": ".status.bestCore"},
+                        {
+                            "name": "Fit-N~C^a",
+                            "type": "number",
+                            "jsonPath": ".status.fit.paramsExponent",
+                            "description": "a in N_opt ~ C^a once the family is fitted (about 0.5 expected)",
+                        },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

@@ -428,6 +428,8 @@ def aggregate(
     s.totals = totals(runs)
     s.progress = f"{s.totals.runs_done}/{s.totals.runs}"
     s.cost = f"${s.totals.cost_usd:,.2f}"
+    if s.plan is not None:
+        s.plan_summary = f"${s.plan.total_cost_usd:,.2f}/{s.plan.est_wall_hours:.1f}h"  # no space: one column for awk
     cores = [r.core for r in runs if r.core is not None]
     s.best_core = max(cores) if cores else None
     s.phase = phase_of(runs, suspended, s.fit)
