@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import yaml
 from miniseries import jobs
 from miniseries.api import ScalingSweepSpec
 from miniseries.plan import make_plan
-from tests.cluster import Cluster
+from tests.cluster import Cluster, S3Bucket
 from tests.operator_harness import (
     PYTHONPATH,
     REPO,
@@ -463,3 +464,45 @@ def test_invalid_sweeps_are_rejected_naming_the_field(
         assert warnings and field in warnings[0]["message"] and warnings[0]["type"] == "Warning"
     assert list_jobs(api(kc), ns) == []
     print(json.dumps({"rejected_by_schema": len(by_schema), "rejected_by_operator": len(by_operator)}))
+
+
+@pytest.mark.s3
+def test_an_unreachable_store_is_a_condition_and_an_event_until_it_is_reachable(
+    crds: Cluster, namespace: str, s3: S3Bucket, start_operator: Callable[..., Operator]
+) -> None:
+    """A sweep whose bucket does not exist (a wrong spec.store.uri, or an outage) launches nothing,
+    and says so on the resource: StoreReachable=False naming spec.store.uri, Progressing=False,
+    a Warning event. Once the bucket exists the same sweep proceeds, nothing lost or restarted."""
+    kc, ns = crds, namespace
+    missing = f"t-{uuid.uuid4().hex[:12]}"
+    start_operator(env={**s3.env, "MINISERIES_STORE_RETRY_SECONDS": "1"})
+    kc.apply(sweep_doc("nostore", f"s3://{missing}/sweeps", depths=[1]), "-n", ns)
+    cond = wait_until(
+        "StoreReachable=False",
+        lambda: next(
+            (c for c in status(kc, ns, "nostore").get("conditions", []) if c["type"] == "StoreReachable"), None
+        ),
+        60,
+    )
+    assert cond["status"] == "False" and cond["reason"] == "StoreUnreachable"
+    assert f"spec.store.uri 's3://{missing}/sweeps' cannot be read or written" in cond["message"]
+    assert "NoSuchBucket" in cond["message"] and "AWS_ENDPOINT_URL" in cond["message"]
+    assert condition(get_sweep(api(kc), ns, "nostore"), "Progressing")["reason"] == "StoreUnreachable"
+    warning = wait_until("a StoreUnreachable event", lambda: [e for e in events(kc, ns, "nostore")
+                                                              if e["reason"] == "StoreUnreachable"], 30)  # fmt: skip
+    assert warning[0]["type"] == "Warning"
+    assert (
+        list_jobs(api(kc), ns) == []
+        and json.loads(kc.kubectl("get", "jobs", "-n", ns, "-o=json").stdout)["items"] == []
+    )
+
+    s3.client.create_bucket(Bucket=missing)
+    wait_until(
+        "StoreReachable=True",
+        lambda: condition(get_sweep(api(kc), ns, "nostore"), "StoreReachable").get("status") == "True",
+        60,
+    )
+    wait_until(
+        "the tokenizer Job", lambda: json.loads(kc.kubectl("get", "jobs", "-n", ns, "-o=json").stdout)["items"], 30
+    )
+    assert s3.client.get_object(Bucket=missing, Key="sweeps/nostore/sweep.json")["Body"].read()

@@ -230,6 +230,8 @@ def _accepted_spec(
 
 
 CONFLICT_RETRIES = 5
+# An unreachable store is retried at this pace (it is a wrong URI, bucket or credentials, or an outage).
+STORE_RETRY_SECONDS = float(os.environ.get("MINISERIES_STORE_RETRY_SECONDS", "30"))
 
 
 def reconcile(body: dict[str, Any], *, permanent_on_invalid: bool = False) -> None:
@@ -253,11 +255,44 @@ def reconcile(body: dict[str, Any], *, permanent_on_invalid: bool = False) -> No
                 raise kopf.TemporaryError(f"{ns}/{name} kept changing while reconciling", delay=1)
     except (kopf.PermanentError, kopf.TemporaryError):
         raise
+    except StoreError as e:
+        errors.inc()
+        _store_unreachable(ns, name, e)
+        raise kopf.TemporaryError(f"store unreachable: {e}", delay=STORE_RETRY_SECONDS) from None
     except Exception:
         errors.inc()
         raise
     finally:
         opmetrics.DURATION.labels(**labels).observe(time.perf_counter() - start)
+
+
+def _store_unreachable(namespace: str, name: str, err: StoreError) -> None:
+    """Say on the sweep itself why nothing moves: a condition naming spec.store.uri, and an Event.
+
+    Nothing is launched while the store cannot be read and written (the accepted spec, results
+    and checkpoints live there); the next reconcile that reaches it sets StoreReachable back to True.
+    """
+    try:
+        body = _custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as e:
+        if e.status == 404:
+            return
+        raise
+    store = body.get("spec", {}).get("store") or {}
+    secret = store.get("credentialsSecret")
+    where = f"the Secret {secret!r} (spec.store.credentialsSecret)" if secret else "the operator's environment"
+    msg = (
+        f"spec.store.uri {store.get('uri')!r} cannot be read or written: {err}. Check that the bucket exists and "
+        f"that AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in {where} reach it; "
+        f"retrying every {STORE_RETRY_SECONDS:g} s"
+    )[:1000]
+    status, now, gen = _status(body), _now(), body["metadata"].get("generation")
+    before = next((c for c in status.conditions if c.type == "StoreReachable"), None)
+    status.conditions = dec.set_condition(status.conditions, "StoreReachable", False, "StoreUnreachable", msg, now, gen)
+    status.conditions = dec.set_condition(status.conditions, "Progressing", False, "StoreUnreachable", msg, now, gen)
+    _patch_status(namespace, name, status)
+    if before is None or before.status != "False" or before.message != msg:
+        kopf.event(body, type="Warning", reason="StoreUnreachable", message=msg)
 
 
 def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
@@ -297,6 +332,9 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     if status.plan is None or not refused:
         status.plan = plan
     status = dec.aggregate(status, decision.runs, suspended=spec.suspend, tokenizer=tokenizer, now=now, generation=gen)
+    status.conditions = dec.set_condition(
+        status.conditions, "StoreReachable", True, "StoreReadable", f"{spec.store.uri} read and written", now, gen
+    )
     if refused:
         msg = "; ".join(refused)[:1000]
         status.conditions = dec.set_condition(status.conditions, "Ready", False, "SpecChangeRefused", msg, now, gen)
