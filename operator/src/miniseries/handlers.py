@@ -116,6 +116,17 @@ def _status(body: dict[str, Any]) -> ScalingSweepStatus:
         return ScalingSweepStatus()
 
 
+def _read_sweep(namespace: str, name: str) -> dict[str, Any] | None:
+    """The sweep as the API server has it now; None once it is gone."""
+    try:
+        body: dict[str, Any] = _custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return body
+
+
 class Conflict(Exception):
     """The sweep changed since it was read: decide again from a fresh read."""
 
@@ -272,12 +283,9 @@ def _store_unreachable(namespace: str, name: str, err: StoreError) -> None:
     Nothing is launched while the store cannot be read and written (the accepted spec, results
     and checkpoints live there); the next reconcile that reaches it sets StoreReachable back to True.
     """
-    try:
-        body = _custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    except ApiException as e:
-        if e.status == 404:
-            return
-        raise
+    body = _read_sweep(namespace, name)
+    if body is None:
+        return
     store = body.get("spec", {}).get("store") or {}
     secret = store.get("credentialsSecret")
     where = f"the Secret {secret!r} (spec.store.credentialsSecret)" if secret else "the operator's environment"
@@ -300,13 +308,10 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     ns, name = meta["namespace"], meta["name"]
     # Re-read: the trigger may be a job event or a timer carrying an old copy of the sweep,
     # and the status patch below is conditional on exactly this version.
-    try:
-        body = _custom().get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-    except ApiException as e:
-        if e.status == 404:
-            return
-        raise
-    meta = body["metadata"]
+    fresh = _read_sweep(ns, name)
+    if fresh is None:
+        return
+    body, meta = fresh, fresh["metadata"]
     uid, gen, rv = meta["uid"], meta.get("generation"), meta["resourceVersion"]
     if meta.get("deletionTimestamp"):
         return
@@ -450,13 +455,9 @@ def poll_store(body: kopf.Body, **_: Any) -> None:
 )
 def on_job_event(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> None:
     sweep = labels[jobs.LABEL_SWEEP]
-    try:
-        parent = _custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, sweep)
-    except ApiException as e:
-        if e.status == 404:
-            return  # the sweep is gone; GC takes its jobs
-        raise
-    reconcile(parent)
+    parent = _read_sweep(namespace, sweep)
+    if parent is not None:  # else the sweep is gone, and garbage collection takes its jobs
+        reconcile(parent)
 
 
 def _deletes_store(spec: kopf.Spec, **_: Any) -> bool:
