@@ -81,22 +81,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(
-    what: str, check: Callable[[], object], timeout: float, proc: subprocess.Popen[bytes] | None = None
-) -> None:
-    """Poll ``check`` until it is truthy; fail early if ``proc`` dies, with the last error seen."""
+def wait_for(what: str, check: Callable[[], Any], timeout: float, proc: subprocess.Popen[bytes] | None = None) -> Any:
+    """Poll ``check`` until it returns something truthy, and return that; fail early if ``proc``
+    dies, and at the deadline with the last value (or error) seen."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
+    value: Any = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{what}: process exited with {proc.returncode}{_log_tail(proc)}")
         try:
-            if check():
-                return
+            value = check()
+            if value:
+                return value
         except Exception as e:  # retried until the deadline
             last = e
-        time.sleep(0.25)
-    raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last})")
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout}s (last value: {value!r}, last error: {last})")
 
 
 def _log_tail(proc: subprocess.Popen[bytes], chars: int = 2000) -> str:

@@ -20,8 +20,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from typing import Any
 import requests
 import yaml
 
-from tests.cluster import Cluster, free_port
+from tests.cluster import Cluster, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join(
@@ -38,18 +36,6 @@ PYTHONPATH = os.pathsep.join(
 PYTORCHJOBS = ("kubeflow.org", "v1", "pytorchjobs")
 SWEEPS = ("miniseries.dev", "v1alpha1", "scalingsweeps")
 FINISHED = ("Succeeded", "Failed")
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    """Poll until `check()` is truthy; return its value, or fail naming `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    value: Any = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {value!r}")
 
 
 def install_crds(cluster: Cluster) -> None:
@@ -65,7 +51,7 @@ def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "kopf-peering.yaml"))
     established = "-o=jsonpath={.status.conditions[?(@.type=='Established')].status}"
     for name in ("scalingsweeps.miniseries.dev", "kopfpeerings.kopf.dev"):
-        wait_until(f"CRD {name}", lambda n=name: cluster.kubectl("get", f"crd/{n}", established).stdout == "True", 60)
+        wait_for(f"CRD {name}", lambda n=name: cluster.kubectl("get", f"crd/{n}", established).stdout == "True", 60)
 
 
 def sweep_doc(name: str, store_uri: str, *, depths: list[int] | None = None, **resources: Any) -> dict[str, Any]:
@@ -114,7 +100,7 @@ class Operator:
         }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        wait_until(f"operator /healthz ({self.log_path})", self.healthy, 60)
+        wait_for(f"operator /healthz ({self.log_path})", self.healthy, 60)
         return self
 
     def healthy(self) -> bool:

@@ -26,7 +26,7 @@ import yaml
 from miniseries import jobs
 from miniseries.api import ScalingSweepSpec
 from miniseries.plan import make_plan
-from tests.cluster import Cluster, S3Bucket
+from tests.cluster import Cluster, S3Bucket, wait_for
 from tests.operator_harness import (
     PYTHONPATH,
     REPO,
@@ -40,7 +40,6 @@ from tests.operator_harness import (
     job_phase,
     list_jobs,
     sweep_doc,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.cluster]
@@ -80,7 +79,7 @@ def status(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
 
 
 def wait_phase(cluster: Cluster, ns: str, name: str, phases: tuple[str, ...], timeout: float = 90) -> dict[str, Any]:
-    return wait_until(  # type: ignore[no-any-return]
+    return wait_for(  # type: ignore[no-any-return]
         f"{name} in phase {phases}",
         lambda: (s := status(cluster, ns, name)).get("phase") in phases and s,
         timeout,
@@ -124,7 +123,7 @@ def test_apply_the_example_creates_exactly_the_planned_jobs(
     start_operator()
     started = time.monotonic()
     kc.apply(doc, "-n", ns)
-    st = wait_until("status.plan", lambda: status(kc, ns, "miniseries").get("plan"), 30)
+    st = wait_for("status.plan", lambda: status(kc, ns, "miniseries").get("plan"), 30)
     assert floats(st) == floats(offline_plan(doc, tmp_path))
     # The tokenizer stage: a batch Job, and no run before its tokenizer is in the store.
     tok = json.loads(kc.kubectl("get", "job", "miniseries-tokenizer", "-n", ns, "-o=json").stdout)
@@ -139,7 +138,7 @@ def test_apply_the_example_creates_exactly_the_planned_jobs(
     assert condition(sweep, "Progressing")["reason"] == "TrainingTokenizer"
 
     with JobDriver(kc, ns, hold={r.name for r in plan.runs}, log_dir=tmp_path):  # runs the tokenizer only
-        first = wait_until("first wave", lambda: list_jobs(api(kc), ns), 30)
+        first = wait_for("first wave", lambda: list_jobs(api(kc), ns), 30)
         print(json.dumps({"apply_to_first_wave_seconds_incl_tokenizer": round(time.monotonic() - started, 2)}))
         time.sleep(2)  # a few reconciles later: still exactly the first wave
         first = list_jobs(api(kc), ns)
@@ -170,7 +169,7 @@ def test_runs_fill_in_next_runs_start_and_the_fit_appears(
     start_operator()
     with JobDriver(kc, ns, log_dir=tmp_path) as driver:
         kc.apply(sweep_doc("life", store_uri, parallelism=2, nodeGpus=8), "-n", ns)
-        running = wait_until(
+        running = wait_for(
             "a run in progress in status",
             lambda: [r for r in status(kc, ns, "life").get("runs", []) if r["state"] == "Running"],
             60,
@@ -209,7 +208,7 @@ def test_a_failed_job_is_retried_from_its_checkpoint(
     start_operator()
     with JobDriver(kc, ns, fail={"d2": {1}}, fail_step=30, log_dir=tmp_path) as driver:
         kc.apply(sweep_doc("retry", store_uri, depths=[2]), "-n", ns)
-        retrying = wait_until(
+        retrying = wait_for(
             "d2 Retrying",
             lambda: [r for r in status(kc, ns, "retry").get("runs", []) if r["state"] == "Retrying"],
             60,
@@ -244,12 +243,12 @@ def test_operator_killed_mid_sweep_and_restarted_makes_no_duplicates(
     first = start_operator("operator-1")
     with JobDriver(kc, ns, hold={"d3"}, log_dir=tmp_path) as driver:
         kc.apply(sweep_doc("restart", store_uri, parallelism=1), "-n", ns)
-        wait_until("d3 Running in status",
+        wait_for("d3 Running in status",
                    lambda: [r for r in status(kc, ns, "restart").get("runs", []) if r["state"] == "Running"], 60)  # fmt: skip
         before = status(kc, ns, "restart")
         first.stop(signal.SIGKILL)
         driver.hold.clear()  # d3 finishes while no operator runs
-        wait_until("d3 job Succeeded", lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Succeeded"], 30)
+        wait_for("d3 job Succeeded", lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Succeeded"], 30)
         assert [j["metadata"]["name"] for j in list_jobs(api(kc), ns)] == ["restart-d3"]
         after_kill = status(kc, ns, "restart")
         assert after_kill["plan"] == before["plan"] and after_kill["runs"] == before["runs"]
@@ -320,8 +319,8 @@ def test_delete_collects_jobs_and_applies_the_deletion_policy(
     store = open_store(store_uri)
     assert store.exists("keep/d1/results.json") and store.exists("wipe/d1/results.json")
     kc.kubectl("delete", "scalingsweep", "keep", "wipe", "-n", ns, "--timeout=60s")
-    wait_until("jobs garbage-collected", lambda: list_jobs(api(kc), ns) == [], 60)
-    wait_until(
+    wait_for("jobs garbage-collected", lambda: list_jobs(api(kc), ns) == [], 60)
+    wait_for(
         "tokenizer Jobs garbage-collected",
         lambda: json.loads(kc.kubectl("get", "jobs", "-n", ns, "-o=json").stdout)["items"] == [],
         60,
@@ -342,25 +341,25 @@ def test_suspend_resume_add_depths_and_a_refused_change(
     patch = ["patch", "scalingsweep", "chg", "-n", ns, "--type=merge", "-p"]
     with JobDriver(kc, ns, hold={"d2", "d3"}, log_dir=tmp_path):
         kc.apply(sweep_doc("chg", store_uri, depths=[1, 2], parallelism=1), "-n", ns)
-        wait_until("d2 running", lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Running"], 60)
+        wait_for("d2 running", lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Running"], 60)
 
         def suspended() -> Any:
             return [j["spec"]["runPolicy"]["suspend"] for j in list_jobs(api(kc), ns)]
 
         kc.kubectl(*patch, '{"spec": {"suspend": true}}')
-        wait_until("job suspended", lambda: suspended() == [True], 30)
+        wait_for("job suspended", lambda: suspended() == [True], 30)
         st = wait_phase(kc, ns, "chg", ("Suspended",), timeout=30)
         assert condition({"status": st}, "Progressing")["reason"] == "Suspended"
         kc.kubectl(*patch, '{"spec": {"suspend": false}}')
-        wait_until("job resumed", lambda: suspended() == [False], 30)
+        wait_for("job resumed", lambda: suspended() == [False], 30)
 
         kc.kubectl(*patch, '{"spec": {"depths": [1, 2, 3]}}')
-        st = wait_until("d3 planned", lambda: len((status(kc, ns, "chg").get("plan") or {}).get("runs", [])) == 3
+        st = wait_for("d3 planned", lambda: len((status(kc, ns, "chg").get("plan") or {}).get("runs", [])) == 3
                         and status(kc, ns, "chg"), 30)  # fmt: skip
         assert {r["name"] for r in st["runs"]} == {"d1", "d2", "d3"}
 
         kc.kubectl(*patch, '{"spec": {"training": {"tokensPerParam": 10}}}')
-        refused = wait_until(
+        refused = wait_for(
             "change refused",
             lambda: (c := condition(get_sweep(api(kc), ns, "chg"), "Ready")).get("reason") == "SpecChangeRefused" and c,
             30,
@@ -372,7 +371,7 @@ def test_suspend_resume_add_depths_and_a_refused_change(
         assert any(a.startswith("--target-tokens=") for a in args["containers"][0]["args"])
         assert status(kc, ns, "chg")["plan"]["runs"][0]["steps"] == st["plan"]["runs"][0]["steps"]
         kc.kubectl(*patch, '{"spec": {"training": {"tokensPerParam": 8}}}')
-        wait_until(
+        wait_for(
             "accepted again", lambda: condition(get_sweep(api(kc), ns, "chg"), "Ready").get("status") == "True", 30
         )
 
@@ -453,7 +452,7 @@ def test_invalid_sweeps_are_rejected_naming_the_field(
         else:
             by_operator[name] = (what, field)
     for name, (what, field) in by_operator.items():
-        ready = wait_until(
+        ready = wait_for(
             f"{what}: Ready=False",
             lambda n=name: (c := condition(get_sweep(api(kc), ns, n), "Ready")).get("status") == "False" and c,
             30,
@@ -477,7 +476,7 @@ def test_an_unreachable_store_is_a_condition_and_an_event_until_it_is_reachable(
     missing = f"t-{uuid.uuid4().hex[:12]}"
     start_operator(env={**s3.env, "MINISERIES_STORE_RETRY_SECONDS": "1"})
     kc.apply(sweep_doc("nostore", f"s3://{missing}/sweeps", depths=[1]), "-n", ns)
-    cond = wait_until(
+    cond = wait_for(
         "StoreReachable=False",
         lambda: next(
             (c for c in status(kc, ns, "nostore").get("conditions", []) if c["type"] == "StoreReachable"), None
@@ -488,7 +487,7 @@ def test_an_unreachable_store_is_a_condition_and_an_event_until_it_is_reachable(
     assert f"spec.store.uri 's3://{missing}/sweeps' cannot be read or written" in cond["message"]
     assert "NoSuchBucket" in cond["message"] and "AWS_ENDPOINT_URL" in cond["message"]
     assert condition(get_sweep(api(kc), ns, "nostore"), "Progressing")["reason"] == "StoreUnreachable"
-    warning = wait_until("a StoreUnreachable event", lambda: [e for e in events(kc, ns, "nostore")
+    warning = wait_for("a StoreUnreachable event", lambda: [e for e in events(kc, ns, "nostore")
                                                               if e["reason"] == "StoreUnreachable"], 30)  # fmt: skip
     assert warning[0]["type"] == "Warning"
     assert (
@@ -497,12 +496,12 @@ def test_an_unreachable_store_is_a_condition_and_an_event_until_it_is_reachable(
     )
 
     s3.client.create_bucket(Bucket=missing)
-    wait_until(
+    wait_for(
         "StoreReachable=True",
         lambda: condition(get_sweep(api(kc), ns, "nostore"), "StoreReachable").get("status") == "True",
         60,
     )
-    wait_until(
+    wait_for(
         "the tokenizer Job", lambda: json.loads(kc.kubectl("get", "jobs", "-n", ns, "-o=json").stdout)["items"], 30
     )
     assert s3.client.get_object(Bucket=missing, Key="sweeps/nostore/sweep.json")["Body"].read()
