@@ -8,7 +8,7 @@ it sets each PyTorchJob's conditions through the status subresource (Created, Ru
 Succeeded or Failed, as the training-operator does) and runs the job's own container args with
 tests/fake_trainer.py, which honours the trainer's contract (progress, checkpoints, resume,
 results.json) in the same store the operator reads. Used by tests/integration/test_operator_cluster.py
-and bench/operator.py.
+and bench/operator_reconcile.py.
 """
 
 from __future__ import annotations

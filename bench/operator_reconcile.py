@@ -1,6 +1,6 @@
 """Operator reconcile benchmark on the real test cluster (tests/cluster.py), one JSON line per result.
 
-    python bench/operator.py [--sweeps 50] [--repeats 3]
+    python bench/operator_reconcile.py [--sweeps 50] [--repeats 3]
 
 1. `first_wave`: seconds from `kubectl apply` of one sweep (tokenizer given, so its first wave
    can start at once) to all of its first-wave PyTorchJobs existing; target < 2 s.
@@ -14,23 +14,18 @@ Nothing runs the jobs (no JobDriver): the first wave is all that may exist. The 
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
 import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
-# `python bench/operator.py` puts bench/ first on sys.path, where this file would shadow the
-# standard library's `operator` (imported by json, re, ...): drop it, and add the repository.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [os.path.dirname(_HERE)]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.cluster
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from tests.cluster import running_cluster  # noqa: E402
-from tests.operator_harness import Operator, custom, install_crds, list_jobs, sweep_doc  # noqa: E402
+from tests.cluster import running_cluster
+from tests.operator_harness import Operator, custom, install_crds, list_jobs, sweep_doc
 
 PARALLELISM = 2  # tiny's three depths, two at a time: a first wave of two jobs per sweep
 
