@@ -505,18 +505,6 @@ class S3Bucket:
     def env(self) -> dict[str, str]:
         return self.server.env
 
-    @property
-    def endpoint(self) -> str:
-        return self.server.endpoint
-
-    @property
-    def access_key(self) -> str:
-        return self.server.access_key
-
-    @property
-    def secret_key(self) -> str:
-        return self.server.secret_key
-
     def keys(self, prefix: str = "") -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
