@@ -42,9 +42,8 @@ DEFAULT_BUNDLE = next(
 def build(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     import torch
 
-    from miniseries.shapes import model_shape
     from miniseries_trainer.core_eval import load_bundle
-    from miniseries_trainer.model import build_model
+    from miniseries_trainer.model import build_model, shape_from_flags
     from miniseries_trainer.tokenizer import Tokenizer, train_bpe
 
     bundle = load_bundle(args.bundle, allow_partial=True, max_per_task=args.max_per_task)
@@ -56,13 +55,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
     tok = Tokenizer(train_bpe(texts(), args.vocab_size))
     torch.manual_seed(0)
-    shape = model_shape(
-        args.depth,
-        aspect_ratio=args.aspect_ratio,
-        head_dim=args.head_dim,
-        vocab_size=args.vocab_size,
-        sequence_len=args.seq_len,
-    )
+    shape = shape_from_flags(args)
     model = build_model(shape, args.device)
     with torch.no_grad():
         for p in model.parameters():

@@ -19,7 +19,6 @@ import pytest
 
 from miniseries.layout import RunLayout
 from miniseries.results import read_loss_curve
-from miniseries.shapes import model_shape
 from miniseries.store import open_store
 from tests.trainer.conftest import Corpus, train_argv, trainer_env
 
@@ -30,7 +29,7 @@ STEPS = 12
 
 def reference_losses(corpus: Corpus, argv: list[str]) -> list[float]:
     from miniseries_trainer.data import TokenLoader, list_shards
-    from miniseries_trainer.model import build_model
+    from miniseries_trainer.model import build_model, shape_from_flags
     from miniseries_trainer.optim import build_optimizers, lr_multiplier, set_schedule
     from miniseries_trainer.tokenizer import load_tokenizer
     from miniseries_trainer.train import build_parser, train_step
@@ -51,13 +50,7 @@ def reference_losses(corpus: Corpus, argv: list[str]) -> list[float]:
                 yield next(loader)
 
     torch.manual_seed(args.seed)
-    shape = model_shape(
-        args.depth,
-        aspect_ratio=args.aspect_ratio,
-        head_dim=args.head_dim,
-        vocab_size=args.vocab_size,
-        sequence_len=args.seq_len,
-    )
+    shape = shape_from_flags(args)
     model = build_model(shape, "cpu")
     opts = build_optimizers(
         model,

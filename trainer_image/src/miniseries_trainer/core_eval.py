@@ -530,18 +530,11 @@ def score_csv(path: str, bundle_uri: str | None) -> dict[str, Any]:
 
 
 def load_checkpoint_model(args: argparse.Namespace, device: torch.device) -> Any:
-    from miniseries import shapes
-    from miniseries_trainer.model import build_model
+    from miniseries_trainer.model import build_model, shape_from_flags
 
     raw = open_store(args.checkpoint).read_bytes("model.pt")
     state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    shape = shapes.model_shape(
-        args.depth,
-        aspect_ratio=args.aspect_ratio,
-        head_dim=args.head_dim,
-        vocab_size=args.vocab_size,
-        sequence_len=args.seq_len,
-    )
+    shape = shape_from_flags(args)
     model = build_model(shape, device)
     try:
         model.load_state_dict(state)

@@ -12,11 +12,13 @@ embeddings and residual scalars, which would add parameters shapes.py does not c
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from miniseries.shapes import ModelShape
+from miniseries.shapes import ModelShape, model_shape
 
 #: Logits are squashed into (-15, 15) with tanh, as nanochat does: keeps early training stable.
 LOGIT_SOFTCAP = 15.0
@@ -162,6 +164,18 @@ def rotary_tables(length: int, head_dim: int, device: torch.device | str) -> tup
     inv_freq = 1.0 / (ROPE_BASE ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
     angles = torch.outer(torch.arange(length, dtype=torch.float32, device=device), inv_freq)
     return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
+
+
+def shape_from_flags(args: Any) -> ModelShape:
+    """The shape named by the trainer's flags (--depth, --aspect-ratio, --head-dim, --vocab-size,
+    --seq-len), which core_eval's CLI and the benchmarks take under the same names."""
+    return model_shape(
+        args.depth,
+        aspect_ratio=args.aspect_ratio,
+        head_dim=args.head_dim,
+        vocab_size=args.vocab_size,
+        sequence_len=args.seq_len,
+    )
 
 
 def build_model(shape: ModelShape, device: torch.device | str) -> GPT:

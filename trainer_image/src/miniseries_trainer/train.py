@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from miniseries_trainer import checkpoint, data
     from miniseries_trainer.metrics import TrainerMetrics
-    from miniseries_trainer.model import build_model
+    from miniseries_trainer.model import build_model, shape_from_flags
     from miniseries_trainer.optim import build_optimizers, lr_multiplier, set_schedule
     from miniseries_trainer.tokenizer import load_tokenizer
 
@@ -340,13 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # -- shape and horizon from the one arithmetic module
     try:
-        shape = shapes.model_shape(
-            args.depth,
-            aspect_ratio=args.aspect_ratio,
-            head_dim=args.head_dim,
-            vocab_size=args.vocab_size,
-            sequence_len=args.seq_len,
-        )
+        shape = shape_from_flags(args)
         hz = shapes.horizon(
             args.target_tokens,
             args.total_batch_tokens,
