@@ -1,9 +1,11 @@
 """The fast Chinchilla fit against the method it replaced (tests/fit_reference.py): same estimates, same intervals.
 
-The new fit starts L-BFGS from the 8 best grid points instead of 64 and keeps
-the bootstrap's resamples and starts, so on the same data and seed both must
-land on the same optimum (estimates to 1e-5 relative) and draw the same
-intervals (endpoints to 1e-4 of the interval's width). The reference runs with
+The new fit runs the same algorithm (L-BFGS from the 64 best grid points; each
+bootstrap resample from the full-data optimum and the best grid start; the same
+resamples for the same seed) with a faster objective, the grid evaluated as one
+array and one BLAS thread, so on the same data both must land on the same
+optimum (estimates to 1e-5 relative) and draw the same intervals (endpoints to
+1e-4 of the interval's width). The reference runs with
 one BLAS thread as well, only so that this test is quicker; threading changes
 its time, not its numbers. Still ~10 s a fit on 2 busy cores (the reference
 evaluates the grid one point at a time and runs L-BFGS from 64 starts), so
