@@ -1,7 +1,7 @@
 """The Chinchilla Approach-3 fit as `miniseries.fit` did it before it was made fast (commit fb9df91).
 
 Kept verbatim as the yardstick that `bench/fit_chinchilla.py` times the new fit
-against and that tests/unit/test_fit_speed.py compares its estimates and
+against and that tests/unit/test_fit_reference.py compares its estimates and
 intervals with: L-BFGS from the 64 best points of Hoffmann et al.'s 4,500-point
 grid (the grid evaluated one point at a time), then 200 bootstrap resamples,
 each refitted from the full-data optimum and the best grid start, all with
