@@ -26,9 +26,9 @@ local: venv
 test: deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-# Fast unit tests only: no cluster, no servers.
+# Fast unit tests only: no cluster, no servers, nothing marked slow (make test runs those).
 unit: venv
-	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -81,9 +81,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Unreachable(AssertionError):
+    """Raised by a ``wait_for`` check when what it waits for can no longer happen (the state was
+    passed, the object reached another end): the wait fails at once, not at its deadline."""
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float, proc: subprocess.Popen[bytes] | None = None) -> Any:
     """Poll ``check`` until it returns something truthy, and return that; fail early if ``proc``
-    dies, and at the deadline with the last value (or error) seen."""
+    dies or ``check`` raises :class:`Unreachable`, and at the deadline with the last value (or
+    error) seen. The condition is what a test waits for; the deadline is only a safety net, so
+    give a generous one rather than a guess at how long the machine takes."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     value: Any = None
@@ -94,6 +101,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, proc: subproce
             value = check()
             if value:
                 return value
+        except Unreachable as e:
+            raise Unreachable(f"{what}: {e}") from None
         except Exception as e:  # retried until the deadline
             last = e
         time.sleep(0.2)

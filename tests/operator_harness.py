@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import requests
 import yaml
 
-from tests.cluster import Cluster, free_port, wait_for
+from tests.cluster import Cluster, Unreachable, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join(
@@ -181,6 +182,103 @@ def set_job_condition(api: Any, namespace: str, name: str, type_: str, reason: s
     if type_ in FINISHED:
         status["completionTime"] = now
     api.patch_namespaced_custom_object_status(*PYTORCHJOBS[:2], namespace, PYTORCHJOBS[2], name, {"status": status})
+
+
+class SweepHistory:
+    """Every version of one ScalingSweep that the API server records, in order, from a watch
+    started before the sweep is applied.
+
+    Polling the live object sees only the versions that happen to be current when it looks: a
+    state the operator passes through between two looks (a run Retrying for the second of its
+    backoff, Running for a run that trains in a second) is missed on a busy machine, and the
+    wait then runs to its deadline. A watch delivers every write, so `first` finds a state once
+    it has been reached, however briefly, and knows when it was passed without ever being
+    recorded (then the wait fails at once, listing what was recorded).
+    """
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self.cluster, self.namespace, self.name = cluster, namespace, name
+        self.versions: list[dict[str, Any]] = []  # each recorded object, oldest first
+        self.relists = 0  # watches restarted from scratch (410 Gone): versions may be missing
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watch: Any = None
+        self._rv: str | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"sweep-history-{name}", daemon=True)
+
+    def __enter__(self) -> SweepHistory:
+        # List first, then watch from the list's version: no write between the two is lost.
+        listed = custom(self.cluster).list_namespaced_custom_object(
+            *SWEEPS[:2], self.namespace, SWEEPS[2], field_selector=f"metadata.name={self.name}"
+        )
+        self.versions.extend(listed["items"])
+        self._rv = listed["metadata"]["resourceVersion"]
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        from kubernetes import watch
+        from kubernetes.client.rest import ApiException
+
+        api = custom(self.cluster)
+        rv = self._rv
+        while not self._stop.is_set():
+            self._watch = watch.Watch()
+            kwargs: dict[str, Any] = {"field_selector": f"metadata.name={self.name}", "timeout_seconds": 5}
+            if rv is not None:
+                kwargs["resource_version"] = rv
+            try:
+                for ev in self._watch.stream(api.list_namespaced_custom_object, *SWEEPS[:2], self.namespace,
+                                             SWEEPS[2], **kwargs):  # fmt: skip
+                    obj = ev["object"]
+                    rv = obj["metadata"]["resourceVersion"]
+                    if ev["type"] in ("ADDED", "MODIFIED"):
+                        with self._lock:
+                            self.versions.append(obj)
+                    if self._stop.is_set():
+                        break
+            except ApiException as e:
+                if e.status == 410:  # too old to resume: start again from now (versions may be missed)
+                    rv, self.relists = None, self.relists + 1
+                else:
+                    self.errors.append(f"{e.status}: {e.reason}")
+                    self._stop.wait(0.2)
+            except Exception as e:  # the API server restarting: watch again from the last version
+                self.errors.append(f"{type(e).__name__}: {e}")
+                self._stop.wait(0.2)
+
+    def statuses(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [v.get("status") or {} for v in self.versions]
+
+    def first(self, reached: Callable[[dict[str, Any]], Any], passed: Callable[[dict[str, Any]], Any]) -> Any:
+        """What `reached` returns for the earliest recorded status where it is truthy; None while
+        no status has reached it yet; raises Unreachable when a status that `passed` accepts was
+        recorded before any that `reached` accepts (the state can no longer be reached)."""
+        for st in self.statuses():
+            if value := reached(st):
+                return value
+            if passed(st):
+                raise Unreachable(
+                    f"passed without being recorded ({len(self.versions)} versions, {self.relists} relists, "
+                    f"watch errors {self.errors[-3:]}): {self.summary()}"
+                )
+        return None
+
+    def summary(self) -> str:
+        """Phase and run states of each recorded version, for failure messages."""
+
+        def runs(st: dict[str, Any]) -> str:
+            return ", ".join(f"{r['name']}:{r['state']}/{r.get('attempts')}" for r in st.get("runs", []))
+
+        return "; ".join(f"{st.get('phase')} [{runs(st)}]" for st in self.statuses())
 
 
 # ---------------------------------------------------------------- the stand-in

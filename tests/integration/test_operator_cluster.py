@@ -26,12 +26,13 @@ import yaml
 from miniseries import jobs
 from miniseries.api import ScalingSweepSpec
 from miniseries.plan import make_plan
-from tests.cluster import Cluster, S3Bucket, wait_for
+from tests.cluster import Cluster, S3Bucket, Unreachable, wait_for
 from tests.operator_harness import (
     PYTHONPATH,
     REPO,
     JobDriver,
     Operator,
+    SweepHistory,
     condition,
     custom,
     events,
@@ -43,6 +44,14 @@ from tests.operator_harness import (
 )
 
 pytestmark = [pytest.mark.cluster]
+
+#: How long any wait below may take before it fails: a safety net for a machine that is merely
+#: slow, not a guess at how long a step takes. Every wait returns as soon as its condition holds
+#: and fails at once when the condition can no longer hold (the operator died, the sweep ended
+#: elsewhere, a state was passed).
+DEADLINE = 300.0
+#: Phases a sweep stays in until its spec changes.
+END_PHASES = ("Succeeded", "Failed", "Degraded", "Invalid")
 
 
 @pytest.fixture(scope="session")
@@ -78,12 +87,25 @@ def status(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
     return get_sweep(api(cluster), ns, name).get("status") or {}
 
 
-def wait_phase(cluster: Cluster, ns: str, name: str, phases: tuple[str, ...], timeout: float = 90) -> dict[str, Any]:
-    return wait_for(  # type: ignore[no-any-return]
-        f"{name} in phase {phases}",
-        lambda: (s := status(cluster, ns, name)).get("phase") in phases and s,
-        timeout,
-    )
+def wait_phase(
+    cluster: Cluster, ns: str, name: str, phases: tuple[str, ...], operator: Operator | None = None
+) -> dict[str, Any]:
+    """The sweep's status once its phase is one of `phases`; fails at once if it ends in another
+    phase, or if `operator` exits."""
+
+    def check() -> Any:
+        s = status(cluster, ns, name)
+        if s.get("phase") in phases:
+            return s
+        if s.get("phase") in END_PHASES:
+            raise Unreachable(f"ended in phase {s['phase']}: {s.get('conditions')}")
+        return None
+
+    return wait_for(f"{name} in phase {phases}", check, DEADLINE, operator.proc if operator else None)  # type: ignore[no-any-return]
+
+
+def ended(st: dict[str, Any]) -> bool:
+    return st.get("phase") in END_PHASES
 
 
 def offline_plan(doc: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
@@ -120,10 +142,10 @@ def test_apply_the_example_creates_exactly_the_planned_jobs(
     doc["spec"]["data"].update(shardsUri=f"{store_uri}/data", evalBundleUri=f"{store_uri}/eval")
     spec = ScalingSweepSpec.model_validate(doc["spec"])
     plan = make_plan(spec)
-    start_operator()
+    op = start_operator()
     started = time.monotonic()
     kc.apply(doc, "-n", ns)
-    st = wait_for("status.plan", lambda: status(kc, ns, "miniseries").get("plan"), 30)
+    st = wait_for("status.plan", lambda: status(kc, ns, "miniseries").get("plan"), DEADLINE, op.proc)
     assert floats(st) == floats(offline_plan(doc, tmp_path))
     # The tokenizer stage: a batch Job, and no run before its tokenizer is in the store.
     tok = json.loads(kc.kubectl("get", "job", "miniseries-tokenizer", "-n", ns, "-o=json").stdout)
@@ -138,9 +160,12 @@ def test_apply_the_example_creates_exactly_the_planned_jobs(
     assert condition(sweep, "Progressing")["reason"] == "TrainingTokenizer"
 
     with JobDriver(kc, ns, hold={r.name for r in plan.runs}, log_dir=tmp_path):  # runs the tokenizer only
-        first = wait_for("first wave", lambda: list_jobs(api(kc), ns), 30)
+        first = wait_for("first wave", lambda: list_jobs(api(kc), ns), DEADLINE, op.proc)
         print(json.dumps({"apply_to_first_wave_seconds_incl_tokenizer": round(time.monotonic() - started, 2)}))
-        time.sleep(2)  # a few reconciles later: still exactly the first wave
+        # Three whole reconciles later (the counter counts starts; one may be under way): still exactly the first wave.
+        seen = op.metric("miniseries_operator_reconciles_total")
+        wait_for("3 more reconciles", lambda: op.metric("miniseries_operator_reconciles_total") >= seen + 4,
+                 DEADLINE, op.proc)  # fmt: skip
         first = list_jobs(api(kc), ns)
     wave = [r for r in plan.runs if r.wave == 0]
     assert [j["metadata"]["name"] for j in first] == [f"miniseries-{r.name}" for r in wave]
@@ -166,16 +191,18 @@ def test_runs_fill_in_next_runs_start_and_the_fit_appears(
     """Three depths, two at a time: status.runs follow the jobs and the store, the third run
     starts when a slot frees, never more than two in flight, and the fit and report land."""
     kc, ns = crds, namespace
-    start_operator()
-    with JobDriver(kc, ns, log_dir=tmp_path) as driver:
+    op = start_operator()
+    with SweepHistory(kc, ns, "life") as history, JobDriver(kc, ns, log_dir=tmp_path) as driver:
         kc.apply(sweep_doc("life", store_uri, parallelism=2, nodeGpus=8), "-n", ns)
+        # A run trains for a second or two: look for Running in every recorded status, not the current one.
         running = wait_for(
             "a run in progress in status",
-            lambda: [r for r in status(kc, ns, "life").get("runs", []) if r["state"] == "Running"],
-            60,
+            lambda: history.first(lambda st: [r for r in st.get("runs", []) if r["state"] == "Running"], ended),
+            DEADLINE,
+            op.proc,
         )
         assert running[0]["jobName"].startswith("life-d")
-        st = wait_phase(kc, ns, "life", ("Succeeded", "Failed", "Degraded"))
+        st = wait_phase(kc, ns, "life", ("Succeeded", "Failed", "Degraded"), op)
     assert st["phase"] == "Succeeded", st
     assert driver.max_in_flight == 2 and driver.duplicates() == [] and not driver.errors
     assert sorted((s.run, s.attempt) for s in driver.seen.values()) == [("d1", 1), ("d2", 1), ("d3", 1)]
@@ -205,15 +232,23 @@ def test_a_failed_job_is_retried_from_its_checkpoint(
     Retrying with the job's reason, the job is deleted and recreated as attempt 2 with
     --resume=auto, which starts from step 25, and the sweep succeeds."""
     kc, ns = crds, namespace
-    start_operator()
-    with JobDriver(kc, ns, fail={"d2": {1}}, fail_step=30, log_dir=tmp_path) as driver:
+    op = start_operator()
+    history = SweepHistory(kc, ns, "retry")
+    with history, JobDriver(kc, ns, fail={"d2": {1}}, fail_step=30, log_dir=tmp_path) as driver:
         kc.apply(sweep_doc("retry", store_uri, depths=[2]), "-n", ns)
+        # Retrying lasts from the failed job's deletion to the end of its backoff (1 s here), and
+        # the operator may record the next attempt's Pending in the reconcile right after: wait for
+        # the state in every recorded version of the status, not in the current one.
         retrying = wait_for(
             "d2 Retrying",
-            lambda: [r for r in status(kc, ns, "retry").get("runs", []) if r["state"] == "Retrying"],
-            60,
+            lambda: history.first(
+                lambda st: [r for r in st.get("runs", []) if r["state"] == "Retrying"],
+                lambda st: ended(st) or any(r["attempts"] >= 2 for r in st.get("runs", [])),
+            ),
+            DEADLINE,
+            op.proc,
         )
-        st = wait_phase(kc, ns, "retry", ("Succeeded", "Failed", "Degraded"))
+        st = wait_phase(kc, ns, "retry", ("Succeeded", "Failed", "Degraded"), op)
     (r,) = retrying
     assert r["reason"] == "ExitCode3" and "exited with code 3" in r["message"] and r["attempts"] == 1
     assert r["checkpointUri"] == f"{store_uri}/retry/d2/ckpt/step_00000025/"
@@ -243,17 +278,20 @@ def test_operator_killed_mid_sweep_and_restarted_makes_no_duplicates(
     first = start_operator("operator-1")
     with JobDriver(kc, ns, hold={"d3"}, log_dir=tmp_path) as driver:
         kc.apply(sweep_doc("restart", store_uri, parallelism=1), "-n", ns)
-        wait_for("d3 Running in status",
-                   lambda: [r for r in status(kc, ns, "restart").get("runs", []) if r["state"] == "Running"], 60)  # fmt: skip
+        wait_for("d3 Running in status",  # d3 is held Running: the live status shows it
+                 lambda: [r for r in status(kc, ns, "restart").get("runs", []) if r["state"] == "Running"],
+                 DEADLINE, first.proc)  # fmt: skip
         before = status(kc, ns, "restart")
         first.stop(signal.SIGKILL)
         driver.hold.clear()  # d3 finishes while no operator runs
-        wait_for("d3 job Succeeded", lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Succeeded"], 30)
+        wait_for(
+            "d3 job Succeeded", lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Succeeded"], DEADLINE
+        )
         assert [j["metadata"]["name"] for j in list_jobs(api(kc), ns)] == ["restart-d3"]
         after_kill = status(kc, ns, "restart")
         assert after_kill["plan"] == before["plan"] and after_kill["runs"] == before["runs"]
-        start_operator("operator-2")
-        st = wait_phase(kc, ns, "restart", ("Succeeded", "Failed", "Degraded"))
+        second = start_operator("operator-2")
+        st = wait_phase(kc, ns, "restart", ("Succeeded", "Failed", "Degraded"), second)
     assert st["phase"] == "Succeeded" and st["plan"] == before["plan"]
     assert driver.duplicates() == [] and driver.max_in_flight == 1
     assert sorted((s.run, s.attempt) for s in driver.seen.values()) == [("d1", 1), ("d2", 1), ("d3", 1)]
@@ -271,14 +309,14 @@ def test_two_operators_at_once_only_one_acts(
     high = start_operator("operator-high", peering="miniseries", priority=20)
     with JobDriver(kc, ns, log_dir=tmp_path) as driver:
         kc.apply(sweep_doc("pair", store_uri, parallelism=1), "-n", ns)
-        st = wait_phase(kc, ns, "pair", ("Succeeded", "Failed", "Degraded"))
+        st = wait_phase(kc, ns, "pair", ("Succeeded", "Failed", "Degraded"), high)
         assert st["phase"] == "Succeeded"
         assert high.metric("miniseries_operator_reconciles_total") > 0
         assert low.metric("miniseries_operator_reconciles_total") == 0
         assert driver.duplicates() == [] and driver.max_in_flight == 1
         high.stop()  # a clean exit leaves the peering: the other one resumes
         kc.apply(sweep_doc("pair2", store_uri, depths=[1]), "-n", ns)
-        wait_phase(kc, ns, "pair2", ("Succeeded",), timeout=60)
+        wait_phase(kc, ns, "pair2", ("Succeeded",), low)
     assert low.metric("miniseries_operator_reconciles_total") > 0
 
 
@@ -305,25 +343,25 @@ def test_delete_collects_jobs_and_applies_the_deletion_policy(
     if store_kind == "s3":
         s3 = request.getfixturevalue("s3")
         store_uri, env = f"{s3.uri}/sweeps", s3.env
-    start_operator(env=env)
+    op = start_operator(env=env)
     with JobDriver(kc, ns, env, log_dir=tmp_path):
         kc.apply(sweep_doc("keep", store_uri, depths=[1]), "-n", ns)
         kc.apply({**sweep_doc("wipe", store_uri, depths=[1]), "spec": {**sweep_doc("wipe", store_uri, depths=[1])["spec"],
                                                                        "deletionPolicy": "Delete"}}, "-n", ns)  # fmt: skip
         for name in ("keep", "wipe"):
-            wait_phase(kc, ns, name, ("Succeeded",))
+            wait_phase(kc, ns, name, ("Succeeded",), op)
     assert sorted(j["metadata"]["name"] for j in list_jobs(api(kc), ns)) == ["keep-d1", "wipe-d1"]
     import os
 
     os.environ.update(env)  # for open_store in this process (S3 credentials and endpoint)
     store = open_store(store_uri)
     assert store.exists("keep/d1/results.json") and store.exists("wipe/d1/results.json")
-    kc.kubectl("delete", "scalingsweep", "keep", "wipe", "-n", ns, "--timeout=60s")
-    wait_for("jobs garbage-collected", lambda: list_jobs(api(kc), ns) == [], 60)
+    kc.kubectl("delete", "scalingsweep", "keep", "wipe", "-n", ns, f"--timeout={DEADLINE:.0f}s", timeout=DEADLINE + 30)
+    wait_for("jobs garbage-collected", lambda: list_jobs(api(kc), ns) == [], DEADLINE)
     wait_for(
         "tokenizer Jobs garbage-collected",
         lambda: json.loads(kc.kubectl("get", "jobs", "-n", ns, "-o=json").stdout)["items"] == [],
-        60,
+        DEADLINE,
     )
     assert store.list("wipe/") == []
     assert "keep/d1/results.json" in store.list("keep/") and "keep/sweep.json" in store.list("keep/")
@@ -337,32 +375,35 @@ def test_suspend_resume_add_depths_and_a_refused_change(
     crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator], tmp_path: Path
 ) -> None:
     kc, ns = crds, namespace
-    start_operator()
+    op = start_operator()
     patch = ["patch", "scalingsweep", "chg", "-n", ns, "--type=merge", "-p"]
     with JobDriver(kc, ns, hold={"d2", "d3"}, log_dir=tmp_path):
         kc.apply(sweep_doc("chg", store_uri, depths=[1, 2], parallelism=1), "-n", ns)
-        wait_for("d2 running", lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Running"], 60)
+        wait_for(
+            "d2 running", lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Running"], DEADLINE, op.proc
+        )
 
         def suspended() -> Any:
             return [j["spec"]["runPolicy"]["suspend"] for j in list_jobs(api(kc), ns)]
 
         kc.kubectl(*patch, '{"spec": {"suspend": true}}')
-        wait_for("job suspended", lambda: suspended() == [True], 30)
-        st = wait_phase(kc, ns, "chg", ("Suspended",), timeout=30)
+        wait_for("job suspended", lambda: suspended() == [True], DEADLINE, op.proc)
+        st = wait_phase(kc, ns, "chg", ("Suspended",), op)
         assert condition({"status": st}, "Progressing")["reason"] == "Suspended"
         kc.kubectl(*patch, '{"spec": {"suspend": false}}')
-        wait_for("job resumed", lambda: suspended() == [False], 30)
+        wait_for("job resumed", lambda: suspended() == [False], DEADLINE, op.proc)
 
         kc.kubectl(*patch, '{"spec": {"depths": [1, 2, 3]}}')
         st = wait_for("d3 planned", lambda: len((status(kc, ns, "chg").get("plan") or {}).get("runs", [])) == 3
-                        and status(kc, ns, "chg"), 30)  # fmt: skip
+                        and status(kc, ns, "chg"), DEADLINE, op.proc)  # fmt: skip
         assert {r["name"] for r in st["runs"]} == {"d1", "d2", "d3"}
 
         kc.kubectl(*patch, '{"spec": {"training": {"tokensPerParam": 10}}}')
         refused = wait_for(
             "change refused",
             lambda: (c := condition(get_sweep(api(kc), ns, "chg"), "Ready")).get("reason") == "SpecChangeRefused" and c,
-            30,
+            DEADLINE,
+            op.proc,
         )
         assert refused["status"] == "False" and "spec.training.tokensPerParam" in refused["message"]
         assert "d2" in refused["message"]
@@ -372,7 +413,10 @@ def test_suspend_resume_add_depths_and_a_refused_change(
         assert status(kc, ns, "chg")["plan"]["runs"][0]["steps"] == st["plan"]["runs"][0]["steps"]
         kc.kubectl(*patch, '{"spec": {"training": {"tokensPerParam": 8}}}')
         wait_for(
-            "accepted again", lambda: condition(get_sweep(api(kc), ns, "chg"), "Ready").get("status") == "True", 30
+            "accepted again",
+            lambda: condition(get_sweep(api(kc), ns, "chg"), "Ready").get("status") == "True",
+            DEADLINE,
+            op.proc,
         )
 
 
@@ -439,7 +483,7 @@ def test_invalid_sweeps_are_rejected_naming_the_field(
     (Ready=False with reason InvalidSpec and a Warning event); either message names the field."""
     kc, ns = crds, namespace
     assert len(INVALID) >= 20
-    start_operator()
+    op = start_operator()
     by_operator: dict[str, tuple[str, str]] = {}
     by_schema = []
     for i, (what, doc, field) in enumerate(INVALID):
@@ -455,7 +499,8 @@ def test_invalid_sweeps_are_rejected_naming_the_field(
         ready = wait_for(
             f"{what}: Ready=False",
             lambda n=name: (c := condition(get_sweep(api(kc), ns, n), "Ready")).get("status") == "False" and c,
-            30,
+            DEADLINE,
+            op.proc,
         )
         assert ready["reason"] == "InvalidSpec" and field in ready["message"], (what, ready)
         assert status(kc, ns, name)["phase"] == "Invalid"
@@ -474,21 +519,22 @@ def test_an_unreachable_store_is_a_condition_and_an_event_until_it_is_reachable(
     a Warning event. Once the bucket exists the same sweep proceeds, nothing lost or restarted."""
     kc, ns = crds, namespace
     missing = f"t-{uuid.uuid4().hex[:12]}"
-    start_operator(env={**s3.env, "MINISERIES_STORE_RETRY_SECONDS": "1"})
+    op = start_operator(env={**s3.env, "MINISERIES_STORE_RETRY_SECONDS": "1"})
     kc.apply(sweep_doc("nostore", f"s3://{missing}/sweeps", depths=[1]), "-n", ns)
     cond = wait_for(
         "StoreReachable=False",
         lambda: next(
             (c for c in status(kc, ns, "nostore").get("conditions", []) if c["type"] == "StoreReachable"), None
         ),
-        60,
+        DEADLINE,
+        op.proc,
     )
     assert cond["status"] == "False" and cond["reason"] == "StoreUnreachable"
     assert f"spec.store.uri 's3://{missing}/sweeps' cannot be read or written" in cond["message"]
     assert "NoSuchBucket" in cond["message"] and "AWS_ENDPOINT_URL" in cond["message"]
     assert condition(get_sweep(api(kc), ns, "nostore"), "Progressing")["reason"] == "StoreUnreachable"
     warning = wait_for("a StoreUnreachable event", lambda: [e for e in events(kc, ns, "nostore")
-                                                              if e["reason"] == "StoreUnreachable"], 30)  # fmt: skip
+                                                              if e["reason"] == "StoreUnreachable"], DEADLINE, op.proc)  # fmt: skip
     assert warning[0]["type"] == "Warning"
     assert (
         list_jobs(api(kc), ns) == []
@@ -499,9 +545,13 @@ def test_an_unreachable_store_is_a_condition_and_an_event_until_it_is_reachable(
     wait_for(
         "StoreReachable=True",
         lambda: condition(get_sweep(api(kc), ns, "nostore"), "StoreReachable").get("status") == "True",
-        60,
+        DEADLINE,
+        op.proc,
     )
     wait_for(
-        "the tokenizer Job", lambda: json.loads(kc.kubectl("get", "jobs", "-n", ns, "-o=json").stdout)["items"], 30
+        "the tokenizer Job",
+        lambda: json.loads(kc.kubectl("get", "jobs", "-n", ns, "-o=json").stdout)["items"],
+        DEADLINE,
+        op.proc,
     )
     assert s3.client.get_object(Bucket=missing, Key="sweeps/nostore/sweep.json")["Body"].read()
