@@ -15,11 +15,12 @@ venv:
 
 # Everything the integration tests start for real (apiserver, etcd, helm, S3, Prometheus).
 deps: venv
-	@bash scripts/install-corpus.sh
 	@if [ -x scripts/install-system-deps.sh ]; then bash scripts/install-system-deps.sh; fi
 	@if [ -x scripts/build-binaries.sh ]; then bash scripts/build-binaries.sh; fi
 	@bash scripts/build-training-operator.sh
 
+# Needs only the virtualenv: the corpus is this Python's own standard library (no root, no
+# network once .venv exists); CORE too when `miniseries data fetch --eval-bundle` has run.
 local: venv
 	$(VENV)/bin/miniseries run examples/tiny.yaml --local
 

@@ -1,7 +1,7 @@
 """Shared fixtures for trainer tests: real English text shards and a real BPE, built once per session.
 
-Small on purpose (the test box has 2 shared cores): a few hundred KB of the Python
-documentation corpus, a 512-token vocabulary, depth 1-2 models of width 32-64.
+Small on purpose (the test box has 2 shared cores): the default corpus (the English prose
+of the standard library, ~2.7 MB), a 512-token vocabulary, depth 1-2 models of width 32-64.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from miniseries.data_prepare import DEFAULT_SOURCE
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -40,15 +38,13 @@ def trainer_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
-    if not DEFAULT_SOURCE.is_dir():
-        pytest.skip(f"corpus {DEFAULT_SOURCE} not installed: run scripts/install-corpus.sh")
     from miniseries.data_prepare import prepare
     from miniseries_trainer.tokenizer import iter_training_texts, save_tokenizer, train_bpe
 
     root = tmp_path_factory.mktemp("corpus")
     shards_uri = (root / "shards").as_uri()
-    # ~11 MB in shards of 1.5 MB: 7 training shards + 1 validation shard.
-    prepare(shards_uri, shard_chars=1_500_000, val_shards=1)
+    # ~2.7 MB in shards of ~400k chars: 6 training shards + 1 validation shard.
+    prepare(shards_uri, source="stdlib", shard_chars=400_000, val_shards=1)
     tokenizer_uri = (root / "tokenizer").as_uri()
     save_tokenizer(train_bpe(iter_training_texts(shards_uri, 400_000), VOCAB), tokenizer_uri)
     return Corpus(shards_uri, tokenizer_uri, root)

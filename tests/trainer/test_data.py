@@ -24,7 +24,10 @@ def test_data_prepare_writes_text_shards_with_a_validation_split(corpus: Corpus)
     manifest = json.loads(store.read_bytes("_manifest.json"))
     assert [s["split"] for s in manifest["shards"]][-1] == "val"
     assert {s["split"] for s in manifest["shards"][:-1]} == {"train"}
-    assert "PSF" in manifest["license"]
+    # the default corpus: this Python's standard library, nothing installed, nothing downloaded
+    assert manifest["source"] == "stdlib" and "PSF" in manifest["license"]
+    assert sum(s["chars"] for s in manifest["shards"]) > 2_000_000
+    assert min(s["chars"] for s in manifest["shards"]) > 200_000  # even shards: the validation one is no scrap
     table = pq.read_table(corpus.root / "shards" / keys[0])
     assert table.column_names == ["text"]
     text = " ".join(table.column("text").to_pylist()[:5])

@@ -2,8 +2,9 @@
 
 `miniseries run SWEEP.yaml --local` makes the same plan as the operator
 (`make_plan`), rewrites the spec's store and data URIs into a local directory
-(default ./miniseries-store), prepares data and the tokenizer once per sweep
-if they are missing, then runs every planned run as a subprocess
+(default ./miniseries-store), prepares data (the standard library's English
+prose unless shards are there already: nothing to install) and the tokenizer
+once per sweep if they are missing, then runs every planned run as a subprocess
 
     python -m miniseries_trainer.train <trainer_flags(...)>        (1 GPU/CPU per run)
     python -m torch.distributed.run --nproc-per-node G ... -m ...  (gpusPerRun > 1, gloo on CPU)
@@ -13,6 +14,8 @@ Finished runs (results.json exists) are skipped; an interrupted run resumes
 from its newest checkpoint (the trainer gets --resume=auto). Ctrl-C stops the
 child cleanly (SIGTERM to its process group, SIGKILL after a grace period) and
 keeps every checkpoint. When all runs are done the report is written.
+CORE is evaluated when the spec names a local eval bundle or one is in the
+cache (`miniseries data fetch --eval-bundle`); otherwise the run says how to get it.
 
 This module never imports torch: the trainer is a separate process.
 """
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import TextIO
 
 from miniseries.api import PlannedRun, ScalingSweep, ScalingSweepSpec
+from miniseries.data_fetch import cached_eval_bundle, eval_bundle_dir
 from miniseries.layout import SweepLayout, join_uri
 from miniseries.plan import make_plan
 from miniseries.results import Progress, checkpoint_steps, read_progress, read_results
@@ -66,11 +70,13 @@ class LocalSweep:
     tokenizer_module: str = field(
         default_factory=lambda: os.environ.get("MINISERIES_TOKENIZER_MODULE", TOKENIZER_MODULE)
     )
+    # The eval bundle when the spec names none here: the one `miniseries data fetch --eval-bundle` put in the cache.
+    eval_bundle: Path | None = field(default_factory=cached_eval_bundle)
     spec: ScalingSweepSpec = field(init=False)
 
     def __post_init__(self) -> None:
         self.store_dir = self.store_dir.resolve()
-        self.spec = localize_spec(self.sweep.spec, self.store_dir)
+        self.spec = localize_spec(self.sweep.spec, self.store_dir, eval_bundle=self.eval_bundle)
 
     @property
     def name(self) -> str:
@@ -92,13 +98,14 @@ class LocalSweep:
         return self.store_dir / self.layout.run(run.name).root / "train.log"
 
 
-def localize_spec(spec: ScalingSweepSpec, store_dir: Path) -> ScalingSweepSpec:
+def localize_spec(spec: ScalingSweepSpec, store_dir: Path, eval_bundle: Path | None = None) -> ScalingSweepSpec:
     """The spec with its store (and data, unless already local) inside `store_dir`.
 
     Remote URIs (s3://) cannot be reached from a laptop run, and file:// ones
     outside the local store would scatter artifacts; the shards go to
     <store>/data/shards/ (prepared there if missing), the tokenizer is trained
-    into the store unless a local one is given, and a local eval bundle is kept.
+    into the store unless a local one is given, and a local eval bundle is kept,
+    else `eval_bundle` (a directory) is used when given.
     """
     root_uri = path_to_uri(store_dir)
     data = spec.data.model_copy()
@@ -107,6 +114,8 @@ def localize_spec(spec: ScalingSweepSpec, store_dir: Path) -> ScalingSweepSpec:
         data.tokenizer_uri = None
     if data.eval_bundle_uri and not _local_exists(data.eval_bundle_uri):
         data.eval_bundle_uri = None
+    if data.eval_bundle_uri is None and eval_bundle is not None:
+        data.eval_bundle_uri = path_to_uri(eval_bundle)
     store = spec.store.model_copy()
     store.uri = root_uri
     store.credentials_secret = None
@@ -310,16 +319,30 @@ def prepare_data(ls: LocalSweep, display: Display) -> None:
             f"no text shards in {ls.spec.data.shards_uri} and the data preparation module is not installed ({e}); "
             "put parquet shards with a `text` column there, or install miniseries with data support"
         ) from None
-    display.say(f"preparing data shards into {ls.spec.data.shards_uri} (once per store)")
+    display.say(
+        f"preparing data shards into {ls.spec.data.shards_uri} (once per store) from the English prose of this "
+        "Python's standard library; `miniseries data prepare --source DIR --out URI` takes any other text first"
+    )
     try:
-        data_prepare.prepare(ls.spec.data.shards_uri)
+        data_prepare.prepare(ls.spec.data.shards_uri, source=data_prepare.STDLIB)
     except (FileNotFoundError, ValueError, StoreError) as e:
         raise LocalRunError(
             f"no text shards in {ls.spec.data.shards_uri} and preparing them failed: {e} "
-            "(`make deps` installs the default corpus; `miniseries data prepare --source DIR` takes any text)"
+            f"(`miniseries data prepare --source DIR --out {ls.spec.data.shards_uri}` takes any text)"
         ) from None
     if not shards_present(ls):
         raise LocalRunError(f"data preparation finished but {ls.spec.data.shards_uri} holds no .parquet shards")
+
+
+def core_line(ls: LocalSweep) -> str:
+    """Whether the runs get a CORE score, and how to get one when they do not."""
+    if ls.spec.data.eval_bundle_uri:
+        return f"CORE: every run is evaluated on the eval bundle {ls.spec.data.eval_bundle_uri}"
+    return (
+        f"CORE: not evaluated: no eval bundle in {eval_bundle_dir()}; "
+        "`miniseries data fetch --eval-bundle` downloads DCLM's (nanochat's eval_bundle.zip) there, and the next "
+        "run evaluates every model on it"
+    )
 
 
 def tokenizer_present(ls: LocalSweep) -> bool:
@@ -378,6 +401,7 @@ def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) 
                       total_tokens=sum(r.training_tokens for r in pending), out=out)  # fmt: skip
     display.done_runs = len(done)
     display.say(f"sweep {ls.name}: {len(runs)} runs ({len(done)} already finished), store {ls.store_dir}")
+    display.say(core_line(ls))
     try:
         prepare_data(ls, display)
         train_tokenizer(ls, display)

@@ -238,6 +238,12 @@ def fit_sweep(rows: list[RunRow], mode: Mode, *, peak: float, mfu_assumed: float
         cored = list(best.values())
     if len(cored) >= 2:
         core_fit = _try(problems, "CORE over C", fit_core, [r.flops for r in cored], [r.core for r in cored])
+    elif not any(r.core is not None for r in ok):
+        problems.append(
+            "CORE fit needs at least 2 runs with a full CORE score, have 0: no run was evaluated on CORE (no eval "
+            "bundle: set spec.data.evalBundleUri; `miniseries data fetch --eval-bundle` downloads DCLM's, and "
+            "`miniseries run --local` then uses it from the cache)"
+        )
     else:
         problems.append(f"CORE fit needs at least 2 runs with a full CORE score, have {len(cored)}")
     extrap = []
