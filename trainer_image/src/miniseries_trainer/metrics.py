@@ -42,6 +42,13 @@ METRICS: list[MetricDoc] = [
         "miniseries_peak_memory_bytes", "gauge", "Peak accelerator (or process) memory of one rank", per_rank=True
     ),
     MetricDoc("miniseries_train_info", "info", "Run description: shape, batch, device, world size"),
+    MetricDoc("miniseries_store_errors_total", "counter", "Store operations that failed (each try; retried ones too)"),
+    MetricDoc(
+        "miniseries_store_outage_seconds", "gauge", "How long the store has been failing (0 once it answers again)"
+    ),
+    MetricDoc(
+        "miniseries_store_retry_wait_seconds_total", "counter", "Seconds the run waited to retry store operations"
+    ),
 ]
 
 
