@@ -73,6 +73,7 @@ class TrainerMetrics:
                 # prometheus_client appends _total itself. A resumed run starts its counter
                 # at the checkpoint's total, so the series continues where it stopped.
                 self._c[m.name] = Counter(m.name.removesuffix("_total"), m.help, RUN_LABELS, registry=self.registry)
+                self._c[m.name].labels(**self.labels)  # exported at 0 from the start: rate() sees the first rise
             elif rank == 0:
                 self._g[m.name] = Gauge(m.name, m.help, RUN_LABELS, registry=self.registry)
         self.port = 0
