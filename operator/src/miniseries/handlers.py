@@ -348,7 +348,7 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     previous = _status(body)
     try:
         sweep = parse_sweep({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
-        make_plan(sweep.spec)  # budget and packing checks name their fields too
+        new_plan = make_plan(sweep.spec)  # budget and packing checks name their fields too
     except SpecError as e:
         _invalid(body, e, "InvalidSpec")
         if permanent_on_invalid:
@@ -365,7 +365,7 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     layout = SweepLayout(ns, name)
     identity = SweepIdentity(namespace=ns, name=name, uid=uid, created=meta.get("creationTimestamp"))
     try:
-        claim(store, layout, identity, [r.name for r in make_plan(sweep.spec).runs],
+        claim(store, layout, identity, [r.name for r in new_plan.runs],
               adopt_uid=(meta.get("annotations") or {}).get(ADOPT_ANNOTATION))  # fmt: skip
     except ClaimRefused as e:
         _store_refused(body, e)

@@ -260,11 +260,17 @@ def migrate_command(store_uri: str, layout: SweepLayout, uid: str) -> str:
 
 def _enclosing_manifest(store: Store, layout: SweepLayout) -> str | None:
     """A store manifest on the path above this sweep's root (its store URI points inside another sweep's key)."""
+    from miniseries.store import StoreError
+
     outer, prefix = store.outer()
     parts = (prefix + layout.root).strip("/").split("/")
     for i in range(1, len(parts)):
         key = "/".join(parts[:i]) + "/" + MANIFEST_NAME
-        if outer.exists(key):
+        try:
+            found = outer.exists(key)
+        except (StoreError, OSError):  # credentials scoped to this prefix, an unreadable parent directory
+            continue
+        if found:
             return join_uri(outer.uri, key)
     return None
 

@@ -296,11 +296,19 @@ class S3Store:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
             return True
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            code = e.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 return False
-            raise self._wrap(e, key) from e
+            if code not in ("NotImplemented", "501", "InvalidArgument", "InvalidRequest"):
+                raise self._wrap(e, key) from e
         except Exception as e:
             raise self._wrap(e, key) from e
+        # A server without conditional writes: check, then write (a race of two first claims is
+        # then settled by the claim reading the manifest back on its next reconcile).
+        if self.exists(key):
+            return False
+        self.write_bytes(key, data)
+        return True
 
     def copy(self, src: str, dst: str) -> None:
         from botocore.exceptions import ClientError
