@@ -325,16 +325,16 @@ def test_the_real_trainer_rides_out_a_store_outage(outage_s3: RestartableS3, tmp
 
 
 def _corpus(tmp_path: Path) -> Any:
-    """The trainer tests' corpus, built here (tests/trainer's fixture is session-scoped there)."""
-    from miniseries.data_prepare import DEFAULT_SOURCE, prepare
+    """Shards and a BPE for the real trainer: the trainer tests' corpus when installed, else the
+    standard library's own sources (real text on every machine); small, like tests/trainer's."""
+    from miniseries.data_prepare import DEFAULT_GLOB, DEFAULT_SOURCE, prepare
     from miniseries_trainer.tokenizer import iter_training_texts, save_tokenizer, train_bpe
     from tests.trainer.conftest import VOCAB, Corpus
 
-    if not DEFAULT_SOURCE.is_dir():
-        pytest.skip(f"corpus {DEFAULT_SOURCE} not installed: run scripts/install-corpus.sh")
+    source, pattern = (DEFAULT_SOURCE, DEFAULT_GLOB) if DEFAULT_SOURCE.is_dir() else (Path(os.__file__).parent, "*.py")
     root = tmp_path / "corpus"
     shards_uri = (root / "shards").as_uri()
-    prepare(shards_uri, shard_chars=1_500_000, val_shards=1)
+    prepare(shards_uri, source=source, pattern=pattern, shard_chars=1_500_000, val_shards=1)
     tokenizer_uri = (root / "tokenizer").as_uri()
     save_tokenizer(train_bpe(iter_training_texts(shards_uri, 400_000), VOCAB), tokenizer_uri)
     return Corpus(shards_uri, tokenizer_uri, root)
@@ -374,7 +374,7 @@ def test_a_job_failing_while_the_store_is_down_shows_at_once(
         outage_s3.start()
         final = wait_phase(kc, ns, "down", ("Succeeded", "Failed", "Degraded"), timeout=180)
     assert final["phase"] == "Succeeded" and final["runs"][0]["attempts"] == 2
-    assert shown_after < 5, shown_after
+    assert shown_after < 10, shown_after  # before: ~60 s (the store retry delay, twice)
     print(json.dumps({"failed_job_shown_after_seconds": round(shown_after, 2)}))
 
 
