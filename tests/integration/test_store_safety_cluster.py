@@ -393,28 +393,32 @@ def test_a_truncated_results_json_is_evaluated_again_without_spending_a_retry(
     store_uri = (tmp_path / "store").as_uri()
     doc = sweep_doc("corrupt", store_uri, depths=[1, 2])
     doc["spec"]["retryLimit"] = 0
+    from miniseries.api import ScalingSweepSpec
+    from miniseries.plan import make_plan
+
+    first, second = (r.name for r in make_plan(ScalingSweepSpec.model_validate(doc["spec"])).runs)  # in launch order
     start_operator(ns)
-    results = tmp_path / "store" / ns / "corrupt" / "d1" / "results.json"
-    with JobDriver(kc, ns, hold={"d2"}, log_dir=tmp_path) as driver:
+    results = tmp_path / "store" / ns / "corrupt" / first / "results.json"
+    with JobDriver(kc, ns, hold={second}, log_dir=tmp_path) as driver:
         kc.apply(doc, "-n", ns)
-        wait_for("d1 Succeeded", lambda: [r for r in status(kc, ns, "corrupt").get("runs", [])
-                                          if r["name"] == "d1" and r["state"] == "Succeeded"], 120)  # fmt: skip
+        wait_for("the first run Succeeded", lambda: [r for r in status(kc, ns, "corrupt").get("runs", [])
+                                          if r["name"] == first and r["state"] == "Succeeded"], 120)  # fmt: skip
         steps = json.loads(results.read_text())["steps"]
         results.write_bytes(results.read_bytes()[:200])
-        seen = wait_for("d1 ResultsCorrupt", lambda: [r for r in status(kc, ns, "corrupt").get("runs", [])
-                                                      if r["name"] == "d1" and r.get("reason") == "ResultsCorrupt"
+        seen = wait_for("ResultsCorrupt", lambda: [r for r in status(kc, ns, "corrupt").get("runs", [])
+                                                      if r["name"] == first and r.get("reason") == "ResultsCorrupt"
                                                       and r["state"] in ("Retrying", "Pending", "Running")], 60)  # fmt: skip
-        wait_for("d1 Succeeded again", lambda: [r for r in status(kc, ns, "corrupt").get("runs", [])
-                                                if r["name"] == "d1" and r["state"] == "Succeeded"
+        wait_for("Succeeded again", lambda: [r for r in status(kc, ns, "corrupt").get("runs", [])
+                                                if r["name"] == first and r["state"] == "Succeeded"
                                                 and r.get("reason") == "ResultsCorrupt"], 120)  # fmt: skip
         driver.hold.clear()
         st = wait_phase(kc, ns, "corrupt", ("Succeeded", "Failed", "Degraded"))
     assert st["phase"] == "Succeeded", st
-    d1 = next(r for r in st["runs"] if r["name"] == "d1")
-    assert d1["attempts"] == 1 and d1["steps"] == steps
+    done = next(r for r in st["runs"] if r["name"] == first)
+    assert done["attempts"] == 1 and done["steps"] == steps
     msg = seen[0]["message"]
     assert f"{results.as_uri()} (200 bytes) is not valid JSON" in msg and "ckpt/step_" in msg
-    assert sorted((s.run, s.attempt) for s in driver.seen.values()) == [("d1", 1), ("d1", 1), ("d2", 1)]
+    assert sorted((s.run, s.attempt) for s in driver.seen.values()) == sorted([(first, 1), (first, 1), (second, 1)])
     starts = sorted(int(p.name) for p in (results.parent / "starts").iterdir())
     assert starts == [0, steps]  # the second start was at the final checkpoint: evaluation only
     reasons = [e["reason"] for e in events(kc, ns, "corrupt")]
