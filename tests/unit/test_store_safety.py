@@ -298,12 +298,13 @@ def test_backoff_doubles_caps_and_stops_at_the_budget() -> None:
         delays.append(d)
         waited += d
     assert delays[:5] == [1, 2, 4, 8, 10] and sum(delays) == 60 and delays[-1] <= 10
+    assert RetryPolicy().budget_seconds == 300 and RetryPolicy().max_delay == 5  # the trainer's defaults
 
 
 def test_a_write_rides_out_an_outage_within_the_budget(store: LocalStore) -> None:
     clock, seen = Clock(), []
     flaky = Flaky(store, failures=6)  # 1+2+4+8+10+10 = 35 s of outage
-    rs = RetryingStore(flaky, RetryPolicy(budget_seconds=300), sleep=clock.sleep, clock=clock,  # type: ignore[arg-type]
+    rs = RetryingStore(flaky, RetryPolicy(budget_seconds=300, max_delay=10), sleep=clock.sleep, clock=clock,  # type: ignore[arg-type]
                        on_change=lambda h: seen.append((h.errors, h.outage_started is not None)))  # fmt: skip
     rs.write_bytes("a/ckpt", b"data")
     assert store.read_bytes("a/ckpt") == b"data"

@@ -428,7 +428,7 @@ class RetryPolicy:
 
     budget_seconds: float = 300.0
     first_delay: float = 1.0
-    max_delay: float = 10.0
+    max_delay: float = 5.0  # the most a recovered store goes unnoticed
 
     def delay(self, attempt: int, waited: float) -> float | None:
         """Seconds to wait before retry `attempt` (1-based), or None when the budget is spent."""

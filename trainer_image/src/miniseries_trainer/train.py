@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--store-outage-seconds",
         type=_positive("--store-outage-seconds", zero_ok=True),
         default=300,
-        help="how long one store operation is retried (exponential backoff up to 10 s) before the run fails; "
+        help="how long one store operation is retried (exponential backoff up to 5 s) before the run fails; "
         "progress.json is never waited for (skipped and written later)",
     )
     g = p.add_argument_group("runtime")
