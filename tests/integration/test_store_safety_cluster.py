@@ -384,14 +384,16 @@ def test_a_job_failing_while_the_store_is_down_shows_at_once(
 def test_a_truncated_results_json_is_evaluated_again_without_spending_a_retry(
     crds: Cluster, namespace: str, start_operator: Callable[..., Operator], tmp_path: Path
 ) -> None:
-    """The issue's case: d1 Succeeded, then its results.json truncated to 200 bytes (d2 still runs,
+    """The issue's case: a run Succeeded, then its results.json truncated to 200 bytes (the other still runs,
     so the sweep is live). The run goes Retrying with reason ResultsCorrupt and a message naming
     the object and the parse error, its job is deleted and the same attempt started again, which
     resumes at the final checkpoint and only writes results; the retry budget (retryLimit 0 here)
     is not touched and no RunRetrying event is posted."""
     kc, ns = crds, namespace
     store_uri = (tmp_path / "store").as_uri()
-    doc = sweep_doc("corrupt", store_uri, depths=[1, 2])
+    # Two slots: the held run keeps one, the re-evaluation needs the other (it trains nothing,
+    # but it is a job like any other and waits for a free slot).
+    doc = sweep_doc("corrupt", store_uri, depths=[1, 2], parallelism=2, nodeGpus=2)
     doc["spec"]["retryLimit"] = 0
     from miniseries.api import ScalingSweepSpec
     from miniseries.plan import make_plan
