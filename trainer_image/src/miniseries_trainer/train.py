@@ -39,6 +39,8 @@ PEAK_FLOPS_BY_DEVICE = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 #: order-of-magnitude figure that keeps CPU MFU meaningful across machines.
 CPU_PEAK_FLOPS_PER_THREAD = 100e9
 PROGRESS_EVERY_SECONDS = 5.0
+#: How long the store may take to answer at the start before the run fails (see --store-outage-seconds).
+STARTUP_STORE_SECONDS = 10.0
 #: The whole loss curve is rewritten (atomically) this often and at every checkpoint.
 LOSS_CURVE_EVERY_SECONDS = 30.0
 
@@ -210,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive("--store-outage-seconds", zero_ok=True),
         default=300,
         help="how long one store operation is retried (exponential backoff up to 5 s) before the run fails; "
-        "progress.json is never waited for (skipped and written later)",
+        "progress.json is never waited for (skipped and written later). At the start the store must answer "
+        f"within {STARTUP_STORE_SECONDS:g} s (a store never reached is a wrong URI or credentials)",
     )
     g = p.add_argument_group("runtime")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when available")
@@ -375,8 +378,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rank {rank}: {msg}", file=sys.stderr, flush=True)
 
     try:
-        store = RetryingStore(open_store(args.store), policy, log=store_log, health=health)
-        store.check()
+        raw_store = open_store(args.store)
+        # A store that does not answer at the start is most likely a wrong URI, endpoint or
+        # credentials: fail fast (STARTUP_STORE_SECONDS) before compute is spent; once it has
+        # answered, an outage is ridden out for --store-outage-seconds.
+        RetryingStore(raw_store, RetryPolicy(budget_seconds=min(STARTUP_STORE_SECONDS, policy.budget_seconds))).check()
+        store = RetryingStore(raw_store, policy, log=store_log, health=health)
         data_store = RetryingStore(open_store(args.data), policy, log=store_log, health=health)
         train_keys, val_key = data.list_shards(data_store)
         tokenizer = load_tokenizer(args.tokenizer)
