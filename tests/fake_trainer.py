@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from miniseries.layout import RunLayout
+from miniseries.layout import LOCAL_NAMESPACE, RunLayout
 from miniseries.results import CheckpointFile, CheckpointManifest, LossSummary, Progress, RunResults, checkpoint_steps
 from miniseries.shapes import model_shape
 from miniseries.store import open_store
@@ -30,17 +30,18 @@ from miniseries.store import open_store
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    for name in ("sweep", "run", "store", "data", "tokenizer", "device", "resume", "eval-bundle"):
+    for name in ("namespace", "sweep", "run", "store", "data", "tokenizer", "device", "resume", "eval-bundle"):
         p.add_argument(f"--{name}")
     for name in ("depth", "aspect-ratio", "head-dim", "vocab-size", "seq-len", "target-tokens", "steps",
                  "total-batch-tokens", "device-batch-size", "warmup-steps", "checkpoint-every",
-                 "keep-checkpoints", "eval-tokens", "seed", "metrics-port", "core-max-per-task"):  # fmt: skip
+                 "keep-checkpoints", "eval-tokens", "seed", "metrics-port", "core-max-per-task",
+                 "store-outage-seconds"):  # fmt: skip
         p.add_argument(f"--{name}", type=int)
     p.add_argument("--warmdown-ratio", type=float)
     p.add_argument("--budget-flops", type=float)
     a = p.parse_args()
     store = open_store(a.store)
-    rl = RunLayout(a.sweep, a.run)
+    rl = RunLayout(a.namespace or LOCAL_NAMESPACE, a.sweep, a.run)
     shape = model_shape(
         a.depth, aspect_ratio=a.aspect_ratio, head_dim=a.head_dim, vocab_size=a.vocab_size, sequence_len=a.seq_len
     )
@@ -52,11 +53,15 @@ def main() -> int:
     fail_step = int(os.environ.get("FAKE_TRAINER_FAIL_STEP", "2"))
     t0 = time.time()
     curve = []
-    loss = 0.0
+
+    def law(tokens: int) -> float:
+        return 2.0 + 30.0 / shape.scaling_params**0.2 + 20.0 / tokens**0.2
+
+    loss = law(start * a.total_batch_tokens) if start else 0.0  # resumed at the end: only "evaluates"
     for step in range(start + 1, a.steps + 1):
         time.sleep(sleep)
         tokens = step * a.total_batch_tokens
-        loss = 2.0 + 30.0 / shape.scaling_params**0.2 + 20.0 / tokens**0.2
+        loss = law(tokens)
         curve.append({"step": step, "tokens": tokens, "flops": tokens * shape.flops_per_token, "loss": loss})
         fail_here = os.environ.get("FAKE_TRAINER_FAIL_RUN") == a.run and step == fail_step
         if fail_here and step % a.checkpoint_every:

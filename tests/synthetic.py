@@ -14,7 +14,7 @@ import numpy as np
 
 from miniseries import shapes
 from miniseries.api import ScalingSweepSpec
-from miniseries.layout import SweepLayout
+from miniseries.layout import LOCAL_NAMESPACE, SweepLayout
 from miniseries.plan import make_plan, shape_for
 from miniseries.results import CoreResult, LossSummary, RunResults
 from miniseries.store import Store
@@ -59,7 +59,7 @@ def write_sweep(
     law: dict[str, float] = LAW,
 ) -> None:
     rng = np.random.default_rng(seed)
-    layout = SweepLayout(sweep)
+    layout = SweepLayout(LOCAL_NAMESPACE, sweep)  # the local runner's namespace: what `miniseries report` reads
     for run in make_plan(spec).runs:
         if run.name in skip:
             continue

@@ -59,7 +59,7 @@ def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str) -> dict[str, Any]:
     doc["spec"]["depths"] = [1, 2]
     doc["spec"]["store"] = {"uri": bucket.uri, "credentialsSecret": CREDENTIALS_SECRET}
     doc["spec"]["data"]["shardsUri"] = join_uri(bucket.uri, DATA_KEY)
-    doc["spec"]["data"]["tokenizerUri"] = join_uri(bucket.uri, SweepLayout(tiny.name).tokenizer)
+    doc["spec"]["data"]["tokenizerUri"] = join_uri(bucket.uri, tiny.layout.tokenizer)
     doc["spec"]["resources"]["nodeSelector"] = {"miniseries.dev/e2e-node": "true"}
     # One run at a time: the node agent's pods share the host network, and every trainer binds
     # the same default metrics port (9400).
@@ -114,16 +114,16 @@ def test_tiny_sweep_through_the_real_path(real_cluster: Cluster, tiny: LocalSwee
     jobs = json.loads(kc.kubectl("get", "pytorchjobs", "-o", "json").stdout)["items"]
     assert {r["jobName"] for r in status["runs"]} <= {j["metadata"]["name"] for j in jobs}
     for r in status["runs"]:
-        layout = SweepLayout("e2e-sweep").run(r["name"])
+        layout = SweepLayout("default", "e2e-sweep").run(r["name"])
         res = read_results(store, layout)
         assert res is not None and res.loss.final is not None and res.steps == r["steps"]
         assert checkpoint_steps(store, layout)
     assert status.get("fit"), status  # two depths: the fit may say partial, but it is there
     assert status["reportUri"].startswith(f"{bucket.uri}/")
-    report = json.loads(store.read_bytes(SweepLayout("e2e-sweep").report + "report.json"))
+    report = json.loads(store.read_bytes(SweepLayout("default", "e2e-sweep").report + "report.json"))
     assert report["runs_finished"] == 2
     # everything landed in the bucket, nothing on this host's disk beside it
-    keys = bucket.keys("e2e-sweep/")
+    keys = bucket.keys("default/e2e-sweep/")
     assert any(k.endswith("results.json") for k in keys) and any("/ckpt/" in k for k in keys), keys
 
 
@@ -131,19 +131,19 @@ def test_killed_run_resumes_and_matches(real_cluster: Cluster, tiny: LocalSweep,
                                         operator: Any) -> None:  # fmt: skip
     kc, store = real_cluster, s3_store(bucket)
     kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sweep_doc(tiny, bucket, "e2e-kill-sweep")))
-    layout = SweepLayout("e2e-kill-sweep").run("d2")
+    layout = SweepLayout("default", "e2e-kill-sweep").run("d2")
     deadline = time.monotonic() + 600
     while not checkpoint_steps(store, layout):
         assert time.monotonic() < deadline, "d2 wrote no checkpoint in 600 s"
         time.sleep(0.5)
-    found = subprocess.run(["pgrep", "-f", "--", f"{TRAINER_MODULE} --sweep=e2e-kill-sweep --run=d2 "],
+    found = subprocess.run(["pgrep", "-f", "--", f"{TRAINER_MODULE} --namespace=default --sweep=e2e-kill-sweep --run=d2 "],
                            capture_output=True, text=True).stdout.split()  # fmt: skip
     assert len(found) == 1, found
     os.kill(int(found[0]), signal.SIGKILL)
     status = wait_sweep(kc, "e2e-kill-sweep", 1200)
     assert status["phase"] == "Succeeded", status
     killed = read_results(store, layout)
-    straight = read_results(store, SweepLayout("e2e-sweep").run("d2"))
+    straight = read_results(store, SweepLayout("default", "e2e-sweep").run("d2"))
     assert killed is not None and straight is not None
     assert killed.loss.final is not None and straight.loss.final is not None
     print(

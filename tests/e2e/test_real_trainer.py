@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from miniseries.layout import SweepLayout, join_uri
+from miniseries.layout import LOCAL_NAMESPACE, SweepLayout, join_uri
 from miniseries.local import LocalSweep, free_port
 from miniseries.results import checkpoint_steps, read_results
 from miniseries.trainer_args import TRAINER_MODULE, trainer_flags
@@ -39,9 +39,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 def trainer_job(ls: LocalSweep, name: str, sweep: str) -> dict[str, Any]:
     run = ls.runs()[0]
-    flags = trainer_flags(ls.spec, sweep, run, metrics_port=free_port(), device="cpu", store_uri=ls.spec.store.uri)
+    flags = trainer_flags(
+        ls.spec,
+        SweepLayout(LOCAL_NAMESPACE, sweep),
+        run,
+        metrics_port=free_port(),
+        device="cpu",
+        store_uri=ls.spec.store.uri,
+    )
     # the sweep's tokenizer was trained under the sweep name e2e-tiny: point every copy at it
-    flags = ["--tokenizer=" + join_uri(ls.spec.store.uri, SweepLayout(ls.name).tokenizer) if f.startswith("--tokenizer=")
+    flags = ["--tokenizer=" + join_uri(ls.spec.store.uri, ls.layout.tokenizer) if f.startswith("--tokenizer=")
              else f for f in flags]  # fmt: skip
     container = {"name": "pytorch", "image": "miniseries/trainer:e2e",
                  "command": ["python", "-m", TRAINER_MODULE], "args": flags}  # fmt: skip
@@ -64,7 +71,7 @@ def wait_succeeded(kc: Cluster, name: str, timeout: float) -> None:
 
 def trainer_pid(sweep: str) -> int:
     """The trainer's process id (the node agent runs it as a local process)."""
-    found = subprocess.run(["pgrep", "-f", "--", f"{TRAINER_MODULE} --sweep={sweep} "], capture_output=True,
+    found = subprocess.run(["pgrep", "-f", "--", f"{TRAINER_MODULE} --namespace={LOCAL_NAMESPACE} --sweep={sweep} "], capture_output=True,
                            text=True).stdout.split()  # fmt: skip
     assert len(found) == 1, f"expected one trainer process of sweep {sweep}, found {found}"
     return int(found[0])
@@ -78,12 +85,12 @@ def test_trainer_runs_and_resumes_after_its_process_is_killed(real_cluster: Clus
     kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(trainer_job(tiny, "e2e-straight", "e2e-straight")))
     wait_succeeded(kc, "e2e-straight", 600)
     run = tiny.runs()[0]
-    straight = read_results(store, SweepLayout("e2e-straight").run(run.name))
+    straight = read_results(store, SweepLayout(LOCAL_NAMESPACE, "e2e-straight").run(run.name))
     assert straight is not None and straight.steps == run.steps and straight.loss.final is not None
     record_property("straight_seconds", round(time.monotonic() - started, 1))
 
     # --- killed after its first checkpoint, restarted in place by the pod's restart policy
-    layout = SweepLayout("e2e-kill").run(run.name)
+    layout = SweepLayout(LOCAL_NAMESPACE, "e2e-kill").run(run.name)
     kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(trainer_job(tiny, "e2e-kill", "e2e-kill")))
     deadline = time.monotonic() + 300
     while not checkpoint_steps(store, layout):

@@ -83,6 +83,19 @@ def test_s3_credentials_come_from_the_named_secret() -> None:
     assert c["envFrom"] == [{"secretRef": {"name": "sweep-s3"}}]
 
 
+def test_store_roots_become_operator_flags() -> None:
+    (deploy,) = by_kind(
+        render({"store.roots[0]": "s3://shared/{namespace}", "store.roots[1]": "file:///srv/ms"}), "Deployment"
+    )
+    (c,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert [a for a in c["args"] if a.startswith("--store-root")] == [
+        "--store-root=s3://shared/{namespace}",
+        "--store-root=file:///srv/ms",
+    ]
+    (plain,) = by_kind(render(), "Deployment")
+    assert not [a for a in plain["spec"]["template"]["spec"]["containers"][0]["args"] if "store-root" in a]
+
+
 def test_cluster_wide_rbac_is_exactly_what_the_operator_uses() -> None:
     objs = render()
     roles = {r["metadata"]["name"]: granted(r) for r in by_kind(objs, "ClusterRole")}
@@ -164,6 +177,7 @@ def test_crds_are_in_the_chart() -> None:
         ("peering.enabled=maybe", "/peering/enabled': got string, want boolean"),
         ("monitoring.interval=often", "/monitoring/interval': 'often' does not match pattern"),
         ("store.credentialsSecret=Not_A_Name", "/store/credentialsSecret'"),
+        ("store.roots[0]=http://x", "/store/roots/0': 'http://x' does not match pattern"),
         ("storage.uri=s3://x", "additional properties 'storage' not allowed"),
     ],
 )

@@ -65,7 +65,7 @@ def env(monkeypatch):
 
 
 def starts(store: Path, sweep: str, run: str) -> list[int]:
-    d = store / sweep / run / "starts"
+    d = store / "local" / sweep / run / "starts"
     return sorted(int(p.name) for p in d.iterdir()) if d.exists() else []
 
 
@@ -87,10 +87,10 @@ def test_run_skips_finished_and_reports(tmp_path, env):
     text = out.getvalue()
     assert "training the tokenizer" in text and "report:" in text
     for r in ("d1", "d2", "d3"):
-        assert (store / "mini" / r / "results.json").exists()
+        assert (store / "local" / "mini" / r / "results.json").exists()
         assert starts(store, "mini", r) == [0]
-    assert (store / "mini" / "report" / "report.md").exists()
-    doc = json.loads((store / "mini" / "report" / "report.json").read_text())
+    assert (store / "local" / "mini" / "report" / "report.md").exists()
+    doc = json.loads((store / "local" / "mini" / "report" / "report.json").read_text())
     assert doc["runs_finished"] == 3
     assert {r["state"] for r in run_states(ls)} == {"Succeeded"}
     # again: nothing retrained
@@ -109,15 +109,15 @@ def test_ctrl_c_stops_child_and_rerun_resumes(tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     # wait until the second run (d2) has a checkpoint, then press Ctrl-C
     deadline = time.time() + 60
-    while time.time() < deadline and not list((store / "mini" / "d2" / "ckpt").glob("step_*/manifest.json")):
+    while time.time() < deadline and not list((store / "local" / "mini" / "d2" / "ckpt").glob("step_*/manifest.json")):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out.decode()
     assert b"checkpoints are kept" in out
-    assert (store / "mini" / "d1" / "results.json").exists()
-    assert not (store / "mini" / "d2" / "results.json").exists()
-    progress = store / "mini" / "d2" / "progress.json"
+    assert (store / "local" / "mini" / "d1" / "results.json").exists()
+    assert not (store / "local" / "mini" / "d2" / "results.json").exists()
+    progress = store / "local" / "mini" / "d2" / "progress.json"
     before = progress.stat().st_mtime
     time.sleep(0.5)
     assert progress.stat().st_mtime == before  # the child is gone, not writing on in the background
@@ -128,7 +128,7 @@ def test_ctrl_c_stops_child_and_rerun_resumes(tmp_path):
     assert starts(store, "mini", "d1") == [0]
     d2 = starts(store, "mini", "d2")
     assert d2[0] == 0 and len(d2) == 2 and d2[1] >= 10
-    assert (store / "mini" / "d3" / "results.json").exists()
+    assert (store / "local" / "mini" / "d3" / "results.json").exists()
 
 
 def test_failed_run_is_reported_with_log(tmp_path, env, monkeypatch):
@@ -138,7 +138,42 @@ def test_failed_run_is_reported_with_log(tmp_path, env, monkeypatch):
     ls = LocalSweep(load_sweep(sweep_yaml(tmp_path)), store)
     with pytest.raises(LocalRunError, match=r"(?s)d2 failed \(exit 3\).*simulated crash"):
         run_sweep(ls, out=io.StringIO())
-    assert (store / "mini" / "d1" / "results.json").exists()
+    assert (store / "local" / "mini" / "d1" / "results.json").exists()
+
+
+def test_an_unreadable_results_json_is_evaluated_again_from_the_final_checkpoint(tmp_path, env):
+    """The local runner's half of issue 15 item 5: not "finished", not retrained: the trainer
+    resumes at its final checkpoint and only writes results again."""
+    store = tmp_path / "st"
+    with_shards(store)
+    ls = LocalSweep(load_sweep(sweep_yaml(tmp_path, depths=(1,))), store)
+    assert run_sweep(ls, out=io.StringIO(), report=False) == 0
+    results = store / "local" / "mini" / "d1" / "results.json"
+    good = json.loads(results.read_text())
+    results.write_bytes(results.read_bytes()[:200])
+    out = io.StringIO()
+    assert run_sweep(ls, out=out, report=False) == 0
+    assert f"{results.as_uri()} (200 bytes) is not valid JSON" in out.getvalue()
+    steps = good["steps"]
+    assert starts(store, "mini", "d1") == [0, steps]  # the second start was at the end: evaluation only
+    assert json.loads(results.read_text())["steps"] == steps
+
+
+def test_a_store_of_the_layout_before_namespaces_is_moved_then_run(tmp_path, env):
+    store = tmp_path / "st"
+    with_shards(store)
+    ls = LocalSweep(load_sweep(sweep_yaml(tmp_path, depths=(1, 2))), store)
+    assert run_sweep(ls, out=io.StringIO(), report=False) == 0
+    # rebuild the old layout: <store>/mini/... without the manifest
+    (store / "local" / "mini" / "store-manifest.json").unlink()
+    (store / "local" / "mini").rename(store / "mini")
+    (store / "mini" / "NOTES.txt").write_text("not the runner's")
+    out = io.StringIO()
+    assert run_sweep(ls, out=out, report=False) == 0
+    assert "moved" in out.getvalue() and "2 already finished" in out.getvalue()
+    assert (store / "local" / "mini" / "d2" / "results.json").exists()
+    assert (store / "local" / "mini" / "store-manifest.json").exists()
+    assert sorted(p.name for p in (store / "mini").iterdir()) == ["NOTES.txt"]  # only the runner's objects moved
 
 
 def test_missing_data_without_preparation_is_a_clear_error(tmp_path, env, monkeypatch):

@@ -48,7 +48,7 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
     ls = LocalSweep(load_sweep(path), tmp_path / "store", device="cpu")
     assert run_sweep(ls, out=io.StringIO()) == 0
     assert {r["state"] for r in run_states(ls)} == {"Succeeded"}
-    report = json.loads((tmp_path / "store" / "tiny-e2e" / "report" / "report.json").read_text())
+    report = json.loads((tmp_path / "store" / "local" / "tiny-e2e" / "report" / "report.json").read_text())
     assert report["runs_finished"] == 2
     assert all(r["final_loss"] and r["final_loss"] > 0 for r in report["runs"])
     out = io.StringIO()

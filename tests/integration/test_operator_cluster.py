@@ -210,15 +210,15 @@ def test_runs_fill_in_next_runs_start_and_the_fit_appears(
     for name, r in runs.items():
         assert r["state"] == "Succeeded" and r["attempts"] == 1 and r["jobName"] == f"life-{name}"
         assert r["step"] == r["steps"] > 0 and r["tokens"] > 0 and r["loss"] > 0
-        assert r["resultsUri"] == f"{store_uri}/life/{name}/results.json"
+        assert r["resultsUri"] == f"{store_uri}/{ns}/life/{name}/results.json"
     assert st["totals"]["runsDone"] == 3 and st["progress"] == "3/3"
     assert st["fit"]["runsFitted"] == 3  # (the fake losses are too few points for every law: "partial" is the report's)
     # `kubectl get scalingsweeps` shows the fitted exponent a (N_opt ~ C^a)
     header, row = kc.kubectl("get", "scalingsweeps", "life", "-n", ns).stdout.splitlines()[:2]
     fit_column = row[header.index("FIT-N~C^A") : header.index("AGE")].strip()  # BEST-CORE is blank: no CORE here
     assert float(fit_column) == pytest.approx(st["fit"]["paramsExponent"], rel=1e-6)
-    assert st["reportUri"].startswith(f"{store_uri}/life/report")
-    assert (Path(store_uri.removeprefix("file://")) / "life" / "report" / "report.json").exists()
+    assert st["reportUri"].startswith(f"{store_uri}/{ns}/life/report")
+    assert (Path(store_uri.removeprefix("file://")) / ns / "life" / "report" / "report.json").exists()
     ready = condition(get_sweep(api(kc), ns, "life"), "Ready")
     assert ready["status"] == "True" and ready["observedGeneration"] == 1 and st["observedGeneration"] == 1
     reasons = [e["reason"] for e in events(kc, ns, "life")]
@@ -251,7 +251,7 @@ def test_a_failed_job_is_retried_from_its_checkpoint(
         st = wait_phase(kc, ns, "retry", ("Succeeded", "Failed", "Degraded"), op)
     (r,) = retrying
     assert r["reason"] == "ExitCode3" and "exited with code 3" in r["message"] and r["attempts"] == 1
-    assert r["checkpointUri"] == f"{store_uri}/retry/d2/ckpt/step_00000025/"
+    assert r["checkpointUri"] == f"{store_uri}/{ns}/retry/d2/ckpt/step_00000025/"
     assert st["phase"] == "Succeeded", st
     (done,) = st["runs"]
     assert done["attempts"] == 2 and done["state"] == "Succeeded" and done["reason"] == "ExitCode3"
@@ -259,7 +259,9 @@ def test_a_failed_job_is_retried_from_its_checkpoint(
     (job,) = list_jobs(api(kc), ns)
     assert job["metadata"]["labels"]["miniseries.dev/attempt"] == "2"
     assert "--resume=auto" in job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
-    starts = sorted(p.name for p in (Path(store_uri.removeprefix("file://")) / "retry" / "d2" / "starts").iterdir())
+    starts = sorted(
+        p.name for p in (Path(store_uri.removeprefix("file://")) / ns / "retry" / "d2" / "starts").iterdir()
+    )
     assert starts == ["00000000", "00000025"]  # attempt 2 resumed from the checkpoint
     ev = [e for e in events(kc, ns, "retry") if e["reason"] == "RunRetrying"]
     assert len(ev) == 1 and ev[0]["type"] == "Warning" and "step_00000025" in ev[0]["message"]
@@ -355,7 +357,7 @@ def test_delete_collects_jobs_and_applies_the_deletion_policy(
 
     os.environ.update(env)  # for open_store in this process (S3 credentials and endpoint)
     store = open_store(store_uri)
-    assert store.exists("keep/d1/results.json") and store.exists("wipe/d1/results.json")
+    assert store.exists(f"{ns}/keep/d1/results.json") and store.exists(f"{ns}/wipe/d1/results.json")
     kc.kubectl("delete", "scalingsweep", "keep", "wipe", "-n", ns, f"--timeout={DEADLINE:.0f}s", timeout=DEADLINE + 30)
     wait_for("jobs garbage-collected", lambda: list_jobs(api(kc), ns) == [], DEADLINE)
     wait_for(
@@ -363,8 +365,10 @@ def test_delete_collects_jobs_and_applies_the_deletion_policy(
         lambda: json.loads(kc.kubectl("get", "jobs", "-n", ns, "-o=json").stdout)["items"] == [],
         DEADLINE,
     )
-    assert store.list("wipe/") == []
-    assert "keep/d1/results.json" in store.list("keep/") and "keep/sweep.json" in store.list("keep/")
+    assert store.list(f"{ns}/wipe/") == []
+    assert f"{ns}/keep/d1/results.json" in store.list(f"{ns}/keep/") and f"{ns}/keep/sweep.json" in store.list(
+        f"{ns}/keep/"
+    )
     assert any(e["reason"] == "StoreDeleted" for e in events(kc, ns, "wipe"))
 
 
@@ -554,4 +558,4 @@ def test_an_unreachable_store_is_a_condition_and_an_event_until_it_is_reachable(
         DEADLINE,
         op.proc,
     )
-    assert s3.client.get_object(Bucket=missing, Key="sweeps/nostore/sweep.json")["Body"].read()
+    assert s3.client.get_object(Bucket=missing, Key=f"sweeps/{ns}/nostore/sweep.json")["Body"].read()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from miniseries.layout import RunLayout
+from miniseries.layout import LOCAL_NAMESPACE, RunLayout
 from miniseries.results import read_loss_curve
 from miniseries.store import open_store
 from tests.trainer.conftest import Corpus, train_argv, trainer_env
@@ -104,7 +104,7 @@ def test_two_gloo_ranks_match_one_rank_with_the_same_global_batch(corpus: Corpus
         )
     outs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    run = RunLayout("t", "d1")
+    run = RunLayout(LOCAL_NAMESPACE, "t", "d1")  # the trainer's default --namespace
     two = [p["loss"] for p in read_loss_curve(open_store(tmp_path.as_uri()), run)]
     one = reference_losses(corpus, argv)
     assert len(two) == len(one) == STEPS

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from miniseries.layout import SweepLayout
 from miniseries.plan import make_plan
 from miniseries.sweepfile import load_sweep
 from miniseries.trainer_args import trainer_flags
@@ -27,9 +28,10 @@ def test_parser_accepts_exactly_what_trainer_flags_emits(example: str) -> None:
     plan = make_plan(sweep.spec)
     parser = build_parser()
     for run in plan.runs:
-        argv = trainer_flags(sweep.spec, sweep.name, run)
+        argv = trainer_flags(sweep.spec, SweepLayout("team-a", sweep.name), run)
         args = parser.parse_args(argv)
         assert args.depth == run.depth and args.run == run.name and args.sweep == sweep.name
+        assert args.namespace == "team-a"
         assert args.total_batch_tokens == run.total_batch_tokens and args.steps == run.steps
         assert args.resume == "auto"
         assert args.budget_flops == (float(f"{run.budget_flops:g}") if run.budget_flops is not None else None)
@@ -45,11 +47,11 @@ def test_core_settings_reach_the_trainer() -> None:
 
     sweep = load_sweep(REPO / "examples" / "tiny.yaml")
     run = make_plan(sweep.spec).runs[0]
-    assert not any(a.startswith("--core") for a in trainer_flags(sweep.spec, sweep.name, run))
+    assert not any(a.startswith("--core") for a in trainer_flags(sweep.spec, SweepLayout("team-a", sweep.name), run))
     data = sweep.spec.data.model_copy(update={"eval_bundle_uri": "s3://bundles/core"})
     training = sweep.spec.training.model_copy(update={"core_allow_partial": True})
     spec = sweep.spec.model_copy(update={"data": data, "training": training})
-    args = build_parser().parse_args(trainer_flags(spec, sweep.name, run))
+    args = build_parser().parse_args(trainer_flags(spec, SweepLayout("team-a", sweep.name), run))
     assert (args.eval_bundle, args.core_max_per_task, args.core_allow_partial) == ("s3://bundles/core", 20, True)
 
 

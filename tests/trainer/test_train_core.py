@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from miniseries.core import CORE_TASKS
-from miniseries.layout import RunLayout
+from miniseries.layout import LOCAL_NAMESPACE, RunLayout
 from miniseries.results import RunResults
 from tests.core_bundle import REFERENCE_BUNDLE, STAND_INS, complete_bundle
 from tests.trainer.conftest import Corpus, train_argv
@@ -17,7 +17,7 @@ pytestmark = [
     pytest.mark.torch,
     pytest.mark.skipif(REFERENCE_BUNDLE is None, reason="shared/data/eval_bundle not present"),
 ]
-RUN = RunLayout("t", "d1")
+RUN = RunLayout(LOCAL_NAMESPACE, "t", "d1")  # the trainer's default --namespace
 
 
 def test_run_ends_with_core_in_results_json(corpus: Corpus, tmp_path: Path) -> None:

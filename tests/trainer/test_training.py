@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from miniseries.layout import RunLayout
+from miniseries.layout import LOCAL_NAMESPACE, RunLayout
 from miniseries.results import RunResults, checkpoint_steps, read_loss_curve
 from miniseries.store import open_store
 from tests.trainer.conftest import Corpus, train_argv, trainer_env
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
-RUN = RunLayout("t", "d1")
+RUN = RunLayout(LOCAL_NAMESPACE, "t", "d1")  # the trainer's default --namespace
 
 
 def curve(store_dir: Path) -> list[dict[str, float]]:

@@ -250,6 +250,71 @@ def test_succeeded_job_without_results_counts_as_a_failure() -> None:
     assert d.runs[0].state is RunState.Retrying and d.runs[0].reason == "NoResults"
 
 
+CORRUPT = "file:///tmp/s/ns/s/d4/results.json (200 bytes) is not valid JSON: Unterminated string at line 9"
+FINAL = "file:///tmp/s/ns/s/d4/ckpt/step_00000010/"
+
+
+def test_unreadable_results_are_evaluated_again_outside_the_retry_budget() -> None:
+    """The issue's case: a Succeeded run whose results.json is truncated. Retrying with reason
+    ResultsCorrupt naming the object and the parse error, its finished job deleted, then the
+    same attempt again (resumes at the final checkpoint: only evaluates), then Succeeded."""
+    s = spec(depths=[4], retryLimit=0)  # no retry budget at all: a re-evaluation must not need one
+    prev = [RunStatus(name="d4", depth=4, state=RunState.Succeeded, attempts=1, job_name="s-d4")]
+    obs = {"d4": RunObservation(results_error=CORRUPT, checkpoint_uri=FINAL)}
+    d = run_decide(s, [job("d4", JobPhase.Succeeded)], obs, previous=prev)
+    (r,) = d.runs
+    assert r.state is RunState.Retrying and r.reason == "ResultsCorrupt" and r.attempts == 1
+    assert CORRUPT in (r.message or "") and FINAL in (r.message or "") and "not counted" in (r.message or "")
+    assert d.delete == ["s-d4"] and d.create == []
+    assert [e.reason for e in d.events] == ["RunResultsCorrupt"] and CORRUPT in d.events[0].message
+    d2 = run_decide(s, [job("d4", JobPhase.Succeeded, deleting=True)], obs, previous=d.runs)
+    assert d2.create == [] and d2.delete == [] and d2.events == []
+    d3 = run_decide(s, [], obs, previous=d2.runs)  # gone: relaunched at once, the same attempt
+    assert created(d3) == [("d4", 1)] and d3.runs[0].state is RunState.Pending
+    d4 = run_decide(s, [], obs, previous=d3.runs)  # launch recorded, job not visible yet: wait
+    assert d4.runs[0].state is RunState.Pending and created(d4) == [("d4", 1)] and d4.events == []
+    d5 = run_decide(s, [job("d4", JobPhase.Running)], obs, previous=d4.runs)
+    assert d5.runs[0].state is RunState.Running
+    d6 = run_decide(s, [job("d4", JobPhase.Succeeded)], {"d4": RunObservation(results=results("d4", 4))},
+                    previous=d5.runs)  # fmt: skip
+    assert d6.runs[0].state is RunState.Succeeded and d6.runs[0].attempts == 1
+
+
+def test_unreadable_results_twice_or_without_checkpoint_fail_with_the_reason() -> None:
+    s = spec(depths=[4])
+    obs = {"d4": RunObservation(results_error=CORRUPT, checkpoint_uri=FINAL)}
+    running = [RunStatus(name="d4", depth=4, state=RunState.Running, attempts=1, reason="ResultsCorrupt")]
+    d = run_decide(s, [job("d4", JobPhase.Succeeded)], obs, previous=running)
+    (r,) = d.runs
+    assert r.state is RunState.Failed and r.reason == "ResultsCorrupt" and "again" in (r.message or "")
+    assert [e.reason for e in d.events] == ["RunFailed"] and d.create == [] and d.delete == []
+    d = run_decide(s, [job("d4", JobPhase.Succeeded)], {"d4": RunObservation(results_error=CORRUPT)})
+    assert d.runs[0].state is RunState.Failed and "no checkpoint" in (d.runs[0].message or "")
+
+
+def test_a_failed_job_with_unreadable_results_is_an_ordinary_failure() -> None:
+    obs = {"d4": RunObservation(results_error=CORRUPT, checkpoint_uri=FINAL)}
+    d = run_decide(spec(depths=[4]), [failed("d4")], obs)
+    assert d.runs[0].state is RunState.Retrying and d.runs[0].reason == "OOMKilled"
+
+
+def test_a_failed_job_shows_while_the_store_is_unreachable() -> None:
+    """reflect_failed_jobs: no store, but the job's failure is not hidden behind Running."""
+    st = ScalingSweepStatus(phase="Running", runs=[
+        RunStatus(name="d4", depth=4, state=RunState.Running, attempts=1),
+        RunStatus(name="d6", depth=6, state=RunState.Running, attempts=3),
+        RunStatus(name="d8", depth=8, state=RunState.Running, attempts=1)])  # fmt: skip
+    jobs = [failed("d4"), failed("d6", attempt=3), job("d8", JobPhase.Running)]
+    out = dec.reflect_failed_jobs(st, jobs, retry_limit=2, now=NOW, generation=1)
+    assert [r.state for r in out.runs] == [RunState.Retrying, RunState.Failed, RunState.Running]
+    assert out.runs[0].reason == "OOMKilled" and out.runs[0].retry_at is None  # decided once the store answers
+    degraded = next(c for c in out.conditions if c.type == "Degraded")
+    assert degraded.status == "True" and "d6" in degraded.message
+    # and the next full decision, with the store back, takes it from there (retry time, event)
+    d = run_decide(spec(depths=[4]), [failed("d4")], previous=out.runs[:1])
+    assert d.runs[0].retry_at is not None and [e.reason for e in d.events] == ["RunRetrying"]
+
+
 def test_backing_off_run_does_not_block_others() -> None:
     s = spec(depths=[4, 6], resources={"parallelism": 1})
     prev = [

@@ -9,6 +9,7 @@ import pytest
 
 from miniseries import jobs
 from miniseries.api import ScalingSweepSpec
+from miniseries.layout import SweepLayout
 from miniseries.plan import make_plan
 from miniseries.sweepfile import load_sweep
 from miniseries.trainer_args import trainer_flags
@@ -56,7 +57,7 @@ def test_pytorchjob_carries_the_planned_run_exactly() -> None:
     assert c["name"] == "pytorch"
     assert c["image"] == spec.resources.image and c["imagePullPolicy"] == "IfNotPresent"
     assert c["command"] == ["python", "-m", "miniseries_trainer.train"]
-    assert c["args"] == trainer_flags(spec, name, run)
+    assert c["args"] == trainer_flags(spec, SweepLayout("ns", name), run)
     assert "--resume=auto" in c["args"]
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "8"}
     assert c["resources"]["requests"]["cpu"] == spec.resources.cpu
@@ -105,7 +106,7 @@ def test_tokenizer_job() -> None:
     assert c["command"] == ["python", "-m", "miniseries_trainer.tokenizer"]
     assert c["args"] == [
         "--data=s3://miniseries/data/fineweb-edu-100b",
-        "--out=s3://miniseries/sweeps/miniseries/tokenizer/",
+        "--out=s3://miniseries/sweeps/ns/miniseries/tokenizer/",
         "--vocab-size=32768",
         f"--max-chars={spec.data.tokenizer_train_chars}",
     ]
@@ -127,5 +128,5 @@ def test_tokenizer_args_parse_with_the_tokenizer_cli(monkeypatch: pytest.MonkeyP
         "data": spec.data.shards_uri,
         "chars": spec.data.tokenizer_train_chars,
         "vocab": 32768,
-        "out": "s3://miniseries/sweeps/miniseries/tokenizer/",
+        "out": "s3://miniseries/sweeps/ns/miniseries/tokenizer/",
     }

@@ -9,7 +9,7 @@ import pytest
 
 from miniseries import cli
 from miniseries.api import FitStatus
-from miniseries.layout import SweepLayout
+from miniseries.layout import LOCAL_NAMESPACE, SweepLayout
 from miniseries.report import build_report, save_spec
 from miniseries.store import LocalStore
 from tests.synthetic import LAW, spec_from, write_sweep
@@ -17,8 +17,12 @@ from tests.synthetic import LAW, spec_from, write_sweep
 PLOTS = ["loss_vs_tokens", "loss_vs_flops", "final_loss_vs_compute", "core_vs_compute"]
 
 
+def L(sweep: str) -> SweepLayout:
+    return SweepLayout(LOCAL_NAMESPACE, sweep)
+
+
 def _doc(store: LocalStore, sweep: str) -> dict:
-    return json.loads(store.read_bytes(SweepLayout(sweep).report + "report.json"))
+    return json.loads(store.read_bytes(L(sweep).report + "report.json"))
 
 
 @pytest.fixture
@@ -29,13 +33,13 @@ def store(tmp_path):
 def test_ratio_report_files_schema_and_fit(store):
     spec = spec_from({"depths": [2, 3, 4, 5, 6, 8]})
     write_sweep(store, "ratio", spec)
-    uri, status = build_report(store, "ratio", spec)
-    assert uri == store.uri + "/ratio/report/"
+    uri, status = build_report(store, L("ratio"), spec)
+    assert uri == store.uri + "/local/ratio/report/"
     assert isinstance(status, FitStatus)
-    keys = set(store.list("ratio/report/"))
+    keys = set(store.list("local/ratio/report/"))
     for p in PLOTS:
-        assert f"ratio/report/{p}.png" in keys and f"ratio/report/{p}.svg" in keys
-        assert store.read_bytes(f"ratio/report/{p}.png")[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"local/ratio/report/{p}.png" in keys and f"local/ratio/report/{p}.svg" in keys
+        assert store.read_bytes(f"local/ratio/report/{p}.png")[:8] == b"\x89PNG\r\n\x1a\n"
     doc = _doc(store, "ratio")
     assert doc["schema_version"] == 1 and doc["mode"] == "ratio" and doc["partial"] is False
     assert doc["runs_finished"] == doc["runs_planned"] == 6
@@ -51,7 +55,7 @@ def test_ratio_report_files_schema_and_fit(store):
     # measured MFU (0.1 in every synthetic run) drives GPU-hours, not the assumed 0.2
     e = targets["GPT-2 small"]
     assert e["gpu_hours"] == pytest.approx(e["flops"] / (2e11 * 0.1) / 3600)
-    md = store.read_bytes("ratio/report/report.md").decode()
+    md = store.read_bytes("local/ratio/report/report.md").decode()
     for p in PLOTS:
         assert f"({p}.png)" in md
     assert "PARTIAL" not in md and "GPT-2 XL" in md
@@ -62,22 +66,22 @@ def test_isoflop_report_recovers_law(store):
     spec = spec_from({"depths": [2, 3, 4, 5, 6, 8],
                       "training": {"mode": "isoflop", "isoflopBudgets": [3e13, 1e14, 3e14, 1e15]}})  # fmt: skip
     write_sweep(store, "iso", spec)
-    _uri, status = build_report(store, "iso", spec, bootstrap=10)
+    _uri, status = build_report(store, L("iso"), spec, bootstrap=10)
     doc = _doc(store, "iso")
-    assert "iso/report/isoflop.png" in store.list("iso/report/")
+    assert "local/iso/report/isoflop.png" in store.list("local/iso/report/")
     assert status.params_exponent == pytest.approx(LAW["beta"] / (LAW["alpha"] + LAW["beta"]), abs=0.03)
     assert status.tokens_exponent == pytest.approx(0.5, abs=0.03)
     ch = doc["fits"]["chinchilla"]
     assert ch["alpha"] == pytest.approx(LAW["alpha"], abs=0.03) and ch["beta"] == pytest.approx(LAW["beta"], abs=0.03)
     assert len(doc["fits"]["isoflop"]["optima"]) == 4
-    assert "(isoflop.png)" in store.read_bytes("iso/report/report.md").decode()
+    assert "(isoflop.png)" in store.read_bytes("local/iso/report/report.md").decode()
 
 
 def test_partial_and_bad_runs_are_marked_not_fatal(store):
     spec = spec_from({"depths": [2, 3, 4, 5]})
     write_sweep(store, "part", spec, skip=("d5",), nan_loss=("d4",))
-    store.write_bytes("part/d3/results.json", b"{not json")
-    _uri, status = build_report(store, "part", spec)
+    store.write_bytes("local/part/d3/results.json", b"{not json")
+    _uri, status = build_report(store, L("part"), spec)
     doc = _doc(store, "part")
     by = {r["name"]: r for r in doc["runs"]}
     assert by["d5"]["status"] == "missing" and by["d4"]["status"] == "invalid" and by["d3"]["status"] == "invalid"
@@ -86,16 +90,16 @@ def test_partial_and_bad_runs_are_marked_not_fatal(store):
     text = " ".join(doc["problems"])
     assert "d5: no results" in text and "d4:" in text and "not valid JSON" in text
     assert "ratio fits need at least 2 finished runs, have 1" in text
-    md = store.read_bytes("part/report/report.md").decode()
+    md = store.read_bytes("local/part/report/report.md").decode()
     assert "**PARTIAL**" in md and "## Problems" in md
     for p in PLOTS:  # plots still drawn, marked
-        assert store.exists(f"part/report/{p}.png")
+        assert store.exists(f"local/part/report/{p}.png")
 
 
 def test_no_core_no_extrapolation_but_report(store):
     spec = spec_from({"depths": [2, 3, 4]})
     write_sweep(store, "nocore", spec, core=None)
-    _uri, status = build_report(store, "nocore", spec)
+    _uri, status = build_report(store, L("nocore"), spec)
     doc = _doc(store, "nocore")
     assert doc["extrapolation"] == [] and doc["fits"]["core"] is None
     assert any("CORE fit needs at least 2" in p for p in doc["problems"])
@@ -107,18 +111,18 @@ def test_report_cli_single_and_compare(store, capsys):
     b = spec_from({"depths": [2, 3, 4], "training": {"tokensPerParam": 20}})
     write_sweep(store, "r8", a)
     write_sweep(store, "r20", b)
-    save_spec(store, "r8", a)
-    save_spec(store, "r20", b)
+    save_spec(store, L("r8"), a)
+    save_spec(store, L("r20"), b)
     assert cli.main(["report", "r8", "--store", str(store.root), "--target", "GPT-3 XL=0.2914"]) == 0
     assert "report.md" in capsys.readouterr().out
     assert any(e["target"] == "GPT-3 XL" for e in _doc(store, "r8")["extrapolation"])
     assert cli.main(["report", "r8", "r20", "--store", str(store.root)]) == 0
-    md = store.read_bytes("r8/report/compare-r20/report.md").decode()
+    md = store.read_bytes("local/r8/report/compare-r20/report.md").decode()
     assert "| r8 | r20 |" in md.replace("| | r8 | r20 |", "| r8 | r20 |") and "tokens per param" in md
-    assert store.exists("r8/report/compare-r20/final_loss_vs_compute.png")
+    assert store.exists("local/r8/report/compare-r20/final_loss_vs_compute.png")
 
 
 def test_report_cli_unknown_sweep(store, capsys):
     store.check()
     assert cli.main(["report", "nope", "--store", str(store.root)]) == 2
-    assert "has nothing in the store" in capsys.readouterr().err
+    assert "has nothing under" in capsys.readouterr().err

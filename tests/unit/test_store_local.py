@@ -54,17 +54,18 @@ def test_bad_uris(uri: str) -> None:
 
 
 def test_layout_paths() -> None:
-    run = SweepLayout("mini").run("d12")
-    assert run == RunLayout("mini", "d12")
-    assert run.checkpoint(250) == "mini/d12/ckpt/step_00000250/"
+    run = SweepLayout("team-a", "mini").run("d12")
+    assert run == RunLayout("team-a", "mini", "d12")
+    assert run.checkpoint(250) == "team-a/mini/d12/ckpt/step_00000250/"
     assert step_of_checkpoint_key(run.checkpoint(250) + "manifest.json") == 250
-    assert run.results == "mini/d12/results.json"
-    assert SweepLayout("mini").report == "mini/report/"
+    assert run.results == "team-a/mini/d12/results.json"
+    assert SweepLayout("team-a", "mini").report == "team-a/mini/report/"
+    assert SweepLayout("team-a", "mini").manifest == "team-a/mini/store-manifest.json"
 
 
 def test_only_checkpoints_with_a_manifest_count(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    run = RunLayout("s", "d2")
+    run = RunLayout("local", "s", "d2")
     manifest = CheckpointManifest(
         step=10, tokens=100, world_size=1, files=[CheckpointFile(name="model.pt", bytes=1, sha256="0")]
     )

@@ -10,9 +10,11 @@ Wire names are camelCase (Kubernetes convention); Python names are snake_case.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlparse
 
 from pydantic import (
     AliasGenerator,
@@ -56,12 +58,33 @@ class _Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+def store_uri_problem(uri: str) -> str | None:
+    """Why a store URI's path is not acceptable (a '.' or '..' segment, also percent-encoded), or None.
+
+    Paths are never resolved: `file:///data/a/../b` would write outside `/data/a`, and an S3
+    prefix with `..` means something else to every tool that treats keys as paths.
+    """
+    path = unquote(urlparse(uri).path)
+    bad = next((seg for seg in path.split("/") if seg in (".", "..")), None)
+    if bad is None:
+        return None
+    normal = posixpath.normpath("/" + path.lstrip("/"))
+    scheme, netloc = urlparse(uri).scheme, urlparse(uri).netloc
+    return (
+        f"{uri!r} has a {bad!r} path segment; a store path must be written without '.' or '..' "
+        f"(as {scheme}://{netloc}{normal.rstrip('/')!s} if that is what is meant)"
+    )
+
+
 def _check_store_uri(value: str, what: str) -> str:
     if not STORE_URI_RE.match(value):
         raise ValueError(
             f"{what} {value!r} is not a store URI; allowed: s3://<bucket>/<prefix> "
             "(bucket: 3-63 lowercase letters, digits, dots, hyphens) or file:///<absolute path>"
         )
+    problem = store_uri_problem(value)
+    if problem:
+        raise ValueError(f"{what} {problem}")
     return value
 
 
@@ -226,7 +249,11 @@ class StoreSpec(_Model):
     """Where checkpoints, results and the report are written."""
 
     uri: Annotated[
-        str, Field(description="s3://bucket/prefix or file:///path; the sweep writes under <uri>/<sweep name>/.")
+        str,
+        Field(
+            description="s3://bucket/prefix or file:///path (no '.' or '..' segments); the sweep writes under "
+            "<uri>/<namespace>/<sweep name>/, which it claims with a store manifest."
+        ),
     ]
     credentials_secret: Annotated[
         str | None,

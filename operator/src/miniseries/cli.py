@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "miniseries.cli_science",
     "miniseries.cli_data",
     "miniseries.cli_operator",
+    "miniseries.cli_store",
 ]
 
 

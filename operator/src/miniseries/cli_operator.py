@@ -48,10 +48,21 @@ def cmd_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from miniseries import handlers, opmetrics
+    from miniseries.api import STORE_URI_RE
+    from miniseries.store import parse_roots, uri_problem
 
     _setup_logging(args.verbose)
     # Ownership of the config loading is with the startup handler (in-cluster first).
     handlers.KUBECONFIG = args.kubeconfig
+    if args.store_root:
+        handlers.STORE_ROOTS = [r for value in args.store_root for r in parse_roots(value)]
+    for root in handlers.STORE_ROOTS:
+        problem = uri_problem(root.replace("{namespace}", "ns")) or (
+            None if STORE_URI_RE.match(root.replace("{namespace}", "ns")) else "is not an s3:// or file:/// URI"
+        )
+        if problem:
+            print(f"error: store root {root!r}: {problem}", file=sys.stderr)
+            return 2
     opmetrics.serve(args.metrics_port)
     namespaces = [] if args.all_namespaces else (args.namespace or [os.environ.get("POD_NAMESPACE", "default")])
     # kopf's peering: every replica announces itself with a priority; only the highest
@@ -79,5 +90,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--liveness-port", type=int, default=8080, help="/healthz port (0: off; default 8080)")
     p.add_argument("--peering", help="kopf peering object name; replicas sharing it elect one active operator")
     p.add_argument("--priority", type=int, help="peering priority (default: random per replica)")
+    p.add_argument("--store-root", action="append", metavar="URI",
+                   help="a store URI sweeps may write under, e.g. s3://shared/{namespace} ({namespace}: the "
+                        "sweep's); repeatable; default $MINISERIES_STORE_ROOTS (comma-separated), empty: any")  # fmt: skip
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=cmd_operator)

@@ -1,7 +1,7 @@
 """`miniseries fit chinchilla FILE` and `miniseries report [SWEEP ...]` (the science commands).
 
     miniseries fit chinchilla data.csv [--drop-highest-loss 5] [--compute 1e24] [--output json]
-    miniseries report SWEEP [SWEEP_B] [--store DIR_OR_URI] [--spec SWEEP.yaml]
+    miniseries report SWEEP [SWEEP_B] [--store DIR_OR_URI] [--spec SWEEP.yaml] [--namespace NS]
 
 The CSV needs a loss column and a parameter column, and either a token column
 or a FLOPs column (tokens = FLOPs / (6 x params), as Epoch AI derive them).
@@ -124,7 +124,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from miniseries.report import ReportError, build_report_cli
 
     try:
-        return build_report_cli(args.sweeps, store=args.store, spec_path=args.spec, targets=args.target)
+        return build_report_cli(
+            args.sweeps, store=args.store, spec_path=args.spec, targets=args.target, namespace=args.namespace
+        )
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -157,6 +159,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("sweeps", nargs="+", help="sweep name(s) in the store, or sweep YAML file(s)")
     r.add_argument("--store", default=None, help="store directory or URI (default ./miniseries-store)")
     r.add_argument("--spec", default=None, help="the sweep YAML (price, MFU, peak FLOP/s for the extrapolation)")
+    r.add_argument("--namespace", default="local",
+                   help="the sweep's namespace: its data is under <store>/<namespace>/<sweep>/ "
+                        "(default local, the local runner's)")  # fmt: skip
     r.add_argument("--target", action="append", type=_target, default=[],
                    help="extra CORE target, NAME=SCORE (repeatable); GPT-2 small and XL are always included")  # fmt: skip
     r.set_defaults(func=cmd_report)

@@ -21,6 +21,10 @@ Rules:
   the retry resumes from the newest checkpoint (`--resume=auto`). Checkpoints
   are never deleted here.
 - No run starts before the tokenizer exists when the sweep trains its own.
+- A results.json that exists but cannot be read (`RunObservation.results_error`) is not a
+  training failure: the run is evaluated again from its final checkpoint (the same attempt,
+  outside retryLimit), once; if that one is unreadable too, or there is no checkpoint, the
+  run fails with reason ResultsCorrupt and the message naming the object and the parse error.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from miniseries.results import Progress, RunResults
 
 RETRY_BASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 600.0
+RESULTS_CORRUPT = "ResultsCorrupt"
 
 
 class JobPhase(StrEnum):
@@ -136,6 +141,7 @@ class RunObservation:
     progress: Progress | None = None
     checkpoint_uri: str | None = None
     results_uri: str | None = None
+    results_error: str | None = None  # results.json exists but does not parse: which object, what error
 
 
 class TokenizerState(StrEnum):
@@ -258,6 +264,12 @@ def decide(
             rs.retry_at = None
             if old is None or old.state is not RunState.Succeeded:
                 d.events.append(Event("RunSucceeded", f"{run.name} finished: {rs.tokens} tokens, val bpb {rs.val_bpb}"))
+        elif (
+            obs.results_error is not None
+            and not (job is not None and (job.active or job.phase is JobPhase.Failed))  # a failure is a failure
+            and not (job is None and launch_recorded(old))
+        ):
+            _results_corrupt(run, rs, old, job, obs.results_error, d, candidates, now)
         elif job is not None and job.active:
             rs.state = {
                 JobPhase.Created: RunState.Pending,
@@ -328,7 +340,10 @@ def decide(
             retry_at = parse_time(rs.retry_at)
             if retry_at is not None and now < retry_at:
                 continue  # backing off holds no slot
-        rs.attempts += 1
+        if rs.state is RunState.Retrying and rs.reason == RESULTS_CORRUPT:
+            rs.attempts = max(rs.attempts, 1)  # a re-evaluation: the same attempt, outside retryLimit
+        else:
+            rs.attempts += 1
         rs.state = RunState.Pending
         rs.retry_at = None
         rs.job_name = f"{sweep}-{run.name}"
@@ -336,6 +351,79 @@ def decide(
         in_flight += 1
         gpus += run.gpus
     return d
+
+
+def _results_corrupt(
+    run: PlannedRun,
+    rs: RunStatus,
+    old: RunStatus | None,
+    job: ObservedJob | None,
+    error: str,
+    d: Decision,
+    candidates: list[tuple[PlannedRun, RunStatus]],
+    now: datetime,
+) -> None:
+    """The run trained to the end (results.json is written last) but its results cannot be read."""
+    # The re-evaluation launched for this (Pending/Running with this reason) finished and
+    # wrote an unreadable results.json again: do not loop.
+    again = (
+        job is not None
+        and job.phase is JobPhase.Succeeded
+        and old is not None
+        and old.reason == RESULTS_CORRUPT
+        and old.state in (RunState.Pending, RunState.Running)
+    )
+    rs.reason = RESULTS_CORRUPT
+    if again or not rs.checkpoint_uri:
+        why = "its re-evaluation wrote an unreadable results.json again" if again else "no checkpoint to evaluate from"
+        rs.state, rs.retry_at = RunState.Failed, None
+        rs.message = f"{error}; {why}"[:500]
+        if old is None or old.state is not RunState.Failed:
+            d.events.append(Event("RunFailed", f"{run.name} failed: {rs.message}", "Warning"))
+        return
+    rs.state = RunState.Retrying
+    rs.message = (
+        f"{error}; evaluating again from checkpoint {rs.checkpoint_uri} (the same attempt, not counted "
+        "against retryLimit)"
+    )[:500]
+    if old is None or old.state is not RunState.Retrying or old.reason != RESULTS_CORRUPT:
+        rs.retry_at = rfc3339(now)
+        d.events.append(Event("RunResultsCorrupt", f"{run.name}: {rs.message}", "Warning"))
+    if job is not None:
+        if not job.deleting:
+            d.delete.append(job.name)  # its name is reused by the re-evaluation
+    else:
+        candidates.append((run, rs))
+
+
+def reflect_failed_jobs(
+    status: ScalingSweepStatus, jobs: list[ObservedJob], retry_limit: int, now: datetime, generation: int | None
+) -> ScalingSweepStatus:
+    """What the jobs alone say, for a reconcile that cannot read the store: a run whose job
+    failed is no longer shown Running, and Degraded says so. Nothing is decided here (no
+    retry time, no launch): the next reconcile that reaches the store does that."""
+    newest: dict[str, ObservedJob] = {}
+    for j in jobs:
+        if j.run not in newest or j.attempt > newest[j.run].attempt:
+            newest[j.run] = j
+    s = status.model_copy(deep=True)
+    for rs in s.runs:
+        job = newest.get(rs.name)
+        if job is None or job.phase is not JobPhase.Failed or rs.state not in (RunState.Pending, RunState.Running):
+            continue
+        rs.attempts = max(rs.attempts, job.attempt)
+        rs.state = RunState.Retrying if rs.attempts <= retry_limit else RunState.Failed
+        rs.reason, rs.message = job.reason or "Failed", (job.message or "job failed")[:500]
+    s.totals = totals(s.runs)
+    s.phase = phase_of(s.runs, False, s.fit) if s.phase not in ("Suspended", "Invalid") else s.phase
+    failed = [r.name for r in s.runs if r.state is RunState.Failed]
+    retrying = [r.name for r in s.runs if r.state is RunState.Retrying]
+    if failed or retrying:
+        reason, names = ("RunsFailed", failed) if failed else ("RunsRetrying", retrying)
+        what = "failed after retries" if failed else "retrying"
+        s.conditions = set_condition(s.conditions, "Degraded", True, reason, f"{what}: {', '.join(names)}", now,
+                                     generation)  # fmt: skip
+    return s
 
 
 # ---------------------------------------------------------------- status

@@ -14,10 +14,15 @@ restarted while the old one still finishes a handler) cannot both get their
 status written, so they cannot both spend a free slot; the loser reads again and
 then sees the winner's launch, as a job or as a recorded launch (decide.py).
 
-The accepted spec is kept in the store (`<sweep>/sweep.json`, the layout's
-place for "the spec the runs were planned from"): a spec change that would
+The accepted spec is kept in the store (`<namespace>/<sweep>/sweep.json`, the
+layout's place for "the spec the runs were planned from"): a spec change that would
 invalidate started runs is refused and the operator keeps reconciling the
 accepted one (only `suspend` is taken from the new spec).
+
+Before anything is read or written there, the sweep claims its store key (layout.claim):
+a key another sweep owns, or data of the layout before namespaces, is refused with a
+condition and an Event, and a store URI outside the operator's store roots
+(MINISERIES_STORE_ROOTS / --store-root) is refused as an invalid spec.store.uri.
 """
 
 from __future__ import annotations
@@ -37,10 +42,18 @@ from miniseries import decide as dec
 from miniseries import jobs, opmetrics
 from miniseries.api import GROUP, PLURAL, VERSION, PlanStatus, RunState, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.errors import SpecError
-from miniseries.layout import SweepLayout, join_uri
+from miniseries.layout import (
+    ADOPT_ANNOTATION,
+    ClaimRefused,
+    SweepIdentity,
+    SweepLayout,
+    claim,
+    delete_owned,
+    join_uri,
+)
 from miniseries.plan import make_plan
 from miniseries.results import ResultsError, checkpoint_steps, read_progress, read_results
-from miniseries.store import Store, StoreError, open_store
+from miniseries.store import Store, StoreError, StoreNotFound, open_store, parse_roots, root_problem, uri_problem
 from miniseries.sweepfile import parse_sweep
 
 log = logging.getLogger("miniseries.operator")
@@ -51,6 +64,9 @@ dec.RETRY_BASE_SECONDS = float(os.environ.get("MINISERIES_RETRY_BASE_SECONDS", d
 FINALIZER_RETRIES = 5  # store errors while deleting a sweep's artifacts
 JOBS_GONE_RETRIES = 30  # ~30 s waiting for a deleted sweep's jobs before its store prefix goes
 KUBECONFIG: str | None = None  # set by `miniseries operator --kubeconfig`; None: in-cluster first
+#: Store URIs a sweep may use (`{namespace}` stands for the sweep's); empty: any. The chart's
+#: storeRoots value, as MINISERIES_STORE_ROOTS or `miniseries operator --store-root`.
+STORE_ROOTS: list[str] = parse_roots(os.environ.get("MINISERIES_STORE_ROOTS"))
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -159,33 +175,36 @@ def _invalid(body: dict[str, Any], err: SpecError, reason: str) -> None:
 # ---------------------------------------------------------------- gathering
 
 
-def _observe_store(store: Store, sweep: str, plan: PlanStatus) -> dict[str, dec.RunObservation]:
+def _observe_store(store: Store, layout: SweepLayout, plan: PlanStatus) -> dict[str, dec.RunObservation]:
+    """What the store says about each run. A store that does not answer raises (the reconcile
+    then reports it); it never reads as "no results", which would retry finished runs."""
     out: dict[str, dec.RunObservation] = {}
-    layout = SweepLayout(sweep)
     for run in plan.runs:
         rl = layout.run(run.name)
+        results, error = None, None
         try:
             results = read_results(store, rl)
-        except (ResultsError, StoreError) as e:
-            log.warning("results of %s/%s unreadable: %s", sweep, run.name, e)
-            results = None
-        try:
-            steps = checkpoint_steps(store, rl)
-        except StoreError:
-            steps = []
+        except ResultsError as e:
+            log.warning("results of %s unreadable: %s", rl.root, e)
+            error = str(e)
+        except StoreNotFound:
+            results = None  # deleted between listing and reading
+        steps = checkpoint_steps(store, rl)
         out[run.name] = dec.RunObservation(
             results=results,
             progress=None if results else read_progress(store, rl),
             checkpoint_uri=join_uri(store.uri, rl.checkpoint(steps[-1])) if steps else None,
             results_uri=join_uri(store.uri, rl.results) if results else None,
+            results_error=error,
         )
     return out
 
 
-def _tokenizer_state(spec: ScalingSweepSpec, store: Store, namespace: str, sweep: str) -> dec.TokenizerState:
+def _tokenizer_state(spec: ScalingSweepSpec, store: Store, layout: SweepLayout) -> dec.TokenizerState:
+    namespace, sweep = layout.namespace, layout.sweep
     if spec.data.tokenizer_uri:
         return dec.TokenizerState.NotNeeded
-    if any(k.endswith("manifest.json") for k in store.list(SweepLayout(sweep).tokenizer)):
+    if any(k.endswith("manifest.json") for k in store.list(layout.tokenizer)):
         return dec.TokenizerState.Ready
     try:
         job = client.BatchV1Api().read_namespaced_job(jobs.tokenizer_job_name(sweep), namespace)
@@ -213,12 +232,16 @@ def _owned_jobs(namespace: str, sweep: str, uid: str) -> list[dec.ObservedJob]:
 
 
 def _accepted_spec(
-    store: Store, sweep: str, spec: ScalingSweepSpec, previous: ScalingSweepStatus, observed: list[dec.ObservedJob]
+    store: Store,
+    layout: SweepLayout,
+    spec: ScalingSweepSpec,
+    previous: ScalingSweepStatus,
+    observed: list[dec.ObservedJob],
 ) -> tuple[ScalingSweepSpec, list[str]]:
     """The spec to reconcile and the reasons a change was refused (empty when accepted)."""
     from miniseries.report import load_spec, save_spec
 
-    old = load_spec(store, sweep)
+    old = load_spec(store, layout)
     if old is not None and old.wire() != spec.wire():
         # Started: a job exists for it, or status saw one (its job may be gone since).
         started = {j.run for j in observed}
@@ -233,7 +256,7 @@ def _accepted_spec(
         if problems:
             return old.model_copy(update={"suspend": spec.suspend}), problems
     if old is None or old.wire() != spec.wire():
-        save_spec(store, sweep, spec)
+        save_spec(store, layout, spec)
     return spec, []
 
 
@@ -295,6 +318,13 @@ def _store_unreachable(namespace: str, name: str, err: StoreError) -> None:
         f"retrying every {STORE_RETRY_SECONDS:g} s"
     )[:1000]
     status, now, gen = _status(body), _now(), body["metadata"].get("generation")
+    # The jobs are still visible: a run whose job failed is not shown Running meanwhile.
+    try:
+        observed = _owned_jobs(namespace, name, body["metadata"]["uid"])
+        retry_limit = int(body.get("spec", {}).get("retryLimit", ScalingSweepSpec.model_fields["retry_limit"].default))
+        status = dec.reflect_failed_jobs(status, observed, retry_limit, now, gen)
+    except (ApiException, ValueError, TypeError) as e:
+        log.warning("jobs of %s/%s not observed while its store is unreachable: %s", namespace, name, e)
     before = next((c for c in status.conditions if c.type == "StoreReachable"), None)
     status.conditions = dec.set_condition(status.conditions, "StoreReachable", False, "StoreUnreachable", msg, now, gen)
     status.conditions = dec.set_condition(status.conditions, "Progressing", False, "StoreUnreachable", msg, now, gen)
@@ -318,20 +348,35 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     previous = _status(body)
     try:
         sweep = parse_sweep({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
-        make_plan(sweep.spec)  # budget and packing checks name their fields too
+        new_plan = make_plan(sweep.spec)  # budget and packing checks name their fields too
     except SpecError as e:
         _invalid(body, e, "InvalidSpec")
         if permanent_on_invalid:
             raise kopf.PermanentError(str(e)) from None
         return
 
+    outside = root_problem(sweep.spec.store.uri, STORE_ROOTS, ns)
+    if outside:
+        _invalid(body, SpecError.one("spec.store.uri", outside), "StoreNotAllowed")
+        if permanent_on_invalid:
+            raise kopf.PermanentError(outside)
+        return
     store = open_store(sweep.spec.store.uri)
+    layout = SweepLayout(ns, name)
+    identity = SweepIdentity(namespace=ns, name=name, uid=uid, created=meta.get("creationTimestamp"))
+    try:
+        claim(store, layout, identity, [r.name for r in new_plan.runs],
+              adopt_uid=(meta.get("annotations") or {}).get(ADOPT_ANNOTATION))  # fmt: skip
+    except ClaimRefused as e:
+        _store_refused(body, e)
+        return
     now = _now()
     observed = _owned_jobs(ns, name, uid)
-    spec, refused = _accepted_spec(store, name, sweep.spec, previous, observed)
+    spec, refused = _accepted_spec(store, layout, sweep.spec, previous, observed)
     plan = make_plan(spec)
-    tokenizer = _tokenizer_state(spec, store, ns, name)
-    decision = dec.decide(spec, name, plan, observed, _observe_store(store, name, plan), previous.runs, tokenizer, now)
+    tokenizer = _tokenizer_state(spec, store, layout)
+    observations = _observe_store(store, layout, plan)
+    decision = dec.decide(spec, name, plan, observed, observations, previous.runs, tokenizer, now)
 
     status = previous.model_copy(deep=True)
     if status.plan is None or not refused:
@@ -348,7 +393,7 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
         ):
             decision.events.append(dec.Event("SpecChangeRefused", msg, "Warning"))
     if dec.finished(status.runs) and status.fit is None and status.totals.runs_done:
-        _fit(store, name, spec, status)
+        _fit(store, layout, spec, status)
         status.phase = dec.phase_of(status.runs, spec.suspend, status.fit)
 
     # Record first, conditionally on the version read (Conflict: decide again), then act:
@@ -409,12 +454,28 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     opmetrics.SWEEP_COST.labels(sweep=name, namespace=ns).set(status.totals.cost_usd)
 
 
-def _fit(store: Store, sweep: str, spec: ScalingSweepSpec, status: ScalingSweepStatus) -> None:
+def _store_refused(body: dict[str, Any], err: ClaimRefused) -> None:
+    """The sweep may not use its store key: Ready=False with the reason naming both sweeps, one Event per change."""
+    meta = body["metadata"]
+    status, now, gen = _status(body), _now(), meta.get("generation")
+    before = next((c for c in status.conditions if c.type == "Ready"), None)
+    msg = err.message[:1000]
+    status.conditions = dec.set_condition(status.conditions, "Ready", False, err.reason, msg, now, gen)
+    status.conditions = dec.set_condition(status.conditions, "Progressing", False, err.reason, msg, now, gen)
+    status.phase = "Invalid" if status.plan is None else status.phase
+    status.observed_generation = gen
+    _patch_status(meta["namespace"], meta["name"], status)
+    if before is None or before.reason != err.reason or before.message != msg:
+        kopf.event(body, type="Warning", reason=err.reason, message=msg)
+
+
+def _fit(store: Store, layout: SweepLayout, spec: ScalingSweepSpec, status: ScalingSweepStatus) -> None:
     """Fit and report what succeeded; a failure is retried by the next timer tick."""
     from miniseries.report import build_report  # matplotlib and scipy load only when a sweep ends
 
+    sweep = layout.sweep
     try:
-        uri, fit = build_report(store, sweep, spec)
+        uri, fit = build_report(store, layout, spec)
     except Exception as e:
         log.exception("report for %s failed", sweep)
         status.conditions = dec.set_condition(
@@ -490,7 +551,7 @@ def _stop_jobs(namespace: str, sweep: str, uid: str) -> int:
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletes_store)
 def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: str, retry: int, **_: Any) -> None:
-    """deletionPolicy Delete: stop the runs, then remove `<store>/<sweep>/`.
+    """deletionPolicy Delete: stop the runs, then remove what the sweep's store manifest says is its own.
 
     With Retain (the default) this handler does not run: the store is left alone and
     the PyTorchJobs go by ownerReference garbage collection. (Every sweep still carries
@@ -499,19 +560,34 @@ def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: 
     running would write into the prefix after it is gone), waiting for them a bounded
     while, and store errors are retried a bounded number of times: the finalizer never
     blocks forever; when it gives up it says so in a Warning event.
+
+    Only this sweep's objects go (layout.delete_owned): those under the prefixes its store
+    manifest records, written after its claim; a key without its manifest (never claimed,
+    or another sweep's) loses nothing.
     """
     uri = (spec.get("store") or {}).get("uri")
     if not uri:
         return
+    layout = SweepLayout(namespace, name)
+    where = join_uri(uri, layout.root)
+    bad = uri_problem(uri) or root_problem(uri, STORE_ROOTS, namespace)
+    if bad:
+        kopf.event(body, type="Warning", reason="StoreNotDeleted", message=f"nothing deleted: spec.store.uri {bad}")
+        return
     left = _stop_jobs(namespace, name, uid)
     if left and retry < JOBS_GONE_RETRIES:
-        raise kopf.TemporaryError(f"waiting for {left} PyTorchJobs to go before deleting {uri}/{name}/", delay=1)
+        raise kopf.TemporaryError(f"waiting for {left} PyTorchJobs to go before deleting {where}", delay=1)
+    identity = SweepIdentity(namespace=namespace, name=name, uid=uid, created=body["metadata"].get("creationTimestamp"))
     try:
-        removed = open_store(uri).delete_prefix(SweepLayout(name).root)
+        removed, kept = delete_owned(open_store(uri), layout, identity)
+    except ClaimRefused as e:
+        kopf.event(body, type="Warning", reason="StoreNotDeleted", message=f"nothing deleted: {e.message}"[:1000])
+        return
     except (StoreError, ValueError) as e:
         if retry < JOBS_GONE_RETRIES + FINALIZER_RETRIES:
             raise kopf.TemporaryError(f"deleting store data failed: {e}", delay=min(2 ** (retry % 6), 30)) from e
         kopf.event(body, type="Warning", reason="StoreCleanupFailed",
-                   message=f"gave up deleting {uri}/{name}/ after {retry + 1} tries: {e}")  # fmt: skip
+                   message=f"gave up deleting {where} after {retry + 1} tries: {e}")  # fmt: skip
         return
-    kopf.event(body, type="Normal", reason="StoreDeleted", message=f"deleted {removed} objects under {uri}/{name}/")
+    note = f"; kept {kept} objects there that this sweep did not write" if kept else ""
+    kopf.event(body, type="Normal", reason="StoreDeleted", message=f"deleted {removed} objects under {where}{note}")

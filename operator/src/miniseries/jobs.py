@@ -92,7 +92,7 @@ def pytorchjob(
         "image": res.image,
         "imagePullPolicy": res.image_pull_policy,
         "command": ["python", "-m", TRAINER_MODULE],
-        "args": trainer_flags(spec, sweep, run, metrics_port=metrics_port),
+        "args": trainer_flags(spec, SweepLayout(namespace, sweep), run, metrics_port=metrics_port),
         "envFrom": _env_from(spec),
         "ports": [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],
         "resources": {
@@ -138,7 +138,7 @@ def pytorchjob(
 
 
 def tokenizer_job(spec: ScalingSweepSpec, sweep: str, uid: str, namespace: str) -> dict[str, Any]:
-    """A CPU-only batch Job that trains the sweep's BPE into `<store>/<sweep>/tokenizer/`.
+    """A CPU-only batch Job that trains the sweep's BPE into `<store>/<namespace>/<sweep>/tokenizer/`.
 
     A separate stage rather than the first run's first step: every run of the
     first wave needs the tokenizer before step 1, and BPE training is CPU work
@@ -153,7 +153,7 @@ def tokenizer_job(spec: ScalingSweepSpec, sweep: str, uid: str, namespace: str) 
         "command": ["python", "-m", TOKENIZER_MODULE],
         "args": [
             f"--data={spec.data.shards_uri}",
-            f"--out={join_uri(spec.store.uri, SweepLayout(sweep).tokenizer)}",
+            f"--out={join_uri(spec.store.uri, SweepLayout(namespace, sweep).tokenizer)}",
             f"--vocab-size={spec.model.vocab_size}",
             f"--max-chars={spec.data.tokenizer_train_chars}",
         ],

@@ -38,9 +38,18 @@ from typing import TextIO
 
 from miniseries.api import PlannedRun, ScalingSweep, ScalingSweepSpec
 from miniseries.data_fetch import cached_eval_bundle, eval_bundle_dir
-from miniseries.layout import SweepLayout, join_uri
+from miniseries.layout import (
+    LOCAL_NAMESPACE,
+    ClaimRefused,
+    SweepLayout,
+    claim,
+    join_uri,
+    local_identity,
+    migrate_legacy,
+    read_manifest,
+)
 from miniseries.plan import make_plan
-from miniseries.results import Progress, checkpoint_steps, read_progress, read_results
+from miniseries.results import Progress, ResultsError, RunResults, checkpoint_steps, read_progress, read_results
 from miniseries.store import LocalStore, StoreError, path_to_uri
 from miniseries.trainer_args import TRAINER_MODULE, trainer_flags
 
@@ -88,7 +97,7 @@ class LocalSweep:
 
     @property
     def layout(self) -> SweepLayout:
-        return SweepLayout(self.name)
+        return SweepLayout(LOCAL_NAMESPACE, self.name)
 
     def runs(self) -> list[PlannedRun]:
         """The plan's runs, smallest first: a newcomer sees results sooner."""
@@ -137,7 +146,7 @@ def free_port() -> int:
 
 def train_command(ls: LocalSweep, run: PlannedRun, metrics_port: int) -> list[str]:
     flags = trainer_flags(
-        ls.spec, ls.name, run, metrics_port=metrics_port, device=ls.device, store_uri=ls.spec.store.uri
+        ls.spec, ls.layout, run, metrics_port=metrics_port, device=ls.device, store_uri=ls.spec.store.uri
     )
     if run.gpus > 1:
         return [ls.python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={run.gpus}",
@@ -377,7 +386,12 @@ def run_one(ls: LocalSweep, run: PlannedRun, display: Display) -> None:
     if rc != 0:
         raise LocalRunError(f"{run.name} failed (exit {rc}); its checkpoints are kept, rerun to resume. "
                             f"Log {ls.log_path(run)}:\n{tail(ls.log_path(run))}")  # fmt: skip
-    res = read_results(ls.store, rl)
+    try:
+        res = read_results(ls.store, rl)
+    except ResultsError as e:
+        raise LocalRunError(
+            f"{run.name} exited 0 but its results are unreadable: {e}; log {ls.log_path(run)}"
+        ) from None
     if res is None:
         raise LocalRunError(f"{run.name} exited 0 but wrote no results.json; log {ls.log_path(run)}")
     display.done_runs += 1
@@ -388,14 +402,42 @@ def run_one(ls: LocalSweep, run: PlannedRun, display: Display) -> None:
     display.say(f"{run.name} done in {_hms(res.wall_seconds)}: loss {loss}{bpb}")
 
 
+def claim_store(ls: LocalSweep, say: Callable[[str], None]) -> None:
+    """Claim `<store>/local/<sweep>/` (moving a store of the layout before namespaces there first)."""
+    runs = [r.name for r in ls.runs()]
+    try:
+        if read_manifest(ls.store, ls.layout) is None and ls.store.exists(ls.layout.legacy_spec):
+            moved = migrate_legacy(ls.store, ls.layout, local_identity(ls.name), runs)
+            say(f"moved {moved} objects of {ls.name} from {ls.layout.legacy_root} to {ls.layout.root} "
+                "(the store layout now has a namespace level; `local` for local runs)")  # fmt: skip
+        claim(ls.store, ls.layout, local_identity(ls.name), runs)
+    except ClaimRefused as e:
+        raise LocalRunError(e.message) from None
+
+
+def readable_results(ls: LocalSweep, run: PlannedRun, say: Callable[[str], None]) -> RunResults | None:
+    """A run's results; None (and a note) when its results.json is unreadable: the run is evaluated
+    again from its final checkpoint (the trainer resumes there and only evaluates)."""
+    try:
+        return read_results(ls.store, ls.layout.run(run.name))
+    except ResultsError as e:
+        say(f"{run.name}: {e}; evaluating it again from its newest checkpoint")
+        return None
+
+
 def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) -> int:
     """The whole local sweep; returns an exit code (0 done, 130 interrupted)."""
     from miniseries.report import save_spec
 
     runs = ls.runs()
     ls.store.check()
-    save_spec(ls.store, ls.name, ls.spec)
-    done = [r for r in runs if ls.store.exists(ls.layout.run(r.name).results)]
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    claim_store(ls, say)
+    save_spec(ls.store, ls.layout, ls.spec)
+    done = [r for r in runs if readable_results(ls, r, say) is not None]
     pending = [r for r in runs if r not in done]  # the time estimate covers what is left to train
     display = Display(total_runs=len(runs), total_flops=sum(r.flops for r in pending),
                       total_tokens=sum(r.training_tokens for r in pending), out=out)  # fmt: skip
@@ -418,7 +460,7 @@ def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) 
     if report:
         from miniseries.report import build_report
 
-        uri, status = build_report(ls.store, ls.name, ls.spec)
+        uri, status = build_report(ls.store, ls.layout, ls.spec)
         display.say(f"report: {uri}report.md")
         if status.message:
             display.say(f"report notes: {status.message}")

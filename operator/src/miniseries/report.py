@@ -1,4 +1,4 @@
-"""The sweep report: `<store>/<sweep>/report/{report.json, report.md, *.png, *.svg}`.
+"""The sweep report: `<store>/<namespace>/<sweep>/report/{report.json, report.md, *.png, *.svg}`.
 
 It reads only what the trainer wrote (results.json, loss_curve.jsonl, through
 `miniseries.results`) and the plan (`miniseries.plan`), fits what the data can
@@ -6,7 +6,7 @@ support (`miniseries.fit`), and always writes what it can: a run without
 results, a NaN loss or too few runs for a fit is a line under "Problems" and a
 `partial` mark, never a crash and never a silently smaller table.
 
-`build_report(store, sweep, spec)` is what the operator calls in-process; the
+`build_report(store, layout, spec)` is what the operator calls in-process; the
 CLI (`miniseries report A [B]`) wraps it, and with two sweeps writes a
 side-by-side comparison under the first sweep's report folder.
 """
@@ -34,7 +34,7 @@ from miniseries.fit import (
     fit_isoflop,
     fit_power_law,
 )
-from miniseries.layout import SweepLayout, join_uri
+from miniseries.layout import LOCAL_NAMESPACE, SweepLayout, join_uri
 from miniseries.plan import make_plan
 from miniseries.results import ResultsError, RunResults, read_loss_curve, read_results
 from miniseries.store import Store, StoreError
@@ -82,19 +82,15 @@ def _finite(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def spec_key(sweep: str) -> str:
-    """Where a sweep's spec is kept next to its runs (written by the local runner; the operator may too)."""
-    return SweepLayout(sweep).spec
+def save_spec(store: Store, layout: SweepLayout, spec: ScalingSweepSpec) -> None:
+    """The spec the runs were planned from, next to them (the local runner and the operator write it)."""
+    store.write_bytes(layout.spec, json.dumps(spec.wire(), indent=2).encode())
 
 
-def save_spec(store: Store, sweep: str, spec: ScalingSweepSpec) -> None:
-    store.write_bytes(spec_key(sweep), json.dumps(spec.wire(), indent=2).encode())
-
-
-def load_spec(store: Store, sweep: str) -> ScalingSweepSpec | None:
-    if not store.exists(spec_key(sweep)):
+def load_spec(store: Store, layout: SweepLayout) -> ScalingSweepSpec | None:
+    if not store.exists(layout.spec):
         return None
-    return ScalingSweepSpec.model_validate(json.loads(store.read_bytes(spec_key(sweep))))
+    return ScalingSweepSpec.model_validate(json.loads(store.read_bytes(layout.spec)))
 
 
 # ---------------------------------------------------------------- gathering
@@ -131,9 +127,8 @@ def _row_from_results(row: RunRow, res: RunResults, curve: list[dict[str, float]
     return row
 
 
-def gather_runs(store: Store, sweep: str, spec: ScalingSweepSpec | None) -> tuple[list[RunRow], list[str]]:
+def gather_runs(store: Store, layout: SweepLayout, spec: ScalingSweepSpec | None) -> tuple[list[RunRow], list[str]]:
     """One row per planned run (or per results.json found, without a spec)."""
-    layout = SweepLayout(sweep)
     problems: list[str] = []
     planned: list[tuple[str, int, float | None]] = []
     warmup = spec.training.warmup_steps if spec else 0
@@ -141,9 +136,9 @@ def gather_runs(store: Store, sweep: str, spec: ScalingSweepSpec | None) -> tupl
         planned = [(r.name, r.depth, r.budget_flops) for r in make_plan(spec).runs]
     else:
         for key in store.list(layout.root):
-            parts = key.split("/")
-            if len(parts) == 3 and parts[2] == "results.json":
-                planned.append((parts[1], 0, None))
+            parts = key[len(layout.root) :].split("/")
+            if len(parts) == 2 and parts[1] == "results.json":
+                planned.append((parts[0], 0, None))
     rows = []
     for name, depth, budget in planned:
         row = RunRow(name, depth, budget, "missing")
@@ -599,12 +594,13 @@ def _to_json(x: Any) -> Any:
     return _finite(x)
 
 
-def compute_report(store: Store, sweep: str, spec: ScalingSweepSpec | None,
+def compute_report(store: Store, layout: SweepLayout, spec: ScalingSweepSpec | None,
                    targets: dict[str, float] | None = None, bootstrap: int = 100) -> tuple[dict[str, Any], dict[str, Any], list[RunRow]]:  # fmt: skip
-    spec = spec or load_spec(store, sweep)
-    rows, problems = gather_runs(store, sweep, spec)
+    sweep = layout.sweep
+    spec = spec or load_spec(store, layout)
+    rows, problems = gather_runs(store, layout, spec)
     if spec is None:
-        problems.insert(0, f"no spec for {sweep!r} (neither given nor at {spec_key(sweep)}): runs found from results.json alone, "
+        problems.insert(0, f"no spec for {sweep!r} (neither given nor at {layout.spec}): runs found from results.json alone, "
                            "price and peak FLOP/s are the API defaults")  # fmt: skip
         mode = Mode.isoflop if any(r.budget_flops for r in rows) else Mode.ratio
     else:
@@ -668,14 +664,14 @@ def fit_status(doc: dict[str, Any]) -> FitStatus:
     )
 
 
-def build_report(store: Store, sweep_name: str, spec: ScalingSweepSpec | None,
+def build_report(store: Store, layout: SweepLayout, spec: ScalingSweepSpec | None,
                  targets: dict[str, float] | None = None, bootstrap: int = 100) -> tuple[str, FitStatus]:  # fmt: skip
-    """Write the report into `<store>/<sweep>/report/`; returns its URI and the headline fit."""
-    doc, result, rows = compute_report(store, sweep_name, spec, targets, bootstrap)
+    """Write the report into `<store>/<namespace>/<sweep>/report/`; returns its URI and the headline fit."""
+    doc, result, rows = compute_report(store, layout, spec, targets, bootstrap)
     mode = Mode(doc["mode"])
     plots = _plots(rows, result, mode, doc["core_targets"])
     doc["plots"] = sorted(plots)
-    prefix = SweepLayout(sweep_name).report
+    prefix = layout.report
     for name, data in plots.items():
         store.write_bytes(prefix + name, data)
     store.write_bytes(prefix + "report.md", render_markdown(doc, result, rows, sorted(plots)).encode())
@@ -683,19 +679,20 @@ def build_report(store: Store, sweep_name: str, spec: ScalingSweepSpec | None,
     return join_uri(store.uri, prefix), fit_status(doc)
 
 
-def compare_reports(store: Store, a: str, b: str, spec_a: ScalingSweepSpec | None = None,
+def compare_reports(store: Store, la: SweepLayout, lb: SweepLayout, spec_a: ScalingSweepSpec | None = None,
                     spec_b: ScalingSweepSpec | None = None) -> str:  # fmt: skip
-    """Side by side: `<store>/<a>/report/compare-<b>/report.md` with an overlay plot."""
+    """Side by side: `<store>/<ns>/<a>/report/compare-<b>/report.md` with an overlay plot (one namespace)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    a, b = la.sweep, lb.sweep
     docs = {}
-    for name, spec in ((a, spec_a), (b, spec_b)):
-        build_report(store, name, spec)
-        docs[name] = json.loads(store.read_bytes(SweepLayout(name).report + "report.json"))
-    prefix = SweepLayout(a).report + f"compare-{b}/"
+    for layout, spec in ((la, spec_a), (lb, spec_b)):
+        build_report(store, layout, spec)
+        docs[layout.sweep] = json.loads(store.read_bytes(layout.report + "report.json"))
+    prefix = la.report + f"compare-{b}/"
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (name, doc) in enumerate(docs.items()):
         pts = [(r["flops"], r["final_loss"]) for r in doc["runs"] if r["status"] == "finished" and r["final_loss"]]
@@ -744,7 +741,12 @@ def compare_reports(store: Store, a: str, b: str, spec_a: ScalingSweepSpec | Non
 
 
 def build_report_cli(
-    sweeps: list[str], *, store: str | None, spec_path: str | None, targets: list[tuple[str, float]]
+    sweeps: list[str],
+    *,
+    store: str | None,
+    spec_path: str | None,
+    targets: list[tuple[str, float]],
+    namespace: str = LOCAL_NAMESPACE,
 ) -> int:
     from miniseries.errors import SpecError
     from miniseries.store import open_store, path_to_uri
@@ -768,21 +770,28 @@ def build_report_cli(
             resolved.append((sw.name, sw.spec))
         else:
             resolved.append((s, None))
-    for name, _spec in resolved:
-        if not st.list(SweepLayout(name).root):
-            raise ReportError(f"sweep {name!r} has nothing in the store {st.uri} (check --store and the sweep name)")
+    try:
+        layouts = [SweepLayout(namespace, name) for name, _spec in resolved]
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+    for layout in layouts:
+        if not st.list(layout.root):
+            raise ReportError(
+                f"sweep {layout.sweep!r} has nothing under {st.uri}/{layout.root} (check --store, --namespace "
+                "and the sweep name)"
+            )
     tmap = dict(targets)
     if len(resolved) == 1:
-        name, spec = resolved[0]
-        uri_out, status = build_report(st, name, spec, tmap)
+        _name, spec = resolved[0]
+        uri_out, status = build_report(st, layouts[0], spec, tmap)
         print(f"report: {uri_out}report.md")
         print(f"fit: a={_fmt(status.params_exponent)} b={_fmt(status.tokens_exponent)} "
               f"loss exponent={_fmt(status.loss_exponent)} runs={status.runs_fitted} partial={status.partial}")  # fmt: skip
         if status.message:
             print(f"problems: {status.message}")
         return 0
-    (a, sa), (b, sb) = resolved
-    print(f"comparison: {compare_reports(st, a, b, sa, sb)}report.md")
+    (_a, sa), (_b, sb) = resolved
+    print(f"comparison: {compare_reports(st, layouts[0], layouts[1], sa, sb)}report.md")
     return 0
 
 

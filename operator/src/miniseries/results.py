@@ -119,15 +119,17 @@ class CheckpointManifest(_Doc):
 
 
 class ResultsError(RuntimeError):
-    pass
+    """A document exists but cannot be read: the message names the object and what is wrong."""
 
 
 def _load(store: Store, key: str, model: type[_Doc]) -> Any:
     raw = store.read_bytes(key)
     try:
         data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{store.uri}/{key} is not valid JSON: {e}") from None
+    except ValueError as e:  # JSONDecodeError, or UnicodeDecodeError for bytes that are not UTF-8
+        raise ResultsError(f"{store.uri}/{key} ({len(raw)} bytes) is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{store.uri}/{key} holds a JSON {type(data).__name__}, not an object")
     version = data.get("schema_version")
     if version != RESULTS_SCHEMA_VERSION and model is not CheckpointManifest:
         raise ResultsError(

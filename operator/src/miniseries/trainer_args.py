@@ -14,14 +14,14 @@ TRAINER_MODULE = "miniseries_trainer.train"
 DEFAULT_METRICS_PORT = 9400
 
 
-def tokenizer_uri(spec: ScalingSweepSpec, sweep: str, store_uri: str | None = None) -> str:
+def tokenizer_uri(spec: ScalingSweepSpec, layout: SweepLayout, store_uri: str | None = None) -> str:
     """The sweep's tokenizer: given in the spec, or trained once into the store."""
-    return spec.data.tokenizer_uri or join_uri(store_uri or spec.store.uri, SweepLayout(sweep).tokenizer)
+    return spec.data.tokenizer_uri or join_uri(store_uri or spec.store.uri, layout.tokenizer)
 
 
 def trainer_flags(
     spec: ScalingSweepSpec,
-    sweep: str,
+    layout: SweepLayout,
     run: PlannedRun,
     *,
     metrics_port: int = DEFAULT_METRICS_PORT,
@@ -32,7 +32,8 @@ def trainer_flags(
     m, t = spec.model, spec.training
     store = store_uri or spec.store.uri
     flags = [
-        f"--sweep={sweep}",
+        f"--namespace={layout.namespace}",
+        f"--sweep={layout.sweep}",
         f"--run={run.name}",
         f"--depth={run.depth}",
         f"--aspect-ratio={m.aspect_ratio}",
@@ -51,7 +52,7 @@ def trainer_flags(
         f"--seed={t.seed}",
         f"--store={store}",
         f"--data={spec.data.shards_uri}",
-        f"--tokenizer={tokenizer_uri(spec, sweep, store)}",
+        f"--tokenizer={tokenizer_uri(spec, layout, store)}",
         f"--metrics-port={metrics_port}",
         f"--device={device}",
         "--resume=auto",

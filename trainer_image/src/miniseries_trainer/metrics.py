@@ -42,6 +42,13 @@ METRICS: list[MetricDoc] = [
         "miniseries_peak_memory_bytes", "gauge", "Peak accelerator (or process) memory of one rank", per_rank=True
     ),
     MetricDoc("miniseries_train_info", "info", "Run description: shape, batch, device, world size"),
+    MetricDoc("miniseries_store_errors_total", "counter", "Store operations that failed (each try; retried ones too)"),
+    MetricDoc(
+        "miniseries_store_outage_seconds", "gauge", "How long the store has been failing (0 once it answers again)"
+    ),
+    MetricDoc(
+        "miniseries_store_retry_wait_seconds_total", "counter", "Seconds the run waited to retry store operations"
+    ),
 ]
 
 
@@ -66,6 +73,7 @@ class TrainerMetrics:
                 # prometheus_client appends _total itself. A resumed run starts its counter
                 # at the checkpoint's total, so the series continues where it stopped.
                 self._c[m.name] = Counter(m.name.removesuffix("_total"), m.help, RUN_LABELS, registry=self.registry)
+                self._c[m.name].labels(**self.labels)  # exported at 0 from the start: rate() sees the first rise
             elif rank == 0:
                 self._g[m.name] = Gauge(m.name, m.help, RUN_LABELS, registry=self.registry)
         self.port = 0

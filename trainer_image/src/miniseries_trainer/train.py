@@ -28,9 +28,9 @@ import torch.distributed as dist
 
 from miniseries import shapes
 from miniseries.core import CoreError
-from miniseries.layout import RunLayout, join_uri
+from miniseries.layout import LOCAL_NAMESPACE, RunLayout, join_uri
 from miniseries.results import LossSummary, Progress, RunResults
-from miniseries.store import Store, StoreError, open_store
+from miniseries.store import RetryingStore, RetryPolicy, Store, StoreError, StoreHealth, open_store
 
 #: Peak dense bf16 FLOP/s per device by name fragment (no sparsity), for MFU.
 PEAK_FLOPS_BY_DEVICE = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -39,6 +39,8 @@ PEAK_FLOPS_BY_DEVICE = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 #: order-of-magnitude figure that keeps CPU MFU meaningful across machines.
 CPU_PEAK_FLOPS_PER_THREAD = 100e9
 PROGRESS_EVERY_SECONDS = 5.0
+#: How long the store may take to answer at the start before the run fails (see --store-outage-seconds).
+STARTUP_STORE_SECONDS = 10.0
 #: The whole loss curve is rewritten (atomically) this often and at every checkpoint.
 LOSS_CURVE_EVERY_SECONDS = 30.0
 
@@ -109,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("run identity")
+    g.add_argument(
+        "--namespace",
+        default=LOCAL_NAMESPACE,
+        help="the sweep's namespace: its store key is <store>/<namespace>/<sweep>/ (the operator passes it)",
+    )
     g.add_argument("--sweep", required=True, help="sweep name (store layout and metric label)")
     g.add_argument("--run", required=True, help="run id within the sweep, e.g. d12")
     g = p.add_argument_group("model shape (miniseries.shapes.model_shape)")
@@ -200,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--store", required=True, help="store root URI (file:///path or s3://bucket/prefix)")
     g.add_argument("--data", required=True, help="URI of the parquet shards (last one = validation)")
     g.add_argument("--tokenizer", required=True, help="URI of the trained tokenizer (see miniseries_trainer.tokenizer)")
+    g.add_argument(
+        "--store-outage-seconds",
+        type=_positive("--store-outage-seconds", zero_ok=True),
+        default=300,
+        help="how long one store operation is retried (exponential backoff up to 5 s) before the run fails; "
+        "progress.json is never waited for (skipped and written later). At the start the store must answer "
+        f"within {STARTUP_STORE_SECONDS:g} s (a store never reached is a wrong URI or credentials)",
+    )
     g = p.add_argument_group("runtime")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when available")
     g.add_argument(
@@ -230,7 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--log-every", type=_positive("--log-every"), default=1, help="print and record the loss every N steps"
     )
-    apply_env_defaults(p)
     apply_env_defaults(p)
     return p
 
@@ -357,10 +371,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     # -- store, tokenizer and data are checked before any compute is spent
+    health = StoreHealth()  # shared by both stores: one outage, one set of metrics
+    policy = RetryPolicy(budget_seconds=float(args.store_outage_seconds))
+
+    def store_log(msg: str) -> None:
+        print(f"rank {rank}: {msg}", file=sys.stderr, flush=True)
+
     try:
-        store = open_store(args.store)
-        store.check()
-        data_store = open_store(args.data)
+        raw_store = open_store(args.store)
+        # A store that does not answer at the start is most likely a wrong URI, endpoint or
+        # credentials: fail fast (STARTUP_STORE_SECONDS) before compute is spent; once it has
+        # answered, an outage is ridden out for --store-outage-seconds.
+        RetryingStore(raw_store, RetryPolicy(budget_seconds=min(STARTUP_STORE_SECONDS, policy.budget_seconds))).check()
+        store = RetryingStore(raw_store, policy, log=store_log, health=health)
+        data_store = RetryingStore(open_store(args.data), policy, log=store_log, health=health)
         train_keys, val_key = data.list_shards(data_store)
         tokenizer = load_tokenizer(args.tokenizer)
         bundle = None
@@ -374,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(f"--eval-bundle: {e}" if isinstance(e, CoreError) else str(e))
     if tokenizer.vocab_size > args.vocab_size:
         fail(f"--vocab-size {args.vocab_size} is smaller than the tokenizer's vocabulary ({tokenizer.vocab_size})")
-    run = RunLayout(args.sweep, args.run)
+    run = RunLayout(args.namespace, args.sweep, args.run)
 
     # -- runtime settings
     if args.deterministic:
@@ -464,6 +488,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     )
     metrics.set("miniseries_train_steps_planned", steps)
+
+    def store_metrics(h: StoreHealth) -> None:
+        metrics.set("miniseries_store_errors_total", h.errors)
+        metrics.set("miniseries_store_retry_wait_seconds_total", h.waited_seconds)
+        metrics.set("miniseries_store_outage_seconds", h.outage_seconds(time.monotonic()))
+
+    store.on_change = data_store.on_change = store_metrics
+    store_metrics(health)
     peak = peak_flops_per_device(device, args.peak_flops)
 
     def save(step: int) -> str:
@@ -494,7 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not master:
             return
         eta = (steps - step) * hz.total_batch_tokens / tps if tps else None
-        store.write_bytes(
+        # Advisory: one try; during a store outage training goes on and the next one is written later.
+        store.write_advisory(
             run.progress,
             Progress(
                 sweep=args.sweep,
@@ -571,8 +604,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress(done, loss_value, lrm, tps, mfu, train_seconds, "training")
             last_progress = time.time()
         if master and time.time() - last_curve > LOSS_CURVE_EVERY_SECONDS:
-            write_json_lines(store, run.loss_curve, loss_curve)
-            last_curve = time.time()
+            # Advisory too: the whole curve is rewritten at every checkpoint and at the end.
+            rows = "".join(json.dumps(r) + "\n" for r in loss_curve).encode()
+            if store.write_advisory(run.loss_curve, rows):
+                last_curve = time.time()
     prefix = save(steps) if start_step < steps or ckpt is None else run.checkpoint(steps)
 
     # -- evaluate
@@ -661,6 +696,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         store.write_bytes(run.results, results.to_json())
         progress(steps, loss_value, lrm, tps, mfu, train_seconds, "done")
         print0(f"results: {join_uri(store.uri, run.results)}")
+        if health.errors:
+            print0(f"store: {health.errors} failed operations, {health.waited_seconds:.1f} s waited on retries, "
+                   f"longest outage {health.longest_outage_seconds:.1f} s")  # fmt: skip
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
