@@ -145,6 +145,10 @@ def check_request_quantity(s: str) -> decimal.Decimal:
         raise GrammarError(f"{s!r} {e}; allowed: {QUANTITY_ALLOWED}") from None
     if q < 0:
         raise GrammarError(f"{s!r} is negative; a resource request must be at least 0 ({QUANTITY_ALLOWED})")
+    if q > _MAX_INT64:
+        # ParseQuantity would cap it (and spend unbounded time on an exponent like e2147483647);
+        # no node has it, so the pod would wait forever: refuse it.
+        raise GrammarError(f"{s!r} is more than Kubernetes can hold (2^63-1); allowed: {QUANTITY_ALLOWED}")
     return q
 
 
