@@ -187,7 +187,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
                 "training": {"mode": "isoflop", "isoflopBudgets": [1e27]},
                 "cost": {"budgetUsd": 1e9},
             },
-        },  # fmt: skip
+        },
         "spec.training.isoflopBudgets",
         "more than status can hold",
     ),
