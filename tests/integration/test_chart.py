@@ -22,6 +22,8 @@ WORKLOAD_RULES = (
         ("miniseries.dev", "scalingsweeps/status", "patch"),
         ("miniseries.dev", "scalingsweeps/finalizers", "update"),
         ("", "events", "create"),
+        ("", "events", "patch"),  # a repeated Event is counted, not posted again
+        ("", "secrets", "get"),  # admission.secretOptInLabel: the opt-in label, read as metadata only
     }
     | {
         (g, r, v)
@@ -81,6 +83,25 @@ def test_s3_credentials_come_from_the_named_secret() -> None:
     (deploy,) = by_kind(render({"store.credentialsSecret": "sweep-s3"}), "Deployment")
     (c,) = deploy["spec"]["template"]["spec"]["containers"]
     assert c["envFrom"] == [{"secretRef": {"name": "sweep-s3"}}]
+
+
+def test_admission_values_become_flags_and_only_the_label_check_reads_secrets() -> None:
+    (deploy,) = by_kind(render(), "Deployment")
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--allowed-image-prefix=ghcr.io/miniseries/trainer" in args  # secure defaults
+    assert "--secret-opt-in-label=miniseries.dev/allow-sweeps" in args
+    assert "--max-gpu-hours-without-budget=1000" in args
+    objs = render({"admission.secretOptInLabel": "", "admission.allowedImagePrefixes": "{}",
+                   "admission.maxGpuHoursWithoutBudget": "50"})  # fmt: skip
+    args = by_kind(objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith("--allowed-image-prefix") for a in args)
+    assert "--secret-opt-in-label=" in args and "--max-gpu-hours-without-budget=50" in args
+    (role,) = [r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith("-observer")]
+    assert granted(role) == WORKLOAD_RULES - {("", "secrets", "get")}  # no label, no access to Secrets
+    two = render({"admission.allowedImagePrefixes": "{ghcr.io/a/,registry.corp:5000/b}"})
+    args = by_kind(two, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--allowed-image-prefix")] == [
+        "--allowed-image-prefix=ghcr.io/a/", "--allowed-image-prefix=registry.corp:5000/b"]  # fmt: skip
 
 
 def test_cluster_wide_rbac_is_exactly_what_the_operator_uses() -> None:
@@ -165,6 +186,9 @@ def test_crds_are_in_the_chart() -> None:
         ("monitoring.interval=often", "/monitoring/interval': 'often' does not match pattern"),
         ("store.credentialsSecret=Not_A_Name", "/store/credentialsSecret'"),
         ("storage.uri=s3://x", "additional properties 'storage' not allowed"),
+        ("admission.allowedImagePrefixes={python}", "/admission/allowedImagePrefixes/0': 'python' does not match"),
+        ("admission.secretOptInLabel=not a label", "/admission/secretOptInLabel': 'not a label' does not match"),
+        ("admission.maxGpuHoursWithoutBudget=0", "/admission/maxGpuHoursWithoutBudget': exclusiveMinimum"),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(flag: str, message: str) -> None:
