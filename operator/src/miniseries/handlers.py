@@ -22,6 +22,7 @@ accepted one (only `suspend` is taken from the new spec).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -79,6 +80,25 @@ def _create(fn: Any, *args: Any) -> bool:
         if e.status == 409:
             return False
         raise
+
+
+def _create_or_report(body: dict[str, Any], what: str, fn: Any, *args: Any) -> bool:
+    """_create; a refusal by the API server (400/422: something the spec checks missed; 403: a
+    quota, an admission policy, missing RBAC) is said on the sweep as a Warning event naming the
+    object and the server's reason, not only in this log. The launch stays recorded, so it is
+    tried again at the next reconcile (and the event counted)."""
+    try:
+        return _create(fn, *args)
+    except ApiException as e:
+        if e.status not in (400, 403, 422):
+            raise
+        try:
+            reason = json.loads(e.body or "{}").get("message") or e.reason
+        except ValueError:
+            reason = e.reason
+        events.post(body, "Warning", "JobRejected", f"the API server refused {what}: {reason}")
+        log.warning("the API server refused %s: %s", what, reason)
+        return False
 
 
 # ---------------------------------------------------------------- startup
@@ -169,7 +189,6 @@ def _invalid(body: dict[str, Any], err: SpecError, reason: str) -> None:
 def _secret_labels(namespace: str, name: str) -> dict[str, str] | None:
     """The labels of a Secret, None if it does not exist. Only its metadata is requested
     (PartialObjectMetadata): the operator never holds a Secret's data."""
-    import json
 
     try:
         resp = client.CoreV1Api().read_namespaced_secret(
@@ -422,12 +441,16 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
         _patch_status(ns, name, status, rv)
 
     tok_job = jobs.tokenizer_job(spec, name, uid, ns)
-    if decision.create_tokenizer and _create(client.BatchV1Api().create_namespaced_job, ns, tok_job):
+    tok_what = f"Job {jobs.tokenizer_job_name(name)}"
+    if decision.create_tokenizer and _create_or_report(body, tok_what, client.BatchV1Api().create_namespaced_job, ns,
+                                                       tok_job):  # fmt: skip
         opmetrics.JOBS_CREATED.labels(sweep=name, namespace=ns).inc()
         events.post(body, "Normal", reason="TokenizerStarted", message=jobs.tokenizer_job_name(name))
     for run, attempt in decision.create:
         manifest = jobs.pytorchjob(spec, name, uid, ns, run, attempt=attempt)
-        created = _create(
+        created = _create_or_report(
+            body,
+            f"PyTorchJob {manifest['metadata']['name']}",
             _custom().create_namespaced_custom_object,
             jobs.PYTORCHJOB_GROUP,
             jobs.PYTORCHJOB_VERSION,
