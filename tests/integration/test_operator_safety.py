@@ -348,3 +348,46 @@ def test_finished_sweeps_are_not_polled(
     assert get_sweep(custom(kc), ns, "done")["metadata"]["resourceVersion"] == rv
     # a held run with no news: polled, but nothing written either
     assert get_sweep(custom(kc), ns, "going")["metadata"]["resourceVersion"] == going_rv
+
+
+def test_a_job_the_api_server_refuses_is_said_on_the_sweep(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator]
+) -> None:
+    """Whatever the spec checks miss (here a ValidatingAdmissionPolicy of the cluster's admin that
+    refuses Jobs in this namespace) reaches the sweep: a JobRejected Warning event naming the Job
+    and the server's reason, counted while it repeats; once the policy goes, the Job is created."""
+    kc, ns = crds, namespace
+    name = f"deny-jobs-{ns}"[:63]
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [{"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                   "resources": ["jobs"]}],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+            },
+            "validations": [{"expression": "false", "message": "jobs are frozen in this namespace", "reason": "Invalid"}],
+        },
+    }  # fmt: skip
+    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"]}}  # fmt: skip
+    kc.apply(policy)
+    kc.apply(binding)
+    try:
+        probe = ["create", "job", "probe", "--image=busybox", "-n", ns, "--dry-run=server"]
+        wait_for("the policy in force", lambda: kc.kubectl(*probe, check=False).returncode != 0, 60)
+        start_operator()
+        kc.apply(sweep_doc("frozen", store_uri, depths=[1]), "-n", ns)
+        ev = wait_for("a JobRejected event", lambda: [e for e in events(kc, ns, "frozen")
+                                                      if e["reason"] == "JobRejected"], 60)  # fmt: skip
+        assert ev[0]["type"] == "Warning" and ev[0]["message"].startswith("the API server refused Job frozen-tokenizer")
+        assert "jobs are frozen in this namespace" in ev[0]["message"]
+        wait_for("the refusal counted", lambda: any(e["reason"] == "JobRejected" and e.get("count", 1) >= 2
+                                                    for e in events(kc, ns, "frozen")), 60)  # fmt: skip
+        assert len([e for e in events(kc, ns, "frozen") if e["reason"] == "JobRejected"]) == 1
+    finally:
+        kc.kubectl("delete", "validatingadmissionpolicybinding", name, "--ignore-not-found", check=False)
+        kc.kubectl("delete", "validatingadmissionpolicy", name, "--ignore-not-found", check=False)
+    wait_for("the tokenizer Job once the policy is gone", lambda: batch_jobs(kc, ns), 60)
