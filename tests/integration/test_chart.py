@@ -91,8 +91,8 @@ def test_admission_values_become_flags_and_only_the_label_check_reads_secrets() 
     assert "--allowed-image-prefix=ghcr.io/miniseries/trainer" in args  # secure defaults
     assert "--secret-opt-in-label=miniseries.dev/allow-sweeps" in args
     assert "--max-gpu-hours-without-budget=1000" in args
-    objs = render({"admission.secretOptInLabel": "", "admission.allowedImagePrefixes": "{}",
-                   "admission.maxGpuHoursWithoutBudget": "50"})  # fmt: skip
+    objs = render({"admission.secretOptInLabel": "", "admission.maxGpuHoursWithoutBudget": "50"}, "miniseries",
+                  "--set-json", "admission.allowedImagePrefixes=[]")  # fmt: skip
     args = by_kind(objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not any(a.startswith("--allowed-image-prefix") for a in args)
     assert "--secret-opt-in-label=" in args and "--max-gpu-hours-without-budget=50" in args
