@@ -1,22 +1,26 @@
 """Operator CPU on the real test cluster (tests/cluster.py), one JSON line per measurement.
 
-    python bench/operator_cpu.py [--sweeps 10] [--poll 2] [--seconds 60]
+    python bench/operator_cpu.py [--sweeps 10] [--poll 2] [--seconds 60] [--s3]
 
 The operator is `miniseries operator` as a process with the given poll interval. Its CPU time
 (utime + stime from /proc/<pid>/stat) is measured over `--seconds` in two states:
 
-1. `in_flight`: N sweeps, every run held Running by the JobDriver (tests/operator_harness.py),
-   so each sweep has work in flight and nothing changes;
+1. `in_flight`: N sweeps of two runs each, every run training (tests/fake_trainer.py, run by
+   the JobDriver of tests/operator_harness.py, `--step-seconds` per step), so every poll finds
+   new progress in the store and writes it to status;
 2. `finished`: the same N sweeps after every run succeeded and every fit was made, plus one
-   invalid sweep (cpu: lots); also its Warning Events (objects, and their summed count).
+   invalid sweep (training.totalBatchTokens not a multiple of the micro-batch, which every
+   version of the operator refuses); also its Warning Events (objects, and their summed count).
 
-Also printed: reconciles and status writes (the sweeps' resourceVersion moves) in each window.
+The store is a directory, or with --s3 a bucket of the versitygw S3 server (tests/cluster.py),
+as on a real cluster. Also printed: reconciles and status writes (the sweeps' resourceVersion moves) in each window.
 Run it from any checkout: it measures that checkout's operator (issue 15 compares before/after).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -27,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.cluster
 
-from tests.cluster import running_cluster, wait_for
+from tests.cluster import new_bucket, running_cluster, s3_server, wait_for
 from tests.operator_harness import JobDriver, Operator, custom, events, get_sweep, install_crds, sweep_doc
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -68,29 +72,33 @@ def main() -> int:
     p.add_argument("--sweeps", type=int, default=10)
     p.add_argument("--poll", type=float, default=2.0)
     p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--s3", action="store_true", help="an S3 store (versitygw) instead of a directory")
+    p.add_argument("--step-seconds", type=float, default=1.5, help="fake training step time (runs last ~100 steps)")
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-operator-cpu-"))
-    store = (work / "store").as_uri()
     names = [f"s{k:02d}" for k in range(a.sweeps)]
-    with running_cluster(work / "cluster") as kc:
+    with running_cluster(work / "cluster") as kc, contextlib.ExitStack() as stack:
+        store, env = (work / "store").as_uri(), {}
+        if a.s3:
+            bucket = new_bucket(stack.enter_context(s3_server(work / "s3")), "bench")
+            store, env = f"{bucket.uri}/sweeps", bucket.env
         install_crds(kc)
         api = custom(kc)
         ns = "bench-cpu"
         kc.kubectl("create", "namespace", ns)
-        op = Operator(kc, ns, work / "operator.log", poll_seconds=a.poll).start()
-        base = {"bench": "operator.cpu", "sweeps": a.sweeps, "poll_seconds": a.poll}
+        op = Operator(kc, ns, work / "operator.log", env=env, poll_seconds=a.poll).start()
+        base = {"bench": "operator.cpu", "sweeps": a.sweeps, "poll_seconds": a.poll, "store": store.split(":")[0]}
         try:
-            with JobDriver(kc, ns, hold={"d1", "d2"}, log_dir=work) as driver:
+            with JobDriver(kc, ns, env, step_seconds=a.step_seconds, log_dir=work):
                 kc.apply([doc(n, store) for n in names], "-n", ns)
-                wait_for("every run Running", lambda: all(
-                    [r.get("state") for r in (get_sweep(api, ns, n).get("status") or {}).get("runs", [])]
-                    == ["Running", "Running"] for n in names), 180)  # fmt: skip
+                wait_for("every run training", lambda: all(
+                    [r.get("step", 0) > 0 for r in (get_sweep(api, ns, n).get("status") or {}).get("runs", [])]
+                    == [True, True] for n in names), 300)  # fmt: skip
                 print(json.dumps({**base, "state": "in_flight", **measure(op, api, ns, names, a.seconds)}), flush=True)
-                driver.hold.clear()
                 wait_for("every sweep Succeeded", lambda: all(
                     (get_sweep(api, ns, n).get("status") or {}).get("phase") == "Succeeded" for n in names), 600)  # fmt: skip
             bad = doc("invalid", store)
-            bad["spec"]["resources"]["cpu"] = "lots"
+            bad["spec"]["training"]["totalBatchTokens"] = 1000
             kc.apply(bad, "-n", ns)
             wait_for(
                 "invalid refused", lambda: (get_sweep(api, ns, "invalid").get("status") or {}).get("conditions"), 60
