@@ -10,6 +10,8 @@ seconds; the real trainer is tested end to end where it exists.
     FAKE_TRAINER_STEP_SECONDS   sleep per step (default 0.01)
     FAKE_TRAINER_FAIL_RUN       a run name that exits 3 at step FAKE_TRAINER_FAIL_STEP (default 2),
                                 after that step's checkpoint if it is one
+    FAKE_TRAINER_NONFINITE      report a NaN loss and an infinite elapsed time in progress.json,
+                                as a diverged run or a broken clock would
 """
 
 from __future__ import annotations
@@ -67,9 +69,14 @@ def main() -> int:
         if fail_here and step % a.checkpoint_every:
             print("simulated crash", file=sys.stderr, flush=True)
             return 3
-        store.write_bytes(rl.progress, Progress(sweep=a.sweep, run=a.run, depth=a.depth, step=step, steps=a.steps,
-                                                tokens=tokens, loss=loss, tokens_per_second=tokens / max(1e-9, time.time() - t0),
-                                                updated_at=time.time()).to_json())  # fmt: skip
+        nonfinite = os.environ.get("FAKE_TRAINER_NONFINITE") == "1"
+        progress = Progress(sweep=a.sweep, run=a.run, depth=a.depth, step=step, steps=a.steps, tokens=tokens,
+                            loss=math.nan if nonfinite else loss,
+                            elapsed_seconds=math.inf if nonfinite else time.time() - t0,
+                            tokens_per_second=tokens / max(1e-9, time.time() - t0), updated_at=time.time())  # fmt: skip
+        # pydantic writes NaN as null; a trainer writing plain json.dumps sends the NaN and Infinity tokens
+        raw = json.dumps(progress.model_dump()).encode() if nonfinite else progress.to_json()
+        store.write_bytes(rl.progress, raw)
         if step % a.checkpoint_every == 0 or step == a.steps:
             blob = json.dumps({"step": step}).encode()
             key = rl.checkpoint(step)

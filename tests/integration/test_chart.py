@@ -22,6 +22,8 @@ WORKLOAD_RULES = (
         ("miniseries.dev", "scalingsweeps/status", "patch"),
         ("miniseries.dev", "scalingsweeps/finalizers", "update"),
         ("", "events", "create"),
+        ("", "events", "patch"),  # a repeated Event is counted, not posted again
+        ("", "secrets", "get"),  # admission.secretOptInLabel: the opt-in label, read as metadata only
     }
     | {
         (g, r, v)
@@ -94,6 +96,25 @@ def test_store_roots_become_operator_flags() -> None:
     ]
     (plain,) = by_kind(render(), "Deployment")
     assert not [a for a in plain["spec"]["template"]["spec"]["containers"][0]["args"] if "store-root" in a]
+
+
+def test_admission_values_become_flags_and_only_the_label_check_reads_secrets() -> None:
+    (deploy,) = by_kind(render(), "Deployment")
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--allowed-image-prefix=ghcr.io/miniseries/trainer" in args  # secure defaults
+    assert "--secret-opt-in-label=miniseries.dev/allow-sweeps" in args
+    assert "--max-gpu-hours-without-budget=1000" in args
+    objs = render({"admission.secretOptInLabel": "", "admission.maxGpuHoursWithoutBudget": "50"}, "miniseries",
+                  "--set-json", "admission.allowedImagePrefixes=[]")  # fmt: skip
+    args = by_kind(objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith("--allowed-image-prefix") for a in args)
+    assert "--secret-opt-in-label=" in args and "--max-gpu-hours-without-budget=50" in args
+    (role,) = [r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith("-observer")]
+    assert granted(role) == WORKLOAD_RULES - {("", "secrets", "get")}  # no label, no access to Secrets
+    two = render({"admission.allowedImagePrefixes": "{ghcr.io/a/,registry.corp:5000/b}"})
+    args = by_kind(two, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--allowed-image-prefix")] == [
+        "--allowed-image-prefix=ghcr.io/a/", "--allowed-image-prefix=registry.corp:5000/b"]  # fmt: skip
 
 
 def test_cluster_wide_rbac_is_exactly_what_the_operator_uses() -> None:
@@ -179,6 +200,9 @@ def test_crds_are_in_the_chart() -> None:
         ("store.credentialsSecret=Not_A_Name", "/store/credentialsSecret'"),
         ("store.roots[0]=http://x", "/store/roots/0': 'http://x' does not match pattern"),
         ("storage.uri=s3://x", "additional properties 'storage' not allowed"),
+        ("admission.allowedImagePrefixes={python}", "/admission/allowedImagePrefixes/0': 'python' does not match"),
+        ("admission.secretOptInLabel=not a label", "/admission/secretOptInLabel': 'not a label' does not match"),
+        ("admission.maxGpuHoursWithoutBudget=0", "/admission/maxGpuHoursWithoutBudget': exclusiveMinimum"),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(flag: str, message: str) -> None:

@@ -25,8 +25,9 @@ SA_NAME = f"{RELEASE}-miniseries-operator"
 SA = f"system:serviceaccount:{NS}:{SA_NAME}"
 
 FORBIDDEN = [  # (apiGroup, resource, verb, namespace): requests the operator never makes
-    ("", "secrets", "get", NS),
-    ("", "secrets", "list", "chart-a"),
+    ("", "secrets", "list", "chart-a"),  # `get` by name only, for the opt-in label (admission)
+    ("", "secrets", "watch", "chart-a"),
+    ("", "secrets", "update", "chart-a"),
     ("", "pods", "list", "chart-a"),
     ("", "pods", "create", "chart-a"),
     ("", "pods/log", "get", "chart-a"),
@@ -158,7 +159,7 @@ def test_install_least_privilege_upgrade_uninstall(clean: Path, tmp_path: Path, 
     for group, resource, verb, ns in FORBIDDEN:
         assert not allowed(kc, group, resource, verb, ns), f"{SA} can {verb} {group}/{resource} in {ns or '(cluster)'}"
     assert can_i(kc, "create", "jobs.batch", "chart-a") and can_i(kc, "create", "events", "chart-b")
-    assert not can_i(kc, "get", "secrets", NS)
+    assert can_i(kc, "get", "secrets", "chart-a") and not can_i(kc, "list", "secrets", "chart-a")
 
     # --- the same with the ServiceAccount's own token instead of impersonation
     operator = sa_kubeconfig(kc, tmp_path)

@@ -270,6 +270,7 @@ def test_a_failed_job_is_retried_from_its_checkpoint(
 # ---------------------------------------------------------------- production manners
 
 
+@pytest.mark.safety
 def test_operator_killed_mid_sweep_and_restarted_makes_no_duplicates(
     crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator], tmp_path: Path
 ) -> None:
@@ -375,6 +376,7 @@ def test_delete_collects_jobs_and_applies_the_deletion_policy(
 # ---------------------------------------------------------------- spec changes
 
 
+@pytest.mark.safety
 def test_suspend_resume_add_depths_and_a_refused_change(
     crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator], tmp_path: Path
 ) -> None:

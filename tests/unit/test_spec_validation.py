@@ -133,6 +133,71 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("retry-negative", with_("spec.retryLimit", -1), "spec.retryLimit", "greater than or equal to 0"),
     ("deletion-policy", with_("spec.deletionPolicy", "Keep"), "spec.deletionPolicy", "'Retain' or 'Delete'"),
     ("zero-steps", with_("spec.training.tokensPerParam", 0.001), "spec.training.tokensPerParam", "less than one step"),
+    # what the API server, the PyTorchJob schema or the kubelet would refuse after the jobs exist (grammar.py)
+    ("cpu-words", with_("spec.resources.cpu", "lots"), "spec.resources.cpu", "'lots' is not a quantity"),
+    ("memory-negative", with_("spec.resources.memory", "-1Gi"), "spec.resources.memory", "'-1Gi' is negative"),
+    ("memory-bad-suffix", with_("spec.resources.memory", "1GB"), "spec.resources.memory", "'1GB' is not a quantity"),
+    ("cpu-space", with_("spec.resources.cpu", "1 "), "spec.resources.cpu", "Ki, Mi, Gi"),
+    ("memory-huge", with_("spec.resources.memory", "1e100"), "spec.resources.memory", "more than Kubernetes can hold"),
+    (
+        "image-shell",
+        with_("spec.resources.image", "ghcr.io/x/y:1; touch /tmp/pwned $(id)"),
+        "spec.resources.image",
+        "no whitespace",
+    ),
+    ("image-non-ascii", with_("spec.resources.image", "gh\u0441r.io/x/y:1"), "spec.resources.image", "non-ASCII"),
+    ("image-upper-repo", with_("spec.resources.image", "ghcr.io/Team/y:1"), "spec.resources.image", "lower-case"),
+    ("image-long-tag", with_("spec.resources.image", "x.io/y:" + "t" * 129), "spec.resources.image", "128"),
+    ("image-bad-digest", with_("spec.resources.image", "x.io/y@sha256:abc"), "spec.resources.image", "64"),
+    (
+        "node-selector-key",
+        with_("spec.resources.nodeSelector", {"gpu type": "h100"}),
+        "spec.resources.nodeSelector",
+        "label key 'gpu type'",
+    ),
+    (
+        "node-selector-value",
+        with_("spec.resources.nodeSelector", {"gpu": "h100/sxm"}),
+        "spec.resources.nodeSelector",
+        "label value 'h100/sxm'",
+    ),
+    (
+        "secret-name",
+        with_("spec.store.credentialsSecret", "My_Secret"),
+        "spec.store.credentialsSecret",
+        "not a valid object name",
+    ),
+    # numbers whose products overflowed: every one bounded, so status stays writable JSON
+    ("price-overflow", with_("spec.cost.pricePerGpuHour", 1e308), "spec.cost.pricePerGpuHour", "less than or equal"),
+    ("price-nan", with_("spec.cost.pricePerGpuHour", float("nan")), "spec.cost.pricePerGpuHour", "got nan"),
+    ("budget-huge", with_("spec.cost.budgetUsd", 1e300), "spec.cost.budgetUsd", "less than or equal to 1000000000"),
+    (
+        "peak-flops-tiny",
+        with_("spec.resources.peakFlopsPerGpu", 1e-300),
+        "spec.resources.peakFlopsPerGpu",
+        "greater than or equal to 1000000000",
+    ),
+    ("mfu-tiny", with_("spec.resources.assumedMfu", 1e-300), "spec.resources.assumedMfu", "greater than or equal"),
+    (
+        "isoflop-beyond-int64",
+        {
+            **GOOD,
+            "spec": {
+                **GOOD["spec"],
+                "training": {"mode": "isoflop", "isoflopBudgets": [1e27]},
+                "cost": {"budgetUsd": 1e9},
+            },
+        },
+        "spec.training.isoflopBudgets",
+        "more than status can hold",
+    ),
+    # no budget: the operator's GPU-hour ceiling, which a sweep raises by setting budgetUsd
+    (
+        "ceiling-without-budget",
+        {**GOOD, "spec": {**GOOD["spec"], "depths": None, "depthRange": {"min": 1, "max": 64}}},
+        "spec.cost.budgetUsd",
+        "GPU-hours this operator allows a sweep without a budget",
+    ),
 ]
 
 
@@ -149,7 +214,11 @@ def test_good_spec_plans() -> None:
     assert [r.depth for r in plan.runs] == [6, 4]
 
 
-@pytest.mark.parametrize(("doc", "field", "allowed"), [c[1:] for c in CASES[:3]], ids=[c[0] for c in CASES[:3]])
+OFFLINE = [c for c in CASES[:3] + CASES if c[0] in ("depth-zero", "depth-too-big", "depths-empty", "cpu-words",
+           "memory-negative", "image-shell", "image-non-ascii", "price-overflow", "ceiling-without-budget")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("doc", "field", "allowed"), [c[1:] for c in OFFLINE], ids=[c[0] for c in OFFLINE])
 def test_cli_plan_reports_field_and_exit_2(tmp_path: Path, doc: dict[str, Any], field: str, allowed: str) -> None:
     f = tmp_path / "sweep.yaml"
     f.write_text(yaml.safe_dump(doc))

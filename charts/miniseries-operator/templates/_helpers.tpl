@@ -48,8 +48,13 @@ Least privilege: exactly what the operator does, nothing more.
   scalingsweeps/finalizers  children carry ownerReferences with blockOwnerDeletion
   pytorchjobs, jobs         one PyTorchJob per depth, one tokenizer Job per sweep;
                             deleted to retry a failed run from its checkpoint
-  events                    kopf posts handler progress and spec errors as Events
-No Secrets (the operator's own S3 credentials come from envFrom), no pods, no namespaces.
+  events                    Events on sweeps: create, and patch to count a repeat
+                            (one Event with a count, not one per reconcile)
+  secrets (get)             only with admission.secretOptInLabel: the opt-in label of the
+                            Secret a sweep names, read as metadata only. RBAC cannot grant
+                            metadata alone; `get` adds little to `create jobs`, which can
+                            already mount any Secret of the namespace. No list or watch.
+No pods, no namespaces; the operator's own S3 credentials come from envFrom.
 */ -}}
 {{- define "miniseries.workloadRules" -}}
 - apiGroups: [miniseries.dev]
@@ -69,5 +74,10 @@ No Secrets (the operator's own S3 credentials come from envFrom), no pods, no na
   verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, patch]
+{{- if .Values.admission.secretOptInLabel }}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
 {{- end -}}

@@ -10,6 +10,7 @@ Wire names are camelCase (Kubernetes convention); Python names are snake_case.
 
 from __future__ import annotations
 
+import math
 import posixpath
 import re
 from enum import StrEnum
@@ -26,6 +27,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from miniseries import grammar
+
 GROUP = "miniseries.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -40,6 +43,11 @@ MIN_DEPTH, MAX_DEPTH = 1, 64
 #: Kubernetes object names: the sweep name becomes part of `<sweep>-d<depth>`
 #: PyTorchJob names, which must be DNS-1035 labels of at most 63 characters.
 SWEEP_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,48}[a-z0-9])?$")
+# Bounds on the numbers a plan multiplies: with them every estimate (FLOPs, hours, USD) stays
+# finite, so status is always writable JSON (1e308 USD/GPU-hour once made every status patch fail).
+MAX_PRICE_PER_GPU_HOUR = 10_000.0
+MAX_BUDGET_USD = 1e9
+MAX_ISOFLOP_BUDGET = 1e27
 STORE_URI_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]*)$")
 
 
@@ -144,13 +152,14 @@ class TrainingSpec(_Model):
         ),
     ] = 8.0
     isoflop_budgets: Annotated[
-        list[Annotated[float, Field(gt=0)]] | None,
+        list[Annotated[float, Field(gt=0, le=MAX_ISOFLOP_BUDGET)]] | None,
         Field(description="FLOP budgets for isoflop mode, e.g. [1e18, 2.15e18, 4.64e18, 1e19]."),
     ] = None
     total_batch_tokens: Annotated[
         int | None,
         Field(
             ge=1,
+            le=2**40,
             description="Tokens per optimizer step; omit for automatic (2^19 at d12, scaled as D^0.383, nanochat's rule).",
         ),
     ] = None
@@ -210,10 +219,10 @@ class ResourceSpec(_Model):
     ] = None
     gpu_type: Annotated[str, Field(description="GPU model, for labels and the cost estimate.")] = "H100"
     peak_flops_per_gpu: Annotated[
-        float, Field(gt=0, description="Dense bf16 peak FLOP/s of one GPU (H100 SXM: 989e12).")
+        float, Field(ge=1e9, le=1e18, description="Dense bf16 peak FLOP/s of one GPU (H100 SXM: 989e12).")
     ] = 989e12
     assumed_mfu: Annotated[
-        float, Field(gt=0, le=1, description="Model FLOPs utilisation assumed for time and cost estimates.")
+        float, Field(ge=0.001, le=1, description="Model FLOPs utilisation assumed for time and cost estimates.")
     ] = 0.40
     image: Annotated[str, Field(min_length=1, description="Trainer container image.")] = (
         "ghcr.io/miniseries/trainer:0.1.0"
@@ -221,9 +230,33 @@ class ResourceSpec(_Model):
     image_pull_policy: Annotated[
         Literal["Always", "IfNotPresent", "Never"], Field(description="Image pull policy for trainer pods.")
     ] = "IfNotPresent"
-    cpu: Annotated[str, Field(description="CPU request per trainer pod.")] = "16"
-    memory: Annotated[str, Field(description="Memory request per trainer pod.")] = "200Gi"
+    cpu: Annotated[str, Field(description="CPU request per trainer pod (a Kubernetes quantity: 16, 500m).")] = "16"
+    memory: Annotated[
+        str, Field(description="Memory request per trainer pod (a Kubernetes quantity: 200Gi, 1.5e11).")
+    ] = "200Gi"
     node_selector: Annotated[dict[str, str] | None, Field(description="Node selector for trainer pods.")] = None
+
+    # What the API server and the kubelet check only after the jobs exist, checked here first
+    # (grammar.py ports their rules): a refusal names the field before anything is created.
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, v: str) -> str:
+        grammar.check_request_quantity(v)
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        grammar.check_image(v)
+        return v
+
+    @field_validator("node_selector")
+    @classmethod
+    def _labels(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key, value in (v or {}).items():
+            grammar.check_label_key(key)
+            grammar.check_label_value(value)
+        return v
 
     @model_validator(mode="after")
     def _fits_node(self) -> ResourceSpec:
@@ -239,9 +272,16 @@ class ResourceSpec(_Model):
 
 
 class CostSpec(_Model):
-    price_per_gpu_hour: Annotated[float, Field(ge=0, description="USD per GPU-hour.")] = 3.0
+    price_per_gpu_hour: Annotated[float, Field(ge=0, le=MAX_PRICE_PER_GPU_HOUR, description="USD per GPU-hour.")] = 3.0
     budget_usd: Annotated[
-        float | None, Field(gt=0, description="Refuse a plan whose estimated cost exceeds this many USD.")
+        float | None,
+        Field(
+            gt=0,
+            le=MAX_BUDGET_USD,
+            description="Refuse a plan whose estimated cost exceeds this many USD. Without it, a plan may use at "
+            "most the operator's GPU-hour ceiling for sweeps without a budget (1000 GPU-hours unless configured); "
+            "setting it is how a sweep asks for more.",
+        ),
     ] = None
 
 
@@ -266,6 +306,13 @@ class StoreSpec(_Model):
     @classmethod
     def _uri(cls, v: str) -> str:
         return _check_store_uri(v, "store uri")
+
+    @field_validator("credentials_secret")
+    @classmethod
+    def _secret_name(cls, v: str | None) -> str | None:
+        if v is not None:
+            grammar.check_dns1123_subdomain(v)
+        return v
 
 
 class DataSpec(_Model):
@@ -509,3 +556,20 @@ class ScalingSweep(_Model):
     @property
     def name(self) -> str:
         return str(self.metadata["name"])
+
+
+def writable(doc: Any, path: str = "status") -> tuple[Any, list[str]]:
+    """`doc` with every non-finite number (NaN, inf: not JSON, so the API server refuses the
+    whole patch) replaced by None, which a merge patch writes as "absent"; and their paths."""
+    if isinstance(doc, dict):
+        out, bad = {}, []
+        for k, v in doc.items():
+            out[k], b = writable(v, f"{path}.{k}")
+            bad += b
+        return out, bad
+    if isinstance(doc, list):
+        items = [writable(v, f"{path}[{i}]") for i, v in enumerate(doc)]
+        return [v for v, _ in items], [p for _, b in items for p in b]
+    if isinstance(doc, float) and not math.isfinite(doc):
+        return None, [path]
+    return doc, []

@@ -101,7 +101,7 @@ def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
-    plan = make_plan(sweep.spec)
+    plan = make_plan(sweep.spec, max_gpu_hours_without_budget=args.max_gpu_hours_without_budget)
     if args.output == "json":
         print(json.dumps({"sweep": sweep.name, "plan": plan.wire()}, indent=2))
     else:
@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print the plan of a sweep (no cluster, no torch)")
     p.add_argument("sweep", help="ScalingSweep YAML file")
     p.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    p.add_argument("--max-gpu-hours-without-budget", type=float, default=None, metavar="HOURS",
+                   help="the operator's ceiling for sweeps without spec.cost.budgetUsd "
+                   "(default $MINISERIES_MAX_GPU_HOURS_WITHOUT_BUDGET or 1000, as the operator's)")  # fmt: skip
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("crd", help="print the ScalingSweep CRD YAML generated from the API models")
     p.set_defaults(func=cmd_crd)

@@ -49,9 +49,20 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
     from miniseries import handlers, opmetrics
     from miniseries.api import STORE_URI_RE
+    from miniseries.policy import Policy
     from miniseries.store import parse_roots, uri_problem
 
     _setup_logging(args.verbose)
+    try:
+        handlers.POLICY = Policy(
+            allowed_image_prefixes=tuple(args.allowed_image_prefix),
+            secret_opt_in_label=args.secret_opt_in_label,
+            max_gpu_hours_without_budget=args.max_gpu_hours_without_budget,
+        )
+    except ValueError as e:
+        print(f"error: admission policy: {e}", file=sys.stderr)
+        return 2
+    logging.getLogger("miniseries.operator").info("admission policy: %s", handlers.POLICY)
     # Ownership of the config loading is with the startup handler (in-cluster first).
     handlers.KUBECONFIG = args.kubeconfig
     if args.store_root:
@@ -93,5 +104,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--store-root", action="append", metavar="URI",
                    help="a store URI sweeps may write under, e.g. s3://shared/{namespace} ({namespace}: the "
                         "sweep's); repeatable; default $MINISERIES_STORE_ROOTS (comma-separated), empty: any")  # fmt: skip
+    from miniseries.plan import DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET
+    from miniseries.policy import Policy
+
+    env = Policy.from_env()
+    adm = p.add_argument_group("admission policy (what a sweep may run; see the README's security section)")
+    adm.add_argument("--allowed-image-prefix", action="append", default=list(env.allowed_image_prefixes),
+                     help="a trainer image a sweep may name must start with one of these, fully qualified "
+                     "(repeatable; default $MINISERIES_ALLOWED_IMAGE_PREFIXES, comma-separated; none: any image)")  # fmt: skip
+    adm.add_argument("--secret-opt-in-label", default=env.secret_opt_in_label,
+                     help='a Secret a sweep names must carry this label with value "true" '
+                     "(default $MINISERIES_SECRET_OPT_IN_LABEL; empty: any Secret, none is read)")  # fmt: skip
+    adm.add_argument("--max-gpu-hours-without-budget", type=float, default=DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET,
+                     help="GPU-hours a plan may use without spec.cost.budgetUsd "
+                     "(default $MINISERIES_MAX_GPU_HOURS_WITHOUT_BUDGET or %(default)s)")  # fmt: skip
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=cmd_operator)

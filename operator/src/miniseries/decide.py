@@ -486,6 +486,29 @@ def finished(runs: list[RunStatus]) -> bool:
     return bool(runs) and all(r.state in (RunState.Succeeded, RunState.Failed) for r in runs)
 
 
+#: Phases in which nothing moves without a spec change or a job event: no polling.
+QUIET_PHASES = frozenset({"Succeeded", "Failed", "Degraded", "Invalid", "Suspended"})
+
+
+def needs_polling(status: dict[str, Any]) -> bool:
+    """Whether the store-polling timer should run for a sweep with this (wire) status.
+
+    Runs in flight write progress and results only to the store, the tokenizer Job is seen
+    through the store, a retry waits for its backoff time and a failed fit is tried again:
+    all of those need the timer. A finished sweep (Succeeded, Failed, or Degraded with its fit),
+    an invalid or suspended one does not: a spec change reconciles it (on_update), and so does
+    an event of one of its jobs. A sweep refused by the admission policy is polled, because
+    what fixes it (labelling a Secret) happens outside the sweep.
+    """
+    phase = status.get("phase")
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    if ready.get("reason") == "AdmissionDenied":
+        return True
+    if phase == "Degraded":  # finished with failures: only a missing fit is still to do
+        return status.get("fit") is None and bool((status.get("totals") or {}).get("runsDone"))
+    return phase not in QUIET_PHASES
+
+
 def phase_of(runs: list[RunStatus], suspended: bool, fit: FitStatus | None) -> str:
     t = totals(runs)
     if finished(runs):

@@ -27,6 +27,7 @@ condition and an Event, and a store URI outside the operator's store roots
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -39,9 +40,9 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from miniseries import decide as dec
-from miniseries import jobs, opmetrics
-from miniseries.api import GROUP, PLURAL, VERSION, PlanStatus, RunState, ScalingSweepSpec, ScalingSweepStatus
-from miniseries.errors import SpecError
+from miniseries import events, jobs, opmetrics
+from miniseries.api import GROUP, PLURAL, VERSION, PlanStatus, RunState, ScalingSweepSpec, ScalingSweepStatus, writable
+from miniseries.errors import FieldProblem, SpecError
 from miniseries.layout import (
     ADOPT_ANNOTATION,
     ClaimRefused,
@@ -52,6 +53,7 @@ from miniseries.layout import (
     join_uri,
 )
 from miniseries.plan import make_plan
+from miniseries.policy import Policy
 from miniseries.results import ResultsError, checkpoint_steps, read_progress, read_results
 from miniseries.store import Store, StoreError, StoreNotFound, open_store, parse_roots, root_problem, uri_problem
 from miniseries.sweepfile import parse_sweep
@@ -67,6 +69,7 @@ KUBECONFIG: str | None = None  # set by `miniseries operator --kubeconfig`; None
 #: Store URIs a sweep may use (`{namespace}` stands for the sweep's); empty: any. The chart's
 #: storeRoots value, as MINISERIES_STORE_ROOTS or `miniseries operator --store-root`.
 STORE_ROOTS: list[str] = parse_roots(os.environ.get("MINISERIES_STORE_ROOTS"))
+POLICY = Policy.from_env()  # set by `miniseries operator` from its admission flags
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -93,6 +96,25 @@ def _create(fn: Any, *args: Any) -> bool:
         if e.status == 409:
             return False
         raise
+
+
+def _create_or_report(body: dict[str, Any], what: str, fn: Any, *args: Any) -> bool:
+    """_create; a refusal by the API server (400/422: something the spec checks missed; 403: a
+    quota, an admission policy, missing RBAC) is said on the sweep as a Warning event naming the
+    object and the server's reason, not only in this log. The launch stays recorded, so it is
+    tried again at the next reconcile (and the event counted)."""
+    try:
+        return _create(fn, *args)
+    except ApiException as e:
+        if e.status not in (400, 403, 422):
+            raise
+        try:
+            reason = json.loads(e.body or "{}").get("message") or e.reason
+        except ValueError:
+            reason = e.reason
+        events.post(body, "Warning", "JobRejected", f"the API server refused {what}: {reason}")
+        log.warning("the API server refused %s: %s", what, reason)
+        return False
 
 
 # ---------------------------------------------------------------- startup
@@ -149,7 +171,10 @@ class Conflict(Exception):
 
 def _patch_status(namespace: str, name: str, status: ScalingSweepStatus, resource_version: str | None = None) -> None:
     """Merge-patch status; with `resource_version`, only if the sweep is still at that version."""
-    body: dict[str, Any] = {"status": status.wire()}
+    doc, bad = writable(status.wire())
+    if bad:  # a NaN loss or an infinite cost from the store must not make every patch fail
+        log.warning("status of %s/%s: non-finite numbers left out: %s", namespace, name, ", ".join(bad[:10]))
+    body: dict[str, Any] = {"status": doc}
     if resource_version is not None:
         body["metadata"] = {"resourceVersion": resource_version}
     try:
@@ -161,15 +186,64 @@ def _patch_status(namespace: str, name: str, status: ScalingSweepStatus, resourc
 
 
 def _invalid(body: dict[str, Any], err: SpecError, reason: str) -> None:
+    """Ready=False naming the fields, and a Warning event; nothing is written again while the
+    problem stays the same (a poll, a restart), so it is one Event, not one per reconcile."""
     meta = body["metadata"]
     gen = meta.get("generation")
     status = _status(body)
     msg = "; ".join(str(p) for p in err.problems)[:1000]
+    before = status.model_copy(deep=True)
     status.conditions = dec.set_condition(status.conditions, "Ready", False, reason, msg, _now(), gen)
     status.phase = "Invalid" if status.plan is None else status.phase
     status.observed_generation = gen
+    if status.wire() == before.wire():
+        return
     _patch_status(meta["namespace"], meta["name"], status)
-    kopf.event(body, type="Warning", reason=reason, message=msg)
+    events.post(body, "Warning", reason, msg)
+
+
+def _secret_labels(namespace: str, name: str) -> dict[str, str] | None:
+    """The labels of a Secret, None if it does not exist. Only its metadata is requested
+    (PartialObjectMetadata): the operator never holds a Secret's data."""
+
+    try:
+        resp = client.CoreV1Api().read_namespaced_secret(
+            name,
+            namespace,
+            _headers={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"},
+            _preload_content=False,
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    doc = json.loads(resp.data)
+    if doc.get("kind") != "PartialObjectMetadata":  # never look at anything but metadata
+        raise RuntimeError(f"asked for the metadata of Secret {namespace}/{name}, got a {doc.get('kind')}")
+    return dict(doc["metadata"].get("labels") or {})
+
+
+def _admission(spec: ScalingSweepSpec, namespace: str) -> SpecError | None:
+    """The operator's admission policy (policy.py): the image and the Secret a sweep may use."""
+    problems = POLICY.image_problems(spec.resources.image)
+    secret = spec.store.credentials_secret
+    if POLICY.secret_opt_in_label and secret is not None:
+        try:
+            labels = _secret_labels(namespace, secret)
+        except ApiException as e:
+            if e.status != 403:
+                raise
+            problems.append(
+                FieldProblem(
+                    "spec.store.credentialsSecret",
+                    f"the operator may not read the metadata of Secret {secret!r} in {namespace!r} (403) to check "
+                    f"its opt-in label {POLICY.secret_opt_in_label}; grant it `get` on secrets (the chart does "
+                    "when admission.secretOptInLabel is set)",
+                )
+            )
+        else:
+            problems += POLICY.secret_problems(namespace, secret, labels)
+    return SpecError(problems) if problems else None
 
 
 # ---------------------------------------------------------------- gathering
@@ -246,9 +320,9 @@ def _accepted_spec(
         # Started: a job exists for it, or status saw one (its job may be gone since).
         started = {j.run for j in observed}
         started |= {r.name for r in previous.runs if r.attempts > 0 or r.state is RunState.Succeeded}
-        new_plan = make_plan(spec)
+        new_plan = make_plan(spec, max_gpu_hours_without_budget=float("inf"))
         try:
-            old_plan: PlanStatus | None = make_plan(old)
+            old_plan: PlanStatus | None = make_plan(old, max_gpu_hours_without_budget=float("inf"))
         except SpecError:
             old_plan = None
         new_runs = {r.name for r in new_plan.runs}
@@ -330,7 +404,7 @@ def _store_unreachable(namespace: str, name: str, err: StoreError) -> None:
     status.conditions = dec.set_condition(status.conditions, "Progressing", False, "StoreUnreachable", msg, now, gen)
     _patch_status(namespace, name, status)
     if before is None or before.status != "False" or before.message != msg:
-        kopf.event(body, type="Warning", reason="StoreUnreachable", message=msg)
+        events.post(body, "Warning", reason="StoreUnreachable", message=msg)
 
 
 def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
@@ -348,11 +422,18 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     previous = _status(body)
     try:
         sweep = parse_sweep({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
-        new_plan = make_plan(sweep.spec)  # budget and packing checks name their fields too
+        # budget, ceiling and packing checks name their fields too
+        new_plan = make_plan(sweep.spec, max_gpu_hours_without_budget=POLICY.max_gpu_hours_without_budget)
     except SpecError as e:
         _invalid(body, e, "InvalidSpec")
         if permanent_on_invalid:
             raise kopf.PermanentError(str(e)) from None
+        return
+    denied = _admission(sweep.spec, ns)
+    if denied is not None:
+        _invalid(body, denied, "AdmissionDenied")
+        if permanent_on_invalid:
+            raise kopf.PermanentError(str(denied)) from None
         return
 
     outside = root_problem(sweep.spec.store.uri, STORE_ROOTS, ns)
@@ -373,7 +454,7 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     now = _now()
     observed = _owned_jobs(ns, name, uid)
     spec, refused = _accepted_spec(store, layout, sweep.spec, previous, observed)
-    plan = make_plan(spec)
+    plan = make_plan(spec, max_gpu_hours_without_budget=float("inf"))  # accepted: checked when it was
     tokenizer = _tokenizer_state(spec, store, layout)
     observations = _observe_store(store, layout, plan)
     decision = dec.decide(spec, name, plan, observed, observations, previous.runs, tokenizer, now)
@@ -398,16 +479,23 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
 
     # Record first, conditionally on the version read (Conflict: decide again), then act:
     # a crash after this leaves recorded launches (created next time, 409 if they exist)
-    # and recorded Retrying runs (their failed jobs deleted next time).
-    _patch_status(ns, name, status, rv)
+    # and recorded Retrying runs (their failed jobs deleted next time). A poll that changes
+    # nothing and does nothing writes nothing (each write is a watch event for every client).
+    acts = decision.create or decision.delete or decision.suspend or decision.create_tokenizer or decision.events
+    if acts or status.wire() != previous.wire():
+        _patch_status(ns, name, status, rv)
 
     tok_job = jobs.tokenizer_job(spec, name, uid, ns)
-    if decision.create_tokenizer and _create(client.BatchV1Api().create_namespaced_job, ns, tok_job):
+    tok_what = f"Job {jobs.tokenizer_job_name(name)}"
+    if decision.create_tokenizer and _create_or_report(body, tok_what, client.BatchV1Api().create_namespaced_job, ns,
+                                                       tok_job):  # fmt: skip
         opmetrics.JOBS_CREATED.labels(sweep=name, namespace=ns).inc()
-        kopf.event(body, type="Normal", reason="TokenizerStarted", message=jobs.tokenizer_job_name(name))
+        events.post(body, "Normal", reason="TokenizerStarted", message=jobs.tokenizer_job_name(name))
     for run, attempt in decision.create:
         manifest = jobs.pytorchjob(spec, name, uid, ns, run, attempt=attempt)
-        created = _create(
+        created = _create_or_report(
+            body,
+            f"PyTorchJob {manifest['metadata']['name']}",
             _custom().create_namespaced_custom_object,
             jobs.PYTORCHJOB_GROUP,
             jobs.PYTORCHJOB_VERSION,
@@ -417,12 +505,12 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
         )
         if created:
             opmetrics.JOBS_CREATED.labels(sweep=name, namespace=ns).inc()
-            kopf.event(
-                body, type="Normal", reason="RunStarted", message=f"{manifest['metadata']['name']} attempt {attempt}"
+            events.post(
+                body, "Normal", reason="RunStarted", message=f"{manifest['metadata']['name']} attempt {attempt}"
             )
 
     for e in decision.events:
-        kopf.event(body, type=e.type, reason=e.reason, message=e.message)
+        events.post(body, e.type, reason=e.reason, message=e.message)
 
     for job_name in decision.delete:
         try:
@@ -466,7 +554,7 @@ def _store_refused(body: dict[str, Any], err: ClaimRefused) -> None:
     status.observed_generation = gen
     _patch_status(meta["namespace"], meta["name"], status)
     if before is None or before.reason != err.reason or before.message != msg:
-        kopf.event(body, type="Warning", reason=err.reason, message=msg)
+        events.post(body, "Warning", reason=err.reason, message=msg)
 
 
 def _fit(store: Store, layout: SweepLayout, spec: ScalingSweepSpec, status: ScalingSweepStatus) -> None:
@@ -505,9 +593,15 @@ def on_update(body: kopf.Body, **_: Any) -> None:
     reconcile(dict(body), permanent_on_invalid=True)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=POLL_SECONDS, idle=0)
+def _in_flight(status: kopf.Status, **_: Any) -> bool:
+    return dec.needs_polling(dict(status))
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=POLL_SECONDS, idle=0, when=_in_flight)
 def poll_store(body: kopf.Body, **_: Any) -> None:
-    """Progress and results only appear in the store: poll it."""
+    """Progress and results only appear in the store: poll it, while something can still move
+    (kopf stops the timer when the sweep's status no longer matches `_in_flight`, starts it again
+    when it does; a spec change or a job event reconciles a quiet sweep as before)."""
     reconcile(dict(body))
 
 
@@ -572,7 +666,7 @@ def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: 
     where = join_uri(uri, layout.root)
     bad = uri_problem(uri) or root_problem(uri, STORE_ROOTS, namespace)
     if bad:
-        kopf.event(body, type="Warning", reason="StoreNotDeleted", message=f"nothing deleted: spec.store.uri {bad}")
+        events.post(body, "Warning", reason="StoreNotDeleted", message=f"nothing deleted: spec.store.uri {bad}")
         return
     left = _stop_jobs(namespace, name, uid)
     if left and retry < JOBS_GONE_RETRIES:
@@ -581,13 +675,13 @@ def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: 
     try:
         removed, kept = delete_owned(open_store(uri), layout, identity)
     except ClaimRefused as e:
-        kopf.event(body, type="Warning", reason="StoreNotDeleted", message=f"nothing deleted: {e.message}"[:1000])
+        events.post(body, "Warning", reason="StoreNotDeleted", message=f"nothing deleted: {e.message}"[:1000])
         return
     except (StoreError, ValueError) as e:
         if retry < JOBS_GONE_RETRIES + FINALIZER_RETRIES:
             raise kopf.TemporaryError(f"deleting store data failed: {e}", delay=min(2 ** (retry % 6), 30)) from e
-        kopf.event(body, type="Warning", reason="StoreCleanupFailed",
+        events.post(body, "Warning", reason="StoreCleanupFailed",
                    message=f"gave up deleting {where} after {retry + 1} tries: {e}")  # fmt: skip
         return
     note = f"; kept {kept} objects there that this sweep did not write" if kept else ""
-    kopf.event(body, type="Normal", reason="StoreDeleted", message=f"deleted {removed} objects under {where}{note}")
+    events.post(body, "Normal", reason="StoreDeleted", message=f"deleted {removed} objects under {where}{note}")

@@ -14,11 +14,22 @@ GPU-seconds in `status.runs` as runs finish.
 from __future__ import annotations
 
 import heapq
+import math
+import os
 from dataclasses import dataclass
+from typing import Any
 
 from miniseries import shapes
 from miniseries.api import Mode, PlannedRun, PlanStatus, ScalingSweepSpec
-from miniseries.errors import SpecError
+from miniseries.errors import FieldProblem, SpecError
+
+#: A sweep without spec.cost.budgetUsd may plan at most this many GPU-hours: setting a budget is
+#: how a sweep asks for more. In GPU-hours, not USD, so that pricePerGpuHour: 0 cannot dodge it.
+#: The operator takes it from --max-gpu-hours-without-budget (chart: admission.maxGpuHoursWithoutBudget);
+#: `miniseries plan` and the local runner from the same environment variable, so they agree.
+DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET = float(os.environ.get("MINISERIES_MAX_GPU_HOURS_WITHOUT_BUDGET", "1000"))
+#: Status numbers are JSON; integers are int64 on the API server.
+MAX_INT64 = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -165,8 +176,67 @@ def _schedule(spec: ScalingSweepSpec, drafts: list[_RunDraft]) -> list[PlannedRu
     return planned
 
 
-def make_plan(spec: ScalingSweepSpec) -> PlanStatus:
-    """The whole plan, or a SpecError naming every field that makes it impossible."""
+# Which spec field to name when a planned number is out of range: what scales it.
+_DRIVERS = {
+    "flops": ("spec.training.isoflopBudgets", "spec.training.tokensPerParam"),
+    "tokens": ("spec.training.isoflopBudgets", "spec.training.tokensPerParam"),
+    "steps": ("spec.training.isoflopBudgets", "spec.training.tokensPerParam"),
+    "hours": ("spec.resources.peakFlopsPerGpu", "spec.resources.peakFlopsPerGpu"),
+    "cost": ("spec.cost.pricePerGpuHour", "spec.cost.pricePerGpuHour"),
+}
+
+
+def _out_of_range(doc: Any, path: str = "status.plan") -> list[tuple[str, Any]]:
+    """(path, value) of every number status could not hold: not finite, or an int beyond int64."""
+    if isinstance(doc, dict):
+        return [bad for k, v in doc.items() for bad in _out_of_range(v, f"{path}.{k}")]
+    if isinstance(doc, list):
+        return [bad for i, v in enumerate(doc) for bad in _out_of_range(v, f"{path}[{i}]")]
+    if isinstance(doc, float) and not math.isfinite(doc):
+        return [(path, doc)]
+    if isinstance(doc, int) and not isinstance(doc, bool) and abs(doc) > MAX_INT64:
+        return [(path, doc)]
+    return []
+
+
+def _check_writable(spec: ScalingSweepSpec, plan: PlanStatus) -> None:
+    bad = _out_of_range(plan.model_dump(by_alias=True, mode="python"))
+    if not bad:
+        return
+    isoflop = spec.training.mode is Mode.isoflop
+    values = {
+        "spec.training.isoflopBudgets": spec.training.isoflop_budgets,
+        "spec.training.tokensPerParam": spec.training.tokens_per_param,
+        "spec.resources.peakFlopsPerGpu": spec.resources.peak_flops_per_gpu,
+        "spec.cost.pricePerGpuHour": spec.cost.price_per_gpu_hour,
+    }
+    by_field: dict[str, list[tuple[str, Any]]] = {}
+    for path, value in bad:
+        leaf = path.rsplit(".", 1)[-1].lower()
+        driver = next((d for k, d in _DRIVERS.items() if k in leaf), _DRIVERS["tokens"])
+        by_field.setdefault(driver[0] if isoflop else driver[1], []).append((path, value))
+    raise SpecError(
+        [
+            FieldProblem(
+                field,
+                f"{values[field]!r} makes {paths[0][0]} {paths[0][1]:.3g}"
+                + (f" (and {len(paths) - 1} more numbers)" if len(paths) > 1 else "")
+                + f", more than status can hold (finite numbers, integers up to {MAX_INT64:.3g}); "
+                "lower it or drop depths",
+            )
+            for field, paths in by_field.items()
+        ]
+    )
+
+
+def make_plan(spec: ScalingSweepSpec, *, max_gpu_hours_without_budget: float | None = None) -> PlanStatus:
+    """The whole plan, or a SpecError naming every field that makes it impossible.
+
+    A spec without cost.budgetUsd may plan at most `max_gpu_hours_without_budget` GPU-hours
+    (default DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET; the operator passes its own setting).
+    """
+    if max_gpu_hours_without_budget is None:
+        max_gpu_hours_without_budget = DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET
     runs = _schedule(spec, _drafts(spec))
     total_cost = sum(r.est_cost_usd for r in runs)
     plan = PlanStatus(
@@ -178,12 +248,22 @@ def make_plan(spec: ScalingSweepSpec) -> PlanStatus:
         est_wall_hours=max(r.est_start_hours + r.est_hours for r in runs),
         max_runs_in_flight=spec.resources.max_runs_in_flight,
     )
+    _check_writable(spec, plan)
+    price = spec.cost.price_per_gpu_hour
     budget = spec.cost.budget_usd
     if budget is not None and total_cost > budget:
         raise SpecError.one(
             "spec.cost.budgetUsd",
             f"the plan is estimated at ${total_cost:,.2f} ({plan.total_gpu_hours:,.1f} GPU-hours at "
-            f"${spec.cost.price_per_gpu_hour}/GPU-hour), over the budget cap of ${budget:,.2f}; "
+            f"${price}/GPU-hour), over the budget cap of ${budget:,.2f}; "
             "raise budgetUsd, drop depths or lower tokensPerParam",
+        )
+    if budget is None and plan.total_gpu_hours > max_gpu_hours_without_budget:
+        raise SpecError.one(
+            "spec.cost.budgetUsd",
+            f"not set, and the plan needs {plan.total_gpu_hours:,.1f} GPU-hours (${total_cost:,.2f} at "
+            f"${price}/GPU-hour), over the {max_gpu_hours_without_budget:,.0f} GPU-hours this operator allows a "
+            f"sweep without a budget; set spec.cost.budgetUsd (at least {max(total_cost, 0.01):,.2f}) to run it, "
+            "or drop depths or lower tokensPerParam",
         )
     return plan
