@@ -24,10 +24,17 @@ import os
 import sys
 import time
 
-from miniseries.layout import LOCAL_NAMESPACE, RunLayout
-from miniseries.results import CheckpointFile, CheckpointManifest, LossSummary, Progress, RunResults, checkpoint_steps
-from miniseries.shapes import model_shape
-from miniseries.store import open_store
+from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
+from miniseries.contract.results import (
+    CheckpointFile,
+    CheckpointManifest,
+    LossSummary,
+    Progress,
+    RunResults,
+    checkpoint_steps,
+)
+from miniseries.contract.shapes import model_shape
+from miniseries.contract.store import open_store
 
 
 def main() -> int:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from miniseries.core import CORE_TASKS, CoreError
-from miniseries.shapes import model_shape
+from miniseries.contract.core import CORE_TASKS, CoreError
+from miniseries.contract.shapes import model_shape
 from tests.cluster import S3Bucket
 from tests.core_bundle import REFERENCE_BUNDLE, STAND_INS, complete_bundle, copy_bundle, task_paths
 

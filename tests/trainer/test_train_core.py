@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from miniseries.core import CORE_TASKS
-from miniseries.layout import LOCAL_NAMESPACE, RunLayout
-from miniseries.results import RunResults
+from miniseries.contract.core import CORE_TASKS
+from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
+from miniseries.contract.results import RunResults
 from tests.core_bundle import REFERENCE_BUNDLE, STAND_INS, complete_bundle
 from tests.trainer.conftest import Corpus, train_argv
 

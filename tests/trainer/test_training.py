@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from miniseries.layout import LOCAL_NAMESPACE, RunLayout
-from miniseries.results import RunResults, checkpoint_steps, read_loss_curve
-from miniseries.store import open_store
+from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
+from miniseries.contract.results import RunResults, checkpoint_steps, read_loss_curve
+from miniseries.contract.store import open_store
 from tests.trainer.conftest import Corpus, train_argv, trainer_env
 
 torch = pytest.importorskip("torch")
@@ -48,7 +48,7 @@ def test_loss_falls_and_results_are_written(corpus: Corpus, tmp_path: Path) -> N
 
 
 def test_one_batch_can_be_overfit(corpus: Corpus) -> None:
-    from miniseries.shapes import model_shape
+    from miniseries.contract.shapes import model_shape
     from miniseries_trainer.data import TokenLoader, list_shards
     from miniseries_trainer.model import build_model
     from miniseries_trainer.optim import build_optimizers
@@ -164,7 +164,7 @@ def test_finished_run_restarted_resumes_at_the_end_and_calls_core_with_the_agree
     with model(idx) -> logits (B, T, V) and tokenizer.encode / bos_token_id."""
     import types
 
-    from miniseries.results import CoreResult
+    from miniseries.contract.results import CoreResult
     from miniseries_trainer.train import main
 
     calls = []

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from miniseries import decide as dec
-from miniseries.api import FitStatus, RunState, RunStatus, ScalingSweepSpec, ScalingSweepStatus
-from miniseries.decide import JobPhase, ObservedJob, RunObservation, TokenizerState
-from miniseries.plan import make_plan
-from miniseries.results import LossSummary, Progress, RunResults
+from miniseries.api.spec import FitStatus, RunState, RunStatus, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.contract.results import LossSummary, Progress, RunResults
+from miniseries.control import decide as dec
+from miniseries.control.decide import JobPhase, ObservedJob, RunObservation, TokenizerState
+from miniseries.control.plan import make_plan
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from miniseries.layout import RunLayout
-from miniseries.results import CheckpointFile, CheckpointManifest, checkpoint_steps, read_manifest
-from miniseries.store import Store
+from miniseries.contract.layout import RunLayout
+from miniseries.contract.results import CheckpointFile, CheckpointManifest, checkpoint_steps, read_manifest
+from miniseries.contract.store import Store
 
 
 def _dist() -> tuple[int, int]:

@@ -15,7 +15,7 @@ The definition follows karpathy/nanochat `nanochat/core_eval.py` + `scripts/base
   the option under which that continuation has the lowest mean loss wins;
 - language modeling: correct only if every continuation token is the greedy argmax.
 The scoring arithmetic (centered accuracy, CORE over the 22 tasks, partial results) is torch-free
-in `miniseries.core`.
+in `miniseries.contract.core`.
 
 What is different is only how the numbers are computed (see `bench/core_eval.py`):
 - all prompts of a task are rendered and tokenised once, in one threaded tiktoken batch;
@@ -49,7 +49,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from miniseries.core import (
+from miniseries.contract.core import (
     CORE_TASKS,
     DCLM_V1_RANDOM_BASELINES,
     BundleSpec,
@@ -62,8 +62,8 @@ from miniseries.core import (
     read_bundle_spec,
     score_tasks,
 )
-from miniseries.results import CoreResult
-from miniseries.store import StoreError, open_store
+from miniseries.contract.results import CoreResult
+from miniseries.contract.store import StoreError, open_store
 
 #: nanochat's seeds: the data shuffle before capping, and the few-shot draw of example idx.
 SHUFFLE_SEED = 1337

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
-    from miniseries.store import Store
+    from miniseries.contract.store import Store
 
 STEP_DIR_DIGITS = 8  # zero-padded so that lexical order is step order
 LOCAL_NAMESPACE = "local"  # the local runner's namespace (`miniseries run --local`)
@@ -228,7 +228,7 @@ def owned_keys(layout: SweepLayout, manifest: StoreManifest, keys: list[str]) ->
 
 def read_manifest(store: Store, layout: SweepLayout) -> StoreManifest | None:
     """The key's manifest, None when there is none; ClaimRefused when it cannot be parsed."""
-    from miniseries.store import StoreNotFound
+    from miniseries.contract.store import StoreNotFound
 
     try:
         raw = store.read_bytes(layout.manifest)
@@ -260,7 +260,7 @@ def migrate_command(store_uri: str, layout: SweepLayout, uid: str) -> str:
 
 def _enclosing_manifest(store: Store, layout: SweepLayout) -> str | None:
     """A store manifest on the path above this sweep's root (its store URI points inside another sweep's key)."""
-    from miniseries.store import StoreError
+    from miniseries.contract.store import StoreError
 
     outer, prefix = store.outer()
     parts = (prefix + layout.root).strip("/").split("/")

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
 
-from miniseries.api import STORE_URI_RE, store_uri_problem
+from miniseries.api.spec import STORE_URI_RE, store_uri_problem
 
 
 class StoreError(RuntimeError):

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from miniseries.layout import RunLayout, step_of_checkpoint_key
-from miniseries.store import Store, StoreError
+from miniseries.contract.layout import RunLayout, step_of_checkpoint_key
+from miniseries.contract.store import Store, StoreError
 
 RESULTS_SCHEMA_VERSION = 1
 CHECKPOINT_SCHEMA_VERSION = 1

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from miniseries import grammar
+from miniseries.api import grammar
 
 GROUP = "miniseries.dev"
 VERSION = "v1alpha1"
