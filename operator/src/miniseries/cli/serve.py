@@ -48,8 +48,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from miniseries.api.policy import Policy
-    from miniseries.api.spec import STORE_URI_RE
-    from miniseries.contract.store import parse_roots, uri_problem
+    from miniseries.contract.store import STORE_URI_RE, parse_roots, uri_problem
     from miniseries.control import handlers
     from miniseries.control import metrics as opmetrics
 

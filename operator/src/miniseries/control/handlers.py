@@ -74,6 +74,7 @@ from miniseries.contract.store import (
 from miniseries.control import decide as dec
 from miniseries.control import events, jobs
 from miniseries.control import metrics as opmetrics
+from miniseries.control.accepted import load_spec, save_spec
 from miniseries.control.plan import make_plan
 
 log = logging.getLogger("miniseries.operator")
@@ -331,8 +332,6 @@ def _accepted_spec(
     observed: list[dec.ObservedJob],
 ) -> tuple[ScalingSweepSpec, list[str]]:
     """The spec to reconcile and the reasons a change was refused (empty when accepted)."""
-    from miniseries.science.report import load_spec, save_spec
-
     old = load_spec(store, layout)
     if old is not None and old.wire() != spec.wire():
         # Started: a job exists for it, or status saw one (its job may be gone since).

@@ -434,7 +434,7 @@ def readable_results(ls: LocalSweep, run: PlannedRun, say: Callable[[str], None]
 
 def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) -> int:
     """The whole local sweep; returns an exit code (0 done, 130 interrupted)."""
-    from miniseries.science.report import save_spec
+    from miniseries.control.accepted import save_spec
 
     runs = ls.runs()
     ls.store.check()

@@ -25,6 +25,7 @@ from miniseries.api.spec import FitStatus, Mode, ScalingSweepSpec
 from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout, join_uri
 from miniseries.contract.results import ResultsError, RunResults, read_loss_curve, read_results
 from miniseries.contract.store import Store, StoreError
+from miniseries.control.accepted import load_spec
 from miniseries.control.plan import make_plan
 from miniseries.science.fit import (
     DEFAULT_CORE_TARGETS,
@@ -80,17 +81,6 @@ class RunRow:
 
 def _finite(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
-def save_spec(store: Store, layout: SweepLayout, spec: ScalingSweepSpec) -> None:
-    """The spec the runs were planned from, next to them (the local runner and the operator write it)."""
-    store.write_bytes(layout.spec, json.dumps(spec.wire(), indent=2).encode())
-
-
-def load_spec(store: Store, layout: SweepLayout) -> ScalingSweepSpec | None:
-    if not store.exists(layout.spec):
-        return None
-    return ScalingSweepSpec.model_validate(json.loads(store.read_bytes(layout.spec)))
 
 
 # ---------------------------------------------------------------- gathering
