@@ -101,7 +101,7 @@ def write_sweep(
             val_bpb=final / math.log(2) / 4.0,
             core=core_result,
         )
-        store.write_bytes(rl.results, res.model_dump_json(indent=2).encode())
+        store.write_bytes(rl.results, res.to_json())
 
 
 __all__ = ["LAW", "law_loss", "shapes", "spec_from", "write_sweep"]

@@ -247,7 +247,7 @@ def _rank_worker(rank: int, port: int, bundle_uri: str, doc: dict[str, Any], out
         result = ce.evaluate_core(
             tiny_model(), Tokenizer(doc), bundle_uri, device=CPU, max_per_task=24, max_seq_len=256, allow_partial=True
         )
-        Path(out, f"rank{rank}.json").write_text(result.model_dump_json())
+        Path(out, f"rank{rank}.json").write_text(result.to_json().decode())
     finally:
         dist.destroy_process_group()
 

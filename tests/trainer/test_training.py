@@ -36,7 +36,7 @@ def test_loss_falls_and_results_are_written(corpus: Corpus, tmp_path: Path) -> N
     # starts near ln(512) = 6.24 (uniform predictions); well below after 150 steps
     assert losses[0] > 6.0
     assert sum(losses[-10:]) / 10 < losses[0] - 2.0, losses
-    res = RunResults.model_validate_json((tmp_path / RUN.results).read_text())
+    res = RunResults.from_json((tmp_path / RUN.results).read_text())
     assert res.steps == steps and res.tokens == 512 * steps and res.world_size == 1
     assert res.params["total"] == res.shape["n_embd"] * 512 * 2 + 12 * res.shape["n_embd"] ** 2
     assert res.val_bpb is not None and 0.5 < res.val_bpb < 8
@@ -187,5 +187,5 @@ def test_finished_run_restarted_resumes_at_the_end_and_calls_core_with_the_agree
     bundle, max_per_task, max_seq_len, shape = calls[0]
     assert (bundle, max_per_task, max_seq_len) == ("file:///bundle", 3, 64)
     assert shape[0] == 1 and shape[2] == 512
-    res = RunResults.model_validate_json((tmp_path / RUN.results).read_text())
+    res = RunResults.from_json((tmp_path / RUN.results).read_text())
     assert res.core is not None and res.core.core == 0.125 and res.steps == 4 and res.loss.points == 4

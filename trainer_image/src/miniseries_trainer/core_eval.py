@@ -526,7 +526,7 @@ def score_csv(path: str, bundle_uri: str | None) -> dict[str, Any]:
         (float(c[2]) for c in (line.split(",") for line in text.splitlines()) if c[0].strip() == "CORE" and len(c) > 2),
         None,
     )
-    return {"source": path, "published_core": published, **result.model_dump()}
+    return {"source": path, "published_core": published, **result.to_dict()}
 
 
 def load_checkpoint_model(args: argparse.Namespace, device: torch.device) -> Any:
@@ -589,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     allow_partial=args.allow_partial,
                     log=lambda s: print(s, file=sys.stderr),
                 )
-            out = {"checkpoint": args.checkpoint, **result.model_dump()}
+            out = {"checkpoint": args.checkpoint, **result.to_dict()}
     except (CoreError, StoreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
