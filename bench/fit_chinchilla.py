@@ -3,7 +3,7 @@
     python bench/fit_chinchilla.py [--bootstrap 200] [--skip-reference]
 
 Prints JSON lines: one per method ("reference", the fit as it was at commit
-fb9df91, kept in tests/fit_reference.py; "current", miniseries.fit), each with
+fb9df91, kept in tests/fit_reference.py; "current", miniseries.science.fit), each with
 its wall time without and with the bootstrap and its estimates and 95%
 intervals, then one "compare" line with the speed-ups and the largest
 differences between the two (relative for the estimates, as a fraction of the
@@ -26,8 +26,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.fit_reference
 
-from miniseries.cli_science import read_scaling_csv
-from miniseries.fit import ChinchillaFit, fit_chinchilla
+from miniseries.cli.science import read_scaling_csv
+from miniseries.science.fit import ChinchillaFit, fit_chinchilla
 from tests.fit_reference import reference_fit_chinchilla
 
 DEFAULT = Path("/work/shared/data/scaling/chinchilla_svg_extracted_data.csv")

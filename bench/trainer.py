@@ -11,7 +11,7 @@ nanochat is read from a checkout given by --nanochat (e.g. `git -C
 /work/.mirror/karpathy+nanochat/repo archive HEAD | tar -x -C /tmp/nanochat`); without
 one only miniseries is measured. Prints one JSON line.
 
-MFU uses miniseries.shapes' FLOPs per token for both (nanochat's extra value
+MFU uses miniseries.contract.shapes' FLOPs per token for both (nanochat's extra value
 embeddings are lookups, not matmul FLOPs) over the CPU peak the trainer assumes
 (train.CPU_PEAK_FLOPS_PER_THREAD x threads).
 """
@@ -32,7 +32,7 @@ import json, resource, sys, time, torch
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 torch.manual_seed(0)
-from miniseries.shapes import model_shape
+from miniseries.contract.shapes import model_shape
 shape = model_shape(cfg["depth"], aspect_ratio=cfg["aspect_ratio"], head_dim=cfg["head_dim"],
                     vocab_size=cfg["vocab_size"], sequence_len=cfg["seq_len"])
 if cfg["impl"] == "miniseries":

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from miniseries.api import MAX_DEPTH, MIN_DEPTH, RunState
+from miniseries.api.spec import MAX_DEPTH, MIN_DEPTH, RunState
 
 HERE = Path(__file__).resolve().parent
 CHART_DASHBOARDS = HERE.parent / "charts" / "miniseries-operator" / "dashboards"
@@ -361,7 +361,7 @@ def metrics_used(expr: str) -> set[str]:
 
 
 # Where the code declares its metrics: prometheus_client objects at module level.
-METRIC_MODULES = ("miniseries_trainer.metrics", "miniseries.opmetrics")
+METRIC_MODULES = ("miniseries_trainer.metrics", "miniseries.control.metrics")
 README = HERE.parent / "README.md"
 README_BEGIN, README_END = "<!-- metrics:begin -->", "<!-- metrics:end -->"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from miniseries.store import open_store
+from miniseries.contract.store import open_store
 
 
 def main() -> int:

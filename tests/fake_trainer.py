@@ -24,10 +24,17 @@ import os
 import sys
 import time
 
-from miniseries.layout import LOCAL_NAMESPACE, RunLayout
-from miniseries.results import CheckpointFile, CheckpointManifest, LossSummary, Progress, RunResults, checkpoint_steps
-from miniseries.shapes import model_shape
-from miniseries.store import open_store
+from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
+from miniseries.contract.results import (
+    CheckpointFile,
+    CheckpointManifest,
+    LossSummary,
+    Progress,
+    RunResults,
+    checkpoint_steps,
+)
+from miniseries.contract.shapes import model_shape
+from miniseries.contract.store import open_store
 
 
 def main() -> int:
@@ -74,8 +81,8 @@ def main() -> int:
                             loss=math.nan if nonfinite else loss,
                             elapsed_seconds=math.inf if nonfinite else time.time() - t0,
                             tokens_per_second=tokens / max(1e-9, time.time() - t0), updated_at=time.time())  # fmt: skip
-        # pydantic writes NaN as null; a trainer writing plain json.dumps sends the NaN and Infinity tokens
-        raw = json.dumps(progress.model_dump()).encode() if nonfinite else progress.to_json()
+        # to_json writes NaN as null; a trainer writing plain json.dumps sends the NaN and Infinity tokens
+        raw = json.dumps(progress.to_dict()).encode() if nonfinite else progress.to_json()
         store.write_bytes(rl.progress, raw)
         if step % a.checkpoint_every == 0 or step == a.steps:
             blob = json.dumps({"step": step}).encode()

@@ -1,4 +1,4 @@
-"""The Chinchilla Approach-3 fit as `miniseries.fit` did it before it was made fast (commit fb9df91).
+"""The Chinchilla Approach-3 fit as `miniseries.science.fit` did it before it was made fast (commit fb9df91).
 
 Kept verbatim as the yardstick that `bench/fit_chinchilla.py` times the new fit
 against and that tests/unit/test_fit_reference.py compares its estimates and
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special
 
-from miniseries.fit import CONFIDENCE, HUBER_DELTA, ChinchillaFit, _positive_finite
+from miniseries.science.fit import CONFIDENCE, HUBER_DELTA, ChinchillaFit, _positive_finite
 
 
 def _lse_predict(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

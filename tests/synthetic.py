@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from miniseries import shapes
-from miniseries.api import ScalingSweepSpec
-from miniseries.layout import LOCAL_NAMESPACE, SweepLayout
-from miniseries.plan import make_plan, shape_for
-from miniseries.results import CoreResult, LossSummary, RunResults
-from miniseries.store import Store
+from miniseries.api.spec import ScalingSweepSpec
+from miniseries.contract import shapes
+from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout
+from miniseries.contract.results import CoreResult, LossSummary, RunResults
+from miniseries.contract.store import Store
+from miniseries.control.plan import make_plan, shape_for
 
 LAW = {"E": 1.9, "A": 400.0, "B": 1200.0, "alpha": 0.33, "beta": 0.33}
 
@@ -101,7 +101,7 @@ def write_sweep(
             val_bpb=final / math.log(2) / 4.0,
             core=core_result,
         )
-        store.write_bytes(rl.results, res.model_dump_json(indent=2).encode())
+        store.write_bytes(rl.results, res.to_json())
 
 
 __all__ = ["LAW", "law_loss", "shapes", "spec_from", "write_sweep"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from miniseries.local import Display, LocalSweep, prepare_data, train_tokenizer
-from miniseries.sweepfile import load_sweep
+from miniseries.api.sweepfile import load_sweep
+from miniseries.local.runner import Display, LocalSweep, prepare_data, train_tokenizer
 from tests.e2e.control_plane import REPO, Cluster, MissingBinary, real_path_cluster
 
 

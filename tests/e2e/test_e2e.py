@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 import yaml
 
-from miniseries.layout import SweepLayout, join_uri
-from miniseries.local import DATA_KEY, LocalSweep, free_port
-from miniseries.results import checkpoint_steps, read_results
-from miniseries.store import S3Store, Store
-from miniseries.trainer_args import TRAINER_MODULE
+from miniseries.contract.layout import SweepLayout, join_uri
+from miniseries.contract.results import checkpoint_steps, read_results
+from miniseries.contract.store import S3Store, Store
+from miniseries.control.trainer_args import TRAINER_MODULE
+from miniseries.local.runner import DATA_KEY, LocalSweep, free_port
 from tests.cluster import S3Bucket, S3Server, new_bucket
 from tests.e2e.control_plane import REPO, Cluster
 

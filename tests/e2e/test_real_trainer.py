@@ -1,6 +1,6 @@
 """The real trainer on the real path, without the kopf operator in between: a PyTorchJob whose
 container runs `python -m miniseries_trainer.train` with the argv contract
-(`miniseries.trainer_args.trainer_flags`), validated by the training-operator's webhook, turned into
+(`miniseries.control.trainer_args.trainer_flags`), validated by the training-operator's webhook, turned into
 a pod by its controller, run by the node agent on CPU. Then the same run with its process killed
 after a checkpoint: the pod's restartPolicy (OnFailure, the controller's default) restarts it,
 `--resume=auto` picks the checkpoint up, and the final loss matches the uninterrupted run.
@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 import yaml
 
-from miniseries.layout import LOCAL_NAMESPACE, SweepLayout, join_uri
-from miniseries.local import LocalSweep, free_port
-from miniseries.results import checkpoint_steps, read_results
-from miniseries.trainer_args import TRAINER_MODULE, trainer_flags
+from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout, join_uri
+from miniseries.contract.results import checkpoint_steps, read_results
+from miniseries.control.trainer_args import TRAINER_MODULE, trainer_flags
+from miniseries.local.runner import LocalSweep, free_port
 from tests.e2e.control_plane import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mark.torch]

@@ -198,7 +198,7 @@ def test_s3_put_get_list_round_trip_on_versitygw(s3: S3Bucket) -> None:
 
 @pytest.mark.s3
 def test_the_store_talks_to_versitygw_through_its_env(s3: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> None:
-    from miniseries.store import open_store
+    from miniseries.contract.store import open_store
 
     for k, v in s3.env.items():
         monkeypatch.setenv(k, v)

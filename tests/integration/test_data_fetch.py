@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from miniseries import data_fetch as df
 from miniseries.cli import main
+from miniseries.data import fetch as df
 from tests.core_bundle import REFERENCE_BUNDLE
 
 
@@ -219,8 +219,8 @@ def zip_bundle(bundle: Path) -> bytes:
 def test_eval_bundle_is_fetched_unpacked_and_used_by_the_local_runner(
     server: tuple[str, Files], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from miniseries.local import LocalSweep, core_line
-    from miniseries.sweepfile import load_sweep
+    from miniseries.api.sweepfile import load_sweep
+    from miniseries.local.runner import LocalSweep, core_line
 
     assert REFERENCE_BUNDLE is not None
     base, files = server
@@ -243,7 +243,7 @@ def test_eval_bundle_is_fetched_unpacked_and_used_by_the_local_runner(
     after = LocalSweep(sweep, tmp_path / "store")
     assert after.spec.data.eval_bundle_uri == bundle.resolve().as_uri()
     assert "every run is evaluated on the eval bundle" in core_line(after)
-    from miniseries.trainer_args import trainer_flags
+    from miniseries.control.trainer_args import trainer_flags
 
     flags = trainer_flags(after.spec, after.name, after.runs()[0])
     assert f"--eval-bundle={bundle.resolve().as_uri()}" in flags and "--core-max-per-task=20" in flags

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from miniseries import data_fetch as df
 from miniseries.cli import main
+from miniseries.data import fetch as df
 
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402

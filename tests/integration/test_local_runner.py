@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from miniseries import cli
-from miniseries.local import LocalRunError, LocalSweep, localize_spec, run_states, run_sweep
-from miniseries.sweepfile import load_sweep
+from miniseries.api.sweepfile import load_sweep
+from miniseries.local.runner import LocalRunError, LocalSweep, localize_spec, run_states, run_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
@@ -177,7 +177,7 @@ def test_a_store_of_the_layout_before_namespaces_is_moved_then_run(tmp_path, env
 
 
 def test_missing_data_without_preparation_is_a_clear_error(tmp_path, env, monkeypatch):
-    monkeypatch.setitem(sys.modules, "miniseries.data_prepare", None)
+    monkeypatch.setitem(sys.modules, "miniseries.data.prepare", None)
     ls = LocalSweep(load_sweep(sweep_yaml(tmp_path)), tmp_path / "st")
     with pytest.raises(LocalRunError, match=r"no text shards in file://.*data/shards"):
         run_sweep(ls, out=io.StringIO())
@@ -193,8 +193,8 @@ def test_run_needs_local_and_status_table(tmp_path, env, capsys):
 
 
 def test_progress_line_shows_run_and_sweep(tmp_path):
-    from miniseries.local import Display
-    from miniseries.results import Progress
+    from miniseries.contract.results import Progress
+    from miniseries.local.runner import Display
 
     ls = LocalSweep(load_sweep(sweep_yaml(tmp_path)), tmp_path / "st")
     run = ls.runs()[0]

@@ -1,7 +1,7 @@
 """The local runner with the real trainer, end to end on CPU: data, tokenizer, two depths, report.
 
 Skipped until the trainer (miniseries_trainer.train) and the data preparation
-(miniseries.data_prepare) are installed. Then: a run, an interrupt-free rerun
+(miniseries.data.prepare) are installed. Then: a run, an interrupt-free rerun
 that skips everything, and a report built from real results.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from miniseries.local import LocalSweep, run_states, run_sweep
-from miniseries.sweepfile import load_sweep
+from miniseries.api.sweepfile import load_sweep
+from miniseries.local.runner import LocalSweep, run_states, run_sweep
 from tests.core_bundle import REFERENCE_BUNDLE, complete_bundle
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
@@ -30,8 +30,8 @@ def _installed(module: str) -> bool:
 
 
 needs_trainer = pytest.mark.skipif(
-    not (_installed("torch") and _installed("miniseries_trainer.train") and _installed("miniseries.data_prepare")),
-    reason="needs torch, miniseries_trainer.train and miniseries.data_prepare",
+    not (_installed("torch") and _installed("miniseries_trainer.train") and _installed("miniseries.data.prepare")),
+    reason="needs torch, miniseries_trainer.train and miniseries.data.prepare",
 )
 
 

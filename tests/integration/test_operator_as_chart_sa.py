@@ -26,8 +26,8 @@ RELEASE = "op"
 SA_NAME = f"{RELEASE}-miniseries-operator"
 OPERATOR_METRICS = ("miniseries_operator_", "miniseries_sweep_")
 
-if importlib.util.find_spec("miniseries.cli_operator") is None:
-    pytest.skip("waiting for branch operator (miniseries.cli_operator: `miniseries operator`)", allow_module_level=True)
+if importlib.util.find_spec("miniseries.cli.serve") is None:
+    pytest.skip("waiting for branch operator (miniseries.cli.serve: `miniseries operator`)", allow_module_level=True)
 
 
 def operator_panels() -> list[tuple[str, str, str]]:

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
-from miniseries import jobs
-from miniseries.api import ScalingSweepSpec
-from miniseries.plan import make_plan
+from miniseries.api.spec import ScalingSweepSpec
+from miniseries.control import jobs
+from miniseries.control.plan import make_plan
 from tests.cluster import Cluster, S3Bucket, Unreachable, wait_for
 from tests.operator_harness import (
     PYTHONPATH,
@@ -339,7 +339,7 @@ def test_delete_collects_jobs_and_applies_the_deletion_policy(
     """Two finished sweeps deleted: their PyTorchJobs and tokenizer Jobs go by garbage
     collection; `keep` (Retain, the default) leaves its store data, `wipe` (Delete) removes it
     in the deletion handler, before kopf releases its finalizer."""
-    from miniseries.store import open_store
+    from miniseries.contract.store import open_store
 
     kc, ns = crds, namespace
     env: dict[str, str] = {}

@@ -327,7 +327,7 @@ def test_the_real_trainer_rides_out_a_store_outage(outage_s3: RestartableS3, tmp
 def _corpus(tmp_path: Path) -> Any:
     """Shards and a BPE for the real trainer: the trainer tests' corpus when installed, else the
     standard library's own sources (real text on every machine); small, like tests/trainer's."""
-    from miniseries.data_prepare import DEFAULT_GLOB, DEFAULT_SOURCE, prepare
+    from miniseries.data.prepare import DEFAULT_GLOB, DEFAULT_SOURCE, prepare
     from miniseries_trainer.tokenizer import iter_training_texts, save_tokenizer, train_bpe
     from tests.trainer.conftest import VOCAB, Corpus
 
@@ -395,8 +395,8 @@ def test_a_truncated_results_json_is_evaluated_again_without_spending_a_retry(
     # but it is a job like any other and waits for a free slot).
     doc = sweep_doc("corrupt", store_uri, depths=[1, 2], parallelism=2, nodeGpus=2)
     doc["spec"]["retryLimit"] = 0
-    from miniseries.api import ScalingSweepSpec
-    from miniseries.plan import make_plan
+    from miniseries.api.spec import ScalingSweepSpec
+    from miniseries.control.plan import make_plan
 
     first, second = (r.name for r in make_plan(ScalingSweepSpec.model_validate(doc["spec"])).runs)  # in launch order
     start_operator(ns)

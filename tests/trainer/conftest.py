@@ -38,7 +38,7 @@ def trainer_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
-    from miniseries.data_prepare import prepare
+    from miniseries.data.prepare import prepare
     from miniseries_trainer.tokenizer import iter_training_texts, save_tokenizer, train_bpe
 
     root = tmp_path_factory.mktemp("corpus")

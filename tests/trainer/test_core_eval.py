@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from miniseries.core import CORE_TASKS, CoreError
-from miniseries.shapes import model_shape
+from miniseries.contract.core import CORE_TASKS, CoreError
+from miniseries.contract.shapes import model_shape
 from tests.cluster import S3Bucket
 from tests.core_bundle import REFERENCE_BUNDLE, STAND_INS, complete_bundle, copy_bundle, task_paths
 
@@ -247,7 +247,7 @@ def _rank_worker(rank: int, port: int, bundle_uri: str, doc: dict[str, Any], out
         result = ce.evaluate_core(
             tiny_model(), Tokenizer(doc), bundle_uri, device=CPU, max_per_task=24, max_seq_len=256, allow_partial=True
         )
-        Path(out, f"rank{rank}.json").write_text(result.model_dump_json())
+        Path(out, f"rank{rank}.json").write_text(result.to_json().decode())
     finally:
         dist.destroy_process_group()
 

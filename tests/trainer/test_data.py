@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from miniseries.cli import main as cli_main
-from miniseries.store import open_store
+from miniseries.contract.store import open_store
 from tests.trainer.conftest import VOCAB, Corpus
 
 torch = pytest.importorskip("torch")
@@ -60,7 +60,7 @@ def test_tokenizer_round_trip_and_token_bytes(corpus: Corpus) -> None:
 
 
 def test_tokenizer_cli_and_corrupt_artifact(corpus: Corpus, tmp_path: Path) -> None:
-    from miniseries.store import StoreError
+    from miniseries.contract.store import StoreError
     from miniseries_trainer.tokenizer import load_tokenizer, main
 
     out = (tmp_path / "tok").as_uri()

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from miniseries.layout import LOCAL_NAMESPACE, RunLayout
-from miniseries.results import read_loss_curve
-from miniseries.store import open_store
+from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
+from miniseries.contract.results import read_loss_curve
+from miniseries.contract.store import open_store
 from tests.trainer.conftest import Corpus, train_argv, trainer_env
 
 torch = pytest.importorskip("torch")

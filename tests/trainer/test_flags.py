@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from miniseries.layout import SweepLayout
-from miniseries.plan import make_plan
-from miniseries.sweepfile import load_sweep
-from miniseries.trainer_args import trainer_flags
+from miniseries.api.sweepfile import load_sweep
+from miniseries.contract.layout import SweepLayout
+from miniseries.control.plan import make_plan
+from miniseries.control.trainer_args import trainer_flags
 from tests.trainer.conftest import REPO, Corpus, train_argv, trainer_env
 
 pytest.importorskip("torch")

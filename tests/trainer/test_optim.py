@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from miniseries.shapes import model_shape
+from miniseries.contract.shapes import model_shape
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from miniseries.core import CORE_TASKS
-from miniseries.layout import LOCAL_NAMESPACE, RunLayout
-from miniseries.results import RunResults
+from miniseries.contract.core import CORE_TASKS
+from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
+from miniseries.contract.results import RunResults
 from tests.core_bundle import REFERENCE_BUNDLE, STAND_INS, complete_bundle
 from tests.trainer.conftest import Corpus, train_argv
 
@@ -26,7 +26,7 @@ def test_run_ends_with_core_in_results_json(corpus: Corpus, tmp_path: Path) -> N
     bundle = complete_bundle(tmp_path / "bundle").as_uri()  # the six missing tasks as stand-ins
     argv = train_argv(corpus, tmp_path / "store", target_tokens=512 * 4, eval_bundle=bundle, core_max_per_task=11)
     assert main(argv) == 0
-    res = RunResults.model_validate_json((tmp_path / "store" / RUN.results).read_text())
+    res = RunResults.from_json((tmp_path / "store" / RUN.results).read_text())
     assert res.core is not None and res.core.core is not None and not res.core.partial
     assert [t.task for t in res.core.tasks] == list(CORE_TASKS)
     assert all(t.examples == 11 and 0.0 <= t.accuracy <= 1.0 for t in res.core.tasks)
@@ -51,6 +51,6 @@ def test_partial_bundle_fails_before_training_unless_partial_is_allowed(
     assert not (tmp_path / "store" / RUN.checkpoints).exists()  # nothing was trained
 
     assert main([*argv, "--core-allow-partial"]) == 0
-    res = RunResults.model_validate_json((tmp_path / "store" / RUN.results).read_text())
+    res = RunResults.from_json((tmp_path / "store" / RUN.results).read_text())
     assert res.core is not None and res.core.partial and res.core.core is None
     assert sorted(res.core.missing_tasks) == sorted(STAND_INS) and len(res.core.tasks) == 16

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from miniseries.layout import LOCAL_NAMESPACE, RunLayout
-from miniseries.results import RunResults, checkpoint_steps, read_loss_curve
-from miniseries.store import open_store
+from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
+from miniseries.contract.results import RunResults, checkpoint_steps, read_loss_curve
+from miniseries.contract.store import open_store
 from tests.trainer.conftest import Corpus, train_argv, trainer_env
 
 torch = pytest.importorskip("torch")
@@ -36,7 +36,7 @@ def test_loss_falls_and_results_are_written(corpus: Corpus, tmp_path: Path) -> N
     # starts near ln(512) = 6.24 (uniform predictions); well below after 150 steps
     assert losses[0] > 6.0
     assert sum(losses[-10:]) / 10 < losses[0] - 2.0, losses
-    res = RunResults.model_validate_json((tmp_path / RUN.results).read_text())
+    res = RunResults.from_json((tmp_path / RUN.results).read_text())
     assert res.steps == steps and res.tokens == 512 * steps and res.world_size == 1
     assert res.params["total"] == res.shape["n_embd"] * 512 * 2 + 12 * res.shape["n_embd"] ** 2
     assert res.val_bpb is not None and 0.5 < res.val_bpb < 8
@@ -48,7 +48,7 @@ def test_loss_falls_and_results_are_written(corpus: Corpus, tmp_path: Path) -> N
 
 
 def test_one_batch_can_be_overfit(corpus: Corpus) -> None:
-    from miniseries.shapes import model_shape
+    from miniseries.contract.shapes import model_shape
     from miniseries_trainer.data import TokenLoader, list_shards
     from miniseries_trainer.model import build_model
     from miniseries_trainer.optim import build_optimizers
@@ -164,7 +164,7 @@ def test_finished_run_restarted_resumes_at_the_end_and_calls_core_with_the_agree
     with model(idx) -> logits (B, T, V) and tokenizer.encode / bos_token_id."""
     import types
 
-    from miniseries.results import CoreResult
+    from miniseries.contract.results import CoreResult
     from miniseries_trainer.train import main
 
     calls = []
@@ -187,5 +187,5 @@ def test_finished_run_restarted_resumes_at_the_end_and_calls_core_with_the_agree
     bundle, max_per_task, max_seq_len, shape = calls[0]
     assert (bundle, max_per_task, max_seq_len) == ("file:///bundle", 3, 64)
     assert shape[0] == 1 and shape[2] == 512
-    res = RunResults.model_validate_json((tmp_path / RUN.results).read_text())
+    res = RunResults.from_json((tmp_path / RUN.results).read_text())
     assert res.core is not None and res.core.core == 0.125 and res.steps == 4 and res.loss.points == 4

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from miniseries.plan import make_plan
-from miniseries.sweepfile import load_sweep
+from miniseries.api.sweepfile import load_sweep
+from miniseries.control.plan import make_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""CORE's arithmetic (miniseries.core), torch-free: published GPT-2 results re-score to their CORE."""
+"""CORE's arithmetic (miniseries.contract.core), torch-free: published GPT-2 results re-score to their CORE."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from miniseries.core import (
+from miniseries.contract.core import (
     CORE_TASKS,
     DCLM_V1_RANDOM_BASELINES,
     CoreError,
@@ -19,7 +19,7 @@ from miniseries.core import (
     read_bundle_spec,
     score_tasks,
 )
-from miniseries.store import open_store
+from miniseries.contract.store import open_store
 from tests.core_bundle import REFERENCE_BUNDLE, copy_bundle
 
 needs_bundle = pytest.mark.skipif(REFERENCE_BUNDLE is None, reason="shared/data/eval_bundle not present")

@@ -1,4 +1,4 @@
-"""The CRD in crds/ is generated from api.py and structural, as the API server demands."""
+"""The CRD in crds/ is generated from api/spec.py and structural, as the API server demands."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from miniseries.crd import crd, crd_yaml
+from miniseries.api.crd import crd, crd_yaml
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "scalingsweeps.miniseries.dev.yaml"
 

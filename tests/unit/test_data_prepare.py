@@ -45,7 +45,7 @@ def test_trainer_never_imports_the_kubernetes_side() -> None:
 
 
 def test_module_prose_keeps_docstrings_and_prose_comments_in_source_order() -> None:
-    from miniseries.data_prepare import module_prose
+    from miniseries.data.prepare import module_prose
 
     src = b'''"""The module's own docstring."""
 import os  # a trailing comment is not prose
@@ -93,7 +93,7 @@ def write_parquet(path: Path, texts: list, row_group_size: int = 3, **extra: lis
 
 
 def test_prepare_from_parquet_shards_streams_the_text_column_in_order(tmp_path: Path) -> None:
-    from miniseries.data_prepare import prepare
+    from miniseries.data.prepare import prepare
 
     src = tmp_path / "fineweb"
     docs = [f"document {i}: " + "words of an educational web page " * 20 for i in range(30)]
@@ -111,7 +111,7 @@ def test_prepare_from_parquet_shards_streams_the_text_column_in_order(tmp_path: 
 
 
 def test_the_debian_docs_layout_still_prepares(tmp_path: Path) -> None:
-    from miniseries.data_prepare import prepare
+    from miniseries.data.prepare import prepare
 
     src = tmp_path / "_sources"
     for i, name in enumerate(["library/_thread.rst.txt", "library/os.rst.txt", "tutorial/index.rst.txt"]):
@@ -125,7 +125,7 @@ def test_the_debian_docs_layout_still_prepares(tmp_path: Path) -> None:
 
 
 def prepare_error(tmp_path: Path, source: object, **kw: object) -> str:
-    from miniseries.data_prepare import DataError, prepare
+    from miniseries.data.prepare import DataError, prepare
 
     with pytest.raises(DataError) as e:
         prepare((tmp_path / "out").as_uri(), source=source, **kw)  # type: ignore[arg-type]
@@ -201,7 +201,7 @@ def test_output_that_already_holds_shards_is_refused(tmp_path: Path) -> None:
     (tmp_path / "out" / "shard_00009.parquet").write_bytes(b"PAR1")
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.txt").write_text("text " * 1000)
-    from miniseries.data_prepare import DataError, prepare
+    from miniseries.data.prepare import DataError, prepare
 
     with pytest.raises(DataError, match=r"--out .* already holds 1 parquet shard\(s\) \(shard_00009.parquet"):
         prepare((tmp_path / "out").as_uri(), source=tmp_path / "src", shard_chars=100)

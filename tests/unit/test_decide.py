@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from miniseries import decide as dec
-from miniseries.api import FitStatus, RunState, RunStatus, ScalingSweepSpec, ScalingSweepStatus
-from miniseries.decide import JobPhase, ObservedJob, RunObservation, TokenizerState
-from miniseries.plan import make_plan
-from miniseries.results import LossSummary, Progress, RunResults
+from miniseries.api.spec import FitStatus, RunState, RunStatus, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.contract.results import CoreResult, LossSummary, Progress, RunResults
+from miniseries.control import decide as dec
+from miniseries.control.decide import JobPhase, ObservedJob, RunObservation, TokenizerState
+from miniseries.control.plan import make_plan
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -35,7 +35,7 @@ def results(run: str, depth: int, core: float | None = None) -> RunResults:
         sweep="s", run=run, depth=depth, shape={}, params={}, target_tokens=100, tokens=100, steps=10,
         total_batch_tokens=10, flops_per_token=1, flops=100.0, wall_seconds=60, gpu_seconds=7200.0,
         world_size=2, device="cpu", loss=LossSummary(final=3.0), val_bpb=1.2,
-        core={"core": core} if core is not None else None,
+        core=CoreResult(core=core) if core is not None else None,
     )  # fmt: skip
 
 

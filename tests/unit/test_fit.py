@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from miniseries import cli
-from miniseries.cli_science import CsvError, read_scaling_csv
-from miniseries.fit import (
+from miniseries.cli.science import CsvError, read_scaling_csv
+from miniseries.science.fit import (
     FitError,
     check_crossings,
     exponent_near_half,

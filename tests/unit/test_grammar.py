@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from miniseries import grammar as g
+from miniseries.api import grammar as g
 
 # (string, accepted by ParseQuantity *and* the PyTorchJob schema, value ParseQuantity gives)
 QUANTITIES: list[tuple[str, bool, str | None]] = [

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from miniseries import jobs
-from miniseries.api import ScalingSweepSpec
-from miniseries.layout import SweepLayout
-from miniseries.plan import make_plan
-from miniseries.sweepfile import load_sweep
-from miniseries.trainer_args import trainer_flags
+from miniseries.api.spec import ScalingSweepSpec
+from miniseries.api.sweepfile import load_sweep
+from miniseries.contract.layout import SweepLayout
+from miniseries.control import jobs
+from miniseries.control.plan import make_plan
+from miniseries.control.trainer_args import trainer_flags
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from miniseries.api import ScalingSweepSpec
-from miniseries.errors import SpecError
-from miniseries.plan import make_plan, run_name
-from miniseries.sweepfile import load_sweep
+from miniseries.api.errors import SpecError
+from miniseries.api.spec import ScalingSweepSpec
+from miniseries.api.sweepfile import load_sweep
+from miniseries.control.plan import make_plan, run_name
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -8,11 +8,11 @@ import math
 
 import pytest
 
-from miniseries import grammar
-from miniseries.api import ScalingSweepStatus, writable
-from miniseries.decide import needs_polling
-from miniseries.events import event_name
-from miniseries.policy import Policy, check_prefix, image_matches
+from miniseries.api import grammar
+from miniseries.api.policy import Policy, check_prefix, image_matches
+from miniseries.api.spec import ScalingSweepStatus, writable
+from miniseries.control.decide import needs_polling
+from miniseries.control.events import event_name
 
 
 def allowed(prefixes: tuple[str, ...], image: str) -> bool:

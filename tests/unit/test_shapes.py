@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from miniseries import shapes
+from miniseries.contract import shapes
 
 
 def test_d12_by_hand() -> None:

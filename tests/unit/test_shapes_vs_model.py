@@ -1,10 +1,10 @@
-"""The trainer's model has exactly the parameters miniseries.shapes counts (meta device: no memory)."""
+"""The trainer's model has exactly the parameters miniseries.contract.shapes counts (meta device: no memory)."""
 
 from __future__ import annotations
 
 import pytest
 
-from miniseries.shapes import model_shape
+from miniseries.contract.shapes import model_shape
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

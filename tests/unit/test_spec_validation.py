@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from miniseries.errors import SpecError
-from miniseries.plan import make_plan
-from miniseries.sweepfile import parse_sweep
+from miniseries.api.errors import SpecError
+from miniseries.api.sweepfile import parse_sweep
+from miniseries.control.plan import make_plan
 
 GOOD: dict[str, Any] = {
     "apiVersion": "miniseries.dev/v1alpha1",

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from miniseries.layout import RunLayout, SweepLayout, step_of_checkpoint_key
-from miniseries.results import CheckpointFile, CheckpointManifest, checkpoint_steps
-from miniseries.store import LocalStore, StoreError, open_store, path_to_uri
+from miniseries.contract.layout import RunLayout, SweepLayout, step_of_checkpoint_key
+from miniseries.contract.results import CheckpointFile, CheckpointManifest, checkpoint_steps
+from miniseries.contract.store import LocalStore, StoreError, open_store, path_to_uri
 
 
 def test_round_trip_and_list(tmp_path: Path) -> None:

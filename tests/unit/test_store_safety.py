@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from miniseries import cli
-from miniseries.api import ScalingSweepSpec
-from miniseries.errors import SpecError
-from miniseries.layout import (
+from miniseries.api.errors import SpecError
+from miniseries.api.spec import ScalingSweepSpec
+from miniseries.api.sweepfile import parse_sweep
+from miniseries.contract.layout import (
     ClaimRefused,
     LayoutError,
     SweepIdentity,
@@ -23,7 +24,7 @@ from miniseries.layout import (
     migrate_legacy,
     read_manifest,
 )
-from miniseries.store import (
+from miniseries.contract.store import (
     LocalStore,
     RetryingStore,
     RetryPolicy,
@@ -32,7 +33,6 @@ from miniseries.store import (
     open_store,
     root_problem,
 )
-from miniseries.sweepfile import parse_sweep
 from tests.synthetic import spec_from
 
 A = SweepIdentity(namespace="team-a", name="s1", uid="uid-a", created="2025-01-01T00:00:00Z")

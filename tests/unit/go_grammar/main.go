@@ -1,4 +1,4 @@
-// The Go originals that operator/src/miniseries/grammar.py ports, as a filter for
+// The Go originals that operator/src/miniseries/api/grammar.py ports, as a filter for
 // tests/unit/test_grammar.py: JSON strings in, one verdict per line out.
 // `q`: k8s.io/apimachinery resource.ParseQuantity; `i`: distribution/reference ParseNormalizedNamed.
 

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from miniseries.layout import RunLayout
-from miniseries.results import CheckpointFile, CheckpointManifest, checkpoint_steps, read_manifest
-from miniseries.store import Store
+from miniseries.contract.layout import RunLayout
+from miniseries.contract.results import CheckpointFile, CheckpointManifest, checkpoint_steps, read_manifest
+from miniseries.contract.store import Store
 
 
 def _dist() -> tuple[int, int]:
@@ -65,8 +65,8 @@ def save_checkpoint(
         entries.append(CheckpointFile(name=name, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
     if world > 1:
         gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, [e.model_dump() for e in entries])
-        entries = [CheckpointFile(**e) for part in gathered for e in part]
+        dist.all_gather_object(gathered, [e.to_dict() for e in entries])
+        entries = [CheckpointFile.from_dict(e) for part in gathered for e in part]
     if rank == 0:
         manifest = CheckpointManifest(step=step, tokens=tokens, world_size=world, files=entries, created_at=time.time())
         store.write_bytes(prefix + "manifest.json", manifest.to_json())

@@ -15,7 +15,7 @@ The definition follows karpathy/nanochat `nanochat/core_eval.py` + `scripts/base
   the option under which that continuation has the lowest mean loss wins;
 - language modeling: correct only if every continuation token is the greedy argmax.
 The scoring arithmetic (centered accuracy, CORE over the 22 tasks, partial results) is torch-free
-in `miniseries.core`.
+in `miniseries.contract.core`.
 
 What is different is only how the numbers are computed (see `bench/core_eval.py`):
 - all prompts of a task are rendered and tokenised once, in one threaded tiktoken batch;
@@ -49,7 +49,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from miniseries.core import (
+from miniseries.contract.core import (
     CORE_TASKS,
     DCLM_V1_RANDOM_BASELINES,
     BundleSpec,
@@ -62,8 +62,8 @@ from miniseries.core import (
     read_bundle_spec,
     score_tasks,
 )
-from miniseries.results import CoreResult
-from miniseries.store import StoreError, open_store
+from miniseries.contract.results import CoreResult
+from miniseries.contract.store import StoreError, open_store
 
 #: nanochat's seeds: the data shuffle before capping, and the few-shot draw of example idx.
 SHUFFLE_SEED = 1337
@@ -526,7 +526,7 @@ def score_csv(path: str, bundle_uri: str | None) -> dict[str, Any]:
         (float(c[2]) for c in (line.split(",") for line in text.splitlines()) if c[0].strip() == "CORE" and len(c) > 2),
         None,
     )
-    return {"source": path, "published_core": published, **result.model_dump()}
+    return {"source": path, "published_core": published, **result.to_dict()}
 
 
 def load_checkpoint_model(args: argparse.Namespace, device: torch.device) -> Any:
@@ -589,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     allow_partial=args.allow_partial,
                     log=lambda s: print(s, file=sys.stderr),
                 )
-            out = {"checkpoint": args.checkpoint, **result.model_dump()}
+            out = {"checkpoint": args.checkpoint, **result.to_dict()}
     except (CoreError, StoreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from miniseries.store import Store, StoreError
+from miniseries.contract.store import Store, StoreError
 from miniseries_trainer.tokenizer import Tokenizer
 
 #: Documents tokenized per batch call (tiktoken parallelises across them).

@@ -1,4 +1,4 @@
-"""The GPT that every miniseries run trains: nanochat-class, shaped by `miniseries.shapes`.
+"""The GPT that every miniseries run trains: nanochat-class, shaped by `miniseries.contract.shapes`.
 
 Decoder-only transformer with rotary position embeddings, QK-norm, parameter-free
 RMSNorm, a 4x ReLU^2 MLP, no biases, an untied embedding and lm_head, and logit
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from miniseries.shapes import ModelShape, model_shape
+from miniseries.contract.shapes import ModelShape, model_shape
 
 #: Logits are squashed into (-15, 15) with tanh, as nanochat does: keeps early training stable.
 LOGIT_SOFTCAP = 15.0

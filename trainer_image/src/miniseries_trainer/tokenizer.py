@@ -27,7 +27,7 @@ from typing import Any
 
 import tiktoken
 
-from miniseries.store import StoreError, open_store
+from miniseries.contract.store import StoreError, open_store
 
 #: GPT-4's split pattern with numbers in groups of at most two digits (nanochat's variant:
 #: a smaller vocabulary should not spend entries on three-digit numbers).

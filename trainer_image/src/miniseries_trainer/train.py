@@ -6,7 +6,7 @@
 Every flag can also come from the environment as MINISERIES_<FLAG> (dashes as
 underscores, e.g. MINISERIES_DEVICE_BATCH_SIZE); a flag on the command line wins.
 The operator and the local runner build the flags with
-`miniseries.trainer_args.trainer_flags`, and a test parses that output with this parser.
+`miniseries.control.trainer_args.trainer_flags`, and a test parses that output with this parser.
 
 Written after karpathy/nanochat `scripts/base_train.py`.
 """
@@ -26,11 +26,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from miniseries import shapes
-from miniseries.core import CoreError
-from miniseries.layout import LOCAL_NAMESPACE, RunLayout, join_uri
-from miniseries.results import LossSummary, Progress, RunResults
-from miniseries.store import RetryingStore, RetryPolicy, Store, StoreError, StoreHealth, open_store
+from miniseries.contract import shapes
+from miniseries.contract.core import CoreError
+from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout, join_uri
+from miniseries.contract.results import LossSummary, Progress, RunResults
+from miniseries.contract.store import RetryingStore, RetryPolicy, Store, StoreError, StoreHealth, open_store
 
 #: Peak dense bf16 FLOP/s per device by name fragment (no sparsity), for MFU.
 PEAK_FLOPS_BY_DEVICE = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--sweep", required=True, help="sweep name (store layout and metric label)")
     g.add_argument("--run", required=True, help="run id within the sweep, e.g. d12")
-    g = p.add_argument_group("model shape (miniseries.shapes.model_shape)")
+    g = p.add_argument_group("model shape (miniseries.contract.shapes.model_shape)")
     g.add_argument(
         "--depth", type=_positive("--depth"), required=True, help="number of layers; width = depth x aspect ratio"
     )

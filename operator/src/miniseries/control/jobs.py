@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from miniseries.api import API_VERSION, KIND, PlannedRun, ScalingSweepSpec
-from miniseries.layout import SweepLayout, join_uri
-from miniseries.trainer_args import DEFAULT_METRICS_PORT, TRAINER_MODULE, trainer_flags
+from miniseries.api.spec import API_VERSION, KIND, PlannedRun, ScalingSweepSpec
+from miniseries.contract.layout import SweepLayout, join_uri
+from miniseries.control.trainer_args import DEFAULT_METRICS_PORT, TRAINER_MODULE, trainer_flags
 
 PYTORCHJOB_GROUP = "kubeflow.org"
 PYTORCHJOB_VERSION = "v1"

@@ -11,11 +11,9 @@ Wire names are camelCase (Kubernetes convention); Python names are snake_case.
 from __future__ import annotations
 
 import math
-import posixpath
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlparse
 
 from pydantic import (
     AliasGenerator,
@@ -27,7 +25,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from miniseries import grammar
+from miniseries.api import grammar
+from miniseries.contract.store import STORE_URI_RE, store_uri_problem
 
 GROUP = "miniseries.dev"
 VERSION = "v1alpha1"
@@ -48,7 +47,6 @@ SWEEP_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,48}[a-z0-9])?$")
 MAX_PRICE_PER_GPU_HOUR = 10_000.0
 MAX_BUDGET_USD = 1e9
 MAX_ISOFLOP_BUDGET = 1e27
-STORE_URI_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]*)$")
 
 
 class _Model(BaseModel):
@@ -64,24 +62,6 @@ class _Model(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The camelCase dict that goes to Kubernetes or a YAML file."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
-def store_uri_problem(uri: str) -> str | None:
-    """Why a store URI's path is not acceptable (a '.' or '..' segment, also percent-encoded), or None.
-
-    Paths are never resolved: `file:///data/a/../b` would write outside `/data/a`, and an S3
-    prefix with `..` means something else to every tool that treats keys as paths.
-    """
-    path = unquote(urlparse(uri).path)
-    bad = next((seg for seg in path.split("/") if seg in (".", "..")), None)
-    if bad is None:
-        return None
-    normal = posixpath.normpath("/" + path.lstrip("/"))
-    scheme, netloc = urlparse(uri).scheme, urlparse(uri).netloc
-    return (
-        f"{uri!r} has a {bad!r} path segment; a store path must be written without '.' or '..' "
-        f"(as {scheme}://{netloc}{normal.rstrip('/')!s} if that is what is meant)"
-    )
 
 
 def _check_store_uri(value: str, what: str) -> str:

@@ -7,11 +7,11 @@ import os
 import sys
 from pathlib import Path
 
-from miniseries.store import StoreError
+from miniseries.contract.store import StoreError
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from miniseries.data_prepare import prepare
+    from miniseries.data.prepare import prepare
 
     try:
         shards = prepare(
@@ -31,7 +31,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from miniseries import data_fetch as df
+    from miniseries.data import fetch as df
 
     if not args.eval_bundle and args.shards is None:
         print("error: say what to fetch: --eval-bundle, --shards N, or both", file=sys.stderr)
@@ -78,7 +78,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from miniseries.data_fetch import DATASETS, DEFAULT_DATASET, EVAL_BUNDLE_URL
+    from miniseries.data.fetch import DATASETS, DEFAULT_DATASET, EVAL_BUNDLE_URL
 
     data = subparsers.add_parser("data", help="training and evaluation data: prepare shards, fetch the real data")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from miniseries.store import LocalStore, Store, StoreError, open_store
+from miniseries.contract.store import LocalStore, Store, StoreError, open_store
 
 STDLIB = "stdlib"
 DEFAULT_SOURCE = STDLIB

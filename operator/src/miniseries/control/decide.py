@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from miniseries.api import (
+from miniseries.api.spec import (
     Condition,
     FitStatus,
     PlannedRun,
@@ -45,7 +45,7 @@ from miniseries.api import (
     ScalingSweepStatus,
     Totals,
 )
-from miniseries.results import Progress, RunResults
+from miniseries.contract.results import Progress, RunResults
 
 RETRY_BASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 600.0

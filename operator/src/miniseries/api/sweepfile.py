@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from miniseries.api import ScalingSweep
-from miniseries.errors import SpecError, from_validation_error
+from miniseries.api.errors import SpecError, from_validation_error
+from miniseries.api.spec import ScalingSweep
 
 
 def parse_sweep(obj: Any) -> ScalingSweep:

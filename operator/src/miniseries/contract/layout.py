@@ -28,16 +28,17 @@ when it claimed the key, never the subtree of another sweep's manifest nested in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from miniseries.contract.doc import Doc
 
 if TYPE_CHECKING:
-    from miniseries.store import Store
+    from miniseries.contract.store import Store
 
 STEP_DIR_DIGITS = 8  # zero-padded so that lexical order is step order
 LOCAL_NAMESPACE = "local"  # the local runner's namespace (`miniseries run --local`)
@@ -162,7 +163,8 @@ def join_uri(root_uri: str, key: str) -> str:
 # ---------------------------------------------------------------- ownership
 
 
-class SweepIdentity(BaseModel):
+@dataclass(kw_only=True)
+class SweepIdentity(Doc):
     """Which sweep a store key belongs to: what the manifest records and a claim compares."""
 
     namespace: str
@@ -180,21 +182,17 @@ def local_identity(sweep: str) -> SweepIdentity:
     return SweepIdentity(namespace=LOCAL_NAMESPACE, name=sweep, uid=f"{LOCAL_NAMESPACE}/{sweep}")
 
 
-class StoreManifest(BaseModel):
+@dataclass(kw_only=True)
+class StoreManifest(Doc):
     """`<ns>/<sweep>/store-manifest.json`: whose key this is and which objects under it are theirs."""
-
-    model_config = ConfigDict(extra="allow")
 
     schema_version: int = MANIFEST_SCHEMA_VERSION
     kind: str = MANIFEST_KIND
     owner: SweepIdentity
     claimed_at: float = 0.0
-    runs: list[str] = Field(default_factory=list)  # every run the sweep ever planned (their prefixes are its)
-    preexisting: list[str] = Field(default_factory=list)  # keys under the root before the claim: never deleted
-    adopted_from: list[SweepIdentity] = Field(default_factory=list)
-
-    def to_json(self) -> bytes:
-        return self.model_dump_json(indent=2).encode()
+    runs: list[str] = field(default_factory=list)  # every run the sweep ever planned (their prefixes are its)
+    preexisting: list[str] = field(default_factory=list)  # keys under the root before the claim: never deleted
+    adopted_from: list[SweepIdentity] = field(default_factory=list)
 
 
 class ClaimRefused(Exception):
@@ -228,15 +226,15 @@ def owned_keys(layout: SweepLayout, manifest: StoreManifest, keys: list[str]) ->
 
 def read_manifest(store: Store, layout: SweepLayout) -> StoreManifest | None:
     """The key's manifest, None when there is none; ClaimRefused when it cannot be parsed."""
-    from miniseries.store import StoreNotFound
+    from miniseries.contract.store import StoreNotFound
 
     try:
         raw = store.read_bytes(layout.manifest)
     except StoreNotFound:
         return None
     try:
-        manifest = StoreManifest.model_validate(json.loads(raw))
-    except (ValueError, ValidationError) as e:
+        manifest = StoreManifest.from_dict(json.loads(raw))
+    except ValueError as e:  # invalid JSON, or DocError
         raise ClaimRefused(
             "StoreManifestUnreadable",
             f"{join_uri(store.uri, layout.manifest)} is not a readable store manifest ({str(e)[:200]}); "
@@ -260,7 +258,7 @@ def migrate_command(store_uri: str, layout: SweepLayout, uid: str) -> str:
 
 def _enclosing_manifest(store: Store, layout: SweepLayout) -> str | None:
     """A store manifest on the path above this sweep's root (its store URI points inside another sweep's key)."""
-    from miniseries.store import StoreError
+    from miniseries.contract.store import StoreError
 
     outer, prefix = store.outer()
     parts = (prefix + layout.root).strip("/").split("/")
@@ -303,12 +301,11 @@ def claim(
                         f"if that sweep is gone and its data is meant for this one, annotate this sweep with "
                         f"{ADOPT_ANNOTATION}={manifest.owner.uid}",
                     )
-                adopted = manifest.model_copy(
-                    update={
-                        "owner": owner,
-                        "adopted_from": [*manifest.adopted_from, manifest.owner],
-                        "runs": sorted(set(manifest.runs) | set(runs)),
-                    }
+                adopted = dataclasses.replace(
+                    manifest,
+                    owner=owner,
+                    adopted_from=[*manifest.adopted_from, manifest.owner],
+                    runs=sorted(set(manifest.runs) | set(runs)),
                 )
                 store.write_bytes(layout.manifest, adopted.to_json())
                 return adopted
@@ -316,7 +313,7 @@ def claim(
             if not new_runs:
                 return manifest
             _refuse_preexisting(store, layout, manifest.preexisting, new_runs)
-            manifest = manifest.model_copy(update={"runs": sorted(set(manifest.runs) | set(runs))})
+            manifest = dataclasses.replace(manifest, runs=sorted(set(manifest.runs) | set(runs)))
             store.write_bytes(layout.manifest, manifest.to_json())
             return manifest
         if not migrating and store.exists(layout.legacy_spec):

@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from miniseries import fmt
-from miniseries.local import DEFAULT_STORE_DIR, LocalRunError, LocalSweep, run_states, run_sweep
-from miniseries.sweepfile import load_sweep
+from miniseries.api.sweepfile import load_sweep
+from miniseries.cli import fmt
+from miniseries.local.runner import DEFAULT_STORE_DIR, LocalRunError, LocalSweep, run_states, run_sweep
 
 
 def _local_sweep(args: argparse.Namespace) -> LocalSweep:

@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from miniseries.api import PlannedRun, ScalingSweep, ScalingSweepSpec
-from miniseries.data_fetch import cached_eval_bundle, eval_bundle_dir
-from miniseries.layout import (
+from miniseries.api.spec import PlannedRun, ScalingSweep, ScalingSweepSpec
+from miniseries.contract.layout import (
     LOCAL_NAMESPACE,
     ClaimRefused,
     SweepLayout,
@@ -48,10 +47,18 @@ from miniseries.layout import (
     migrate_legacy,
     read_manifest,
 )
-from miniseries.plan import make_plan
-from miniseries.results import Progress, ResultsError, RunResults, checkpoint_steps, read_progress, read_results
-from miniseries.store import LocalStore, StoreError, path_to_uri
-from miniseries.trainer_args import TRAINER_MODULE, trainer_flags
+from miniseries.contract.results import (
+    Progress,
+    ResultsError,
+    RunResults,
+    checkpoint_steps,
+    read_progress,
+    read_results,
+)
+from miniseries.contract.store import LocalStore, StoreError, path_to_uri
+from miniseries.control.plan import make_plan
+from miniseries.control.trainer_args import TRAINER_MODULE, trainer_flags
+from miniseries.data.fetch import cached_eval_bundle, eval_bundle_dir
 
 DEFAULT_STORE_DIR = "miniseries-store"
 TOKENIZER_MODULE = "miniseries_trainer.tokenizer"
@@ -322,7 +329,7 @@ def prepare_data(ls: LocalSweep, display: Display) -> None:
     try:
         # The data stage lives with the trainer's data code; imported here so that a
         # store that already has shards never needs it.
-        data_prepare = importlib.import_module("miniseries.data_prepare")
+        data_prepare = importlib.import_module("miniseries.data.prepare")
     except ModuleNotFoundError as e:
         raise LocalRunError(
             f"no text shards in {ls.spec.data.shards_uri} and the data preparation module is not installed ({e}); "
@@ -427,7 +434,7 @@ def readable_results(ls: LocalSweep, run: PlannedRun, say: Callable[[str], None]
 
 def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) -> int:
     """The whole local sweep; returns an exit code (0 done, 130 interrupted)."""
-    from miniseries.report import save_spec
+    from miniseries.control.accepted import save_spec
 
     runs = ls.runs()
     ls.store.check()
@@ -458,7 +465,7 @@ def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) 
         )
         return 130
     if report:
-        from miniseries.report import build_report
+        from miniseries.science.report import build_report
 
         uri, status = build_report(ls.store, ls.layout, ls.spec)
         display.say(f"report: {uri}report.md")

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import yaml
 
-from miniseries.results import CoreResult, TaskScore
-from miniseries.store import Store, StoreError
+from miniseries.contract.results import CoreResult, TaskScore
+from miniseries.contract.store import Store, StoreError
 
 #: The 22 CORE tasks, in the order of DCLM's / nanochat's core.yaml.
 CORE_TASKS = (

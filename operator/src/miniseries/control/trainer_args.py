@@ -7,8 +7,8 @@ test parses this output with the trainer's parser), so the two cannot drift.
 
 from __future__ import annotations
 
-from miniseries.api import PlannedRun, ScalingSweepSpec
-from miniseries.layout import SweepLayout, join_uri
+from miniseries.api.spec import PlannedRun, ScalingSweepSpec
+from miniseries.contract.layout import SweepLayout, join_uri
 
 TRAINER_MODULE = "miniseries_trainer.train"
 DEFAULT_METRICS_PORT = 9400

@@ -1,7 +1,7 @@
 """`miniseries`: the command line of the control plane (no torch is imported here).
 
     miniseries plan SWEEP.yaml [--output table|json]   the plan, offline
-    miniseries crd                                       the CRD YAML from api.py
+    miniseries crd                                       the CRD YAML from api/spec.py
 
 Other commands (run, status, report, fit, data, operator) register themselves
 through `COMMANDS` from their own modules, so this file stays a router.
@@ -15,20 +15,20 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from miniseries import fmt
-from miniseries.api import PlanStatus, ScalingSweep
-from miniseries.errors import SpecError
-from miniseries.plan import make_plan
-from miniseries.sweepfile import load_sweep
+from miniseries.api.errors import SpecError
+from miniseries.api.spec import PlanStatus, ScalingSweep
+from miniseries.api.sweepfile import load_sweep
+from miniseries.cli import fmt
+from miniseries.control.plan import make_plan
 
 # Modules that add sub-commands: each exposes `register(subparsers)`. Missing
 # optional modules are skipped so that the router never depends on them.
 COMMAND_MODULES = [
-    "miniseries.cli_local",
-    "miniseries.cli_science",
-    "miniseries.cli_data",
-    "miniseries.cli_operator",
-    "miniseries.cli_store",
+    "miniseries.cli.local",
+    "miniseries.cli.science",
+    "miniseries.cli.data",
+    "miniseries.cli.serve",
+    "miniseries.cli.store",
 ]
 
 
@@ -110,7 +110,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    from miniseries.crd import crd_yaml
+    from miniseries.api.crd import crd_yaml
 
     sys.stdout.write(crd_yaml())
     return 0
@@ -152,7 +152,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,25 +8,19 @@ know instead of misreading it.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from miniseries.layout import RunLayout, step_of_checkpoint_key
-from miniseries.store import Store, StoreError
+from miniseries.contract.doc import Doc, DocError
+from miniseries.contract.layout import RunLayout, step_of_checkpoint_key
+from miniseries.contract.store import Store, StoreError
 
 RESULTS_SCHEMA_VERSION = 1
 CHECKPOINT_SCHEMA_VERSION = 1
 
 
-class _Doc(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    def to_json(self) -> bytes:
-        return self.model_dump_json(indent=2).encode()
-
-
-class Progress(_Doc):
+@dataclass(kw_only=True)
+class Progress(Doc):
     """Rewritten every few steps while a run trains."""
 
     schema_version: int = RESULTS_SCHEMA_VERSION
@@ -47,14 +41,16 @@ class Progress(_Doc):
     updated_at: float = 0.0  # unix time
 
 
-class LossSummary(_Doc):
+@dataclass(kw_only=True)
+class LossSummary(Doc):
     first: float | None = None
     final: float | None = None  # mean of the last logged window, less noisy than the last step
     min: float | None = None
     points: int = 0
 
 
-class TaskScore(_Doc):
+@dataclass(kw_only=True)
+class TaskScore(Doc):
     task: str
     accuracy: float
     centered: float
@@ -62,16 +58,18 @@ class TaskScore(_Doc):
     seconds: float = 0.0
 
 
-class CoreResult(_Doc):
+@dataclass(kw_only=True)
+class CoreResult(Doc):
     core: float | None = None  # None when partial: a partial score is never shown as CORE
     partial: bool = False
-    tasks: list[TaskScore] = Field(default_factory=list)
-    missing_tasks: list[str] = Field(default_factory=list)
+    tasks: list[TaskScore] = field(default_factory=list)
+    missing_tasks: list[str] = field(default_factory=list)
     bundle_hash: str | None = None
     seconds: float = 0.0
 
 
-class RunResults(_Doc):
+@dataclass(kw_only=True)
+class RunResults(Doc):
     """results.json: everything one finished run measured."""
 
     schema_version: int = RESULTS_SCHEMA_VERSION
@@ -101,13 +99,15 @@ class RunResults(_Doc):
     created_at: float = 0.0
 
 
-class CheckpointFile(_Doc):
+@dataclass(kw_only=True)
+class CheckpointFile(Doc):
     name: str
     bytes: int
     sha256: str
 
 
-class CheckpointManifest(_Doc):
+@dataclass(kw_only=True)
+class CheckpointManifest(Doc):
     """manifest.json, written after every file of a checkpoint: its presence means complete."""
 
     schema_version: int = CHECKPOINT_SCHEMA_VERSION
@@ -122,7 +122,7 @@ class ResultsError(RuntimeError):
     """A document exists but cannot be read: the message names the object and what is wrong."""
 
 
-def _load(store: Store, key: str, model: type[_Doc]) -> Any:
+def _load(store: Store, key: str, model: type[Doc]) -> Any:
     raw = store.read_bytes(key)
     try:
         data = json.loads(raw)
@@ -136,8 +136,8 @@ def _load(store: Store, key: str, model: type[_Doc]) -> Any:
             f"{store.uri}/{key} has schema_version {version!r}; this reader knows {RESULTS_SCHEMA_VERSION}"
         )
     try:
-        return model.model_validate(data)
-    except ValidationError as e:
+        return model.from_dict(data)
+    except DocError as e:
         raise ResultsError(f"{store.uri}/{key} does not match the {model.__name__} schema: {e}") from None
 
 

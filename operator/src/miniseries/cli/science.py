@@ -80,7 +80,7 @@ def chinchilla_summary(fit: Any, compute: float) -> dict[str, Any]:
 
 
 def cmd_fit_chinchilla(args: argparse.Namespace) -> int:
-    from miniseries.fit import FitError, fit_chinchilla
+    from miniseries.science.fit import FitError, fit_chinchilla
 
     try:
         n, d, loss = read_scaling_csv(args.file, args.drop_highest_loss)
@@ -121,7 +121,7 @@ def cmd_fit_chinchilla(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from miniseries.report import ReportError, build_report_cli
+    from miniseries.science.report import ReportError, build_report_cli
 
     try:
         return build_report_cli(

@@ -39,11 +39,20 @@ import kopf
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from miniseries import decide as dec
-from miniseries import events, jobs, opmetrics
-from miniseries.api import GROUP, PLURAL, VERSION, PlanStatus, RunState, ScalingSweepSpec, ScalingSweepStatus, writable
-from miniseries.errors import FieldProblem, SpecError
-from miniseries.layout import (
+from miniseries.api.errors import FieldProblem, SpecError
+from miniseries.api.policy import Policy
+from miniseries.api.spec import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    PlanStatus,
+    RunState,
+    ScalingSweepSpec,
+    ScalingSweepStatus,
+    writable,
+)
+from miniseries.api.sweepfile import parse_sweep
+from miniseries.contract.layout import (
     ADOPT_ANNOTATION,
     ClaimRefused,
     SweepIdentity,
@@ -52,11 +61,21 @@ from miniseries.layout import (
     delete_owned,
     join_uri,
 )
-from miniseries.plan import make_plan
-from miniseries.policy import Policy
-from miniseries.results import ResultsError, checkpoint_steps, read_progress, read_results
-from miniseries.store import Store, StoreError, StoreNotFound, open_store, parse_roots, root_problem, uri_problem
-from miniseries.sweepfile import parse_sweep
+from miniseries.contract.results import ResultsError, checkpoint_steps, read_progress, read_results
+from miniseries.contract.store import (
+    Store,
+    StoreError,
+    StoreNotFound,
+    open_store,
+    parse_roots,
+    root_problem,
+    uri_problem,
+)
+from miniseries.control import decide as dec
+from miniseries.control import events, jobs
+from miniseries.control import metrics as opmetrics
+from miniseries.control.accepted import load_spec, save_spec
+from miniseries.control.plan import make_plan
 
 log = logging.getLogger("miniseries.operator")
 
@@ -313,8 +332,6 @@ def _accepted_spec(
     observed: list[dec.ObservedJob],
 ) -> tuple[ScalingSweepSpec, list[str]]:
     """The spec to reconcile and the reasons a change was refused (empty when accepted)."""
-    from miniseries.report import load_spec, save_spec
-
     old = load_spec(store, layout)
     if old is not None and old.wire() != spec.wire():
         # Started: a job exists for it, or status saw one (its job may be gone since).
@@ -559,7 +576,7 @@ def _store_refused(body: dict[str, Any], err: ClaimRefused) -> None:
 
 def _fit(store: Store, layout: SweepLayout, spec: ScalingSweepSpec, status: ScalingSweepStatus) -> None:
     """Fit and report what succeeded; a failure is retried by the next timer tick."""
-    from miniseries.report import build_report  # matplotlib and scipy load only when a sweep ends
+    from miniseries.science.report import build_report  # matplotlib and scipy load only when a sweep ends
 
     sweep = layout.sweep
     try:

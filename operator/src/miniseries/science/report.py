@@ -1,8 +1,8 @@
 """The sweep report: `<store>/<namespace>/<sweep>/report/{report.json, report.md, *.png, *.svg}`.
 
 It reads only what the trainer wrote (results.json, loss_curve.jsonl, through
-`miniseries.results`) and the plan (`miniseries.plan`), fits what the data can
-support (`miniseries.fit`), and always writes what it can: a run without
+`miniseries.contract.results`) and the plan (`miniseries.control.plan`), fits what the data can
+support (`miniseries.science.fit`), and always writes what it can: a run without
 results, a NaN loss or too few runs for a fit is a line under "Problems" and a
 `partial` mark, never a crash and never a silently smaller table.
 
@@ -21,8 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miniseries.api import FitStatus, Mode, ScalingSweepSpec
-from miniseries.fit import (
+from miniseries.api.spec import FitStatus, Mode, ScalingSweepSpec
+from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout, join_uri
+from miniseries.contract.results import ResultsError, RunResults, read_loss_curve, read_results
+from miniseries.contract.store import Store, StoreError
+from miniseries.control.accepted import load_spec
+from miniseries.control.plan import make_plan
+from miniseries.science.fit import (
     DEFAULT_CORE_TARGETS,
     GPT2_CORE,
     FitError,
@@ -34,10 +39,6 @@ from miniseries.fit import (
     fit_isoflop,
     fit_power_law,
 )
-from miniseries.layout import LOCAL_NAMESPACE, SweepLayout, join_uri
-from miniseries.plan import make_plan
-from miniseries.results import ResultsError, RunResults, read_loss_curve, read_results
-from miniseries.store import Store, StoreError
 
 REPORT_SCHEMA_VERSION = 1
 #: nanochat's estimates of CORE for GPT-3 (dev/estimate_gpt3_core.ipynb): never measured, calibrated on GPT-2.
@@ -80,17 +81,6 @@ class RunRow:
 
 def _finite(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
-def save_spec(store: Store, layout: SweepLayout, spec: ScalingSweepSpec) -> None:
-    """The spec the runs were planned from, next to them (the local runner and the operator write it)."""
-    store.write_bytes(layout.spec, json.dumps(spec.wire(), indent=2).encode())
-
-
-def load_spec(store: Store, layout: SweepLayout) -> ScalingSweepSpec | None:
-    if not store.exists(layout.spec):
-        return None
-    return ScalingSweepSpec.model_validate(json.loads(store.read_bytes(layout.spec)))
 
 
 # ---------------------------------------------------------------- gathering
@@ -571,9 +561,9 @@ def depth_for_compute(spec: ScalingSweepSpec, flops: float | None) -> int | None
     Answers "which model of this family would that be": the extrapolation's
     FLOPs in the units the user dials (depth), from the same shapes arithmetic.
     """
-    from miniseries import shapes
-    from miniseries.api import MAX_DEPTH
-    from miniseries.plan import shape_for
+    from miniseries.api.spec import MAX_DEPTH
+    from miniseries.contract import shapes
+    from miniseries.control.plan import shape_for
 
     if flops is None:
         return None
@@ -605,7 +595,7 @@ def compute_report(store: Store, layout: SweepLayout, spec: ScalingSweepSpec | N
         mode = Mode.isoflop if any(r.budget_flops for r in rows) else Mode.ratio
     else:
         mode = spec.training.mode
-    from miniseries.api import CostSpec, ResourceSpec, TrainingSpec
+    from miniseries.api.spec import CostSpec, ResourceSpec, TrainingSpec
 
     res, cost, tr = (spec.resources, spec.cost, spec.training) if spec else (ResourceSpec(), CostSpec(), TrainingSpec())
     all_targets = {**DEFAULT_CORE_TARGETS, **(targets or {})}
@@ -748,9 +738,9 @@ def build_report_cli(
     targets: list[tuple[str, float]],
     namespace: str = LOCAL_NAMESPACE,
 ) -> int:
-    from miniseries.errors import SpecError
-    from miniseries.store import open_store, path_to_uri
-    from miniseries.sweepfile import load_sweep
+    from miniseries.api.errors import SpecError
+    from miniseries.api.sweepfile import load_sweep
+    from miniseries.contract.store import open_store, path_to_uri
 
     if len(sweeps) > 2:
         raise ReportError(f"report takes one sweep or two to compare, got {len(sweeps)}: {sweeps}")

@@ -1,4 +1,4 @@
-"""`miniseries operator`: run the kopf operator (handlers in miniseries.handlers)."""
+"""`miniseries operator`: run the kopf operator (handlers in miniseries.control.handlers)."""
 
 from __future__ import annotations
 
@@ -47,10 +47,10 @@ def cmd_operator(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     import kopf
 
-    from miniseries import handlers, opmetrics
-    from miniseries.api import STORE_URI_RE
-    from miniseries.policy import Policy
-    from miniseries.store import parse_roots, uri_problem
+    from miniseries.api.policy import Policy
+    from miniseries.contract.store import STORE_URI_RE, parse_roots, uri_problem
+    from miniseries.control import handlers
+    from miniseries.control import metrics as opmetrics
 
     _setup_logging(args.verbose)
     try:
@@ -104,8 +104,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--store-root", action="append", metavar="URI",
                    help="a store URI sweeps may write under, e.g. s3://shared/{namespace} ({namespace}: the "
                         "sweep's); repeatable; default $MINISERIES_STORE_ROOTS (comma-separated), empty: any")  # fmt: skip
-    from miniseries.plan import DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET
-    from miniseries.policy import Policy
+    from miniseries.api.policy import Policy
+    from miniseries.control.plan import DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET
 
     env = Policy.from_env()
     adm = p.add_argument_group("admission policy (what a sweep may run; see the README's security section)")

@@ -19,9 +19,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from miniseries import shapes
-from miniseries.api import Mode, PlannedRun, PlanStatus, ScalingSweepSpec
-from miniseries.errors import FieldProblem, SpecError
+from miniseries.api.errors import FieldProblem, SpecError
+from miniseries.api.spec import Mode, PlannedRun, PlanStatus, ScalingSweepSpec
+from miniseries.contract import shapes
 
 #: A sweep without spec.cost.budgetUsd may plan at most this many GPU-hours: setting a budget is
 #: how a sweep asks for more. In GPU-hours, not USD, so that pricePerGpuHour: 0 cannot dodge it.

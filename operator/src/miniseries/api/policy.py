@@ -23,9 +23,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from miniseries import grammar
-from miniseries.errors import FieldProblem
-from miniseries.plan import DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET
+from miniseries.api import grammar
+from miniseries.api.errors import FieldProblem
+from miniseries.control.plan import DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET
 
 DEFAULT_SECRET_OPT_IN_LABEL = "miniseries.dev/allow-sweeps"
 

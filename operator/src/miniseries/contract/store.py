@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import threading
@@ -32,7 +33,26 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
 
-from miniseries.api import STORE_URI_RE, store_uri_problem
+#: The store URIs a sweep may name (the CRD's pattern for spec.store.uri and spec.data.*Uri).
+STORE_URI_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]*)$")
+
+
+def store_uri_problem(uri: str) -> str | None:
+    """Why a store URI's path is not acceptable (a '.' or '..' segment, also percent-encoded), or None.
+
+    Paths are never resolved: `file:///data/a/../b` would write outside `/data/a`, and an S3
+    prefix with `..` means something else to every tool that treats keys as paths.
+    """
+    path = unquote(urlparse(uri).path)
+    bad = next((seg for seg in path.split("/") if seg in (".", "..")), None)
+    if bad is None:
+        return None
+    normal = posixpath.normpath("/" + path.lstrip("/"))
+    scheme, netloc = urlparse(uri).scheme, urlparse(uri).netloc
+    return (
+        f"{uri!r} has a {bad!r} path segment; a store path must be written without '.' or '..' "
+        f"(as {scheme}://{netloc}{normal.rstrip('/')!s} if that is what is meant)"
+    )
 
 
 class StoreError(RuntimeError):

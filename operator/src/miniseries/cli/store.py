@@ -16,13 +16,20 @@ import argparse
 import json
 import sys
 
-from miniseries.layout import LOCAL_NAMESPACE, ClaimRefused, SweepIdentity, SweepLayout, local_identity, migrate_legacy
+from miniseries.contract.layout import (
+    LOCAL_NAMESPACE,
+    ClaimRefused,
+    SweepIdentity,
+    SweepLayout,
+    local_identity,
+    migrate_legacy,
+)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from miniseries.api import ScalingSweepSpec
-    from miniseries.plan import make_plan
-    from miniseries.store import StoreError, open_store, path_to_uri
+    from miniseries.api.spec import ScalingSweepSpec
+    from miniseries.contract.store import StoreError, open_store, path_to_uri
+    from miniseries.control.plan import make_plan
 
     uri = args.store if "://" in args.store else path_to_uri(args.store)
     try:

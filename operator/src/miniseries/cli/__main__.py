@@ -1,0 +1,7 @@
+"""`python -m miniseries.cli …`: the same as the `miniseries` command."""
+
+import sys
+
+from miniseries.cli import main
+
+sys.exit(main())

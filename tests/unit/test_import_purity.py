@@ -1,0 +1,60 @@
+"""The rooms keep their imports: checked in a clean interpreter, where sys.modules tells the truth.
+
+The trainer imports only the shared contract (no CR schema, no pydantic, no Kubernetes), and
+the control loop's reconciling machinery loads no numerical science until a fit is due.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+TRAINER_MODULES = [
+    "miniseries_trainer.train",
+    "miniseries_trainer.model",
+    "miniseries_trainer.data",
+    "miniseries_trainer.checkpoint",
+    "miniseries_trainer.core_eval",
+]
+
+
+def loaded_after(imports: list[str], watched: list[str]) -> list[str]:
+    """The watched top-level names (or dotted prefixes) present in sys.modules after the imports."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {imports!r}: importlib.import_module(m)\n"
+        f"watched = {watched!r}\n"
+        "print(json.dumps(sorted({w for w in watched for m in sys.modules if m == w or m.startswith(w + '.')})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_the_harness_sees_what_is_loaded() -> None:
+    assert loaded_after(["miniseries.api.spec"], ["pydantic", "miniseries.api", "kopf"]) == [
+        "miniseries.api",
+        "pydantic",
+    ]
+
+
+@pytest.mark.parametrize("module", TRAINER_MODULES)
+def test_the_trainer_loads_only_the_shared_contract(module: str) -> None:
+    pytest.importorskip("torch")
+    forbidden = ["miniseries.api", "miniseries.control", "miniseries.science", "pydantic", "kopf", "kubernetes"]
+    assert loaded_after([module], forbidden) == []
+
+
+def test_the_contract_loads_no_api_and_no_pydantic() -> None:
+    modules = [f"miniseries.contract.{m}" for m in ("shapes", "layout", "store", "results", "core", "doc")]
+    forbidden = ["miniseries.api", "miniseries.control", "miniseries.science", "pydantic", "kopf", "kubernetes"]
+    assert loaded_after(modules, forbidden) == []
+
+
+def test_reconciling_machinery_loads_no_numerical_science() -> None:
+    pytest.importorskip("kopf")
+    modules = ["miniseries.control.decide", "miniseries.control.handlers"]
+    assert loaded_after(modules, ["numpy", "scipy", "matplotlib", "miniseries.science"]) == []
