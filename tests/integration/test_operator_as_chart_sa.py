@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from tests.dashboards import gen
 from tests.integration.helm import CHART, helm
@@ -56,7 +57,15 @@ def test_operator_with_the_chart_token_reconciles_and_fills_its_panels(kubeconfi
         with prometheus(tmp_path / "prometheus") as prom:
             start = time.time() - 2
             prom.scrape("operator", f"127.0.0.1:{metrics_port}")
-            kubectl(kc, "apply", "-n", "chart-sweeps", "-f", str(CHART.parents[1] / "examples" / "tiny.yaml"))
+            # The example, with a store of this test's own: its /tmp/miniseries-store may hold another
+            # run's data on a shared machine, which the operator rightly refuses to adopt.
+            sweep_doc = yaml.safe_load((CHART.parents[1] / "examples" / "tiny.yaml").read_text())
+            store_uri = (tmp_path / "store").as_uri()
+            sweep_doc["spec"]["store"]["uri"] = store_uri
+            sweep_doc["spec"]["data"]["shardsUri"] = f"{store_uri}/data/shards"
+            sweep_file = tmp_path / "tiny.yaml"
+            sweep_file.write_text(yaml.safe_dump(sweep_doc))
+            kubectl(kc, "apply", "-n", "chart-sweeps", "-f", str(sweep_file))
             deadline = time.time() + 90
             while time.time() < deadline:
                 sweep = json.loads(

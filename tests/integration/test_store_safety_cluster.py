@@ -325,16 +325,15 @@ def test_the_real_trainer_rides_out_a_store_outage(outage_s3: RestartableS3, tmp
 
 
 def _corpus(tmp_path: Path) -> Any:
-    """Shards and a BPE for the real trainer: the trainer tests' corpus when installed, else the
-    standard library's own sources (real text on every machine); small, like tests/trainer's."""
-    from miniseries.data.prepare import DEFAULT_GLOB, DEFAULT_SOURCE, prepare
+    """Shards and a BPE for the real trainer from the default corpus (the standard library's
+    English prose, on every machine); small, like tests/trainer's."""
+    from miniseries.data.prepare import prepare
     from miniseries_trainer.tokenizer import iter_training_texts, save_tokenizer, train_bpe
     from tests.trainer.conftest import VOCAB, Corpus
 
-    source, pattern = (DEFAULT_SOURCE, DEFAULT_GLOB) if DEFAULT_SOURCE.is_dir() else (Path(os.__file__).parent, "*.py")
     root = tmp_path / "corpus"
     shards_uri = (root / "shards").as_uri()
-    prepare(shards_uri, source=source, pattern=pattern, shard_chars=1_500_000, val_shards=1)
+    prepare(shards_uri, source="stdlib", shard_chars=400_000, val_shards=1)
     tokenizer_uri = (root / "tokenizer").as_uri()
     save_tokenizer(train_bpe(iter_training_texts(shards_uri, 400_000), VOCAB), tokenizer_uri)
     return Corpus(shards_uri, tokenizer_uri, root)

@@ -490,6 +490,19 @@ def finished(runs: list[RunStatus]) -> bool:
 QUIET_PHASES = frozenset({"Succeeded", "Failed", "Degraded", "Invalid", "Suspended"})
 
 
+# Ready=False reasons that a change outside the sweep's spec fixes (an annotation or a Secret's
+# label is no spec update, so no on_update handler fires for it): keep polling those sweeps.
+FIXED_OUTSIDE_THE_SWEEP = frozenset({
+    "AdmissionDenied",
+    "StoreOwnedByAnotherSweep",
+    "StorePrefixNotEmpty",
+    "StoreInsideAnotherSweep",
+    "StoreLayoutOutdated",
+    "StoreManifestUnreadable",
+    "StoreClaimRaced",
+})  # fmt: skip
+
+
 def needs_polling(status: dict[str, Any]) -> bool:
     """Whether the store-polling timer should run for a sweep with this (wire) status.
 
@@ -497,12 +510,13 @@ def needs_polling(status: dict[str, Any]) -> bool:
     through the store, a retry waits for its backoff time and a failed fit is tried again:
     all of those need the timer. A finished sweep (Succeeded, Failed, or Degraded with its fit),
     an invalid or suspended one does not: a spec change reconciles it (on_update), and so does
-    an event of one of its jobs. A sweep refused by the admission policy is polled, because
-    what fixes it (labelling a Secret) happens outside the sweep.
+    an event of one of its jobs. A sweep refused by the admission policy or refused its store
+    key is polled, because what fixes it happens outside the sweep (labelling a Secret, running
+    `miniseries store migrate`, deleting the other sweep, annotating this one to adopt).
     """
     phase = status.get("phase")
     ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    if ready.get("reason") == "AdmissionDenied":
+    if ready.get("reason") in FIXED_OUTSIDE_THE_SWEEP:
         return True
     if phase == "Degraded":  # finished with failures: only a missing fit is still to do
         return status.get("fit") is None and bool((status.get("totals") or {}).get("runsDone"))
