@@ -359,9 +359,38 @@ def kubelet_config(node: Node, kubelet_dir: Path, taint: bool) -> dict[str, Any]
     }
 
 
+def _pod_netns(node: Node) -> list[str]:
+    """The network namespaces containerd made for the node's pods (``/var/run/netns/cni-...``, a
+    host-wide place): they outlive containers that are killed rather than stopped through the CRI."""
+    found: list[str] = []
+    with contextlib.suppress(Exception):
+        for cid in node.ctr("containers", "ls", "-q", timeout=30).stdout.split():
+            with contextlib.suppress(Exception):
+                info = json.loads(node.ctr("containers", "info", cid, timeout=30).stdout)
+                for ns in info.get("Spec", {}).get("linux", {}).get("namespaces", []):
+                    path = ns.get("path", "")
+                    if ns.get("type") == "network" and Path(path).parent.name == "netns" and path not in found:
+                        found.append(path)
+    return found
+
+
 def _stop_containers(node: Node) -> None:
-    """Kill and delete every container containerd runs for the node: their runc processes and
-    shims would outlive containerd and the kubelet."""
+    """Stop the node's pods through the kubelet (the CRI tears their sandboxes down), then kill
+    and delete whatever containerd still runs: runc processes and shims would outlive containerd
+    and the kubelet."""
+    with contextlib.suppress(Exception):
+        # cordoned first: a controller replacing a deleted pod must not bring it back here
+        node.cluster.kubectl("cordon", node.name, check=False, timeout=60)
+        node.cluster.kubectl("delete", "pods", "-A", f"--field-selector=spec.nodeName={node.name}",
+                             "--grace-period=0", "--force", "--wait=false", check=False, timeout=60)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "RUNNING" in node.ctr("tasks", "ls", timeout=30).stdout:
+            time.sleep(0.5)
+    for name, proc in node.stack.procs:  # the kubelet next: it would restart what is killed below
+        if name == "kubelet" and proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=15)
     with contextlib.suppress(Exception):
         for task in node.ctr("tasks", "ls", "-q", timeout=30).stdout.split():
             with contextlib.suppress(Exception):
@@ -523,12 +552,16 @@ def real_node(
         yield node
     finally:
         # the pods first (their containers would outlive the kubelet), then the processes
+        pod_netns: list[str] = []
         if sock.exists():
             _stop_containers(node)
+            pod_netns = _pod_netns(node)
         stack.stop()
         _kill_shims(sock)
         _unmount_under(workdir)
         cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+        for path in pod_netns:
+            subprocess.run(["ip", "netns", "delete", Path(path).name], capture_output=True)
         subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
         subprocess.run(["ip", "link", "delete", host_dev], capture_output=True)
 
