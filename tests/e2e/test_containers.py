@@ -3,8 +3,8 @@
 securityContext (uid 65532, read-only root, no capabilities), its probes passing -> `kubectl apply`
 of the tiny sweep with spec.resources.image the built trainer image -> the real training-operator ->
 trainer pods as containers (CPU, uid 1000) -> checkpoints, results and the report in the versitygw
-bucket, status.fit filled. Then a trainer container's process killed mid-run: the retry resumes from
-its checkpoint.
+bucket, status.fit filled. Then a trainer container scraped by Prometheus at its pod address, and
+its process killed mid-run: the retry resumes from its checkpoint.
 
 Nothing here runs on this host's Python: the operator and the trainers are the images'. Their S3
 endpoint is this host's end of the node's veth pair (Node.expose), the API server the `kubernetes`
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from miniseries.layout import SweepLayout, join_uri
@@ -34,6 +35,7 @@ from miniseries.trainer_args import TRAINER_MODULE
 from tests.cluster import Cluster, MissingBinary, S3Bucket, S3Server, new_bucket, wait_for
 from tests.e2e.control_plane import REPO, real_path_cluster
 from tests.integration.helm import CHART, helm_binary
+from tests.integration.prometheus_server import Prometheus
 from tests.node import SELECTOR, BuiltImage, Node, built_images, real_node
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.container, pytest.mark.slow, pytest.mark.helm]
@@ -206,11 +208,30 @@ def test_killed_trainer_container_resumes_from_its_checkpoint(
     bucket: S3Bucket,
     operator: dict[str, Any],
     images: dict[str, BuiltImage],
+    prometheus_server: Prometheus,
 ) -> None:
     cluster, _ = ctr_cluster
     store = s3_store(bucket)
     cluster.apply(sweep_doc(tiny, bucket, "ctr-kill", images["trainer"].ref, [2]))
     layout = SweepLayout("ctr-kill").run("d2")
+    # Prometheus (on this host) scrapes the running trainer at its pod address, as a PodMonitor would
+    selector = "miniseries.dev/sweep=ctr-kill,miniseries.dev/component=trainer"
+
+    def running_pod() -> dict[str, Any] | None:
+        pods = json.loads(cluster.kubectl("get", "pods", "-l", selector, "-o=json").stdout)["items"]
+        return next((p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")), None)
+
+    pod = wait_for("the ctr-kill trainer pod Running", running_pod, 300)
+    port = next(p["containerPort"] for p in pod["spec"]["containers"][0]["ports"] if p["name"] == "metrics")
+    prometheus_server.scrape("trainer", f"{pod['status']['podIP']}:{port}")
+    prometheus_server.wait_up("trainer", timeout=60)
+
+    def steps_seen() -> float:
+        q = requests.get(f"{prometheus_server.url}/api/v1/query", params={"query": 'miniseries_train_step{job="trainer"}'},
+                         timeout=5).json()["data"]["result"]  # fmt: skip
+        return max((float(r["value"][1]) for r in q), default=0.0)
+
+    wait_for("miniseries_train_step > 0 scraped from the pod", steps_seen, 120)
     wait_for("a checkpoint of ctr-kill/d2", lambda: checkpoint_steps(store, layout), 900)
     found = trainer_pids("ctr-kill", "d2")
     assert len(found) == 1, found
