@@ -21,9 +21,10 @@ def images() -> dict[str, BuiltImage]:
         pytest.skip(str(e))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def node(cluster: Cluster, images: dict[str, BuiltImage], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    """The real node, with both images imported into its containerd."""
+    """The real node, with both images imported into its containerd (~12 GB of disk while it runs:
+    one module at a time, so tests/e2e/test_containers.py's node never runs beside it)."""
     try:
         with real_node(cluster, Path(tmp_path_factory.mktemp("node"))) as n:
             for image in images.values():
