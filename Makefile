@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv deps local test unit lint crd
+.PHONY: venv deps images local test unit lint crd
 
 venv:
 	@bash scripts/setup-venv.sh
@@ -18,6 +18,12 @@ deps: venv
 	@if [ -x scripts/install-system-deps.sh ]; then bash scripts/install-system-deps.sh; fi
 	@if [ -x scripts/build-binaries.sh ]; then bash scripts/build-binaries.sh; fi
 	@bash scripts/build-training-operator.sh
+
+# The operator and trainer images, without a Docker daemon (buildah, on a base built from Debian
+# packages), cached by content hash under ~/.cache/miniseries/images/ (README "Images").
+images:
+	@if [ -x scripts/install-system-deps.sh ]; then bash scripts/install-system-deps.sh; fi
+	@bash scripts/build-images.sh
 
 # Needs only the virtualenv: the corpus is this Python's own standard library (no root, no
 # network once .venv exists); CORE too when `miniseries data fetch --eval-bundle` has run.

@@ -21,7 +21,8 @@ path_of() { echo "$CACHE/$1-$2/$1"; }
 
 if [[ "${1:-}" == "--print" ]]; then
   for pair in "kube-apiserver $KUBERNETES_VERSION" "kube-controller-manager $KUBERNETES_VERSION" \
-              "kube-scheduler $KUBERNETES_VERSION" "kubectl $KUBERNETES_VERSION" "etcd $ETCD_VERSION" \
+              "kube-scheduler $KUBERNETES_VERSION" "kubectl $KUBERNETES_VERSION" "kubelet $KUBERNETES_VERSION" \
+              "pause $PAUSE_VERSION" "etcd $ETCD_VERSION" \
               "kwok $KWOK_VERSION" "helm $HELM_VERSION" "versitygw $VERSITYGW_VERSION"; do
     set -- $pair; echo "$1=$(path_of "$1" "$2")"
   done
@@ -53,7 +54,7 @@ scratch_module() {  # dir
 
 build_kubernetes() {
   local names=() n
-  for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for n in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
     have "$n" "$KUBERNETES_VERSION" || names+=("$n")
   done
   [[ ${#names[@]} -eq 0 ]] && return 0
@@ -121,7 +122,37 @@ kwok_stages() {
   mv -f "$out.tmp" "$out"
 }
 
+# The real node's sandbox ("pause") image holds one static binary that waits for a signal; no
+# registry is reachable for registry.k8s.io/pause, so tests/node.py wraps this one in an OCI archive.
+build_pause() {
+  have pause "$PAUSE_VERSION" && return 0
+  local w; w="$(mktemp -d)"; trap 'rm -rf "$w"' RETURN
+  scratch_module "$w"
+  (
+    cd "$w"
+    cat > main.go <<'GO'
+// pause: the pod sandbox's process. It holds the pod's namespaces and exits on SIGINT/SIGTERM.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGINT, syscall.SIGTERM)
+	<-c
+}
+GO
+    timed "pause $PAUSE_VERSION" go build -ldflags "$LDFLAGS" -o "$w/out" .
+    install_bin pause "$PAUSE_VERSION" "$w/out"
+  )
+}
+
 t0=$SECONDS
+build_pause
 build_etcd
 build_kubernetes
 go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok

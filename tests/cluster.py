@@ -308,7 +308,8 @@ def start_control_plane(stack: Stack, workdir: Path) -> Cluster:
         ca_key,
         "kube-apiserver",
         dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
-        ips=["127.0.0.1"],
+        # 10.96.0.1: the `kubernetes` Service, what in-cluster clients on a real node (tests/node.py) dial
+        ips=["127.0.0.1", "10.96.0.1"],
     )
     (pki / "ca.crt").write_bytes(pem_cert(ca))
     (pki / "apiserver.crt").write_bytes(pem_cert(serving))
@@ -332,6 +333,8 @@ def start_control_plane(stack: Stack, workdir: Path) -> Cluster:
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--token-auth-file={pki / 'tokens.csv'}",
             "--authorization-mode=Node,RBAC",
+            # a real node (tests/node.py) is reached at its address: its name resolves nowhere
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--service-cluster-ip-range=10.96.0.0/16",
             "--endpoint-reconciler-type=none",  # a loopback address cannot be the `kubernetes` Endpoint
             "--service-account-issuer=https://kubernetes.default.svc",

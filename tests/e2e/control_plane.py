@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,9 +75,10 @@ class RealPathCluster(Cluster):
 
 
 @contextlib.contextmanager
-def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[RealPathCluster]:
+def real_path_cluster(workdir: Path, gpus: int = 0, node_agent: bool = True) -> Iterator[RealPathCluster]:
     """The whole real path, up and ready: a PyTorchJob applied after this returns is validated by
-    the training-operator's webhook, reconciled into pods and run by the node agent."""
+    the training-operator's webhook, reconciled into pods and run by the node agent (or, with
+    ``node_agent=False``, by whatever node the caller adds: tests/node.py's real one)."""
     to_bin = training_operator_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir)
@@ -93,9 +95,15 @@ def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[RealPathCluster]
                   "data": {k: base64.b64encode(v).decode() for k, v in certs.items()}}  # fmt: skip
         cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(secret))
         # What the kubelet would do with the Secret volume: the rotator only waits for these files.
-        TO_CERT_DIR.mkdir(parents=True, exist_ok=True)
+        # Their path is compiled in and machine-wide: as root, this cluster's training-operator gets
+        # a private mount namespace with its own directory there, so a second test session's
+        # certificates (another checkout, CI) cannot replace this one's while it runs.
+        private = os.geteuid() == 0 and shutil.which("unshare") is not None
+        cert_root = workdir / "k8s-webhook-server" if private else TO_CERT_DIR.parent
+        (cert_root / TO_CERT_DIR.name).mkdir(parents=True, exist_ok=True)
         for name in ("ca.crt", "tls.crt", "tls.key"):
-            (TO_CERT_DIR / name).write_bytes(certs[name])
+            (cert_root / TO_CERT_DIR.name / name).write_bytes(certs[name])
+        TO_CERT_DIR.parent.mkdir(parents=True, exist_ok=True)  # the mount point
         webhook_port = free_port()
         webhook = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
                    "metadata": {"name": TO_WEBHOOK_CONFIG},
@@ -112,7 +120,9 @@ def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[RealPathCluster]
         template.write_text("- name: init-pytorch\n  image: {{.InitContainerImage}}\n"
                             "  command: ['python', '-c', 'print(\"master {{.MasterAddr}} is this host\")']\n")  # fmt: skip
         probe_port = free_port()
-        to = stack.start("training-operator", [str(to_bin), "--enable-scheme=pytorchjob",
+        in_own_mounts = ["unshare", "--mount", "--propagation=private", "sh", "-c",
+                         f'mount --bind "$0" {TO_CERT_DIR.parent} && exec "$@"', str(cert_root)] if private else []  # fmt: skip
+        to = stack.start("training-operator", [*in_own_mounts, str(to_bin), "--enable-scheme=pytorchjob",
                          f"--webhook-server-port={webhook_port}", f"--metrics-bind-address=127.0.0.1:{free_port()}",
                          f"--health-probe-bind-address=127.0.0.1:{probe_port}", "--gang-scheduler-name=",
                          f"--pytorch-init-container-template-file={template}", "--zap-log-level=info"],
@@ -125,6 +135,9 @@ def real_path_cluster(workdir: Path, gpus: int = 0) -> Iterator[RealPathCluster]
                 "the training-operator replaced the test's serving certificate; the API server cannot reach it by IP"
             )
 
+        if not node_agent:
+            yield cluster
+            return
         # --- the node that runs pods as local processes
         cluster.kubectl("create", "namespace", "kube-node-lease", check=False)
         stack.start("node-agent", [sys.executable, "-m", "tests.node_agent", f"--kubeconfig={cluster.kubeconfig}",

@@ -1,0 +1,34 @@
+"""Fixtures for tests that run real containers: the two images of this checkout (built by
+scripts/build-images.sh, or found in its cache) and a real node (tests/node.py) registered to the
+session's test cluster, tainted so that only the pods of these tests land on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Cluster, MissingBinary
+from tests.node import BuiltImage, Node, built_images, real_node
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, BuiltImage]:
+    try:
+        return built_images()
+    except MissingBinary as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def node(cluster: Cluster, images: dict[str, BuiltImage], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """The real node, with both images imported into its containerd (~12 GB of disk while it runs:
+    one module at a time, so tests/e2e/test_containers.py's node never runs beside it)."""
+    try:
+        with real_node(cluster, Path(tmp_path_factory.mktemp("node"))) as n:
+            for image in images.values():
+                n.import_image(image.archive)
+            yield n
+    except MissingBinary as e:
+        pytest.skip(str(e))

@@ -1,0 +1,248 @@
+"""The user's path, in containers: the built operator image installed by `helm install` of the chart
+-> the operator pod Running on a real kubelet + containerd node (tests/node.py) under the chart's
+securityContext (uid 65532, read-only root, no capabilities), its probes passing -> `kubectl apply`
+of the tiny sweep with spec.resources.image the built trainer image -> the real training-operator ->
+trainer pods as containers (CPU, uid 1000) -> checkpoints, results and the report in the versitygw
+bucket, status.fit filled. Then a trainer container scraped by Prometheus at its pod address, and
+its process killed mid-run: the retry resumes from its checkpoint.
+
+Nothing here runs on this host's Python: the operator and the trainers are the images'. Their S3
+endpoint is this host's end of the node's veth pair (Node.expose), the API server the `kubernetes`
+Service address, as on any cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from miniseries.contract.layout import SweepLayout, join_uri
+from miniseries.contract.results import checkpoint_steps, read_results
+from miniseries.contract.store import S3Store, Store
+from miniseries.control.trainer_args import TRAINER_MODULE
+from miniseries.local.runner import DATA_KEY, LocalSweep
+from tests.cluster import Cluster, MissingBinary, S3Bucket, S3Server, new_bucket, wait_for
+from tests.e2e.control_plane import REPO, real_path_cluster
+from tests.integration.helm import CHART, helm_binary
+from tests.integration.prometheus_server import Prometheus
+from tests.node import SELECTOR, BuiltImage, Node, built_images, real_node
+
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.container, pytest.mark.slow, pytest.mark.helm]
+
+SECRET = "ctr-s3"
+OPERATOR_NS = "miniseries-system"
+RELEASE = "ms"
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, BuiltImage]:
+    try:
+        return built_images()
+    except MissingBinary as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def ctr_cluster(
+    tmp_path_factory: pytest.TempPathFactory, images: dict[str, BuiltImage], _sigterm_stops_servers: None
+) -> Iterator[tuple[Cluster, Node]]:
+    """Control plane + training-operator + one real node advertising 8 GPUs (the sweep's pods
+    request them; they run on its CPU), with both images imported."""
+    workdir = Path(tmp_path_factory.mktemp("ctr-path"))
+    try:
+        with (
+            real_path_cluster(workdir, node_agent=False) as cluster,
+            real_node(cluster, workdir / "node", taint=False, gpus=8) as node,
+        ):
+            for image in images.values():
+                node.import_image(image.archive)
+            yield cluster, node
+    except MissingBinary as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def bucket(ctr_cluster: tuple[Cluster, Node], tiny: LocalSweep, s3_service: S3Server) -> S3Bucket:
+    """The tiny sweep's shards and tokenizer in a bucket, and the Secret (in the sweep's and the
+    operator's namespace) whose endpoint is where the node's pods reach the S3 server."""
+    cluster, node = ctr_cluster
+    b = new_bucket(s3_service, "ctr")
+    for path in sorted(tiny.store_dir.rglob("*")):
+        if path.is_file():
+            b.client.upload_file(str(path), b.bucket, path.relative_to(tiny.store_dir).as_posix())
+    in_pods = {**b.env, "AWS_ENDPOINT_URL": f"http://{node.expose(s3_service.port)}"}
+    cluster.kubectl("create", "namespace", OPERATOR_NS)
+    for ns in ("default", OPERATOR_NS):
+        cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": ns},
+                       "stringData": in_pods})  # fmt: skip
+    return b
+
+
+def s3_store(bucket: S3Bucket) -> Store:
+    return S3Store(bucket.bucket, "", bucket.uri, client=bucket.client)
+
+
+def pod_of(cluster: Cluster, ns: str, selector: str) -> dict[str, Any]:
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", selector, "-o=json").stdout)["items"]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]
+
+
+@pytest.fixture(scope="module")
+def operator(ctr_cluster: tuple[Cluster, Node], bucket: S3Bucket, images: dict[str, BuiltImage]) -> dict[str, Any]:
+    """`helm install` of the chart, as a user runs it, with the built image; returns the
+    operator's pod once Ready (its readiness probe passing)."""
+    cluster, _ = ctr_cluster
+    repo, tag = images["operator"].ref.removeprefix("docker.io/").rsplit(":", 1)
+    proc = subprocess.run(
+        [helm_binary(), "install", RELEASE, str(CHART), f"--kubeconfig={cluster.kubeconfig}", "-n", OPERATOR_NS,
+         "--set", f"image.repository={repo}", "--set", f"image.tag={tag}",
+         "--set", f"store.credentialsSecret={SECRET}"],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    selector = "app.kubernetes.io/name=miniseries-operator"
+
+    def ready() -> dict[str, Any] | None:
+        pod = pod_of(cluster, OPERATOR_NS, selector)
+        conds = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
+        return pod if conds.get("Ready") == "True" else None
+
+    try:
+        return wait_for("operator pod Ready", ready, 300)
+    except TimeoutError:
+        logs = cluster.kubectl("logs", "-n", OPERATOR_NS, "-l", selector, "--tail=50", check=False)
+        events = cluster.kubectl("get", "events", "-n", OPERATOR_NS, check=False).stdout
+        raise AssertionError(f"operator not Ready:\n{logs.stdout}{logs.stderr}\n{events}") from None
+
+
+def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str, image: str, depths: list[int]) -> dict[str, Any]:
+    doc = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
+    doc["metadata"] = {"name": name, "namespace": "default"}
+    doc["spec"]["depths"] = depths
+    doc["spec"]["store"] = {"uri": bucket.uri, "credentialsSecret": SECRET}
+    doc["spec"]["data"]["shardsUri"] = join_uri(bucket.uri, DATA_KEY)
+    doc["spec"]["data"]["tokenizerUri"] = join_uri(bucket.uri, SweepLayout(tiny.name).tokenizer)
+    doc["spec"]["resources"].update(image=image, nodeSelector=SELECTOR, cpu="1", memory="2Gi", parallelism=1)
+    return doc
+
+
+def wait_sweep(cluster: Cluster, name: str, timeout: float) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        status = json.loads(cluster.kubectl("get", "scalingsweep", name, "-o", "json").stdout).get("status", {})
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_for(f"sweep {name} finished", done, timeout)
+
+
+def test_operator_pod_runs_under_the_charts_security_context(
+    ctr_cluster: tuple[Cluster, Node], operator: dict[str, Any]
+) -> None:
+    cluster, node = ctr_cluster
+    assert operator["spec"]["nodeName"] == node.name
+    status = operator["status"]["containerStatuses"][0]
+    assert status["ready"] is True and status["restartCount"] == 0, status
+    name = operator["metadata"]["name"]
+    out = cluster.kubectl("exec", "-n", OPERATOR_NS, name, "--", "python", "-c",
+                          "import os; print(os.getuid(), os.getgid(), [l.split()[1] for l in open('/proc/self/status')"
+                          " if l.startswith('CapEff')][0], os.access('/', os.W_OK), os.environ['HOME'])").stdout  # fmt: skip
+    assert out.split() == ["65532", "65532", "0000000000000000", "False", "/tmp"]
+
+
+def test_tiny_sweep_in_containers(
+    ctr_cluster: tuple[Cluster, Node],
+    tiny: LocalSweep,
+    bucket: S3Bucket,
+    operator: dict[str, Any],
+    images: dict[str, BuiltImage],
+    record_property: Any,
+) -> None:
+    cluster, node = ctr_cluster
+    store = s3_store(bucket)
+    started = time.monotonic()
+    cluster.apply(sweep_doc(tiny, bucket, "ctr-sweep", images["trainer"].ref, [1, 2]))
+    status = wait_sweep(cluster, "ctr-sweep", 1800)
+    record_property("ctr_sweep_seconds", round(time.monotonic() - started, 1))
+    print(f"ctr-sweep: {time.monotonic() - started:.0f} s", file=sys.stderr)
+    assert status["phase"] == "Succeeded", status
+    assert {r["state"] for r in status["runs"]} == {"Succeeded"}
+    for r in status["runs"]:
+        layout = SweepLayout("ctr-sweep").run(r["name"])
+        res = read_results(store, layout)
+        assert res is not None and res.loss.final is not None and res.steps == r["steps"]
+        assert checkpoint_steps(store, layout)
+    assert status.get("fit"), status
+    report = json.loads(store.read_bytes(SweepLayout("ctr-sweep").report + "report.json"))
+    assert report["runs_finished"] == 2
+    # the trainers ran as containers on the real node, as uid 1000, and their logs are the API's
+    pods = json.loads(cluster.kubectl("get", "pods", "-l", "miniseries.dev/sweep=ctr-sweep", "-o=json").stdout)
+    trainers = [p for p in pods["items"] if p["metadata"]["labels"].get("miniseries.dev/component") == "trainer"]
+    assert trainers, [p["metadata"]["name"] for p in pods["items"]]
+    for p in trainers:
+        assert p["spec"]["nodeName"] == node.name
+        assert p["status"]["containerStatuses"][0]["imageID"], p["status"]
+        logs = cluster.kubectl("logs", p["metadata"]["name"]).stdout
+        assert logs.strip(), f"no log from {p['metadata']['name']}"
+
+
+def trainer_pids(sweep: str, run: str) -> list[str]:
+    """The trainer's process, seen from this host (the container's processes are this host's)."""
+    pattern = f"{TRAINER_MODULE} --sweep={sweep} --run={run} "
+    return subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
+
+
+def test_killed_trainer_container_resumes_from_its_checkpoint(
+    ctr_cluster: tuple[Cluster, Node],
+    tiny: LocalSweep,
+    bucket: S3Bucket,
+    operator: dict[str, Any],
+    images: dict[str, BuiltImage],
+    prometheus_server: Prometheus,
+) -> None:
+    cluster, _ = ctr_cluster
+    store = s3_store(bucket)
+    cluster.apply(sweep_doc(tiny, bucket, "ctr-kill", images["trainer"].ref, [2]))
+    layout = SweepLayout("ctr-kill").run("d2")
+    # Prometheus (on this host) scrapes the running trainer at its pod address, as a PodMonitor would
+    selector = "miniseries.dev/sweep=ctr-kill,miniseries.dev/component=trainer"
+
+    def running_pod() -> dict[str, Any] | None:
+        pods = json.loads(cluster.kubectl("get", "pods", "-l", selector, "-o=json").stdout)["items"]
+        return next((p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")), None)
+
+    pod = wait_for("the ctr-kill trainer pod Running", running_pod, 300)
+    port = next(p["containerPort"] for p in pod["spec"]["containers"][0]["ports"] if p["name"] == "metrics")
+    prometheus_server.scrape("trainer", f"{pod['status']['podIP']}:{port}")
+    prometheus_server.wait_up("trainer", timeout=60)
+
+    def steps_seen() -> float:
+        q = requests.get(f"{prometheus_server.url}/api/v1/query", params={"query": 'miniseries_train_step{job="trainer"}'},
+                         timeout=5).json()["data"]["result"]  # fmt: skip
+        return max((float(r["value"][1]) for r in q), default=0.0)
+
+    wait_for("miniseries_train_step > 0 scraped from the pod", steps_seen, 120)
+    wait_for("a checkpoint of ctr-kill/d2", lambda: checkpoint_steps(store, layout), 900)
+    found = trainer_pids("ctr-kill", "d2")
+    assert len(found) == 1, found
+    os.kill(int(found[0]), signal.SIGKILL)
+    status = wait_sweep(cluster, "ctr-kill", 1500)
+    assert status["phase"] == "Succeeded", status
+    run = status["runs"][0]
+    assert run["attempts"] >= 2, run
+    killed = read_results(store, layout)
+    assert killed is not None and killed.loss.final is not None and killed.steps == run["steps"]
+    # the retry's container started from the checkpoint, not from step 0
+    logs = cluster.kubectl("logs", "-l", f"miniseries.dev/sweep=ctr-kill,miniseries.dev/attempt={run['attempts']}",
+                           "--tail=-1").stdout  # fmt: skip
+    assert "resumed from " in logs, logs[-3000:]
