@@ -172,11 +172,9 @@ def tokenizer_command(ls: LocalSweep) -> list[str]:
     ]  # fmt: skip
 
 
-def child_env(run: PlannedRun | None = None) -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    # (the trainer itself picks gloo for multi-process runs on CPU, nccl on GPUs)
     env = dict(os.environ)
-    # Multi-process runs on a machine without GPUs talk over gloo (torch's CPU backend).
-    if run is not None and run.gpus > 1:
-        env.setdefault("MINISERIES_DIST_BACKEND", "gloo")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -389,7 +387,7 @@ def run_one(ls: LocalSweep, run: PlannedRun, display: Display) -> None:
     def tick() -> None:
         display.show(display.line(run, read_progress(ls.store, rl)))
 
-    rc = run_child(train_command(ls, run, port), ls.log_path(run), child_env(run), on_tick=tick)
+    rc = run_child(train_command(ls, run, port), ls.log_path(run), child_env(), on_tick=tick)
     if rc != 0:
         raise LocalRunError(f"{run.name} failed (exit {rc}); its checkpoints are kept, rerun to resume. "
                             f"Log {ls.log_path(run)}:\n{tail(ls.log_path(run))}")  # fmt: skip
