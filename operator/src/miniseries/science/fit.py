@@ -38,7 +38,7 @@ CONFIDENCE = 0.95
 #: nanochat's reference points for CORE (dev/LOG.md; eval_bundle/reference/*.csv).
 GPT2_CORE = {"GPT-2 small (124M)": 0.113891, "GPT-2 medium (355M)": 0.184903,
              "GPT-2 large (774M)": 0.214641, "GPT-2 XL (1.5B)": 0.256525}  # fmt: skip
-DEFAULT_CORE_TARGETS = {"GPT-2 small": 0.1139, "GPT-2 XL": 0.2565}
+DEFAULT_CORE_TARGETS = {"GPT-2 small": GPT2_CORE["GPT-2 small (124M)"], "GPT-2 XL": GPT2_CORE["GPT-2 XL (1.5B)"]}
 
 
 class FitError(ValueError):
