@@ -537,7 +537,6 @@ def _local_linear(t: np.ndarray, y: np.ndarray, at: np.ndarray, half_width: floa
 def check_crossings(
     runs: list[dict[str, Any]],
     *,
-    warmup_fraction: float = 0.0,
     warmdown_ratio: float = 0.4,
     tolerance: float = 0.01,
 ) -> list[Crossing]:
