@@ -28,11 +28,11 @@ import importlib
 import json
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from miniseries.api.spec import MAX_DEPTH, MIN_DEPTH, RunState
+from miniseries.contract.metric_doc import MetricDoc
 
 HERE = Path(__file__).resolve().parent
 CHART_DASHBOARDS = HERE.parent / "charts" / "miniseries-operator" / "dashboards"
@@ -366,34 +366,21 @@ README = HERE.parent / "README.md"
 README_BEGIN, README_END = "<!-- metrics:begin -->", "<!-- metrics:end -->"
 
 
-@dataclass(frozen=True)
-class ExportedMetric:
-    name: str  # as Prometheus sees it (counters end in _total, histograms are the family)
-    type: str
-    labels: tuple[str, ...]
-    help: str
-
-
-def exported_metrics(modules: tuple[str, ...] = METRIC_MODULES) -> list[ExportedMetric]:
+def exported_metrics(modules: tuple[str, ...] = METRIC_MODULES) -> list[MetricDoc]:
     """The miniseries_* metrics the code declares, from each module's `METRICS` list.
 
-    A `METRICS` item has name, type and help, and either `labels` or, with the module's
-    RUN_LABELS, `per_rank` (the trainer's MetricDoc). Raises ModuleNotFoundError when a
-    module is missing, so a caller can tell "not written yet" from "written and wrong".
+    A `METRICS` item is a `miniseries.contract.metric_doc.MetricDoc`. Raises ModuleNotFoundError
+    when a module is missing, so a caller can tell "not written yet" from "written and wrong".
     """
-    found: dict[str, ExportedMetric] = {}
+    found: dict[str, MetricDoc] = {}
     for module_name in modules:
         module = importlib.import_module(module_name)
-        run_labels = tuple(getattr(module, "RUN_LABELS", ()))
         for doc in module.METRICS:
-            labels = getattr(doc, "labels", None)
-            if labels is None:
-                labels = (*run_labels, "rank") if getattr(doc, "per_rank", False) else run_labels
-            found[doc.name] = ExportedMetric(doc.name, doc.type, tuple(labels), doc.help)
+            found[doc.name] = doc
     return list(found.values())  # code order: trainer, then operator
 
 
-def readme_table(metrics: list[ExportedMetric]) -> str:
+def readme_table(metrics: list[MetricDoc]) -> str:
     rows = ["| metric | type | labels | meaning |", "| --- | --- | --- | --- |"]
     rows += [f"| `{m.name}` | {m.type} | {', '.join(m.labels)} | {m.help} |" for m in metrics]
     return "\n".join(rows)
@@ -405,7 +392,7 @@ def readme_metric_names(text: str) -> list[str]:
     return re.findall(r"^\| `(miniseries_[a-z0-9_]+)`", table, flags=re.MULTILINE)
 
 
-def write_readme_table(metrics: list[ExportedMetric]) -> None:
+def write_readme_table(metrics: list[MetricDoc]) -> None:
     text = README.read_text()
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)

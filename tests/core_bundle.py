@@ -8,15 +8,16 @@ a score over stand-ins is not a real CORE, and no test treats it as one.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_BUNDLE = next(
-    (p for p in (REPO.parent / "shared/data/eval_bundle", Path("/work/shared/data/eval_bundle")) if p.is_dir()), None
-)
+#: the reference data beside the checkout (../shared/data), or where MINISERIES_SHARED_DATA says
+SHARED_DATA = Path(os.environ.get("MINISERIES_SHARED_DATA") or REPO.parent / "shared" / "data")
+REFERENCE_BUNDLE = next((p for p in (SHARED_DATA / "eval_bundle",) if p.is_dir()), None)
 
 #: missing task -> the present task whose rows stand in for it (same row format)
 STAND_INS = {

@@ -43,16 +43,3 @@ def wait_for_samples(base_url: str, expr: str, start: float, timeout: float = 60
         if result or time.time() > deadline:
             return result
         time.sleep(1.0)
-
-
-def empty_panels(base_url: str, boards: dict[str, Any], *, sweep: str, run: str, start: float) -> list[str]:
-    """'dashboard / panel: expr' for every panel query that returns no data."""
-    empty = []
-    for name, build in boards.items():
-        board = build()
-        for panel in board["panels"]:
-            for target in panel.get("targets", []):
-                expr = substitute(target["expr"], sweep=sweep, run=run)
-                if not query_range(base_url, expr, start):
-                    empty.append(f"{name} / {panel['title']}: {expr}")
-    return empty

@@ -74,12 +74,13 @@ def test_every_flag_settable_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     args = build_parser().parse_args(base)
     assert (args.depth, args.device_batch_size, args.deterministic, args.warmdown_ratio) == (3, 5, True, 0.25)
     assert build_parser().parse_args([*base, "--depth=4"]).depth == 4  # the command line wins
-    # every option names its env variable in --help
+    # every option names its env variable in --help, exactly once
     parser = build_parser()
     for action in parser._actions:
         flag = next((o for o in action.option_strings if o.startswith("--") and o != "--help"), None)
         if flag and not flag.startswith("--no-"):
-            assert "MINISERIES_" + flag[2:].upper().replace("-", "_") in (action.help or ""), flag
+            env = "MINISERIES_" + flag[2:].upper().replace("-", "_")
+            assert (action.help or "").count(f"[env {env}]") == 1, (flag, action.help)
 
 
 @pytest.mark.parametrize(

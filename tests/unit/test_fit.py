@@ -24,8 +24,9 @@ from miniseries.science.fit import (
     fit_isoflop,
     fit_power_law,
 )
+from tests.core_bundle import SHARED_DATA
 
-DATA = Path("/work/shared/data/scaling")
+DATA = SHARED_DATA / "scaling"
 if not DATA.exists():  # the repository copy of the reference data, wherever the checkout keeps it
     DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scaling"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="reference data (shared/data/scaling) not present")

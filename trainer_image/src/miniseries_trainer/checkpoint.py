@@ -26,12 +26,7 @@ import torch.distributed as dist
 from miniseries.contract.layout import RunLayout
 from miniseries.contract.results import CheckpointFile, CheckpointManifest, checkpoint_steps, read_manifest
 from miniseries.contract.store import Store
-
-
-def _dist() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from miniseries_trainer.dist import rank_world
 
 
 def _bytes_of(obj: Any) -> bytes:
@@ -52,7 +47,7 @@ def save_checkpoint(
     keep: int,
 ) -> str:
     """Write this rank's files; rank 0 writes the manifest after every rank is done. Returns the prefix."""
-    rank, world = _dist()
+    rank, world = rank_world()
     prefix = run.checkpoint(step)
     files: dict[str, bytes] = {}
     if rank == 0:
@@ -102,7 +97,7 @@ def _read_verified(store: Store, prefix: str, manifest: CheckpointManifest, name
 
 def load_latest_checkpoint(store: Store, run: RunLayout) -> LoadedCheckpoint | None:
     """The newest checkpoint every rank can read and verify; older ones if the newest is corrupt."""
-    rank, world = _dist()
+    rank, world = rank_world()
     for step in reversed(checkpoint_steps(store, run)):
         prefix = run.checkpoint(step)
         loaded: LoadedCheckpoint | None = None

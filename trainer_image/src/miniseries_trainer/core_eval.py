@@ -64,6 +64,7 @@ from miniseries.contract.core import (
 )
 from miniseries.contract.results import CoreResult
 from miniseries.contract.store import StoreError, open_store
+from miniseries_trainer.dist import rank_world
 
 #: nanochat's seeds: the data shuffle before capping, and the few-shot draw of example idx.
 SHUFFLE_SEED = 1337
@@ -411,12 +412,6 @@ def decide(ex: Example, mean_loss: list[float], greedy: list[bool]) -> bool:
     return best == ex.gold
 
 
-def _dist() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def evaluate_task(
     model: Any,
     examples: list[Example],
@@ -427,7 +422,7 @@ def evaluate_task(
     share_prefix: bool = True,
 ) -> float:
     """Accuracy over the examples; under torch.distributed each rank scores its share, then all sum."""
-    rank, world = _dist()
+    rank, world = rank_world()
     # every world-th example by length: the ranks get equal work
     mine = sorted(examples, key=lambda e: e.tokens)[rank::world]
     share_prefix = share_prefix and has_fast_path(model)  # a plain callable only knows causal rows
@@ -468,7 +463,7 @@ def evaluate_core(
     elif bundle.missing and not allow_partial:
         raise CoreError(missing_message(bundle.missing, f"eval bundle {bundle.uri}"))
     batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS.get(device.type, DEFAULT_BATCH_TOKENS["cpu"])
-    rank, _ = _dist()
+    rank, _ = rank_world()
     say = log if log is not None else (print if rank == 0 else (lambda _s: None))
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):

@@ -9,46 +9,34 @@ the exporter. Every series carries `sweep`, `depth`, `run`; per-rank ones add `r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
+
+from miniseries.contract.metric_doc import MetricDoc
 
 RUN_LABELS = ("sweep", "depth", "run")
 
 
-@dataclass(frozen=True)
-class MetricDoc:
-    name: str
-    type: str
-    help: str
-    per_rank: bool = False
+def _doc(name: str, type: str, help: str, *, per_rank: bool = False) -> MetricDoc:
+    return MetricDoc(name, type, help, (*RUN_LABELS, "rank") if per_rank else RUN_LABELS)
 
 
 METRICS: list[MetricDoc] = [
-    MetricDoc("miniseries_train_loss", "gauge", "Training loss (mean cross-entropy, nats/token) of the last step"),
-    MetricDoc("miniseries_train_step", "gauge", "Optimizer steps completed"),
-    MetricDoc("miniseries_train_steps_planned", "gauge", "Optimizer steps this run will take in total"),
-    MetricDoc("miniseries_train_tokens_total", "counter", "Training tokens consumed so far (all ranks)"),
-    MetricDoc("miniseries_train_tokens_per_second", "gauge", "Training throughput over recent steps (all ranks)"),
-    MetricDoc("miniseries_train_mfu", "gauge", "Model FLOPs utilisation: achieved / (ranks x peak FLOP/s), 0..1"),
-    MetricDoc("miniseries_train_lr", "gauge", "Learning-rate multiplier of the schedule (warmup, constant, warmdown)"),
-    MetricDoc("miniseries_train_flops_total", "counter", "Training FLOPs spent so far (flops_per_token x tokens)"),
-    MetricDoc("miniseries_train_eta_seconds", "gauge", "Estimated seconds until training finishes"),
-    MetricDoc("miniseries_val_bpb", "gauge", "Validation bits per byte at the end of training"),
-    MetricDoc(
-        "miniseries_core_score", "gauge", "CORE score at the end of training (absent when not evaluated or partial)"
-    ),
-    MetricDoc(
-        "miniseries_peak_memory_bytes", "gauge", "Peak accelerator (or process) memory of one rank", per_rank=True
-    ),
-    MetricDoc("miniseries_train_info", "info", "Run description: shape, batch, device, world size"),
-    MetricDoc("miniseries_store_errors_total", "counter", "Store operations that failed (each try; retried ones too)"),
-    MetricDoc(
-        "miniseries_store_outage_seconds", "gauge", "How long the store has been failing (0 once it answers again)"
-    ),
-    MetricDoc(
-        "miniseries_store_retry_wait_seconds_total", "counter", "Seconds the run waited to retry store operations"
-    ),
+    _doc("miniseries_train_loss", "gauge", "Training loss (mean cross-entropy, nats/token) of the last step"),
+    _doc("miniseries_train_step", "gauge", "Optimizer steps completed"),
+    _doc("miniseries_train_steps_planned", "gauge", "Optimizer steps this run will take in total"),
+    _doc("miniseries_train_tokens_total", "counter", "Training tokens consumed so far (all ranks)"),
+    _doc("miniseries_train_tokens_per_second", "gauge", "Training throughput over recent steps (all ranks)"),
+    _doc("miniseries_train_mfu", "gauge", "Model FLOPs utilisation: achieved / (ranks x peak FLOP/s), 0..1"),
+    _doc("miniseries_train_lr", "gauge", "Learning-rate multiplier of the schedule (warmup, constant, warmdown)"),
+    _doc("miniseries_train_flops_total", "counter", "Training FLOPs spent so far (flops_per_token x tokens)"),
+    _doc("miniseries_train_eta_seconds", "gauge", "Estimated seconds until training finishes"),
+    _doc("miniseries_val_bpb", "gauge", "Validation bits per byte at the end of training"),
+    _doc("miniseries_core_score", "gauge", "CORE score at the end of training (absent when not evaluated or partial)"),
+    _doc("miniseries_peak_memory_bytes", "gauge", "Peak accelerator (or process) memory of one rank", per_rank=True),
+    _doc("miniseries_train_info", "info", "Run description: shape, batch, device, world size"),
+    _doc("miniseries_store_errors_total", "counter", "Store operations that failed (each try; retried ones too)"),
+    _doc("miniseries_store_outage_seconds", "gauge", "How long the store has been failing (0 once it answers again)"),
+    _doc("miniseries_store_retry_wait_seconds_total", "counter", "Seconds the run waited to retry store operations"),
 ]
 
 

@@ -46,6 +46,7 @@ from miniseries.api.spec import (
     Totals,
 )
 from miniseries.contract.results import Progress, RunResults
+from miniseries.control.jobs import job_name
 
 RETRY_BASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 600.0
@@ -346,7 +347,7 @@ def decide(
             rs.attempts += 1
         rs.state = RunState.Pending
         rs.retry_at = None
-        rs.job_name = f"{sweep}-{run.name}"
+        rs.job_name = job_name(sweep, run.name)
         d.create.append((run, rs.attempts))
         in_flight += 1
         gpus += run.gpus

@@ -76,6 +76,7 @@ from miniseries.control import events, jobs
 from miniseries.control import metrics as opmetrics
 from miniseries.control.accepted import load_spec, save_spec
 from miniseries.control.plan import make_plan
+from miniseries.control.trainer_args import trained_tokenizer_ready
 
 log = logging.getLogger("miniseries.operator")
 
@@ -297,7 +298,7 @@ def _tokenizer_state(spec: ScalingSweepSpec, store: Store, layout: SweepLayout) 
     namespace, sweep = layout.namespace, layout.sweep
     if spec.data.tokenizer_uri:
         return dec.TokenizerState.NotNeeded
-    if any(k.endswith("manifest.json") for k in store.list(layout.tokenizer)):
+    if trained_tokenizer_ready(store, layout):
         return dec.TokenizerState.Ready
     try:
         job = client.BatchV1Api().read_namespaced_job(jobs.tokenizer_job_name(sweep), namespace)

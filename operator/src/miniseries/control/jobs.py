@@ -23,13 +23,18 @@ from __future__ import annotations
 from typing import Any
 
 from miniseries.api.spec import API_VERSION, KIND, PlannedRun, ScalingSweepSpec
-from miniseries.contract.layout import SweepLayout, join_uri
-from miniseries.control.trainer_args import DEFAULT_METRICS_PORT, TRAINER_MODULE, trainer_flags
+from miniseries.contract.layout import SweepLayout
+from miniseries.control.trainer_args import (
+    DEFAULT_METRICS_PORT,
+    TOKENIZER_MODULE,
+    TRAINER_MODULE,
+    tokenizer_flags,
+    trainer_flags,
+)
 
 PYTORCHJOB_GROUP = "kubeflow.org"
 PYTORCHJOB_VERSION = "v1"
 PYTORCHJOB_PLURAL = "pytorchjobs"
-TOKENIZER_MODULE = "miniseries_trainer.tokenizer"
 
 LABEL_SWEEP = "miniseries.dev/sweep"
 LABEL_RUN = "miniseries.dev/run"
@@ -151,12 +156,7 @@ def tokenizer_job(spec: ScalingSweepSpec, sweep: str, uid: str, namespace: str) 
         "image": res.image,
         "imagePullPolicy": res.image_pull_policy,
         "command": ["python", "-m", TOKENIZER_MODULE],
-        "args": [
-            f"--data={spec.data.shards_uri}",
-            f"--out={join_uri(spec.store.uri, SweepLayout(namespace, sweep).tokenizer)}",
-            f"--vocab-size={spec.model.vocab_size}",
-            f"--max-chars={spec.data.tokenizer_train_chars}",
-        ],
+        "args": tokenizer_flags(spec, SweepLayout(namespace, sweep)),
         "envFrom": _env_from(spec),
         "resources": {"requests": {"cpu": res.cpu, "memory": res.memory}},
     }

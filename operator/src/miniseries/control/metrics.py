@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from miniseries.contract.metric_doc import MetricDoc
 
 REGISTRY = CollectorRegistry()
 LABELS = ("sweep", "namespace")
@@ -25,21 +25,11 @@ SWEEP_RUNS = Gauge("miniseries_sweep_runs", "Runs of a sweep by state.", (*LABEL
 SWEEP_COST = Gauge("miniseries_sweep_cost_usd", "GPU cost of a sweep so far, USD.", LABELS, registry=REGISTRY)
 
 
-@dataclass(frozen=True)
-class MetricDoc:
-    """One exported metric as the README table and the dashboard tests see it."""
-
-    name: str
-    type: str
-    labels: tuple[str, ...]
-    help: str
-
-
 def _doc(collector: Counter | Gauge | Histogram, kind: str) -> MetricDoc:
     family = next(iter(collector.describe()))
     name = family.name + ("_total" if kind == "counter" else "")
     labels = tuple(getattr(collector, "_labelnames", ()))
-    return MetricDoc(name, kind, labels, family.documentation)
+    return MetricDoc(name, kind, family.documentation, labels)
 
 
 #: Every metric the operator exports, read off the collectors so it cannot drift.

@@ -1,22 +1,48 @@
-"""The contract between a plan and the trainer: one run's command-line flags.
+"""The contract between a plan and the trainer: one run's command-line flags, and the tokenizer's.
 
-Both the operator (PyTorchJob container args) and the local runner build the
-trainer's argv here, and the trainer's argparse accepts exactly these flags (a
+Both the operator (PyTorchJob and tokenizer Job container args) and the local runner
+build the trainer's and the tokenizer's argv here, and the trainer's argparse accepts exactly these flags (a
 test parses this output with the trainer's parser), so the two cannot drift.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from miniseries.api.spec import PlannedRun, ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout, join_uri
 
+if TYPE_CHECKING:
+    from miniseries.contract.store import Store
+
 TRAINER_MODULE = "miniseries_trainer.train"
+TOKENIZER_MODULE = "miniseries_trainer.tokenizer"
 DEFAULT_METRICS_PORT = 9400
+
+
+def trained_tokenizer_uri(spec: ScalingSweepSpec, layout: SweepLayout, store_uri: str | None = None) -> str:
+    """Where the sweep trains its own tokenizer: `<store>/<namespace>/<sweep>/tokenizer/`."""
+    return join_uri(store_uri or spec.store.uri, layout.tokenizer)
 
 
 def tokenizer_uri(spec: ScalingSweepSpec, layout: SweepLayout, store_uri: str | None = None) -> str:
     """The sweep's tokenizer: given in the spec, or trained once into the store."""
-    return spec.data.tokenizer_uri or join_uri(store_uri or spec.store.uri, layout.tokenizer)
+    return spec.data.tokenizer_uri or trained_tokenizer_uri(spec, layout, store_uri)
+
+
+def trained_tokenizer_ready(store: Store, layout: SweepLayout) -> bool:
+    """The tokenizer stage has finished: its manifest (written last) is in the store."""
+    return any(k.endswith("manifest.json") for k in store.list(layout.tokenizer))
+
+
+def tokenizer_flags(spec: ScalingSweepSpec, layout: SweepLayout) -> list[str]:
+    """Flags for `python -m miniseries_trainer.tokenizer`: train the sweep's BPE into the store."""
+    return [
+        f"--data={spec.data.shards_uri}",
+        f"--out={trained_tokenizer_uri(spec, layout)}",
+        f"--vocab-size={spec.model.vocab_size}",
+        f"--max-chars={spec.data.tokenizer_train_chars}",
+    ]
 
 
 def trainer_flags(

@@ -57,11 +57,16 @@ from miniseries.contract.results import (
 )
 from miniseries.contract.store import LocalStore, StoreError, path_to_uri
 from miniseries.control.plan import make_plan
-from miniseries.control.trainer_args import TRAINER_MODULE, trainer_flags
+from miniseries.control.trainer_args import (
+    TOKENIZER_MODULE,
+    TRAINER_MODULE,
+    tokenizer_flags,
+    trained_tokenizer_ready,
+    trainer_flags,
+)
 from miniseries.data.fetch import cached_eval_bundle, eval_bundle_dir
 
 DEFAULT_STORE_DIR = "miniseries-store"
-TOKENIZER_MODULE = "miniseries_trainer.tokenizer"
 #: Where the local runner keeps prepared text shards, relative to the store root.
 DATA_KEY = "data/shards/"
 #: Seconds a child gets to exit after SIGTERM before SIGKILL.
@@ -162,21 +167,12 @@ def train_command(ls: LocalSweep, run: PlannedRun, metrics_port: int) -> list[st
 
 
 def tokenizer_command(ls: LocalSweep) -> list[str]:
-    s = ls.spec
-    return [
-        ls.python, "-m", ls.tokenizer_module,
-        f"--data={s.data.shards_uri}",
-        f"--out={join_uri(s.store.uri, ls.layout.tokenizer)}",
-        f"--vocab-size={s.model.vocab_size}",
-        f"--max-chars={s.data.tokenizer_train_chars}",
-    ]  # fmt: skip
+    return [ls.python, "-m", ls.tokenizer_module, *tokenizer_flags(ls.spec, ls.layout)]
 
 
-def child_env(run: PlannedRun | None = None) -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    # (the trainer itself picks gloo for multi-process runs on CPU, nccl on GPUs)
     env = dict(os.environ)
-    # Multi-process runs on a machine without GPUs talk over gloo (torch's CPU backend).
-    if run is not None and run.gpus > 1:
-        env.setdefault("MINISERIES_DIST_BACKEND", "gloo")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -362,9 +358,7 @@ def core_line(ls: LocalSweep) -> str:
 
 
 def tokenizer_present(ls: LocalSweep) -> bool:
-    if ls.spec.data.tokenizer_uri:
-        return True
-    return any(k.endswith("manifest.json") for k in ls.store.list(ls.layout.tokenizer))
+    return bool(ls.spec.data.tokenizer_uri) or trained_tokenizer_ready(ls.store, ls.layout)
 
 
 def train_tokenizer(ls: LocalSweep, display: Display) -> None:
@@ -389,7 +383,7 @@ def run_one(ls: LocalSweep, run: PlannedRun, display: Display) -> None:
     def tick() -> None:
         display.show(display.line(run, read_progress(ls.store, rl)))
 
-    rc = run_child(train_command(ls, run, port), ls.log_path(run), child_env(run), on_tick=tick)
+    rc = run_child(train_command(ls, run, port), ls.log_path(run), child_env(), on_tick=tick)
     if rc != 0:
         raise LocalRunError(f"{run.name} failed (exit {rc}); its checkpoints are kept, rerun to resume. "
                             f"Log {ls.log_path(run)}:\n{tail(ls.log_path(run))}")  # fmt: skip

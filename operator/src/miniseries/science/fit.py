@@ -38,7 +38,7 @@ CONFIDENCE = 0.95
 #: nanochat's reference points for CORE (dev/LOG.md; eval_bundle/reference/*.csv).
 GPT2_CORE = {"GPT-2 small (124M)": 0.113891, "GPT-2 medium (355M)": 0.184903,
              "GPT-2 large (774M)": 0.214641, "GPT-2 XL (1.5B)": 0.256525}  # fmt: skip
-DEFAULT_CORE_TARGETS = {"GPT-2 small": 0.1139, "GPT-2 XL": 0.2565}
+DEFAULT_CORE_TARGETS = {"GPT-2 small": GPT2_CORE["GPT-2 small (124M)"], "GPT-2 XL": GPT2_CORE["GPT-2 XL (1.5B)"]}
 
 
 class FitError(ValueError):
@@ -102,20 +102,26 @@ def fit_power_law(x: Any, y: Any, what: str = "y over x") -> PowerLaw:
     y = _positive_finite(f"{what}: y", y)
     if len(x) < 2 or len(set(x.tolist())) < 2:
         raise FitError(f"power law {what} needs at least 2 distinct x values, got {len(set(x.tolist()))}")
-    lx, ly = np.log(x), np.log(y)
+    slope, intercept, ci, r2, n = _line_fit(np.log(x), np.log(y))
+    return PowerLaw(slope, float(math.exp(intercept)), ci, r2, n)
+
+
+def _line_fit(lx: Any, ly: Any) -> tuple[float, float, tuple[float, float], float, int]:
+    """Ordinary least squares ly = intercept + slope * lx: (slope, intercept, the
+    CONFIDENCE t-interval on the slope, r^2, n). Two points: a line, but no interval (nan)."""
     slope, intercept = np.polyfit(lx, ly, 1)
     pred = intercept + slope * lx
     ss_res = float(np.sum((ly - pred) ** 2))
     ss_tot = float(np.sum((ly - ly.mean()) ** 2))
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    n = len(x)
+    n = len(lx)
     if n > 2:
         se = math.sqrt(ss_res / (n - 2) / float(np.sum((lx - lx.mean()) ** 2)))
         t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 2))
         ci = (float(slope - t * se), float(slope + t * se))
     else:
-        ci = (float("nan"), float("nan"))  # two points: a line, but no interval
-    return PowerLaw(float(slope), float(math.exp(intercept)), ci, float(r2), n)
+        ci = (float("nan"), float("nan"))
+    return float(slope), float(intercept), ci, float(r2), n
 
 
 # ---------------------------------------------------------------- Chinchilla Approach 3
@@ -443,19 +449,8 @@ def fit_core(compute: Any, core: Any) -> CoreFit:
         raise FitError(
             f"CORE over compute needs at least 2 runs with CORE at distinct compute, got {len(set(c.tolist()))}"
         )
-    lx = np.log10(c)
-    slope, intercept = np.polyfit(lx, y, 1)
-    pred = intercept + slope * lx
-    ss_res = float(np.sum((y - pred) ** 2))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    n = len(c)
-    if n > 2:
-        se = math.sqrt(ss_res / (n - 2) / float(np.sum((lx - lx.mean()) ** 2)))
-        t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 2))
-        ci = (float(slope - t * se), float(slope + t * se))
-    else:
-        ci = (float("nan"), float("nan"))
-    return CoreFit(float(slope), float(intercept), ci, 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0, n)
+    slope, intercept, ci, r2, n = _line_fit(np.log10(c), y)
+    return CoreFit(slope, intercept, ci, r2, n)
 
 
 @dataclass
@@ -542,7 +537,6 @@ def _local_linear(t: np.ndarray, y: np.ndarray, at: np.ndarray, half_width: floa
 def check_crossings(
     runs: list[dict[str, Any]],
     *,
-    warmup_fraction: float = 0.0,
     warmdown_ratio: float = 0.4,
     tolerance: float = 0.01,
 ) -> list[Crossing]:

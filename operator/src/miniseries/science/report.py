@@ -18,7 +18,6 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from miniseries.api.spec import FitStatus, Mode, ScalingSweepSpec
@@ -783,7 +782,3 @@ def build_report_cli(
     (_a, sa), (_b, sb) = resolved
     print(f"comparison: {compare_reports(st, layouts[0], layouts[1], sa, sb)}report.md")
     return 0
-
-
-def local_path(uri: str) -> Path | None:
-    return Path(uri[len("file://") :]) if uri.startswith("file://") else None
