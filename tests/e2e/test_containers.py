@@ -27,7 +27,7 @@ import pytest
 import requests
 import yaml
 
-from miniseries.contract.layout import SweepLayout, join_uri
+from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout, join_uri
 from miniseries.contract.results import checkpoint_steps, read_results
 from miniseries.contract.store import S3Store, Store
 from miniseries.control.trainer_args import TRAINER_MODULE
@@ -41,6 +41,8 @@ from tests.node import SELECTOR, BuiltImage, Node, built_images, real_node
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.container, pytest.mark.slow, pytest.mark.helm]
 
 SECRET = "ctr-s3"
+SECRET_OPT_IN = "miniseries.dev/allow-sweeps"  # the chart's admission.secretOptInLabel
+SWEEP_NS = "default"  # where the sweeps are applied (sweep_doc)
 OPERATOR_NS = "miniseries-system"
 RELEASE = "ms"
 
@@ -84,7 +86,9 @@ def bucket(ctr_cluster: tuple[Cluster, Node], tiny: LocalSweep, s3_service: S3Se
     in_pods = {**b.env, "AWS_ENDPOINT_URL": f"http://{node.expose(s3_service.port)}"}
     cluster.kubectl("create", "namespace", OPERATOR_NS)
     for ns in ("default", OPERATOR_NS):
-        cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": ns},
+        # labelled: the chart's admission policy lets a sweep name only Secrets that opted in
+        cluster.apply({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": SECRET, "namespace": ns, "labels": {SECRET_OPT_IN: "true"}},
                        "stringData": in_pods})  # fmt: skip
     return b
 
@@ -133,7 +137,7 @@ def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str, image: str, depths:
     doc["spec"]["depths"] = depths
     doc["spec"]["store"] = {"uri": bucket.uri, "credentialsSecret": SECRET}
     doc["spec"]["data"]["shardsUri"] = join_uri(bucket.uri, DATA_KEY)
-    doc["spec"]["data"]["tokenizerUri"] = join_uri(bucket.uri, SweepLayout(tiny.name).tokenizer)
+    doc["spec"]["data"]["tokenizerUri"] = join_uri(bucket.uri, SweepLayout(LOCAL_NAMESPACE, tiny.name).tokenizer)
     doc["spec"]["resources"].update(image=image, nodeSelector=SELECTOR, cpu="1", memory="2Gi", parallelism=1)
     return doc
 
@@ -178,12 +182,12 @@ def test_tiny_sweep_in_containers(
     assert status["phase"] == "Succeeded", status
     assert {r["state"] for r in status["runs"]} == {"Succeeded"}
     for r in status["runs"]:
-        layout = SweepLayout("ctr-sweep").run(r["name"])
+        layout = SweepLayout(SWEEP_NS, "ctr-sweep").run(r["name"])
         res = read_results(store, layout)
         assert res is not None and res.loss.final is not None and res.steps == r["steps"]
         assert checkpoint_steps(store, layout)
     assert status.get("fit"), status
-    report = json.loads(store.read_bytes(SweepLayout("ctr-sweep").report + "report.json"))
+    report = json.loads(store.read_bytes(SweepLayout(SWEEP_NS, "ctr-sweep").report + "report.json"))
     assert report["runs_finished"] == 2
     # the trainers ran as containers on the real node, as uid 1000, and their logs are the API's
     pods = json.loads(cluster.kubectl("get", "pods", "-l", "miniseries.dev/sweep=ctr-sweep", "-o=json").stdout)
@@ -213,7 +217,7 @@ def test_killed_trainer_container_resumes_from_its_checkpoint(
     cluster, _ = ctr_cluster
     store = s3_store(bucket)
     cluster.apply(sweep_doc(tiny, bucket, "ctr-kill", images["trainer"].ref, [2]))
-    layout = SweepLayout("ctr-kill").run("d2")
+    layout = SweepLayout(SWEEP_NS, "ctr-kill").run("d2")
     # Prometheus (on this host) scrapes the running trainer at its pod address, as a PodMonitor would
     selector = "miniseries.dev/sweep=ctr-kill,miniseries.dev/component=trainer"
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from miniseries.contract.layout import LOCAL_NAMESPACE
+
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 REPO = Path(__file__).resolve().parents[2]
 MAKE_LOCAL = "$(VENV)/bin/miniseries run examples/tiny.yaml --local"
@@ -127,7 +129,7 @@ def test_make_local_needs_only_the_virtualenv() -> None:
             manifest = json.loads((store / "data" / "shards" / "_manifest.json").read_text())
             assert manifest["source"] == "stdlib"
             assert "CORE: not evaluated" in out and "miniseries data fetch --eval-bundle" in out
-            report = store / "tiny" / "report"
+            report = store / LOCAL_NAMESPACE / "tiny" / "report"
             md = (report / "report.md").read_text()
             assert "miniseries data fetch --eval-bundle" in md  # the report says how to get CORE
             doc = json.loads((report / "report.json").read_text())

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from miniseries.api.sweepfile import load_sweep
+from miniseries.contract.layout import LOCAL_NAMESPACE
 from miniseries.local.runner import LocalSweep, run_states, run_sweep
 from tests.core_bundle import REFERENCE_BUNDLE, complete_bundle
 
@@ -75,9 +76,9 @@ def test_tiny_sweep_scores_core_with_the_cached_eval_bundle(tmp_path, monkeypatc
     assert run_sweep(ls, out=out) == 0
     assert "CORE: every run is evaluated on the eval bundle" in out.getvalue()
     for run in ("d1", "d2"):
-        res = json.loads((tmp_path / "store" / "tiny-core" / run / "results.json").read_text())
+        res = json.loads((tmp_path / "store" / LOCAL_NAMESPACE / "tiny-core" / run / "results.json").read_text())
         assert res["core"]["core"] is not None and not res["core"]["partial"] and len(res["core"]["tasks"]) == 22
         assert all(t["examples"] == 20 for t in res["core"]["tasks"])  # the sweep's coreMaxPerTask
-    report = json.loads((tmp_path / "store" / "tiny-core" / "report" / "report.json").read_text())
+    report = json.loads((tmp_path / "store" / LOCAL_NAMESPACE / "tiny-core" / "report" / "report.json").read_text())
     assert all(r["core"] is not None for r in report["runs"])
     assert not any("no run was evaluated on CORE" in p for p in report["problems"])
