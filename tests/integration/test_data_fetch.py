@@ -245,7 +245,7 @@ def test_eval_bundle_is_fetched_unpacked_and_used_by_the_local_runner(
     assert "every run is evaluated on the eval bundle" in core_line(after)
     from miniseries.control.trainer_args import trainer_flags
 
-    flags = trainer_flags(after.spec, after.name, after.runs()[0])
+    flags = trainer_flags(after.spec, after.layout, after.runs()[0])
     assert f"--eval-bundle={bundle.resolve().as_uri()}" in flags and "--core-max-per-task=20" in flags
     # a zip that is not an eval bundle is refused, the cached bundle kept
     files.content["other.zip"] = zip_bundle(tmp_path / "st" / "eval_bundle" / "eval_data")
