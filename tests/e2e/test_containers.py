@@ -202,7 +202,7 @@ def test_tiny_sweep_in_containers(
 
 def trainer_pids(sweep: str, run: str) -> list[str]:
     """The trainer's process, seen from this host (the container's processes are this host's)."""
-    pattern = f"{TRAINER_MODULE} --sweep={sweep} --run={run} "
+    pattern = f"{TRAINER_MODULE} --namespace={SWEEP_NS} --sweep={sweep} --run={run} "
     return subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
 
 
