@@ -109,8 +109,8 @@ class LocalStore:
         except (FileNotFoundError, IsADirectoryError):
             raise StoreNotFound(f"{self.uri}/{key} does not exist") from None
 
-    def write_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+    def _durable_temp(self, path: Path, data: bytes) -> str:
+        """`data` in a fsynced temporary file beside `path` (`.tmp`, skipped by list); its name."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -118,6 +118,15 @@ class LocalStore:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._durable_temp(path, data)
+        try:
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -167,13 +176,8 @@ class LocalStore:
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Write `key` only if it does not exist (atomically: a hard link fails on an existing name)."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = self._durable_temp(path, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.link(tmp, path)
             return True
         except FileExistsError:
