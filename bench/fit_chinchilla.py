@@ -3,7 +3,7 @@
     python bench/fit_chinchilla.py [--bootstrap 200] [--skip-reference]
 
 Prints JSON lines: one per method ("reference", the fit as it was at commit
-fb9df91, kept in tests/fit_reference.py; "current", miniseries.science.fit), each with
+fb9df91, kept in tests/support/fit_reference.py; "current", miniseries.science.fit), each with
 its wall time without and with the bootstrap and its estimates and 95%
 intervals, then one "compare" line with the speed-ups and the largest
 differences between the two (relative for the estimates, as a fraction of the
@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.fit_reference
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.support.fit_reference
 
 from miniseries.cli.science import read_scaling_csv
 from miniseries.science.fit import ChinchillaFit, fit_chinchilla
-from tests.fit_reference import reference_fit_chinchilla
+from tests.support.fit_reference import reference_fit_chinchilla
 
 DEFAULT = Path("/work/shared/data/scaling/chinchilla_svg_extracted_data.csv")
 EPOCH = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}

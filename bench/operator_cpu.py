@@ -1,18 +1,18 @@
-"""Operator CPU on the real test cluster (tests/cluster.py), one JSON line per measurement.
+"""Operator CPU on the real test cluster (tests/harness/cluster.py), one JSON line per measurement.
 
     python bench/operator_cpu.py [--sweeps 10] [--poll 2] [--seconds 60] [--s3]
 
 The operator is `miniseries operator` as a process with the given poll interval. Its CPU time
 (utime + stime from /proc/<pid>/stat) is measured over `--seconds` in two states:
 
-1. `in_flight`: N sweeps of two runs each, every run training (tests/fake_trainer.py, run by
-   the JobDriver of tests/operator_harness.py, `--step-seconds` per step), so every poll finds
+1. `in_flight`: N sweeps of two runs each, every run training (tests/support/fake_trainer.py, run by
+   the JobDriver of tests/harness/operator_process.py, `--step-seconds` per step), so every poll finds
    new progress in the store and writes it to status;
 2. `finished`: the same N sweeps after every run succeeded and every fit was made, plus one
    invalid sweep (training.totalBatchTokens not a multiple of the micro-batch, which every
    version of the operator refuses); also its Warning Events (objects, and their summed count).
 
-The store is a directory, or with --s3 a bucket of the versitygw S3 server (tests/cluster.py),
+The store is a directory, or with --s3 a bucket of the versitygw S3 server (tests/harness/s3.py),
 as on a real cluster. Also printed: reconciles and status writes (the sweeps' resourceVersion moves) in each window.
 Run it from any checkout: it measures that checkout's operator (issue 15 compares before/after).
 """
@@ -29,10 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.cluster
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.harness
 
-from tests.cluster import new_bucket, running_cluster, s3_server, wait_for
-from tests.operator_harness import JobDriver, Operator, custom, events, get_sweep, install_crds, sweep_doc
+from tests.harness.cluster import running_cluster
+from tests.harness.operator_process import JobDriver, Operator, custom, events, get_sweep, install_crds, sweep_doc
+from tests.harness.processes import wait_for
+from tests.harness.s3 import new_bucket, s3_server
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -1,4 +1,4 @@
-"""Operator reconcile benchmark on the real test cluster (tests/cluster.py), one JSON line per result.
+"""Operator reconcile benchmark on the real test cluster (tests/harness/cluster.py), one JSON line per result.
 
     python bench/operator_reconcile.py [--sweeps 50] [--repeats 3]
 
@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.cluster
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.harness
 
-from tests.cluster import running_cluster
-from tests.operator_harness import Operator, custom, install_crds, list_jobs, sweep_doc
+from tests.harness.cluster import running_cluster
+from tests.harness.operator_process import Operator, custom, install_crds, list_jobs, sweep_doc
 
 PARALLELISM = 2  # tiny's three depths, two at a time: a first wave of two jobs per sweep
 

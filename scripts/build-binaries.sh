@@ -123,7 +123,7 @@ kwok_stages() {
 }
 
 # The real node's sandbox ("pause") image holds one static binary that waits for a signal; no
-# registry is reachable for registry.k8s.io/pause, so tests/node.py wraps this one in an OCI archive.
+# registry is reachable for registry.k8s.io/pause, so tests/harness/node.py wraps this one in an OCI archive.
 build_pause() {
   have pause "$PAUSE_VERSION" && return 0
   local w; w="$(mktemp -d)"; trap 'rm -rf "$w"' RETURN

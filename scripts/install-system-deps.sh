@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests use for real, all from Debian bookworm:
 # - Prometheus (and promtool);
-# - the container node (tests/node.py): containerd 1.6.20 and runc 1.1.5 (Debian bookworm's;
+# - the container node (tests/harness/node.py): containerd 1.6.20 and runc 1.1.5 (Debian bookworm's;
 #   kubelet 1.37 still runs with containerd 1.6, and Kubernetes is ending containerd 1.x support,
 #   so this pin is the one to revisit first), containernetworking-plugins 1.1.1 (bridge,
 #   host-local, loopback), iptables (the bridge plugin's masquerade and the node's service rule);

@@ -1,4 +1,4 @@
-"""Fixtures for the real components (tests/cluster.py): one test cluster and one S3 server per
+"""Fixtures for the real components (tests/harness/cluster.py): one test cluster and one S3 server per
 session, a fresh namespace and bucket per test, a Prometheus per test. Each starts only when a
 test asks for it; a component that is not built yet is a skip naming the script that builds it."""
 
@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster, MissingBinary, S3Bucket, S3Server, new_bucket, running_cluster, s3_server
-from tests.integration.prometheus_server import Prometheus, prometheus
+from tests.harness.binaries import MissingBinary
+from tests.harness.cluster import Cluster, running_cluster
+from tests.harness.prometheus import Prometheus, prometheus
+from tests.harness.s3 import S3Bucket, S3Server, new_bucket, s3_server
 
 
 @pytest.fixture(scope="session")

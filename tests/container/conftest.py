@@ -1,5 +1,5 @@
 """Fixtures for tests that run real containers: the two images of this checkout (built by
-scripts/build-images.sh, or found in its cache) and a real node (tests/node.py) registered to the
+scripts/build-images.sh, or found in its cache) and a real node (tests/harness/node.py) registered to the
 session's test cluster, tainted so that only the pods of these tests land on it."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster, MissingBinary
-from tests.node import BuiltImage, Node, built_images, real_node
+from tests.harness.binaries import MissingBinary
+from tests.harness.cluster import Cluster
+from tests.harness.node import BuiltImage, Node, built_images, real_node
 
 
 @pytest.fixture(scope="session")

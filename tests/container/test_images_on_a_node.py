@@ -1,4 +1,4 @@
-"""The two built images, run as pods on the real node (tests/node.py): what only a container
+"""The two built images, run as pods on the real node (tests/harness/node.py): what only a container
 shows. Each pod runs the image's own user (trainer 1000, operator 65532) with a read-only root
 filesystem, no capabilities and no privilege escalation, and what it prints is read back through
 the API server (`kubectl logs`, `kubectl exec`), as a person would."""
@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import Cluster, wait_for
-from tests.node import SELECTOR, TOLERATION, BuiltImage, Node
+from tests.harness.cluster import Cluster
+from tests.harness.node import SELECTOR, TOLERATION, BuiltImage, Node
+from tests.harness.processes import wait_for
 
 pytestmark = [pytest.mark.container, pytest.mark.cluster]
 

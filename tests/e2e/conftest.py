@@ -1,4 +1,4 @@
-"""One real-path cluster per test session (tests/e2e/control_plane.py), and the tiny sweep's data."""
+"""One real-path cluster per test session (tests/harness/training_operator.py), and the tiny sweep's data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import yaml
 
 from miniseries.api.sweepfile import load_sweep
 from miniseries.local.runner import Display, LocalSweep, prepare_data, train_tokenizer
-from tests.e2e.control_plane import REPO, Cluster, MissingBinary, real_path_cluster
+from tests.harness.binaries import REPO, MissingBinary
+from tests.harness.cluster import Cluster
+from tests.harness.training_operator import real_path_cluster
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """The user's path, in containers: the built operator image installed by `helm install` of the chart
--> the operator pod Running on a real kubelet + containerd node (tests/node.py) under the chart's
+-> the operator pod Running on a real kubelet + containerd node (tests/harness/node.py) under the chart's
 securityContext (uid 65532, read-only root, no capabilities), its probes passing -> `kubectl apply`
 of the tiny sweep with spec.resources.image the built trainer image -> the real training-operator ->
 trainer pods as containers (CPU, uid 1000) -> checkpoints, results and the report in the versitygw
@@ -32,11 +32,14 @@ from miniseries.contract.results import checkpoint_steps, read_results
 from miniseries.contract.store import S3Store, Store
 from miniseries.control.trainer_args import TRAINER_MODULE
 from miniseries.local.runner import DATA_KEY, LocalSweep
-from tests.cluster import Cluster, MissingBinary, S3Bucket, S3Server, new_bucket, wait_for
-from tests.e2e.control_plane import REPO, real_path_cluster
-from tests.integration.helm import CHART, helm_binary
-from tests.integration.prometheus_server import Prometheus
-from tests.node import SELECTOR, BuiltImage, Node, built_images, real_node
+from tests.harness.binaries import REPO, MissingBinary
+from tests.harness.cluster import Cluster
+from tests.harness.helm import CHART, helm_binary
+from tests.harness.node import SELECTOR, BuiltImage, Node, built_images, real_node
+from tests.harness.processes import wait_for
+from tests.harness.prometheus import Prometheus
+from tests.harness.s3 import S3Bucket, S3Server, new_bucket
+from tests.harness.training_operator import real_path_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.container, pytest.mark.slow, pytest.mark.helm]
 

@@ -4,7 +4,7 @@ processes (CPU) -> checkpoints and results.json in the versitygw S3 store -> sta
 report in S3. Then a second sweep with one run's process killed mid-run: the retry resumes from its
 checkpoint and its final loss matches the uninterrupted run's.
 
-The store is a versitygw bucket (tests/cluster.py): data shards and tokenizer are uploaded there,
+The store is a versitygw bucket (tests/harness/s3.py): data shards and tokenizer are uploaded there,
 the trainers get the credentials from the Secret the sweep names (envFrom, resolved by the node
 agent as a kubelet would), and the operator from its own environment, as the chart gives it.
 """
@@ -28,8 +28,9 @@ from miniseries.contract.results import checkpoint_steps, read_results
 from miniseries.contract.store import S3Store, Store
 from miniseries.control.trainer_args import TRAINER_MODULE
 from miniseries.local.runner import DATA_KEY, LocalSweep, free_port
-from tests.cluster import S3Bucket, S3Server, new_bucket
-from tests.e2e.control_plane import REPO, Cluster
+from tests.harness.binaries import REPO
+from tests.harness.cluster import Cluster
+from tests.harness.s3 import S3Bucket, S3Server, new_bucket
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mark.torch]
 

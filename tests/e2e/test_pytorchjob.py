@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.control_plane import Cluster
+from tests.harness.cluster import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 

@@ -27,7 +27,7 @@ from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout, join_uri
 from miniseries.contract.results import checkpoint_steps, read_results
 from miniseries.control.trainer_args import TRAINER_MODULE, trainer_flags
 from miniseries.local.runner import LocalSweep, free_port
-from tests.e2e.control_plane import Cluster
+from tests.harness.cluster import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mark.torch]
 

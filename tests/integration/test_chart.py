@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helm import CHART, ROOT, by_kind, helm, render
+from tests.harness.helm import CHART, ROOT, by_kind, helm, render
 
 pytestmark = pytest.mark.helm
 

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster import Cluster, kubectl_binary
-from tests.integration.helm import CHART, helm
+from tests.harness.binaries import kubectl_binary
+from tests.harness.cluster import MONITORING_CRDS, Cluster
+from tests.harness.helm import CHART, helm
 from tests.integration.test_chart import WORKLOAD_RULES
 
 pytestmark = [pytest.mark.cluster, pytest.mark.helm]
@@ -108,11 +109,8 @@ def sa_kubeconfig(admin: Path, tmp_path: Path, namespace: str = NS, name: str = 
 
 @pytest.fixture
 def kubeconfig(cluster: Cluster) -> Path:
-    """Admin kubeconfig of the session's real test cluster (tests/cluster.py)."""
+    """Admin kubeconfig of the session's real test cluster (tests/harness/cluster.py)."""
     return cluster.kubeconfig
-
-
-MONITORING_CRDS = Path(__file__).parent / "monitoring-crds.yaml"
 
 
 def _tear_down(kc: Path) -> None:

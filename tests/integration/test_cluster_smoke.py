@@ -1,4 +1,4 @@
-"""Each part of the test environment (tests/cluster.py) is the real thing: the API server stores and
+"""Each part of the test environment (tests/harness/cluster.py) is the real thing: the API server stores and
 serves, the garbage collector collects, the scheduler counts GPUs on the kwok node, the PyTorchJob
 CRD's schema refuses, helm installs, versitygw speaks S3, Prometheus scrapes and answers PromQL,
 RBAC tells the limited identity no. And the whole of it goes away without a trace."""
@@ -19,10 +19,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster import GPU_NODE, PYTORCHJOB_CRD, REPO, Cluster, MissingBinary, S3Bucket, make_ca, pem_cert, wait_for
-from tests.integration.helm import helm
-from tests.integration.prometheus_server import Prometheus
-from tests.integration.promql import query_range
+from tests.harness.binaries import REPO, MissingBinary
+from tests.harness.certs import make_ca, pem_cert
+from tests.harness.cluster import GPU_NODE, PYTORCHJOB_CRD, Cluster
+from tests.harness.helm import helm
+from tests.harness.processes import wait_for
+from tests.harness.prometheus import Prometheus
+from tests.harness.promql import query_range
+from tests.harness.s3 import S3Bucket
 
 pytestmark = pytest.mark.cluster
 
@@ -260,10 +264,10 @@ def _alive(pid: int) -> bool:
 @pytest.mark.s3
 @pytest.mark.slow
 def test_up_and_down_for_people_leave_no_process_or_port_behind(tmp_path: Path) -> None:
-    """`python -m tests.cluster up` starts a cluster a person can use; `down` ends every part of it."""
+    """`python -m tests.harness.cluster up` starts a cluster a person can use; `down` ends every part of it."""
     state = tmp_path / "dev"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    up = subprocess.run([sys.executable, "-m", "tests.cluster", "up", f"--dir={state}"], cwd=REPO, env=env,
+    up = subprocess.run([sys.executable, "-m", "tests.harness.cluster", "up", f"--dir={state}"], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=240)  # fmt: skip
     if up.returncode == 2:
         pytest.skip(up.stderr.strip())
@@ -277,7 +281,7 @@ def test_up_and_down_for_people_leave_no_process_or_port_behind(tmp_path: Path) 
         assert nodes == GPU_NODE
         assert all(_alive(p) for p in info["component_pids"])
     finally:
-        down = subprocess.run([sys.executable, "-m", "tests.cluster", "down", f"--dir={state}"], cwd=REPO, env=env,
+        down = subprocess.run([sys.executable, "-m", "tests.harness.cluster", "down", f"--dir={state}"], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=120)  # fmt: skip
         if down.returncode != 0:
             os.kill(info["pid"], signal.SIGKILL)
@@ -288,8 +292,8 @@ def test_up_and_down_for_people_leave_no_process_or_port_behind(tmp_path: Path) 
 
 
 def test_vendored_pytorchjob_crd_is_the_training_operators_own() -> None:
-    """tests/crds holds the CRD of the training-operator version the e2e tests build, byte for byte."""
-    from tests.e2e.control_plane import training_operator_binary
+    """tests/harness/crds holds the CRD of the training-operator version the e2e tests build, byte for byte."""
+    from tests.harness.training_operator import training_operator_binary
 
     try:
         published = training_operator_binary().parent / "kubeflow.org_pytorchjobs.yaml"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.dashboards import gen
-from tests.integration.promql import substitute
+from tests.harness.promql import substitute
+from tests.support.dashboards import gen
 
 pytestmark = pytest.mark.prometheus
 

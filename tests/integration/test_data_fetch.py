@@ -22,7 +22,7 @@ import pytest
 
 from miniseries.cli import main
 from miniseries.data import fetch as df
-from tests.core_bundle import REFERENCE_BUNDLE
+from tests.support.core_bundle import REFERENCE_BUNDLE
 
 
 @dataclass

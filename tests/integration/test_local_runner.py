@@ -1,4 +1,4 @@
-"""The local runner end to end with a stand-in trainer (tests/fake_trainer.py) that honours
+"""The local runner end to end with a stand-in trainer (tests/support/fake_trainer.py) that honours
 the trainer contract: plan, skip finished runs, resume after Ctrl-C, failures, bad inputs.
 The real trainer's end-to-end run is in test_local_tiny.py (slow, needs torch)."""
 
@@ -22,8 +22,8 @@ from miniseries.local.runner import LocalRunError, LocalSweep, localize_spec, ru
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
-    "MINISERIES_TRAINER_MODULE": "tests.fake_trainer",
-    "MINISERIES_TOKENIZER_MODULE": "tests.fake_tokenizer",
+    "MINISERIES_TRAINER_MODULE": "tests.support.fake_trainer",
+    "MINISERIES_TOKENIZER_MODULE": "tests.support.fake_tokenizer",
     "PYTHONPATH": os.pathsep.join([str(ROOT / "operator" / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
 }
 

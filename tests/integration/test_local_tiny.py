@@ -18,7 +18,7 @@ import yaml
 from miniseries.api.sweepfile import load_sweep
 from miniseries.contract.layout import LOCAL_NAMESPACE
 from miniseries.local.runner import LocalSweep, run_states, run_sweep
-from tests.core_bundle import REFERENCE_BUNDLE, complete_bundle
+from tests.support.core_bundle import REFERENCE_BUNDLE, complete_bundle
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 

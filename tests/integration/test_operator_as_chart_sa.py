@@ -14,11 +14,12 @@ import pytest
 import requests
 import yaml
 
-from tests.dashboards import gen
-from tests.integration.helm import CHART, helm
-from tests.integration.prometheus_server import free_port, prometheus
-from tests.integration.promql import query_range, substitute, wait_for_samples
+from tests.harness.helm import CHART, helm
+from tests.harness.processes import free_port
+from tests.harness.prometheus import prometheus
+from tests.harness.promql import query_range, substitute, wait_for_samples
 from tests.integration.test_chart_cluster import kubeconfig, kubectl, names, sa_kubeconfig  # noqa: F401 (fixture)
+from tests.support.dashboards import gen
 
 pytestmark = [pytest.mark.cluster, pytest.mark.helm, pytest.mark.prometheus]
 

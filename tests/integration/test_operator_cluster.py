@@ -1,9 +1,9 @@
-"""`miniseries operator` as a real process on the test cluster (tests/cluster.py): real API server,
+"""`miniseries operator` as a real process on the test cluster (tests/harness/cluster.py): real API server,
 etcd, garbage collector, scheduler and a kwok 8-GPU node.
 
 The Kubeflow training-operator is not part of this cluster: in these tests the PyTorchJob
-lifecycle is driven by tests/operator_harness.py's JobDriver, which sets job conditions through
-the status subresource and runs each job's container args with tests/fake_trainer.py (progress,
+lifecycle is driven by tests/harness/operator_process.py's JobDriver, which sets job conditions through
+the status subresource and runs each job's container args with tests/support/fake_trainer.py (progress,
 checkpoints, resume, results.json in the store the operator reads). The real training-operator
 and the real trainer are covered end to end by tests/e2e.
 """
@@ -26,10 +26,10 @@ import yaml
 from miniseries.api.spec import ScalingSweepSpec
 from miniseries.control import jobs
 from miniseries.control.plan import make_plan
-from tests.cluster import Cluster, S3Bucket, Unreachable, wait_for
-from tests.operator_harness import (
+from tests.harness.binaries import REPO
+from tests.harness.cluster import Cluster
+from tests.harness.operator_process import (
     PYTHONPATH,
-    REPO,
     JobDriver,
     Operator,
     SweepHistory,
@@ -42,6 +42,8 @@ from tests.operator_harness import (
     list_jobs,
     sweep_doc,
 )
+from tests.harness.processes import Unreachable, wait_for
+from tests.harness.s3 import S3Bucket
 
 pytestmark = [pytest.mark.cluster]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.integration.helm import CHART, by_kind, render
+from tests.harness.helm import CHART, by_kind, render
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "operator" / "Dockerfile"

@@ -2,7 +2,7 @@
 cluster would refuse only after the jobs exist, numbers that overflow, sweeps without a budget,
 images and Secrets a user should not be able to choose, an invalid sweep left alone for a while,
 a trainer reporting NaN, finished sweeps polled forever, Secret values leaking. The operator is
-`miniseries operator` as a process (tests/operator_harness.py), as in test_operator_cluster.py.
+`miniseries operator` as a process (tests/harness/operator_process.py), as in test_operator_cluster.py.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import pytest
 import requests
 import yaml
 
-from tests.cluster import Cluster, wait_for
-from tests.integration import test_operator_cluster as base
-from tests.operator_harness import (
+from tests.harness.cluster import Cluster
+from tests.harness.operator_process import (
     PYTHONPATH,
     JobDriver,
     Operator,
@@ -33,6 +32,8 @@ from tests.operator_harness import (
     list_jobs,
     sweep_doc,
 )
+from tests.harness.processes import wait_for
+from tests.integration import test_operator_cluster as base
 
 pytestmark = [pytest.mark.cluster, pytest.mark.safety]
 # the operator tests' fixtures and helpers (a real `miniseries operator` process per test)

@@ -1,5 +1,5 @@
 """A shared cluster's store safety (issue 15, items 1, 2, 3 and 5), on the real test cluster with
-`miniseries operator` as a process (tests/operator_harness.py), versitygw for S3, and the real
+`miniseries operator` as a process (tests/harness/operator_process.py), versitygw for S3, and the real
 trainer where the trainer's own behaviour is the point:
 
 - two namespaces share one bucket with a sweep of the same name; the one with deletionPolicy
@@ -31,8 +31,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster import Cluster, S3Bucket, S3Server, find_binary, free_port, new_bucket, wait_for
-from tests.operator_harness import (
+from tests.harness.binaries import find_binary
+from tests.harness.cluster import Cluster
+from tests.harness.operator_process import (
     PYTHONPATH,
     JobDriver,
     Operator,
@@ -44,6 +45,9 @@ from tests.operator_harness import (
     list_jobs,
     sweep_doc,
 )
+from tests.harness.processes import free_port, wait_for
+from tests.harness.s3 import S3Bucket, S3Server, new_bucket
+from tests.support.tiny_training import make_corpus, train_argv, trainer_env
 
 pytestmark = [pytest.mark.cluster, pytest.mark.safety]
 
@@ -276,13 +280,9 @@ def test_the_real_trainer_rides_out_a_store_outage(outage_s3: RestartableS3, tmp
     The trainer keeps training, skips progress.json, waits at its next checkpoint write, and
     finishes with every checkpoint and results.json; its /metrics show the outage while it lasts."""
     pytest.importorskip("torch")
-    from tests.trainer.conftest import trainer_env
-
-    corpus = _corpus(tmp_path)
+    corpus = make_corpus(tmp_path / "corpus")
     bucket = new_bucket(outage_s3.server, f"t-{uuid.uuid4().hex[:12]}")
     port = free_port()
-    from tests.trainer.conftest import train_argv
-
     batch = 64 * 4 * 2
     argv = train_argv(corpus, tmp_path, store=f"{bucket.uri}/sweeps", namespace="team-a", target_tokens=batch * 400,
                       checkpoint_every=40, metrics_port=port)  # fmt: skip
@@ -322,21 +322,6 @@ def test_the_real_trainer_rides_out_a_store_outage(outage_s3: RestartableS3, tmp
     assert "retrying for up to 300 s" in text and "answers again after" in text
     print(json.dumps({"outage_seconds": round(outage, 1), "trainer_longest_outage_seconds": longest,
                       "trainer_waited_seconds": waited, "store_errors": errors}))  # fmt: skip
-
-
-def _corpus(tmp_path: Path) -> Any:
-    """Shards and a BPE for the real trainer from the default corpus (the standard library's
-    English prose, on every machine); small, like tests/trainer's."""
-    from miniseries.data.prepare import prepare
-    from miniseries_trainer.tokenizer import iter_training_texts, save_tokenizer, train_bpe
-    from tests.trainer.conftest import VOCAB, Corpus
-
-    root = tmp_path / "corpus"
-    shards_uri = (root / "shards").as_uri()
-    prepare(shards_uri, source="stdlib", shard_chars=400_000, val_shards=1)
-    tokenizer_uri = (root / "tokenizer").as_uri()
-    save_tokenizer(train_bpe(iter_training_texts(shards_uri, 400_000), VOCAB), tokenizer_uri)
-    return Corpus(shards_uri, tokenizer_uri, root)
 
 
 @pytest.mark.s3

@@ -15,8 +15,8 @@ import pytest
 
 from miniseries.contract.core import CORE_TASKS, CoreError
 from miniseries.contract.shapes import model_shape
-from tests.cluster import S3Bucket
-from tests.core_bundle import REFERENCE_BUNDLE, STAND_INS, complete_bundle, copy_bundle, task_paths
+from tests.harness.s3 import S3Bucket
+from tests.support.core_bundle import REFERENCE_BUNDLE, STAND_INS, complete_bundle, copy_bundle, task_paths
 
 torch = pytest.importorskip("torch")
 pytestmark = [

@@ -9,7 +9,7 @@ import pytest
 
 from miniseries.cli import main as cli_main
 from miniseries.contract.store import open_store
-from tests.trainer.conftest import VOCAB, Corpus
+from tests.support.tiny_training import VOCAB, Corpus
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

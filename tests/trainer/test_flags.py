@@ -14,7 +14,8 @@ from miniseries.api.sweepfile import load_sweep
 from miniseries.contract.layout import SweepLayout
 from miniseries.control.plan import make_plan
 from miniseries.control.trainer_args import trainer_flags
-from tests.trainer.conftest import REPO, Corpus, train_argv, trainer_env
+from tests.harness.binaries import REPO
+from tests.support.tiny_training import Corpus, train_argv, trainer_env
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

@@ -12,11 +12,12 @@ import pytest
 pytest.importorskip("miniseries_trainer.metrics", reason="waiting for branch trainer (miniseries_trainer.metrics)")
 
 from miniseries_trainer.metrics import METRICS
-from tests.core_bundle import REFERENCE_BUNDLE, complete_bundle
-from tests.dashboards import gen
-from tests.integration.prometheus_server import free_port, prometheus
-from tests.integration.promql import query_range, series_names, substitute, wait_for_samples
-from tests.trainer.conftest import Corpus, train_argv
+from tests.harness.processes import free_port
+from tests.harness.prometheus import prometheus
+from tests.harness.promql import query_range, series_names, substitute, wait_for_samples
+from tests.support.core_bundle import REFERENCE_BUNDLE, complete_bundle
+from tests.support.dashboards import gen
+from tests.support.tiny_training import Corpus, train_argv
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.torch]
 

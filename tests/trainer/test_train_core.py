@@ -9,8 +9,8 @@ import pytest
 from miniseries.contract.core import CORE_TASKS
 from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
 from miniseries.contract.results import RunResults
-from tests.core_bundle import REFERENCE_BUNDLE, STAND_INS, complete_bundle
-from tests.trainer.conftest import Corpus, train_argv
+from tests.support.core_bundle import REFERENCE_BUNDLE, STAND_INS, complete_bundle
+from tests.support.tiny_training import Corpus, train_argv
 
 torch = pytest.importorskip("torch")
 pytestmark = [

@@ -15,7 +15,7 @@ import pytest
 from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
 from miniseries.contract.results import RunResults, checkpoint_steps, read_loss_curve
 from miniseries.contract.store import open_store
-from tests.trainer.conftest import Corpus, train_argv, trainer_env
+from tests.support.tiny_training import Corpus, train_argv, trainer_env
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

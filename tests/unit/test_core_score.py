@@ -20,7 +20,7 @@ from miniseries.contract.core import (
     score_tasks,
 )
 from miniseries.contract.store import open_store
-from tests.core_bundle import REFERENCE_BUNDLE, copy_bundle
+from tests.support.core_bundle import REFERENCE_BUNDLE, copy_bundle
 
 needs_bundle = pytest.mark.skipif(REFERENCE_BUNDLE is None, reason="shared/data/eval_bundle not present")
 #: nanochat's published CORE of the four GPT-2 sizes (shared/data/README.md)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboards import ROOT, gen
+from tests.support.dashboards import ROOT, gen
 
 
 @pytest.mark.parametrize("name", sorted(gen.DASHBOARDS))

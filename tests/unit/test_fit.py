@@ -24,7 +24,7 @@ from miniseries.science.fit import (
     fit_isoflop,
     fit_power_law,
 )
-from tests.core_bundle import SHARED_DATA
+from tests.support.core_bundle import SHARED_DATA
 
 DATA = SHARED_DATA / "scaling"
 if not DATA.exists():  # the repository copy of the reference data, wherever the checkout keeps it

@@ -1,4 +1,4 @@
-"""The fast Chinchilla fit against the method it replaced (tests/fit_reference.py): same estimates, same intervals.
+"""The fast Chinchilla fit against the method it replaced (tests/support/fit_reference.py): same estimates, same intervals.
 
 The new fit runs the same algorithm (L-BFGS from the 64 best grid points; each
 bootstrap resample from the full-data optimum and the best grid start; the same
@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from miniseries.cli.science import read_scaling_csv
 from miniseries.science.fit import _huber_objective, _huber_objective_many, _init_grid, fit_chinchilla
-from tests import fit_reference
+from tests.support import fit_reference
 from tests.unit.test_fit import DATA, _gadre, needs_data, synthetic_grid
 
 NAMES = ("E", "A", "B", "alpha", "beta", "a", "b")

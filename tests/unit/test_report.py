@@ -13,7 +13,7 @@ from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout
 from miniseries.contract.store import LocalStore
 from miniseries.control.accepted import save_spec
 from miniseries.science.report import build_report
-from tests.synthetic import LAW, spec_from, write_sweep
+from tests.support.synthetic import LAW, spec_from, write_sweep
 
 PLOTS = ["loss_vs_tokens", "loss_vs_flops", "final_loss_vs_compute", "core_vs_compute"]
 

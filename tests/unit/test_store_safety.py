@@ -33,7 +33,7 @@ from miniseries.contract.store import (
     open_store,
     root_problem,
 )
-from tests.synthetic import spec_from
+from tests.support.synthetic import spec_from
 
 A = SweepIdentity(namespace="team-a", name="s1", uid="uid-a", created="2025-01-01T00:00:00Z")
 B = SweepIdentity(namespace="team-b", name="s1", uid="uid-b")

@@ -1,4 +1,4 @@
-"""tests.cluster.wait_for, the one poller every cluster test waits with: returns what it waited
+"""tests.harness.processes.wait_for, the one poller every cluster test waits with: returns what it waited
 for, fails at once when the condition can no longer hold, and only then at its deadline."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.cluster import Unreachable, wait_for
+from tests.harness.processes import Unreachable, wait_for
 
 
 def test_returns_the_first_truthy_value_and_retries_errors():

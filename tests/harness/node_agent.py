@@ -26,7 +26,7 @@ What it does differently, on purpose:
   - volumes and probes are ignored; each container's output goes to
     ``<log-dir>/<namespace>_<pod>_<container>.log``.
 
-Run: ``python -m tests.node_agent --kubeconfig KC --name e2e-node --log-dir DIR``.
+Run: ``python -m tests.harness.node_agent --kubeconfig KC --name e2e-node --log-dir DIR``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: the reference data beside the checkout (../shared/data), or where MINISERIES_SHARED_DATA says
 SHARED_DATA = Path(os.environ.get("MINISERIES_SHARED_DATA") or REPO.parent / "shared" / "data")
 REFERENCE_BUNDLE = next((p for p in (SHARED_DATA / "eval_bundle",) if p.is_dir()), None)

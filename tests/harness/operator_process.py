@@ -1,4 +1,4 @@
-"""`miniseries operator` as a real process against the test cluster (tests/cluster.py), and a
+"""`miniseries operator` as a real process against the test cluster (tests/harness/cluster.py), and a
 stand-in for what runs PyTorchJobs there.
 
 The cluster has a real API server, etcd, garbage collector and scheduler, and a kwok GPU node,
@@ -6,7 +6,7 @@ but no Kubeflow training-operator and no kubelet that runs containers (tests/e2e
 path). So :class:`JobDriver` plays their part, visibly and only through the API and the store:
 it sets each PyTorchJob's conditions through the status subresource (Created, Running, then
 Succeeded or Failed, as the training-operator does) and runs the job's own container args with
-tests/fake_trainer.py, which honours the trainer's contract (progress, checkpoints, resume,
+tests/support/fake_trainer.py, which honours the trainer's contract (progress, checkpoints, resume,
 results.json) in the same store the operator reads. Used by tests/integration/test_operator_cluster.py
 and bench/operator_reconcile.py.
 """
@@ -28,9 +28,10 @@ from typing import Any
 import requests
 import yaml
 
-from tests.cluster import Cluster, Unreachable, free_port, wait_for
+from tests.harness.binaries import REPO
+from tests.harness.cluster import Cluster
+from tests.harness.processes import Unreachable, free_port, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join(
     [str(REPO / "operator" / "src"), str(REPO / "trainer_image" / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
 )
@@ -300,7 +301,7 @@ class JobDriver:
     conditions and a fake trainer process with the job's container args (in the store the
     operator reads); when that process exits the job gets Succeeded, or Failed with reason
     `ExitCode<n>`. `fail` names runs whose given attempts crash after `fail_step`. It also
-    runs the tokenizer Job's args with tests/fake_tokenizer.py, and records what it saw:
+    runs the tokenizer Job's args with tests/support/fake_tokenizer.py, and records what it saw:
     every (job, attempt, uid) and the most jobs and GPUs in flight at once.
     """
 
@@ -364,7 +365,7 @@ class JobDriver:
             if job.metadata.uid not in self.tokenizers:
                 self.tokenizers.add(job.metadata.uid)
                 args = job.spec.template.spec.containers[0].args
-                self._spawn("tests.fake_tokenizer", args, {}, job.metadata.name).wait()
+                self._spawn("tests.support.fake_tokenizer", args, {}, job.metadata.name).wait()
         jobs = list_jobs(self.api, self.namespace)
         in_flight = [j for j in jobs if job_phase(j) not in FINISHED]
         self.max_in_flight = max(self.max_in_flight, len(in_flight))
@@ -394,7 +395,7 @@ class JobDriver:
             if s.attempt in self.fail.get(s.run, set()):
                 extra = {"FAKE_TRAINER_FAIL_RUN": s.run, "FAKE_TRAINER_FAIL_STEP": str(self.fail_step)}
             container = j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
-            self.procs[uid] = (self._spawn("tests.fake_trainer", container["args"], extra, f"{meta['name']}-a{s.attempt}"),
+            self.procs[uid] = (self._spawn("tests.support.fake_trainer", container["args"], extra, f"{meta['name']}-a{s.attempt}"),
                                meta["name"])  # fmt: skip
         self.max_training = max(self.max_training, sum(p.poll() is None for p, _ in self.procs.values()))
         for uid, (proc, name) in list(self.procs.items()):

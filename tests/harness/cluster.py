@@ -3,212 +3,56 @@
 What starts, in order, each as a real process whose output lands in ``<workdir>/<name>.log``:
 
 - etcd, kube-apiserver (token auth for an admin and a ``limited`` identity, RBAC, a serving
-  certificate from a CA this module makes, so clients verify TLS), kube-controller-manager
-  (garbage collection, ServiceAccounts, Jobs), kube-scheduler;
+  certificate from a CA the harness makes (tests/harness/certs.py), so clients verify TLS),
+  kube-controller-manager (garbage collection, ServiceAccounts, Jobs), kube-scheduler;
 - kwok, managing one fake node ``gpu-node-0`` that advertises 8 ``nvidia.com/gpu`` and H100 labels:
   pods the scheduler binds to it become Running without a kubelet;
 - the Kubeflow PyTorchJob CRD (kubeflow.org/v1, training-operator v1.9.3's published YAML in
-  tests/crds/), so PyTorchJobs validate as in a real cluster.
+  tests/harness/crds/), so PyTorchJobs validate as in a real cluster.
 
-Beside it, for the store and for metrics: a versitygw S3 server (:func:`s3_server`) and the Debian
-Prometheus (tests/integration/prometheus_server.py).
+Beside it, for the store and for metrics: a versitygw S3 server (tests/harness/s3.py) and the
+Debian Prometheus (tests/harness/prometheus.py). Binaries: tests/harness/binaries.py.
 
-Binaries come from the Go-built cache, ``~/.cache/miniseries/bin/<name>-<version>/<name>``
-(scripts/build-binaries.sh), or from the directory in ``MINISERIES_K8S_BIN``. A missing binary is
-:class:`MissingBinary`, which the fixtures turn into a skip naming the script to run, never a fake.
+For people (the cluster and an S3 server with a bucket)::
 
-For people::
-
-    python -m tests.cluster up      # starts it in the background, prints `export KUBECONFIG=...`
-    python -m tests.cluster down    # stops it; no process or port is left behind
+    python -m tests.harness.cluster up      # starts it in the background, prints `export KUBECONFIG=...`
+    python -m tests.harness.cluster down    # stops it; no process or port is left behind
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import ipaddress
 import json
 import os
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("MINISERIES_BIN_CACHE", Path.home() / ".cache" / "miniseries" / "bin"))
-PYTORCHJOB_CRD = REPO / "tests" / "crds" / "kubeflow.org_pytorchjobs.yaml"
+from tests.harness.binaries import REPO, MissingBinary, find_binary, kubectl_binary
+from tests.harness.certs import make_ca, make_serving_cert, new_key, pem_cert, pem_key, pem_public_key
+from tests.harness.processes import Stack, free_port, wait_for
+from tests.harness.s3 import new_bucket, s3_server
+
+CRDS = Path(__file__).resolve().parent / "crds"
+PYTORCHJOB_CRD = CRDS / "kubeflow.org_pytorchjobs.yaml"
+#: the Prometheus Operator's ServiceMonitor and PodMonitor kinds, reduced to their names (for the chart's capability check)
+MONITORING_CRDS = CRDS / "monitoring-crds.yaml"
 GPU_NODE = "gpu-node-0"
 GPUS_PER_NODE = 8
 LIMITED_USER = "limited"
-#: where `python -m tests.cluster up` keeps the cluster it started for a person
+#: where `python -m tests.harness.cluster up` keeps the cluster it started for a person
 DEV_DIR = Path(os.environ.get("MINISERIES_DEV_CLUSTER", Path(tempfile.gettempdir()) / "miniseries-dev-cluster"))
-
-
-class MissingBinary(Exception):
-    """A component is not built yet; the message names the script that builds it."""
-
-
-def find_binary(name: str) -> Path:
-    env_dir = os.environ.get("MINISERIES_K8S_BIN")
-    candidates = [Path(env_dir) / name] if env_dir else []
-    candidates += sorted(CACHE.glob(f"{name}-*/{name}"), reverse=True)
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return c
-    raise MissingBinary(f"{name} not found in {CACHE}/{name}-*/ (run scripts/build-binaries.sh) or $MINISERIES_K8S_BIN")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Unreachable(AssertionError):
-    """Raised by a ``wait_for`` check when what it waits for can no longer happen (the state was
-    passed, the object reached another end): the wait fails at once, not at its deadline."""
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, proc: subprocess.Popen[bytes] | None = None) -> Any:
-    """Poll ``check`` until it returns something truthy, and return that; fail early if ``proc``
-    dies or ``check`` raises :class:`Unreachable`, and at the deadline with the last value (or
-    error) seen. The condition is what a test waits for; the deadline is only a safety net, so
-    give a generous one rather than a guess at how long the machine takes."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    value: Any = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what}: process exited with {proc.returncode}{_log_tail(proc)}")
-        try:
-            value = check()
-            if value:
-                return value
-        except Unreachable as e:
-            raise Unreachable(f"{what}: {e}") from None
-        except Exception as e:  # retried until the deadline
-            last = e
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not ready after {timeout}s (last value: {value!r}, last error: {last})")
-
-
-def _log_tail(proc: subprocess.Popen[bytes], chars: int = 2000) -> str:
-    log = getattr(proc, "log_path", None)
-    if log is None or not Path(log).exists():
-        return ""
-    return f"; end of {log}:\n{Path(log).read_text(errors='replace')[-chars:]}"
-
-
-# ---- certificates (cryptography)
-def new_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def pem_key(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    )
-
-
-def pem_cert(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _validity() -> tuple[dt.datetime, dt.datetime]:
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    return start, start + dt.timedelta(days=3650)
-
-
-def make_ca(common_name: str, organization: str | None = None) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    key = new_key()
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if organization:
-        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    name = x509.Name(attrs)
-    start, end = _validity()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, True, False, False, True, False, False, False), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def make_serving_cert(
-    ca: x509.Certificate, ca_key: rsa.RSAPrivateKey, common_name: str, dns: list[str], ips: list[str]
-) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    key = new_key()
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    start, end = _validity()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    return cert, key
-
-
-# ---- processes
-class Stack:
-    """Starts processes in order and stops them in reverse; their output goes to workdir/<name>.log."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = self.workdir / f"{name}.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        proc.log_path = log  # type: ignore[attr-defined]  # for the error when it dies early
-        self.procs.append((name, proc))
-        return proc
-
-    def pids(self) -> list[int]:
-        return [p.pid for _, p in self.procs]
-
-    def stop(self) -> None:
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
 
 
 def kubeconfig_doc(server: str, ca_file: Path, user: str, token: str, name: str = "miniseries-test") -> dict[str, Any]:
@@ -268,16 +112,6 @@ class Cluster:
         )
 
 
-def kubectl_binary() -> str:
-    try:
-        return str(find_binary("kubectl"))
-    except MissingBinary:
-        found = shutil.which("kubectl")
-        if found is None:
-            raise
-        return found
-
-
 def start_control_plane(stack: Stack, workdir: Path) -> Cluster:
     """etcd, kube-apiserver, kube-controller-manager and kube-scheduler, up and ready."""
     etcd, apiserver = find_binary("etcd"), find_binary("kube-apiserver")
@@ -308,7 +142,7 @@ def start_control_plane(stack: Stack, workdir: Path) -> Cluster:
         ca_key,
         "kube-apiserver",
         dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
-        # 10.96.0.1: the `kubernetes` Service, what in-cluster clients on a real node (tests/node.py) dial
+        # 10.96.0.1: the `kubernetes` Service, what in-cluster clients on a real node (tests/harness/node.py) dial
         ips=["127.0.0.1", "10.96.0.1"],
     )
     (pki / "ca.crt").write_bytes(pem_cert(ca))
@@ -316,9 +150,7 @@ def start_control_plane(stack: Stack, workdir: Path) -> Cluster:
     (pki / "apiserver.key").write_bytes(pem_key(serving_key))
     sa_key = new_key()
     (pki / "sa.key").write_bytes(pem_key(sa_key))
-    (pki / "sa.pub").write_bytes(
-        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    (pki / "sa.pub").write_bytes(pem_public_key(sa_key))
     token, limited_token = secrets.token_hex(16), secrets.token_hex(16)
     (pki / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n{limited_token},{LIMITED_USER},limited\n')
     api = stack.start(
@@ -333,7 +165,7 @@ def start_control_plane(stack: Stack, workdir: Path) -> Cluster:
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--token-auth-file={pki / 'tokens.csv'}",
             "--authorization-mode=Node,RBAC",
-            # a real node (tests/node.py) is reached at its address: its name resolves nowhere
+            # a real node (tests/harness/node.py) is reached at its address: its name resolves nowhere
             "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--service-cluster-ip-range=10.96.0.0/16",
             "--endpoint-reconciler-type=none",  # a loopback address cannot be the `kubernetes` Endpoint
@@ -469,88 +301,7 @@ def running_cluster(workdir: Path, gpus: int = GPUS_PER_NODE) -> Iterator[Cluste
         stack.stop()
 
 
-# ---- S3: versitygw serving a directory
-@dataclass
-class S3Server:
-    endpoint: str
-    access_key: str
-    secret_key: str
-    root: Path
-    pid: int
-    port: int
-    region: str = "us-east-1"
-
-    @property
-    def env(self) -> dict[str, str]:
-        """What the store (boto3) reads: see operator/src/miniseries/contract/store.py."""
-        return {
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_REGION": self.region,
-            "AWS_DEFAULT_REGION": self.region,
-        }
-
-    def client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name=self.region,
-        )
-
-
-@dataclass
-class S3Bucket:
-    server: S3Server
-    bucket: str
-    client: Any
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return self.server.env
-
-    def keys(self, prefix: str = "") -> list[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-
-
-@contextlib.contextmanager
-def s3_server(workdir: Path) -> Iterator[S3Server]:
-    """versitygw's POSIX backend on a loopback port, with a fresh root account."""
-    binary = find_binary("versitygw")
-    root = workdir / "s3-root"
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    access, secret = "miniseries" + secrets.token_hex(4), secrets.token_hex(20)
-    stack = Stack(workdir)
-    try:
-        proc = stack.start(
-            "versitygw",
-            [str(binary), "--port", f"127.0.0.1:{port}", "posix", str(root)],
-            env={"ROOT_ACCESS_KEY": access, "ROOT_SECRET_KEY": secret},
-        )
-        server = S3Server(f"http://127.0.0.1:{port}", access, secret, root, proc.pid, port)
-        wait_for("versitygw", lambda: server.client().list_buckets() is not None, 30, proc)
-        yield server
-    finally:
-        stack.stop()
-
-
-def new_bucket(server: S3Server, name: str) -> S3Bucket:
-    client = server.client()
-    client.create_bucket(Bucket=name)
-    return S3Bucket(server, name, client)
-
-
-# ---- for people: python -m tests.cluster up|down|status
+# ---- for people: python -m tests.harness.cluster up|down|status
 def _serve(workdir: Path) -> int:
     """Run the cluster in this process until SIGTERM; `up` starts this in a new session."""
     stop = False
@@ -590,7 +341,7 @@ def _up(workdir: Path) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     with (workdir / "serve.log").open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.cluster", "serve", f"--dir={workdir}"],
+            [sys.executable, "-m", "tests.harness.cluster", "serve", f"--dir={workdir}"],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives this command, ends with `down`
@@ -644,7 +395,7 @@ def _down(workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tests.harness.cluster", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["up", "down", "status", "serve"])
     p.add_argument("--dir", type=Path, default=DEV_DIR, help=f"state directory (default {DEV_DIR})")
     args = p.parse_args(argv)
@@ -658,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         ready = args.dir / "ready.json"
         return _print_info(ready) if ready.exists() else (print("not up") or 1)
     except MissingBinary as e:
-        print(f"tests.cluster: {e}", file=sys.stderr)
+        print(f"tests.harness.cluster: {e}", file=sys.stderr)
         return 2
 
 

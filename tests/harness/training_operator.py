@@ -1,7 +1,7 @@
 """The real path's control plane for the e2e tests: the test cluster's control plane
-(tests/cluster.py: etcd, kube-apiserver, kube-controller-manager, kube-scheduler), plus the Kubeflow
+(tests/harness/cluster.py: etcd, kube-apiserver, kube-controller-manager, kube-scheduler), plus the Kubeflow
 training-operator with its validating webhook over TLS, and the test node agent
-(tests/node_agent.py) that runs pods as local processes.
+(tests/harness/node_agent.py) that runs pods as local processes.
 
 Binaries come from the Go-built cache: ``~/.cache/miniseries/bin/<name>-<version>/<name>``
 (scripts/build-binaries.sh, scripts/build-training-operator.sh), or from the directory in
@@ -23,23 +23,10 @@ from pathlib import Path
 import requests
 import yaml
 
-from tests.cluster import (
-    CACHE,
-    REPO,
-    Cluster,
-    MissingBinary,
-    Stack,
-    free_port,
-    install_pytorchjob_crd,
-    make_ca,
-    make_serving_cert,
-    pem_cert,
-    pem_key,
-    start_control_plane,
-    wait_for,
-)
-
-__all__ = ["REPO", "Cluster", "MissingBinary", "RealPathCluster", "real_path_cluster"]
+from tests.harness.binaries import CACHE, REPO, MissingBinary
+from tests.harness.certs import make_ca, make_serving_cert, pem_cert, pem_key
+from tests.harness.cluster import Cluster, install_pytorchjob_crd, start_control_plane
+from tests.harness.processes import Stack, free_port, wait_for
 
 TRAINING_OPERATOR_VERSION = os.environ.get("TRAINING_OPERATOR_VERSION", "v1.9.3")
 # The training-operator writes its serving certificates here; the path is compiled in (pkg/cert).
@@ -78,7 +65,7 @@ class RealPathCluster(Cluster):
 def real_path_cluster(workdir: Path, gpus: int = 0, node_agent: bool = True) -> Iterator[RealPathCluster]:
     """The whole real path, up and ready: a PyTorchJob applied after this returns is validated by
     the training-operator's webhook, reconciled into pods and run by the node agent (or, with
-    ``node_agent=False``, by whatever node the caller adds: tests/node.py's real one)."""
+    ``node_agent=False``, by whatever node the caller adds: tests/harness/node.py's real one)."""
     to_bin = training_operator_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir)
@@ -140,7 +127,7 @@ def real_path_cluster(workdir: Path, gpus: int = 0, node_agent: bool = True) -> 
             return
         # --- the node that runs pods as local processes
         cluster.kubectl("create", "namespace", "kube-node-lease", check=False)
-        stack.start("node-agent", [sys.executable, "-m", "tests.node_agent", f"--kubeconfig={cluster.kubeconfig}",
+        stack.start("node-agent", [sys.executable, "-m", "tests.harness.node_agent", f"--kubeconfig={cluster.kubeconfig}",
                                    "--name=e2e-node", f"--log-dir={cluster.node_logs}", f"--gpus={gpus}"],
                     env={"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})  # fmt: skip
         ready = "-o=jsonpath={.status.conditions[?(@.type=='Ready')].status}"

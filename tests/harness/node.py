@@ -12,7 +12,7 @@ What starts, each a real process whose output lands in ``<workdir>/<name>.log``:
 - small TCP forwarders on ``host_ip`` to servers that listen on 127.0.0.1 here (the API server,
   S3): :meth:`Node.expose`. The namespace's nat table sends the ``kubernetes`` Service address
   (10.96.0.1:443) to the API server's forwarder, as kube-proxy would, so in-cluster clients work;
-  the API server's certificate names that address (tests/cluster.py);
+  the API server's certificate names that address (tests/harness/cluster.py);
 - containerd (Debian's 1.6) with its CRI plugin, ``restrict_oom_score_adj = true`` (processes here
   lack CAP_SYS_RESOURCE, and runc would otherwise fail every sandbox with "can't get final
   child's PID from pipe"), cgroupfs, and the sandbox image imported from an OCI archive this module
@@ -30,9 +30,9 @@ Needs root, a cgroup v1 or v2 hierarchy, and Debian's containerd, runc, containe
 and iptables (scripts/install-system-deps.sh). Anything missing is :class:`MissingBinary`, which the
 fixtures turn into a skip naming the script to run.
 
-For people, beside ``python -m tests.cluster up``::
+For people, beside ``python -m tests.harness.cluster up``::
 
-    python -m tests.node forward 10.250.0.1:6443 127.0.0.1:6443     # what Node.expose runs
+    python -m tests.harness.node forward 10.250.0.1:6443 127.0.0.1:6443     # what Node.expose runs
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ from typing import Any
 
 import yaml
 
-from tests.cluster import CACHE, REPO, Cluster, MissingBinary, Stack, find_binary, wait_for
+from tests.harness.binaries import CACHE, REPO, MissingBinary, find_binary
+from tests.harness.cluster import Cluster
+from tests.harness.processes import Stack, wait_for
 
 NODE_LABEL = "miniseries.dev/node"
 NODE_TAINT = {"key": NODE_LABEL, "value": "real", "effect": "NoSchedule"}
@@ -179,7 +181,7 @@ def built_images(build: bool = True) -> dict[str, BuiltImage]:
     return images
 
 
-# ---- a TCP forwarder: `python -m tests.node forward LISTEN TARGET`
+# ---- a TCP forwarder: `python -m tests.harness.node forward LISTEN TARGET`
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while data := await reader.read(65536):
@@ -245,7 +247,7 @@ class Node:
         if port not in self.exposed:
             proc = self.stack.start(
                 f"forward-{port}",
-                [sys.executable, "-m", "tests.node", "forward", f"{self.host_ip}:{port}", f"127.0.0.1:{port}"],
+                [sys.executable, "-m", "tests.harness.node", "forward", f"{self.host_ip}:{port}", f"127.0.0.1:{port}"],
                 env={"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
             )
             wait_for(f"forwarder {self.host_ip}:{port}", lambda: _connects(self.host_ip, port), 30, proc)
@@ -571,7 +573,7 @@ def real_node(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.node", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tests.harness.node", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     fwd = sub.add_parser("forward", help="forward TCP connections from LISTEN (host:port) to TARGET (host:port)")
     fwd.add_argument("listen")

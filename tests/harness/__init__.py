@@ -1,0 +1,21 @@
+"""The test harness: the real components the tests start, one module for each thing started.
+
+- binaries: where the Go-built binaries are (``~/.cache/miniseries/bin``), ``MissingBinary``
+- processes: ``Stack`` (start in order, stop in reverse, logs per process), ``wait_for``, ``free_port``
+- certs: a CA and serving certificates (API server, training-operator webhook)
+- cluster: the throwaway Kubernetes control plane, a kwok GPU node, the PyTorchJob CRD;
+  ``python -m tests.harness.cluster up|down`` for a person
+- s3: versitygw serving a directory, and buckets on it
+- prometheus, promql: a real Prometheus scraping what a test names, and queries as Grafana sends them
+- helm: the real helm binary against the chart
+- operator_process: ``miniseries operator`` as a process, and the JobDriver that plays the
+  training-operator's part on the plain cluster
+- training_operator: the real path for e2e, the Kubeflow training-operator and its webhook over TLS
+  on the cluster's control plane, plus the node agent
+- node_agent: a node that runs pods as local processes (``python -m tests.harness.node_agent``)
+- node: a real kubelet + containerd + runc node (``python -m tests.harness.node``)
+- crds/: the vendored PyTorchJob CRD and the Prometheus Operator's kinds, reduced to their names
+
+The fixtures in the conftest.py files call these; a component that is not built is a skip naming
+the script that builds it, never a fake.
+"""
