@@ -5,7 +5,8 @@ a pod by its controller, run by the node agent on CPU. Then the same run with it
 after a checkpoint: the pod's restartPolicy (OnFailure, the controller's default) restarts it,
 `--resume=auto` picks the checkpoint up, and the final loss matches the uninterrupted run.
 
-The store is file:// (the S3 fixture is not merged yet); the trainer code path is the same.
+The store is file:// (test_e2e.py runs the trainer against an S3 store); the trainer code path is
+the same.
 """
 
 from __future__ import annotations

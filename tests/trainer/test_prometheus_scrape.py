@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("miniseries_trainer.metrics", reason="waiting for branch trainer (miniseries_trainer.metrics)")
-
 from miniseries_trainer.metrics import METRICS
 from tests.harness.processes import free_port
 from tests.harness.prometheus import prometheus
