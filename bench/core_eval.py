@@ -1,7 +1,7 @@
 """CORE evaluation speed on the real bundle, side by side with nanochat's core_eval on the same weights.
 
     python bench/core_eval.py [--depth 4 --aspect-ratio 64 --head-dim 64 --vocab-size 32768 --seq-len 1024
-                               --max-per-task 16 --rounds 2 --nanochat /tmp/nanochat --bundle file:///.../eval_bundle]
+                               --max-per-task 16 --rounds 2 --nanochat DIR --bundle URI]
 
 What is compared, exactly:
 - one model: miniseries_trainer's GPT at the given shape, seeded init plus N(0, 0.05) noise on every
@@ -11,8 +11,7 @@ What is compared, exactly:
 - ours: `miniseries_trainer.core_eval.evaluate_core` (prefix-sharing rows, batches, lm_head only
   where scored) on the tasks present in the bundle, --max-per-task examples each;
 - nanochat: `nanochat.core_eval.evaluate_task` from a checkout given by --nanochat (e.g.
-  `git -C /work/.mirror/karpathy+nanochat/repo archive HEAD nanochat | tar -x -C /tmp/nanochat`; needs
-  jinja2), called the way its `scripts/base_eval.py` calls it (data shuffled with Random(1337) and
+  `git clone https://github.com/karpathy/nanochat DIR`; needs jinja2), called the way its `scripts/base_eval.py` calls it (data shuffled with Random(1337) and
   capped), with the same model object (through a two-line adapter: `max_seq_len`, and the tokenizer's
   `__call__(prompts, prepend)` / `get_bos_token_id`) - so both run the same weights and tokens;
 - rounds alternate ours / nanochat in this one process (the same machine load for both); the
@@ -26,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -34,9 +34,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "operator/src"), str(REPO / "trainer_image/src")]
-DEFAULT_BUNDLE = next(
-    (p for p in (REPO.parent / "shared/data/eval_bundle", Path("/work/shared/data/eval_bundle")) if p.is_dir()), None
-)
+#: the reference data beside the checkout (../shared/data), or where MINISERIES_SHARED_DATA says
+SHARED_DATA = Path(os.environ.get("MINISERIES_SHARED_DATA") or REPO.parent / "shared" / "data")
+DEFAULT_BUNDLE = SHARED_DATA / "eval_bundle"
 
 
 def build(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -127,11 +127,18 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds; the fastest of each is reported")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--bundle", default=DEFAULT_BUNDLE.as_uri() if DEFAULT_BUNDLE else None)
+    p.add_argument(
+        "--bundle",
+        default=DEFAULT_BUNDLE.as_uri() if DEFAULT_BUNDLE.is_dir() else None,
+        help="the CORE eval bundle, a file:// or s3:// URI (default: eval_bundle/ in $MINISERIES_SHARED_DATA, "
+        f"else ../shared/data beside the checkout; here {DEFAULT_BUNDLE}{'' if DEFAULT_BUNDLE.is_dir() else ', absent'})",
+    )
     p.add_argument("--nanochat", default=None, help="a nanochat checkout (its nanochat/ package); omit: ours only")
     args = p.parse_args()
     if not args.bundle:
-        p.error("--bundle is required (no shared/data/eval_bundle found)")
+        p.error(f"--bundle is required: {DEFAULT_BUNDLE} does not exist (set MINISERIES_SHARED_DATA or pass --bundle)")
+    if args.nanochat and not Path(args.nanochat, "nanochat", "core_eval.py").is_file():
+        p.error(f"--nanochat {args.nanochat}: no nanochat/core_eval.py there; give a nanochat checkout")
     import torch
 
     if args.threads:

@@ -1,6 +1,10 @@
 """Chinchilla Approach 3 on Epoch AI's extracted data: the fit before and after it was made fast.
 
-    python bench/fit_chinchilla.py [--bootstrap 200] [--skip-reference]
+    python bench/fit_chinchilla.py [--csv PATH] [--bootstrap 200] [--skip-reference]
+
+--csv is Epoch AI's extracted data (`chinchilla_svg_extracted_data.csv`); by default the copy in
+the shared reference data, $MINISERIES_SHARED_DATA/scaling/ or else ../shared/data/scaling/ beside
+this checkout.
 
 Prints JSON lines: one per method ("reference", the fit as it was at commit
 fb9df91, kept in tests/support/fit_reference.py; "current", miniseries.science.fit), each with
@@ -30,7 +34,10 @@ from miniseries.cli.science import read_scaling_csv
 from miniseries.science.fit import ChinchillaFit, fit_chinchilla
 from tests.support.fit_reference import reference_fit_chinchilla
 
-DEFAULT = Path("/work/shared/data/scaling/chinchilla_svg_extracted_data.csv")
+REPO = Path(__file__).resolve().parents[1]
+#: the reference data beside the checkout (../shared/data), or where MINISERIES_SHARED_DATA says
+SHARED_DATA = Path(os.environ.get("MINISERIES_SHARED_DATA") or REPO.parent / "shared" / "data")
+DEFAULT_CSV = SHARED_DATA / "scaling" / "chinchilla_svg_extracted_data.csv"
 EPOCH = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 NAMES = ("E", "A", "B", "alpha", "beta", "a", "b")
 
@@ -59,11 +66,20 @@ def run(method: str, fit: Any, n: Any, d: Any, loss: Any, bootstrap: int) -> tup
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--csv", type=Path, default=DEFAULT)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--csv",
+        type=Path,
+        default=DEFAULT_CSV if DEFAULT_CSV.is_file() else None,
+        help="Epoch AI's chinchilla_svg_extracted_data.csv (default: scaling/ in $MINISERIES_SHARED_DATA, "
+        f"else ../shared/data beside the checkout; here {DEFAULT_CSV}"
+        f"{'' if DEFAULT_CSV.is_file() else ', absent'})",
+    )
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--skip-reference", action="store_true", help="time only the current fit")
     a = p.parse_args()
+    if a.csv is None:
+        p.error(f"--csv is required: {DEFAULT_CSV} does not exist (set MINISERIES_SHARED_DATA or pass --csv)")
     n, d, loss = read_scaling_csv(a.csv, drop_highest_loss=5)
     new, fn = run("current", fit_chinchilla, n, d, loss, a.bootstrap)
     print(json.dumps(new), flush=True)

@@ -1,15 +1,14 @@
 """Trainer throughput on this machine, side by side with nanochat at the same shape.
 
     python bench/trainer.py [--depth 4 --aspect-ratio 64 --head-dim 64 --seq-len 256 --vocab-size 8192
-                             --device-batch-size 8 --steps 10 --nanochat /tmp/nanochat]
+                             --device-batch-size 8 --steps 10 --nanochat DIR]
 
 Times a full training step (forward, backward, optimizer) of miniseries_trainer's GPT
 with Muon+AdamW, and the same for nanochat's GPT (full-context attention, i.e.
 window_pattern "L", n_kv_head = n_head) with its MuonAdamW, each in its own process
 with the same thread count, on random tokens (the data path is not what is measured).
-nanochat is read from a checkout given by --nanochat (e.g. `git -C
-/work/.mirror/karpathy+nanochat/repo archive HEAD | tar -x -C /tmp/nanochat`); without
-one only miniseries is measured. Prints one JSON line.
+nanochat is read from a checkout given by --nanochat (e.g. `git clone
+https://github.com/karpathy/nanochat DIR`); without one only miniseries is measured. Prints one JSON line.
 
 MFU uses miniseries.contract.shapes' FLOPs per token for both (nanochat's extra value
 embeddings are lookups, not matmul FLOPs) over the CPU peak the trainer assumes
@@ -108,9 +107,13 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--nanochat", default="/tmp/nanochat", help="nanochat checkout (skipped when absent)")
+    p.add_argument(
+        "--nanochat", default=None, help="a nanochat checkout (its nanochat/ package); omit: miniseries only"
+    )
     p.add_argument("--nanochat-compile", action="store_true", help="keep nanochat's torch.compile'd Muon step")
     args = p.parse_args()
+    if args.nanochat and not Path(args.nanochat, "nanochat", "gpt.py").is_file():
+        p.error(f"--nanochat {args.nanochat}: no nanochat/gpt.py there; give a nanochat checkout")
     cfg = {
         "depth": args.depth,
         "aspect_ratio": args.aspect_ratio,
@@ -136,7 +139,7 @@ def main() -> int:
     ours = measure("miniseries", cfg)
     ours["mfu"] = ours["flops_per_token"] * ours["tokens_per_second"] / peak
     result["miniseries"] = ours
-    if Path(args.nanochat, "nanochat", "gpt.py").exists():
+    if args.nanochat:
         theirs = measure("nanochat", cfg)
         theirs["mfu"] = theirs["flops_per_token"] * theirs["tokens_per_second"] / peak
         result["nanochat"] = theirs
