@@ -253,3 +253,70 @@ def test_killed_trainer_container_resumes_from_its_checkpoint(
     logs = cluster.kubectl("logs", "-l", f"miniseries.dev/sweep=ctr-kill,miniseries.dev/attempt={run['attempts']}",
                            "--tail=-1").stdout  # fmt: skip
     assert "resumed from " in logs, logs[-3000:]
+
+
+def sweep_events(cluster: Cluster, name: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", "events", "-n", SWEEP_NS, f"--field-selector=involvedObject.name={name}", "-o=json")
+    return json.loads(out.stdout)["items"]
+
+
+def run_status(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    status = json.loads(cluster.kubectl("get", "scalingsweep", name, "-o", "json").stdout).get("status") or {}
+    runs = status.get("runs") or []
+    return runs[0] if runs else None
+
+
+def test_an_unpullable_image_surfaces_as_a_run_condition_and_an_event(
+    ctr_cluster: tuple[Cluster, Node], tiny: LocalSweep, bucket: S3Bucket, operator: dict[str, Any],
+    record_property: Any,
+) -> None:  # fmt: skip
+    """An image that exists nowhere (no registry is reachable from the node, as for a typo'd tag
+    on a real cluster): the kubelet's ErrImagePull/ImagePullBackOff, with the image named, in the
+    run's status and a Warning Event within a minute, instead of a run Pending for ever."""
+    cluster, _ = ctr_cluster
+    image = "ghcr.io/miniseries/trainer:no-such-tag"  # inside the chart's allowedImagePrefixes
+    started = time.monotonic()
+    cluster.apply(sweep_doc(tiny, bucket, "ctr-noimage", image, [1]))
+
+    def surfaced() -> dict[str, Any] | None:
+        run = run_status(cluster, "ctr-noimage")
+        return run if run and run.get("reason") in ("ErrImagePull", "ImagePullBackOff") else None
+
+    run = wait_for("the pull failure in ctr-noimage's run status", surfaced, 90)
+    elapsed = time.monotonic() - started
+    record_property("image_pull_surfaced_seconds", round(elapsed, 1))
+    print(f"ctr-noimage: pull failure surfaced after {elapsed:.0f} s", file=sys.stderr)
+    assert image in run["message"] and run["state"] in ("Pending", "Running"), run
+    events = wait_for(
+        "a Warning Event naming the image",
+        lambda: [e for e in sweep_events(cluster, "ctr-noimage") if e["type"] == "Warning" and image in e["message"]],
+        30,
+    )
+    assert {e["reason"] for e in events} <= {"ErrImagePull", "ImagePullBackOff"}, events
+    status = json.loads(cluster.kubectl("get", "scalingsweep", "ctr-noimage", "-o", "json").stdout)["status"]
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and image in degraded["message"], degraded
+    cluster.kubectl("delete", "scalingsweep", "ctr-noimage", "--wait=true", "--timeout=120s")
+
+
+def test_a_crashing_trainer_puts_the_end_of_its_log_in_status_and_events(
+    ctr_cluster: tuple[Cluster, Node], tiny: LocalSweep, bucket: S3Bucket, operator: dict[str, Any],
+    images: dict[str, BuiltImage],
+) -> None:  # fmt: skip
+    """A trainer container that exits with an error (here: its data prefix holds no shards): the
+    last lines it printed reach the run's status message and the RunFailed Event, read from the
+    pod's status (terminationMessagePolicy FallbackToLogsOnError), not only the training-operator's
+    "1 Master replica(s) failed"."""
+    cluster, _ = ctr_cluster
+    doc = sweep_doc(tiny, bucket, "ctr-crash", images["trainer"].ref, [1])
+    doc["spec"]["data"]["shardsUri"] = join_uri(bucket.uri, "no-shards-here/")
+    doc["spec"]["retryLimit"] = 0
+    cluster.apply(doc)
+    status = wait_sweep(cluster, "ctr-crash", 600)
+    assert status["phase"] == "Failed", status
+    run = status["runs"][0]
+    assert run["state"] == "Failed" and "exited with code 1" in run["message"], run
+    assert "0 parquet shard(s)" in run["message"], run["message"]
+    failed = [e for e in sweep_events(cluster, "ctr-crash") if e["reason"] == "RunFailed"]
+    assert failed and "0 parquet shard(s)" in failed[0]["message"], failed
+    cluster.kubectl("delete", "scalingsweep", "ctr-crash", "--wait=true", "--timeout=120s")

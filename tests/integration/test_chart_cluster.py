@@ -29,9 +29,10 @@ FORBIDDEN = [  # (apiGroup, resource, verb, namespace): requests the operator ne
     ("", "secrets", "list", "chart-a"),  # `get` by name only, for the opt-in label (admission)
     ("", "secrets", "watch", "chart-a"),
     ("", "secrets", "update", "chart-a"),
-    ("", "pods", "list", "chart-a"),
+    ("", "pods", "watch", "chart-a"),  # `list` by the sweep label, each reconcile; no watch, no get
     ("", "pods", "create", "chart-a"),
-    ("", "pods/log", "get", "chart-a"),
+    ("", "pods", "delete", "chart-a"),
+    ("", "pods/log", "get", "chart-a"),  # the log tail comes in pod status (FallbackToLogsOnError)
     ("apps", "deployments", "create", "chart-a"),
     ("", "configmaps", "create", NS),
     ("miniseries.dev", "scalingsweeps", "create", "chart-a"),

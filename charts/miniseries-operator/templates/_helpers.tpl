@@ -75,6 +75,9 @@ No pods, no namespaces; the operator's own S3 credentials come from envFrom.
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]  # why a run's pod waits or failed: the kubelet's status, read by label (control/pods.py)
 {{- if .Values.admission.secretOptInLabel }}
 - apiGroups: [""]
   resources: [secrets]

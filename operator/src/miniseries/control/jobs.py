@@ -99,6 +99,8 @@ def pytorchjob(
         "command": ["python", "-m", TRAINER_MODULE],
         "args": trainer_flags(spec, SweepLayout(namespace, sweep), run, metrics_port=metrics_port),
         "envFrom": _env_from(spec),
+        # a failed trainer's last log lines land in its status, where the operator reads them (pods.py)
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "ports": [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],
         "resources": {
             "requests": {"cpu": res.cpu, "memory": res.memory, "nvidia.com/gpu": str(run.gpus)},
@@ -158,6 +160,7 @@ def tokenizer_job(spec: ScalingSweepSpec, sweep: str, uid: str, namespace: str) 
         "command": ["python", "-m", TOKENIZER_MODULE],
         "args": tokenizer_flags(spec, SweepLayout(namespace, sweep)),
         "envFrom": _env_from(spec),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": {"requests": {"cpu": res.cpu, "memory": res.memory}},
     }
     pod_spec: dict[str, Any] = {"containers": [container], "restartPolicy": "Never"}

@@ -1,0 +1,163 @@
+"""What the sweep's pods say that its jobs do not: an image that cannot be pulled, a
+container that cannot be created, a pod no node will take, and the last lines a failed
+trainer printed.
+
+The training-operator reports a PyTorchJob whose pod waits on ErrImagePull as merely
+Created, forever; and a failed job's condition says only "1 Master replica(s) failed".
+The kubelet knows why, in the pod's status, so the operator lists the sweep's pods (one
+`list`, by the sweep label every pod template carries) and reads it from there:
+
+- `state.waiting.reason` of the container: ErrImagePull, ImagePullBackOff, InvalidImageName,
+  CreateContainerConfigError (a missing Secret, say), ...; the kubelet's message names the
+  image or the missing object.
+- `state.terminated` with a non-zero exit code: the container's `terminationMessagePolicy`
+  is FallbackToLogsOnError (jobs.py), so the kubelet copies the tail of its log (at most
+  80 lines / 2 KiB) into `message`. That is why the operator needs no `pods/log` access.
+- the PodScheduled condition False with reason Unschedulable: the scheduler's message
+  ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu").
+
+Pure functions of plain dicts (the API's JSON), so every case is unit-tested without a
+cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from miniseries.control.jobs import LABEL_ATTEMPT, LABEL_COMPONENT, LABEL_RUN
+
+# Waiting reasons that mean the container will not start on its own (ContainerCreating and
+# PodInitializing are the normal way to start, so they are not trouble).
+WAITING_TROUBLE = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+        "CrashLoopBackOff",
+    }
+)
+IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+TOKENIZER = "tokenizer"  # the key of the tokenizer job's pod (it has no run)
+TAIL_LINES = 8  # of a failed container's log, in status and Events
+TAIL_CHARS = 800
+
+
+@dataclass(frozen=True)
+class PodTrouble:
+    """Why one pod of the sweep is not doing its work, as the kubelet or scheduler said it."""
+
+    pod: str
+    reason: str  # the kubelet's or scheduler's reason: ErrImagePull, Error, OOMKilled, Unschedulable
+    message: str
+    image: str | None = None
+    exit_code: int | None = None
+    log_tail: str | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """The pod is stuck before (or between) running its container; the job has not failed."""
+        return self.exit_code is None
+
+    def summary(self) -> str:
+        """One message for a run's status and an Event: what, where, and the evidence."""
+        if self.reason in IMAGE_REASONS:
+            head = f"image {self.image!r} cannot be pulled ({self.reason})"
+        elif self.exit_code is not None:
+            head = f"container exited with code {self.exit_code} ({self.reason}) in pod {self.pod}"
+        else:
+            head = f"pod {self.pod}: {self.reason}"
+        text = f"{head}: {self.message}" if self.message else head
+        if self.log_tail:
+            text += f"\nlast lines of its log:\n{self.log_tail}"
+        return text
+
+
+def log_tail(text: str | None, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str | None:
+    """The last few lines of a log, short enough for a status message and an Event."""
+    if not text or not text.strip():
+        return None
+    tail = "\n".join(text.rstrip().splitlines()[-lines:])
+    return tail if len(tail) <= chars else "…" + tail[-(chars - 1) :]
+
+
+def _container_status(pod: dict[str, Any]) -> dict[str, Any] | None:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return statuses[0] if statuses else None
+
+
+def _image(pod: dict[str, Any], cs: dict[str, Any] | None) -> str | None:
+    if cs and cs.get("image"):
+        return str(cs["image"])
+    containers = (pod.get("spec") or {}).get("containers") or []
+    return str(containers[0].get("image")) if containers else None
+
+
+def _unschedulable(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+            return c
+    return None
+
+
+def trouble_of(pod: dict[str, Any]) -> PodTrouble | None:
+    """The trouble one pod is in, or None when it is starting, running or has succeeded."""
+    name = str((pod.get("metadata") or {}).get("name", "?"))
+    cs = _container_status(pod)
+    image = _image(pod, cs)
+    if cs is not None:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in WAITING_TROUBLE:
+            last = ((cs.get("lastState") or {}).get("terminated")) or {}
+            return PodTrouble(name, waiting["reason"], str(waiting.get("message") or "").strip(), image,
+                              log_tail=log_tail(last.get("message")))  # fmt: skip
+        terminated = (cs.get("state") or {}).get("terminated") or {}
+        code = terminated.get("exitCode")
+        if terminated and code not in (None, 0):
+            return PodTrouble(name, str(terminated.get("reason") or "Error"), "", image, int(code),
+                              log_tail(terminated.get("message")))  # fmt: skip
+        return None
+    cond = _unschedulable(pod)
+    if cond is not None:
+        return PodTrouble(name, "Unschedulable", str(cond.get("message") or "").strip(), image)
+    return None
+
+
+def _key(pod: dict[str, Any]) -> str | None:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    if labels.get(LABEL_RUN):
+        return str(labels[LABEL_RUN])
+    return TOKENIZER if labels.get(LABEL_COMPONENT) == TOKENIZER else None
+
+
+def _attempt(pod: dict[str, Any]) -> int:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    try:
+        return int(labels.get(LABEL_ATTEMPT, 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def troubles_by_run(pods: list[dict[str, Any]]) -> dict[str, PodTrouble]:
+    """Per run (and TOKENIZER), the trouble of its newest attempt's pods, if any.
+
+    Pods of an older attempt may linger while their job is deleted for a retry; what they
+    say is history, already recorded when that attempt failed."""
+    newest: dict[str, int] = {}
+    for pod in pods:
+        key = _key(pod)
+        if key is not None:
+            newest[key] = max(newest.get(key, 0), _attempt(pod))
+    out: dict[str, PodTrouble] = {}
+    for pod in sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("name", ""))):
+        key = _key(pod)
+        if key is None or _attempt(pod) != newest[key] or key in out:
+            continue
+        trouble = trouble_of(pod)
+        if trouble is not None:
+            out[key] = trouble
+    return out
