@@ -6,7 +6,7 @@ Every rank takes part in both (the sums are added over ranks) and gets the same 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -18,6 +18,9 @@ from miniseries_trainer.bpb import evaluate_bpb
 from miniseries_trainer.data import validation_batches
 from miniseries_trainer.runtime import Runtime
 from miniseries_trainer.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from miniseries_trainer.core_bundle import Bundle
 
 
 def load_validation(
@@ -58,7 +61,7 @@ def validation_bpb(
 def core_score(
     model: torch.nn.Module,
     tokenizer: Tokenizer,
-    bundle: Any,
+    bundle: Bundle,
     runtime: Runtime,
     *,
     max_per_task: int | None,

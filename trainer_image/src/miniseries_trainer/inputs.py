@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from miniseries.contract.core import CoreError
 from miniseries.contract.store import RetryingStore, RetryPolicy, StoreError, StoreHealth, open_store
 from miniseries_trainer.data import list_shards
 from miniseries_trainer.flags import STARTUP_STORE_SECONDS, fail
 from miniseries_trainer.tokenizer import Tokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    from miniseries_trainer.core_bundle import Bundle
 
 
 @dataclass
@@ -23,7 +26,7 @@ class Inputs:
     train_keys: list[str]
     val_key: str
     tokenizer: Tokenizer
-    bundle: Any | None  # core_eval.Bundle, or None when CORE is not evaluated
+    bundle: Bundle | None  # None when CORE is not evaluated (no --eval-bundle)
 
 
 def open_inputs(args: argparse.Namespace, rank: int) -> Inputs:
