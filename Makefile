@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv deps images local test unit lint crd
+.PHONY: venv deps images local test unit lint crd dashboards
 
 venv:
 	@bash scripts/setup-venv.sh
@@ -44,3 +44,7 @@ lint: venv
 crd: venv
 	$(VENV)/bin/miniseries crd > crds/scalingsweeps.miniseries.dev.yaml
 	cp crds/scalingsweeps.miniseries.dev.yaml charts/miniseries-operator/crds/
+
+# The Grafana dashboards (Grafana Foundation SDK, dashboards/generate.py) into dashboards/ and the chart.
+dashboards: venv
+	$(PY) dashboards/generate.py

@@ -12,7 +12,7 @@ https://github.com/karpathy/nanochat DIR`); without one only miniseries is measu
 
 MFU uses miniseries.contract.shapes' FLOPs per token for both (nanochat's extra value
 embeddings are lookups, not matmul FLOPs) over the CPU peak the trainer assumes
-(train.CPU_PEAK_FLOPS_PER_THREAD x threads).
+(throughput.CPU_PEAK_FLOPS_PER_THREAD x threads).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def main() -> int:
         "nanochat_compile": args.nanochat_compile,
     }
     sys.path.insert(0, str(REPO / "trainer_image/src"))
-    from miniseries_trainer.train import CPU_PEAK_FLOPS_PER_THREAD
+    from miniseries_trainer.throughput import CPU_PEAK_FLOPS_PER_THREAD
 
     peak = CPU_PEAK_FLOPS_PER_THREAD * args.threads
     result: dict[str, object] = {

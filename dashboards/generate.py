@@ -9,8 +9,11 @@ ships them as ConfigMaps for the Grafana sidecar):
     miniseries-run.json     one run: loss, learning rate, throughput, MFU, memory
                             per rank, progress and the evaluation scores
 
+The dashboards are built with Grafana's own dashboards-as-code library, the Grafana
+Foundation SDK (`grafana-foundation-sdk` on PyPI, generated from Grafana's schemas; pinned
+in requirements-dev.txt: it is a development tool, not a dependency of the operator).
 Panels are a few plain functions over PromQL strings, so changing a dashboard is
-changing a line here and re-running this file; tests/unit/test_dashboards.py fails
+changing a line here and re-running this file (`make dashboards`); tests/unit/test_dashboards.py fails
 when the committed JSON is not this file's output, and the Prometheus integration
 test runs every expression below against a real scrape of the trainer and the
 operator. Metric names are the contract of DESIGN.md: `miniseries_*`, labelled
@@ -28,8 +31,19 @@ import importlib
 import json
 import re
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from grafana_foundation_sdk.builders import bargauge, prometheus, stat, table, timeseries, xychart
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import prometheus as prometheus_models
+from grafana_foundation_sdk.models import xychart as xm
 
 from miniseries.api.spec import MAX_DEPTH, MIN_DEPTH, RunState
 from miniseries.contract.metric_doc import MetricDoc
@@ -43,159 +57,216 @@ SWEEP_DEPTH = 'sweep=~"$sweep", depth=~"$depth"'
 SWEEP_RUN = 'sweep=~"$sweep", run=~"$run"'
 RATE = "$__rate_interval"
 
-Panel = dict[str, Any]
+#: Every query goes to the Prometheus the dashboard's `datasource` variable picks.
+PROMETHEUS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
+#: The Grafana release whose schemas the installed SDK was generated from (its version is
+#: `<build>!<grafana version>`): the panels' pluginVersion.
+GRAFANA_VERSION = metadata.version("grafana-foundation-sdk").rpartition("!")[2]
+#: Grafana's grid is 24 columns wide.
+GRID_COLUMNS = 24
+
+Panel = cogbuilder.Builder[dm.Panel] | cogbuilder.Builder[dm.RowPanel]
 
 
-def _target(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False) -> dict[str, Any]:
-    target: dict[str, Any] = {
-        "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "expr": expr,
-        "legendFormat": legend or "__auto",
-        "refId": ref,
-    }
-    if instant:
-        target.update({"instant": True, "range": False, "format": "table"})
-    return target
+def query(expr: str, legend: str = "", ref: str = "A") -> prometheus.Dataquery:
+    return prometheus.Dataquery().expr(expr).legend_format(legend or "__auto").ref_id(ref).datasource(PROMETHEUS)
 
 
-def _panel(kind: str, title: str, targets: list[dict[str, Any]], unit: str, description: str) -> Panel:
-    return {
-        "type": kind,
-        "title": title,
-        "description": description,
-        "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "targets": targets,
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {},
-    }
+def last_value() -> cb.ReduceDataOptions:
+    return cb.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)
 
 
-def stat(title: str, expr: str, unit: str = "none", description: str = "", decimals: int | None = None) -> Panel:
-    panel = _panel("stat", title, [_target(expr)], unit, description)
-    panel["options"] = {
-        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-        "colorMode": "value",
-    }
-    if decimals is not None:
-        panel["fieldConfig"]["defaults"]["decimals"] = decimals
-    panel["gridPos"] = {"w": 4, "h": 4}
-    return panel
+def stat_panel(title: str, expr: str, unit: str = "none", description: str = "", decimals: int | None = None) -> Panel:
+    panel = (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .with_target(query(expr))
+        .unit(unit)
+        .reduce_options(last_value())
+        .color_mode(common.BigValueColorMode.VALUE)
+        .span(4)
+        .height(4)
+    )
+    return panel if decimals is None else panel.decimals(decimals)
 
 
-def timeseries(title: str, expr: str, legend: str, unit: str = "none", description: str = "", w: int = 12) -> Panel:
-    panel = _panel("timeseries", title, [_target(expr, legend)], unit, description)
-    panel["options"] = {"legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull"]}}
-    panel["fieldConfig"]["defaults"]["custom"] = {"lineWidth": 1, "showPoints": "never"}
-    panel["gridPos"] = {"w": w, "h": 8}
-    return panel
+def timeseries_panel(
+    title: str, expr: str, legend: str, unit: str = "none", description: str = "", w: int = 12
+) -> Panel:
+    return (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .with_target(query(expr, legend))
+        .unit(unit)
+        .legend(
+            cb.VizLegendOptions()
+            .display_mode(common.LegendDisplayMode.TABLE)
+            .placement(common.LegendPlacement.RIGHT)
+            .calcs(["lastNotNull"])
+            .show_legend(True)  # the SDK's model defaults to a hidden legend
+        )
+        .line_width(1)
+        .show_points(common.VisibilityMode.NEVER)
+        .span(w)
+        .height(8)
+    )
 
 
-def bargauge(title: str, expr: str, legend: str, unit: str, description: str = "") -> Panel:
-    panel = _panel("bargauge", title, [_target(expr, legend)], unit, description)
-    panel["options"] = {
-        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-        "orientation": "horizontal",
-        "displayMode": "gradient",
-    }
-    panel["fieldConfig"]["defaults"].update({"min": 0, "max": 1} if unit == "percentunit" else {})
-    panel["gridPos"] = {"w": 12, "h": 8}
-    return panel
+def bargauge_panel(title: str, expr: str, legend: str, unit: str, description: str = "") -> Panel:
+    panel = (
+        bargauge.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .with_target(query(expr, legend))
+        .unit(unit)
+        .reduce_options(last_value())
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .display_mode(common.BarGaugeDisplayMode.GRADIENT)
+        .span(12)
+        .height(8)
+    )
+    return panel.min(0).max(1) if unit == "percentunit" else panel
+
+
+def _by_name(name: str) -> xychart.MatcherConfig:
+    return xychart.MatcherConfig().id("byName").options(name)
 
 
 def loss_vs_tokens(title: str, selector: str) -> Panel:
     """Loss against tokens seen, one series per depth: Grafana's XY chart over two queries.
 
-    Prometheus keeps series against time; the two queries are joined on time and the
-    chart pairs each depth's tokens (x) with its loss (y). The pairs are generated for
-    every depth the API allows, so any sweep's depths find theirs.
+    Prometheus keeps series against time; the two queries are joined on time into one frame
+    (index 0) and the chart pairs each depth's tokens (x) with its loss (y). The pairs are
+    generated for every depth the API allows, so any sweep's depths find theirs.
     """
-    targets = [
-        _target(f"max by (depth) (miniseries_train_tokens_total{{{selector}}})", "tokens d{{depth}}", "A"),
-        _target(f"max by (depth) (miniseries_train_loss{{{selector}}})", "loss d{{depth}}", "B"),
+    series = [
+        xychart.XYSeriesConfig()
+        .name(xychart.XychartXYSeriesConfigName().fixed(f"d{d}"))
+        .frame(xychart.XychartXYSeriesConfigFrame().matcher(xychart.MatcherConfig().id("byIndex").options(0)))
+        .x(xychart.XychartXYSeriesConfigX().matcher(_by_name(f"tokens d{d}")))
+        .y(xychart.XychartXYSeriesConfigY().matcher(_by_name(f"loss d{d}")))
+        for d in range(MIN_DEPTH, MAX_DEPTH + 1)
     ]
-    panel = _panel("xychart", title, targets, "none", "Training loss against tokens seen, per depth.")
-    panel["transformations"] = [{"id": "joinByField", "options": {"byField": "Time", "mode": "outer"}}]
-    panel["options"] = {
-        "seriesMapping": "manual",
-        "series": [{"name": f"d{d}", "x": f"tokens d{d}", "y": f"loss d{d}"} for d in range(MIN_DEPTH, MAX_DEPTH + 1)],
-        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-    }
-    panel["fieldConfig"]["defaults"]["custom"] = {"show": "lines", "lineWidth": 1}
-    panel["gridPos"] = {"w": 12, "h": 10}
-    return panel
+    return (
+        xychart.Panel()
+        .title(title)
+        .description("Training loss against tokens seen, per depth.")
+        .datasource(PROMETHEUS)
+        .with_target(query(f"max by (depth) (miniseries_train_tokens_total{{{selector}}})", "tokens d{{depth}}", "A"))
+        .with_target(query(f"max by (depth) (miniseries_train_loss{{{selector}}})", "loss d{{depth}}", "B"))
+        .with_transformation(
+            dm.DataTransformerConfig(id_val="joinByField", options={"byField": "Time", "mode": "outer"})
+        )
+        .mapping(xm.SeriesMapping.MANUAL)
+        .series(series)
+        .legend(
+            cb.VizLegendOptions()
+            .display_mode(common.LegendDisplayMode.LIST)
+            .placement(common.LegendPlacement.BOTTOM)
+            .show_legend(True)
+        )
+        .show(xm.XYShowMode.LINES)
+        .line_width(1)
+        .unit("none")
+        .span(12)
+        .height(10)
+    )
 
 
 def info_table(title: str, expr: str) -> Panel:
-    panel = _panel("table", title, [_target(expr, instant=True)], "none", "Labels of the run's info metric.")
-    panel["transformations"] = [
-        {"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True}}}
-    ]
-    panel["gridPos"] = {"w": 24, "h": 4}
-    return panel
+    """The labels of an info metric, one column each (its value, time and name hidden)."""
+    hidden = {"Time": True, "Value": True, "__name__": True}
+    return (
+        table.Panel()
+        .title(title)
+        .description("Labels of the run's info metric.")
+        .datasource(PROMETHEUS)
+        .with_target(query(expr).instant().format(prometheus_models.PromQueryFormat.TABLE))
+        .with_transformation(dm.DataTransformerConfig(id_val="organize", options={"excludeByName": hidden}))
+        .unit("none")
+        .span(24)
+        .height(4)
+    )
 
 
 def row(title: str) -> Panel:
-    return {"type": "row", "title": title, "collapsed": False, "panels": [], "gridPos": {"w": 24, "h": 1}}
+    return db.Row(title).collapsed(False).grid_pos(dm.GridPos(h=1, w=GRID_COLUMNS))
 
 
-def _variable(name: str, label: str, query: str, *, multi: bool) -> dict[str, Any]:
-    return {
-        "name": name,
-        "label": label,
-        "type": "query",
-        "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "query": {"query": query, "refId": f"{name}-values"},
-        "definition": query,
-        "refresh": 2,  # on time-range change: new runs appear without a reload
-        "sort": 3,  # numerical ascending: d2 < d10
-        "multi": multi,
-        "includeAll": multi,
-        "allValue": ".*" if multi else None,
-        "current": {},
-        "options": [],
-    }
+def _variable(name: str, label: str, expr: str, *, multi: bool) -> db.QueryVariable:
+    variable = (
+        db.QueryVariable(name)
+        .label(label)
+        .datasource(PROMETHEUS)
+        .query({"query": expr, "refId": f"{name}-values"})
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)  # new runs appear without a reload
+        .sort(dm.VariableSort.NUMERICAL_ASC)  # d2 < d10
+        .multi(multi)
+        .include_all(multi)
+    )
+    return variable.all_value(".*") if multi else variable
 
 
-def _layout(panels: list[Panel]) -> list[Panel]:
-    """Flow panels left to right, wrapping at Grafana's 24 columns."""
-    x = y = row_height = 0
-    for i, panel in enumerate(panels):
-        pos = panel["gridPos"]
-        if x + pos["w"] > 24:
-            x, y, row_height = 0, y + row_height, 0
-        pos.update({"x": x, "y": y})
-        panel["id"] = i + 1
-        x += pos["w"]
-        row_height = max(row_height, pos["h"])
-    return panels
+def _place(panels: list[Panel]) -> None:
+    """Flow panels left to right, wrapping before a panel would cross the 24th column, and number them.
+
+    (The SDK's own placement wraps only once a line is full, so a 12-wide panel after 16
+    columns would stick out of the grid.)
+    """
+    x = y = line_height = 0
+    for i, panel in enumerate(panels, start=1):
+        pos = panel.build().grid_pos or dm.GridPos()
+        if x + pos.w > GRID_COLUMNS:
+            x, y, line_height = 0, y + line_height, 0
+        panel.grid_pos(dm.GridPos(h=pos.h, w=pos.w, x=x, y=y)).id(i)
+        x += pos.w
+        line_height = max(line_height, pos.h)
 
 
-def dashboard(uid: str, title: str, description: str, variables: list[dict[str, Any]], panels: list[Panel]) -> dict:
-    datasource = {
-        "name": "datasource",
-        "label": "Prometheus",
-        "type": "datasource",
-        "query": "prometheus",
-        "current": {},
-        "options": [],
-        "refresh": 1,
-    }
-    return {
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": ["miniseries"],
-        "editable": True,
-        "graphTooltip": 1,
-        "schemaVersion": 39,
-        "time": {"from": "now-6h", "to": "now"},
-        "refresh": "30s",
-        "timezone": "browser",
-        "templating": {"list": [datasource, *variables]},
-        "annotations": {"list": []},
-        "links": [{"title": "miniseries dashboards", "type": "dashboards", "tags": ["miniseries"], "asDropdown": True}],
-        "panels": _layout(panels),
-    }
+def _mark_schema_version(panel: Panel) -> None:
+    """Say which Grafana's panel schema the options follow (the SDK's builders have no setter for it).
+
+    Without a pluginVersion Grafana treats a panel as written before any migration and migrates
+    its options again: an XY chart's series (11.1+ format) would be rewritten as if they were the
+    10.x format and lose their fields.
+    """
+    model = panel.build()  # the builder's own model object
+    if isinstance(model, dm.Panel):
+        model.plugin_version = GRAFANA_VERSION
+
+
+def dashboard(uid: str, title: str, description: str, variables: list[db.QueryVariable], panels: list[Panel]) -> dict:
+    """The dashboard as Grafana's JSON model (a plain dict: what the chart ships and the tests read)."""
+    board = (
+        db.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["miniseries"])
+        .editable()
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .time("now-6h", "now")
+        .refresh("30s")
+        .timezone("browser")
+        .link(
+            db.DashboardLink("miniseries dashboards")
+            .type(dm.DashboardLinkType.DASHBOARDS)
+            .tags(["miniseries"])
+            .as_dropdown(True)
+        )
+        .with_variable(db.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
+    )
+    for variable in variables:
+        board = board.with_variable(variable)
+    _place(panels)
+    for panel in panels:
+        _mark_schema_version(panel)
+        board = board.with_row(panel) if isinstance(panel, db.Row) else board.with_panel(panel)
+    return json.loads(json.dumps(board.build(), cls=JSONEncoder))
 
 
 def sweep_overview() -> dict:
@@ -206,25 +277,27 @@ def sweep_overview() -> dict:
     ]
     panels = [
         row("Sweep"),
-        stat("Runs done", f'sum(miniseries_sweep_runs{{{SWEEP}, state="{done}"}})', description="Runs Succeeded."),
-        stat("Runs total", f"sum(miniseries_sweep_runs{{{SWEEP}}})", description="Runs in the plan, any state."),
-        stat("Cost so far", f"sum(miniseries_sweep_cost_usd{{{SWEEP}}})", "currencyUSD", "GPU-hours x price.", 2),
-        stat(
+        stat_panel(
+            "Runs done", f'sum(miniseries_sweep_runs{{{SWEEP}, state="{done}"}})', description="Runs Succeeded."
+        ),
+        stat_panel("Runs total", f"sum(miniseries_sweep_runs{{{SWEEP}}})", description="Runs in the plan, any state."),
+        stat_panel("Cost so far", f"sum(miniseries_sweep_cost_usd{{{SWEEP}}})", "currencyUSD", "GPU-hours x price.", 2),
+        stat_panel(
             "ETA (longest run)",
             f"max(miniseries_train_eta_seconds{{{SWEEP_DEPTH}}})",
             "s",
             "Time left for the slowest running run at its current throughput.",
         ),
-        stat("Tokens trained", f"sum(miniseries_train_tokens_total{{{SWEEP_DEPTH}}})", "short"),
-        stat("FLOPs spent", f"sum(miniseries_train_flops_total{{{SWEEP_DEPTH}}})", "short"),
-        bargauge(
+        stat_panel("Tokens trained", f"sum(miniseries_train_tokens_total{{{SWEEP_DEPTH}}})", "short"),
+        stat_panel("FLOPs spent", f"sum(miniseries_train_flops_total{{{SWEEP_DEPTH}}})", "short"),
+        bargauge_panel(
             "Runs by state",
             f"sum by (state) (miniseries_sweep_runs{{{SWEEP}}})",
             "{{state}}",
             "none",
             "What the operator reports for each run of the sweep.",
         ),
-        bargauge(
+        bargauge_panel(
             "Progress per run",
             f"max by (run) (miniseries_train_step{{{SWEEP_DEPTH}}})"
             f" / max by (run) (miniseries_train_steps_planned{{{SWEEP_DEPTH}}})",
@@ -234,47 +307,49 @@ def sweep_overview() -> dict:
         ),
         row("Training"),
         loss_vs_tokens("Loss vs tokens per depth", SWEEP_DEPTH),
-        timeseries("Loss per run", f"max by (run) (miniseries_train_loss{{{SWEEP_DEPTH}}})", "{{run}}"),
-        timeseries(
+        timeseries_panel("Loss per run", f"max by (run) (miniseries_train_loss{{{SWEEP_DEPTH}}})", "{{run}}"),
+        timeseries_panel(
             "Tokens/s per run",
             f"max by (run) (miniseries_train_tokens_per_second{{{SWEEP_DEPTH}}})",
             "{{run}}",
             "short",
             "Training throughput of the whole run (all ranks).",
         ),
-        timeseries(
+        timeseries_panel(
             "MFU per run",
             f"max by (run) (miniseries_train_mfu{{{SWEEP_DEPTH}}})",
             "{{run}}",
             "percentunit",
             "Model FLOPs utilisation: achieved / peak FLOPs.",
         ),
-        timeseries(
+        timeseries_panel(
             "GPU memory (peak) per run and rank",
             f"max by (run, rank) (miniseries_peak_memory_bytes{{{SWEEP_DEPTH}}})",
             "{{run}} rank {{rank}}",
             "bytes",
         ),
-        timeseries("ETA per run", f"max by (run) (miniseries_train_eta_seconds{{{SWEEP_DEPTH}}})", "{{run}}", "s"),
+        timeseries_panel(
+            "ETA per run", f"max by (run) (miniseries_train_eta_seconds{{{SWEEP_DEPTH}}})", "{{run}}", "s"
+        ),
         row("Evaluation"),
-        timeseries("Validation bits per byte", f"max by (run) (miniseries_val_bpb{{{SWEEP_DEPTH}}})", "{{run}}"),
-        timeseries("CORE score", f"max by (run) (miniseries_core_score{{{SWEEP_DEPTH}}})", "{{run}}"),
+        timeseries_panel("Validation bits per byte", f"max by (run) (miniseries_val_bpb{{{SWEEP_DEPTH}}})", "{{run}}"),
+        timeseries_panel("CORE score", f"max by (run) (miniseries_core_score{{{SWEEP_DEPTH}}})", "{{run}}"),
         row("Operator"),
-        timeseries(
+        timeseries_panel(
             "Reconciles/s",
             f"sum by (namespace) (rate(miniseries_operator_reconciles_total[{RATE}]))",
             "{{namespace}}",
             "ops",
             w=8,
         ),
-        timeseries(
+        timeseries_panel(
             "Reconcile p95",
             f"histogram_quantile(0.95, sum by (le) (rate(miniseries_operator_reconcile_duration_seconds_bucket[{RATE}])))",
             "p95",
             "s",
             w=8,
         ),
-        timeseries(
+        timeseries_panel(
             "Jobs created",
             "sum(miniseries_operator_jobs_created_total)",
             "jobs",
@@ -282,7 +357,7 @@ def sweep_overview() -> dict:
             "PyTorchJobs and tokenizer Jobs the operator created since it started.",
             w=8,
         ),
-        timeseries(
+        timeseries_panel(
             "Operator errors/s",
             f"sum(rate(miniseries_operator_errors_total[{RATE}]))",
             "errors",
@@ -307,23 +382,23 @@ def run_drilldown() -> dict:
     ]
     panels = [
         info_table("Run", f"miniseries_train_info{{{SWEEP_RUN}}}"),
-        stat("Step", f"max(miniseries_train_step{{{SWEEP_RUN}}})"),
-        stat("Steps planned", f"max(miniseries_train_steps_planned{{{SWEEP_RUN}}})"),
-        stat("ETA", f"max(miniseries_train_eta_seconds{{{SWEEP_RUN}}})", "s"),
-        stat("Tokens", f"max(miniseries_train_tokens_total{{{SWEEP_RUN}}})", "short"),
-        stat("Val bpb", f"max(miniseries_val_bpb{{{SWEEP_RUN}}})", decimals=4),
-        stat("CORE", f"max(miniseries_core_score{{{SWEEP_RUN}}})", decimals=4),
-        timeseries("Loss", f"max(miniseries_train_loss{{{SWEEP_RUN}}})", "loss"),
-        timeseries("Learning rate", f"max(miniseries_train_lr{{{SWEEP_RUN}}})", "lr"),
-        timeseries("Tokens/s", f"max(miniseries_train_tokens_per_second{{{SWEEP_RUN}}})", "tokens/s", "short"),
-        timeseries("MFU", f"max(miniseries_train_mfu{{{SWEEP_RUN}}})", "MFU", "percentunit"),
-        timeseries(
+        stat_panel("Step", f"max(miniseries_train_step{{{SWEEP_RUN}}})"),
+        stat_panel("Steps planned", f"max(miniseries_train_steps_planned{{{SWEEP_RUN}}})"),
+        stat_panel("ETA", f"max(miniseries_train_eta_seconds{{{SWEEP_RUN}}})", "s"),
+        stat_panel("Tokens", f"max(miniseries_train_tokens_total{{{SWEEP_RUN}}})", "short"),
+        stat_panel("Val bpb", f"max(miniseries_val_bpb{{{SWEEP_RUN}}})", decimals=4),
+        stat_panel("CORE", f"max(miniseries_core_score{{{SWEEP_RUN}}})", decimals=4),
+        timeseries_panel("Loss", f"max(miniseries_train_loss{{{SWEEP_RUN}}})", "loss"),
+        timeseries_panel("Learning rate", f"max(miniseries_train_lr{{{SWEEP_RUN}}})", "lr"),
+        timeseries_panel("Tokens/s", f"max(miniseries_train_tokens_per_second{{{SWEEP_RUN}}})", "tokens/s", "short"),
+        timeseries_panel("MFU", f"max(miniseries_train_mfu{{{SWEEP_RUN}}})", "MFU", "percentunit"),
+        timeseries_panel(
             "Peak memory per rank",
             f"max by (rank) (miniseries_peak_memory_bytes{{{SWEEP_RUN}}})",
             "rank {{rank}}",
             "bytes",
         ),
-        timeseries(
+        timeseries_panel(
             "FLOPs/s",
             f"max(rate(miniseries_train_flops_total{{{SWEEP_RUN}}}[{RATE}]))",
             "FLOPs/s",

@@ -25,6 +25,7 @@ pytestmark = [
 ]
 
 from miniseries_trainer import core_eval as ce  # noqa: E402
+from miniseries_trainer import core_prompts, core_scoring  # noqa: E402
 from miniseries_trainer.model import build_model  # noqa: E402
 from miniseries_trainer.tokenizer import Tokenizer, save_tokenizer, train_bpe  # noqa: E402
 
@@ -72,7 +73,7 @@ def tiny_model(seed: int = 0, depth: int = 1, seq_len: int = 256, untrained: boo
 
 def test_multiple_choice_prompt_copa_zero_shot() -> None:
     row = first_row("copa")
-    assert ce.render_prompts("multiple_choice", row, " ", []) == [
+    assert core_prompts.render_prompts("multiple_choice", row, " ", []) == [
         "The man turned on the faucet, therefore the toilet filled with water.",
         "The man turned on the faucet, therefore water flowed from the spout.",
     ]
@@ -81,7 +82,7 @@ def test_multiple_choice_prompt_copa_zero_shot() -> None:
 def test_multiple_choice_prompt_arc_easy_with_shots_and_delimiter() -> None:
     assert REFERENCE_BUNDLE is not None
     rows = [json.loads(x) for x in task_paths(REFERENCE_BUNDLE)["arc_easy"].read_text().splitlines()[:3]]
-    prompts = ce.render_prompts("multiple_choice", rows[2], "\nAnswer: ", rows[:2])
+    prompts = core_prompts.render_prompts("multiple_choice", rows[2], "\nAnswer: ", rows[:2])
     assert prompts[3] == (
         "Question: Which statement best explains why photosynthesis is the foundation of most food webs?\n"
         "Answer: Sunlight is the source of energy for nearly all ecosystems.\n\n"
@@ -94,7 +95,7 @@ def test_multiple_choice_prompt_arc_easy_with_shots_and_delimiter() -> None:
 
 
 def test_schema_prompt_winograd() -> None:
-    assert ce.render_prompts("schema", first_row("winograd"), " ", []) == [
+    assert core_prompts.render_prompts("schema", first_row("winograd"), " ", []) == [
         "The city councilmen refused the demonstrators a permit because the city councilmen feared violence.",
         "The city councilmen refused the demonstrators a permit because the demonstrators feared violence.",
     ]
@@ -103,7 +104,7 @@ def test_schema_prompt_winograd() -> None:
 def test_language_modeling_prompt_jeopardy_with_a_shot() -> None:
     assert REFERENCE_BUNDLE is not None
     rows = [json.loads(x) for x in task_paths(REFERENCE_BUNDLE)["jeopardy"].read_text().splitlines()[:2]]
-    without, with_ = ce.render_prompts("language_modeling", rows[1], "\nAnswer: ", rows[:1])
+    without, with_ = core_prompts.render_prompts("language_modeling", rows[1], "\nAnswer: ", rows[:1])
     head = (
         "WORLD HISTORY: This Navy commander flew from a base at Little America to the South Pole & back "
         "Nov. 28-29, 1929\nAnswer: Admiral Richard Byrd\n\n"
@@ -115,7 +116,7 @@ def test_language_modeling_prompt_jeopardy_with_a_shot() -> None:
 
 def test_language_modeling_prompt_lambada_zero_shot() -> None:
     row = first_row("lambada_openai")
-    without, with_ = ce.render_prompts("language_modeling", row, " ", [])
+    without, with_ = core_prompts.render_prompts("language_modeling", row, " ", [])
     assert without.endswith("I don't care about") and without.startswith("In my palm is a clear stone")
     assert with_ == without + " signs"
 
@@ -123,20 +124,20 @@ def test_language_modeling_prompt_lambada_zero_shot() -> None:
 def test_fewshot_draw_is_nanochats_and_never_the_example_itself() -> None:
     for n, idx, k in [(5, 2, 3), (12, 0, 10), (12, 11, 10), (2117, 5, 10), (20321, 20320, 10)]:
         nanochat = random.Random(1234 + idx).sample([i for i in range(n) if i != idx], k)
-        assert ce.fewshot_indices(n, idx, k) == nanochat
+        assert core_prompts.fewshot_indices(n, idx, k) == nanochat
         assert idx not in nanochat
 
 
 def test_spans_follow_the_task_type_and_truncation_keeps_the_continuation(tok: Tokenizer) -> None:
-    mc = tok.encode_batch(ce.render_prompts("multiple_choice", first_row("copa"), " ", []), prepend_bos=True)
-    _, spans = ce.spans_for("multiple_choice", mc)
-    start = ce.common_prefix(mc)
+    mc = tok.encode_batch(core_prompts.render_prompts("multiple_choice", first_row("copa"), " ", []), prepend_bos=True)
+    _, spans = core_prompts.spans_for("multiple_choice", mc)
+    start = core_prompts.common_prefix(mc)
     assert spans == [(start, len(mc[0])), (start, len(mc[1]))] and mc[0][:start] == mc[1][:start]
-    sc = tok.encode_batch(ce.render_prompts("schema", first_row("winograd"), " ", []), prepend_bos=True)
-    _, spans = ce.spans_for("schema", sc)
-    assert [s[1] - s[0] for s in spans] == [ce.common_suffix(sc)] * 2
+    sc = tok.encode_batch(core_prompts.render_prompts("schema", first_row("winograd"), " ", []), prepend_bos=True)
+    _, spans = core_prompts.spans_for("schema", sc)
+    assert [s[1] - s[0] for s in spans] == [core_prompts.common_suffix(sc)] * 2
     assert tok.decode(sc[0][spans[0][0] :]).strip() == "feared violence."
-    seq, span = ce.truncate_left(list(range(100)), (90, 100), 32)
+    seq, span = core_prompts.truncate_left(list(range(100)), (90, 100), 32)
     assert seq == list(range(68, 100)) and span == (22, 32)
 
 
@@ -171,7 +172,7 @@ def test_a_model_that_always_prefers_gold_scores_centered_one(tok: Tokenizer, tm
     assert bundle.missing == []
     golds = []
     for task in bundle.tasks:
-        for ex in ce.prepare_task(task, tok, max_per_task=12, max_seq_len=256):
+        for ex in core_prompts.prepare_task(task, tok, max_per_task=12, max_seq_len=256):
             golds.append(ex.seqs[max(ex.gold, 0)])
     result = ce.evaluate_core(GoldOracle(golds, VOCAB), tok, bundle, device=CPU, max_per_task=12, max_seq_len=256)
     assert [t.centered for t in result.tasks] == [pytest.approx(1.0)] * 22
@@ -223,14 +224,14 @@ def test_prefix_sharing_rows_score_what_one_row_per_prompt_scores(tok: Tokenizer
     bundle = ce.load_bundle(small_bundle(tmp_path).as_uri(), allow_partial=True, max_per_task=24)
     model = tiny_model(depth=2)
     for task in bundle.tasks:
-        examples = ce.prepare_task(task, tok, max_per_task=24, max_seq_len=256)
+        examples = core_prompts.prepare_task(task, tok, max_per_task=24, max_seq_len=256)
         rows_tree, rows_flat, group = [], [], 0
         for ex in examples:
-            rows_tree += ce.build_row(ex, group, share_prefix=True)
-            rows_flat += ce.build_row(ex, group, share_prefix=False)
+            rows_tree += core_scoring.build_row(ex, group, share_prefix=True)
+            rows_flat += core_scoring.build_row(ex, group, share_prefix=False)
             group += len(ex.seqs)
-        fast = ce.score_rows(model, rows_tree, group, device=CPU, pad_id=tok.bos_token_id, batch_tokens=2048)
-        plain = ce.score_rows(lambda x: model(x), rows_flat, group, device=CPU, pad_id=0, batch_tokens=2048)
+        fast = core_scoring.score_rows(model, rows_tree, group, device=CPU, pad_id=tok.bos_token_id, batch_tokens=2048)
+        plain = core_scoring.score_rows(lambda x: model(x), rows_flat, group, device=CPU, pad_id=0, batch_tokens=2048)
         assert torch.allclose(fast[0], plain[0], atol=1e-4), task.spec.label
         assert torch.equal(fast[1], plain[1])
 

@@ -9,9 +9,12 @@ the exporter. Every series carries `sweep`, `depth`, `run`; per-rank ones add `r
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
 
 from miniseries.contract.metric_doc import MetricDoc
+from miniseries.contract.store import StoreHealth
 
 RUN_LABELS = ("sweep", "depth", "run")
 
@@ -89,3 +92,9 @@ class TrainerMetrics:
     def set_info(self, info: dict[str, str]) -> None:
         if self.info is not None:
             self.info.labels(**self.labels).info(info)
+
+    def set_store_health(self, health: StoreHealth) -> None:
+        """The store's failures and waits so far (a RetryingStore calls this on every change)."""
+        self.set("miniseries_store_errors_total", health.errors)
+        self.set("miniseries_store_retry_wait_seconds_total", health.waited_seconds)
+        self.set("miniseries_store_outage_seconds", health.outage_seconds(time.monotonic()))
