@@ -19,7 +19,7 @@ from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models import dashboard as dm
 
 from miniseries.api.spec import MAX_DEPTH, MIN_DEPTH
-from tests.dashboards import ROOT, gen
+from tests.support.dashboards import ROOT, gen
 
 BOARDS = sorted(gen.DASHBOARDS)
 
