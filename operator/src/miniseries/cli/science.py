@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from miniseries.contract.store import DEFAULT_STORE_DIR
+
 PARAM_COLUMNS = ("params", "model size", "n", "parameters", "eff_params")
 TOKEN_COLUMNS = ("tokens", "training tokens", "d", "data")
 FLOP_COLUMNS = ("flops", "training flop", "training flops", "compute", "c")
@@ -157,7 +159,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     r = sub.add_parser("report", help="write the scaling-law report of a sweep (two sweeps: side by side)")
     r.add_argument("sweeps", nargs="+", help="sweep name(s) in the store, or sweep YAML file(s)")
-    r.add_argument("--store", default=None, help="store directory or URI (default ./miniseries-store)")
+    r.add_argument("--store", default=None, help=f"store directory or URI (default ./{DEFAULT_STORE_DIR})")
     r.add_argument("--spec", default=None, help="the sweep YAML (price, MFU, peak FLOP/s for the extrapolation)")
     r.add_argument("--namespace", default="local",
                    help="the sweep's namespace: its data is under <store>/<namespace>/<sweep>/ "
