@@ -7,6 +7,7 @@ Kubernetes Secret mounted with envFrom provides them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,17 +50,23 @@ class S3Store:
         kind = StorePermanentError if code in PERMANENT_CODES else StoreError
         return kind(f"store {self.uri}/{key} via {endpoint}: {type(exc).__name__}: {exc}")
 
-    def read_bytes(self, key: str) -> bytes:
+    @contextlib.contextmanager
+    def _reading(self, key: str) -> Iterator[None]:
+        """Errors of an operation that reads `key`: a missing object is StoreNotFound, the rest `_wrap`ped."""
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            yield
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise StoreNotFound(f"{self.uri}/{key} does not exist") from None
             raise self._wrap(e, key) from e
         except Exception as e:
             raise self._wrap(e, key) from e
+
+    def read_bytes(self, key: str) -> bytes:
+        with self._reading(key):
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
     def write_bytes(self, key: str, data: bytes) -> None:
         try:
@@ -135,16 +142,8 @@ class S3Store:
         return True
 
     def copy(self, src: str, dst: str) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
+        with self._reading(src):
             self.client.copy({"Bucket": self.bucket, "Key": self._key(src)}, self.bucket, self._key(dst))
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise StoreNotFound(f"{self.uri}/{src} does not exist") from None
-            raise self._wrap(e, src) from e
-        except Exception as e:
-            raise self._wrap(e, src) from e
 
     def outer(self) -> tuple[S3Store, str]:
         """The bucket as a store, and this store's prefix in it."""
@@ -157,17 +156,9 @@ class S3Store:
             raise self._wrap(e, key) from e
 
     def download_file(self, key: str, path: Path) -> None:
-        from botocore.exceptions import ClientError
-
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with self._reading(key):
             self.client.download_file(self.bucket, self._key(key), str(path))
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise StoreNotFound(f"{self.uri}/{key} does not exist") from None
-            raise self._wrap(e, key) from e
-        except Exception as e:
-            raise self._wrap(e, key) from e
 
     def check(self) -> None:
         from botocore.exceptions import ClientError
