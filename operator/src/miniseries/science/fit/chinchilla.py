@@ -16,7 +16,8 @@ import numpy as np
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
-from miniseries.science.fit.common import CONFIDENCE, FitError, _positive_finite, _Result, json_ready
+from miniseries.contract.doc import json_ready
+from miniseries.science.fit.common import CONFIDENCE, FitError, _positive_finite, _Result
 
 #: Huber delta on log-loss residuals (Hoffmann et al. 2022; Besiroglu et al. 2024).
 HUBER_DELTA = 1e-3

@@ -10,25 +10,14 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from miniseries.contract.doc import json_ready
+
 #: Confidence level of every interval the fits report.
 CONFIDENCE = 0.95
 
 
 class FitError(ValueError):
     """The data cannot support this fit; the message says why and what would."""
-
-
-def json_ready(x: Any) -> Any:
-    """`x` as valid JSON: results through their `to_dict()`, NaN/inf as None (report.json, status)."""
-    if hasattr(x, "to_dict"):
-        return x.to_dict()
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: json_ready(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [json_ready(v) for v in x]
-    return x
 
 
 class _Result:

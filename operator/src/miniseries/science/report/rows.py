@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from miniseries.api.spec import ScalingSweepSpec
+from miniseries.contract.doc import json_ready
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.results import ResultsError, RunResults, read_loss_curve, read_results
 from miniseries.contract.store import Store, StoreError
 from miniseries.control.plan import make_plan
-from miniseries.science.fit.common import json_ready
 
 
 @dataclass
