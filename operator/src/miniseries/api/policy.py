@@ -25,9 +25,13 @@ from dataclasses import dataclass
 
 from miniseries.api import grammar
 from miniseries.api.errors import FieldProblem
-from miniseries.control.plan import DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET
 
 DEFAULT_SECRET_OPT_IN_LABEL = "miniseries.dev/allow-sweeps"
+#: A sweep without spec.cost.budgetUsd may plan at most this many GPU-hours: setting a budget is
+#: how a sweep asks for more. In GPU-hours, not USD, so that pricePerGpuHour: 0 cannot dodge it.
+#: The operator takes it from --max-gpu-hours-without-budget (chart: admission.maxGpuHoursWithoutBudget);
+#: `miniseries plan` and the local runner from the same environment variable, so they agree.
+DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET = float(os.environ.get("MINISERIES_MAX_GPU_HOURS_WITHOUT_BUDGET", "1000"))
 
 
 def _env_list(name: str) -> tuple[str, ...]:

@@ -6,35 +6,74 @@ models, so a spec that the API server accepts and one that the operator accepts
 cannot drift apart. Field descriptions become ``kubectl explain`` text.
 
 Wire names are camelCase (Kubernetes convention); Python names are snake_case.
+
+This module holds the spec (what a user writes) and the resource around it; the status
+models are in `status`, the camelCase base model in `wire`, the group/version/kind in
+`resource`. All of them are re-exported here: `from miniseries.api.spec import X` names
+any part of the API.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AliasGenerator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from miniseries.api import grammar
-from miniseries.contract.store import STORE_URI_RE, store_uri_problem
+from miniseries.api.resource import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from miniseries.api.status import (
+    Condition,
+    FitStatus,
+    PlannedRun,
+    PlanStatus,
+    RunState,
+    RunStatus,
+    ScalingSweepStatus,
+    Totals,
+)
+from miniseries.api.wire import WireModel, writable
+from miniseries.contract.store import STORE_URI_RE, uri_problem
 
-GROUP = "miniseries.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "ScalingSweep"
-PLURAL = "scalingsweeps"
-SINGULAR = "scalingsweep"
-SHORT_NAMES = ["sweep", "sweeps"]
+# Re-exported: `from miniseries.api.spec import X` is how the rest of the code base names the API.
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "MAX_BUDGET_USD",
+    "MAX_DEPTH",
+    "MAX_ISOFLOP_BUDGET",
+    "MAX_PRICE_PER_GPU_HOUR",
+    "MIN_DEPTH",
+    "PLURAL",
+    "SHORT_NAMES",
+    "SINGULAR",
+    "SWEEP_NAME_RE",
+    "VERSION",
+    "Condition",
+    "CostSpec",
+    "DataSpec",
+    "DeletionPolicy",
+    "DepthRange",
+    "FitStatus",
+    "Mode",
+    "ModelSpec",
+    "PlanStatus",
+    "PlannedRun",
+    "ResourceSpec",
+    "RunState",
+    "RunStatus",
+    "ScalingSweep",
+    "ScalingSweepSpec",
+    "ScalingSweepStatus",
+    "StoreSpec",
+    "Totals",
+    "TrainingSpec",
+    "WireModel",
+    "writable",
+]
 
 #: Depths outside this range are either not a transformer worth fitting (d1) or
 #: beyond what one 8-GPU node trains in a sweep (d64 is already ~10B params).
@@ -49,28 +88,13 @@ MAX_BUDGET_USD = 1e9
 MAX_ISOFLOP_BUDGET = 1e27
 
 
-class _Model(BaseModel):
-    """camelCase on the wire, strict about unknown fields (a typo is an error, not a no-op)."""
-
-    model_config = ConfigDict(
-        alias_generator=AliasGenerator(alias=to_camel),
-        populate_by_name=True,
-        extra="forbid",
-        validate_default=True,
-    )
-
-    def wire(self) -> dict[str, Any]:
-        """The camelCase dict that goes to Kubernetes or a YAML file."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
 def _check_store_uri(value: str, what: str) -> str:
     if not STORE_URI_RE.match(value):
         raise ValueError(
             f"{what} {value!r} is not a store URI; allowed: s3://<bucket>/<prefix> "
             "(bucket: 3-63 lowercase letters, digits, dots, hyphens) or file:///<absolute path>"
         )
-    problem = store_uri_problem(value)
+    problem = uri_problem(value)
     if problem:
         raise ValueError(f"{what} {problem}")
     return value
@@ -86,7 +110,7 @@ class DeletionPolicy(StrEnum):
     Delete = "Delete"
 
 
-class DepthRange(_Model):
+class DepthRange(WireModel):
     """An inclusive range of depths, like Python's range but including `max`."""
 
     min: Annotated[int, Field(ge=MIN_DEPTH, le=MAX_DEPTH, description="First depth.")]
@@ -103,7 +127,7 @@ class DepthRange(_Model):
         return list(range(self.min, self.max + 1, self.step))
 
 
-class ModelSpec(_Model):
+class ModelSpec(WireModel):
     """The architecture dials; everything else is derived from depth (see shapes.py)."""
 
     aspect_ratio: Annotated[
@@ -116,7 +140,7 @@ class ModelSpec(_Model):
     sequence_length: Annotated[int, Field(ge=16, le=131072, description="Training context length in tokens.")] = 2048
 
 
-class TrainingSpec(_Model):
+class TrainingSpec(WireModel):
     """How long each depth trains and how its batches are formed."""
 
     mode: Annotated[
@@ -188,7 +212,7 @@ class TrainingSpec(_Model):
         return v
 
 
-class ResourceSpec(_Model):
+class ResourceSpec(WireModel):
     """Where and how the runs execute."""
 
     gpus_per_run: Annotated[int, Field(ge=1, le=64, description="GPUs per PyTorchJob (torchrun nproc-per-node).")] = 8
@@ -251,7 +275,7 @@ class ResourceSpec(_Model):
         return min(fit, self.parallelism) if self.parallelism else fit
 
 
-class CostSpec(_Model):
+class CostSpec(WireModel):
     price_per_gpu_hour: Annotated[float, Field(ge=0, le=MAX_PRICE_PER_GPU_HOUR, description="USD per GPU-hour.")] = 3.0
     budget_usd: Annotated[
         float | None,
@@ -265,7 +289,7 @@ class CostSpec(_Model):
     ] = None
 
 
-class StoreSpec(_Model):
+class StoreSpec(WireModel):
     """Where checkpoints, results and the report are written."""
 
     uri: Annotated[
@@ -295,7 +319,7 @@ class StoreSpec(_Model):
         return v
 
 
-class DataSpec(_Model):
+class DataSpec(WireModel):
     """Training text, tokenizer and evaluation sources."""
 
     shards_uri: Annotated[
@@ -321,7 +345,7 @@ class DataSpec(_Model):
         return None if v is None else _check_store_uri(v, to_camel(info.field_name))
 
 
-class ScalingSweepSpec(_Model):
+class ScalingSweepSpec(WireModel):
     """A family of GPT models, one per depth, each trained for its compute-optimal tokens."""
 
     depths: Annotated[
@@ -371,139 +395,14 @@ class ScalingSweepSpec(_Model):
         return self.depth_range.depths()
 
 
-# ---------------------------------------------------------------- status
-
-
-class Condition(_Model):
-    """A Kubernetes-convention condition (metav1.Condition)."""
-
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    last_transition_time: str
-    observed_generation: int | None = None
-
-
-class RunState(StrEnum):
-    Pending = "Pending"
-    Running = "Running"
-    Succeeded = "Succeeded"
-    Failed = "Failed"
-    Retrying = "Retrying"
-    Suspended = "Suspended"
-
-
-class PlannedRun(_Model):
-    """One run of the plan: a depth (and, in isoflop mode, a budget)."""
-
-    name: Annotated[str, Field(description="Run id, e.g. d12 or d12-f1e18.")]
-    depth: int
-    budget_flops: float | None = None
-    n_layer: int
-    n_embd: int
-    n_head: int
-    total_params: int
-    embedding_params: int
-    scaling_params: int
-    target_tokens: int
-    training_tokens: int
-    tokens_per_param: float
-    total_batch_tokens: int
-    grad_accum_steps: int
-    steps: int
-    flops_per_token: int
-    flops: float
-    gpus: int
-    gpu_slots: list[int]
-    wave: int
-    est_start_hours: float
-    est_hours: float
-    est_gpu_hours: float
-    est_cost_usd: float
-
-
-class PlanStatus(_Model):
-    runs: list[PlannedRun]
-    scaling_params_convention: str
-    total_flops: float
-    total_gpu_hours: float
-    total_cost_usd: float
-    est_wall_hours: float
-    max_runs_in_flight: int
-
-
-class RunStatus(_Model):
-    name: str
-    depth: int
-    budget_flops: float | None = None
-    state: RunState = RunState.Pending
-    job_name: str | None = None
-    attempts: int = 0
-    step: int = 0
-    steps: int = 0
-    tokens: int = 0
-    loss: float | None = None
-    val_bpb: float | None = None
-    core: float | None = None
-    gpu_seconds: float = 0.0
-    cost_usd: float = 0.0
-    checkpoint_uri: str | None = None
-    results_uri: str | None = None
-    message: str | None = None
-    reason: Annotated[str | None, Field(description="Why the run last failed (job condition reason).")] = None
-    retry_at: Annotated[
-        str | None, Field(description="RFC 3339 time before which a failed run is not retried (backoff).")
-    ] = None
-
-
-class FitStatus(_Model):
-    """Headline numbers of the scaling-law fit (the full fit is in the report)."""
-
-    params_exponent: float | None = Field(default=None, description="a in N_opt ~ C^a.")
-    tokens_exponent: float | None = Field(default=None, description="b in D_opt ~ C^b.")
-    tokens_per_param: float | None = None
-    loss_exponent: float | None = None
-    curves_cross: bool | None = None
-    partial: bool = False
-    runs_fitted: int = 0
-    message: str | None = None
-
-
-class Totals(_Model):
-    runs: int = 0
-    runs_done: int = 0
-    runs_failed: int = 0
-    tokens: int = 0
-    gpu_hours: float = 0.0
-    cost_usd: float = 0.0
-
-
-class ScalingSweepStatus(_Model):
-    phase: str = "Pending"
-    observed_generation: int | None = None
-    conditions: list[Condition] = []
-    plan: PlanStatus | None = None
-    runs: list[RunStatus] = []
-    totals: Totals = Totals()
-    progress: Annotated[str | None, Field(description="Runs done / total, for the printer column.")] = None
-    cost: Annotated[str | None, Field(description="Cost so far in USD, for the printer column.")] = None
-    plan_summary: Annotated[
-        str | None, Field(description="Planned cost and wall time of the sweep, for the printer column.")
-    ] = None
-    best_core: float | None = None
-    fit: FitStatus | None = None
-    report_uri: str | None = None
-
-
-class ScalingSweep(_Model):
+class ScalingSweep(WireModel):
     """The whole resource, as read from a YAML file or the API server."""
 
     model_config = ConfigDict(extra="ignore")  # metadata fields we do not model (uid, managedFields, ...)
 
     api_version: Annotated[str, Field(alias="apiVersion")] = API_VERSION
     kind: str = KIND
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}  # noqa: RUF012 (a pydantic field: each instance gets a copy)
     spec: ScalingSweepSpec
     status: ScalingSweepStatus | None = None
 
@@ -536,20 +435,3 @@ class ScalingSweep(_Model):
     @property
     def name(self) -> str:
         return str(self.metadata["name"])
-
-
-def writable(doc: Any, path: str = "status") -> tuple[Any, list[str]]:
-    """`doc` with every non-finite number (NaN, inf: not JSON, so the API server refuses the
-    whole patch) replaced by None, which a merge patch writes as "absent"; and their paths."""
-    if isinstance(doc, dict):
-        out, bad = {}, []
-        for k, v in doc.items():
-            out[k], b = writable(v, f"{path}.{k}")
-            bad += b
-        return out, bad
-    if isinstance(doc, list):
-        items = [writable(v, f"{path}[{i}]") for i, v in enumerate(doc)]
-        return [v for v, _ in items], [p for _, b in items for p in b]
-    if isinstance(doc, float) and not math.isfinite(doc):
-        return None, [path]
-    return doc, []

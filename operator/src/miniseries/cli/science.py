@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from miniseries.contract.layout import LOCAL_NAMESPACE
+from miniseries.contract.store import DEFAULT_STORE_DIR
+
 PARAM_COLUMNS = ("params", "model size", "n", "parameters", "eff_params")
 TOKEN_COLUMNS = ("tokens", "training tokens", "d", "data")
 FLOP_COLUMNS = ("flops", "training flop", "training flops", "compute", "c")
@@ -121,15 +124,72 @@ def cmd_fit_chinchilla(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from miniseries.science.report import ReportError, build_report_cli
+    from miniseries.science.report import ReportError
 
     try:
-        return build_report_cli(
+        return report_sweeps(
             args.sweeps, store=args.store, spec_path=args.spec, targets=args.target, namespace=args.namespace
         )
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def report_sweeps(
+    sweeps: list[str],
+    *,
+    store: str | None,
+    spec_path: str | None,
+    targets: list[tuple[str, float]],
+    namespace: str = LOCAL_NAMESPACE,
+) -> int:
+    """`miniseries report`: one sweep's report, or two side by side; a ReportError says what is wrong."""
+    from miniseries.api.errors import SpecError
+    from miniseries.api.spec import ScalingSweepSpec
+    from miniseries.api.sweepfile import load_sweep
+    from miniseries.contract.layout import SweepLayout
+    from miniseries.contract.store import StoreError, open_store, store_uri
+    from miniseries.science.report import ReportError, build_report, compare_reports
+    from miniseries.science.report.markdown import fmt_number
+
+    if len(sweeps) > 2:
+        raise ReportError(f"report takes one sweep or two to compare, got {len(sweeps)}: {sweeps}")
+    try:
+        st = open_store(store_uri(store))
+    except StoreError as e:
+        raise ReportError(str(e)) from None
+    resolved: list[tuple[str, ScalingSweepSpec | None]] = []
+    for i, s in enumerate(sweeps):
+        path = spec_path if (spec_path and i == 0) else (s if s.endswith((".yaml", ".yml")) else None)
+        if path:
+            try:
+                sw = load_sweep(path)
+            except SpecError as e:
+                raise ReportError(f"{path}: {e}") from None
+            resolved.append((sw.name, sw.spec))
+        else:
+            resolved.append((s, None))
+    try:
+        layouts = [SweepLayout(namespace, name) for name, _spec in resolved]
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+    for layout in layouts:
+        if not st.list(layout.root):
+            raise ReportError(
+                f"sweep {layout.sweep!r} has nothing under {st.uri}/{layout.root} (check --store, --namespace "
+                "and the sweep name)"
+            )
+    if len(resolved) == 1:
+        uri_out, status = build_report(st, layouts[0], resolved[0][1], dict(targets))
+        print(f"report: {uri_out}report.md")
+        print(f"fit: a={fmt_number(status.params_exponent)} b={fmt_number(status.tokens_exponent)} "
+              f"loss exponent={fmt_number(status.loss_exponent)} runs={status.runs_fitted} partial={status.partial}")  # fmt: skip
+        if status.message:
+            print(f"problems: {status.message}")
+        return 0
+    (_a, sa), (_b, sb) = resolved
+    print(f"comparison: {compare_reports(st, layouts[0], layouts[1], sa, sb)}report.md")
+    return 0
 
 
 def _target(value: str) -> tuple[str, float]:
@@ -157,9 +217,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     r = sub.add_parser("report", help="write the scaling-law report of a sweep (two sweeps: side by side)")
     r.add_argument("sweeps", nargs="+", help="sweep name(s) in the store, or sweep YAML file(s)")
-    r.add_argument("--store", default=None, help="store directory or URI (default ./miniseries-store)")
+    r.add_argument("--store", default=None, help=f"store directory or URI (default ./{DEFAULT_STORE_DIR})")
     r.add_argument("--spec", default=None, help="the sweep YAML (price, MFU, peak FLOP/s for the extrapolation)")
-    r.add_argument("--namespace", default="local",
+    r.add_argument("--namespace", default=LOCAL_NAMESPACE,
                    help="the sweep's namespace: its data is under <store>/<namespace>/<sweep>/ "
                         "(default local, the local runner's)")  # fmt: skip
     r.add_argument("--target", action="append", type=_target, default=[],

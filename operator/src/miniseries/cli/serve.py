@@ -104,8 +104,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--store-root", action="append", metavar="URI",
                    help="a store URI sweeps may write under, e.g. s3://shared/{namespace} ({namespace}: the "
                         "sweep's); repeatable; default $MINISERIES_STORE_ROOTS (comma-separated), empty: any")  # fmt: skip
-    from miniseries.api.policy import Policy
-    from miniseries.control.plan import DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET
+    from miniseries.api.policy import DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET, Policy
 
     env = Policy.from_env()
     adm = p.add_argument_group("admission policy (what a sweep may run; see the README's security section)")

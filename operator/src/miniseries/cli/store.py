@@ -13,7 +13,6 @@ operator's StoreLayoutOutdated message already names) and moves the objects.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from miniseries.contract.layout import (
@@ -27,19 +26,19 @@ from miniseries.contract.layout import (
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from miniseries.api.spec import ScalingSweepSpec
-    from miniseries.contract.store import StoreError, open_store, path_to_uri
+    from miniseries.api.sweepfile import load_spec
+    from miniseries.contract.store import StoreError, open_store, store_uri
     from miniseries.control.plan import make_plan
 
-    uri = args.store if "://" in args.store else path_to_uri(args.store)
+    uri = store_uri(args.store)
     try:
         layout = SweepLayout(args.namespace, args.sweep)
         store = open_store(uri)
-        if not store.exists(layout.legacy_spec):
+        spec = load_spec(store, layout, layout.legacy_spec)
+        if spec is None:
             print(f"error: {uri}/{layout.legacy_spec} does not exist: nothing of {args.sweep!r} in the old layout",
                   file=sys.stderr)  # fmt: skip
             return 2
-        spec = ScalingSweepSpec.model_validate(json.loads(store.read_bytes(layout.legacy_spec)))
         runs = [r.name for r in make_plan(spec).runs]
         if args.namespace == LOCAL_NAMESPACE and not args.uid:
             owner = local_identity(args.sweep)

@@ -6,9 +6,10 @@ CORE is the mean over 22 in-context tasks of the *centered* accuracy
 
 so 0 is chance and 1 is perfect on every task. This module knows the 22 tasks, reads an
 eval bundle's settings (`core.yaml`, `eval_meta_data.csv`) and turns per-task accuracies into
-a `CoreResult`; `miniseries_trainer.core_eval` measures the accuracies. The report, the
-`--score-csv` re-scorer and the trainer all score through `score_tasks`, so there is one
-definition of CORE in the code base.
+a `CoreResult`; `miniseries_trainer.core_eval` measures the accuracies. The trainer's
+evaluation and its `--score-csv` re-scorer both score through `score_tasks`, so there is one
+definition of CORE in the code base; the report never scores, it reads the `CoreResult` the
+trainer wrote into results.json.
 
 A score over fewer than the 22 tasks is not CORE: `score_tasks` refuses it unless asked for a
 partial result, which keeps its per-task numbers, lists what is missing and has `core=None`.

@@ -63,7 +63,7 @@ class Doc:
         return out
 
     def to_json(self) -> bytes:
-        return json.dumps(_finite(self.to_dict()), indent=2, ensure_ascii=False).encode()
+        return json.dumps(json_ready(self.to_dict()), indent=2, ensure_ascii=False).encode()
 
 
 def _kind(value: Any) -> str:
@@ -145,11 +145,14 @@ def _dump(tp: Any, value: Any) -> Any:
     return value
 
 
-def _finite(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """`value` as valid JSON: objects through their `to_dict()`, NaN/inf as None, tuples as lists."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
     return value

@@ -24,9 +24,13 @@ rotary embeddings (no position table). Embedding and head are untied: V x d each
 "Scaling params" follows nanochat's convention (dev/LOG.md, Jan 27 2026): the
 matrices that take part in matmuls with the token stream, the lm_head included
 and the embedding lookup excluded. It is the N in tokens = ratio x N, and the
-convention gives the cleanest scaling laws at this scale. The other two common
-conventions (Kaplan: no embeddings; Chinchilla: all parameters) are reported
-alongside so a fit can use any of them.
+convention gives the cleanest scaling laws at this scale. It is one number with
+three uses, computed once (`scaling_params`): the N of the tokens:params ratio,
+the weights that cost matmul FLOPs (`flops_per_token`), and Kaplan-style
+non-embedding counting, which nanochat's log labels "kaplan_matmul_incl_lm_head_no_embeddings"
+(`param_counts()["kaplan_non_embedding"]`). `param_counts` also reports Chinchilla's
+convention (all parameters, `total`) and the transformer matrices alone, the other
+two countings nanochat's log compares, so a fit can use any of them.
 
 FLOPs per token for one forward+backward pass (PaLM appendix B / nanochat):
 
@@ -41,6 +45,7 @@ counts it, without halving for causality), x3 for forward+backward.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 #: nanochat's reference point for hyper-parameter transfer: batch size and
@@ -89,12 +94,8 @@ class ModelShape:
 
     @property
     def scaling_params(self) -> int:
-        """N in tokens = ratio x N; see SCALING_PARAMS_CONVENTION."""
-        return self.transformer_matrix_params + self.lm_head_params
-
-    @property
-    def matmul_params(self) -> int:
-        """Weights that multiply the token stream: 2 forward FLOPs each."""
+        """N in tokens = ratio x N (see SCALING_PARAMS_CONVENTION): the weights that multiply the
+        token stream, 2 forward FLOPs each (the embedding lookup does no matmul)."""
         return self.transformer_matrix_params + self.lm_head_params
 
     @property
@@ -104,7 +105,7 @@ class ModelShape:
     @property
     def flops_per_token(self) -> int:
         """Training FLOPs (forward + backward) per token."""
-        return 6 * self.matmul_params + self.attention_flops_per_token
+        return 6 * self.scaling_params + self.attention_flops_per_token
 
     def param_counts(self) -> dict[str, int]:
         """All conventions side by side, for tables and fits."""
@@ -114,7 +115,7 @@ class ModelShape:
             "lm_head": self.lm_head_params,
             "transformer_matrices": self.transformer_matrix_params,
             "scaling": self.scaling_params,
-            "kaplan_non_embedding": self.transformer_matrix_params + self.lm_head_params,
+            "kaplan_non_embedding": self.scaling_params,  # the same count (see the module docstring)
             "chinchilla_all": self.total_params,
         }
 
@@ -234,3 +235,17 @@ def horizon(
 
 def training_flops(shape: ModelShape, tokens: int) -> float:
     return float(shape.flops_per_token) * tokens
+
+
+def smallest_spending(candidates: Iterable[ModelShape], tokens_per_param: float, flops: float) -> ModelShape | None:
+    """The first of `candidates` (in order of size) whose run at `tokens_per_param` spends at least
+    `flops` training FLOPs, or None when none does.
+
+    Answers "which model of this family would that be" for a compute figure (the report's
+    extrapolation), in the unit a user dials: depth. Counts the target tokens (ratio x N), not
+    the whole optimizer steps a run rounds them down to.
+    """
+    for shape in candidates:
+        if training_flops(shape, tokens_for_ratio(shape, tokens_per_param)) >= flops:
+            return shape
+    return None

@@ -1,0 +1,145 @@
+"""The store on a local filesystem: a directory, keys are relative paths below it.
+
+Writes are atomic: a write to a temporary file in the same directory (fsynced), then an
+`os.replace` (or, for `create_exclusive`, a hard link, which fails on an existing name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from miniseries.contract.store.base import StoreError, StoreNotFound
+
+
+class LocalStore:
+    """A directory on disk; keys are relative paths below it."""
+
+    def __init__(self, root: Path, uri: str | None = None):
+        self.root = root
+        self.uri = uri or root.resolve().as_uri()
+
+    def _path(self, key: str) -> Path:
+        p = (self.root / key).resolve()
+        if self.root.resolve() not in (p, *p.parents):
+            raise StoreError(f"key {key!r} escapes the store root {self.uri}")
+        return p
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise StoreNotFound(f"{self.uri}/{key} does not exist") from None
+
+    def _durable_temp(self, path: Path, data: bytes) -> str:
+        """`data` in a fsynced temporary file beside `path` (`.tmp`, skipped by list); its name."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._durable_temp(path, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if base.is_file():
+            return [prefix]
+        start = base if base.is_dir() else base.parent
+        if not start.exists():
+            return []
+        keys = []
+        root = self.root.resolve()
+        for p in start.rglob("*"):
+            if p.is_file() and not p.name.endswith(".tmp"):
+                key = p.resolve().relative_to(root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.list(prefix)
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+        target = self._path(prefix) if prefix else None
+        if target is not None and target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        return len(keys)
+
+    def delete_keys(self, keys: list[str]) -> int:
+        """Delete exactly these objects, then the directories they leave empty (never others' files)."""
+        root = self.root.resolve()
+        dirs = set()
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            dirs.update(p for p in path.parents if root in p.parents)
+        for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty
+        return len(keys)
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Write `key` only if it does not exist (atomically: a hard link fails on an existing name)."""
+        path = self._path(key)
+        tmp = self._durable_temp(path, data)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def copy(self, src: str, dst: str) -> None:
+        source = self._path(src)
+        if not source.is_file():
+            raise StoreNotFound(f"{self.uri}/{src} does not exist")
+        self.upload_file(dst, source)
+
+    def outer(self) -> tuple[LocalStore, str]:
+        """The filesystem root as a store, and this store's prefix in it."""
+        return LocalStore(Path("/")), self.root.resolve().as_posix().strip("/") + "/"
+
+    def upload_file(self, key: str, path: Path) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def download_file(self, key: str, path: Path) -> None:
+        src = self._path(key)
+        if not src.exists():
+            raise StoreNotFound(f"{self.uri}/{key} does not exist")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, path)
+
+    def check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK):
+            raise StoreError(f"store {self.uri} is not writable")

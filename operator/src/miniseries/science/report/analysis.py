@@ -1,0 +1,118 @@
+"""Every fit and check a sweep's finished runs support, with a Problems line for each one they do not."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from miniseries.api.spec import Mode
+from miniseries.science.fit import (
+    FitError,
+    check_crossings,
+    exponent_near_half,
+    extrapolate,
+    fit_chinchilla,
+    fit_core,
+    fit_isoflop,
+    fit_power_law,
+)
+from miniseries.science.report.rows import RunRow
+
+
+def _try(problems: list[str], what: str, fn: Any, *args: Any, **kw: Any) -> Any:
+    try:
+        return fn(*args, **kw)
+    except FitError as e:
+        problems.append(f"{what}: {e}")
+        return None
+
+
+def fit_sweep(rows: list[RunRow], mode: Mode, *, peak: float, mfu_assumed: float, price: float,
+              warmdown_ratio: float, targets: dict[str, float], bootstrap: int = 100) -> dict[str, Any]:  # fmt: skip
+    """Every fit the finished runs support, plus the checks and the extrapolation."""
+    problems: list[str] = []
+    ok = [r for r in rows if r.usable and r.params and r.flops]
+    fits: dict[str, Any] = {}
+    params_law = tokens_law = None
+    if mode is Mode.ratio:
+        if len(ok) < 2:
+            problems.append(f"ratio fits need at least 2 finished runs, have {len(ok)}")
+        else:
+            c = [r.flops for r in ok]
+            params_law = _try(problems, "N over C", fit_power_law, c, [r.params for r in ok], "N over C")
+            tokens_law = _try(problems, "D over C", fit_power_law, c, [r.tokens for r in ok], "D over C")
+            loss_law = _try(problems, "loss over C", fit_power_law, c, [r.final_loss for r in ok], "loss over C")
+            fits["ratio"] = {"params_law": params_law, "tokens_law": tokens_law, "loss_law": loss_law}
+            bpb = [r for r in ok if r.val_bpb and math.isfinite(r.val_bpb)]
+            if len(bpb) >= 2:
+                fits["ratio"]["bpb_law"] = _try(problems, "bpb over C", fit_power_law, [r.flops for r in bpb],
+                                                [r.val_bpb for r in bpb], "bpb over C")  # fmt: skip
+        fits["chinchilla"] = None
+        fits["chinchilla_note"] = ("not fitted: in ratio mode every run has the same D/N, so A/N^alpha and "
+                                   "B/D^beta cannot be told apart; use an isoFLOP sweep for Approach 3")  # fmt: skip
+    else:
+        iso_rows = [{"budget_flops": r.budget_flops, "params": r.params, "tokens": r.tokens, "loss": r.final_loss}
+                    for r in ok if r.budget_flops]  # fmt: skip
+        iso = fit_isoflop(iso_rows) if iso_rows else None
+        if iso is None:
+            problems.append("isoFLOP fit: no finished runs")
+        elif iso.message:
+            problems.append(f"isoFLOP fit: {iso.message}")
+        fits["isoflop"] = iso
+        if iso is not None:
+            params_law, tokens_law = iso.params_law, iso.tokens_law
+        fits["chinchilla"] = _try(problems, "Chinchilla Approach 3", fit_chinchilla, [r.params for r in ok],
+                                  [r.tokens for r in ok], [r.final_loss for r in ok], bootstrap=bootstrap)  # fmt: skip
+
+    # CORE against compute and the extrapolation.
+    cored = [r for r in ok if r.core is not None and not r.core_partial]
+    # Measured MFU against the spec's peak: the trainer's own MFU may use another peak (a CPU
+    # guess, a different GPU), so the achieved FLOP/s per device is what we carry over.
+    mfus = [r.achieved_flops_per_device / peak for r in ok if r.achieved_flops_per_device]
+    mfu = sum(mfus) / len(mfus) if mfus else mfu_assumed
+    core_fit = None
+    if mode is Mode.isoflop:
+        # Per budget only the best model counts: CORE of the compute-optimal frontier.
+        best: dict[float, RunRow] = {}
+        for r in cored:
+            if r.budget_flops and (r.budget_flops not in best or r.core > best[r.budget_flops].core):  # type: ignore[operator]
+                best[r.budget_flops] = r
+        cored = list(best.values())
+    if len(cored) >= 2:
+        core_fit = _try(problems, "CORE over C", fit_core, [r.flops for r in cored], [r.core for r in cored])
+    elif not any(r.core is not None for r in ok):
+        problems.append(
+            "CORE fit needs at least 2 runs with a full CORE score, have 0: no run was evaluated on CORE (no eval "
+            "bundle: set spec.data.evalBundleUri; `miniseries data fetch --eval-bundle` downloads DCLM's, and "
+            "`miniseries run --local` then uses it from the cache)"
+        )
+    else:
+        problems.append(f"CORE fit needs at least 2 runs with a full CORE score, have {len(cored)}")
+    extrap = []
+    if core_fit is not None:
+        extrap = extrapolate(core_fit, targets, peak_flops_per_gpu=peak, mfu=mfu, price_per_gpu_hour=price,
+                             max_compute_seen=max(r.flops for r in cored), params_law=params_law,
+                             tokens_law=tokens_law)  # fmt: skip
+    fits["core"] = core_fit
+
+    # Checks.
+    curve_runs = [{"name": r.name, "params": r.params, "final_loss": r.final_loss if mode is Mode.ratio else None,
+                   "curve": [(t, loss) for t, _f, loss in r.curve], "warmup_tokens": r.warmup_tokens} for r in ok]  # fmt: skip
+    crossings = check_crossings(curve_runs, warmdown_ratio=warmdown_ratio)
+    checks = {
+        "crossings": crossings,
+        "curves_cross": bool(crossings) if len(ok) >= 2 else None,
+        "params_exponent_near_half": exponent_near_half(params_law),
+        "tokens_exponent_near_half": exponent_near_half(tokens_law),
+        "crossing_definition": (
+            "final_order: in ratio mode a larger model's final loss must be lower. tokens_axis: at equal training "
+            "tokens, after both warmups and before the smaller run's warmdown, a larger model's smoothed loss must "
+            "not exceed the smaller's by more than 1% on more than 10% of the shared range. Loss against FLOPs is "
+            "plotted but not checked: one crossing there is the compute-optimal frontier itself."
+        ),
+    }
+    if mode is Mode.ratio and len(ok) >= 2:
+        checks["equal_scaling_note"] = ("in ratio mode D = r x N by construction, so a = b = 0.5 only up to the "
+                                        "attention FLOPs; the informative exponents come from an isoFLOP sweep")  # fmt: skip
+    return {"fits": fits, "extrapolation": extrap, "checks": checks, "problems": problems, "mfu_used": mfu,
+            "mfu_measured": bool(mfus), "runs_fitted": len(ok)}  # fmt: skip

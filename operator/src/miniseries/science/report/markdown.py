@@ -1,0 +1,162 @@
+"""report.md: the report's numbers as a page a person reads."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from miniseries.science.report.document import fit_status
+from miniseries.science.report.rows import RunRow
+
+
+def fmt_number(v: Any, spec: str = ".4g") -> str:
+    """`v` formatted, or a dash for a number that is missing or not finite."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return format(v, spec)
+
+
+def _law_row(name: str, law: Any) -> str:
+    if law is None:
+        return f"| {name} | – | – | – | – |"
+    lo, hi = law.exponent_ci
+    return f"| {name} | {law.exponent:.4f} | [{fmt_number(lo)}, {fmt_number(hi)}] | {law.r2:.4f} | {law.points} |"
+
+
+def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunRow], plots: list[str]) -> str:
+    """One sweep's report.md: status, problems, runs, fits, checks, extrapolation and plots."""
+    fits, checks = result["fits"], result["checks"]
+    lines = [f"# Scaling report: `{doc['sweep']}`", ""]
+    if not doc["partial"]:
+        status = "complete"
+    elif doc["runs_finished"] < doc["runs_planned"]:
+        status = f"**PARTIAL**: {doc['runs_finished']} of {doc['runs_planned']} runs finished"
+    else:
+        status = f"**PARTIAL**: all {doc['runs_planned']} runs finished, but some fits could not be made (see Problems)"
+    lines += [f"Mode **{doc['mode']}**, {doc['runs_planned']} runs planned; status: {status}.",
+              f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(doc['generated_at']))}. "
+              "Machine-readable: [report.json](report.json).", ""]  # fmt: skip
+    if result["problems"]:
+        lines += ["## Problems", ""] + [f"- {p}" for p in result["problems"]] + [""]
+    lines += ["## Runs", "", "| run | depth | status | N (scaling) | tokens | D/N | FLOPs | final loss | val bpb | CORE | MFU (trainer) |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        t = r.table()
+        core = fmt_number(t["core"], ".4f") + (" (partial)" if r.core_partial else "")
+        lines.append(
+            f"| {r.name} | {r.depth} | {r.status} | {fmt_number(t['params'], '.3g')} | {fmt_number(t['tokens'], '.3g')} | "
+            f"{fmt_number(t['tokens_per_param'], '.2f')} | {fmt_number(t['flops'], '.3g')} | {fmt_number(t['final_loss'], '.4f')} | "
+            f"{fmt_number(t['val_bpb'], '.4f')} | {core} | {fmt_number(t['mfu'], '.1%')} |"
+        )
+    lines += ["", "## Fits", "", "Power laws y ∝ C^k by least squares on logs; 95% t-intervals.", "",
+              "| law | exponent | 95% CI | R² | points |", "|---|---:|---|---:|---:|"]  # fmt: skip
+    if "ratio" in fits:
+        r = fits["ratio"]
+        for name, key in (
+            ("N ∝ C^a", "params_law"),
+            ("D ∝ C^b", "tokens_law"),
+            ("loss ∝ C^-c", "loss_law"),
+            ("bpb ∝ C^k", "bpb_law"),
+        ):
+            lines.append(_law_row(name, r.get(key)))
+    iso = fits.get("isoflop")
+    if iso is not None:
+        for name, law in (("N_opt ∝ C^a", iso.params_law), ("D_opt ∝ C^b", iso.tokens_law),
+                          ("loss_opt ∝ C^k", iso.loss_law), ("(D/N)_opt ∝ C^(b-a)", iso.ratio_law)):  # fmt: skip
+            lines.append(_law_row(name, law))
+        lines += ["", "IsoFLOP optima (vertex of a parabola of loss over log N, per budget):", "",
+                  "| budget | N_opt | D_opt | D/N | loss | runs | note |", "|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+        for o in iso.optima:
+            lines.append(f"| {o.budget_flops:.3g} | {o.params:.3g} | {o.tokens:.3g} | {o.tokens_per_param:.2f} | "
+                         f"{o.loss:.4f} | {o.runs} | {o.message or ''} |")  # fmt: skip
+    ch = fits.get("chinchilla")
+    lines.append("")
+    if ch is not None:
+        lines += ["Chinchilla Approach 3, L = E + A/N^α + B/D^β (Huber δ=1e-3 on log-loss, L-BFGS, bootstrap 95% CI):", "",
+                  "| E | A | B | α | β | a = β/(α+β) |", "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        ci = ch.ci
+
+        def c(k: str, f: str) -> str:
+            v = getattr(ch, k)
+            return f"{v:{f}}" + (f" [{ci[k][0]:{f}}, {ci[k][1]:{f}}]" if k in ci else "")
+
+        lines.append(
+            f"| {c('E', '.3f')} | {c('A', '.3g')} | {c('B', '.3g')} | {c('alpha', '.3f')} | {c('beta', '.3f')} | {c('a', '.3f')} |"
+        )
+    elif fits.get("chinchilla_note"):
+        lines.append(f"Chinchilla Approach 3: {fits['chinchilla_note']}.")
+    cf = fits.get("core")
+    if cf is not None:
+        lines += ["", f"CORE = {cf.intercept:.4f} + {cf.slope:.4f} · log10(C) (R² {cf.r2:.3f}, {cf.points} points; "
+                  f"slope 95% CI [{fmt_number(cf.slope_ci[0])}, {fmt_number(cf.slope_ci[1])}])."]  # fmt: skip
+    lines += ["", "## Checks", ""]
+    cc = checks["curves_cross"]
+    lines.append(f"- Curves cross: **{'yes' if cc else 'no' if cc is False else 'not checked (fewer than 2 runs)'}**")
+    for x in checks["crossings"]:
+        lines.append(f"  - {x.kind}: {x.smaller} vs {x.larger}: {x.detail}")
+    lines.append(f"  - definition: {checks['crossing_definition']}")
+    for key, what in (("params_exponent_near_half", "a"), ("tokens_exponent_near_half", "b")):
+        v = checks[key]
+        lines.append(
+            f"- {what} ≈ 0.5 within its 95% CI: {'yes' if v else 'no' if v is False else 'unknown (too few points)'}"
+        )
+    if checks.get("equal_scaling_note"):
+        lines.append(f"  - note: {checks['equal_scaling_note']}")
+    lines += ["", "## Extrapolation", "",
+              f"Compute to reach a target CORE from the CORE fit; GPU-hours at {doc['peak_flops_per_gpu']:.3g} FLOP/s per GPU and "
+              f"{result['mfu_used']:.2%} MFU ({'measured: mean achieved FLOP/s per device over runs' if result['mfu_measured'] else 'assumed: no run measured it'}), "
+              f"${doc['price_per_gpu_hour']}/GPU-hour.", "",
+              "| target | CORE | FLOPs | GPU-hours | USD | N_opt | D_opt | ≈ depth | note |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    if not result["extrapolation"]:
+        lines.append("| – | – | – | – | – | – | – | – | no CORE fit (see Problems) |")
+    for e in result["extrapolation"]:
+        lines.append(f"| {e.target} | {e.core:.4f} | {fmt_number(e.flops, '.3g')} | {fmt_number(e.gpu_hours, ',.1f')} | "
+                     f"{fmt_number(e.cost_usd, ',.0f')} | {fmt_number(e.params, '.3g')} | {fmt_number(e.tokens, '.3g')} | "
+                     f"{'d' + str(e.depth) if e.depth else '–'} | {e.message or ''} |")  # fmt: skip
+    lines += ["", "## Plots", ""]
+    titles = {"loss_vs_tokens": "Loss vs tokens", "loss_vs_flops": "Loss vs FLOPs", "final_loss_vs_compute": "Final loss vs compute",
+              "isoflop": "IsoFLOP curves and optima", "core_vs_compute": "CORE vs compute"}  # fmt: skip
+    for name in [n for n in titles if f"{n}.png" in plots]:
+        lines += [
+            f"### {titles.get(name, name)}",
+            "",
+            f"![{titles.get(name, name)}]({name}.png)",
+            f"([SVG]({name}.svg))",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _headline(doc: dict[str, Any]) -> dict[str, str]:
+    st = fit_status(doc)
+    ext = {e["target"]: e for e in doc["extrapolation"]}
+    g2 = ext.get("GPT-2 small", {})
+    return {
+        "mode": doc["mode"],
+        "runs finished": f"{doc['runs_finished']}/{doc['runs_planned']}",
+        "a (N ∝ C^a)": fmt_number(st.params_exponent),
+        "b (D ∝ C^b)": fmt_number(st.tokens_exponent),
+        "loss exponent c": fmt_number(st.loss_exponent),
+        "tokens per param": fmt_number(st.tokens_per_param, ".2f"),
+        "curves cross": str(st.curves_cross),
+        "best final loss": fmt_number(
+            min([r["final_loss"] for r in doc["runs"] if r["final_loss"]], default=None), ".4f"
+        ),
+        "best CORE": fmt_number(max([r["core"] for r in doc["runs"] if r["core"] is not None], default=None), ".4f"),
+        "FLOPs to GPT-2 small CORE": fmt_number(g2.get("flops"), ".3g"),
+        "USD to GPT-2 small CORE": fmt_number(g2.get("cost_usd"), ",.0f"),
+        "partial": str(doc["partial"]),
+    }
+
+
+def render_comparison(doc_a: dict[str, Any], doc_b: dict[str, Any]) -> str:
+    """Two sweeps' headlines side by side (the report.md under `<a>/report/compare-<b>/`)."""
+    a, b = doc_a["sweep"], doc_b["sweep"]
+    ha, hb = _headline(doc_a), _headline(doc_b)
+    lines = [f"# `{a}` vs `{b}`", "", f"| | {a} | {b} |", "|---|---:|---:|"]
+    lines += [f"| {k} | {ha[k]} | {hb[k]} |" for k in ha]
+    lines += ["", f"Full reports: [{a}](../report.md), [{b}](../../../{b}/report/report.md).", "",
+              "![final loss vs compute](final_loss_vs_compute.png)", ""]  # fmt: skip
+    return "\n".join(lines)
