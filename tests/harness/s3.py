@@ -26,7 +26,7 @@ class S3Server:
 
     @property
     def env(self) -> dict[str, str]:
-        """What the store (boto3) reads: see operator/src/miniseries/contract/store.py."""
+        """What the store (boto3) reads: see operator/src/miniseries/contract/store/."""
         return {
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,

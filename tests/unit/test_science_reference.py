@@ -6,7 +6,7 @@ import pytest
 
 from miniseries.contract.core import DCLM_V1_RANDOM_BASELINES, read_accuracy_csv, score_tasks
 from miniseries.science.reference import DEFAULT_CORE_TARGETS, GPT2_CORE
-from tests.core_bundle import REFERENCE_BUNDLE
+from tests.support.core_bundle import REFERENCE_BUNDLE
 
 CSV = {
     "GPT-2 small (124M)": "openai-community-gpt2.csv",

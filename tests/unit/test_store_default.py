@@ -9,7 +9,7 @@ import pytest
 from miniseries import cli
 from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout
 from miniseries.contract.store import DEFAULT_STORE_DIR, LocalStore, open_store, store_uri
-from tests.synthetic import spec_from, write_sweep
+from tests.support.synthetic import spec_from, write_sweep
 
 
 def test_store_uri_takes_a_uri_as_given_and_a_directory_as_its_file_uri(tmp_path: Path, monkeypatch) -> None:
