@@ -7,8 +7,8 @@ What starts, in order, each as a real process whose output lands in ``<workdir>/
   (garbage collection, ServiceAccounts, Jobs), kube-scheduler;
 - kwok, managing one fake node ``gpu-node-0`` that advertises 8 ``nvidia.com/gpu`` and H100 labels:
   pods the scheduler binds to it become Running without a kubelet;
-- the Kubeflow PyTorchJob CRD (kubeflow.org/v1, training-operator v1.9.3's published YAML in
-  tests/crds/), so PyTorchJobs validate as in a real cluster.
+- the Kubeflow PyTorchJob CRD (kubeflow.org/v1, the published YAML of the training-operator
+  version pinned in scripts/versions.env, vendored in tests/crds/), so PyTorchJobs validate as in a real cluster.
 
 Beside it, for the store and for metrics: a versitygw S3 server (:func:`s3_server`) and the Debian
 Prometheus (tests/integration/prometheus_server.py).
@@ -63,6 +63,16 @@ DEV_DIR = Path(os.environ.get("MINISERIES_DEV_CLUSTER", Path(tempfile.gettempdir
 
 class MissingBinary(Exception):
     """A component is not built yet; the message names the script that builds it."""
+
+
+def pinned_version(key: str) -> str:
+    """A version pinned in scripts/versions.env (``KEY=value  # comment``), the file the build
+    scripts source: the tests look for the binaries those scripts cached under that version."""
+    for line in (REPO / "scripts" / "versions.env").read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() == key:
+            return value.split("#", 1)[0].strip()
+    raise KeyError(f"{key} is not pinned in scripts/versions.env")
 
 
 def find_binary(name: str) -> Path:

@@ -35,13 +35,14 @@ from tests.cluster import (
     make_serving_cert,
     pem_cert,
     pem_key,
+    pinned_version,
     start_control_plane,
     wait_for,
 )
 
 __all__ = ["REPO", "Cluster", "MissingBinary", "RealPathCluster", "real_path_cluster"]
 
-TRAINING_OPERATOR_VERSION = os.environ.get("TRAINING_OPERATOR_VERSION", "v1.9.3")
+TRAINING_OPERATOR_VERSION = pinned_version("TRAINING_OPERATOR_VERSION")
 # The training-operator writes its serving certificates here; the path is compiled in (pkg/cert).
 TO_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")
 TO_NAMESPACE = "kubeflow"
