@@ -259,6 +259,10 @@ def test_quota_admits_two_jobs_of_four_and_the_rest_as_quota_frees(kq: KueueClus
     assert [owner(w) for w in by_cq] == [third, fourth]
     cq_status = kueue_get(kc, "clusterqueues", cq)["status"]
     lq_status = kueue_get(kc, "localqueues", lq, ns)["status"]
+    # Stored as v1beta2; read as v1beta1, the API server converts through Kueue's /convert webhook.
+    old_api = json.loads(kc.kubectl("get", f"clusterqueues.v1beta1.kueue.x-k8s.io/{cq}", "-o=json").stdout)
+    assert old_api["apiVersion"] == "kueue.x-k8s.io/v1beta1"
+    assert old_api["status"]["admittedWorkloads"] == 2
     assert (cq_status["admittedWorkloads"], cq_status["pendingWorkloads"]) == (2, 2)
 
     # The first finishes (its pod Succeeded): the third is admitted, the fourth still waits.
