@@ -23,7 +23,7 @@ if [[ "${1:-}" == "--print" ]]; then
   for pair in "kube-apiserver $KUBERNETES_VERSION" "kube-controller-manager $KUBERNETES_VERSION" \
               "kube-scheduler $KUBERNETES_VERSION" "kubectl $KUBERNETES_VERSION" "kubelet $KUBERNETES_VERSION" \
               "pause $PAUSE_VERSION" "etcd $ETCD_VERSION" \
-              "kwok $KWOK_VERSION" "helm $HELM_VERSION" "versitygw $VERSITYGW_VERSION"; do
+              "kwok $KWOK_VERSION" "helm $HELM_VERSION" "versitygw $VERSITYGW_VERSION" "kueue $KUEUE_VERSION"; do
     set -- $pair; echo "$1=$(path_of "$1" "$2")"
   done
   exit 0
@@ -122,6 +122,25 @@ kwok_stages() {
   mv -f "$out.tmp" "$out"
 }
 
+# Kueue's CRDs and webhook configurations as its module publishes them (config/components): kept
+# beside the binary, so the harness (tests/harness/kueue.py) applies the ones matching the controller.
+kueue_manifests() {
+  local out; out="$(dirname "$(path_of kueue "$KUEUE_VERSION")")"
+  [[ -s "$out/webhook/manifests.yaml" && -d "$out/crd" ]] && return 0
+  local dir  # `go mod download` outside any module: from an empty directory
+  dir="$(cd "$(mktemp -d)" && go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])' && rmdir "$PWD")"
+  rm -rf "$out/crd.tmp" "$out/webhook.tmp" && mkdir -p "$out/crd.tmp" "$out/webhook.tmp"
+  # crd/: the CRDs (bases) and the conversion-webhook patches its kustomization applies
+  cp "$dir/config/components/crd/kustomization.yaml" "$out/crd.tmp/"
+  cp -r "$dir/config/components/crd/bases" "$dir/config/components/crd/patches" "$out/crd.tmp/"
+  # webhook/: the Mutating/ValidatingWebhookConfigurations and the namespaceSelector patch
+  cp "$dir/config/components/webhook/manifests.yaml" "$dir/config/components/webhook/kustomization.yaml" "$out/webhook.tmp/"
+  cp "$dir/LICENSE" "$out/LICENSE.kueue"
+  chmod -R u+w "$out/crd.tmp" "$out/webhook.tmp"
+  rm -rf "$out/crd" "$out/webhook" && mv "$out/crd.tmp" "$out/crd" && mv "$out/webhook.tmp" "$out/webhook"
+}
+
 # The real node's sandbox ("pause") image holds one static binary that waits for a signal; no
 # registry is reachable for registry.k8s.io/pause, so tests/harness/node.py wraps this one in an OCI archive.
 build_pause() {
@@ -159,5 +178,7 @@ go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 kwok_stages
 go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 go_install versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw/cmd/versitygw
+go_install kueue "$KUEUE_VERSION" sigs.k8s.io/kueue/cmd/kueue
+kueue_manifests
 if [[ -x "$here/build-training-operator.sh" ]]; then bash "$here/build-training-operator.sh"; fi
 echo "build-binaries: all cached under $CACHE ($((SECONDS - t0)) s)"

@@ -6,12 +6,11 @@
 #
 # The module cache is read-only, so the build happens in a temporary writable copy of the
 # module. v1.9.x has no replace lines in go.mod; its go.sum pins everything.
-# (v1.9.1 cannot be verified: sum.golang.org answers 404 for it; v1.9.3 is the newest 1.9.)
+# (v1.9.1 cannot be verified: sum.golang.org answers 404 for it.) The version is scripts/versions.env's.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-[[ -f "$here/versions.env" ]] && source "$here/versions.env"
-TRAINING_OPERATOR_VERSION="${TRAINING_OPERATOR_VERSION:-v1.9.3}"
+source "$here/versions.env"
 cache="${MINISERIES_BIN_CACHE:-$HOME/.cache/miniseries/bin}"
 out="$cache/training-operator-$TRAINING_OPERATOR_VERSION"
 bin="$out/training-operator"

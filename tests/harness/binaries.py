@@ -21,6 +21,16 @@ class MissingBinary(Exception):
     """A component is not built yet; the message names the script that builds it."""
 
 
+def pinned_version(key: str) -> str:
+    """A version pinned in scripts/versions.env (``KEY=value  # comment``), the file the build
+    scripts source: the tests look for the binaries those scripts cached under that version."""
+    for line in (REPO / "scripts" / "versions.env").read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() == key:
+            return value.split("#", 1)[0].strip()
+    raise KeyError(f"{key} is not pinned in scripts/versions.env")
+
+
 def find_binary(name: str) -> Path:
     env_dir = os.environ.get("MINISERIES_K8S_BIN")
     candidates = [Path(env_dir) / name] if env_dir else []

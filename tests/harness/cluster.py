@@ -7,8 +7,8 @@ What starts, in order, each as a real process whose output lands in ``<workdir>/
   kube-controller-manager (garbage collection, ServiceAccounts, Jobs), kube-scheduler;
 - kwok, managing one fake node ``gpu-node-0`` that advertises 8 ``nvidia.com/gpu`` and H100 labels:
   pods the scheduler binds to it become Running without a kubelet;
-- the Kubeflow PyTorchJob CRD (kubeflow.org/v1, training-operator v1.9.3's published YAML in
-  tests/harness/crds/), so PyTorchJobs validate as in a real cluster.
+- the Kubeflow PyTorchJob CRD (kubeflow.org/v1, the training-operator version pinned in
+  scripts/versions.env, vendored in tests/harness/crds/), so PyTorchJobs validate as in a real cluster.
 
 Beside it, for the store and for metrics: a versitygw S3 server (tests/harness/s3.py) and the
 Debian Prometheus (tests/harness/prometheus.py). Binaries: tests/harness/binaries.py.

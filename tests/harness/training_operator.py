@@ -23,12 +23,12 @@ from pathlib import Path
 import requests
 import yaml
 
-from tests.harness.binaries import CACHE, REPO, MissingBinary
+from tests.harness.binaries import CACHE, REPO, MissingBinary, pinned_version
 from tests.harness.certs import make_ca, make_serving_cert, pem_cert, pem_key
 from tests.harness.cluster import Cluster, install_pytorchjob_crd, start_control_plane
 from tests.harness.processes import Stack, free_port, wait_for
 
-TRAINING_OPERATOR_VERSION = os.environ.get("TRAINING_OPERATOR_VERSION", "v1.9.3")
+TRAINING_OPERATOR_VERSION = pinned_version("TRAINING_OPERATOR_VERSION")
 # The training-operator writes its serving certificates here; the path is compiled in (pkg/cert).
 TO_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")
 TO_NAMESPACE = "kubeflow"
