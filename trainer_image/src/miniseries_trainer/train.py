@@ -31,6 +31,7 @@ from miniseries.contract.core import CoreError
 from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout, join_uri
 from miniseries.contract.results import LossSummary, Progress, RunResults
 from miniseries.contract.store import RetryingStore, RetryPolicy, Store, StoreError, StoreHealth, open_store
+from miniseries_trainer import provenance, val_trace
 
 #: Peak dense bf16 FLOP/s per device by name fragment (no sparsity), for MFU.
 PEAK_FLOPS_BY_DEVICE = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10 * 2**19,
         help="validation tokens for bits-per-byte (0: skip)",
     )
+    val_trace.add_flags(g)
     g.add_argument("--eval-bundle", default=None, help="CORE eval bundle URI; CORE is skipped without it")
     g.add_argument(
         "--core-max-per-task",
@@ -330,6 +332,8 @@ def fail(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if problem := val_trace.check_flags(args.val_every, args.val_tokens):
+        fail(problem)
     from miniseries_trainer import checkpoint, data
     from miniseries_trainer.metrics import TrainerMetrics
     from miniseries_trainer.model import build_model, shape_from_flags
@@ -441,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # -- resume
     start_step, loader_state, loss_curve = 0, None, []
+    val_rows: list[dict[str, Any]] = []
     ckpt = None
     if args.resume != "never":
         try:
@@ -455,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             opt.load_state_dict(state)
         start_step, loader_state = ckpt.step, ckpt.state["loader"]
         loss_curve = ckpt.state.get("loss_curve", [])
+        val_rows = val_trace.read_rows(ckpt.state)
         checkpoint.set_rng_state(ckpt.state["rng"])
         print0(f"resumed from {join_uri(store.uri, run.checkpoint(ckpt.step))} at step {ckpt.step}")
     elif args.resume != "never" and master and store.exists(run.results):
@@ -472,6 +478,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         state=loader_state,
     )
     batches = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
+    vtrace = val_trace.build(args, steps=steps, total_batch_tokens=hz.total_batch_tokens, world_size=world, rank=rank,
+                             data_store=data_store, store=store, run=run, val_key=val_key, tokenizer=tokenizer,
+                             device=device, flops_per_token=float(shape.flops_per_token), master=master)  # fmt: skip
+    vtrace.rows = val_rows
 
     # -- metrics
     metrics = TrainerMetrics(
@@ -499,7 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     peak = peak_flops_per_device(device, args.peak_flops)
 
     def save(step: int) -> str:
-        state = {"loader": loader.state_dict(), "rng": checkpoint.rng_state(), "step": step, "loss_curve": loss_curve}
+        state = {"loader": loader.state_dict(), "rng": checkpoint.rng_state(), "step": step, "loss_curve": loss_curve,
+                 "val_curve": vtrace.rows}  # fmt: skip
         prefix = checkpoint.save_checkpoint(
             store,
             run,
@@ -598,6 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics.set("miniseries_train_tokens_per_second", tps)
             metrics.set("miniseries_train_mfu", mfu or 0.0)
         metrics.set("miniseries_peak_memory_bytes", peak_memory_bytes(device))
+        if vtrace.due(done, steps):
+            print0(f"step {done:6d}/{steps} | val bpb {vtrace.evaluate(model, model, done, autocast):.4f} (slice)")
         if args.checkpoint_every and done % args.checkpoint_every == 0 and done < steps:
             prefix = save(done)
         if time.time() - last_progress > PROGRESS_EVERY_SECONDS:
@@ -661,6 +674,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if master:
         losses = [p["loss"] for p in loss_curve]
         window = losses[-max(1, len(losses) // 10) :] if losses else []
+        prov = provenance.collect(
+            device=device,
+            world_size=world,
+            data_uri=args.data,
+            data_store=data_store,
+            tokenizer_uri=args.tokenizer,
+            tokenizer_store=open_store(args.tokenizer),
+            seed=args.seed,
+            warmup_steps=args.warmup_steps,
+            warmdown_ratio=args.warmdown_ratio,
+        )
         results = RunResults(
             sweep=args.sweep,
             run=args.run,
@@ -690,6 +714,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             core=core,
             checkpoint_uri=join_uri(store.uri, prefix),
             loss_curve_key=run.loss_curve,
+            val_curve_key=run.val_curve if vtrace.rows else None,
+            val_trace=val_trace.summary(vtrace, train_seconds),
+            provenance=prov,
             created_at=time.time(),
         )
         write_json_lines(store, run.loss_curve, loss_curve)
