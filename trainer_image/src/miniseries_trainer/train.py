@@ -720,6 +720,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             created_at=time.time(),
         )
         write_json_lines(store, run.loss_curve, loss_curve)
+        if vtrace.rows:  # whole again at the end, as the loss curve (a restarted run rewrites both)
+            vtrace.write()
         store.write_bytes(run.results, results.to_json())
         progress(steps, loss_value, lrm, tps, mfu, train_seconds, "done")
         print0(f"results: {join_uri(store.uri, run.results)}")

@@ -158,13 +158,13 @@ def add_flags(g: Any) -> None:
         type=int,
         default=None,
         help=f"evaluate val bpb on a fixed slice every N steps (default: steps // {VAL_TRACE_POINTS}, or less often "
-        f"when one micro-batch per rank would cost more than {VAL_TRACE_BUDGET:.0%} of training; 0: off)",
+        f"when one micro-batch per rank would cost more than {VAL_TRACE_BUDGET * 100:g}%% of training; 0: off)",
     )
     g.add_argument(
         "--val-tokens",
         type=int,
         default=None,
-        help=f"tokens in that slice (default: sized to cost {VAL_TRACE_BUDGET:.0%} of training; 0: off)",
+        help=f"tokens in that slice (default: sized to cost {VAL_TRACE_BUDGET * 100:g}%% of training; 0: off)",
     )
 
 
