@@ -181,3 +181,22 @@ def test_forecast_command_errors_name_the_problem(tmp_path: Path, capsys: pytest
     with pytest.raises(SystemExit):
         cli_main(["forecast", str(tmp_path), "--upto", "0"])
     assert "--upto must be a fraction in (0, 1], got 0.0" in capsys.readouterr().err
+
+
+def test_live_forecast_reads_the_store(tmp_path: Path) -> None:
+    from miniseries.contract.store import open_store
+    from miniseries.science.forecast import live_forecast
+
+    write_sweep(tmp_path)
+    store = open_store(tmp_path.as_uri())
+    d3 = RunLayout("team", "fab", "d3")
+    (tmp_path / d3.results).unlink()  # d3 is still training: 120 of its 400 steps logged
+    lines = (tmp_path / d3.loss_curve).read_text().splitlines()
+    (tmp_path / d3.loss_curve).write_text("\n".join(lines[:120]) + "\n")
+    plan = dict(steps=400, warmup_steps=WARMUP, warmdown_ratio=WARMDOWN)
+    f = live_forecast(store, "team", "fab", "d3", finished_runs=["d1", "d2"], **plan)
+    assert f.step == 120 and f.prior_runs == ["d1", "d2"] and f.val_bpb is not None
+    assert f.final_loss == pytest.approx(final_of(*RUNS["d3"]), rel=0.03)
+    (tmp_path / d3.loss_curve).write_text("\n".join(lines[:10]) + "\n")
+    with pytest.raises(ForecastRefused, match=r"not enough steps yet \(have 10, need 13\)"):
+        live_forecast(store, "team", "fab", "d3", finished_runs=["d1", "d2"], **plan)

@@ -430,3 +430,64 @@ def replay(
             refused = str(e)
         rows.append(ReplayRow(r.run, cut, total, forecast, refused, r.final_loss, r.val_bpb))
     return rows
+
+
+# -----------------------------------------------------------------------------
+# Live: what the operator (or the local runner) calls for a run that is training
+
+
+def live_forecast(
+    store: Any,
+    namespace: str,
+    sweep: str,
+    run: str,
+    *,
+    steps: int,
+    warmup_steps: int,
+    warmdown_ratio: float,
+    finished_runs: Sequence[str],
+    bootstrap: int = BOOTSTRAP,
+) -> Forecast:
+    """Forecast `run` from its loss_curve.jsonl so far, with alpha, C and the bpb ratio learned
+    from `finished_runs` (their results.json and curves). `steps`, `warmup_steps` and
+    `warmdown_ratio` are the run's plan (status.plan / spec.training). Raises ForecastRefused
+    with the sentence to show ("not enough steps yet (have N, need M)", ...)."""
+    from miniseries.contract.layout import RunLayout
+    from miniseries.contract.results import ResultsError, read_loss_curve, read_results
+    from miniseries.contract.schedule import lr_multipliers
+
+    priors = []
+    for name in finished_runs:
+        layout = RunLayout(namespace, sweep, name)
+        try:
+            res = read_results(store, layout)
+            curve = read_loss_curve(store, layout)
+        except (ResultsError, ValueError):
+            continue
+        if res is None or not curve:
+            continue
+        sched = res.provenance.lr_schedule if res.provenance else {}
+        mult = lr_multipliers(
+            res.steps, int(sched.get("warmup_steps", warmup_steps)), float(sched.get("warmdown_ratio", warmdown_ratio))
+        )
+        try:
+            priors.append(
+                prior_run(
+                    name,
+                    mult,
+                    [int(r["step"]) for r in curve],
+                    [float(r["loss"]) for r in curve],
+                    res.loss.final,
+                    res.val_bpb,
+                )
+            )
+        except (ForecastRefused, ValueError):
+            continue
+    curve = read_loss_curve(store, RunLayout(namespace, sweep, run))
+    return forecast_run(
+        lr_multipliers(steps, warmup_steps, warmdown_ratio),
+        [int(r["step"]) for r in curve],
+        [float(r["loss"]) for r in curve],
+        SweepPrior(priors) if priors else None,
+        bootstrap=bootstrap,
+    )
