@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from miniseries.contract.schedule import lr_multiplier  # the one definition, shared with the forecast
+
 #: Polar Express coefficients for 5 iterations (Amsel et al. 2025, as in nanochat/optim.py).
 POLAR_EXPRESS_COEFFS = (
     (8.156554524902461, -22.48329292557795, 15.878769915207462),
@@ -124,16 +126,6 @@ def build_optimizers(
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
     return optimizers
-
-
-def lr_multiplier(step: int, steps: int, warmup_steps: int, warmdown_ratio: float) -> float:
-    """Linear warmup, constant, then linear warmdown to zero over the last warmdown_ratio of steps."""
-    warmdown_steps = round(warmdown_ratio * steps)
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if step < steps - warmdown_steps:
-        return 1.0
-    return max(0.0, (steps - step) / warmdown_steps)
 
 
 def muon_momentum(step: int) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from miniseries.contract.layout import RunLayout
-from miniseries.contract.results import CoreResult, LossSummary, Progress, RunResults
+from miniseries.contract.results import CoreResult, LossSummary, Progress, Provenance, RunResults
 from miniseries.contract.shapes import Horizon, ModelShape, training_flops
 from miniseries.contract.store import Store
 from miniseries_trainer.metrics import TrainerMetrics
@@ -130,6 +130,9 @@ def run_results(
     core: CoreResult | None,
     checkpoint_uri: str,
     loss_curve_key: str,
+    val_curve_key: str | None = None,
+    val_trace: dict[str, Any] | None = None,
+    provenance: Provenance | None = None,
 ) -> RunResults:
     tokens = steps * hz.total_batch_tokens
     return RunResults(
@@ -156,5 +159,8 @@ def run_results(
         core=core,
         checkpoint_uri=checkpoint_uri,
         loss_curve_key=loss_curve_key,
+        val_curve_key=val_curve_key,
+        val_trace=val_trace,
+        provenance=provenance,
         created_at=time.time(),
     )

@@ -30,8 +30,8 @@ import torch.distributed as dist
 
 from miniseries.contract import shapes
 from miniseries.contract.layout import RunLayout, join_uri
-from miniseries.contract.store import Store
-from miniseries_trainer import checkpoint, data
+from miniseries.contract.store import Store, open_store
+from miniseries_trainer import checkpoint, data, provenance, val_trace
 from miniseries_trainer.evaluate import core_score, load_validation, validation_bpb
 from miniseries_trainer.flags import build_parser, fail
 from miniseries_trainer.inputs import open_inputs
@@ -78,6 +78,8 @@ def resume(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if problem := val_trace.check_flags(args.val_every, args.val_tokens):
+        fail(problem)
 
     # -- where we run: the device and torchrun's ranks
     rt = start_runtime(args.device)
@@ -136,9 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # -- resume
     ckpt = resume(args.resume, store, run, model, optimizers)
     start_step, loader_state, loss_curve = 0, None, []
+    val_rows: list[dict[str, Any]] = []
     if ckpt is not None:
         start_step, loader_state = ckpt.step, ckpt.state["loader"]
         loss_curve = ckpt.state.get("loss_curve", [])
+        val_rows = val_trace.read_rows(ckpt.state)
         print0(f"resumed from {join_uri(store.uri, run.checkpoint(ckpt.step))} at step {ckpt.step}")
     elif args.resume != "never" and master and store.exists(run.results):
         print0("note: results.json exists but no checkpoint: training from scratch")
@@ -155,6 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         state=loader_state,
     )
     batches = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
+    # the val-bpb trace: a small fixed slice evaluated every few steps (val_trace.py)
+    vtrace = val_trace.build(args, steps=steps, total_batch_tokens=hz.total_batch_tokens, world_size=world, rank=rank,
+                             data_store=inputs.data_store, store=store, run=run, val_key=inputs.val_key,
+                             tokenizer=tokenizer, device=device, flops_per_token=float(shape.flops_per_token),
+                             master=master)  # fmt: skip
+    vtrace.rows = val_rows
 
     # -- metrics and progress
     metrics = TrainerMetrics(
@@ -184,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rng": checkpoint.rng_state(),
             "step": step,
             "loss_curve": loss_curve,
+            "val_curve": vtrace.rows,
         }
         prefix = checkpoint.save_checkpoint(
             store,
@@ -226,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + (f" | {tps:,.0f} tok/s | MFU {mfu:.2%}" if tps and mfu is not None else "")
             )
         record_step(metrics, step=done, tokens=tokens, shape=shape, loss=loss_value, lr=lrm, speed=speed, device=device)
+
+        if vtrace.due(done, steps):
+            print0(f"step {done:6d}/{steps} | val bpb {vtrace.evaluate(model, forward, done, rt.autocast):.4f} (slice)")
 
         # checkpoint, progress.json, loss curve
         if args.checkpoint_every and done % args.checkpoint_every == 0 and done < steps:
@@ -286,8 +300,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             core=core,
             checkpoint_uri=join_uri(store.uri, final_checkpoint),
             loss_curve_key=run.loss_curve,
+            val_curve_key=run.val_curve if vtrace.rows else None,
+            val_trace=val_trace.summary(vtrace, speed.seconds),
+            provenance=provenance.collect(
+                device=device,
+                world_size=world,
+                data_uri=args.data,
+                data_store=inputs.data_store,
+                tokenizer_uri=args.tokenizer,
+                tokenizer_store=open_store(args.tokenizer),
+                seed=args.seed,
+                warmup_steps=args.warmup_steps,
+                warmdown_ratio=args.warmdown_ratio,
+            ),
         )
         write_json_lines(store, run.loss_curve, loss_curve)
+        if vtrace.rows:  # whole again at the end, as the loss curve (a restarted run rewrites both)
+            vtrace.write()
         store.write_bytes(run.results, results.to_json())
         progress.write(steps, loss_value, lrm, speed, "done")
         print0(f"results: {join_uri(store.uri, run.results)}")

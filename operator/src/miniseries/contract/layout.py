@@ -9,6 +9,7 @@ under its namespace and name, so that many teams share one bucket:
     <ns>/<sweep>/<run>/ckpt/step_<n>/            model, optimizer, loader state, RNG, manifest.json (written last)
     <ns>/<sweep>/<run>/progress.json             live progress, rewritten while training
     <ns>/<sweep>/<run>/loss_curve.jsonl          step, tokens, FLOPs, loss, lr per logged step
+    <ns>/<sweep>/<run>/val_curve.jsonl           step, tokens, FLOPs, val bpb on a fixed slice, every N steps
     <ns>/<sweep>/<run>/results.json              final results (schema-versioned, see results.py)
     <ns>/<sweep>/report/                         report.json, report.md, plots
 
@@ -142,6 +143,10 @@ class RunLayout:
     @property
     def loss_curve(self) -> str:
         return f"{self.root}loss_curve.jsonl"
+
+    @property
+    def val_curve(self) -> str:
+        return f"{self.root}val_curve.jsonl"
 
     @property
     def results(self) -> str:

@@ -69,6 +69,42 @@ class CoreResult(Doc):
 
 
 @dataclass(kw_only=True)
+class Provenance(Doc):
+    """What makes two results rows comparable (issue 20): code, environment, data and conventions.
+
+    A field is None when it is not known (no git checkout, no shard manifest); `comparable_key`
+    is what a joint fit must agree on.
+    """
+
+    trainer_version: str | None = None
+    source_commit: str | None = None  # git commit of the trainer's source, when known
+    python_version: str | None = None
+    torch_version: str | None = None
+    cuda_version: str | None = None
+    device_name: str | None = None
+    device_count: int = 1  # ranks (world size)
+    precision: str | None = None  # e.g. "bf16-autocast+tf32" or "fp32"
+    dataset_uri: str | None = None
+    dataset_manifest_sha256: str | None = None  # sha256 of the shards' manifest (or of the shard listing)
+    dataset_manifest_kind: str | None = None  # "manifest" (_manifest.json) | "listing" (sorted shard keys)
+    tokenizer_uri: str | None = None
+    tokenizer_sha256: str | None = None  # sha256 of the tokenizer artifact, from its manifest
+    params_convention: str | None = None  # which parameters N counts (shapes.SCALING_PARAMS_CONVENTION)
+    flops_convention: str | None = None  # how FLOPs per token are counted
+    seed: int | None = None
+    lr_schedule: dict[str, Any] = field(default_factory=dict)  # kind, warmup_steps, warmdown_ratio
+
+    def comparable_key(self) -> dict[str, Any]:
+        """The fields rows of one fit must share: data, tokenizer and conventions (not device or seed)."""
+        return {
+            "dataset_manifest_sha256": self.dataset_manifest_sha256,
+            "tokenizer_sha256": self.tokenizer_sha256,
+            "params_convention": self.params_convention,
+            "flops_convention": self.flops_convention,
+        }
+
+
+@dataclass(kw_only=True)
 class RunResults(Doc):
     """results.json: everything one finished run measured."""
 
@@ -96,6 +132,9 @@ class RunResults(Doc):
     core: CoreResult | None = None
     checkpoint_uri: str | None = None
     loss_curve_key: str | None = None
+    val_curve_key: str | None = None  # val bpb on a fixed slice every N steps (RunLayout.val_curve)
+    val_trace: dict[str, Any] | None = None  # every, slice_tokens, points, eval_seconds, measured_overhead
+    provenance: Provenance | None = None
     created_at: float = 0.0
 
 
@@ -159,6 +198,13 @@ def read_loss_curve(store: Store, run: RunLayout) -> list[dict[str, float]]:
     if not store.exists(run.loss_curve):
         return []
     return [json.loads(line) for line in store.read_bytes(run.loss_curve).decode().splitlines() if line.strip()]
+
+
+def read_val_curve(store: Store, run: RunLayout) -> list[dict[str, float]]:
+    """The run's validation curve rows (step, tokens, flops, val_bpb, slice_tokens); [] before the first."""
+    if not store.exists(run.val_curve):
+        return []
+    return [json.loads(line) for line in store.read_bytes(run.val_curve).decode().splitlines() if line.strip()]
 
 
 def checkpoint_steps(store: Store, run: RunLayout) -> list[int]:

@@ -1,0 +1,83 @@
+"""Which results rows may be fitted together: provenance differences and the refusal of mixed fits.
+
+Rows are comparable when they agree on `Provenance.comparable_key()` (the data's manifest
+hash, the tokenizer's hash, the parameter and FLOP conventions); the rest (device, torch,
+commit, seed) is listed as a difference but does not block a fit. Rows written before
+provenance existed have none and are reported as "unknown".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from miniseries.contract.results import Provenance, RunResults
+
+#: Provenance fields compared between sweeps, in the order they are listed.
+FIELDS = (
+    "dataset_manifest_sha256",
+    "tokenizer_sha256",
+    "params_convention",
+    "flops_convention",
+    "lr_schedule",
+    "trainer_version",
+    "source_commit",
+    "torch_version",
+    "cuda_version",
+    "device_name",
+    "device_count",
+    "precision",
+    "dataset_uri",
+    "seed",
+)
+BLOCKING = ("dataset_manifest_sha256", "tokenizer_sha256", "params_convention", "flops_convention")
+
+
+class ProvenanceMismatch(ValueError):
+    """Rows whose data, tokenizer or conventions differ were to be fitted together."""
+
+
+@dataclass
+class Difference:
+    field: str
+    values: dict[str, list[str]]  # value (as text) -> the runs that have it
+    blocking: bool
+
+    def describe(self) -> str:
+        parts = [f"{v} ({', '.join(runs)})" for v, runs in self.values.items()]
+        return f"{self.field}: {' vs '.join(parts)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "values": self.values, "blocking": self.blocking}
+
+
+def _value(p: Provenance | None, name: str) -> str:
+    if p is None:
+        return "unknown (no provenance)"
+    v = getattr(p, name)
+    return "unknown" if v is None or v == {} else str(v)
+
+
+def differences(rows: Sequence[tuple[str, RunResults]]) -> list[Difference]:
+    """Every provenance field on which the labelled rows (label e.g. "sweepA/d12") do not all agree."""
+    out = []
+    for name in FIELDS:
+        values: dict[str, list[str]] = {}
+        for label, r in rows:
+            values.setdefault(_value(r.provenance, name), []).append(label)
+        if len(values) > 1:
+            out.append(Difference(name, values, name in BLOCKING))
+    return out
+
+
+def check_joint_fit(rows: Sequence[tuple[str, RunResults]]) -> list[Difference]:
+    """The non-blocking differences; raises ProvenanceMismatch naming each blocking one."""
+    diffs = differences(rows)
+    blocking = [d for d in diffs if d.blocking]
+    if blocking:
+        raise ProvenanceMismatch(
+            "refusing a joint fit of rows whose data, tokenizer or conventions differ: "
+            + "; ".join(d.describe() for d in blocking)
+        )
+    return diffs
