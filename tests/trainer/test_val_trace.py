@@ -11,7 +11,7 @@ import pytest
 from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
 from miniseries.contract.results import RunResults, read_val_curve
 from miniseries.contract.store import open_store
-from tests.trainer.conftest import Corpus, train_argv
+from tests.support.tiny_training import Corpus, train_argv
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from miniseries.contract.layout import LOCAL_NAMESPACE
+from miniseries_trainer import val_trace
 from miniseries_trainer.throughput import CPU_PEAK_FLOPS_PER_THREAD
 
 #: The first line of --help.
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10 * 2**19,
         help="validation tokens for bits-per-byte (0: skip)",
     )
+    val_trace.add_flags(g)
     g.add_argument("--eval-bundle", default=None, help="CORE eval bundle URI; CORE is skipped without it")
     g.add_argument(
         "--core-max-per-task",
