@@ -46,6 +46,7 @@ def patch_status(namespace: str, name: str, status: ScalingSweepStatus, resource
         if e.status == 409 and resource_version is not None:
             raise Conflict(f"{namespace}/{name} changed since resourceVersion {resource_version}") from None
         raise
+    opmetrics.STATUS_PATCHES.labels(sweep=name, namespace=namespace).inc()
 
 
 def record(
