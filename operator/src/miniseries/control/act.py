@@ -19,9 +19,8 @@ from kubernetes.client.rest import ApiException
 from miniseries.api.spec import GROUP, PLURAL, VERSION, FitStatus, RunState, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
-from miniseries.control import events, jobs
+from miniseries.control import events, jobs, kube
 from miniseries.control import metrics as opmetrics
-from miniseries.control.observe import custom
 from miniseries.control.runs import Actions
 from miniseries.control.status import changed, wire_doc
 
@@ -41,7 +40,7 @@ def patch_status(namespace: str, name: str, status: ScalingSweepStatus, resource
     if resource_version is not None:
         body["metadata"] = {"resourceVersion": resource_version}
     try:
-        custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
+        kube.custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
     except ApiException as e:
         if e.status == 409 and resource_version is not None:
             raise Conflict(f"{namespace}/{name} changed since resourceVersion {resource_version}") from None
@@ -99,7 +98,7 @@ def _create_or_report(body: dict[str, Any], what: str, fn: Any, *args: Any) -> b
 def delete_job(namespace: str, name: str) -> None:
     """Foreground: the job's pods go first (a retried run's slot is held until then). Gone already is fine."""
     try:
-        custom().delete_namespaced_custom_object(
+        kube.custom().delete_namespaced_custom_object(
             jobs.PYTORCHJOB_GROUP, jobs.PYTORCHJOB_VERSION, namespace, jobs.PYTORCHJOB_PLURAL, name,
             body=client.V1DeleteOptions(propagation_policy="Foreground"),
         )  # fmt: skip
@@ -115,14 +114,14 @@ def carry_out(body: dict[str, Any], spec: ScalingSweepSpec, actions: Actions) ->
     ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
     if actions.create_tokenizer:
         what = f"Job {jobs.tokenizer_job_name(name)}"
-        if _create_or_report(body, what, client.BatchV1Api().create_namespaced_job, ns,
+        if _create_or_report(body, what, kube.batch().create_namespaced_job, ns,
                              jobs.tokenizer_job(spec, name, uid, ns)):  # fmt: skip
             opmetrics.JOBS_CREATED.labels(sweep=name, namespace=ns).inc()
             events.post(body, "Normal", reason="TokenizerStarted", message=jobs.tokenizer_job_name(name))
     for run, attempt in actions.create:
         manifest = jobs.pytorchjob(spec, name, uid, ns, run, attempt=attempt)
         job = manifest["metadata"]["name"]
-        if _create_or_report(body, f"PyTorchJob {job}", custom().create_namespaced_custom_object,
+        if _create_or_report(body, f"PyTorchJob {job}", kube.custom().create_namespaced_custom_object,
                              jobs.PYTORCHJOB_GROUP, jobs.PYTORCHJOB_VERSION, ns, jobs.PYTORCHJOB_PLURAL,
                              manifest):  # fmt: skip
             opmetrics.JOBS_CREATED.labels(sweep=name, namespace=ns).inc()
@@ -132,7 +131,7 @@ def carry_out(body: dict[str, Any], spec: ScalingSweepSpec, actions: Actions) ->
     for job in actions.delete:
         delete_job(ns, job)
     for job, suspend in actions.suspend.items():
-        custom().patch_namespaced_custom_object(
+        kube.custom().patch_namespaced_custom_object(
             jobs.PYTORCHJOB_GROUP, jobs.PYTORCHJOB_VERSION, ns, jobs.PYTORCHJOB_PLURAL, job,
             {"spec": {"runPolicy": {"suspend": suspend}}},
         )  # fmt: skip

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from kubernetes import client, config
+from kubernetes import config
 from kubernetes.client.rest import ApiException
 
 from miniseries.api.errors import SpecError
@@ -57,12 +57,12 @@ from miniseries.contract.layout import (
     join_uri,
 )
 from miniseries.contract.store import StoreError, open_store, parse_roots, root_problem, uri_problem
-from miniseries.control import act, events, jobs, runs
+from miniseries.control import act, events, jobs, kube, runs
 from miniseries.control import metrics as opmetrics
 from miniseries.control import status as st
 from miniseries.control.accepted import save_spec
 from miniseries.control.decide import decide
-from miniseries.control.observe import admission, custom, observe, owned_jobs, parse_status, read_sweep
+from miniseries.control.observe import admission, observe, owned_jobs, parse_status, read_sweep
 from miniseries.control.plan import make_plan
 
 log = logging.getLogger("miniseries.operator")
@@ -105,17 +105,18 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 8
     if KUBECONFIG:
         config.load_kube_config(config_file=KUBECONFIG)
-        return
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
+    else:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+    kube.reset()  # the shared client is built from this configuration
 
 
 @kopf.on.probe(id="sweeps")
 def probe_sweeps(**_: Any) -> int:
     """Part of /healthz: the API server answers for our resource."""
-    return len(custom().list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1).get("items", []))
+    return len(kube.custom().list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1).get("items", []))
 
 
 # ---------------------------------------------------------------- reconcile
@@ -311,9 +312,7 @@ def _stop_jobs(namespace: str, sweep: str, uid: str) -> int:
         if not job.deleting:
             act.delete_job(namespace, job.name)
     try:
-        client.BatchV1Api().delete_namespaced_job(
-            jobs.tokenizer_job_name(sweep), namespace, propagation_policy="Foreground"
-        )
+        kube.batch().delete_namespaced_job(jobs.tokenizer_job_name(sweep), namespace, propagation_policy="Foreground")
     except ApiException as e:
         if e.status != 404:
             raise

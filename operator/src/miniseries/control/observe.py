@@ -11,7 +11,6 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from miniseries.api.errors import FieldProblem, SpecError
@@ -19,7 +18,7 @@ from miniseries.api.policy import Policy
 from miniseries.api.spec import GROUP, PLURAL, VERSION, PlanStatus, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
-from miniseries.control import jobs
+from miniseries.control import jobs, kube
 from miniseries.control.accepted import load_spec
 from miniseries.control.observed import Observations, ObservedJob, TokenizerState, observe_job, observe_runs
 from miniseries.control.spec_changes import Accepted, accept
@@ -28,14 +27,10 @@ from miniseries.control.trainer_args import trained_tokenizer_ready
 log = logging.getLogger("miniseries.operator")
 
 
-def custom() -> client.CustomObjectsApi:
-    return client.CustomObjectsApi()
-
-
 def read_sweep(namespace: str, name: str) -> dict[str, Any] | None:
     """The sweep as the API server has it now; None once it is gone."""
     try:
-        body: dict[str, Any] = custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        body: dict[str, Any] = kube.custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     except ApiException as e:
         if e.status == 404:
             return None
@@ -56,7 +51,7 @@ def secret_labels(namespace: str, name: str) -> dict[str, str] | None:
     """The labels of a Secret, None if it does not exist. Only its metadata is requested
     (PartialObjectMetadata): the operator never holds a Secret's data."""
     try:
-        resp = client.CoreV1Api().read_namespaced_secret(
+        resp = kube.core().read_namespaced_secret(
             name,
             namespace,
             _headers={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"},
@@ -96,7 +91,7 @@ def admission(policy: Policy, spec: ScalingSweepSpec, namespace: str) -> SpecErr
 
 
 def owned_jobs(namespace: str, sweep: str, uid: str) -> list[ObservedJob]:
-    items = custom().list_namespaced_custom_object(
+    items = kube.custom().list_namespaced_custom_object(
         jobs.PYTORCHJOB_GROUP,
         jobs.PYTORCHJOB_VERSION,
         namespace,
@@ -115,7 +110,7 @@ def tokenizer_state(spec: ScalingSweepSpec, store: Store, layout: SweepLayout) -
     if trained_tokenizer_ready(store, layout):
         return TokenizerState.Ready
     try:
-        job = client.BatchV1Api().read_namespaced_job(jobs.tokenizer_job_name(sweep), namespace)
+        job = kube.batch().read_namespaced_job(jobs.tokenizer_job_name(sweep), namespace)
     except ApiException as e:
         if e.status == 404:
             return TokenizerState.Missing
