@@ -6,7 +6,8 @@
    can start at once) to all of its first-wave PyTorchJobs existing; target < 2 s.
 2. `many_sweeps`: N sweeps applied in one `kubectl apply`; seconds until every first-wave job
    exists, then a settle period: jobs expected / created / duplicated / missing, the operator's
-   own jobs-created counter and reconcile count; target: none missed or duplicated.
+   own jobs-created counter, reconcile count and status writes (a reconcile that changes nothing
+   writes nothing); target: none missed or duplicated, and time growing linearly with N.
 
 Nothing runs the jobs (no JobDriver): the first wave is all that may exist. The operator is
 `miniseries operator` as a process, watching one namespace, with its production poll interval.
@@ -94,6 +95,7 @@ def main() -> int:
                 "seconds_to_all_first_wave": round(t1 - t0, 3),
                 "jobs_per_second": round(expected / (t1 - t0), 1),
                 "reconciles": op.metric("miniseries_operator_reconciles_total"),
+                "status_patches": op.metric("miniseries_operator_status_patches_total"),
                 "reconcile_errors": op.metric("miniseries_operator_errors_total"),
             }), flush=True)  # fmt: skip
         finally:

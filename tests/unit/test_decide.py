@@ -7,8 +7,9 @@ from typing import Any
 
 from miniseries.api.spec import FitStatus, RunState, RunStatus, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.contract.results import CoreResult, LossSummary, Progress, RunResults
-from miniseries.control import decide as dec
-from miniseries.control.decide import JobPhase, ObservedJob, RunObservation, TokenizerState
+from miniseries.control import observed, runs, spec_changes
+from miniseries.control import status as sweep_status
+from miniseries.control.observed import JobPhase, ObservedJob, RunObservation, TokenizerState
 from miniseries.control.plan import make_plan
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -45,11 +46,11 @@ def job(run: str, phase: JobPhase, attempt: int = 1, **kw: Any) -> ObservedJob:
 
 def run_decide(s: ScalingSweepSpec, jobs: list[ObservedJob] = [], store: dict[str, RunObservation] | None = None,  # noqa: B006
                previous: list[RunStatus] = [], tokenizer: TokenizerState = TokenizerState.NotNeeded,  # noqa: B006
-               now: datetime = NOW) -> dec.Decision:  # fmt: skip
-    return dec.decide(s, "s", make_plan(s), jobs, store or {}, previous, tokenizer, now)
+               now: datetime = NOW) -> runs.RunDecision:  # fmt: skip
+    return runs.decide_runs(s, "s", make_plan(s), jobs, store or {}, previous, tokenizer, now)
 
 
-def created(d: dec.Decision) -> list[tuple[str, int]]:
+def created(d: runs.RunDecision) -> list[tuple[str, int]]:
     return [(r.name, a) for r, a in d.create]
 
 
@@ -60,14 +61,14 @@ def test_job_phase_from_conditions() -> None:
     def c(t: str, s: str = "True") -> dict[str, str]:
         return {"type": t, "status": s, "lastTransitionTime": "2026-01-01T00:00:00Z", "reason": t + "R"}
 
-    assert dec.job_phase(None)[0] is JobPhase.Created
-    assert dec.job_phase([c("Created")])[0] is JobPhase.Created
-    assert dec.job_phase([c("Created"), c("Running")])[0] is JobPhase.Running
-    assert dec.job_phase([c("Created"), c("Running", "False"), c("Restarting")])[0] is JobPhase.Restarting
-    assert dec.job_phase([c("Created"), c("Running", "False"), c("Succeeded")])[0] is JobPhase.Succeeded
-    phase, cond = dec.job_phase([c("Created"), c("Running", "False"), c("Failed")])
+    assert observed.job_phase(None)[0] is JobPhase.Created
+    assert observed.job_phase([c("Created")])[0] is JobPhase.Created
+    assert observed.job_phase([c("Created"), c("Running")])[0] is JobPhase.Running
+    assert observed.job_phase([c("Created"), c("Running", "False"), c("Restarting")])[0] is JobPhase.Restarting
+    assert observed.job_phase([c("Created"), c("Running", "False"), c("Succeeded")])[0] is JobPhase.Succeeded
+    phase, cond = observed.job_phase([c("Created"), c("Running", "False"), c("Failed")])
     assert phase is JobPhase.Failed and cond is not None and cond["reason"] == "FailedR"
-    assert dec.job_phase([c("Created"), c("Suspended")])[0] is JobPhase.Suspended
+    assert observed.job_phase([c("Created"), c("Suspended")])[0] is JobPhase.Suspended
 
 
 def test_observe_job_reads_labels_suspend_and_failure_time() -> None:
@@ -78,7 +79,7 @@ def test_observe_job_reads_labels_suspend_and_failure_time() -> None:
         "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "OOM", "message": "killed",
                                    "lastTransitionTime": "2026-01-01T11:59:00Z"}]},
     }  # fmt: skip
-    j = dec.observe_job(obj)
+    j = observed.observe_job(obj)
     assert (j.name, j.run, j.attempt, j.phase, j.suspended, j.deleting) == (
         "s-d4",
         "d4",
@@ -179,7 +180,7 @@ def test_a_recorded_launch_holds_its_slot_until_its_job_appears() -> None:
     assert {r.name: (r.state, r.attempts) for r in again.runs}["d10"] == (RunState.Pending, 1)
     # a retry due at that moment waits too
     prev = [*first.runs[:1], RunStatus(name="d8", depth=8, state=RunState.Retrying, attempts=1,
-                                       retry_at=dec.rfc3339(NOW - timedelta(seconds=1)))]  # fmt: skip
+                                       retry_at=observed.rfc3339(NOW - timedelta(seconds=1)))]  # fmt: skip
     assert created(run_decide(s, [], previous=prev)) == [("d10", 1)]
     # once the job exists it is an ordinary job: nothing is created
     assert run_decide(s, [job("d10", JobPhase.Created)], previous=again.runs).create == []
@@ -216,7 +217,7 @@ def test_failed_run_is_recorded_then_deleted_then_retried_after_backoff() -> Non
     (r,) = d.runs
     assert r.state is RunState.Retrying and r.attempts == 1 and r.reason == "OOMKilled" and r.message == "boom"
     assert r.checkpoint_uri == ckpt
-    assert r.retry_at == dec.rfc3339(NOW - timedelta(seconds=5) + timedelta(seconds=30))
+    assert r.retry_at == observed.rfc3339(NOW - timedelta(seconds=5) + timedelta(seconds=30))
     assert d.delete == ["s-d4"] and d.create == []
     assert [e.reason for e in d.events] == ["RunRetrying"] and ckpt in d.events[0].message
     # while the foreground deletion runs, nothing is recreated and no second event is posted
@@ -231,8 +232,8 @@ def test_failed_run_is_recorded_then_deleted_then_retried_after_backoff() -> Non
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
-    assert [dec.backoff_seconds(a) for a in (1, 2, 3, 4)] == [30, 60, 120, 240]
-    assert dec.backoff_seconds(20) == dec.RETRY_CAP_SECONDS
+    assert [runs.backoff_seconds(a) for a in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert runs.backoff_seconds(20) == runs.RETRY_CAP_SECONDS
 
 
 def test_retry_limit_then_failed() -> None:
@@ -305,7 +306,7 @@ def test_a_failed_job_shows_while_the_store_is_unreachable() -> None:
         RunStatus(name="d6", depth=6, state=RunState.Running, attempts=3),
         RunStatus(name="d8", depth=8, state=RunState.Running, attempts=1)])  # fmt: skip
     jobs = [failed("d4"), failed("d6", attempt=3), job("d8", JobPhase.Running)]
-    out = dec.reflect_failed_jobs(st, jobs, retry_limit=2, now=NOW, generation=1)
+    out = sweep_status.reflect_failed_jobs(st, jobs, retry_limit=2, now=NOW, generation=1)
     assert [r.state for r in out.runs] == [RunState.Retrying, RunState.Failed, RunState.Running]
     assert out.runs[0].reason == "OOMKilled" and out.runs[0].retry_at is None  # decided once the store answers
     degraded = next(c for c in out.conditions if c.type == "Degraded")
@@ -318,7 +319,9 @@ def test_a_failed_job_shows_while_the_store_is_unreachable() -> None:
 def test_backing_off_run_does_not_block_others() -> None:
     s = spec(depths=[4, 6], resources={"parallelism": 1})
     prev = [
-        RunStatus(name="d4", depth=4, state=RunState.Retrying, attempts=1, retry_at=dec.rfc3339(NOW + timedelta(60)))
+        RunStatus(
+            name="d4", depth=4, state=RunState.Retrying, attempts=1, retry_at=observed.rfc3339(NOW + timedelta(60))
+        )
     ]
     d = run_decide(s, [], previous=prev)
     assert created(d) == [("d6", 1)]
@@ -337,7 +340,7 @@ def test_store_progress_and_results_fill_run_status() -> None:
     r6, r4 = d.runs
     assert (r4.state, r4.core, r4.val_bpb, r4.gpu_seconds, r4.cost_usd) == (RunState.Succeeded, 0.1, 1.2, 7200.0, 6.0)
     assert (r6.state, r6.step, r6.tokens, r6.loss, r6.gpu_seconds) == (RunState.Running, 5, 50, 4.0, 3600.0)
-    st = dec.aggregate(ScalingSweepStatus(), d.runs, suspended=False, tokenizer=TokenizerState.NotNeeded, now=NOW,
+    st = sweep_status.sweep_status(ScalingSweepStatus(), d.runs, suspended=False, tokenizer=TokenizerState.NotNeeded, now=NOW,
                        generation=3)  # fmt: skip
     assert st.progress == "1/2" and st.cost == "$9.00" and st.best_core == 0.1
     assert st.totals.gpu_hours == 3.0 and st.totals.tokens == 150 and st.phase == "Running"
@@ -351,13 +354,13 @@ def test_phases() -> None:
     ok = RunStatus(name="a", depth=1, state=RunState.Succeeded)
     bad = RunStatus(name="b", depth=2, state=RunState.Failed)
     fit = FitStatus()
-    assert dec.phase_of([ok, ok], False, None) == "Fitting"
-    assert dec.phase_of([ok, ok], False, fit) == "Succeeded"
-    assert dec.phase_of([ok, bad], False, fit) == "Degraded"
-    assert dec.phase_of([bad], False, None) == "Failed"
-    assert dec.phase_of([RunStatus(name="a", depth=1)], True, None) == "Suspended"
-    assert dec.phase_of([RunStatus(name="a", depth=1)], False, None) == "Pending"
-    st = dec.aggregate(ScalingSweepStatus(), [ok, bad], suspended=False, tokenizer=TokenizerState.Ready, now=NOW,
+    assert sweep_status.phase_of([ok, ok], False, None) == "Fitting"
+    assert sweep_status.phase_of([ok, ok], False, fit) == "Succeeded"
+    assert sweep_status.phase_of([ok, bad], False, fit) == "Degraded"
+    assert sweep_status.phase_of([bad], False, None) == "Failed"
+    assert sweep_status.phase_of([RunStatus(name="a", depth=1)], True, None) == "Suspended"
+    assert sweep_status.phase_of([RunStatus(name="a", depth=1)], False, None) == "Pending"
+    st = sweep_status.sweep_status(ScalingSweepStatus(), [ok, bad], suspended=False, tokenizer=TokenizerState.Ready, now=NOW,
                        generation=1)  # fmt: skip
     conds = {c.type: c for c in st.conditions}
     assert conds["Degraded"].status == "True" and "b" in conds["Degraded"].message
@@ -365,13 +368,15 @@ def test_phases() -> None:
 
 
 def test_condition_transition_time_moves_only_on_flip() -> None:
-    c = dec.set_condition([], "Ready", True, "A", "a", NOW, 1)
+    c = sweep_status.set_condition([], "Ready", True, "A", "a", NOW, 1)
     later = NOW + timedelta(minutes=5)
-    c2 = dec.set_condition(c, "Ready", True, "B", "b", later, 2)
-    assert c2[0].last_transition_time == dec.rfc3339(NOW) and c2[0].reason == "B" and c2[0].observed_generation == 2
-    c3 = dec.set_condition(c2, "Ready", False, "C", "c", later, 2)
-    assert c3[0].last_transition_time == dec.rfc3339(later) and c3[0].status == "False"
-    assert len(dec.set_condition(c3, "Degraded", False, "D", "", later, 2)) == 2
+    c2 = sweep_status.set_condition(c, "Ready", True, "B", "b", later, 2)
+    assert (
+        c2[0].last_transition_time == observed.rfc3339(NOW) and c2[0].reason == "B" and c2[0].observed_generation == 2
+    )
+    c3 = sweep_status.set_condition(c2, "Ready", False, "C", "c", later, 2)
+    assert c3[0].last_transition_time == observed.rfc3339(later) and c3[0].status == "False"
+    assert len(sweep_status.set_condition(c3, "Degraded", False, "D", "", later, 2)) == 2
 
 
 # ---------------------------------------------------------------- spec changes
@@ -379,26 +384,36 @@ def test_condition_transition_time_moves_only_on_flip() -> None:
 
 def test_adding_depths_is_allowed_changing_the_model_is_not() -> None:
     old = spec()
-    assert dec.refused_changes(old, spec(depths=[4, 6, 8, 10, 12]), {"d4"}, {"d4", "d6", "d8", "d10", "d12"}) == []
-    assert dec.refused_changes(old, spec(suspend=True, retryLimit=5), {"d4"}, {"d4", "d6", "d8", "d10"}) == []
-    problems = dec.refused_changes(old, spec(model={"sequenceLength": 1024}), {"d4"}, {"d4", "d6", "d8", "d10"})
+    assert (
+        spec_changes.refused_changes(old, spec(depths=[4, 6, 8, 10, 12]), {"d4"}, {"d4", "d6", "d8", "d10", "d12"})
+        == []
+    )
+    assert spec_changes.refused_changes(old, spec(suspend=True, retryLimit=5), {"d4"}, {"d4", "d6", "d8", "d10"}) == []
+    problems = spec_changes.refused_changes(
+        old, spec(model={"sequenceLength": 1024}), {"d4"}, {"d4", "d6", "d8", "d10"}
+    )
     assert len(problems) == 1 and "spec.model.sequenceLength" in problems[0] and "1024" in problems[0]
-    problems = dec.refused_changes(old, spec(training={"tokensPerParam": 20}), {"d4"}, {"d4"})
+    problems = spec_changes.refused_changes(old, spec(training={"tokensPerParam": 20}), {"d4"}, {"d4"})
     assert any("spec.training.tokensPerParam" in p for p in problems)
-    problems = dec.refused_changes(old, spec(data={"shardsUri": "file:///other"}), {"d4"}, {"d4"})
+    problems = spec_changes.refused_changes(old, spec(data={"shardsUri": "file:///other"}), {"d4"}, {"d4"})
     assert any("spec.data.shardsUri" in p for p in problems)
-    problems = dec.refused_changes(old, spec(depths=[6, 8]), {"d4"}, {"d6", "d8"})
+    problems = spec_changes.refused_changes(old, spec(depths=[6, 8]), {"d4"}, {"d6", "d8"})
     assert problems == ["spec.depths: runs already started cannot be removed: d4"]
     # nothing started yet: anything goes
-    assert dec.refused_changes(old, spec(model={"sequenceLength": 1024}), set(), set()) == []
+    assert spec_changes.refused_changes(old, spec(model={"sequenceLength": 1024}), set(), set()) == []
 
 
 def test_a_change_that_retrains_a_started_run_differently_is_refused() -> None:
     """gpusPerRun is not a frozen section, but it moves the batch split: caught via the plans."""
     old = spec(training={"totalBatchTokens": None})
     new = spec(training={"totalBatchTokens": None}, resources={"gpusPerRun": 4})
-    problems = dec.refused_changes(old, new, {"d10"}, {"d4", "d6", "d8", "d10"}, make_plan(old), make_plan(new))
+    problems = spec_changes.refused_changes(
+        old, new, {"d10"}, {"d4", "d6", "d8", "d10"}, make_plan(old), make_plan(new)
+    )
     assert len(problems) == 1 and "run d10" in problems[0] and "gpus 2 -> 4" in problems[0]
     # packing changes that leave every started run as it was are fine
     more = spec(training={"totalBatchTokens": None}, resources={"parallelism": 1, "nodeGpus": 4})
-    assert dec.refused_changes(old, more, {"d10"}, {"d4", "d6", "d8", "d10"}, make_plan(old), make_plan(more)) == []
+    assert (
+        spec_changes.refused_changes(old, more, {"d10"}, {"d4", "d6", "d8", "d10"}, make_plan(old), make_plan(more))
+        == []
+    )

@@ -16,8 +16,9 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from miniseries.control import kube
 
 log = logging.getLogger("miniseries.operator")
 
@@ -43,7 +44,7 @@ def post(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         message = message[: MAX_MESSAGE - 3] + "..."
     name = event_name(meta, type_, reason, message)
     now = _now()
-    core = client.CoreV1Api()
+    core = kube.core()
     event = {
         "apiVersion": "v1",
         "kind": "Event",

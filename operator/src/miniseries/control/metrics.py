@@ -21,6 +21,12 @@ DURATION = Histogram(
 JOBS_CREATED = Counter(
     "miniseries_operator_jobs_created_total", "PyTorchJobs and tokenizer Jobs created.", LABELS, registry=REGISTRY
 )
+STATUS_PATCHES = Counter(
+    "miniseries_operator_status_patches_total",
+    "Status writes: only when a reconcile changed the status or fenced a launch.",
+    LABELS,
+    registry=REGISTRY,
+)
 SWEEP_RUNS = Gauge("miniseries_sweep_runs", "Runs of a sweep by state.", (*LABELS, "state"), registry=REGISTRY)
 SWEEP_COST = Gauge("miniseries_sweep_cost_usd", "GPU cost of a sweep so far, USD.", LABELS, registry=REGISTRY)
 
@@ -38,6 +44,7 @@ METRICS: list[MetricDoc] = [
     _doc(ERRORS, "counter"),
     _doc(DURATION, "histogram"),
     _doc(JOBS_CREATED, "counter"),
+    _doc(STATUS_PATCHES, "counter"),
     _doc(SWEEP_RUNS, "gauge"),
     _doc(SWEEP_COST, "gauge"),
 ]

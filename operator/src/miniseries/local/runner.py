@@ -10,8 +10,12 @@ once per sweep if they are missing, then runs every planned run as a subprocess
     python -m torch.distributed.run --nproc-per-node G ... -m ...  (gpusPerRun > 1, gloo on CPU)
 
 one at a time, smallest first, showing live progress from progress.json.
-Finished runs (results.json exists) are skipped; an interrupted run resumes
-from its newest checkpoint (the trainer gets --resume=auto). Ctrl-C stops the
+What runs next, what is finished and what is resumed is decided as the operator decides it
+(control.runs.decide_runs over the same store observation, control.observed.observe_runs,
+with one slot and this process's child as the only job), in the operator's run states:
+finished runs (results.json exists) are Succeeded and skipped; an interrupted run resumes
+from its newest checkpoint (the trainer gets --resume=auto); an unreadable results.json is
+evaluated again from the final checkpoint (ResultsCorrupt), or fails the run without one. Ctrl-C stops the
 child cleanly (SIGTERM to its process group, SIGKILL after a grace period) and
 keeps every checkpoint. When all runs are done the report is written.
 CORE is evaluated when the spec names a local eval bundle or one is in the
@@ -22,21 +26,20 @@ This module never imports torch: the trainer is a separate process.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import math
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TextIO
 
-from miniseries.api.spec import PlannedRun, ScalingSweep, ScalingSweepSpec
+from miniseries.api.spec import PlannedRun, PlanStatus, RunState, RunStatus, ScalingSweep, ScalingSweepSpec
 from miniseries.contract.layout import (
     LOCAL_NAMESPACE,
     ClaimRefused,
@@ -47,16 +50,11 @@ from miniseries.contract.layout import (
     migrate_legacy,
     read_manifest,
 )
-from miniseries.contract.results import (
-    Progress,
-    ResultsError,
-    RunResults,
-    checkpoint_steps,
-    read_progress,
-    read_results,
-)
+from miniseries.contract.results import Progress, ResultsError, checkpoint_steps, read_progress, read_results
 from miniseries.contract.store import LocalStore, StoreError, path_to_uri
+from miniseries.control.observed import JobPhase, ObservedJob, TokenizerState, observe_runs
 from miniseries.control.plan import make_plan
+from miniseries.control.runs import RunDecision, Slots, decide_runs
 from miniseries.control.trainer_args import (
     TOKENIZER_MODULE,
     TRAINER_MODULE,
@@ -65,12 +63,15 @@ from miniseries.control.trainer_args import (
     trainer_flags,
 )
 from miniseries.data.fetch import cached_eval_bundle, eval_bundle_dir
+from miniseries.local.children import Stopped, run_child, tail
 
 DEFAULT_STORE_DIR = "miniseries-store"
 #: Where the local runner keeps prepared text shards, relative to the store root.
 DATA_KEY = "data/shards/"
-#: Seconds a child gets to exit after SIGTERM before SIGKILL.
-STOP_GRACE_SECONDS = 20.0
+#: One run at a time, on whatever GPUs (or CPU processes) it asks for.
+LOCAL_SLOTS = Slots(runs=1, gpus=sys.maxsize)
+#: A run whose progress.json moved this recently is taken to be training (another `miniseries run`).
+LIVE_PROGRESS_SECONDS = 120.0
 
 
 class LocalRunError(RuntimeError):
@@ -111,9 +112,14 @@ class LocalSweep:
     def layout(self) -> SweepLayout:
         return SweepLayout(LOCAL_NAMESPACE, self.name)
 
+    @cached_property
+    def plan(self) -> PlanStatus:
+        """The operator's plan, its runs in the local order: smallest first, so a newcomer sees results sooner."""
+        plan = make_plan(self.spec)
+        return plan.model_copy(update={"runs": sorted(plan.runs, key=lambda r: (r.flops, r.depth))})
+
     def runs(self) -> list[PlannedRun]:
-        """The plan's runs, smallest first: a newcomer sees results sooner."""
-        return sorted(make_plan(self.spec).runs, key=lambda r: (r.flops, r.depth))
+        return list(self.plan.runs)
 
     def log_path(self, run: PlannedRun) -> Path:
         return self.store_dir / self.layout.run(run.name).root / "train.log"
@@ -175,62 +181,6 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
-
-
-# ---------------------------------------------------------------- process control
-
-
-class Stopped(Exception):
-    """The user pressed Ctrl-C; the child was stopped and its checkpoints kept."""
-
-
-def stop_child(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> int:
-    """SIGTERM the child's process group, SIGKILL it after `grace` seconds."""
-    if proc.poll() is not None:
-        return int(proc.returncode)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        return proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        return proc.wait()
-
-
-def run_child(
-    cmd: list[str],
-    log_path: Path,
-    env: dict[str, str],
-    on_tick: Callable[[], None] | None = None,
-    tick_seconds: float = 1.0,
-) -> int:
-    """Run one child in its own session (Ctrl-C reaches us, not it), logging to a file."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        log.write(f"\n$ {' '.join(cmd)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            while True:
-                try:
-                    return proc.wait(timeout=tick_seconds)
-                except subprocess.TimeoutExpired:
-                    if on_tick:
-                        on_tick()
-        except KeyboardInterrupt:
-            stop_child(proc)
-            raise Stopped() from None
-        except BaseException:
-            stop_child(proc)
-            raise
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
 
 
 # ---------------------------------------------------------------- progress display
@@ -416,14 +366,32 @@ def claim_store(ls: LocalSweep, say: Callable[[str], None]) -> None:
         raise LocalRunError(e.message) from None
 
 
-def readable_results(ls: LocalSweep, run: PlannedRun, say: Callable[[str], None]) -> RunResults | None:
-    """A run's results; None (and a note) when its results.json is unreadable: the run is evaluated
-    again from its final checkpoint (the trainer resumes there and only evaluates)."""
-    try:
-        return read_results(ls.store, ls.layout.run(run.name))
-    except ResultsError as e:
-        say(f"{run.name}: {e}; evaluating it again from its newest checkpoint")
-        return None
+def tokenizer_state(ls: LocalSweep) -> TokenizerState:
+    if ls.spec.data.tokenizer_uri:
+        return TokenizerState.NotNeeded
+    return TokenizerState.Ready if trained_tokenizer_ready(ls.store, ls.layout) else TokenizerState.Missing
+
+
+def live_run(ls: LocalSweep) -> ObservedJob | None:
+    """A run another process is training now (its progress.json moved lately): the local "job"."""
+    for run in ls.runs():
+        p = read_progress(ls.store, ls.layout.run(run.name))
+        if p is not None and time.time() - p.updated_at < LIVE_PROGRESS_SECONDS:
+            return ObservedJob(name=run.name, run=run.name, attempt=1, phase=JobPhase.Running)
+    return None
+
+
+def decide_local(ls: LocalSweep, running: ObservedJob | None = None) -> RunDecision:
+    """Each run's state and what to start next, decided as the operator decides (control.runs), from
+    the store and the one child this runner may have: one slot, the local plan order, no status kept
+    between invocations (the store is the whole memory: results, checkpoints)."""
+    jobs = [running] if running is not None else []
+    return decide_runs(ls.spec, ls.name, ls.plan, jobs, observe_runs(ls.store, ls.layout, ls.runs()), [],
+                       tokenizer_state(ls), datetime.now(UTC), slots=LOCAL_SLOTS)  # fmt: skip
+
+
+def _failed(rs: RunStatus) -> LocalRunError:
+    return LocalRunError(f"{rs.name} failed ({rs.reason}): {rs.message}")
 
 
 def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) -> int:
@@ -438,8 +406,12 @@ def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) 
 
     claim_store(ls, say)
     save_spec(ls.store, ls.layout, ls.spec)
-    done = [r for r in runs if readable_results(ls, r, say) is not None]
-    pending = [r for r in runs if r not in done]  # the time estimate covers what is left to train
+    first = decide_local(ls)
+    done = {r.name for r in first.runs if r.state is RunState.Succeeded}
+    for rs in first.runs:
+        if rs.message and rs.state is not RunState.Succeeded:  # an unreadable results.json: what happens to it
+            say(f"{rs.name}: {rs.message}")
+    pending = [r for r in runs if r.name not in done]  # the time estimate covers what is left to train
     display = Display(total_runs=len(runs), total_flops=sum(r.flops for r in pending),
                       total_tokens=sum(r.training_tokens for r in pending), out=out)  # fmt: skip
     display.done_runs = len(done)
@@ -449,10 +421,14 @@ def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) 
         prepare_data(ls, display)
         train_tokenizer(ls, display)
         display.started = time.time()  # throughput is measured over training only
-        for run in runs:
-            if run in done:
-                continue
+        decision = decide_local(ls)
+        while decision.create:
+            run, _attempt = decision.create[0]
             run_one(ls, run, display)
+            decision = decide_local(ls)
+        failed = [rs for rs in decision.runs if rs.state is RunState.Failed]
+        if failed:
+            raise _failed(failed[0])
     except Stopped:
         display.say(
             "interrupted: the running trainer was stopped; checkpoints are kept. Run the same command to resume."
@@ -472,29 +448,17 @@ def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) 
 
 
 def run_states(ls: LocalSweep) -> list[dict[str, object]]:
-    """One row per planned run from what is in the store (results, progress, checkpoints)."""
+    """One row per planned run, in the operator's run states, from what is in the store."""
+    decision = decide_local(ls, live_run(ls))
     rows: list[dict[str, object]] = []
-    for run in ls.runs():
-        rl = ls.layout.run(run.name)
-        row: dict[str, object] = {"run": run.name, "steps": run.steps, "flops": run.flops}
-        try:
-            res = read_results(ls.store, rl)
-        except (StoreError, ValueError) as e:
-            row.update(state="Invalid", message=str(e))
-            rows.append(row)
-            continue
-        if res is not None:
-            core = res.core.core if res.core else None
-            row.update(state="Succeeded", step=res.steps, loss=res.loss.final, val_bpb=res.val_bpb, core=core,
-                       wall_seconds=res.wall_seconds)  # fmt: skip
-        else:
-            ckpts = checkpoint_steps(ls.store, rl)
-            p = read_progress(ls.store, rl)
-            if p is not None and time.time() - p.updated_at < 120:
-                row.update(state="Running", step=p.step, loss=p.loss, eta_seconds=p.eta_seconds)
-            elif ckpts:
-                row.update(state="Interrupted", step=ckpts[-1], loss=p.loss if p else None)
-            else:
-                row.update(state="Pending", step=0)
+    for run, rs in zip(ls.runs(), decision.runs, strict=True):
+        row: dict[str, object] = {"run": run.name, "state": rs.state.value, "step": rs.step, "steps": run.steps,
+                                  "flops": run.flops, "loss": rs.loss}  # fmt: skip
+        if rs.state is RunState.Succeeded:
+            row.update(val_bpb=rs.val_bpb, core=rs.core)
+        elif rs.message:
+            row.update(reason=rs.reason, message=rs.message)
+        elif rs.checkpoint_uri and rs.state is RunState.Pending:
+            row.update(message=f"interrupted: resumes from {rs.checkpoint_uri}")
         rows.append(row)
     return rows

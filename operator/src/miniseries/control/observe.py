@@ -1,0 +1,154 @@
+"""Observation: what the API server and the store hold for one sweep, read into plain data.
+
+Reads only; every write is act.py's. What is read here is all that `decide` sees
+(observed.Observations): a new observed input is read here and added there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from miniseries.api.errors import FieldProblem, SpecError
+from miniseries.api.policy import Policy
+from miniseries.api.spec import GROUP, PLURAL, VERSION, PlanStatus, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.contract.layout import SweepLayout
+from miniseries.contract.store import Store
+from miniseries.control import jobs, kube
+from miniseries.control.accepted import load_spec
+from miniseries.control.observed import Observations, ObservedJob, TokenizerState, observe_job, observe_runs
+from miniseries.control.spec_changes import Accepted, accept
+from miniseries.control.trainer_args import trained_tokenizer_ready
+
+log = logging.getLogger("miniseries.operator")
+
+
+def read_sweep(namespace: str, name: str) -> dict[str, Any] | None:
+    """The sweep as the API server has it now; None once it is gone."""
+    try:
+        body: dict[str, Any] = kube.custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return body
+
+
+def parse_status(body: dict[str, Any]) -> ScalingSweepStatus:
+    raw = body.get("status") or {}
+    try:
+        return ScalingSweepStatus.model_validate({k: v for k, v in raw.items() if k != "kopf"})
+    except Exception:
+        log.warning("status of %s does not parse; starting from an empty one", body["metadata"]["name"])
+        return ScalingSweepStatus()
+
+
+def secret_labels(namespace: str, name: str) -> dict[str, str] | None:
+    """The labels of a Secret, None if it does not exist. Only its metadata is requested
+    (PartialObjectMetadata): the operator never holds a Secret's data."""
+    try:
+        resp = kube.core().read_namespaced_secret(
+            name,
+            namespace,
+            _headers={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"},
+            _preload_content=False,
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    doc = json.loads(resp.data)
+    if doc.get("kind") != "PartialObjectMetadata":  # never look at anything but metadata
+        raise RuntimeError(f"asked for the metadata of Secret {namespace}/{name}, got a {doc.get('kind')}")
+    return dict(doc["metadata"].get("labels") or {})
+
+
+def admission(policy: Policy, spec: ScalingSweepSpec, namespace: str) -> SpecError | None:
+    """The operator's admission policy (policy.py): the image and the Secret a sweep may use."""
+    problems = policy.image_problems(spec.resources.image)
+    secret = spec.store.credentials_secret
+    if policy.secret_opt_in_label and secret is not None:
+        try:
+            labels = secret_labels(namespace, secret)
+        except ApiException as e:
+            if e.status != 403:
+                raise
+            problems.append(
+                FieldProblem(
+                    "spec.store.credentialsSecret",
+                    f"the operator may not read the metadata of Secret {secret!r} in {namespace!r} (403) to check "
+                    f"its opt-in label {policy.secret_opt_in_label}; grant it `get` on secrets (the chart does "
+                    "when admission.secretOptInLabel is set)",
+                )
+            )
+        else:
+            problems += policy.secret_problems(namespace, secret, labels)
+    return SpecError(problems) if problems else None
+
+
+def owned_jobs(namespace: str, sweep: str, uid: str) -> list[ObservedJob]:
+    items = kube.custom().list_namespaced_custom_object(
+        jobs.PYTORCHJOB_GROUP,
+        jobs.PYTORCHJOB_VERSION,
+        namespace,
+        jobs.PYTORCHJOB_PLURAL,
+        label_selector=f"{jobs.LABEL_SWEEP}={sweep}",
+    )["items"]
+    # A leftover from an earlier sweep of the same name is not ours (its owner uid differs).
+    mine = [j for j in items if any(o.get("uid") == uid for o in j["metadata"].get("ownerReferences") or [])]
+    return [observe_job(j) for j in mine]
+
+
+def tokenizer_state(spec: ScalingSweepSpec, store: Store, layout: SweepLayout) -> TokenizerState:
+    namespace, sweep = layout.namespace, layout.sweep
+    if spec.data.tokenizer_uri:
+        return TokenizerState.NotNeeded
+    if trained_tokenizer_ready(store, layout):
+        return TokenizerState.Ready
+    try:
+        job = kube.batch().read_namespaced_job(jobs.tokenizer_job_name(sweep), namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return TokenizerState.Missing
+        raise
+    for c in (job.status and job.status.conditions) or []:
+        if c.type == "Failed" and c.status == "True":
+            return TokenizerState.Failed
+    return TokenizerState.Running
+
+
+def observe(
+    body: dict[str, Any],
+    given: ScalingSweepSpec,
+    given_plan: PlanStatus,
+    store: Store,
+    layout: SweepLayout,
+    previous: ScalingSweepStatus,
+    now: datetime,
+) -> tuple[Observations, Accepted]:
+    """Everything `decide` needs about a sweep that passed its checks and claimed its store key,
+    and which spec is reconciled (the caller writes it to the store when `Accepted.save`)."""
+    meta = body["metadata"]
+    observed = owned_jobs(layout.namespace, layout.sweep, meta["uid"])
+    accepted = accept(load_spec(store, layout), given, given_plan, observed, previous)
+    runs = observe_runs(store, layout, accepted.plan.runs)
+    for name, o in runs.items():
+        if o.results_error:
+            log.warning("results of %s/%s unreadable: %s", layout.root, name, o.results_error)
+    obs = Observations(
+        sweep=layout.sweep,
+        spec=accepted.spec,
+        plan=accepted.plan,
+        previous=previous,
+        jobs=observed,
+        store=runs,
+        tokenizer=tokenizer_state(accepted.spec, store, layout),
+        now=now,
+        generation=meta.get("generation"),
+        refused=accepted.refused,
+    )
+    return obs, accepted

@@ -1,0 +1,191 @@
+"""What one reconcile saw, as plain data: the single input of `decide`.
+
+Everything the decisions depend on is gathered into one `Observations` before anything is
+decided, so `decide` is a pure function of it (and unit-tested without a cluster). The
+operator fills it from the API server and the store (observe.py), the local runner from the
+store and its own child process (local/runner.py).
+
+Adding an observed input (say, a per-run problem seen on the trainer pods) is three steps:
+a field on `Observations` (a dict keyed by run name for a per-run input, empty by default so
+every other caller is unaffected), filled in observe.py, and read where it matters in
+runs.py (a run's state or message, an Event) or status.py (a condition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from miniseries.api.spec import PlannedRun, PlanStatus, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.contract.layout import SweepLayout, join_uri
+from miniseries.contract.results import (
+    Progress,
+    ResultsError,
+    RunResults,
+    checkpoint_steps,
+    read_progress,
+    read_results,
+)
+from miniseries.contract.store import Store, StoreNotFound
+
+
+def rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(s: str | None) -> datetime | None:
+    if not s:
+        return None
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class JobPhase(StrEnum):
+    Created = "Created"
+    Running = "Running"
+    Restarting = "Restarting"
+    Suspended = "Suspended"
+    Succeeded = "Succeeded"
+    Failed = "Failed"
+
+
+# The training-operator keeps old conditions in the list; the strongest True one wins.
+_PHASE_ORDER = [
+    JobPhase.Succeeded,
+    JobPhase.Failed,
+    JobPhase.Suspended,
+    JobPhase.Restarting,
+    JobPhase.Running,
+    JobPhase.Created,
+]
+
+
+@dataclass(frozen=True)
+class ObservedJob:
+    """A PyTorchJob as read from the API server (or a local trainer process), reduced to what decisions need."""
+
+    name: str
+    run: str
+    attempt: int
+    phase: JobPhase
+    suspended: bool = False
+    deleting: bool = False
+    since: datetime | None = None
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def active(self) -> bool:
+        """Not finished: running, about to run, or suspended (so resuming never overcommits)."""
+        return self.phase not in (JobPhase.Succeeded, JobPhase.Failed)
+
+
+def job_phase(conditions: list[dict[str, Any]] | None) -> tuple[JobPhase, dict[str, Any] | None]:
+    """A PyTorchJob's phase from its status.conditions (Created if it has none yet)."""
+    true = {c.get("type"): c for c in conditions or [] if c.get("status") == "True"}
+    for phase in _PHASE_ORDER:
+        if phase.value in true:
+            return phase, true[phase.value]
+    return JobPhase.Created, None
+
+
+def observe_job(obj: dict[str, Any]) -> ObservedJob:
+    """Reduce a PyTorchJob object (a dict from the API) to an ObservedJob."""
+    meta = obj.get("metadata", {})
+    labels = meta.get("labels") or {}
+    phase, cond = job_phase((obj.get("status") or {}).get("conditions"))
+    try:
+        attempt = int(labels.get("miniseries.dev/attempt", "1"))
+    except ValueError:
+        attempt = 1
+    return ObservedJob(
+        name=meta.get("name", ""),
+        run=labels.get("miniseries.dev/run", ""),
+        attempt=attempt,
+        phase=phase,
+        suspended=bool(((obj.get("spec") or {}).get("runPolicy") or {}).get("suspend")),
+        deleting=bool(meta.get("deletionTimestamp")),
+        since=parse_time((cond or {}).get("lastTransitionTime")),
+        reason=(cond or {}).get("reason", "") or "",
+        message=(cond or {}).get("message", "") or "",
+    )
+
+
+# ---------------------------------------------------------------- the store
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    """What the store says about a run."""
+
+    results: RunResults | None = None
+    progress: Progress | None = None
+    checkpoint_uri: str | None = None
+    checkpoint_step: int | None = None
+    results_uri: str | None = None
+    results_error: str | None = None  # results.json exists but does not parse: which object, what error
+
+
+def observe_runs(store: Store, layout: SweepLayout, runs: list[PlannedRun]) -> dict[str, RunObservation]:
+    """What the store says about each run; the one store read the operator and the local runner share.
+
+    A store that does not answer raises (StoreError); it never reads as "no results", which
+    would retry finished runs."""
+    out: dict[str, RunObservation] = {}
+    for run in runs:
+        rl = layout.run(run.name)
+        results, error = None, None
+        try:
+            results = read_results(store, rl)
+        except ResultsError as e:
+            error = str(e)
+        except StoreNotFound:
+            results = None  # deleted between listing and reading
+        steps = checkpoint_steps(store, rl)
+        out[run.name] = RunObservation(
+            results=results,
+            progress=None if results else read_progress(store, rl),
+            checkpoint_uri=join_uri(store.uri, rl.checkpoint(steps[-1])) if steps else None,
+            checkpoint_step=steps[-1] if steps else None,
+            results_uri=join_uri(store.uri, rl.results) if results else None,
+            results_error=error,
+        )
+    return out
+
+
+class TokenizerState(StrEnum):
+    NotNeeded = "NotNeeded"  # spec.data.tokenizerUri given
+    Ready = "Ready"  # manifest in the store
+    Missing = "Missing"  # no job, no tokenizer: create the job
+    Running = "Running"
+    Failed = "Failed"
+
+
+# ---------------------------------------------------------------- the bundle
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Everything one reconcile of an accepted sweep read, before anything is decided."""
+
+    sweep: str
+    #: The spec to reconcile: the accepted one (a refused change keeps the old one, with the
+    #: new `suspend`), see spec_changes.py.
+    spec: ScalingSweepSpec
+    #: Its plan, made once per reconcile.
+    plan: PlanStatus
+    #: The status as read (launches recorded in it hold slots; see runs.py).
+    previous: ScalingSweepStatus
+    #: The sweep's PyTorchJobs (owned by this sweep's uid).
+    jobs: list[ObservedJob]
+    #: Run name -> what the store says about it.
+    store: dict[str, RunObservation]
+    tokenizer: TokenizerState
+    now: datetime
+    generation: int | None = None
+    #: Why the given spec change was refused (empty: accepted).
+    refused: list[str] = field(default_factory=list)

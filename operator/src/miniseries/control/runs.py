@@ -1,0 +1,309 @@
+"""Each run's next state, and the actions it calls for: the rules of decide.py, per run.
+
+`decide_runs` is pure: the accepted spec, its plan, the jobs that exist, the store's word on
+each run, the runs' previous status and the time in; every run's new RunStatus and the
+actions (create, delete, suspend, events) out. The operator calls it through `decide`; the
+local runner calls it directly, with its own trainer process as the only job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from miniseries.api.spec import PlannedRun, PlanStatus, RunState, RunStatus, ScalingSweepSpec
+from miniseries.control.jobs import job_name
+from miniseries.control.observed import (
+    JobPhase,
+    ObservedJob,
+    RunObservation,
+    TokenizerState,
+    parse_time,
+    rfc3339,
+)
+
+RETRY_BASE_SECONDS = 30.0
+RETRY_CAP_SECONDS = 600.0
+RESULTS_CORRUPT = "ResultsCorrupt"
+
+
+@dataclass(frozen=True)
+class Event:
+    reason: str
+    message: str
+    type: str = "Normal"
+
+
+@dataclass
+class Actions:
+    """What the handlers carry out, in this order, after status is recorded."""
+
+    create: list[tuple[PlannedRun, int]] = field(default_factory=list)  # (run, attempt)
+    delete: list[str] = field(default_factory=list)  # failed jobs, deleted before their retry
+    suspend: dict[str, bool] = field(default_factory=dict)  # job -> runPolicy.suspend
+    create_tokenizer: bool = False
+    events: list[Event] = field(default_factory=list)
+    #: Every run finished and no fit is recorded: fit and report now (the science loads only then).
+    fit: bool = False
+
+    def touch_the_cluster(self) -> bool:
+        """Creates, deletes or patches objects: recorded first, under the optimistic lock."""
+        return bool(self.create or self.delete or self.suspend or self.create_tokenizer)
+
+
+@dataclass
+class RunDecision(Actions):
+    """Every planned run's new status, in plan order, and the actions they call for."""
+
+    runs: list[RunStatus] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Slots:
+    """How many runs and GPUs may be in flight at once."""
+
+    runs: int
+    gpus: int
+
+    @classmethod
+    def of(cls, spec: ScalingSweepSpec) -> Slots:
+        return cls(spec.resources.max_runs_in_flight, spec.resources.node_gpus)
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Wait before attempt `attempts + 1`: 30 s, 60 s, 120 s, ... capped at 10 min."""
+    return min(RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS)
+
+
+def _from_store(rs: RunStatus, obs: RunObservation, price: float) -> None:
+    if obs.checkpoint_uri:
+        rs.checkpoint_uri = obs.checkpoint_uri
+    if obs.progress is not None:
+        p = obs.progress
+        rs.step, rs.steps, rs.tokens, rs.loss = p.step, p.steps, p.tokens, p.loss
+        rs.gpu_seconds = p.elapsed_seconds * p.world_size
+    if obs.results is not None:
+        r = obs.results
+        rs.step, rs.steps, rs.tokens = r.steps, r.steps, r.tokens
+        rs.loss = r.loss.final
+        rs.val_bpb = r.val_bpb
+        rs.core = r.core.core if r.core is not None else None
+        rs.gpu_seconds = r.gpu_seconds
+        rs.results_uri = obs.results_uri
+        if r.checkpoint_uri:
+            rs.checkpoint_uri = r.checkpoint_uri
+    rs.cost_usd = round(rs.gpu_seconds / 3600.0 * price, 4)
+
+
+def launch_recorded(old: RunStatus | None) -> bool:
+    """Status says this attempt was launched and no job has been seen for it since."""
+    return old is not None and old.state is RunState.Pending and old.attempts > 0 and bool(old.job_name)
+
+
+def slots_held(
+    plan: PlanStatus, jobs: list[ObservedJob], launching: list[RunStatus], retiring: frozenset[str] = frozenset()
+) -> tuple[int, int]:
+    """(runs in flight, GPUs in flight), counted from what exists in the cluster: every job
+    that is not finished or is being deleted, every failed job about to be deleted for a
+    retry (`retiring`: it holds its slot until its foreground deletion has removed its pods),
+    and every launch recorded in status whose job is not visible yet. Whichever attempt or
+    run a job belongs to (even one no longer in the plan), it counts: what exists holds GPUs."""
+    gpus_of = {p.name: p.gpus for p in plan.runs}
+    default = plan.runs[0].gpus if plan.runs else 0
+    holding = [j for j in jobs if j.active or j.deleting or j.name in retiring]
+    seen = {j.run for j in holding}
+    pending = [r for r in launching if r.name not in seen]
+    runs = len(holding) + len(pending)
+    gpus = sum(gpus_of.get(j.run, default) for j in holding) + sum(gpus_of.get(r.name, default) for r in pending)
+    return runs, gpus
+
+
+def decide_runs(
+    spec: ScalingSweepSpec,
+    sweep: str,
+    plan: PlanStatus,
+    jobs: list[ObservedJob],
+    store: dict[str, RunObservation],
+    previous: list[RunStatus],
+    tokenizer: TokenizerState,
+    now: datetime,
+    slots: Slots | None = None,
+) -> RunDecision:
+    """Each run's state from what exists, then the launches that fit the free slots, in plan order."""
+    by_run: dict[str, ObservedJob] = {}
+    for j in jobs:
+        # One name per run, so at most one job per run; keep the newest attempt if an
+        # older, still-terminating one is listed alongside.
+        if j.run not in by_run or j.attempt > by_run[j.run].attempt:
+            by_run[j.run] = j
+    prev = {r.name: r for r in previous}
+    price = spec.cost.price_per_gpu_hour
+    d = RunDecision()
+    candidates: list[tuple[PlannedRun, RunStatus]] = []
+    launching: list[tuple[PlannedRun, RunStatus]] = []
+
+    for run in plan.runs:
+        old = prev.get(run.name)
+        rs = RunStatus(
+            name=run.name,
+            depth=run.depth,
+            budget_flops=run.budget_flops,
+            steps=run.steps,
+            attempts=old.attempts if old else 0,
+            checkpoint_uri=old.checkpoint_uri if old else None,
+            reason=old.reason if old else None,
+            retry_at=old.retry_at if old else None,
+            message=old.message if old else None,
+        )
+        obs = store.get(run.name, RunObservation())
+        _from_store(rs, obs, price)
+        job = by_run.get(run.name)
+        if job is not None:
+            rs.job_name = job.name
+            rs.attempts = max(rs.attempts, job.attempt)
+
+        if obs.results is not None:
+            rs.state = RunState.Succeeded
+            rs.retry_at = None
+            if old is None or old.state is not RunState.Succeeded:
+                d.events.append(Event("RunSucceeded", f"{run.name} finished: {rs.tokens} tokens, val bpb {rs.val_bpb}"))
+        elif (
+            obs.results_error is not None
+            and not (job is not None and (job.active or job.phase is JobPhase.Failed))  # a failure is a failure
+            and not (job is None and launch_recorded(old))
+        ):
+            _results_corrupt(run, rs, old, job, obs.results_error, d, candidates, now)
+        elif job is not None and job.active:
+            rs.state = {
+                JobPhase.Created: RunState.Pending,
+                JobPhase.Suspended: RunState.Suspended,
+            }.get(job.phase, RunState.Running)
+            if job.suspended != spec.suspend and not job.deleting:
+                d.suspend[job.name] = spec.suspend
+            if spec.suspend:
+                rs.state = RunState.Suspended
+        elif job is not None and (job.phase is JobPhase.Failed or job.phase is JobPhase.Succeeded):
+            _job_ended(run, rs, old, job, spec.retry_limit, d, now)
+        elif old is not None and old.state in (RunState.Retrying, RunState.Failed):
+            # The failed job is gone; the decision to retry (or not) was recorded in status.
+            rs.state = old.state
+            if rs.state is RunState.Retrying:
+                candidates.append((run, rs))
+        elif launch_recorded(old):
+            # Recorded as launched, job not created yet (or the creator died in between):
+            # it holds its slot, and the same attempt is created again (409 if it exists).
+            assert old is not None
+            rs.state, rs.attempts, rs.job_name = RunState.Pending, old.attempts, old.job_name
+            launching.append((run, rs))
+        else:
+            rs.state = RunState.Pending
+            candidates.append((run, rs))
+        d.runs.append(rs)
+
+    if tokenizer is TokenizerState.Missing:
+        d.create_tokenizer = True
+    if spec.suspend or tokenizer not in (TokenizerState.NotNeeded, TokenizerState.Ready):
+        return d
+
+    in_flight, gpus = slots_held(plan, jobs, [rs for _, rs in launching], frozenset(d.delete))
+    for run, rs in launching:
+        d.create.append((run, rs.attempts))
+    limit = slots or Slots.of(spec)
+    for run, rs in candidates:
+        if in_flight >= limit.runs or gpus + run.gpus > limit.gpus:
+            break  # plan order: a later, smaller run never jumps the queue
+        if rs.state is RunState.Retrying:
+            retry_at = parse_time(rs.retry_at)
+            if retry_at is not None and now < retry_at:
+                continue  # backing off holds no slot
+        if rs.state is RunState.Retrying and rs.reason == RESULTS_CORRUPT:
+            rs.attempts = max(rs.attempts, 1)  # a re-evaluation: the same attempt, outside retryLimit
+        else:
+            rs.attempts += 1
+        rs.state = RunState.Pending
+        rs.retry_at = None
+        rs.job_name = job_name(sweep, run.name)
+        d.create.append((run, rs.attempts))
+        in_flight += 1
+        gpus += run.gpus
+    return d
+
+
+def _job_ended(
+    run: PlannedRun,
+    rs: RunStatus,
+    old: RunStatus | None,
+    job: ObservedJob,
+    retry_limit: int,
+    d: RunDecision,
+    now: datetime,
+) -> None:
+    """The job failed, or "succeeded" without a results.json (then the trainer did not finish its contract)."""
+    reason = job.reason or ("NoResults" if job.phase is JobPhase.Succeeded else "Failed")
+    message = job.message or (
+        "job succeeded but wrote no results.json" if job.phase is JobPhase.Succeeded else "job failed"
+    )
+    if rs.attempts <= retry_limit:
+        rs.state = RunState.Retrying
+        failed_at = job.since or now
+        if rs.retry_at is None or old is None or old.state is not RunState.Retrying:
+            rs.retry_at = rfc3339(failed_at + timedelta(seconds=backoff_seconds(rs.attempts)))
+            d.events.append(
+                Event(
+                    "RunRetrying",
+                    f"{run.name} attempt {rs.attempts} failed ({reason}: {message}); retry "
+                    f"{rs.attempts}/{retry_limit} from checkpoint {rs.checkpoint_uri or '(none yet)'} "
+                    f"at {rs.retry_at}",
+                    "Warning",
+                )
+            )
+        if not job.deleting:
+            d.delete.append(job.name)
+    else:
+        rs.state = RunState.Failed
+        if old is None or old.state is not RunState.Failed:
+            d.events.append(Event("RunFailed", f"{run.name} failed after {rs.attempts} attempts: {message}", "Warning"))
+    rs.reason, rs.message = reason, message[:500]
+
+
+def _results_corrupt(
+    run: PlannedRun,
+    rs: RunStatus,
+    old: RunStatus | None,
+    job: ObservedJob | None,
+    error: str,
+    d: RunDecision,
+    candidates: list[tuple[PlannedRun, RunStatus]],
+    now: datetime,
+) -> None:
+    """The run trained to the end (results.json is written last) but its results cannot be read."""
+    # The re-evaluation launched for this (Pending/Running with this reason) finished and
+    # wrote an unreadable results.json again: do not loop.
+    again = (
+        job is not None
+        and job.phase is JobPhase.Succeeded
+        and old is not None
+        and old.reason == RESULTS_CORRUPT
+        and old.state in (RunState.Pending, RunState.Running)
+    )
+    rs.reason = RESULTS_CORRUPT
+    if again or not rs.checkpoint_uri:
+        why = "its re-evaluation wrote an unreadable results.json again" if again else "no checkpoint to evaluate from"
+        rs.state, rs.retry_at = RunState.Failed, None
+        rs.message = f"{error}; {why}"[:500]
+        if old is None or old.state is not RunState.Failed:
+            d.events.append(Event("RunFailed", f"{run.name} failed: {rs.message}", "Warning"))
+        return
+    rs.state = RunState.Retrying
+    rs.message = (
+        f"{error}; evaluating again from checkpoint {rs.checkpoint_uri} (the same attempt, not counted "
+        "against retryLimit)"
+    )[:500]
+    if old is None or old.state is not RunState.Retrying or old.reason != RESULTS_CORRUPT:
+        rs.retry_at = rfc3339(now)
+        d.events.append(Event("RunResultsCorrupt", f"{run.name}: {rs.message}", "Warning"))
+    if job is not None:
+        if not job.deleting:
+            d.delete.append(job.name)  # its name is reused by the re-evaluation
+    else:
+        candidates.append((run, rs))
