@@ -9,9 +9,9 @@ import pytest
 
 from miniseries import cli
 from miniseries.api.spec import FitStatus
+from miniseries.api.sweepfile import save_spec
 from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout
 from miniseries.contract.store import LocalStore
-from miniseries.control.accepted import save_spec
 from miniseries.science.report import build_report
 from tests.support.synthetic import LAW, spec_from, write_sweep
 

@@ -15,7 +15,7 @@ operator refuses, before creating anything, a sweep that names:
   which Secrets sweeps may use by labelling them. The operator reads only the Secret's
   metadata (a PartialObjectMetadata GET), never its data.
 
-The decisions are pure functions here; handlers.py reads the Secret's labels.
+The decisions are pure functions here; control/observe.py reads the Secret's labels.
 """
 
 from __future__ import annotations

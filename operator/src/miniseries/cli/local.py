@@ -15,7 +15,8 @@ from pathlib import Path
 
 from miniseries.api.sweepfile import load_sweep
 from miniseries.cli import fmt
-from miniseries.local.runner import DEFAULT_STORE_DIR, LocalRunError, LocalSweep, run_states, run_sweep
+from miniseries.contract.store import DEFAULT_STORE_DIR
+from miniseries.local.runner import LocalRunError, LocalSweep, run_states, run_sweep
 
 
 def _local_sweep(args: argparse.Namespace) -> LocalSweep:

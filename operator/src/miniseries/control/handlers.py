@@ -46,7 +46,7 @@ from kubernetes.client.rest import ApiException
 from miniseries.api.errors import SpecError
 from miniseries.api.policy import Policy
 from miniseries.api.spec import GROUP, PLURAL, VERSION, ScalingSweepSpec, ScalingSweepStatus
-from miniseries.api.sweepfile import parse_sweep
+from miniseries.api.sweepfile import parse_sweep, save_spec
 from miniseries.contract.layout import (
     ADOPT_ANNOTATION,
     ClaimRefused,
@@ -60,7 +60,6 @@ from miniseries.contract.store import StoreError, open_store, parse_roots, root_
 from miniseries.control import act, events, jobs, kube, runs
 from miniseries.control import metrics as opmetrics
 from miniseries.control import status as st
-from miniseries.control.accepted import save_spec
 from miniseries.control.decide import decide
 from miniseries.control.observe import admission, observe, owned_jobs, parse_status, read_sweep
 from miniseries.control.plan import make_plan

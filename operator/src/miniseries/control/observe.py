@@ -16,10 +16,10 @@ from kubernetes.client.rest import ApiException
 from miniseries.api.errors import FieldProblem, SpecError
 from miniseries.api.policy import Policy
 from miniseries.api.spec import GROUP, PLURAL, VERSION, PlanStatus, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.api.sweepfile import load_spec
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
 from miniseries.control import jobs, kube
-from miniseries.control.accepted import load_spec
 from miniseries.control.observed import Observations, ObservedJob, TokenizerState, observe_job, observe_runs
 from miniseries.control.spec_changes import Accepted, accept
 from miniseries.control.trainer_args import trained_tokenizer_ready

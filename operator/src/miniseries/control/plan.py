@@ -15,21 +15,14 @@ from __future__ import annotations
 
 import heapq
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from miniseries.api.errors import FieldProblem, SpecError
+from miniseries.api.grammar import MAX_INT64  # status numbers are JSON; integers are int64 on the API server
+from miniseries.api.policy import DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET  # the limit without spec.cost.budgetUsd
 from miniseries.api.spec import Mode, PlannedRun, PlanStatus, ScalingSweepSpec
 from miniseries.contract import shapes
-
-#: A sweep without spec.cost.budgetUsd may plan at most this many GPU-hours: setting a budget is
-#: how a sweep asks for more. In GPU-hours, not USD, so that pricePerGpuHour: 0 cannot dodge it.
-#: The operator takes it from --max-gpu-hours-without-budget (chart: admission.maxGpuHoursWithoutBudget);
-#: `miniseries plan` and the local runner from the same environment variable, so they agree.
-DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET = float(os.environ.get("MINISERIES_MAX_GPU_HOURS_WITHOUT_BUDGET", "1000"))
-#: Status numbers are JSON; integers are int64 on the API server.
-MAX_INT64 = 2**63 - 1
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,6 @@ from miniseries.control.trainer_args import (
 from miniseries.data.fetch import cached_eval_bundle, eval_bundle_dir
 from miniseries.local.children import Stopped, run_child, tail
 
-DEFAULT_STORE_DIR = "miniseries-store"
 #: Where the local runner keeps prepared text shards, relative to the store root.
 DATA_KEY = "data/shards/"
 #: One run at a time, on whatever GPUs (or CPU processes) it asks for.
@@ -396,7 +395,7 @@ def _failed(rs: RunStatus) -> LocalRunError:
 
 def run_sweep(ls: LocalSweep, *, out: TextIO = sys.stdout, report: bool = True) -> int:
     """The whole local sweep; returns an exit code (0 done, 130 interrupted)."""
-    from miniseries.control.accepted import save_spec
+    from miniseries.api.sweepfile import save_spec
 
     runs = ls.runs()
     ls.store.check()
