@@ -3,9 +3,15 @@ scheduler's own words, in the shapes the API server returns them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
+from miniseries.api.spec import RunState
+from miniseries.control.decide import decide
+from miniseries.control.observed import JobPhase, ObservedJob
 from miniseries.control.pods import TOKENIZER, log_tail, trouble_of, troubles_by_run
+from tests.unit.test_decide_sweep import NOW, observations, spec
 
 IMAGE = "ghcr.io/miniseries/trainer:no-such-tag"
 PULL_MESSAGE = (
@@ -93,3 +99,53 @@ def test_log_tail_is_bounded() -> None:
     long = "x" * 5000
     tail = log_tail(long)
     assert tail is not None and len(tail) == 800 and tail.startswith("…")
+
+
+# ---- what decide makes of them: a run condition, an Event, Degraded
+
+
+def _decide_with(pods: dict[str, Any], phase: JobPhase, retry_limit: int = 3) -> tuple[Any, Any]:
+    s = spec(retryLimit=retry_limit)
+    first = decide(observations(s))
+    jobs = [ObservedJob(name=f"s-{r.name}", run=r.name, attempt=1, phase=phase,
+                        message="PyTorchJob s-d8 is failed because 1 Master replica(s) failed." if phase is
+                        JobPhase.Failed else "") for r, _ in first.actions.create]  # fmt: skip
+    obs = observations(s, first.status, jobs=jobs, now=NOW + timedelta(seconds=30))
+    return first, decide(replace(obs, pods={k: trouble_of(v) for k, v in pods.items()}))
+
+
+def test_an_unpullable_image_is_a_run_reason_an_event_and_degraded() -> None:
+    pulling = pod("s-d8-master-0", "d8", container={"state": {"waiting": {"reason": "ErrImagePull",
+                                                                           "message": PULL_MESSAGE}}})  # fmt: skip
+    _, d = _decide_with({"d8": pulling}, JobPhase.Created)
+    run = next(r for r in d.status.runs if r.name == "d8")
+    assert run.state is RunState.Pending and run.reason == "ErrImagePull" and IMAGE in (run.message or "")
+    assert [(e.reason, e.type) for e in d.actions.events] == [("ErrImagePull", "Warning")]
+    assert IMAGE in d.actions.events[0].message and d.actions.events[0].message.startswith("d8: image")
+    degraded = next(c for c in d.status.conditions if c.type == "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", "ErrImagePull") and IMAGE in degraded.message
+    assert not d.actions.delete  # the job stays: pushing the image lets it start
+    # the same trouble on the next poll: no new Event; once the image is there, the reason goes
+    again = decide(replace(observations(spec(retryLimit=3), d.status, jobs=[], now=NOW + timedelta(seconds=40)),
+                           jobs=[ObservedJob("s-d8", "d8", 1, JobPhase.Created)],
+                           pods={"d8": trouble_of(pulling)}))  # fmt: skip
+    assert [e for e in again.actions.events if e.reason == "ErrImagePull"] == []
+    running = decide(replace(observations(spec(retryLimit=3), again.status, now=NOW + timedelta(seconds=50)),
+                             jobs=[ObservedJob("s-d8", "d8", 1, JobPhase.Running)]))  # fmt: skip
+    run = next(r for r in running.status.runs if r.name == "d8")
+    assert run.reason is None and run.message is None and run.state is RunState.Running
+    degraded = next(c for c in running.status.conditions if c.type == "Degraded")
+    assert degraded.status == "False"
+
+
+def test_a_failed_container_puts_its_exit_code_and_log_tail_in_the_failure() -> None:
+    log = "Traceback (most recent call last):\n  ...\nStoreError: --data s3://b/none/ has 0 parquet shard(s)"
+    failed = pod("s-d8-master-0", "d8", container={"state": {"terminated": {"exitCode": 1, "reason": "Error",
+                                                                             "message": log}}})  # fmt: skip
+    _, d = _decide_with({"d8": failed}, JobPhase.Failed, retry_limit=0)
+    run = next(r for r in d.status.runs if r.name == "d8")
+    assert run.state is RunState.Failed and run.message is not None
+    assert run.message.startswith("PyTorchJob s-d8 is failed because 1 Master replica(s) failed.; container exited")
+    assert run.message.endswith("has 0 parquet shard(s)")
+    (event,) = [e for e in d.actions.events if e.reason == "RunFailed" and e.message.startswith("d8 ")]
+    assert "exited with code 1" in event.message and "0 parquet shard(s)" in event.message

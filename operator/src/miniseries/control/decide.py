@@ -40,7 +40,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from miniseries.api.spec import ScalingSweepStatus
-from miniseries.control.observed import Observations
+from miniseries.control.observed import Observations, TokenizerState
+from miniseries.control.pods import TOKENIZER
 from miniseries.control.runs import Actions, Event, decide_runs
 from miniseries.control.status import condition, fit_due, set_condition, sweep_status
 
@@ -55,11 +56,16 @@ class Decision:
 
 def decide(o: Observations) -> Decision:
     spec, now, gen = o.spec, o.now, o.generation
-    runs = decide_runs(spec, o.sweep, o.plan, o.jobs, o.store, o.previous.runs, o.tokenizer, now)
+    runs = decide_runs(spec, o.sweep, o.plan, o.jobs, o.store, o.previous.runs, o.tokenizer, now, pods=o.pods)
+    tokenizer_pod = o.pods.get(TOKENIZER)
+    if tokenizer_pod is not None and (tokenizer_pod.waiting or o.tokenizer is TokenizerState.Failed):
+        runs.stuck[TOKENIZER] = tokenizer_pod
     s = o.previous.model_copy(deep=True)
     if s.plan is None or not o.refused:
         s.plan = o.plan
-    s = sweep_status(s, runs.runs, suspended=spec.suspend, tokenizer=o.tokenizer, now=now, generation=gen)
+    s = sweep_status(
+        s, runs.runs, suspended=spec.suspend, tokenizer=o.tokenizer, now=now, generation=gen, stuck=runs.stuck
+    )
     s.conditions = set_condition(
         s.conditions, "StoreReachable", True, "StoreReadable", f"{spec.store.uri} read and written", now, gen
     )

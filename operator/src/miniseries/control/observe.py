@@ -21,6 +21,7 @@ from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
 from miniseries.control import jobs, kube
 from miniseries.control.observed import Observations, ObservedJob, TokenizerState, observe_job, observe_runs
+from miniseries.control.pods import PodTrouble, troubles_by_run
 from miniseries.control.spec_changes import Accepted, accept
 from miniseries.control.trainer_args import trained_tokenizer_ready
 
@@ -121,6 +122,22 @@ def tokenizer_state(spec: ScalingSweepSpec, store: Store, layout: SweepLayout) -
     return TokenizerState.Running
 
 
+def pod_troubles(namespace: str, sweep: str) -> dict[str, PodTrouble]:
+    """What the kubelet and the scheduler say about the sweep's pods (pods.py): one `list` by the
+    sweep label its job templates carry. Without `list` on pods (a chart older than this operator)
+    the operator works on, only without these reasons."""
+    try:
+        resp = kube.core().list_namespaced_pod(
+            namespace, label_selector=f"{jobs.LABEL_SWEEP}={sweep}", _preload_content=False
+        )
+    except ApiException as e:
+        if e.status == 403:
+            log.warning("cannot list pods in %s (%s): pod-level reasons are not shown", namespace, e.reason)
+            return {}
+        raise
+    return troubles_by_run(json.loads(resp.data).get("items", []))
+
+
 def observe(
     body: dict[str, Any],
     given: ScalingSweepSpec,
@@ -150,5 +167,6 @@ def observe(
         now=now,
         generation=meta.get("generation"),
         refused=accepted.refused,
+        pods=pod_troubles(layout.namespace, layout.sweep),
     )
     return obs, accepted

@@ -29,6 +29,7 @@ from miniseries.contract.results import (
     read_results,
 )
 from miniseries.contract.store import Store, StoreNotFound
+from miniseries.control.pods import PodTrouble
 
 
 def rfc3339(t: datetime) -> str:
@@ -189,3 +190,6 @@ class Observations:
     generation: int | None = None
     #: Why the given spec change was refused (empty: accepted).
     refused: list[str] = field(default_factory=list)
+    #: Run name (or pods.TOKENIZER) -> what the kubelet or scheduler says is wrong with its pod
+    #: (an image that cannot be pulled, a container that exited with an error and its log tail).
+    pods: dict[str, PodTrouble] = field(default_factory=dict)

@@ -41,6 +41,8 @@ WAITING_TROUBLE = frozenset(
         "CrashLoopBackOff",
     }
 )
+#: Reasons a run's status carries while its pod cannot start, cleared once it does.
+POD_REASONS = WAITING_TROUBLE | {"Unschedulable"}
 IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 TOKENIZER = "tokenizer"  # the key of the tokenizer job's pod (it has no run)
 TAIL_LINES = 8  # of a failed container's log, in status and Events

@@ -21,6 +21,7 @@ from miniseries.control.observed import (
     parse_time,
     rfc3339,
 )
+from miniseries.control.pods import POD_REASONS, PodTrouble
 
 RETRY_BASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 600.0
@@ -56,6 +57,8 @@ class RunDecision(Actions):
     """Every planned run's new status, in plan order, and the actions they call for."""
 
     runs: list[RunStatus] = field(default_factory=list)
+    #: In-flight runs (and pods.TOKENIZER) whose pod cannot start, and why: status.py makes it Degraded.
+    stuck: dict[str, PodTrouble] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,13 @@ def decide_runs(
     tokenizer: TokenizerState,
     now: datetime,
     slots: Slots | None = None,
+    pods: dict[str, PodTrouble] | None = None,
 ) -> RunDecision:
-    """Each run's state from what exists, then the launches that fit the free slots, in plan order."""
+    """Each run's state from what exists, then the launches that fit the free slots, in plan order.
+
+    `pods` (observed.Observations.pods) says why a run's pod cannot start or how its container
+    failed; the local runner has no pods and passes none."""
+    pods = pods or {}
     by_run: dict[str, ObservedJob] = {}
     for j in jobs:
         # One name per run, so at most one job per run; keep the newest attempt if an
@@ -182,8 +190,9 @@ def decide_runs(
                 d.suspend[job.name] = spec.suspend
             if spec.suspend:
                 rs.state = RunState.Suspended
+            _pod_trouble(run.name, rs, old, pods.get(run.name), d)
         elif job is not None and (job.phase is JobPhase.Failed or job.phase is JobPhase.Succeeded):
-            _job_ended(run, rs, old, job, spec.retry_limit, d, now)
+            _job_ended(run, rs, old, job, spec.retry_limit, d, now, pods.get(run.name))
         elif old is not None and old.state in (RunState.Retrying, RunState.Failed):
             # The failed job is gone; the decision to retry (or not) was recorded in status.
             rs.state = old.state
@@ -229,6 +238,28 @@ def decide_runs(
     return d
 
 
+def _pod_trouble(name: str, rs: RunStatus, old: RunStatus | None, trouble: PodTrouble | None, d: RunDecision) -> None:
+    """An in-flight run whose pod cannot start (an image that cannot be pulled, a missing Secret,
+    no node that fits): the kubelet's or scheduler's reason in its status, and an Event when it
+    changes. The job stays: pushing the image or freeing a node lets it start as it is."""
+    if trouble is None or not trouble.waiting:
+        if rs.reason in POD_REASONS:  # it started after all
+            rs.reason = rs.message = None
+        return
+    rs.reason, rs.message = trouble.reason, trouble.summary()
+    d.stuck[name] = trouble
+    if old is None or (old.reason, old.message) != (rs.reason, rs.message):
+        d.events.append(Event(trouble.reason, f"{name}: {rs.message}", "Warning"))
+
+
+def _failure_message(message: str, trouble: PodTrouble | None) -> str:
+    """A failed job's message, with what its container said (exit code, the end of its log) when
+    the kubelet kept it: the training-operator only says that a replica failed."""
+    if trouble is None or trouble.waiting:
+        return message[:500]
+    return f"{message[:300]}; {trouble.summary()}"
+
+
 def _job_ended(
     run: PlannedRun,
     rs: RunStatus,
@@ -237,11 +268,13 @@ def _job_ended(
     retry_limit: int,
     d: RunDecision,
     now: datetime,
+    trouble: PodTrouble | None = None,
 ) -> None:
     """The job failed, or "succeeded" without a results.json (then the trainer did not finish its contract)."""
     reason = job.reason or ("NoResults" if job.phase is JobPhase.Succeeded else "Failed")
-    message = job.message or (
-        "job succeeded but wrote no results.json" if job.phase is JobPhase.Succeeded else "job failed"
+    message = _failure_message(
+        job.message or ("job succeeded but wrote no results.json" if job.phase is JobPhase.Succeeded else "job failed"),
+        trouble,
     )
     if rs.attempts <= retry_limit:
         rs.state = RunState.Retrying
@@ -263,7 +296,7 @@ def _job_ended(
         rs.state = RunState.Failed
         if old is None or old.state is not RunState.Failed:
             d.events.append(Event("RunFailed", f"{run.name} failed after {rs.attempts} attempts: {message}", "Warning"))
-    rs.reason, rs.message = reason, message[:500]
+    rs.reason, rs.message = reason, message
 
 
 def _results_corrupt(

@@ -14,6 +14,7 @@ from typing import Any
 
 from miniseries.api.spec import Condition, FitStatus, RunState, RunStatus, ScalingSweepStatus, Totals, writable
 from miniseries.control.observed import JobPhase, ObservedJob, TokenizerState, rfc3339
+from miniseries.control.pods import TOKENIZER, PodTrouble
 
 #: Phases in which nothing moves without a spec change or a job event: no polling.
 QUIET_PHASES = frozenset({"Succeeded", "Failed", "Degraded", "Invalid", "Suspended"})
@@ -153,8 +154,12 @@ def sweep_status(
     tokenizer: TokenizerState,
     now: datetime,
     generation: int | None,
+    stuck: dict[str, PodTrouble] | None = None,
 ) -> ScalingSweepStatus:
-    """The sweep's status from its runs: totals, printer columns, phase, conditions."""
+    """The sweep's status from its runs: totals, printer columns, phase, conditions.
+
+    `stuck`: pods that cannot start or a tokenizer pod that failed (pods.py), by run (or
+    pods.TOKENIZER); Degraded names them when no run has failed."""
     s = status.model_copy(deep=True)
     s.runs = runs
     s.totals = totals(runs)
@@ -169,10 +174,17 @@ def sweep_status(
     gen = generation
     conds = set_condition(s.conditions, "Ready", True, "SpecValid", "spec accepted and planned", now, gen)
     degraded = _degraded(conds, runs, now, gen)
+    tokenizer_pod = (stuck or {}).get(TOKENIZER)
+    pods_stuck = {name: t for name, t in (stuck or {}).items() if t.waiting}
     if degraded is not None:
         conds = degraded
     elif tokenizer is TokenizerState.Failed:
-        conds = set_condition(conds, "Degraded", True, "TokenizerFailed", "the tokenizer job failed", now, gen)
+        why = f": {tokenizer_pod.summary()}" if tokenizer_pod is not None else ""
+        conds = set_condition(conds, "Degraded", True, "TokenizerFailed", f"the tokenizer job failed{why}", now, gen)
+    elif pods_stuck:
+        reason = next(iter(pods_stuck.values())).reason
+        msg = "; ".join(f"{name}: {t.summary().splitlines()[0]}" for name, t in pods_stuck.items())
+        conds = set_condition(conds, "Degraded", True, reason, msg[:1000], now, gen)
     else:
         conds = set_condition(conds, "Degraded", False, "AllHealthy", "no failed runs", now, gen)
     if finished(runs):
