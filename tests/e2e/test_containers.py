@@ -315,7 +315,7 @@ def test_a_crashing_trainer_puts_the_end_of_its_log_in_status_and_events(
     status = wait_sweep(cluster, "ctr-crash", 600)
     assert status["phase"] == "Failed", status
     run = status["runs"][0]
-    assert run["state"] == "Failed" and "exited with code 1" in run["message"], run
+    assert run["state"] == "Failed" and "container exited with code 2 (Error)" in run["message"], run
     assert "0 parquet shard(s)" in run["message"], run["message"]
     failed = [e for e in sweep_events(cluster, "ctr-crash") if e["reason"] == "RunFailed"]
     assert failed and "0 parquet shard(s)" in failed[0]["message"], failed
