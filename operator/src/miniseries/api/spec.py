@@ -109,8 +109,9 @@ class Mode(StrEnum):
     wsd = "wsd"
 
 
-#: Hägele et al. 2024 (arXiv 2405.18392): a (1-sqrt) cooldown over ~20% of the steps from a
-#: constant-LR trunk matches a full cosine run at that length.
+#: Hägele et al. 2024 (arXiv 2405.18392). Its abstract: a constant LR with cooldowns "scales predictably and
+#: reliably similar to cosine", so scaling experiments can use "fewer but reusable training runs"; the
+#: (1-sqrt) shape and a cooldown of ~20% of the steps are from the paper's body (not its abstract).
 WSD_DEFAULT_COOLDOWN_FRACTION = 0.2
 
 
