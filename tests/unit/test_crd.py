@@ -47,7 +47,7 @@ def test_descriptions_and_defaults_reach_kubectl_explain() -> None:
     ratio = spec["properties"]["training"]["properties"]["tokensPerParam"]
     assert ratio["default"] == 8.0 and "Chinchilla" in ratio["description"]
     assert ratio["minimum"] == 0 and ratio["exclusiveMinimum"] is True
-    assert spec["properties"]["training"]["properties"]["mode"]["enum"] == ["ratio", "isoflop"]
+    assert spec["properties"]["training"]["properties"]["mode"]["enum"] == ["ratio", "isoflop", "wsd"]
     assert spec["required"] == ["store", "data"]
 
 

@@ -66,7 +66,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("ratio-zero", with_("spec.training.tokensPerParam", 0), "spec.training.tokensPerParam", "greater than 0"),
     ("ratio-negative", with_("spec.training.tokensPerParam", -8), "spec.training.tokensPerParam", "greater than 0"),
-    ("unknown-mode", with_("spec.training.mode", "chinchilla"), "spec.training.mode", "'ratio' or 'isoflop'"),
+    ("unknown-mode", with_("spec.training.mode", "chinchilla"), "spec.training.mode", "'ratio', 'isoflop' or 'wsd'"),
     ("isoflop-without-budgets", with_("spec.training.mode", "isoflop"), "spec", "isoflopBudgets is required"),
     (
         "budgets-in-ratio-mode",

@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from miniseries.contract.layout import RunLayout
 from miniseries.contract.results import CheckpointFile, CheckpointManifest, checkpoint_steps, read_manifest
-from miniseries.contract.store import Store
+from miniseries.contract.store import Store, open_store
 from miniseries_trainer.dist import rank_world
 
 
@@ -45,8 +45,11 @@ def save_checkpoint(
     optimizers: list[torch.optim.Optimizer],
     state: dict[str, Any],
     keep: int,
+    pinned: tuple[int, ...] = (),
 ) -> str:
-    """Write this rank's files; rank 0 writes the manifest after every rank is done. Returns the prefix."""
+    """Write this rank's files; rank 0 writes the manifest after every rank is done. Returns the prefix.
+
+    The newest `keep` checkpoints are kept, and every one at a `pinned` step (a wsd trunk's branch points)."""
     rank, world = rank_world()
     prefix = run.checkpoint(step)
     files: dict[str, bytes] = {}
@@ -66,7 +69,8 @@ def save_checkpoint(
         manifest = CheckpointManifest(step=step, tokens=tokens, world_size=world, files=entries, created_at=time.time())
         store.write_bytes(prefix + "manifest.json", manifest.to_json())
         for old in checkpoint_steps(store, run)[:-keep] if keep > 0 else []:
-            store.delete_prefix(run.checkpoint(old))
+            if old not in pinned:
+                store.delete_prefix(run.checkpoint(old))
     if world > 1:
         dist.barrier()
     return prefix
@@ -93,6 +97,25 @@ def _read_verified(store: Store, prefix: str, manifest: CheckpointManifest, name
     if len(data) != entry.bytes or hashlib.sha256(data).hexdigest() != entry.sha256:
         raise ValueError(f"{name} does not match its manifest (size {len(data)} vs {entry.bytes} or sha256 differs)")
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
+
+def load_checkpoint_uri(uri: str) -> LoadedCheckpoint:
+    """The checkpoint at `uri` (a step_<n>/ prefix), verified; raises when it is missing or corrupt."""
+    rank, world = rank_world()
+    store = open_store(uri.rstrip("/"))
+    manifest = CheckpointManifest.from_json(store.read_bytes("manifest.json"))
+    if manifest.world_size != world:
+        raise WorldSizeMismatch(
+            f"checkpoint {uri} was written by {manifest.world_size} ranks, this run has {world}; "
+            "start with the same number of ranks (Muon's optimizer state is sharded per rank)"
+        )
+    return LoadedCheckpoint(
+        step=manifest.step,
+        tokens=manifest.tokens,
+        model=_read_verified(store, "", manifest, "model.pt"),
+        optimizers=_read_verified(store, "", manifest, f"optim_rank{rank}.pt"),
+        state=_read_verified(store, "", manifest, f"state_rank{rank}.pt"),
+    )
 
 
 def load_latest_checkpoint(store: Store, run: RunLayout) -> LoadedCheckpoint | None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from miniseries.contract.layout import LOCAL_NAMESPACE
+from miniseries.contract.schedule import SHAPES
 from miniseries_trainer import val_trace
 from miniseries_trainer.throughput import CPU_PEAK_FLOPS_PER_THREAD
 
@@ -85,6 +86,16 @@ def _ratio(v: str) -> float:
     return x
 
 
+def _steps_list(v: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(sorted({int(x) for x in v.split(",") if x.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--keep-steps must be comma-separated integers, got {v!r}") from None
+    if any(s < 1 for s in steps):
+        raise argparse.ArgumentTypeError(f"--keep-steps must be steps >= 1, got {v!r}")
+    return steps
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="miniseries-train",
@@ -137,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--warmdown-ratio", type=_ratio, default=0.4, help="fraction of steps at the end with linear LR decay to 0"
     )
+    g.add_argument(
+        "--warmdown-shape",
+        choices=list(SHAPES),
+        default="linear",
+        help="warmdown shape: linear (1-p) or sqrt (Hägele et al. 2024's (1-sqrt p) cooldown)",
+    )
+    g.add_argument(
+        "--warmdown-steps",
+        type=_positive("--warmdown-steps", zero_ok=True),
+        default=None,
+        help="warmdown length in steps, replacing --warmdown-ratio (wsd: 0 for a trunk, the cooldown for a branch)",
+    )
     g.add_argument("--seed", type=_positive("--seed", zero_ok=True), default=42, help="random seed")
     g = p.add_argument_group("optimizer (nanochat defaults, scaled by width and batch)")
     g.add_argument("--matrix-lr", type=float, default=0.02, help="Muon LR for hidden matrices at a 2^19-token batch")
@@ -162,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "never", "require"],
         default="auto",
         help="auto: resume from the newest valid checkpoint if any; require: fail without one; never: start over",
+    )
+    g.add_argument(
+        "--keep-steps",
+        type=_steps_list,
+        default=(),
+        help="comma-separated steps always checkpointed and never pruned (wsd: a trunk's branch points)",
+    )
+    g.add_argument(
+        "--init-from",
+        default=None,
+        help="checkpoint URI (a step_<n>/ prefix with a manifest) to start from when this run has no checkpoint "
+        "of its own (wsd: a branch starts from its trunk's checkpoint at its cooldown start)",
     )
     g.add_argument(
         "--eval-tokens",

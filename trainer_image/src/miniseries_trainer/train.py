@@ -56,13 +56,26 @@ __all__ = ["build_parser", "main", "train_step"]
 
 
 def resume(
-    policy: str, store: Store, run: RunLayout, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer]
+    policy: str,
+    store: Store,
+    run: RunLayout,
+    model: torch.nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    init_from: str | None = None,
 ) -> checkpoint.LoadedCheckpoint | None:
-    """Load the newest valid checkpoint into the model, optimizers and RNG (--resume auto|require|never)."""
+    """Load the newest valid checkpoint into the model, optimizers and RNG (--resume auto|require|never);
+    without one of its own, the checkpoint `init_from` names (--init-from: a wsd branch's trunk checkpoint)."""
     if policy == "never":
         return None
     try:
         ckpt = checkpoint.load_latest_checkpoint(store, run)
+        if ckpt is None and init_from:
+            try:
+                ckpt = checkpoint.load_checkpoint_uri(init_from)
+            except checkpoint.WorldSizeMismatch:
+                raise
+            except Exception as e:  # missing, unreadable or corrupt: the branch cannot start
+                fail(f"--init-from {init_from}: cannot load the checkpoint ({type(e).__name__}: {e})")
     except checkpoint.WorldSizeMismatch as e:
         fail(str(e))
     if ckpt is None:
@@ -136,14 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     # -- resume
-    ckpt = resume(args.resume, store, run, model, optimizers)
+    ckpt = resume(args.resume, store, run, model, optimizers, args.init_from)
     start_step, loader_state, loss_curve = 0, None, []
     val_rows: list[dict[str, Any]] = []
     if ckpt is not None:
         start_step, loader_state = ckpt.step, ckpt.state["loader"]
         loss_curve = ckpt.state.get("loss_curve", [])
         val_rows = val_trace.read_rows(ckpt.state)
-        print0(f"resumed from {join_uri(store.uri, run.checkpoint(ckpt.step))} at step {ckpt.step}")
+        own = join_uri(store.uri, run.checkpoint(ckpt.step))
+        source = args.init_from if args.init_from and ckpt.step not in checkpoint.checkpoint_steps(store, run) else own
+        print0(f"resumed from {source} at step {ckpt.step}")
     elif args.resume != "never" and master and store.exists(run.results):
         print0("note: results.json exists but no checkpoint: training from scratch")
 
@@ -205,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             optimizers=optimizers,
             state=state,
             keep=args.keep_checkpoints,
+            pinned=args.keep_steps,
         )
         if master:
             write_json_lines(store, run.loss_curve, loss_curve)
@@ -215,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     loss_value = lrm = None
     for step in range(start_step, steps):
         t0 = time.perf_counter()
-        lrm = lr_multiplier(step, steps, args.warmup_steps, args.warmdown_ratio)
+        lrm = lr_multiplier(step, steps, args.warmup_steps, args.warmdown_ratio,
+                            shape=args.warmdown_shape, warmdown_steps=args.warmdown_steps)  # fmt: skip
         set_schedule(optimizers, step, lrm)
         loss = train_step(forward, model, optimizers, batches, hz.grad_accum_steps, rt.autocast, world)
         if device.type == "cuda":
@@ -242,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print0(f"step {done:6d}/{steps} | val bpb {vtrace.evaluate(model, forward, done, rt.autocast):.4f} (slice)")
 
         # checkpoint, progress.json, loss curve
-        if args.checkpoint_every and done % args.checkpoint_every == 0 and done < steps:
+        every = args.checkpoint_every and done % args.checkpoint_every == 0
+        if (every or done in args.keep_steps) and done < steps:
             save(done)
         if time.time() - last_progress > PROGRESS_EVERY_SECONDS:
             progress.write(done, loss_value, lrm, speed, "training")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -52,6 +53,7 @@ __all__ = [
     "SINGULAR",
     "SWEEP_NAME_RE",
     "VERSION",
+    "WSD_DEFAULT_COOLDOWN_FRACTION",
     "Condition",
     "CostSpec",
     "DataSpec",
@@ -72,6 +74,7 @@ __all__ = [
     "Totals",
     "TrainingSpec",
     "WireModel",
+    "WsdSpec",
     "writable",
 ]
 
@@ -103,6 +106,65 @@ def _check_store_uri(value: str, what: str) -> str:
 class Mode(StrEnum):
     ratio = "ratio"
     isoflop = "isoflop"
+    wsd = "wsd"
+
+
+#: Hägele et al. 2024 (arXiv 2405.18392). Its abstract: a constant LR with cooldowns "scales predictably and
+#: reliably similar to cosine", so scaling experiments can use "fewer but reusable training runs"; the
+#: (1-sqrt) shape and a cooldown of ~20% of the steps are from the paper's body (not its abstract).
+WSD_DEFAULT_COOLDOWN_FRACTION = 0.2
+
+
+class WsdSpec(WireModel):
+    """Warmup-stable-decay: per depth one constant-LR trunk and one (1-sqrt) cooldown branch per budget."""
+
+    budgets: Annotated[
+        list[Annotated[float, Field(gt=0, le=10000)]],
+        Field(
+            min_length=1,
+            description="Token budgets in tokens per scaling parameter, strictly increasing, e.g. [4, 8, 16, 32]; "
+            "each is one branch (one (N, D) point) per depth.",
+        ),
+    ]
+    cooldown_fraction: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=0.5,
+            description="Fraction of each branch's steps spent in its (1-sqrt) cooldown, in (0, 0.5] (default 0.2, "
+            "Hägele et al. 2024).",
+        ),
+    ] = WSD_DEFAULT_COOLDOWN_FRACTION
+    twin_depth: Annotated[
+        int | None,
+        Field(
+            ge=MIN_DEPTH,
+            le=MAX_DEPTH,
+            description="A depth of the sweep that also trains independent runs (from scratch, same batch and "
+            "schedule) at twinBudgets, to validate its branches against.",
+        ),
+    ] = None
+    twin_budgets: Annotated[
+        list[float] | None,
+        Field(description="Budgets (from budgets) of the independent twin runs at twinDepth."),
+    ] = None
+
+    @field_validator("budgets")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        for a, b in pairwise(v):
+            if b <= a:
+                raise ValueError(f"budgets must be strictly increasing, got {v} ({b:g} after {a:g})")
+        return v
+
+    @model_validator(mode="after")
+    def _twins(self) -> WsdSpec:
+        if (self.twin_depth is None) != (not self.twin_budgets):
+            raise ValueError("give both twinDepth and twinBudgets (or neither)")
+        for b in self.twin_budgets or []:
+            if b not in self.budgets:
+                raise ValueError(f"twinBudgets {self.twin_budgets} must be taken from budgets {self.budgets}")
+        return self
 
 
 class DeletionPolicy(StrEnum):
@@ -145,7 +207,10 @@ class TrainingSpec(WireModel):
 
     mode: Annotated[
         Mode,
-        Field(description="ratio: tokens = tokensPerParam x scaling params; isoflop: each depth at each FLOP budget."),
+        Field(
+            description="ratio: tokens = tokensPerParam x scaling params; isoflop: each depth at each FLOP budget; "
+            "wsd: per depth one constant-LR trunk and a cooldown branch per tokens-per-param budget (training.wsd)."
+        ),
     ] = Mode.ratio
     tokens_per_param: Annotated[
         float,
@@ -203,6 +268,9 @@ class TrainingSpec(WireModel):
         ),
     ] = False
     seed: Annotated[int, Field(ge=0, description="Random seed shared by every run.")] = 42
+    wsd: Annotated[
+        WsdSpec | None, Field(description="Budgets and cooldown of wsd mode (required there, refused elsewhere).")
+    ] = None
 
     @field_validator("isoflop_budgets")
     @classmethod
@@ -386,7 +454,17 @@ class ScalingSweepSpec(WireModel):
             raise ValueError("training.isoflopBudgets is required when training.mode is isoflop")
         if self.training.mode is Mode.ratio and self.training.isoflop_budgets:
             raise ValueError("training.isoflopBudgets is only allowed when training.mode is isoflop")
+        self._check_wsd(depths)
         return self
+
+    def _check_wsd(self, depths: list[int]) -> None:
+        wsd, mode = self.training.wsd, self.training.mode
+        if mode is Mode.wsd and wsd is None:
+            raise ValueError("training.wsd (budgets, cooldownFraction) is required when training.mode is wsd")
+        if mode is not Mode.wsd and wsd is not None:
+            raise ValueError(f"training.wsd is only allowed when training.mode is wsd, not {mode.value}")
+        if wsd is not None and wsd.twin_depth is not None and wsd.twin_depth not in depths:
+            raise ValueError(f"training.wsd.twinDepth {wsd.twin_depth} is not one of the sweep's depths {depths}")
 
     def depth_list(self) -> list[int]:
         if self.depths is not None:

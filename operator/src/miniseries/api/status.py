@@ -62,6 +62,19 @@ class PlannedRun(WireModel):
     est_hours: float
     est_gpu_hours: float
     est_cost_usd: float
+    # wsd mode (spec.training.wsd): a trunk, or a branch that cools down from the trunk's checkpoint
+    role: Annotated[str | None, Field(description="wsd mode: trunk, branch or twin (an independent run).")] = None
+    wsd_budget: Annotated[float | None, Field(description="wsd mode: the budget in tokens per scaling parameter.")] = (
+        None
+    )
+    trunk: Annotated[str | None, Field(description="wsd mode: the trunk run a branch starts from.")] = None
+    start_step: Annotated[
+        int | None, Field(description="wsd mode: the trunk step a branch starts from (its cooldown start).")
+    ] = None
+    cooldown_steps: Annotated[int | None, Field(description="wsd mode: steps of (1-sqrt) cooldown at the end.")] = None
+    keep_steps: Annotated[
+        list[int] | None, Field(description="wsd mode: trunk steps checkpointed and kept for the branches.")
+    ] = None
 
 
 class PlanStatus(WireModel):
@@ -72,6 +85,13 @@ class PlanStatus(WireModel):
     total_cost_usd: float
     est_wall_hours: float
     max_runs_in_flight: int
+    independent_gpu_hours: Annotated[
+        float | None,
+        Field(description="wsd mode: GPU-hours of the same (N, D) points trained as independent runs."),
+    ] = None
+    independent_cost_usd: Annotated[
+        float | None, Field(description="wsd mode: cost of the same (N, D) points trained as independent runs.")
+    ] = None
 
 
 class RunStatus(WireModel):

@@ -35,8 +35,10 @@ COMMAND_MODULES = [
 
 def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
     spec = sweep.spec
+    wsd = any(r.role for r in plan.runs)
     headers = [
         "run",
+        *(["role", "from"] if wsd else []),
         "layers",
         "width",
         "heads",
@@ -61,6 +63,7 @@ def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
         rows.append(
             [
                 r.name,
+                *([r.role or "", f"{r.trunk}@{r.start_step}" if r.trunk else ""] if wsd else []),
                 str(r.n_layer),
                 str(r.n_embd),
                 str(r.n_head),
@@ -95,9 +98,29 @@ def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
         f"about {plan.est_wall_hours:.2f} h wall time "
         f"(assuming {res.assumed_mfu:.0%} MFU of {fmt.si(res.peak_flops_per_gpu)}FLOP/s per GPU)",
     ]
+    if plan.independent_gpu_hours is not None:
+        lines.append(wsd_summary(plan))
     if spec.cost.budget_usd is not None:
         lines.append(f"budget cap: ${spec.cost.budget_usd:,.2f}")
     return "\n".join(lines)
+
+
+def wsd_summary(plan: PlanStatus) -> str:
+    """wsd mode: the trunks and branches against the same points trained as independent runs."""
+    trunks = [r for r in plan.runs if r.role == "trunk"]
+    branches = [r for r in plan.runs if r.role == "branch"]
+    twins = [r for r in plan.runs if r.role == "twin"]
+    wsd_hours = sum(r.est_gpu_hours for r in trunks + branches)
+    wsd_usd = sum(r.est_cost_usd for r in trunks + branches)
+    ind_hours, ind_usd = plan.independent_gpu_hours or 0.0, plan.independent_cost_usd or 0.0
+    saving = 1 - wsd_hours / ind_hours if ind_hours else 0.0
+    twin_hours = sum(r.est_gpu_hours for r in twins)
+    return (
+        f"wsd: {len(trunks)} trunks + {len(branches)} branches = {len(branches)} (N, D) points for "
+        f"{wsd_hours:,.2f} GPU-hours (${wsd_usd:,.2f}); as independent runs {ind_hours:,.2f} GPU-hours "
+        f"(${ind_usd:,.2f}): {saving:.0%} saved"
+        + (f"; {len(twins)} validation twins add {twin_hours:,.2f} GPU-hours" if twins else "")
+    )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -129,6 +129,7 @@ class RunObservation:
     checkpoint_step: int | None = None
     results_uri: str | None = None
     results_error: str | None = None  # results.json exists but does not parse: which object, what error
+    checkpoint_steps: tuple[int, ...] = ()  # every complete checkpoint (a wsd trunk's: its branches' starts)
 
 
 def observe_runs(store: Store, layout: SweepLayout, runs: list[PlannedRun]) -> dict[str, RunObservation]:
@@ -154,6 +155,7 @@ def observe_runs(store: Store, layout: SweepLayout, runs: list[PlannedRun]) -> d
             checkpoint_step=steps[-1] if steps else None,
             results_uri=join_uri(store.uri, rl.results) if results else None,
             results_error=error,
+            checkpoint_steps=tuple(steps),
         )
     return out
 

@@ -230,7 +230,15 @@ def make_plan(spec: ScalingSweepSpec, *, max_gpu_hours_without_budget: float | N
     """
     if max_gpu_hours_without_budget is None:
         max_gpu_hours_without_budget = DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET
-    runs = _schedule(spec, _drafts(spec))
+    independent_gpu_hours = None
+    if spec.training.mode is Mode.wsd:  # trunks and branches (control/wsd.py)
+        from miniseries.control import wsd
+
+        wsd_drafts = wsd.drafts(spec)
+        runs = wsd.schedule(spec, wsd_drafts)
+        independent_gpu_hours = wsd.independent_gpu_hours(spec, wsd_drafts)
+    else:
+        runs = _schedule(spec, _drafts(spec))
     total_cost = sum(r.est_cost_usd for r in runs)
     plan = PlanStatus(
         runs=runs,
@@ -241,6 +249,9 @@ def make_plan(spec: ScalingSweepSpec, *, max_gpu_hours_without_budget: float | N
         est_wall_hours=max(r.est_start_hours + r.est_hours for r in runs),
         max_runs_in_flight=spec.resources.max_runs_in_flight,
     )
+    if independent_gpu_hours is not None:
+        plan.independent_gpu_hours = independent_gpu_hours
+        plan.independent_cost_usd = independent_gpu_hours * spec.cost.price_per_gpu_hour
     _check_writable(spec, plan)
     price = spec.cost.price_per_gpu_hour
     budget = spec.cost.budget_usd

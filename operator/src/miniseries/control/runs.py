@@ -219,6 +219,8 @@ def decide_runs(
         d.create.append((run, rs.attempts))
     limit = slots or Slots.of(spec)
     for run, rs in candidates:
+        if not trunk_checkpoint_ready(run, store):
+            continue  # a wsd branch waits for its trunk's checkpoint; it holds no slot and blocks nobody
         if in_flight >= limit.runs or gpus + run.gpus > limit.gpus:
             break  # plan order: a later, smaller run never jumps the queue
         if rs.state is RunState.Retrying:
@@ -236,6 +238,15 @@ def decide_runs(
         in_flight += 1
         gpus += run.gpus
     return d
+
+
+def trunk_checkpoint_ready(run: PlannedRun, store: dict[str, RunObservation]) -> bool:
+    """A wsd branch can start: it has a checkpoint of its own, or its trunk's checkpoint at the
+    branch's start step is in the store. Every other run can always start."""
+    if run.trunk is None or run.start_step is None:
+        return True
+    own = store.get(run.name, RunObservation())
+    return bool(own.checkpoint_steps) or run.start_step in store.get(run.trunk, RunObservation()).checkpoint_steps
 
 
 def _pod_trouble(name: str, rs: RunStatus, old: RunStatus | None, trouble: PodTrouble | None, d: RunDecision) -> None:

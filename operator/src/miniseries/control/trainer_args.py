@@ -85,6 +85,7 @@ def trainer_flags(
     ]
     if run.budget_flops is not None:
         flags.append(f"--budget-flops={run.budget_flops:g}")
+    flags += wsd_flags(layout, run, store)
     if spec.data.eval_bundle_uri:
         flags.append(f"--eval-bundle={spec.data.eval_bundle_uri}")
         if t.core_max_per_task:
@@ -92,3 +93,23 @@ def trainer_flags(
         if t.core_allow_partial:
             flags.append("--core-allow-partial")
     return flags
+
+
+def wsd_flags(layout: SweepLayout, run: PlannedRun, store_uri: str) -> list[str]:
+    """A wsd run's schedule (control/wsd.py): constant LR after the warmup, then a (1-sqrt) cooldown over
+    its last cooldownSteps (a trunk has none); a trunk checkpoints and keeps every branch's start step,
+    a branch starts from its trunk's checkpoint at that step when it has none of its own."""
+    if run.role is None:
+        return []
+    flags = ["--warmdown-shape=sqrt", f"--warmdown-steps={run.cooldown_steps or 0}"]
+    if run.keep_steps:
+        flags.append("--keep-steps=" + ",".join(str(s) for s in run.keep_steps))
+    if run.trunk is not None and run.start_step is not None:
+        flags.append(f"--init-from={trunk_checkpoint_uri(layout, run, store_uri)}")
+    return flags
+
+
+def trunk_checkpoint_uri(layout: SweepLayout, run: PlannedRun, store_uri: str) -> str:
+    """Where a wsd branch starts: its trunk's checkpoint at the branch's cooldown start."""
+    assert run.trunk is not None and run.start_step is not None
+    return join_uri(store_uri, layout.run(run.trunk).checkpoint(run.start_step))

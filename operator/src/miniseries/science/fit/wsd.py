@@ -1,0 +1,53 @@
+"""A wsd sweep's answer: the compute-optimal tokens:params ratio with its bootstrap interval, and
+each branch against its independent twin.
+
+Approach 3 (chinchilla.fit_chinchilla) on the branch points of every depth; the optimum ratio
+D_opt/N_opt at compute C follows from the fit (Hoffmann et al. eq. 4), and its interval from
+refitting resamples of the points (the same resampling as fit_chinchilla's own intervals).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from miniseries.science.fit.chinchilla import ChinchillaFit, fit_chinchilla
+from miniseries.science.fit.common import FitError
+
+
+@dataclass
+class OptimalRatio:
+    compute: float
+    ratio: float
+    low: float  # 2.5th percentile over the resamples
+    high: float  # 97.5th percentile
+    resamples: int
+
+
+def ratio_at(fit: ChinchillaFit, compute: float) -> float:
+    n, d = fit.optimum(compute)
+    return float(d / n)
+
+
+def optimal_ratio(params: Any, tokens: Any, loss: Any, compute: float, *, bootstrap: int = 100,
+                  seed: int = 0) -> tuple[ChinchillaFit, OptimalRatio]:  # fmt: skip
+    """The Approach-3 fit of the points and D_opt/N_opt at `compute` with a percentile interval."""
+    n, d, l_ = (np.asarray(x, dtype=float) for x in (params, tokens, loss))
+    fit = fit_chinchilla(n, d, l_, bootstrap=0)
+    rng = np.random.default_rng(seed)
+    ratios = []
+    for _ in range(bootstrap):
+        idx = rng.integers(0, len(n), len(n))
+        try:
+            ratios.append(ratio_at(fit_chinchilla(n[idx], d[idx], l_[idx], bootstrap=0), compute))
+        except FitError:
+            continue  # a resample with one model size or one token count: no fit
+    lo, hi = np.percentile(ratios, [2.5, 97.5]) if ratios else (float("nan"), float("nan"))
+    return fit, OptimalRatio(compute, ratio_at(fit, compute), float(lo), float(hi), len(ratios))
+
+
+def twin_differences(branches: dict[str, float], twins: dict[str, float]) -> dict[str, float]:
+    """Relative difference (branch - twin) / twin of each point's final val bpb, keyed by the twin's budget id."""
+    return {k: (branches[k] - twins[k]) / twins[k] for k in twins if k in branches and twins[k]}

@@ -1,0 +1,27 @@
+"""The wsd answer: Approach 3 on branch points recovers a known law's optimal ratio inside its interval."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from miniseries.science.fit.chinchilla import ChinchillaFit
+from miniseries.science.fit.wsd import optimal_ratio, ratio_at, twin_differences
+
+
+def test_optimal_ratio_of_a_known_law_is_inside_the_interval() -> None:
+    law = ChinchillaFit(E=1.8, A=400.0, B=400.0, alpha=0.34, beta=0.34, points=0, huber_objective=0.0)
+    rng = np.random.default_rng(1)
+    n = np.repeat([2e7, 5e7, 1e8, 2e8], 4)
+    d = n * np.tile([4.0, 8.0, 16.0, 32.0], 4)
+    loss = law.loss(n, d) * (1 + rng.normal(0, 0.002, len(n)))
+    c = 6 * 1e8 * 8e8
+    fit, r = optimal_ratio(n, d, loss, c, bootstrap=40)
+    truth = ratio_at(law, c)  # alpha == beta and A == B: D_opt = N_opt, ratio 1
+    assert abs(truth - 1.0) < 1e-9
+    assert r.low <= truth <= r.high, r
+    assert r.low < r.ratio < r.high and r.resamples >= 35
+    assert abs(fit.alpha - 0.34) < 0.1
+
+
+def test_twin_differences_are_relative() -> None:
+    assert twin_differences({"8": 1.01, "16": 0.9}, {"8": 1.0}) == {"8": 0.010000000000000009}
