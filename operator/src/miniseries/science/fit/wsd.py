@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from miniseries.contract.doc import json_ready
 from miniseries.science.fit.chinchilla import ChinchillaFit, fit_chinchilla
 from miniseries.science.fit.common import FitError
 
@@ -24,6 +25,9 @@ class OptimalRatio:
     low: float  # 2.5th percentile over the resamples
     high: float  # 97.5th percentile
     resamples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_ready(dict(vars(self)))  # type: ignore[no-any-return]
 
 
 def ratio_at(fit: ChinchillaFit, compute: float) -> float:

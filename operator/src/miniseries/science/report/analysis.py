@@ -16,6 +16,7 @@ from miniseries.science.fit import (
     fit_isoflop,
     fit_power_law,
 )
+from miniseries.science.fit.wsd import optimal_ratio, twin_differences
 from miniseries.science.report.rows import RunRow
 
 
@@ -25,6 +26,28 @@ def _try(problems: list[str], what: str, fn: Any, *args: Any, **kw: Any) -> Any:
     except FitError as e:
         problems.append(f"{what}: {e}")
         return None
+
+
+def _fit_wsd(ok: list[RunRow], fits: dict[str, Any], problems: list[str], bootstrap: int) -> tuple[None, None]:
+    """A wsd sweep's answer: Approach 3 on the branch points only (trunks stop before their cooldown
+    and twins repeat a branch's point, so neither is a point of the family), the compute-optimal
+    tokens:params ratio at the largest compute the branches reached, with its resampling interval,
+    and each twin against its branch (final val bpb). No N/D-over-C laws: those are Approach 3's."""
+    branches = [r for r in ok if r.role == "branch"]
+    fits["chinchilla"] = None
+    if len(branches) < 5:
+        problems.append(f"wsd Approach 3 needs at least 5 finished branches, have {len(branches)}")
+    else:
+        got = _try(problems, "wsd Approach 3", optimal_ratio, [r.params for r in branches],
+                   [r.tokens for r in branches], [r.final_loss for r in branches],
+                   max(r.flops for r in branches), bootstrap=bootstrap)  # fmt: skip
+        if got is not None:
+            fits["chinchilla"], fits["wsd_optimal_ratio"] = got
+    key = {(r.depth, r.wsd_budget): r for r in branches if r.val_bpb}
+    twins = {f"d{r.depth}@{r.wsd_budget:g}": (key[(r.depth, r.wsd_budget)].val_bpb, r.val_bpb)
+             for r in ok if r.role == "twin" and r.val_bpb and (r.depth, r.wsd_budget) in key}  # fmt: skip
+    fits["wsd_twins"] = twin_differences({k: b for k, (b, _) in twins.items()}, {k: t for k, (_, t) in twins.items()})
+    return None, None
 
 
 def fit_sweep(rows: list[RunRow], mode: Mode, *, peak: float, mfu_assumed: float, price: float,
@@ -50,6 +73,8 @@ def fit_sweep(rows: list[RunRow], mode: Mode, *, peak: float, mfu_assumed: float
         fits["chinchilla"] = None
         fits["chinchilla_note"] = ("not fitted: in ratio mode every run has the same D/N, so A/N^alpha and "
                                    "B/D^beta cannot be told apart; use an isoFLOP sweep for Approach 3")  # fmt: skip
+    elif mode is Mode.wsd:
+        params_law, tokens_law = _fit_wsd(ok, fits, problems, bootstrap)
     else:
         iso_rows = [{"budget_flops": r.budget_flops, "params": r.params, "tokens": r.tokens, "loss": r.final_loss}
                     for r in ok if r.budget_flops]  # fmt: skip

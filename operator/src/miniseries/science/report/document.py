@@ -83,7 +83,9 @@ def fit_status(doc: dict[str, Any]) -> FitStatus:
     pl, tl = law_src.get("params_law"), law_src.get("tokens_law")
     ll = law_src.get("loss_law")
     ratio = None
-    if fits.get("isoflop") and fits["isoflop"].get("optima"):
+    if fits.get("wsd_optimal_ratio"):
+        ratio = fits["wsd_optimal_ratio"]["ratio"]  # the wsd sweep's answer
+    elif fits.get("isoflop") and fits["isoflop"].get("optima"):
         opt = fits["isoflop"]["optima"]
         ratio = opt[-1]["tokens_per_param"]  # at the largest budget: what to train at next
     elif doc["runs"]:

@@ -86,6 +86,14 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
         )
     elif fits.get("chinchilla_note"):
         lines.append(f"Chinchilla Approach 3: {fits['chinchilla_note']}.")
+    opt = fits.get("wsd_optimal_ratio")
+    if opt is not None:
+        lines += ["", f"Compute-optimal tokens per parameter at C = {opt.compute:.3g} FLOPs (Approach 3 on the WSD "
+                  f"branches): **{opt.ratio:.1f}** (95% interval {opt.low:.1f} to {opt.high:.1f}, "
+                  f"{opt.resamples} resamples)."]  # fmt: skip
+    for point, diff in (fits.get("wsd_twins") or {}).items():
+        lines.append(f"- Branch vs independent twin at {point} tokens/param: final val bpb differs by {diff:+.2%}"
+                     f" (target within ±1.5%).")  # fmt: skip
     cf = fits.get("core")
     if cf is not None:
         lines += ["", f"CORE = {cf.intercept:.4f} + {cf.slope:.4f} · log10(C) (R² {cf.r2:.3f}, {cf.points} points; "

@@ -38,6 +38,8 @@ class RunRow:
     warmup_tokens: float = 0.0
     curve: list[tuple[float, float, float]] = field(default_factory=list)  # (tokens, flops, loss)
     message: str | None = None
+    role: str | None = None  # wsd mode: trunk, branch or twin (PlannedRun.role)
+    wsd_budget: float | None = None  # wsd mode: the point's tokens per parameter
 
     @property
     def usable(self) -> bool:
@@ -86,8 +88,11 @@ def gather_runs(store: Store, layout: SweepLayout, spec: ScalingSweepSpec | None
     problems: list[str] = []
     planned: list[tuple[str, int, float | None]] = []
     warmup = spec.training.warmup_steps if spec else 0
+    wsd: dict[str, tuple[str | None, float | None]] = {}
     if spec is not None:
-        planned = [(r.name, r.depth, r.budget_flops) for r in make_plan(spec).runs]
+        plan = make_plan(spec).runs
+        planned = [(r.name, r.depth, r.budget_flops) for r in plan]
+        wsd = {r.name: (r.role, r.wsd_budget) for r in plan}
     else:
         for key in store.list(layout.root):
             parts = key[len(layout.root) :].split("/")
@@ -96,6 +101,7 @@ def gather_runs(store: Store, layout: SweepLayout, spec: ScalingSweepSpec | None
     rows = []
     for name, depth, budget in planned:
         row = RunRow(name, depth, budget, "missing")
+        row.role, row.wsd_budget = wsd.get(name, (None, None))
         run = layout.run(name)
         try:
             res = read_results(store, run)
