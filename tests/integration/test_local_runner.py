@@ -100,7 +100,11 @@ def test_run_skips_finished_and_reports(tmp_path, env):
     assert all(starts(store, "mini", r) == [0] for r in ("d1", "d2", "d3"))
 
 
-def test_ctrl_c_stops_child_and_rerun_resumes(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_child_and_rerun_resumes(tmp_path, sig):
+    """Ctrl-C, or SIGTERM (a shell's `kill`, a CI timeout, a container stop), stops the running
+    trainer and keeps its checkpoints: the trainer runs in its own session, so only the runner can
+    stop it, and a runner that died on SIGTERM would leave it training on, orphaned."""
     store = tmp_path / "st"
     with_shards(store)
     path = sweep_yaml(tmp_path)
@@ -111,7 +115,7 @@ def test_ctrl_c_stops_child_and_rerun_resumes(tmp_path):
     deadline = time.time() + 60
     while time.time() < deadline and not list((store / "local" / "mini" / "d2" / "ckpt").glob("step_*/manifest.json")):
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out.decode()
     assert b"checkpoints are kept" in out

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def run_child(
         log.write(f"\n$ {' '.join(cmd)}\n".encode())
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        previous = _sigterm_as_interrupt()
         try:
             while True:
                 try:
@@ -62,6 +64,22 @@ def run_child(
         except BaseException:
             stop_child(proc)
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_as_interrupt() -> signal.Handlers | Callable[..., object] | int | None:
+    """SIGTERM to the runner stops its child as Ctrl-C does. The child runs in its own session, so
+    a runner that died on SIGTERM (Python's default) would leave it training on, orphaned. Only the
+    main thread may set handlers; elsewhere nothing changes (None)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
 
 
 def tail(path: Path, lines: int = 25) -> str:
