@@ -15,6 +15,7 @@ import pytest
 
 from tests.harness.binaries import MissingBinary
 from tests.harness.cluster import Cluster, running_cluster
+from tests.harness.node import BuiltImage, built_images
 from tests.harness.prometheus import Prometheus, prometheus
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket, s3_server
 
@@ -45,6 +46,15 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, BuiltImage]:
+    """Both images of this checkout (scripts/build-images.sh: built once per content hash, cached)."""
+    try:
+        return built_images()
+    except MissingBinary as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="session")

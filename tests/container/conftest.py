@@ -11,15 +11,7 @@ import pytest
 
 from tests.harness.binaries import MissingBinary
 from tests.harness.cluster import Cluster
-from tests.harness.node import BuiltImage, Node, built_images, real_node
-
-
-@pytest.fixture(scope="session")
-def images() -> dict[str, BuiltImage]:
-    try:
-        return built_images()
-    except MissingBinary as e:
-        pytest.skip(str(e))
+from tests.harness.node import BuiltImage, Node, real_node
 
 
 @pytest.fixture(scope="module")

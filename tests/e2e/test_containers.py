@@ -35,7 +35,7 @@ from miniseries.local.runner import DATA_KEY, LocalSweep
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.cluster import Cluster
 from tests.harness.helm import CHART, helm_binary
-from tests.harness.node import SELECTOR, BuiltImage, Node, built_images, real_node
+from tests.harness.node import SELECTOR, BuiltImage, Node, real_node
 from tests.harness.processes import wait_for
 from tests.harness.prometheus import Prometheus
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket
@@ -48,14 +48,6 @@ SECRET_OPT_IN = "miniseries.dev/allow-sweeps"  # the chart's admission.secretOpt
 SWEEP_NS = "default"  # where the sweeps are applied (sweep_doc)
 OPERATOR_NS = "miniseries-system"
 RELEASE = "ms"
-
-
-@pytest.fixture(scope="module")
-def images() -> dict[str, BuiltImage]:
-    try:
-        return built_images()
-    except MissingBinary as e:
-        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
