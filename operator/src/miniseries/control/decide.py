@@ -56,7 +56,9 @@ class Decision:
 
 def decide(o: Observations) -> Decision:
     spec, now, gen = o.spec, o.now, o.generation
-    runs = decide_runs(spec, o.sweep, o.plan, o.jobs, o.store, o.previous.runs, o.tokenizer, now, pods=o.pods)
+    runs = decide_runs(
+        spec, o.sweep, o.plan, o.jobs, o.store, o.previous.runs, o.tokenizer, now, pods=o.pods, workloads=o.workloads
+    )
     tokenizer_pod = o.pods.get(TOKENIZER)
     if tokenizer_pod is not None and (tokenizer_pod.waiting or o.tokenizer is TokenizerState.Failed):
         runs.stuck[TOKENIZER] = tokenizer_pod
