@@ -30,6 +30,10 @@ Rules:
   run fails with reason ResultsCorrupt and the message naming the object and the parse error.
 - A spec change that would make a started run a different experiment is refused
   (spec_changes.py): the accepted spec is reconciled, Ready=False says why, once as an Event.
+- Under Kueue (spec.resources.queueName) the slots above bound the jobs that exist; Kueue admits
+  them (runs.py `_kueue`): a run is Queued, Admitted or Preempted with Kueue's reason, the
+  operator never unsuspends a queued job, spec.suspend deactivates its Workloads, and a
+  preempted run keeps its job and attempt.
 - The fit runs when every run finished, one at least succeeded and none is recorded: decide
   says `fit`, the handler runs it (only then is the science imported) and status.with_fit
   records it.

@@ -16,6 +16,8 @@ Choices worth knowing:
 - cleanPodPolicy Running: when a job ends, pods still running (stragglers
   holding GPUs) are deleted; terminated pods stay, so `kubectl logs` still
   explains a failure until the job itself is deleted for a retry.
+- With spec.resources.queueName every job carries Kueue's queue (and priority) label and is
+  created suspended: Kueue unsuspends it on admission (`kueue_labels`, `created_suspended`).
 """
 
 from __future__ import annotations
