@@ -33,6 +33,9 @@ WORKLOAD_RULES = (
     }
     | {("kubeflow.org", "pytorchjobs", "patch")}  # suspend/resume: runPolicy.suspend
 )
+# kueue.enabled: each job's Workload (list, matched by owner uid) and spec.active for spec.suspend
+# (patch); no get, watch, create, update or delete, and nothing else of Kueue's.
+KUEUE_RULES = {("kueue.x-k8s.io", "workloads", "list"), ("kueue.x-k8s.io", "workloads", "patch")}
 OBSERVER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
 CLUSTER_PEERING = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
 NAMESPACED_PEERING = {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
@@ -150,6 +153,19 @@ def test_namespaced_rbac_gives_roles_only_in_the_watched_namespaces() -> None:
     (deploy,) = by_kind(objs, "Deployment")
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--all-namespaces" not in args
+
+
+def test_kueue_value_grants_only_list_and_patch_on_workloads() -> None:
+    cluster_wide = render({"kueue.enabled": "true"})
+    (role,) = [r for r in by_kind(cluster_wide, "ClusterRole") if not r["metadata"]["name"].endswith("-observer")]
+    assert granted(role) == WORKLOAD_RULES | KUEUE_RULES
+    namespaced = render({"kueue.enabled": "true", "watch.allNamespaces": "false", "watch.namespaces": "{team-a}"})
+    (role,) = by_kind(namespaced, "Role")
+    assert granted(role) == WORKLOAD_RULES | KUEUE_RULES | NAMESPACED_PEERING
+    observer = {r["metadata"]["name"]: granted(r) for r in by_kind(namespaced, "ClusterRole")}
+    assert observer == {"ms-miniseries-operator-observer": OBSERVER_RULES}  # nothing of Kueue's cluster-wide
+    bad = helm("template", "ms", str(CHART), "--set", "kueue.enabled=yes", check=False)
+    assert bad.returncode != 0 and "kueue" in bad.stderr, bad.stderr
 
 
 def test_namespaced_without_a_list_serves_the_release_namespace() -> None:

@@ -41,6 +41,11 @@ FORBIDDEN = [  # (apiGroup, resource, verb, namespace): requests the operator ne
     ("kubeflow.org", "pytorchjobs", "update", "chart-a"),  # patch (suspend) yes, update never
     ("batch", "jobs", "update", "chart-a"),
     ("coordination.k8s.io", "leases", "create", "chart-a"),
+    ("kueue.x-k8s.io", "workloads", "list", "chart-a"),  # only with kueue.enabled (the upgrade below)
+    ("kueue.x-k8s.io", "workloads", "patch", "chart-a"),
+    ("kueue.x-k8s.io", "workloads", "delete", "chart-a"),  # never, even with kueue.enabled
+    ("kueue.x-k8s.io", "localqueues", "list", "chart-a"),
+    ("kueue.x-k8s.io", "clusterqueues", "list", ""),
     ("", "namespaces", "list", ""),
     ("", "nodes", "list", ""),
     ("rbac.authorization.k8s.io", "clusterrolebindings", "create", ""),
@@ -198,12 +203,19 @@ def test_install_least_privilege_upgrade_uninstall(clean: Path, tmp_path: Path, 
         "watch.namespaces={chart-a}",
         "--set",
         "store.credentialsSecret=sweep-s3",
+        "--set",
+        "kueue.enabled=true",
     ]
     seconds, _ = timed_helm("upgrade", RELEASE, str(CHART), *release, "--wait", "--timeout", "120s", *values)
     timings["upgrade"] = round(seconds, 2)
     assert allowed(kc, "kubeflow.org", "pytorchjobs", "create", "chart-a")
     assert allowed(kc, "kopf.dev", "kopfpeerings", "patch", "chart-a")
     assert not allowed(kc, "kubeflow.org", "pytorchjobs", "create", "chart-b")
+    for verb in ("list", "patch"):  # kueue.enabled: Kueue's word on each job, spec.active for spec.suspend
+        assert allowed(kc, "kueue.x-k8s.io", "workloads", verb, "chart-a")
+        assert not allowed(kc, "kueue.x-k8s.io", "workloads", verb, "chart-b")
+    for verb in ("get", "watch", "create", "update", "delete"):
+        assert not allowed(kc, "kueue.x-k8s.io", "workloads", verb, "chart-a")
     assert not allowed(kc, "miniseries.dev", "scalingsweeps", "list", "")  # no longer cluster-wide
     assert not allowed(kc, "kopf.dev", "clusterkopfpeerings", "patch", "")
     assert names(kc, "clusterkopfpeering") == ""

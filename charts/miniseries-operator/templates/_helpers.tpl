@@ -83,4 +83,9 @@ No pods, no namespaces; the operator's own S3 credentials come from envFrom.
   resources: [secrets]
   verbs: [get]
 {{- end }}
+{{- if .Values.kueue.enabled }}
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [list, patch]  # list: Kueue's word on each job (control/observe.py); patch: spec.active for spec.suspend
+{{- end }}
 {{- end -}}

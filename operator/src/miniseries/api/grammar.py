@@ -289,6 +289,15 @@ def check_dns1123_subdomain(s: str) -> None:
         raise GrammarError(f"{s!r} is not a valid object name; allowed: {DNS1123_SUBDOMAIN_ALLOWED}")
 
 
+DNS1123_LABEL_ALLOWED = "at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit"
+
+
+def check_dns1123_label(s: str) -> None:
+    """An object name such as a LocalQueue's (IsDNS1123Label)."""
+    if len(s) > 63 or not re.fullmatch(_DNS1123_LABEL, s, re.ASCII):
+        raise GrammarError(f"{s!r} is not a valid name; allowed: {DNS1123_LABEL_ALLOWED}")
+
+
 def check_label_key(s: str) -> None:
     """IsLabelKey: [DNS-subdomain prefix '/'] name of 1-63 alphanumerics, '-', '_', '.'."""
     parts = s.split("/")

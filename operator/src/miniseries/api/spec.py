@@ -307,6 +307,21 @@ class ResourceSpec(WireModel):
         str, Field(description="Memory request per trainer pod (a Kubernetes quantity: 200Gi, 1.5e11).")
     ] = "200Gi"
     node_selector: Annotated[dict[str, str] | None, Field(description="Node selector for trainer pods.")] = None
+    queue_name: Annotated[
+        str | None,
+        Field(
+            description="A Kueue LocalQueue in the sweep's namespace: every job is created suspended with the label "
+            "kueue.x-k8s.io/queue-name and Kueue admits it by its quota (parallelism and nodeGpus stay an upper "
+            "bound on the jobs the operator creates). Omit to start jobs directly."
+        ),
+    ] = None
+    priority_class_name: Annotated[
+        str | None,
+        Field(
+            description="A Kueue WorkloadPriorityClass for the sweep's jobs (label kueue.x-k8s.io/priority-class); "
+            "needs queueName."
+        ),
+    ] = None
 
     # What the API server and the kubelet check only after the jobs exist, checked here first
     # (grammar.py ports their rules): a refusal names the field before anything is created.
@@ -328,6 +343,27 @@ class ResourceSpec(WireModel):
         for key, value in (v or {}).items():
             grammar.check_label_key(key)
             grammar.check_label_value(value)
+        return v
+
+    @field_validator("queue_name")
+    @classmethod
+    def _queue_name(cls, v: str | None) -> str | None:
+        if v is not None:
+            grammar.check_dns1123_label(v)  # a LocalQueue name; also a valid label value
+        return v
+
+    @field_validator("priority_class_name")
+    @classmethod
+    def _priority_class_name(cls, v: str | None, info: Any) -> str | None:
+        if v is None:
+            return v
+        grammar.check_dns1123_subdomain(v)
+        grammar.check_label_value(v)  # it travels as a label value
+        if "queue_name" in info.data and info.data["queue_name"] is None:  # validated first; absent if invalid
+            raise ValueError(
+                f"{v!r} is a Kueue WorkloadPriorityClass and needs resources.queueName (a LocalQueue) too; "
+                "allowed: both, queueName alone, or neither"
+            )
         return v
 
     @model_validator(mode="after")

@@ -33,6 +33,11 @@ class RunState(StrEnum):
     Failed = "Failed"
     Retrying = "Retrying"
     Suspended = "Suspended"
+    # Under Kueue (spec.resources.queueName): the job waits for quota, is admitted and about to
+    # start, or was evicted by a higher priority and waits to be admitted again (no attempt spent).
+    Queued = "Queued"
+    Admitted = "Admitted"
+    Preempted = "Preempted"
 
 
 class PlannedRun(WireModel):
@@ -112,7 +117,10 @@ class RunStatus(WireModel):
     checkpoint_uri: str | None = None
     results_uri: str | None = None
     message: str | None = None
-    reason: Annotated[str | None, Field(description="Why the run last failed (job condition reason).")] = None
+    reason: Annotated[
+        str | None,
+        Field(description="Why the run last failed (job condition reason), or why Kueue holds it (workload reason)."),
+    ] = None
     retry_at: Annotated[
         str | None, Field(description="RFC 3339 time before which a failed run is not retried (backoff).")
     ] = None

@@ -21,6 +21,8 @@ from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
 from miniseries.control import events, jobs, kube
 from miniseries.control import metrics as opmetrics
+from miniseries.control.observe import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS
+from miniseries.control.observed import SUSPENDED_BY
 from miniseries.control.runs import Actions
 from miniseries.control.status import changed, wire_doc
 
@@ -107,6 +109,21 @@ def delete_job(namespace: str, name: str) -> None:
             raise
 
 
+def set_workload_active(namespace: str, workload: str, active: bool) -> None:
+    """spec.suspend under Kueue: deactivate the job's Workload (Kueue evicts it and suspends the
+    job), marked as the operator's doing; reactivate it (Kueue admits it again) and drop the mark.
+    Gone already (the job finished or was deleted) is fine."""
+    mark = None if active else "spec.suspend"
+    body = {"metadata": {"annotations": {SUSPENDED_BY: mark}}, "spec": {"active": active}}
+    try:
+        kube.custom().patch_namespaced_custom_object(
+            KUEUE_GROUP, KUEUE_VERSION, namespace, KUEUE_WORKLOADS, workload, body
+        )  # fmt: skip
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
 def carry_out(body: dict[str, Any], spec: ScalingSweepSpec, actions: Actions) -> None:
     """Create the tokenizer Job and the launched PyTorchJobs, post the Events, delete failed jobs,
     set runPolicy.suspend: what `decide` asked for, after its status is recorded."""
@@ -130,6 +147,8 @@ def carry_out(body: dict[str, Any], spec: ScalingSweepSpec, actions: Actions) ->
         events.post(body, e.type, reason=e.reason, message=e.message)
     for job in actions.delete:
         delete_job(ns, job)
+    for workload, active in actions.activate.items():
+        set_workload_active(ns, workload, active)
     for job, suspend in actions.suspend.items():
         kube.custom().patch_namespaced_custom_object(
             jobs.PYTORCHJOB_GROUP, jobs.PYTORCHJOB_VERSION, ns, jobs.PYTORCHJOB_PLURAL, job,

@@ -30,6 +30,10 @@ Rules:
   run fails with reason ResultsCorrupt and the message naming the object and the parse error.
 - A spec change that would make a started run a different experiment is refused
   (spec_changes.py): the accepted spec is reconciled, Ready=False says why, once as an Event.
+- Under Kueue (spec.resources.queueName) the slots above bound the jobs that exist; Kueue admits
+  them (runs.py `_kueue`): a run is Queued, Admitted or Preempted with Kueue's reason, the
+  operator never unsuspends a queued job, spec.suspend deactivates its Workloads, and a
+  preempted run keeps its job and attempt.
 - The fit runs when every run finished, one at least succeeded and none is recorded: decide
   says `fit`, the handler runs it (only then is the science imported) and status.with_fit
   records it.
@@ -56,7 +60,9 @@ class Decision:
 
 def decide(o: Observations) -> Decision:
     spec, now, gen = o.spec, o.now, o.generation
-    runs = decide_runs(spec, o.sweep, o.plan, o.jobs, o.store, o.previous.runs, o.tokenizer, now, pods=o.pods)
+    runs = decide_runs(
+        spec, o.sweep, o.plan, o.jobs, o.store, o.previous.runs, o.tokenizer, now, pods=o.pods, workloads=o.workloads
+    )
     tokenizer_pod = o.pods.get(TOKENIZER)
     if tokenizer_pod is not None and (tokenizer_pod.waiting or o.tokenizer is TokenizerState.Failed):
         runs.stuck[TOKENIZER] = tokenizer_pod

@@ -16,6 +16,8 @@ Choices worth knowing:
 - cleanPodPolicy Running: when a job ends, pods still running (stragglers
   holding GPUs) are deleted; terminated pods stay, so `kubectl logs` still
   explains a failure until the job itself is deleted for a retry.
+- With spec.resources.queueName every job carries Kueue's queue (and priority) label and is
+  created suspended: Kueue unsuspends it on admission (`kueue_labels`, `created_suspended`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ LABEL_DEPTH = "miniseries.dev/depth"
 LABEL_ATTEMPT = "miniseries.dev/attempt"
 LABEL_COMPONENT = "miniseries.dev/component"
 MAX_NAME = 63
+# Kueue (spec.resources.queueName): the LocalQueue and WorkloadPriorityClass a job is queued with.
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+LABEL_KUEUE_PRIORITY = "kueue.x-k8s.io/priority-class"
 
 
 def job_name(sweep: str, run: str) -> str:
@@ -66,6 +71,23 @@ def owner_reference(sweep: str, uid: str) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def kueue_labels(spec: ScalingSweepSpec) -> dict[str, str]:
+    """The labels that put a job in the sweep's Kueue LocalQueue (none without spec.resources.queueName)."""
+    res = spec.resources
+    if res.queue_name is None:
+        return {}
+    labels = {LABEL_KUEUE_QUEUE: res.queue_name}
+    if res.priority_class_name is not None:
+        labels[LABEL_KUEUE_PRIORITY] = res.priority_class_name
+    return labels
+
+
+def created_suspended(spec: ScalingSweepSpec) -> bool:
+    """A queued job is created suspended: Kueue unsuspends it when it admits it (and suspends it
+    again when it evicts it); without a queue, a job is suspended when the sweep is."""
+    return spec.resources.queue_name is not None or bool(spec.suspend)
 
 
 def _env_from(spec: ScalingSweepSpec) -> list[dict[str, Any]]:
@@ -127,7 +149,7 @@ def pytorchjob(
         "metadata": {
             "name": job_name(sweep, run.name),
             "namespace": namespace,
-            "labels": labels,
+            "labels": {**labels, **kueue_labels(spec)},
             "ownerReferences": [owner_reference(sweep, uid)],
         },
         "spec": {
@@ -135,7 +157,7 @@ def pytorchjob(
             "runPolicy": {
                 "backoffLimit": 0,
                 "cleanPodPolicy": "Running",
-                "suspend": bool(spec.suspend),
+                "suspend": created_suspended(spec),
             },
             "pytorchReplicaSpecs": {
                 "Master": {"replicas": 1, "restartPolicy": "Never", "template": template},
@@ -172,11 +194,12 @@ def tokenizer_job(spec: ScalingSweepSpec, sweep: str, uid: str, namespace: str) 
         "metadata": {
             "name": tokenizer_job_name(sweep),
             "namespace": namespace,
-            "labels": labels,
+            "labels": {**labels, **kueue_labels(spec)},
             "ownerReferences": [owner_reference(sweep, uid)],
         },
         "spec": {
             "backoffLimit": 2,  # the tokenizer is deterministic and restartable from scratch
+            **({"suspend": True} if spec.resources.queue_name is not None else {}),  # Kueue admits it
             "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
         },
     }

@@ -20,7 +20,15 @@ from miniseries.api.sweepfile import load_spec
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
 from miniseries.control import jobs, kube
-from miniseries.control.observed import Observations, ObservedJob, TokenizerState, observe_job, observe_runs
+from miniseries.control.observed import (
+    Observations,
+    ObservedJob,
+    ObservedWorkload,
+    TokenizerState,
+    observe_job,
+    observe_runs,
+    observe_workload,
+)
 from miniseries.control.pods import PodTrouble, troubles_by_run
 from miniseries.control.spec_changes import Accepted, accept
 from miniseries.control.trainer_args import trained_tokenizer_ready
@@ -138,6 +146,37 @@ def pod_troubles(namespace: str, sweep: str) -> dict[str, PodTrouble]:
     return troubles_by_run(json.loads(resp.data).get("items", []))
 
 
+KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS = "kueue.x-k8s.io", "v1beta2", "workloads"
+
+
+def queue_workloads(namespace: str, observed: list[ObservedJob]) -> dict[str, ObservedWorkload]:
+    """The Kueue Workload of each of the sweep's jobs, by run: one `list` of the namespace's
+    Workloads, matched by owner uid (Kueue copies no job labels to a Workload by default). A
+    Workload left from an earlier attempt of the same name has another owner uid and is not
+    matched. Without `list` on workloads (a chart without kueue.enabled) the runs show the job's
+    own state, without Kueue's reasons."""
+    by_uid = {j.uid: j for j in observed if j.uid}
+    if not by_uid:
+        return {}
+    try:
+        items = kube.custom().list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace, KUEUE_WORKLOADS)[
+            "items"
+        ]
+    except ApiException as e:
+        if e.status in (403, 404):
+            log.warning("cannot list Kueue workloads in %s (%s %s): queue reasons are not shown", namespace,
+                        e.status, e.reason)  # fmt: skip
+            return {}
+        raise
+    out: dict[str, ObservedWorkload] = {}
+    for item in items:
+        w = observe_workload(item)
+        job = by_uid.get(w.job_uid) if w is not None else None
+        if w is not None and job is not None:
+            out[job.run] = w
+    return out
+
+
 def observe(
     body: dict[str, Any],
     given: ScalingSweepSpec,
@@ -168,5 +207,6 @@ def observe(
         generation=meta.get("generation"),
         refused=accepted.refused,
         pods=pod_troubles(layout.namespace, layout.sweep),
+        workloads=queue_workloads(layout.namespace, observed) if accepted.spec.resources.queue_name else {},
     )
     return obs, accepted

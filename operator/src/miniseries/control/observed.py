@@ -78,6 +78,7 @@ class ObservedJob:
     since: datetime | None = None
     reason: str = ""
     message: str = ""
+    uid: str = ""
 
     @property
     def active(self) -> bool:
@@ -113,7 +114,92 @@ def observe_job(obj: dict[str, Any]) -> ObservedJob:
         since=parse_time((cond or {}).get("lastTransitionTime")),
         reason=(cond or {}).get("reason", "") or "",
         message=(cond or {}).get("message", "") or "",
+        uid=meta.get("uid", "") or "",
     )
+
+
+# ---------------------------------------------------------------- Kueue workloads
+
+
+class QueueState(StrEnum):
+    """Where Kueue has a job (its Workload), as the run's status shows it."""
+
+    Queued = "Queued"  # waiting for quota (with Kueue's reason when its scheduler tried it)
+    Admitted = "Admitted"  # quota reserved and admitted: Kueue unsuspends the job
+    Preempted = "Preempted"  # evicted (by a higher priority, or another eviction reason), waiting again
+    Deactivated = "Deactivated"  # spec.active false (the operator does this for spec.suspend)
+    Finished = "Finished"
+
+
+#: The annotation the operator sets on a Workload it deactivated for spec.suspend: it reactivates
+#: only those, never one an administrator (or Kueue) deactivated.
+SUSPENDED_BY = "miniseries.dev/deactivated-for"
+
+
+@dataclass(frozen=True)
+class ObservedWorkload:
+    """A Kueue Workload (kueue.x-k8s.io/v1beta2) of one of the sweep's jobs, reduced to plain data."""
+
+    name: str
+    job: str  # the owning job's name
+    job_uid: str
+    state: QueueState
+    reason: str = ""
+    message: str = ""
+    active: bool = True
+    deactivated_by_operator: bool = False
+    position: int | None = None  # positionInLocalQueue from Kueue's visibility API, when it answered
+
+
+def _true(conds: dict[str, dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    c = conds.get(kind)
+    return c if c is not None and c.get("status") == "True" else None
+
+
+def observe_workload(obj: dict[str, Any]) -> ObservedWorkload | None:
+    """Reduce a Workload to what a run's status shows; None if no job owns it.
+
+    Kueue v0.19's conditions (tests/e2e/README.md): a workload its scheduler tried and could not
+    fit has QuotaReserved False, reason Pending, with the message ("couldn't assign flavors ...
+    insufficient unused quota for nvidia.com/gpu ..., 4 more needed"); one behind it may have no
+    QuotaReserved at all; admitted: Admitted True; preempted: Evicted True reason Preempted and
+    Preempted True with the preemptor's message, until it is admitted again."""
+    meta = obj.get("metadata") or {}
+    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") in ("PyTorchJob", "Job")), None)
+    if owner is None:
+        return None
+    conds = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
+    active = (obj.get("spec") or {}).get("active", True) is not False
+    ours = (meta.get("annotations") or {}).get(SUSPENDED_BY) is not None
+    base = {"name": meta.get("name", ""), "job": owner.get("name", ""), "job_uid": owner.get("uid", ""),
+            "active": active, "deactivated_by_operator": ours}  # fmt: skip
+    reserved = conds.get("QuotaReserved") or {}
+    if c := _true(conds, "Finished"):
+        return ObservedWorkload(state=QueueState.Finished, reason=c.get("reason", ""), message=c.get("message", ""),
+                                **base)  # fmt: skip
+    if not active:
+        evicted = conds.get("Evicted") or {}
+        return ObservedWorkload(state=QueueState.Deactivated, reason=evicted.get("reason") or "Deactivated",
+                                message=evicted.get("message") or "the workload is not active", **base)  # fmt: skip
+    # Evicted before Admitted: an evicted workload stays Admitted until its job has stopped; Kueue
+    # resets Evicted and Preempted when it reserves quota again.
+    if c := _true(conds, "Evicted"):
+        why = (_true(conds, "Preempted") or c).get("message", "")
+        waiting = reserved.get("message", "") if reserved.get("status") == "False" else ""
+        message = f"{why}; {waiting}" if waiting and waiting != why else why
+        return ObservedWorkload(state=QueueState.Preempted, reason=c.get("reason", "") or "Evicted", message=message,
+                                **base)  # fmt: skip
+    if c := _true(conds, "Admitted"):
+        return ObservedWorkload(state=QueueState.Admitted, reason=c.get("reason", ""), message=c.get("message", ""),
+                                **base)  # fmt: skip
+    if reserved.get("status") == "False" and reserved.get("message"):
+        return ObservedWorkload(state=QueueState.Queued, reason=reserved.get("reason", "") or "Pending",
+                                message=reserved["message"], **base)  # fmt: skip
+    if reserved.get("status") == "True":  # quota reserved, admission checks pending
+        return ObservedWorkload(state=QueueState.Queued, reason=reserved.get("reason", "") or "QuotaReserved",
+                                message=reserved.get("message", ""), **base)  # fmt: skip
+    return ObservedWorkload(state=QueueState.Queued, reason="Pending",
+                            message="waiting in the queue behind other workloads", **base)  # fmt: skip
 
 
 # ---------------------------------------------------------------- the store
@@ -195,3 +281,5 @@ class Observations:
     #: Run name (or pods.TOKENIZER) -> what the kubelet or scheduler says is wrong with its pod
     #: (an image that cannot be pulled, a container that exited with an error and its log tail).
     pods: dict[str, PodTrouble] = field(default_factory=dict)
+    #: Run name -> the Kueue Workload of its job (only with spec.resources.queueName).
+    workloads: dict[str, ObservedWorkload] = field(default_factory=dict)

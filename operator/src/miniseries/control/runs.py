@@ -16,6 +16,8 @@ from miniseries.control.jobs import job_name
 from miniseries.control.observed import (
     JobPhase,
     ObservedJob,
+    ObservedWorkload,
+    QueueState,
     RunObservation,
     TokenizerState,
     parse_time,
@@ -43,13 +45,16 @@ class Actions:
     delete: list[str] = field(default_factory=list)  # failed jobs, deleted before their retry
     suspend: dict[str, bool] = field(default_factory=dict)  # job -> runPolicy.suspend
     create_tokenizer: bool = False
+    #: Kueue Workload -> spec.active (under a queue, spec.suspend deactivates the workloads: Kueue
+    #: would unsuspend an admitted job the operator suspended).
+    activate: dict[str, bool] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     #: Every run finished and no fit is recorded: fit and report now (the science loads only then).
     fit: bool = False
 
     def touch_the_cluster(self) -> bool:
         """Creates, deletes or patches objects: recorded first, under the optimistic lock."""
-        return bool(self.create or self.delete or self.suspend or self.create_tokenizer)
+        return bool(self.create or self.delete or self.suspend or self.create_tokenizer or self.activate)
 
 
 @dataclass
@@ -132,12 +137,16 @@ def decide_runs(
     now: datetime,
     slots: Slots | None = None,
     pods: dict[str, PodTrouble] | None = None,
+    workloads: dict[str, ObservedWorkload] | None = None,
 ) -> RunDecision:
     """Each run's state from what exists, then the launches that fit the free slots, in plan order.
 
     `pods` (observed.Observations.pods) says why a run's pod cannot start or how its container
-    failed; the local runner has no pods and passes none."""
+    failed; the local runner has no pods and passes none. `workloads` (observed.Observations.workloads)
+    is Kueue's word on each queued run's job when spec.resources.queueName is set (see `_kueue`);
+    the local runner passes none and queues nothing."""
     pods = pods or {}
+    kueue = spec.resources.queue_name is not None and workloads is not None
     by_run: dict[str, ObservedJob] = {}
     for j in jobs:
         # One name per run, so at most one job per run; keep the newest attempt if an
@@ -186,7 +195,9 @@ def decide_runs(
                 JobPhase.Created: RunState.Pending,
                 JobPhase.Suspended: RunState.Suspended,
             }.get(job.phase, RunState.Running)
-            if job.suspended != spec.suspend and not job.deleting:
+            if kueue:
+                _kueue(run.name, rs, old, job, (workloads or {}).get(run.name), spec, d)
+            elif job.suspended != spec.suspend and not job.deleting:
                 d.suspend[job.name] = spec.suspend
             if spec.suspend:
                 rs.state = RunState.Suspended
@@ -247,6 +258,67 @@ def trunk_checkpoint_ready(run: PlannedRun, store: dict[str, RunObservation]) ->
         return True
     own = store.get(run.name, RunObservation())
     return bool(own.checkpoint_steps) or run.start_step in store.get(run.trunk, RunObservation()).checkpoint_steps
+
+
+#: The run states that say where Kueue has a run's job.
+QUEUE_STATES = frozenset({RunState.Queued, RunState.Admitted, RunState.Preempted})
+
+
+def _kueue(
+    name: str,
+    rs: RunStatus,
+    old: RunStatus | None,
+    job: ObservedJob,
+    wl: ObservedWorkload | None,
+    spec: ScalingSweepSpec,
+    d: RunDecision,
+) -> None:
+    """An unfinished job under Kueue: the run shows where Kueue has it, with Kueue's reason.
+
+    Kueue owns runPolicy.suspend of a queued job: it unsuspends the job when it admits its
+    Workload and suspends it when it evicts it (and unsuspends again a job someone else
+    suspended while its Workload is admitted), so the operator never patches it. spec.suspend
+    deactivates the job's Workload instead (Kueue then evicts it and suspends the job), marked as
+    the operator's; unsetting it reactivates only those, and Kueue admits them again. A preempted
+    run keeps its job and its attempt: Kueue admits it again and it resumes from its checkpoint."""
+    if wl is not None and not job.deleting:
+        if spec.suspend and wl.active:
+            d.activate[wl.name] = False
+        elif not spec.suspend and not wl.active and wl.deactivated_by_operator:
+            d.activate[wl.name] = True
+    if spec.suspend:
+        return  # shown Suspended by the caller
+    queue = spec.resources.queue_name
+    if wl is None:
+        if not job.suspended:
+            return
+        state, reason, message = RunState.Queued, "Pending", f"submitted to LocalQueue {queue}; no Workload yet"
+    elif wl.state is QueueState.Admitted and (job.suspended or job.phase in (JobPhase.Created, JobPhase.Suspended)):
+        state, reason, message = RunState.Admitted, wl.reason or "Admitted", wl.message
+    elif wl.state in (QueueState.Admitted, QueueState.Finished):
+        if old is not None and old.state in QUEUE_STATES and rs.state is RunState.Running:
+            rs.reason = rs.message = None  # it runs: Kueue's last word no longer applies
+        return
+    elif wl.state is QueueState.Preempted:
+        state, reason, message = RunState.Preempted, wl.reason, wl.message
+    elif wl.state is QueueState.Deactivated:
+        state, reason, message = RunState.Suspended, wl.reason, wl.message
+    else:
+        state, reason, message = RunState.Queued, wl.reason, wl.message
+    if wl is not None and wl.position is not None and state is RunState.Queued:
+        message = f"{message} (position {wl.position} in LocalQueue {queue})"
+    rs.state, rs.reason, rs.message = state, reason, message[:500]
+    if old is None or old.state is not state:
+        where = f"LocalQueue {queue}"
+        text = {
+            RunState.Queued: f"{name} queued in {where}: {rs.message}",
+            RunState.Admitted: f"{name} admitted by Kueue ({where})",
+            RunState.Preempted: f"{name} preempted ({reason}): {rs.message}; it resumes from its newest checkpoint "
+            "when admitted again (no attempt spent)",
+            RunState.Suspended: f"{name}: its Workload is not active ({reason}): {rs.message}",
+        }[state]
+        kind = "Warning" if state is RunState.Preempted else "Normal"
+        d.events.append(Event(f"Run{state.value}", text, kind))
 
 
 def _pod_trouble(name: str, rs: RunStatus, old: RunStatus | None, trouble: PodTrouble | None, d: RunDecision) -> None:

@@ -109,7 +109,11 @@ def phase_of(runs: list[RunStatus], suspended: bool, fit: FitStatus | None) -> s
         return "Succeeded" if fit is not None else "Fitting"
     if suspended:
         return "Suspended"
-    if any(r.state in (RunState.Running, RunState.Retrying) for r in runs) or t.runs_done:
+    if any(r.state in (RunState.Running, RunState.Retrying, RunState.Admitted) for r in runs):
+        return "Running"
+    if any(r.state in (RunState.Queued, RunState.Preempted) for r in runs):
+        return "Queued"  # every run in flight waits for Kueue (spec.resources.queueName)
+    if t.runs_done:
         return "Running"
     return "Pending"
 
@@ -193,6 +197,10 @@ def sweep_status(
         conds = set_condition(conds, "Progressing", False, "Suspended", "spec.suspend is true", now, gen)
     elif tokenizer in (TokenizerState.Missing, TokenizerState.Running):
         conds = set_condition(conds, "Progressing", True, "TrainingTokenizer", "runs wait for the tokenizer", now, gen)
+    elif s.phase == "Queued":
+        waiting = [f"{r.name} {r.state.value}" for r in runs if r.state in (RunState.Queued, RunState.Preempted)]
+        msg = f"{s.progress} runs done; waiting for Kueue: {', '.join(waiting)}"
+        conds = set_condition(conds, "Progressing", True, "RunsQueued", msg[:1000], now, gen)
     else:
         conds = set_condition(conds, "Progressing", True, "RunsInFlight", f"{s.progress} runs done", now, gen)
     s.conditions = conds
