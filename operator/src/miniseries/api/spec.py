@@ -29,6 +29,7 @@ from miniseries.api.status import (
     FitStatus,
     PlannedRun,
     PlanStatus,
+    RunForecast,
     RunState,
     RunStatus,
     ScalingSweepStatus,
@@ -58,11 +59,14 @@ __all__ = [
     "DeletionPolicy",
     "DepthRange",
     "FitStatus",
+    "ForecastPolicy",
+    "ForecastSpec",
     "Mode",
     "ModelSpec",
     "PlanStatus",
     "PlannedRun",
     "ResourceSpec",
+    "RunForecast",
     "RunState",
     "RunStatus",
     "ScalingSweep",
@@ -140,6 +144,25 @@ class ModelSpec(WireModel):
     sequence_length: Annotated[int, Field(ge=16, le=131072, description="Training context length in tokens.")] = 2048
 
 
+class ForecastPolicy(StrEnum):
+    none = "none"
+    flag = "flag"
+    stop = "stop"
+
+
+class ForecastSpec(WireModel):
+    """What to do with a run whose forecast lies off the sweep's trend (control/forecasts.py)."""
+
+    policy: Annotated[
+        ForecastPolicy,
+        Field(
+            description="none: forecast only. flag: a run whose forecast final val bpb lies off the trend of the "
+            "sweep's finished runs by more than its interval and a margin allow gets a RunOffTrend Event and "
+            "Degraded names it. stop: that run is also stopped and recorded Failed (reason OffTrend, no retry)."
+        ),
+    ] = ForecastPolicy.flag
+
+
 class TrainingSpec(WireModel):
     """How long each depth trains and how its batches are formed."""
 
@@ -203,6 +226,9 @@ class TrainingSpec(WireModel):
         ),
     ] = False
     seed: Annotated[int, Field(ge=0, description="Random seed shared by every run.")] = 42
+    forecast: Annotated[
+        ForecastSpec, Field(description="Forecasts of runs in flight (may change while runs train).")
+    ] = ForecastSpec()
 
     @field_validator("isoflop_budgets")
     @classmethod

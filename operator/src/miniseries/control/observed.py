@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from miniseries.api.spec import PlannedRun, PlanStatus, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.api.spec import PlannedRun, PlanStatus, RunForecast, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.contract.layout import SweepLayout, join_uri
 from miniseries.contract.results import (
     Progress,
@@ -193,3 +193,6 @@ class Observations:
     #: Run name (or pods.TOKENIZER) -> what the kubelet or scheduler says is wrong with its pod
     #: (an image that cannot be pulled, a container that exited with an error and its log tail).
     pods: dict[str, PodTrouble] = field(default_factory=dict)
+    #: Run name -> the forecast made this reconcile for the runs that were due (forecasts.due,
+    #: computed by act.forecast); a run without one keeps its last.
+    forecasts: dict[str, RunForecast] = field(default_factory=dict)
