@@ -116,6 +116,33 @@ def timeseries_panel(
     )
 
 
+def forecast_vs_actual(title: str) -> Panel:
+    """Each run's forecast final val bpb (the operator's, with its 95% bounds) against the val bpb it
+    actually reached (the trainer's, at the end of training): forecast lines converge on the marker."""
+    return (
+        timeseries_panel(
+            title,
+            f'max by (run) (miniseries_run_forecast_val_bpb{{{SWEEP}, bound="estimate"}})',
+            "{{run}} forecast",
+            description="The operator's forecast of each run's final validation bits per byte while it trains "
+            "(status.runs[].forecast, every 5% of its steps; the interval ignores model error and is too narrow), "
+            "and the value the run reached at the end of training.",
+        )
+        .with_target(
+            query(
+                f'min by (run) (miniseries_run_forecast_val_bpb{{{SWEEP}, bound="low"}})', "{{run}} forecast low", "B"
+            )
+        )
+        .with_target(
+            query(
+                f'max by (run) (miniseries_run_forecast_val_bpb{{{SWEEP}, bound="high"}})', "{{run}} forecast high", "C"
+            )
+        )
+        .with_target(query(f"max by (run) (miniseries_val_bpb{{{SWEEP_DEPTH}}})", "{{run}} actual", "D"))
+        .span(24)
+    )
+
+
 def bargauge_panel(title: str, expr: str, legend: str, unit: str, description: str = "") -> Panel:
     panel = (
         bargauge.Panel()
@@ -334,6 +361,7 @@ def sweep_overview() -> dict:
         row("Evaluation"),
         timeseries_panel("Validation bits per byte", f"max by (run) (miniseries_val_bpb{{{SWEEP_DEPTH}}})", "{{run}}"),
         timeseries_panel("CORE score", f"max by (run) (miniseries_core_score{{{SWEEP_DEPTH}}})", "{{run}}"),
+        forecast_vs_actual("Forecast vs actual val bpb"),
         row("Operator"),
         timeseries_panel(
             "Reconciles/s",

@@ -180,7 +180,8 @@ def test_apply_the_example_creates_exactly_the_planned_jobs(
         assert j["metadata"]["ownerReferences"] == want["metadata"]["ownerReferences"]
     # the printer columns
     table = kc.kubectl("get", "scalingsweeps", "-n", ns).stdout
-    assert table.split("\n")[0].split()[:7] == ["NAME", "PHASE", "RUNS", "COST", "PLAN", "BEST-CORE", "FIT-N~C^A"]
+    assert table.split("\n")[0].split()[:8] == ["NAME", "PHASE", "RUNS", "COST", "PLAN", "BEST-CORE", "FORECAST",
+                                                 "FIT-N~C^A"]  # fmt: skip
     row = table.split("\n")[1].split()
     assert row[2] == "0/11"
     plan_status = status(kc, ns, "miniseries")["plan"]

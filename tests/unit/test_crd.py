@@ -55,7 +55,12 @@ def test_printer_columns_and_status_subresource() -> None:
     version = crd()["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     names = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert names == ["Phase", "Runs", "Cost", "Plan", "Best-CORE", "Fit-N~C^a", "Age"]
+    assert names == ["Phase", "Runs", "Cost", "Plan", "Best-CORE", "Forecast", "Fit-N~C^a", "Age"]
+    forecast = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["training"]["properties"]
+    assert forecast["forecast"]["properties"]["policy"] == {
+        "default": "flag", "enum": ["none", "flag", "stop"], "type": "string",
+        "description": forecast["forecast"]["properties"]["policy"]["description"],
+    }  # fmt: skip
 
 
 def test_yaml_round_trips() -> None:

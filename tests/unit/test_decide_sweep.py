@@ -126,6 +126,7 @@ def test_deciding_an_unfinished_sweep_loads_no_numerical_science() -> None:
     running, leave numpy, scipy, matplotlib and the science package unloaded."""
     code = """
 import json, sys
+from dataclasses import replace
 from datetime import UTC, datetime
 import miniseries.control.handlers  # the kopf side: observe, decide, act
 from miniseries.api.spec import ScalingSweepSpec, ScalingSweepStatus
@@ -139,6 +140,15 @@ o = Observations(sweep="s", spec=s, plan=make_plan(s), previous=ScalingSweepStat
                  tokenizer=TokenizerState.Ready, now=datetime.now(UTC))
 d = decide(o)
 assert d.status.phase == "Running" and not d.actions.fit, d
+# d6 trains: a forecast is due (deciding that is pure); computing it is act.forecast's, like the fit
+from miniseries.contract.results import Progress
+from miniseries.control import forecasts
+from miniseries.control.observed import RunObservation
+steps = o.plan.runs[0].steps
+store = {"d6": RunObservation(progress=Progress(sweep="s", run="d6", depth=6, step=steps // 2, steps=steps, tokens=1))}
+assert forecasts.due(o.plan, o.jobs, store, d.status.runs) == {"d6": steps // 2}
+d = decide(replace(o, store=store, previous=d.status))
+assert d.status.runs[0].step == steps // 2, d.status.runs[0]
 watched = ["numpy", "scipy", "matplotlib", "miniseries.science"]
 print(json.dumps(sorted({w for w in watched for m in sys.modules if m == w or m.startswith(w + ".")})))
 """

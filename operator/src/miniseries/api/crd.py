@@ -126,6 +126,12 @@ def crd() -> dict[str, Any]:
                         },
                         {"name": "Best-CORE", "type": "number", "jsonPath": ".status.bestCore"},
                         {
+                            "name": "Forecast",
+                            "type": "string",
+                            "jsonPath": ".status.forecastSummary",
+                            "description": "Forecast final val bpb of the largest run in flight; runs off trend",
+                        },
+                        {
                             "name": "Fit-N~C^a",
                             "type": "number",
                             "jsonPath": ".status.fit.paramsExponent",

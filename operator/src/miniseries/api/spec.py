@@ -30,6 +30,7 @@ from miniseries.api.status import (
     FitStatus,
     PlannedRun,
     PlanStatus,
+    RunForecast,
     RunState,
     RunStatus,
     ScalingSweepStatus,
@@ -60,11 +61,14 @@ __all__ = [
     "DeletionPolicy",
     "DepthRange",
     "FitStatus",
+    "ForecastPolicy",
+    "ForecastSpec",
     "Mode",
     "ModelSpec",
     "PlanStatus",
     "PlannedRun",
     "ResourceSpec",
+    "RunForecast",
     "RunState",
     "RunStatus",
     "ScalingSweep",
@@ -202,6 +206,25 @@ class ModelSpec(WireModel):
     sequence_length: Annotated[int, Field(ge=16, le=131072, description="Training context length in tokens.")] = 2048
 
 
+class ForecastPolicy(StrEnum):
+    none = "none"
+    flag = "flag"
+    stop = "stop"
+
+
+class ForecastSpec(WireModel):
+    """What to do with a run whose forecast lies off the sweep's trend (control/forecasts.py)."""
+
+    policy: Annotated[
+        ForecastPolicy,
+        Field(
+            description="none: forecast only. flag: a run whose forecast final val bpb lies off the trend of the "
+            "sweep's finished runs by more than its interval and a margin allow gets a RunOffTrend Event and "
+            "Degraded names it. stop: that run is also stopped and recorded Failed (reason OffTrend, no retry)."
+        ),
+    ] = ForecastPolicy.flag
+
+
 class TrainingSpec(WireModel):
     """How long each depth trains and how its batches are formed."""
 
@@ -271,6 +294,9 @@ class TrainingSpec(WireModel):
     wsd: Annotated[
         WsdSpec | None, Field(description="Budgets and cooldown of wsd mode (required there, refused elsewhere).")
     ] = None
+    forecast: Annotated[
+        ForecastSpec, Field(description="Forecasts of runs in flight (may change while runs train).")
+    ] = ForecastSpec()
 
     @field_validator("isoflop_budgets")
     @classmethod

@@ -99,6 +99,37 @@ class PlanStatus(WireModel):
     ] = None
 
 
+class RunForecast(WireModel):
+    """Where a run in flight is heading: its final training loss and val bpb forecast from its
+    loss curve so far (the annealing law of science/forecast.py), with 95% intervals, or why
+    there is no number yet (`refused`). Compared with the sweep's trend (a power law of its
+    finished runs' val bpb, else loss, over FLOPs) when it has one."""
+
+    at_step: Annotated[int, Field(description="The last step of the loss curve the forecast saw.")]
+    val_bpb: Annotated[float | None, Field(description="Forecast final validation bits per byte.")] = None
+    val_bpb_low: float | None = None
+    val_bpb_high: float | None = None
+    final_loss: Annotated[float | None, Field(description="Forecast final training loss (nats/token).")] = None
+    final_loss_low: float | None = None
+    final_loss_high: float | None = None
+    method: Annotated[
+        str | None, Field(description="prior (exponents from finished runs), prior+own-C, or own (no finished run).")
+    ] = None
+    refused: Annotated[str | None, Field(description="Why there is no forecast yet (too few steps, ...).")] = None
+    trend: Annotated[
+        float | None,
+        Field(description="The sweep's trend at this run's FLOPs (val bpb, else loss: see `metric`)."),
+    ] = None
+    metric: Annotated[str | None, Field(description="What the trend compares: valBpb or finalLoss.")] = None
+    deviation: Annotated[float | None, Field(description="(forecast - trend) / trend.")] = None
+    allowed: Annotated[
+        float | None, Field(description="The largest |deviation| not flagged: the interval's half-width plus margins.")
+    ] = None
+    off_trend: Annotated[bool, Field(description="The forecast lies off the sweep's trend by more than allowed.")] = (
+        False
+    )
+
+
 class RunStatus(WireModel):
     name: str
     depth: int
@@ -123,6 +154,9 @@ class RunStatus(WireModel):
     ] = None
     retry_at: Annotated[
         str | None, Field(description="RFC 3339 time before which a failed run is not retried (backoff).")
+    ] = None
+    forecast: Annotated[
+        RunForecast | None, Field(description="The run's forecast final loss and val bpb (while it trains).")
     ] = None
 
 
@@ -161,5 +195,12 @@ class ScalingSweepStatus(WireModel):
         str | None, Field(description="Planned cost and wall time of the sweep, for the printer column.")
     ] = None
     best_core: float | None = None
+    forecast_summary: Annotated[
+        str | None,
+        Field(
+            description="The largest unfinished run's forecast val bpb and how many runs are off trend, "
+            "for the printer column."
+        ),
+    ] = None
     fit: FitStatus | None = None
     report_uri: str | None = None

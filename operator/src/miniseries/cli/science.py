@@ -149,7 +149,7 @@ def report_sweeps(
     from miniseries.api.sweepfile import load_sweep
     from miniseries.contract.layout import SweepLayout
     from miniseries.contract.store import StoreError, open_store, store_uri
-    from miniseries.science.report import ReportError, build_report, compare_reports
+    from miniseries.science.report import ReportError, build_report, compare_reports, joint_fit
     from miniseries.science.report.markdown import fmt_number
 
     if len(sweeps) > 2:
@@ -189,6 +189,12 @@ def report_sweeps(
         return 0
     (_a, sa), (_b, sb) = resolved
     print(f"comparison: {compare_reports(st, layouts[0], layouts[1], sa, sb)}report.md")
+    joint = joint_fit(st, layouts[0], layouts[1])
+    for d in joint["differences"]:
+        values = " vs ".join(f"{v} ({', '.join(runs)})" for v, runs in d["values"].items())
+        print(f"differs: {d['field']}{' (blocks a joint fit)' if d['blocking'] else ''}: {values}")
+    if "refused" in joint:
+        print(f"joint fit refused: {joint['refused']}")
     return 0
 
 

@@ -9,6 +9,7 @@ poll that changes nothing writes nothing, since each write is a watch event for 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -16,13 +17,23 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from miniseries.api.spec import GROUP, PLURAL, VERSION, FitStatus, RunState, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.api.spec import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    FitStatus,
+    PlanStatus,
+    RunForecast,
+    RunState,
+    ScalingSweepSpec,
+    ScalingSweepStatus,
+)
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
 from miniseries.control import events, jobs, kube
 from miniseries.control import metrics as opmetrics
 from miniseries.control.observe import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS
-from miniseries.control.observed import SUSPENDED_BY
+from miniseries.control.observed import SUSPENDED_BY, RunObservation
 from miniseries.control.runs import Actions
 from miniseries.control.status import changed, wire_doc
 
@@ -168,9 +179,74 @@ def fit(store: Store, layout: SweepLayout, spec: ScalingSweepSpec) -> tuple[FitS
     return result, uri, None
 
 
+def forecast(
+    store: Store, layout: SweepLayout, spec: ScalingSweepSpec, plan: PlanStatus,
+    observed: dict[str, RunObservation], due: dict[str, int],
+) -> dict[str, RunForecast]:  # fmt: skip
+    """The forecasts `forecasts.due` asked for (run -> its step now), each judged against the trend of
+    the sweep's finished runs: what `decide` records. A forecast that cannot be made is recorded with
+    the reason (`refused`), never a number, and tried again 5% of its steps later."""
+    if not due:
+        return {}
+    # numpy and scipy load only when a forecast is due, as for the fit
+    from miniseries.science.forecast import ForecastRefused, live_forecast
+    from miniseries.science.trend import judge, sweep_trend
+
+    planned = {r.name: r for r in plan.runs}
+    finished = {n: o.results for n, o in observed.items() if o.results is not None and n in planned}
+    isoflop = spec.training.mode.value == "isoflop"
+    trends = {
+        metric: sweep_trend([(n, r.flops, v, r.budget_flops) for n, r in finished.items()
+                             if (v := (r.val_bpb if metric == "valBpb" else r.loss.final)) is not None],
+                            metric, isoflop=isoflop)
+        for metric in ("valBpb", "finalLoss")
+    }  # fmt: skip
+    out: dict[str, RunForecast] = {}
+    tr = spec.training
+    for run, step in due.items():
+        p = planned[run]
+        try:
+            f = live_forecast(store, layout.namespace, layout.sweep, run, steps=p.steps, warmup_steps=tr.warmup_steps,
+                              warmdown_ratio=tr.warmdown_ratio, finished_runs=sorted(finished))  # fmt: skip
+        except ForecastRefused as e:
+            out[run] = RunForecast(at_step=step, refused=str(e)[:500])
+            continue
+        except Exception as e:  # a curve the law cannot take is no reason to stop reconciling
+            log.warning("forecast of %s/%s failed: %s", layout.root, run, e)
+            out[run] = RunForecast(at_step=step, refused=f"the forecast failed: {e}"[:500])
+            continue
+        rf = RunForecast(
+            at_step=step, val_bpb=f.val_bpb, val_bpb_low=f.val_bpb_low, val_bpb_high=f.val_bpb_high,
+            final_loss=f.final_loss, final_loss_low=f.final_loss_low, final_loss_high=f.final_loss_high,
+            method=f.method,
+        )  # fmt: skip
+        metric = "valBpb" if f.val_bpb is not None else "finalLoss"
+        trend = trends[metric]
+        value, low, high = (
+            (f.val_bpb, f.val_bpb_low, f.val_bpb_high) if metric == "valBpb"
+            else (f.final_loss, f.final_loss_low, f.final_loss_high)
+        )  # fmt: skip
+        if trend is not None and value is not None and run not in trend.runs:
+            j = judge(trend, p.flops, value, low if low is not None else value, high if high is not None else value)
+            rf.trend, rf.metric, rf.deviation, rf.allowed, rf.off_trend = j.trend, metric, j.deviation, j.allowed, j.off
+        out[run] = rf
+    return out
+
+
 def export_metrics(namespace: str, name: str, status: ScalingSweepStatus) -> None:
     for state in RunState:
         opmetrics.SWEEP_RUNS.labels(sweep=name, namespace=namespace, state=state.value).set(
             sum(r.state is state for r in status.runs)
         )
     opmetrics.SWEEP_COST.labels(sweep=name, namespace=namespace).set(status.totals.cost_usd)
+    for r in status.runs:
+        f = r.forecast
+        bounds = {"estimate": f.val_bpb, "low": f.val_bpb_low, "high": f.val_bpb_high} if f is not None else {}
+        for bound in opmetrics.FORECAST_BOUNDS:
+            labels = {"namespace": namespace, "sweep": name, "run": r.name, "bound": bound}
+            value = bounds.get(bound)
+            if value is not None and r.state is not RunState.Failed:
+                opmetrics.RUN_FORECAST_VAL_BPB.labels(**labels).set(value)
+            else:  # a refused forecast or a stopped run: no stale number
+                with contextlib.suppress(KeyError):
+                    opmetrics.RUN_FORECAST_VAL_BPB.remove(*(labels[k] for k in opmetrics.RUN_FORECAST_LABELS))

@@ -34,6 +34,11 @@ Rules:
   them (runs.py `_kueue`): a run is Queued, Admitted or Preempted with Kueue's reason, the
   operator never unsuspends a queued job, spec.suspend deactivates its Workloads, and a
   preempted run keeps its job and attempt.
+- A run in flight is forecast (forecasts.py) once its step moved on by 5% of its steps: the
+  handler computes the due forecasts (`forecasts.due`, then act.forecast, which alone imports the
+  science) into `Observations.forecasts`; decide records them and, under
+  spec.training.forecast.policy, flags (RunOffTrend Event, Degraded) or stops (Failed, reason
+  OffTrend, no retry) a run whose forecast lies off the sweep's trend.
 - The fit runs when every run finished, one at least succeeded and none is recorded: decide
   says `fit`, the handler runs it (only then is the science imported) and status.with_fit
   records it.
@@ -44,6 +49,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from miniseries.api.spec import ScalingSweepStatus
+from miniseries.control import forecasts
 from miniseries.control.observed import Observations, TokenizerState
 from miniseries.control.pods import TOKENIZER
 from miniseries.control.runs import Actions, Event, decide_runs
@@ -69,9 +75,13 @@ def decide(o: Observations) -> Decision:
     s = o.previous.model_copy(deep=True)
     if s.plan is None or not o.refused:
         s.plan = o.plan
+    policy = spec.training.forecast.policy
+    forecasts.apply(runs.runs, o.previous.runs, o.forecasts, policy, o.jobs, runs)
     s = sweep_status(
-        s, runs.runs, suspended=spec.suspend, tokenizer=o.tokenizer, now=now, generation=gen, stuck=runs.stuck
-    )
+        s, runs.runs, suspended=spec.suspend, tokenizer=o.tokenizer, now=now, generation=gen, stuck=runs.stuck,
+        off_trend=forecasts.off_trend(runs.runs, policy),
+    )  # fmt: skip
+    s.forecast_summary = forecasts.summary(runs.runs, s.plan)
     s.conditions = set_condition(
         s.conditions, "StoreReachable", True, "StoreReadable", f"{spec.store.uri} read and written", now, gen
     )

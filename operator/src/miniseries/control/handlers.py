@@ -32,6 +32,7 @@ condition and an Event, and a store URI outside the operator's store roots
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -57,7 +58,7 @@ from miniseries.contract.layout import (
     join_uri,
 )
 from miniseries.contract.store import StoreError, open_store, parse_roots, root_problem, uri_problem
-from miniseries.control import act, events, jobs, kube, runs
+from miniseries.control import act, events, forecasts, jobs, kube, runs
 from miniseries.control import metrics as opmetrics
 from miniseries.control import status as st
 from miniseries.control.decide import decide
@@ -193,6 +194,10 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     observations, accepted = observe(body, sweep.spec, plan, store, layout, previous, _now())
     if accepted.save:
         save_spec(store, layout, accepted.spec)
+    due = forecasts.due(observations.plan, observations.jobs, observations.store, previous.runs)
+    if due:  # a forecast is an observation of the store, computed (numpy) only when one is due
+        made = act.forecast(store, layout, accepted.spec, observations.plan, observations.store, due)
+        observations = dataclasses.replace(observations, forecasts=made)
     decision = decide(observations)
     status, actions = decision.status, decision.actions
     if actions.fit:

@@ -29,6 +29,14 @@ STATUS_PATCHES = Counter(
 )
 SWEEP_RUNS = Gauge("miniseries_sweep_runs", "Runs of a sweep by state.", (*LABELS, "state"), registry=REGISTRY)
 SWEEP_COST = Gauge("miniseries_sweep_cost_usd", "GPU cost of a sweep so far, USD.", LABELS, registry=REGISTRY)
+RUN_FORECAST_LABELS = ("namespace", "sweep", "run", "bound")
+FORECAST_BOUNDS = ("estimate", "low", "high")
+RUN_FORECAST_VAL_BPB = Gauge(
+    "miniseries_run_forecast_val_bpb",
+    "Forecast final validation bits per byte of a run (status.runs[].forecast); bound: estimate, low, high (95%).",
+    RUN_FORECAST_LABELS,
+    registry=REGISTRY,
+)
 
 
 def _doc(collector: Counter | Gauge | Histogram, kind: str) -> MetricDoc:
@@ -47,6 +55,7 @@ METRICS: list[MetricDoc] = [
     _doc(STATUS_PATCHES, "counter"),
     _doc(SWEEP_RUNS, "gauge"),
     _doc(SWEEP_COST, "gauge"),
+    _doc(RUN_FORECAST_VAL_BPB, "gauge"),
 ]
 
 

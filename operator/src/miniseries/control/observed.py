@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from miniseries.api.spec import PlannedRun, PlanStatus, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.api.spec import PlannedRun, PlanStatus, RunForecast, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.contract.layout import SweepLayout, join_uri
 from miniseries.contract.results import (
     Progress,
@@ -283,3 +283,6 @@ class Observations:
     pods: dict[str, PodTrouble] = field(default_factory=dict)
     #: Run name -> the Kueue Workload of its job (only with spec.resources.queueName).
     workloads: dict[str, ObservedWorkload] = field(default_factory=dict)
+    #: Run name -> the forecast made this reconcile for the runs that were due (forecasts.due,
+    #: computed by act.forecast); a run without one keeps its last.
+    forecasts: dict[str, RunForecast] = field(default_factory=dict)

@@ -19,6 +19,8 @@ from miniseries.control.plan import make_plan
 # Fields that define what a finished run trained: changing them under finished
 # runs would mix incomparable points in one fit.
 FROZEN_FIELDS = ("model", "training", "data")
+#: Keys under the frozen sections that say what the operator does, not what a run trains.
+MUTABLE_KEYS = ("spec.training.forecast.",)
 
 # What a started run trains, as planned: a change to any of these (through any spec field,
 # e.g. resources.gpusPerRun moving the automatic batch) makes its checkpoints and results
@@ -71,7 +73,7 @@ def refused_changes(
     for section in FROZEN_FIELDS:
         fa, fb = _flat(f"spec.{section}", a.get(section, {})), _flat(f"spec.{section}", b.get(section, {}))
         for key in sorted(set(fa) | set(fb)):
-            if fa.get(key) != fb.get(key):
+            if fa.get(key) != fb.get(key) and not key.startswith(MUTABLE_KEYS):
                 problems.append(
                     f"{key} changed from {fa.get(key)!r} to {fb.get(key)!r} after runs started "
                     f"({', '.join(sorted(started))}); create a new sweep instead"

@@ -140,7 +140,8 @@ def needs_polling(status: dict[str, Any]) -> bool:
 
 def _degraded(conds: list[Condition], runs: list[RunStatus], now: datetime, gen: int | None) -> list[Condition] | None:
     """Degraded=True naming the failed (else retrying) runs; None when none is."""
-    failed = [r.name for r in runs if r.state is RunState.Failed]
+    # A run stopped for its forecast (reason OffTrend, forecasts.py) did not fail: Degraded says RunOffTrend.
+    failed = [r.name for r in runs if r.state is RunState.Failed and r.reason != "OffTrend"]
     retrying = [r.name for r in runs if r.state is RunState.Retrying]
     if failed:
         return set_condition(conds, "Degraded", True, "RunsFailed", f"failed after retries: {', '.join(failed)}", now,
@@ -159,11 +160,14 @@ def sweep_status(
     now: datetime,
     generation: int | None,
     stuck: dict[str, PodTrouble] | None = None,
+    off_trend: str | None = None,
 ) -> ScalingSweepStatus:
     """The sweep's status from its runs: totals, printer columns, phase, conditions.
 
     `stuck`: pods that cannot start or a tokenizer pod that failed (pods.py), by run (or
-    pods.TOKENIZER); Degraded names them when no run has failed."""
+    pods.TOKENIZER); Degraded names them when no run has failed. `off_trend`: the runs whose
+    forecast lies off the sweep's trend, with the numbers (forecasts.off_trend); Degraded says it
+    when nothing above does."""
     s = status.model_copy(deep=True)
     s.runs = runs
     s.totals = totals(runs)
@@ -189,6 +193,8 @@ def sweep_status(
         reason = next(iter(pods_stuck.values())).reason
         msg = "; ".join(f"{name}: {t.summary().splitlines()[0]}" for name, t in pods_stuck.items())
         conds = set_condition(conds, "Degraded", True, reason, msg[:1000], now, gen)
+    elif off_trend:
+        conds = set_condition(conds, "Degraded", True, "RunOffTrend", off_trend[:1000], now, gen)
     else:
         conds = set_condition(conds, "Degraded", False, "AllHealthy", "no failed runs", now, gen)
     if finished(runs):

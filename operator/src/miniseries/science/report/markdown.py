@@ -8,6 +8,7 @@ from typing import Any
 
 from miniseries.science.report.document import fit_status
 from miniseries.science.report.rows import RunRow
+from miniseries.science.report.training import collapse_line
 
 
 def fmt_number(v: Any, spec: str = ".4g") -> str:
@@ -111,6 +112,8 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
         )
     if checks.get("equal_scaling_note"):
         lines.append(f"  - note: {checks['equal_scaling_note']}")
+    if checks.get("collapse") is not None:
+        lines += collapse_line(checks["collapse"])
     lines += ["", "## Extrapolation", "",
               f"Compute to reach a target CORE from the CORE fit; GPU-hours at {doc['peak_flops_per_gpu']:.3g} FLOP/s per GPU and "
               f"{result['mfu_used']:.2%} MFU ({'measured: mean achieved FLOP/s per device over runs' if result['mfu_measured'] else 'assumed: no run measured it'}), "
