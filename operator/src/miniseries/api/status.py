@@ -33,6 +33,9 @@ class RunState(StrEnum):
     Failed = "Failed"
     Retrying = "Retrying"
     Suspended = "Suspended"
+    #: Stopped from outside (the trainer exited EXIT_PREEMPTED after checkpointing on SIGTERM, or its
+    #: job was suspended by someone else, e.g. Kueue): resumes from its checkpoint, no retry spent.
+    Preempted = "Preempted"
 
 
 class PlannedRun(WireModel):
@@ -96,6 +99,13 @@ class RunStatus(WireModel):
     retry_at: Annotated[
         str | None, Field(description="RFC 3339 time before which a failed run is not retried (backoff).")
     ] = None
+    preemptions: Annotated[
+        int,
+        Field(
+            description="Times the run was preempted (checkpointed and stopped from outside); not counted "
+            "against retryLimit."
+        ),
+    ] = 0
 
 
 class FitStatus(WireModel):

@@ -109,7 +109,7 @@ def phase_of(runs: list[RunStatus], suspended: bool, fit: FitStatus | None) -> s
         return "Succeeded" if fit is not None else "Fitting"
     if suspended:
         return "Suspended"
-    if any(r.state in (RunState.Running, RunState.Retrying) for r in runs) or t.runs_done:
+    if any(r.state in (RunState.Running, RunState.Retrying, RunState.Preempted) for r in runs) or t.runs_done:
         return "Running"
     return "Pending"
 
