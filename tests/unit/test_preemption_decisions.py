@@ -140,3 +140,43 @@ def test_a_sweep_with_a_preempted_run_is_running_and_not_degraded() -> None:
     assert degraded is None or degraded.status == "False"
     assert [e.reason for e in d.actions.events if e.reason.startswith("Run")] == ["RunPreempted"]
     assert d.actions.delete == ["s-d4"]
+
+
+# ---------------------------------------------------------------- the pod's grace period
+
+
+def grace_spec(depths: list[int], gpus: int = 8, **model: Any) -> ScalingSweepSpec:
+    return ScalingSweepSpec.model_validate({"depths": depths, "model": model,
+                                            "resources": {"gpusPerRun": gpus, "nodeGpus": 8},
+                                            "store": {"uri": "s3://bkt"},
+                                            "data": {"shardsUri": "s3://bkt/d", "tokenizerUri": "s3://bkt/t"}})  # fmt: skip
+
+
+def test_the_grace_period_covers_the_step_and_the_checkpoint_write_with_a_margin() -> None:
+    from miniseries.contract.preemption import checkpoint_bytes
+    from miniseries.control.jobs import (
+        CHECKPOINT_WRITE_BYTES_PER_SECOND,
+        GRACE_MARGIN,
+        MIN_GRACE_SECONDS,
+        pytorchjob,
+        termination_grace_seconds,
+    )
+    from miniseries.control.plan import shape_for
+
+    s = grace_spec([4, 12, 20, 26])
+    plan = make_plan(s)
+    graces = {r.depth: termination_grace_seconds(s, r) for r in plan.runs}
+    for r in plan.runs:
+        write = checkpoint_bytes(shape_for(s, r.depth), r.gpus) / CHECKPOINT_WRITE_BYTES_PER_SECOND
+        step_seconds = r.est_hours * 3600 / r.steps
+        assert graces[r.depth] >= GRACE_MARGIN * (write + step_seconds) and graces[r.depth] >= MIN_GRACE_SECONDS
+        pod = pytorchjob(s, "s", "u", "ns", r)["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] == graces[r.depth]
+    assert graces[4] < graces[12] < graces[20] < graces[26]
+    # a d20 with the default dials on one 8-GPU node: ~8.8 GB of checkpoint, minutes, not the default 30 s
+    d20 = next(r for r in plan.runs if r.depth == 20)
+    assert checkpoint_bytes(shape_for(s, 20), 8) == 4 * 477_102_080 + 8 * 8 * 2 * 32768 * 1280 + 4 * 12 * 20 * 1280**2
+    assert 200 < graces[20] < 400
+    # AdamW's moments are on every rank: fewer GPUs, smaller checkpoint, shorter grace
+    one = make_plan(grace_spec([20], gpus=1)).runs[0]
+    assert termination_grace_seconds(grace_spec([20], gpus=1), one) < graces[20] and d20.gpus == 8
