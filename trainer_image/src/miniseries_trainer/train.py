@@ -21,6 +21,7 @@ Written after karpathy/nanochat `scripts/base_train.py`.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -364,4 +365,11 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status == EXIT_PREEMPTED:
+        # Everything is written (the store's writes are synchronous): skip the interpreter's teardown
+        # of torch, pyarrow and the rest, seconds of the pod's grace period (measured: ~5 s of 5.2).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
