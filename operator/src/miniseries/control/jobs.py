@@ -49,9 +49,10 @@ LABEL_COMPONENT = "miniseries.dev/component"
 MAX_NAME = 63
 
 #: Checkpoint bytes per second assumed when sizing the grace period: the trainer's own save
-#: (torch.save, sha256, the store's write) measured by bench/preemption.py on the 2-core dev box,
-#: 192 MB/s to a local disk and 55 MB/s to S3 (versitygw on loopback), rounded down. A GPU node
-#: writes faster, so the grace period errs long, which costs nothing: the pod exits when done.
+#: (torch.save, sha256, the store's write) measured by bench/preemption.py on the 2-core dev box
+#: under load 11-14, three runs: 127-192 MB/s to a local disk, 55-101 MB/s to S3 (versitygw on
+#: loopback); the slowest S3 run, rounded down. A GPU node writes faster, so the grace period errs
+#: long, which costs nothing: the pod exits as soon as its checkpoint is written.
 CHECKPOINT_WRITE_BYTES_PER_SECOND = 50e6
 #: Margin on the estimate, and seconds for what is not the write: the stop is noticed after the
 #: step in flight, the process group is torn down, the interpreter exits.
