@@ -96,7 +96,7 @@ class ProgressWriter:
             elapsed_seconds=speed.seconds,
             eta_seconds=eta,
             world_size=self.runtime.world,
-            state=state,  # training | evaluating | done
+            state=state,  # training | evaluating | done | preempted (contract.preemption)
             updated_at=time.time(),
         )
         self.store.write_advisory(self.run.progress, progress.to_json())

@@ -37,6 +37,8 @@ class RunState(StrEnum):
     # start, or was evicted by a higher priority and waits to be admitted again (no attempt spent).
     Queued = "Queued"
     Admitted = "Admitted"
+    #: Stopped from outside (the trainer exited EXIT_PREEMPTED after checkpointing on SIGTERM, or its
+    #: job was suspended by someone else, e.g. Kueue): resumes from its checkpoint, no retry spent.
     Preempted = "Preempted"
 
 
@@ -158,6 +160,13 @@ class RunStatus(WireModel):
     forecast: Annotated[
         RunForecast | None, Field(description="The run's forecast final loss and val bpb (while it trains).")
     ] = None
+    preemptions: Annotated[
+        int,
+        Field(
+            description="Times the run was preempted (checkpointed and stopped from outside); not counted "
+            "against retryLimit."
+        ),
+    ] = 0
 
 
 class FitStatus(WireModel):

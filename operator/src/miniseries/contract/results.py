@@ -37,7 +37,7 @@ class Progress(Doc):
     elapsed_seconds: float = 0.0
     eta_seconds: float | None = None
     world_size: int = 1
-    state: str = "training"  # training | evaluating | done
+    state: str = "training"  # training | evaluating | done | preempted (contract.preemption)
     updated_at: float = 0.0  # unix time
 
 

@@ -18,14 +18,19 @@ Choices worth knowing:
   explains a failure until the job itself is deleted for a retry.
 - With spec.resources.queueName every job carries Kueue's queue (and priority) label and is
   created suspended: Kueue unsuspends it on admission (`kueue_labels`, `created_suspended`).
+- terminationGracePeriodSeconds is sized for a preemption (`termination_grace_seconds`):
+  on SIGTERM the trainer finishes its step and writes a checkpoint before it exits.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from miniseries.api.spec import API_VERSION, KIND, PlannedRun, ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout
+from miniseries.contract.preemption import checkpoint_bytes
+from miniseries.control.plan import shape_for
 from miniseries.control.trainer_args import (
     DEFAULT_METRICS_PORT,
     TOKENIZER_MODULE,
@@ -47,6 +52,36 @@ MAX_NAME = 63
 # Kueue (spec.resources.queueName): the LocalQueue and WorkloadPriorityClass a job is queued with.
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 LABEL_KUEUE_PRIORITY = "kueue.x-k8s.io/priority-class"
+
+#: Checkpoint bytes per second assumed when sizing the grace period: the trainer's own save
+#: (torch.save, sha256, the store's write) measured by bench/preemption.py on the 2-core dev box
+#: under load 11-14, three runs: 127-192 MB/s to a local disk, 55-101 MB/s to S3 (versitygw on
+#: loopback); the slowest S3 run, rounded down. A GPU node writes faster, so the grace period errs
+#: long, which costs nothing: the pod exits as soon as its checkpoint is written.
+CHECKPOINT_WRITE_BYTES_PER_SECOND = 50e6
+#: Margin on the estimate, and seconds for what is not the write: the stop is noticed after the
+#: step in flight, the process group is torn down, the interpreter exits.
+GRACE_MARGIN = 1.5
+GRACE_FIXED_SECONDS = 30
+#: Kubernetes' own default: never less.
+MIN_GRACE_SECONDS = 30
+
+
+def termination_grace_seconds(spec: ScalingSweepSpec, run: PlannedRun) -> int:
+    """Seconds a trainer pod gets between SIGTERM and SIGKILL: enough to finish the step in flight
+    and write a checkpoint (miniseries_trainer/preemption.py), so a preemption loses no step.
+
+        GRACE_MARGIN x (one step + checkpoint bytes / CHECKPOINT_WRITE_BYTES_PER_SECOND) + GRACE_FIXED_SECONDS
+
+    The step is the plan's own estimate (est_hours / steps: FLOPs over GPUs x peak x assumed MFU).
+    The bytes are all ranks' files together (`checkpoint_bytes`: fp32 weights, AdamW's moments on
+    every rank, Muon's sharded momentum) as if written one after another, although each rank writes
+    its own files at once: that covers ranks that share one NIC or disk. A d20 with the default
+    model dials on 8 GPUs: 8.85 GB, ~177 s at 50 MB/s, a ~1 s step: 298 s (bench/preemption.py prints it).
+    """
+    step_seconds = run.est_hours * 3600.0 / run.steps if run.steps else 0.0
+    write_seconds = checkpoint_bytes(shape_for(spec, run.depth), run.gpus) / CHECKPOINT_WRITE_BYTES_PER_SECOND
+    return max(MIN_GRACE_SECONDS, math.ceil(GRACE_MARGIN * (step_seconds + write_seconds) + GRACE_FIXED_SECONDS))
 
 
 def job_name(sweep: str, run: str) -> str:
@@ -132,6 +167,7 @@ def pytorchjob(
     pod_spec: dict[str, Any] = {"containers": [container], "restartPolicy": "Never"}
     if res.node_selector:
         pod_spec["nodeSelector"] = dict(res.node_selector)
+    pod_spec["terminationGracePeriodSeconds"] = termination_grace_seconds(spec, run)
     template = {
         "metadata": {
             "labels": dict(labels),

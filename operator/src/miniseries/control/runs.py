@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from miniseries.api.spec import PlannedRun, PlanStatus, RunState, RunStatus, ScalingSweepSpec
+from miniseries.contract.preemption import EXIT_PREEMPTED
 from miniseries.control.jobs import job_name
 from miniseries.control.observed import (
     JobPhase,
@@ -28,6 +29,8 @@ from miniseries.control.pods import POD_REASONS, PodTrouble
 RETRY_BASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 600.0
 RESULTS_CORRUPT = "ResultsCorrupt"
+#: RunStatus.reason of a preempted run: its trainer exited EXIT_PREEMPTED, or its job was suspended from outside.
+PREEMPTED = "Preempted"
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ def decide_runs(
             reason=old.reason if old else None,
             retry_at=old.retry_at if old else None,
             message=old.message if old else None,
+            preemptions=old.preemptions if old else 0,
         )
         obs = store.get(run.name, RunObservation())
         _from_store(rs, obs, price)
@@ -201,7 +205,16 @@ def decide_runs(
                 d.suspend[job.name] = spec.suspend
             if spec.suspend:
                 rs.state = RunState.Suspended
+            elif (
+                not kueue and job.suspended and old is not None and old.state in (RunState.Running, RunState.Preempted)
+            ):
+                # (under Kueue, _kueue reads the preemption from the Workload)
+                _job_preempted(run, rs, old, obs, "its job was suspended from outside the sweep", d)
             _pod_trouble(run.name, rs, old, pods.get(run.name), d)
+        elif job is not None and job.phase is JobPhase.Failed and preempted_exit(pods.get(run.name)):
+            _job_preempted(run, rs, old, obs, f"its trainer checkpointed and exited {EXIT_PREEMPTED}", d)
+            if not job.deleting:
+                d.delete.append(job.name)  # the same name and attempt is created again once it is gone
         elif job is not None and (job.phase is JobPhase.Failed or job.phase is JobPhase.Succeeded):
             _job_ended(run, rs, old, job, spec.retry_limit, d, now, pods.get(run.name))
         elif old is not None and old.state in (RunState.Retrying, RunState.Failed):
@@ -209,6 +222,10 @@ def decide_runs(
             rs.state = old.state
             if rs.state is RunState.Retrying:
                 candidates.append((run, rs))
+        elif old is not None and old.state is RunState.Preempted:
+            # The preempted job is gone: relaunched at once (no backoff) from its checkpoint.
+            rs.state = RunState.Preempted
+            candidates.append((run, rs))
         elif launch_recorded(old):
             # Recorded as launched, job not created yet (or the creator died in between):
             # it holds its slot, and the same attempt is created again (409 if it exists).
@@ -238,8 +255,9 @@ def decide_runs(
             retry_at = parse_time(rs.retry_at)
             if retry_at is not None and now < retry_at:
                 continue  # backing off holds no slot
-        if rs.state is RunState.Retrying and rs.reason == RESULTS_CORRUPT:
-            rs.attempts = max(rs.attempts, 1)  # a re-evaluation: the same attempt, outside retryLimit
+        if (rs.state is RunState.Retrying and rs.reason == RESULTS_CORRUPT) or rs.state is RunState.Preempted:
+            # a re-evaluation, or a preempted run resuming: the same attempt, outside retryLimit
+            rs.attempts = max(rs.attempts, 1)
         else:
             rs.attempts += 1
         rs.state = RunState.Pending
@@ -333,6 +351,30 @@ def _pod_trouble(name: str, rs: RunStatus, old: RunStatus | None, trouble: PodTr
     d.stuck[name] = trouble
     if old is None or (old.reason, old.message) != (rs.reason, rs.message):
         d.events.append(Event(trouble.reason, f"{name}: {rs.message}", "Warning"))
+
+
+def preempted_exit(trouble: PodTrouble | None) -> bool:
+    """The run's container exited EXIT_PREEMPTED: its trainer caught SIGTERM and wrote a checkpoint first."""
+    return trouble is not None and trouble.exit_code == EXIT_PREEMPTED
+
+
+def _job_preempted(
+    run: PlannedRun, rs: RunStatus, old: RunStatus | None, obs: RunObservation, how: str, d: RunDecision
+) -> None:
+    """A run stopped from outside after checkpointing (Kueue's preemption, a node drain, a deleted pod):
+    Preempted, not Failed. It spends no retry (the attempt is not counted) and resumes from its newest
+    checkpoint as soon as it may run again, without backoff; one RunPreempted Event per preemption."""
+    new = old is None or old.state is not RunState.Preempted
+    rs.state, rs.reason, rs.retry_at = RunState.Preempted, PREEMPTED, None
+    if new:
+        rs.preemptions += 1
+    at = f"step {obs.checkpoint_step}" if obs.checkpoint_step is not None else "no checkpoint yet"
+    rs.message = (
+        f"preempted ({how}) at {at}; resumes from {rs.checkpoint_uri or 'the start'} "
+        f"(preemption {rs.preemptions}, not counted against retryLimit)"
+    )
+    if new:
+        d.events.append(Event("RunPreempted", f"{run.name} {rs.message}"))
 
 
 def _failure_message(message: str, trouble: PodTrouble | None) -> str:

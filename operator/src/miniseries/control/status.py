@@ -111,9 +111,9 @@ def phase_of(runs: list[RunStatus], suspended: bool, fit: FitStatus | None) -> s
         return "Suspended"
     if any(r.state in (RunState.Running, RunState.Retrying, RunState.Admitted) for r in runs):
         return "Running"
-    if any(r.state in (RunState.Queued, RunState.Preempted) for r in runs):
+    if any(r.state is RunState.Queued for r in runs):
         return "Queued"  # every run in flight waits for Kueue (spec.resources.queueName)
-    if t.runs_done:
+    if any(r.state is RunState.Preempted for r in runs) or t.runs_done:
         return "Running"
     return "Pending"
 
