@@ -57,6 +57,7 @@ class PlannedRun(WireModel):
     flops: float
     gpus: int
     gpu_slots: list[int]
+    nodes: Annotated[int, Field(description="Nodes the run spans: 1, or gpusPerRun / nodeGpus whole nodes.")] = 1
     wave: int
     est_start_hours: float
     est_hours: float
@@ -72,6 +73,7 @@ class PlanStatus(WireModel):
     total_cost_usd: float
     est_wall_hours: float
     max_runs_in_flight: int
+    nodes: Annotated[int, Field(description="Nodes the plan packs its runs onto (spec.resources.nodes).")] = 1
 
 
 class RunStatus(WireModel):

@@ -63,14 +63,20 @@ class RunDecision(Actions):
 
 @dataclass(frozen=True)
 class Slots:
-    """How many runs and GPUs may be in flight at once."""
+    """How many runs and GPUs may be in flight at once.
+
+    GPUs count every node the sweep may use (`resources.nodes` x `nodeGpus`). A run over several
+    nodes holds whole nodes (its gpusPerRun is a multiple of nodeGpus), so its GPUs are its nodes'
+    GPUs; how many runs the nodes hold at once (whole nodes for a multi-node run, packed GPUs of
+    one node otherwise) is `runs`, from `ResourceSpec.max_runs_in_flight`."""
 
     runs: int
     gpus: int
 
     @classmethod
     def of(cls, spec: ScalingSweepSpec) -> Slots:
-        return cls(spec.resources.max_runs_in_flight, spec.resources.node_gpus)
+        r = spec.resources
+        return cls(r.max_runs_in_flight, r.node_gpus * r.nodes)
 
 
 def backoff_seconds(attempts: int) -> float:
