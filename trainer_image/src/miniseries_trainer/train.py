@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print0("note: results.json exists but no checkpoint: training from scratch")
 
     # -- data
-    loader = data.TokenLoader(
+    loader = data.StepLoader(
         inputs.data_store,
         inputs.train_keys,
         tokenizer,
@@ -156,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seq_len=args.seq_len,
         rank=rank,
         world_size=world,
+        grad_accum=hz.grad_accum_steps,
         state=loader_state,
     )
     batches = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
