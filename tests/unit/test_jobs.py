@@ -56,7 +56,7 @@ def test_pytorchjob_carries_the_planned_run_exactly() -> None:
     (c,) = master["template"]["spec"]["containers"]
     assert c["name"] == "pytorch"
     assert c["image"] == spec.resources.image and c["imagePullPolicy"] == "IfNotPresent"
-    assert c["command"] == ["torchrun", "-m", "miniseries_trainer.train"]  # 8 ranks in one pod
+    assert c["command"] == ["torchrun", "-m", "--", "miniseries_trainer.train"]  # 8 ranks in one pod
     assert c["args"] == trainer_flags(spec, SweepLayout("ns", name), run)
     assert "--resume=auto" in c["args"]
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "8"}

@@ -222,7 +222,7 @@ def test_a_run_over_three_nodes_is_a_master_and_two_workers() -> None:
     (c,) = master["spec"]["containers"]
     assert c["name"] == "pytorch"
     # eight ranks per pod: torchrun, which reads PET_NNODES/PET_NODE_RANK/PET_NPROC_PER_NODE/PET_MASTER_*
-    assert c["command"] == ["torchrun", "-m", "miniseries_trainer.train"]
+    assert c["command"] == ["torchrun", "-m", "--", "miniseries_trainer.train"]
     assert c["args"] == trainer_flags(s, SweepLayout("ns", "mn"), run)
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "8"}
     assert c["resources"]["requests"]["nvidia.com/gpu"] == "8"

@@ -90,10 +90,12 @@ def gpus_per_pod(run: PlannedRun) -> int:
 
 def trainer_command(processes: int) -> list[str]:
     """One process per pod: the trainer itself, its rank and world from the training-operator's env.
-    More: torchrun, which reads PET_NNODES, PET_NODE_RANK, PET_NPROC_PER_NODE and PET_MASTER_ADDR/PORT."""
+    More: torchrun, which reads PET_NNODES, PET_NODE_RANK, PET_NPROC_PER_NODE and PET_MASTER_ADDR/PORT.
+    Its `--` ends torchrun's own options: without it argparse reads the trainer's flags as abbreviations
+    of torchrun's (`--run=d2` is "ambiguous: --run-path, --run_path") and torchrun exits with usage."""
     if processes == 1:
         return ["python", "-m", TRAINER_MODULE]
-    return ["torchrun", "-m", TRAINER_MODULE]
+    return ["torchrun", "-m", "--", TRAINER_MODULE]
 
 
 def replica_specs(template: dict[str, Any], nodes: int) -> dict[str, Any]:
