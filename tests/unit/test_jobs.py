@@ -56,7 +56,10 @@ def test_pytorchjob_carries_the_planned_run_exactly() -> None:
     (c,) = master["template"]["spec"]["containers"]
     assert c["name"] == "pytorch"
     assert c["image"] == spec.resources.image and c["imagePullPolicy"] == "IfNotPresent"
-    assert c["command"] == ["python", "-m", "miniseries_trainer.train"]
+    grace = master["template"]["spec"]["terminationGracePeriodSeconds"]
+    # 8 ranks in one pod; torchrun waits for a preempted worker's checkpoint nearly the pod's whole grace
+    assert c["command"] == ["torchrun", f"--shutdown-timeout={grace - 10}", "-m", "--", "miniseries_trainer.train"]
+    assert grace - 10 > 30  # more than torchrun's default, which would SIGKILL a d20 checkpoint half-written
     assert c["args"] == trainer_flags(spec, SweepLayout("ns", name), run)
     assert "--resume=auto" in c["args"]
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "8"}

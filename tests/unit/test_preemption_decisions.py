@@ -180,3 +180,30 @@ def test_the_grace_period_covers_the_step_and_the_checkpoint_write_with_a_margin
     # AdamW's moments are on every rank: fewer GPUs, smaller checkpoint, shorter grace
     one = make_plan(grace_spec([20], gpus=1)).runs[0]
     assert termination_grace_seconds(grace_spec([20], gpus=1), one) < graces[20] and d20.gpus == 8
+
+
+def test_torchruns_exit_1_is_a_preemption_when_this_attempts_progress_says_so() -> None:
+    """torchrun (pods of several GPUs) exits 1 whatever its workers' codes, so the 75 is lost: the
+    attempt's own progress.json, written after its job was created, says `preempted` instead. A
+    stale one from an earlier attempt (before this job existed) does not count."""
+    from datetime import UTC, datetime
+
+    from miniseries.contract.preemption import PROGRESS_PREEMPTED
+    from miniseries.contract.results import Progress
+    from miniseries.control.observed import JobPhase, ObservedJob, RunObservation
+    from miniseries.control.pods import PodTrouble
+    from miniseries.control.runs import preempted_exit
+
+    created = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    job = ObservedJob("s-d12", "d12", 1, JobPhase.Failed, created=created)
+    torchrun = PodTrouble("s-d12-master-0", "Error", "", exit_code=1)
+
+    def progress(state: str, at: float) -> RunObservation:
+        return RunObservation(progress=Progress(sweep="s", run="d12", depth=12, step=40, steps=100, tokens=0,
+                                                state=state, updated_at=at))  # fmt: skip
+
+    after, before = created.timestamp() + 300, created.timestamp() - 300
+    assert preempted_exit(torchrun, progress(PROGRESS_PREEMPTED, after), job)
+    assert not preempted_exit(torchrun, progress(PROGRESS_PREEMPTED, before), job)  # an earlier attempt's
+    assert not preempted_exit(torchrun, progress("training", after), job)  # a crash mid-training
+    assert not preempted_exit(torchrun, RunObservation(), job)

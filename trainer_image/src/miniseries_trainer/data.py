@@ -6,7 +6,9 @@ validation split and is never trained on.
 
 Each rank takes every world_size-th document of a row group (documents split
 across ranks), tokenizes it with a BOS in front, appends the tokens to a buffer and
-cuts rows of seq_len + 1 tokens (inputs are row[:-1], targets row[1:]).
+cuts rows of seq_len + 1 tokens (inputs are row[:-1], targets row[1:]). The trainer
+reads through StepLoader: one such stream per micro-batch of a step, so that a step's
+documents do not depend on how many GPUs (and nodes) share it.
 
 The loader's position is a small dict, saved in every checkpoint:
 
@@ -54,13 +56,21 @@ class ShardReader:
         self.store, self.keys = store, keys
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-prefetch")
         self._pending: dict[int, Future[pq.ParquetFile]] = {}
+        # The newest two shards fetched: a StepLoader's streams share this reader and cross a
+        # shard boundary one after another, so each shard is read from the store once.
+        self._recent: dict[int, pq.ParquetFile] = {}
 
     def _fetch(self, index: int) -> pq.ParquetFile:
         return pq.ParquetFile(io.BytesIO(self.store.read_bytes(self.keys[index])))
 
     def get(self, index: int) -> pq.ParquetFile:
+        if index in self._recent:
+            return self._recent[index]
         future = self._pending.pop(index, None)
         shard = future.result() if future is not None else self._fetch(index)
+        self._recent = {**{k: v for k, v in self._recent.items() if k != index}, index: shard}
+        while len(self._recent) > 2:
+            del self._recent[next(iter(self._recent))]
         nxt = (index + 1) % len(self.keys)
         if nxt not in self._pending:
             self._pending = {nxt: self._pool.submit(self._fetch, nxt)}
@@ -82,8 +92,9 @@ class TokenLoader:
         world_size: int = 1,
         state: dict[str, Any] | None = None,
         wrap: bool = True,
+        reader: ShardReader | None = None,
     ):
-        self.reader = ShardReader(store, shard_keys)
+        self.reader = reader or ShardReader(store, shard_keys)
         self.tokenizer = tokenizer
         self.batch_size, self.seq_len = batch_size, seq_len
         self.rank, self.world_size = rank, world_size
@@ -149,6 +160,67 @@ class TokenLoader:
         rows = torch.tensor(self.buffer[:need], dtype=torch.long).view(self.batch_size, self.seq_len + 1)
         del self.buffer[:need]
         return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
+
+
+class StepLoader:
+    """This rank's micro-batches, such that a step trains on the same documents whatever the world size.
+
+    A step is `world_size x grad_accum` micro-batches. They come from as many document streams
+    (stream s: documents s, s + streams, ... of each row group, packed as TokenLoader packs them),
+    and micro-batch k of rank r is stream r + k x world_size. One GPU with accumulation 2 thus
+    trains on streams 0 and 1 in each step, as two GPUs (or two nodes) without accumulation do:
+    at the same global batch the loss differs only by the order of the sums (the all-reduce vs
+    the accumulation). With grad_accum 1 each rank is one stream, as TokenLoader alone is.
+
+    The state is one TokenLoader's dict when grad_accum is 1 (so checkpoints of such runs are
+    as before), else {"streams": [...], "next": k}. A plain dict with grad_accum > 1 is a
+    checkpoint of the trainer before streams: it resumes as it was written, one stream per rank.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        shard_keys: list[str],
+        tokenizer: Tokenizer,
+        *,
+        batch_size: int,
+        seq_len: int,
+        rank: int = 0,
+        world_size: int = 1,
+        grad_accum: int = 1,
+        state: dict[str, Any] | None = None,
+    ):
+        reader = ShardReader(store, shard_keys)
+
+        def stream(r: int, n: int, st: dict[str, Any] | None) -> TokenLoader:
+            return TokenLoader(store, shard_keys, tokenizer, batch_size=batch_size, seq_len=seq_len, rank=r,
+                               world_size=n, state=st, reader=reader)  # fmt: skip
+
+        self.next = 0
+        if (grad_accum == 1 and state is None) or (state is not None and "streams" not in state):
+            self.streams = [stream(rank, world_size, state)]
+            return
+        states: list[dict[str, Any] | None] = list(state["streams"]) if state is not None else [None] * grad_accum
+        if len(states) != grad_accum:
+            raise ValueError(
+                f"the checkpoint's loader has {len(states)} streams per rank, this run accumulates {grad_accum} "
+                "micro-batches: resume with the world size and batch it was written with"
+            )
+        self.next = state["next"] if state is not None else 0
+        self.streams = [stream(rank + k * world_size, world_size * grad_accum, st) for k, st in enumerate(states)]
+
+    def state_dict(self) -> dict[str, Any]:
+        if len(self.streams) == 1:
+            return self.streams[0].state_dict()
+        return {"streams": [s.state_dict() for s in self.streams], "next": self.next}
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        batch = next(self.streams[self.next])
+        self.next = (self.next + 1) % len(self.streams)
+        return batch
 
 
 def validation_batches(

@@ -177,7 +177,7 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
         print0("note: results.json exists but no checkpoint: training from scratch")
 
     # -- data
-    loader = data.TokenLoader(
+    loader = data.StepLoader(
         inputs.data_store,
         inputs.train_keys,
         tokenizer,
@@ -185,6 +185,7 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
         seq_len=args.seq_len,
         rank=rank,
         world_size=world,
+        grad_accum=hz.grad_accum_steps,
         state=loader_state,
     )
     batches = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)

@@ -93,6 +93,9 @@ SWEEP_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,48}[a-z0-9])?$")
 MAX_PRICE_PER_GPU_HOUR = 10_000.0
 MAX_BUDGET_USD = 1e9
 MAX_ISOFLOP_BUDGET = 1e27
+#: A sweep's cluster: up to 64 nodes, and a run over up to 64 nodes of 8 GPUs.
+MAX_NODES = 64
+MAX_GPUS_PER_RUN = 512
 
 
 def _check_store_uri(value: str, what: str) -> str:
@@ -309,11 +312,28 @@ class TrainingSpec(WireModel):
 class ResourceSpec(WireModel):
     """Where and how the runs execute."""
 
-    gpus_per_run: Annotated[int, Field(ge=1, le=64, description="GPUs per PyTorchJob (torchrun nproc-per-node).")] = 8
-    node_gpus: Annotated[int, Field(ge=1, le=64, description="GPUs on the node the sweep packs its runs onto.")] = 8
+    gpus_per_run: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=MAX_GPUS_PER_RUN,
+            description="GPUs per run: up to nodeGpus, one pod on one node (torchrun nproc-per-node); more is a "
+            "multiple of nodeGpus, a run over gpusPerRun / nodeGpus whole nodes (a PyTorchJob Master + Workers).",
+        ),
+    ] = 8
+    node_gpus: Annotated[int, Field(ge=1, le=64, description="GPUs on each node the sweep packs its runs onto.")] = 8
+    nodes: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=MAX_NODES,
+            description="Nodes of nodeGpus GPUs the sweep may use at once: runs of up to nodeGpus GPUs are packed "
+            "onto them, a run of more holds gpusPerRun / nodeGpus whole nodes.",
+        ),
+    ] = 1
     parallelism: Annotated[
         int | None,
-        Field(ge=1, le=64, description="Most runs in flight at once; omit for as many as the node's GPUs hold."),
+        Field(ge=1, le=64, description="Most runs in flight at once; omit for as many as the nodes' GPUs hold."),
     ] = None
     gpu_type: Annotated[str, Field(description="GPU model, for labels and the cost estimate.")] = "H100"
     peak_flops_per_gpu: Annotated[
@@ -394,14 +414,36 @@ class ResourceSpec(WireModel):
 
     @model_validator(mode="after")
     def _fits_node(self) -> ResourceSpec:
-        if self.gpus_per_run > self.node_gpus:
-            raise ValueError(f"gpusPerRun ({self.gpus_per_run}) must be <= nodeGpus ({self.node_gpus})")
+        g, n = self.gpus_per_run, self.node_gpus
+        if g > n and g % n:
+            raise ValueError(
+                f"gpusPerRun ({g}) must be <= nodeGpus ({n}) or a multiple of it ({2 * n}, {3 * n}, ...): "
+                "a run larger than one node spans whole nodes"
+            )
+        if self.nodes_per_run > self.nodes:
+            raise ValueError(
+                f"gpusPerRun ({g}) must be <= nodeGpus ({n}), or nodes ({self.nodes}) at least "
+                f"{self.nodes_per_run}: a run of {g} GPUs spans {self.nodes_per_run} nodes of {n}"
+            )
         return self
 
     @property
+    def nodes_per_run(self) -> int:
+        """Nodes one run spans: 1, or gpusPerRun / nodeGpus whole nodes."""
+        return max(1, self.gpus_per_run // self.node_gpus) if self.gpus_per_run > self.node_gpus else 1
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs (trainer processes, torchrun nproc-per-node) in each of a run's pods."""
+        return min(self.gpus_per_run, self.node_gpus)
+
+    @property
     def max_runs_in_flight(self) -> int:
-        """Runs the node holds at once, capped by parallelism."""
-        fit = self.node_gpus // self.gpus_per_run
+        """Runs the nodes hold at once, capped by parallelism."""
+        if self.nodes_per_run > 1:
+            fit = self.nodes // self.nodes_per_run
+        else:
+            fit = self.nodes * (self.node_gpus // self.gpus_per_run)
         return min(fit, self.parallelism) if self.parallelism else fit
 
 

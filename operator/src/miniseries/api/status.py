@@ -64,6 +64,7 @@ class PlannedRun(WireModel):
     flops: float
     gpus: int
     gpu_slots: list[int]
+    nodes: Annotated[int, Field(description="Nodes the run spans: 1, or gpusPerRun / nodeGpus whole nodes.")] = 1
     wave: int
     est_start_hours: float
     est_hours: float
@@ -99,6 +100,8 @@ class PlanStatus(WireModel):
     independent_cost_usd: Annotated[
         float | None, Field(description="wsd mode: cost of the same (N, D) points trained as independent runs.")
     ] = None
+
+    nodes: Annotated[int, Field(description="Nodes the plan packs its runs onto (spec.resources.nodes).")] = 1
 
 
 class RunForecast(WireModel):

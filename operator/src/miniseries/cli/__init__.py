@@ -33,6 +33,17 @@ COMMAND_MODULES = [
 ]
 
 
+def slots_text(slots: list[int], node_gpus: int, nodes: int) -> str:
+    """A run's GPUs: `0-7` on a one-node sweep; `n1:0-3` (node 1, its GPUs 0-3) or `n0,n2` (whole nodes)
+    when the sweep has several."""
+    if nodes <= 1:
+        return f"{slots[0]}-{slots[-1]}"
+    held = sorted({s // node_gpus for s in slots})
+    if len(held) > 1:
+        return ",".join(f"n{k}" for k in held)
+    return f"n{held[0]}:{slots[0] % node_gpus}-{slots[-1] % node_gpus}"
+
+
 def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
     spec = sweep.spec
     wsd = any(r.role for r in plan.runs)
@@ -52,6 +63,7 @@ def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
         "steps",
         "FLOPs",
         "GPUs",
+        "nodes",
         "slots",
         "start h",
         "hours",
@@ -77,7 +89,8 @@ def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
                 f"{r.steps:,}",
                 fmt.sci(r.flops),
                 str(r.gpus),
-                f"{r.gpu_slots[0]}-{r.gpu_slots[-1]}",
+                str(r.nodes),
+                slots_text(r.gpu_slots, sweep.spec.resources.node_gpus, plan.nodes),
                 f"{r.est_start_hours:.2f}",
                 f"{r.est_hours:.2f}",
                 f"{r.est_gpu_hours:.1f}",
@@ -85,9 +98,12 @@ def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
             ]
         )
     res = spec.resources
+    cluster = (
+        f"{res.nodes} nodes of {res.node_gpus}x{res.gpu_type}" if res.nodes > 1 else f"{res.node_gpus}x{res.gpu_type}"
+    )
+    per_run = f"{res.gpus_per_run} GPUs/run" + (f" over {res.nodes_per_run} nodes" if res.nodes_per_run > 1 else "")
     lines = [
-        f"ScalingSweep {sweep.name}: {len(plan.runs)} runs, mode {spec.training.mode.value}, "
-        f"{res.node_gpus}x{res.gpu_type}, {res.gpus_per_run} GPUs/run, "
+        f"ScalingSweep {sweep.name}: {len(plan.runs)} runs, mode {spec.training.mode.value}, {cluster}, {per_run}, "
         f"{plan.max_runs_in_flight} in flight at most",
         f"params: scaling = {plan.scaling_params_convention}; tokens:params uses scaling params",
         "",

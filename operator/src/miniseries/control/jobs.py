@@ -20,10 +20,20 @@ Choices worth knowing:
   created suspended: Kueue unsuspends it on admission (`kueue_labels`, `created_suspended`).
 - terminationGracePeriodSeconds is sized for a preemption (`termination_grace_seconds`):
   on SIGTERM the trainer finishes its step and writes a checkpoint before it exits.
+- A run of more GPUs than a node has (plan: `run.nodes` > 1) is one Master and
+  `nodes - 1` Workers, each pod on its own node with `gpus / nodes` GPUs, the same
+  container, env and args. The training-operator gives every pod MASTER_ADDR/PORT
+  (the Master's Service, port 23456), WORLD_SIZE (pods x nprocPerNode), RANK and
+  PET_NODE_RANK (Master 0, Worker i: i + 1), PET_NNODES, PET_NPROC_PER_NODE and
+  PET_MASTER_ADDR/PORT. A pod of one GPU runs `python -m` (those are torch's env
+  as they stand: one process per pod is one rank); a pod of more runs torchrun,
+  which reads the PET_* variables and starts one rank per GPU with RANK,
+  LOCAL_RANK and WORLD_SIZE of its own.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -130,6 +140,33 @@ def _env_from(spec: ScalingSweepSpec) -> list[dict[str, Any]]:
     return [{"secretRef": {"name": secret}}] if secret else []
 
 
+def gpus_per_pod(run: PlannedRun) -> int:
+    """GPUs (and trainer processes) in each of a run's pods: one pod per node the run spans."""
+    return run.gpus // run.nodes
+
+
+def trainer_command(processes: int, grace_seconds: int = 30) -> list[str]:
+    """One process per pod: the trainer itself, its rank and world from the training-operator's env.
+    More: torchrun, which reads PET_NNODES, PET_NODE_RANK, PET_NPROC_PER_NODE and PET_MASTER_ADDR/PORT.
+    Its `--` ends torchrun's own options: without it argparse reads the trainer's flags as abbreviations
+    of torchrun's (`--run=d2` is "ambiguous: --run-path, --run_path") and torchrun exits with usage.
+    On SIGTERM torchrun passes the signal on and SIGKILLs its workers after --shutdown-timeout (30 s by
+    default), shorter than a large checkpoint's write: it gets the pod's grace period, less a margin
+    for its own exit, so a preempted worker finishes its checkpoint. (torchrun exits 1 whatever its
+    workers' codes: runs.preempted_exit reads the attempt's progress.json instead.)"""
+    if processes == 1:
+        return ["python", "-m", TRAINER_MODULE]
+    return ["torchrun", f"--shutdown-timeout={max(grace_seconds - 10, 30)}", "-m", "--", TRAINER_MODULE]
+
+
+def replica_specs(template: dict[str, Any], nodes: int) -> dict[str, Any]:
+    """Master (rank 0's node) and, for a run over several nodes, nodes - 1 Workers from the same template."""
+    specs = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": template}}
+    if nodes > 1:
+        specs["Worker"] = {"replicas": nodes - 1, "restartPolicy": "Never", "template": copy.deepcopy(template)}
+    return specs
+
+
 def pytorchjob(
     spec: ScalingSweepSpec,
     sweep: str,
@@ -140,7 +177,7 @@ def pytorchjob(
     attempt: int = 1,
     metrics_port: int = DEFAULT_METRICS_PORT,
 ) -> dict[str, Any]:
-    """The PyTorchJob that trains one planned run (single node: Master replica only)."""
+    """The PyTorchJob that trains one planned run (one node: the Master only; more: Master + Workers)."""
     res = spec.resources
     labels = {
         LABEL_SWEEP: sweep,
@@ -153,15 +190,15 @@ def pytorchjob(
         "name": "pytorch",  # the training-operator finds the container by this name
         "image": res.image,
         "imagePullPolicy": res.image_pull_policy,
-        "command": ["python", "-m", TRAINER_MODULE],
+        "command": trainer_command(gpus_per_pod(run), termination_grace_seconds(spec, run)),
         "args": trainer_flags(spec, SweepLayout(namespace, sweep), run, metrics_port=metrics_port),
         "envFrom": _env_from(spec),
         # a failed trainer's last log lines land in its status, where the operator reads them (pods.py)
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "ports": [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],
         "resources": {
-            "requests": {"cpu": res.cpu, "memory": res.memory, "nvidia.com/gpu": str(run.gpus)},
-            "limits": {"nvidia.com/gpu": str(run.gpus)},
+            "requests": {"cpu": res.cpu, "memory": res.memory, "nvidia.com/gpu": str(gpus_per_pod(run))},
+            "limits": {"nvidia.com/gpu": str(gpus_per_pod(run))},
         },
     }
     pod_spec: dict[str, Any] = {"containers": [container], "restartPolicy": "Never"}
@@ -189,15 +226,13 @@ def pytorchjob(
             "ownerReferences": [owner_reference(sweep, uid)],
         },
         "spec": {
-            "nprocPerNode": str(run.gpus),
+            "nprocPerNode": str(gpus_per_pod(run)),
             "runPolicy": {
                 "backoffLimit": 0,
                 "cleanPodPolicy": "Running",
                 "suspend": created_suspended(spec),
             },
-            "pytorchReplicaSpecs": {
-                "Master": {"replicas": 1, "restartPolicy": "Never", "template": template},
-            },
+            "pytorchReplicaSpecs": replica_specs(template, run.nodes),
         },
     }
 

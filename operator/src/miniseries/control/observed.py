@@ -79,6 +79,7 @@ class ObservedJob:
     reason: str = ""
     message: str = ""
     uid: str = ""
+    created: datetime | None = None  # metadata.creationTimestamp: what this attempt's store writes postdate
 
     @property
     def active(self) -> bool:
@@ -115,6 +116,7 @@ def observe_job(obj: dict[str, Any]) -> ObservedJob:
         reason=(cond or {}).get("reason", "") or "",
         message=(cond or {}).get("message", "") or "",
         uid=meta.get("uid", "") or "",
+        created=parse_time(meta.get("creationTimestamp")),
     )
 
 

@@ -1,14 +1,17 @@
-"""Sweep spec -> an ordered list of runs, packed onto the node's GPUs, with time and cost.
+"""Sweep spec -> an ordered list of runs, packed onto the nodes' GPUs, with time and cost.
 
 The plan is pure arithmetic on top of `shapes`: no cluster, no torch. The
 operator writes it to `status.plan` before anything runs, `miniseries plan`
 prints it, and the local runner executes it, so all three agree by construction.
 
 Packing: runs are started longest first (LPT list scheduling, within 4/3 of the
-optimal makespan) on the lowest free GPU indices, never more than `parallelism`
-at once and never more GPUs than the node has. Time per run is
+optimal makespan) on the lowest free GPU indices of the first node they fit on,
+never more than `parallelism` at once and never more GPUs than the nodes have
+(`resources.nodes` of `nodeGpus` each). A run of more than `nodeGpus` GPUs holds
+`gpusPerRun / nodeGpus` whole nodes. Time per run is
 FLOPs / (GPUs x peak FLOP/s x assumed MFU): an estimate, replaced by measured
-GPU-seconds in `status.runs` as runs finish.
+GPU-seconds in `status.runs` as runs finish. GPU-hours and cost count every GPU
+a run holds, on all its nodes.
 """
 
 from __future__ import annotations
@@ -117,24 +120,48 @@ def _hours(spec: ScalingSweepSpec, flops: float, gpus: int) -> float:
     return flops / (gpus * r.peak_flops_per_gpu * r.assumed_mfu) / 3600.0
 
 
+def _place(spec: ScalingSweepSpec, free: list[list[int]]) -> list[tuple[int, int]] | None:
+    """(node, GPU) pairs for the next run, or None when it does not fit now: a run of up to nodeGpus
+    GPUs takes the lowest free GPUs of the first node that has enough; a larger one takes the
+    lowest whole free nodes."""
+    r = spec.resources
+    if r.nodes_per_run > 1:
+        whole = [k for k, gpus in enumerate(free) if len(gpus) == r.node_gpus]
+        if len(whole) < r.nodes_per_run:
+            return None
+        return [(k, g) for k in whole[: r.nodes_per_run] for g in free[k]]
+    for k, gpus in enumerate(free):
+        if len(gpus) >= r.gpus_per_run:
+            return [(k, g) for g in gpus[: r.gpus_per_run]]
+    return None
+
+
 def _schedule(spec: ScalingSweepSpec, drafts: list[_RunDraft]) -> list[PlannedRun]:
-    """Longest-first list scheduling onto GPU indices, within parallelism."""
+    """Longest-first list scheduling onto the nodes' GPU indices, within parallelism."""
     r = spec.resources
     gpus = r.gpus_per_run
     price = spec.cost.price_per_gpu_hour
     order = sorted(drafts, key=lambda d: (-d.flops, d.depth, d.budget_flops or 0.0))
-    free = list(range(r.node_gpus))
-    running: list[tuple[float, int, list[int]]] = []  # (end time, seq, gpu slots)
+    free = [list(range(r.node_gpus)) for _ in range(r.nodes)]  # per node, its free GPU indices
+    running: list[tuple[float, int, list[tuple[int, int]]]] = []  # (end time, seq, (node, GPU) pairs)
     now, wave, last_start = 0.0, -1, None
     planned: list[PlannedRun] = []
     for seq, d in enumerate(order):
-        while len(running) >= r.max_runs_in_flight or len(free) < gpus:
-            end, _, slots = heapq.heappop(running)
+        while True:
+            held = _place(spec, free) if len(running) < r.max_runs_in_flight else None
+            if held is not None:
+                break
+            # the spec's validators make one run fit the empty nodes, so something is running here
+            end, _, done = heapq.heappop(running)
             now = max(now, end)
-            free = sorted(free + slots)
-        slots, free = free[:gpus], free[gpus:]
+            for k, g in done:
+                free[k].append(g)
+            free = [sorted(gs) for gs in free]
+        for k, g in held:
+            free[k].remove(g)
+        slots = [k * r.node_gpus + g for k, g in held]
         hours = _hours(spec, d.flops, gpus)
-        heapq.heappush(running, (now + hours, seq, slots))
+        heapq.heappush(running, (now + hours, seq, held))
         if now != last_start:
             wave, last_start = wave + 1, now
         s, h = d.shape, d.horizon
@@ -159,6 +186,7 @@ def _schedule(spec: ScalingSweepSpec, drafts: list[_RunDraft]) -> list[PlannedRu
                 flops=d.flops,
                 gpus=gpus,
                 gpu_slots=slots,
+                nodes=r.nodes_per_run,
                 wave=wave,
                 est_start_hours=now,
                 est_hours=hours,
@@ -248,6 +276,7 @@ def make_plan(spec: ScalingSweepSpec, *, max_gpu_hours_without_budget: float | N
         total_cost_usd=total_cost,
         est_wall_hours=max(r.est_start_hours + r.est_hours for r in runs),
         max_runs_in_flight=spec.resources.max_runs_in_flight,
+        nodes=spec.resources.nodes,
     )
     if independent_gpu_hours is not None:
         plan.independent_gpu_hours = independent_gpu_hours

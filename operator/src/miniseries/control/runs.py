@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from miniseries.api.spec import PlannedRun, PlanStatus, RunState, RunStatus, ScalingSweepSpec
-from miniseries.contract.preemption import EXIT_PREEMPTED
+from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.control.jobs import job_name
 from miniseries.control.observed import (
     JobPhase,
@@ -71,14 +71,20 @@ class RunDecision(Actions):
 
 @dataclass(frozen=True)
 class Slots:
-    """How many runs and GPUs may be in flight at once."""
+    """How many runs and GPUs may be in flight at once.
+
+    GPUs count every node the sweep may use (`resources.nodes` x `nodeGpus`). A run over several
+    nodes holds whole nodes (its gpusPerRun is a multiple of nodeGpus), so its GPUs are its nodes'
+    GPUs; how many runs the nodes hold at once (whole nodes for a multi-node run, packed GPUs of
+    one node otherwise) is `runs`, from `ResourceSpec.max_runs_in_flight`."""
 
     runs: int
     gpus: int
 
     @classmethod
     def of(cls, spec: ScalingSweepSpec) -> Slots:
-        return cls(spec.resources.max_runs_in_flight, spec.resources.node_gpus)
+        r = spec.resources
+        return cls(r.max_runs_in_flight, r.node_gpus * r.nodes)
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -211,7 +217,7 @@ def decide_runs(
                 # (under Kueue, _kueue reads the preemption from the Workload)
                 _job_preempted(run, rs, old, obs, "its job was suspended from outside the sweep", d)
             _pod_trouble(run.name, rs, old, pods.get(run.name), d)
-        elif job is not None and job.phase is JobPhase.Failed and preempted_exit(pods.get(run.name)):
+        elif job is not None and job.phase is JobPhase.Failed and preempted_exit(pods.get(run.name), obs, job):
             _job_preempted(run, rs, old, obs, f"its trainer checkpointed and exited {EXIT_PREEMPTED}", d)
             if not job.deleting:
                 d.delete.append(job.name)  # the same name and attempt is created again once it is gone
@@ -353,9 +359,18 @@ def _pod_trouble(name: str, rs: RunStatus, old: RunStatus | None, trouble: PodTr
         d.events.append(Event(trouble.reason, f"{name}: {rs.message}", "Warning"))
 
 
-def preempted_exit(trouble: PodTrouble | None) -> bool:
-    """The run's container exited EXIT_PREEMPTED: its trainer caught SIGTERM and wrote a checkpoint first."""
-    return trouble is not None and trouble.exit_code == EXIT_PREEMPTED
+def preempted_exit(
+    trouble: PodTrouble | None, obs: RunObservation | None = None, job: ObservedJob | None = None
+) -> bool:
+    """The run's trainer caught SIGTERM and wrote a checkpoint before it exited: its container exited
+    EXIT_PREEMPTED, or (a pod of several GPUs runs torchrun, which turns every worker's exit into 1)
+    this attempt's own progress.json says `preempted`, written after its job was created."""
+    if trouble is not None and trouble.exit_code == EXIT_PREEMPTED:
+        return True
+    progress = obs.progress if obs is not None else None
+    if progress is None or progress.state != PROGRESS_PREEMPTED or job is None or job.created is None:
+        return False
+    return progress.updated_at >= job.created.timestamp()  # not a stale one from an earlier attempt
 
 
 def _job_preempted(

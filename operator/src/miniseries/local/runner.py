@@ -165,9 +165,9 @@ def train_command(ls: LocalSweep, run: PlannedRun, metrics_port: int) -> list[st
     flags = trainer_flags(
         ls.spec, ls.layout, run, metrics_port=metrics_port, device=ls.device, store_uri=ls.spec.store.uri
     )
-    if run.gpus > 1:
+    if run.gpus > 1:  # `--` ends torchrun's options: else it reads the trainer's --run= as its --run-path
         return [ls.python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={run.gpus}",
-                "-m", ls.trainer_module, *flags]  # fmt: skip
+                "-m", "--", ls.trainer_module, *flags]  # fmt: skip
     return [ls.python, "-m", ls.trainer_module, *flags]
 
 
