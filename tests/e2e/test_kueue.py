@@ -346,7 +346,7 @@ def test_higher_priority_preempts_lower_and_the_preempted_job_returns(kq: KueueC
         high_admit_s = round(time.monotonic() - t_high, 2)
         wait_for("victim's pod deleted", lambda: pods(kc, low_ns, victim) == [], DEADLINE)
         wait_for(f"{high_name} running", lambda: len(running_pods(kc, high_ns, high_name)) == 1, DEADLINE)
-        assert len(running_pods(kc, low_ns, survivor)) == 1
+        wait_for(f"{survivor} still running", lambda: len(running_pods(kc, low_ns, survivor)) == 1, DEADLINE)
 
         def evicted(_: Any) -> dict[str, Any] | None:
             w = workloads(kc, low_ns)[victim]
@@ -359,13 +359,28 @@ def test_higher_priority_preempts_lower_and_the_preempted_job_returns(kq: KueueC
         assert conds["Evicted"]["reason"] == "Preempted", conds
         assert conds["Preempted"]["status"] == "True" and conds["Preempted"]["reason"] == "InClusterQueue", conds
         assert conds["Admitted"]["status"] == "False", conds
-        victim_job = pytorchjobs(kc, low_ns)[victim]
-        job_conditions = [brief(c) for c in victim_job["status"].get("conditions", [])]
-        assert condition(victim_job, "Suspended")["status"] == "True", job_conditions
-        pending = kc.visibility(f"/namespaces/{low_ns}/localqueues/{lq}/pendingworkloads")["items"]
-        assert [owner(w) for w in pending] == [victim]
-        cq_status = kueue_get(kc, "clusterqueues", cq)["status"]
-        assert (cq_status["admittedWorkloads"], cq_status["pendingWorkloads"]) == (2, 1), cq_status
+
+        # The training-operator's Suspended condition, the visibility API and the ClusterQueue's counts
+        # each follow the eviction on their own controller's time: wait until all three say it.
+        def settled() -> tuple[dict[str, Any], list[Any], dict[str, Any]] | None:
+            victim_job = pytorchjobs(kc, low_ns)[victim]
+            pending = kc.visibility(f"/namespaces/{low_ns}/localqueues/{lq}/pendingworkloads")["items"]
+            cq_status = kueue_get(kc, "clusterqueues", cq)["status"]
+            seen = (victim_job, pending, cq_status)
+            settled.last = seen  # type: ignore[attr-defined]
+            ok = (condition(victim_job, "Suspended")["status"] == "True" and [owner(w) for w in pending] == [victim]
+                  and (cq_status.get("admittedWorkloads"), cq_status.get("pendingWorkloads")) == (2, 1))  # fmt: skip
+            return seen if ok else None
+
+        try:
+            victim_job, _, _ = wait_for("the victim suspended, pending, and counted by its ClusterQueue", settled,
+                                        DEADLINE)  # fmt: skip
+        except TimeoutError:
+            victim_job, pending, cq_status = settled.last  # type: ignore[attr-defined]
+            raise AssertionError(
+                f"job conditions {[brief(c) for c in victim_job['status'].get('conditions', [])]}, "
+                f"pending {[owner(w) for w in pending]}, ClusterQueue {cq_status}"
+            ) from None
 
         # The high-priority run finishes: the preempted job is admitted again and runs; nothing is lost.
         t_done = time.monotonic()
@@ -382,7 +397,7 @@ def test_higher_priority_preempts_lower_and_the_preempted_job_returns(kq: KueueC
             "high_create_to_victim_suspended_s": preempt_s, "high_create_to_admitted_s": high_admit_s,
             "high_finish_to_victim_readmitted_s": readmit_s,
             "victim_workload_conditions": {t: brief(c) for t, c in conds.items()},
-            "victim_pytorchjob_conditions": job_conditions,
+            "victim_pytorchjob_conditions": [brief(c) for c in victim_job["status"].get("conditions", [])],
             "victim_workload_after_readmission": [brief(c) for c in w["status"]["conditions"]],
             "victim_requeue_state": w["status"].get("requeueState"),
         }))  # fmt: skip
