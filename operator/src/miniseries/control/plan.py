@@ -164,26 +164,10 @@ def _schedule(spec: ScalingSweepSpec, drafts: list[_RunDraft]) -> list[PlannedRu
         heapq.heappush(running, (now + hours, seq, held))
         if now != last_start:
             wave, last_start = wave + 1, now
-        s, h = d.shape, d.horizon
         planned.append(
             PlannedRun(
-                name=d.name,
-                depth=d.depth,
+                **run_shape_fields(d),
                 budget_flops=d.budget_flops,
-                n_layer=s.n_layer,
-                n_embd=s.n_embd,
-                n_head=s.n_head,
-                total_params=s.total_params,
-                embedding_params=s.embedding_params,
-                scaling_params=s.scaling_params,
-                target_tokens=h.target_tokens,
-                training_tokens=h.training_tokens,
-                tokens_per_param=h.training_tokens / s.scaling_params,
-                total_batch_tokens=h.total_batch_tokens,
-                grad_accum_steps=h.grad_accum_steps,
-                steps=h.steps,
-                flops_per_token=s.flops_per_token,
-                flops=d.flops,
                 gpus=gpus,
                 gpu_slots=slots,
                 nodes=r.nodes_per_run,
@@ -195,6 +179,30 @@ def _schedule(spec: ScalingSweepSpec, drafts: list[_RunDraft]) -> list[PlannedRu
             )
         )
     return planned
+
+
+def run_shape_fields(d: Any) -> dict[str, Any]:
+    """A planned run's fields that its draft's shape and horizon fix (`d`: a draft of any mode with
+    name, depth, shape, horizon and flops), the same for every mode's planner."""
+    s, h = d.shape, d.horizon
+    return {
+        "name": d.name,
+        "depth": d.depth,
+        "n_layer": s.n_layer,
+        "n_embd": s.n_embd,
+        "n_head": s.n_head,
+        "total_params": s.total_params,
+        "embedding_params": s.embedding_params,
+        "scaling_params": s.scaling_params,
+        "target_tokens": h.target_tokens,
+        "training_tokens": h.training_tokens,
+        "tokens_per_param": h.training_tokens / s.scaling_params,
+        "total_batch_tokens": h.total_batch_tokens,
+        "grad_accum_steps": h.grad_accum_steps,
+        "steps": h.steps,
+        "flops_per_token": s.flops_per_token,
+        "flops": d.flops,
+    }
 
 
 # Which spec field to name when a planned number is out of range: what scales it.

@@ -191,24 +191,10 @@ def schedule(spec: ScalingSweepSpec, runs: list[WsdDraft]) -> list[PlannedRun]:
 def _planned(
     d: WsdDraft, slots: list[int], wave: int, start: float, hours: float, gpus: int, price: float
 ) -> PlannedRun:
-    s, h = d.shape, d.horizon
+    from miniseries.control.plan import run_shape_fields  # plan imports this module lazily
+
     return PlannedRun(
-        name=d.name,
-        depth=d.depth,
-        n_layer=s.n_layer,
-        n_embd=s.n_embd,
-        n_head=s.n_head,
-        total_params=s.total_params,
-        embedding_params=s.embedding_params,
-        scaling_params=s.scaling_params,
-        target_tokens=h.target_tokens,
-        training_tokens=h.training_tokens,
-        tokens_per_param=h.training_tokens / s.scaling_params,
-        total_batch_tokens=h.total_batch_tokens,
-        grad_accum_steps=h.grad_accum_steps,
-        steps=h.steps,
-        flops_per_token=s.flops_per_token,
-        flops=d.flops,
+        **run_shape_fields(d),
         gpus=gpus,
         gpu_slots=slots,
         wave=wave,
