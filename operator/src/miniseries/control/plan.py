@@ -206,12 +206,18 @@ def run_shape_fields(d: Any) -> dict[str, Any]:
 
 
 # Which spec field to name when a planned number is out of range: what scales it.
+# None: the field that sets the runs' tokens in the sweep's mode (_TOKENS_FIELD).
 _DRIVERS = {
-    "flops": ("spec.training.isoflopBudgets", "spec.training.tokensPerParam"),
-    "tokens": ("spec.training.isoflopBudgets", "spec.training.tokensPerParam"),
-    "steps": ("spec.training.isoflopBudgets", "spec.training.tokensPerParam"),
-    "hours": ("spec.resources.peakFlopsPerGpu", "spec.resources.peakFlopsPerGpu"),
-    "cost": ("spec.cost.pricePerGpuHour", "spec.cost.pricePerGpuHour"),
+    "flops": None,
+    "tokens": None,
+    "steps": None,
+    "hours": "spec.resources.peakFlopsPerGpu",
+    "cost": "spec.cost.pricePerGpuHour",
+}
+_TOKENS_FIELD = {
+    Mode.ratio: "spec.training.tokensPerParam",
+    Mode.isoflop: "spec.training.isoflopBudgets",
+    Mode.wsd: "spec.training.wsd.budgets",
 }
 
 
@@ -232,18 +238,18 @@ def _check_writable(spec: ScalingSweepSpec, plan: PlanStatus) -> None:
     bad = _out_of_range(plan.model_dump(by_alias=True, mode="python"))
     if not bad:
         return
-    isoflop = spec.training.mode is Mode.isoflop
     values = {
         "spec.training.isoflopBudgets": spec.training.isoflop_budgets,
         "spec.training.tokensPerParam": spec.training.tokens_per_param,
+        "spec.training.wsd.budgets": spec.training.wsd.budgets if spec.training.wsd else None,
         "spec.resources.peakFlopsPerGpu": spec.resources.peak_flops_per_gpu,
         "spec.cost.pricePerGpuHour": spec.cost.price_per_gpu_hour,
     }
     by_field: dict[str, list[tuple[str, Any]]] = {}
     for path, value in bad:
         leaf = path.rsplit(".", 1)[-1].lower()
-        driver = next((d for k, d in _DRIVERS.items() if k in leaf), _DRIVERS["tokens"])
-        by_field.setdefault(driver[0] if isoflop else driver[1], []).append((path, value))
+        driver = next((d for k, d in _DRIVERS.items() if k in leaf), None)
+        by_field.setdefault(driver or _TOKENS_FIELD[spec.training.mode], []).append((path, value))
     raise SpecError(
         [
             FieldProblem(
