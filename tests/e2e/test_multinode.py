@@ -165,7 +165,9 @@ def test_a_pod_of_two_processes_runs_them_under_torchrun(
     job = job_for(tiny_spec(tiny, gpusPerRun=2, nodeGpus=2), "mn-torchrun")
     assert list(job["spec"]["pytorchReplicaSpecs"]) == ["Master"] and job["spec"]["nprocPerNode"] == "2"
     c = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
-    assert c["command"] == ["torchrun", "-m", "--", "miniseries_trainer.train"]
+    grace = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    shutdown = f"--shutdown-timeout={max(grace - 10, 30)}"  # a preempted rank's checkpoint is not SIGKILLed
+    assert c["command"] == ["torchrun", shutdown, "-m", "--", "miniseries_trainer.train"]
     seconds = run_to_the_end(real_cluster, job, 1, 900)
     log = (real_cluster.node_logs / f"{NAMESPACE}_mn-torchrun-d2-master-0_pytorch.log").read_text()
     assert "torch.distributed.run" in log.splitlines()[0], log[:500]  # the node agent's torchrun
