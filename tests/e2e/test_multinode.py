@@ -66,6 +66,11 @@ def job_for(spec: ScalingSweepSpec, sweep: str) -> dict[str, Any]:
     (run,) = make_plan(spec).runs
     job = pytorchjob(spec, sweep, "no-owner", NAMESPACE, run, metrics_port=free_port_pair())
     del job["metadata"]["ownerReferences"]  # no ScalingSweep here: the garbage collector would take the job
+    # The operator's cleanPodPolicy Running deletes a pod still Running when the job ends. The job ends
+    # when the Master succeeds, and the Worker's exit reaches the API a moment later (the node agent
+    # reports it on its own time), so under load the Worker was deleted before this test could read
+    # its env: keep every pod here.
+    job["spec"]["runPolicy"]["cleanPodPolicy"] = "None"
     replicas = job["spec"]["pytorchReplicaSpecs"]
     replicas["Master"]["template"]["spec"]["containers"][0]["ports"].append(
         {"name": "pytorchjob-port", "containerPort": free_port(), "protocol": "TCP"}
