@@ -126,7 +126,7 @@ def d20(local_bps: float, s3_bps: float | None) -> dict[str, Any]:
                                             "data": {"shardsUri": "s3://bench/d", "tokenizerUri": "s3://bench/t"}})  # fmt: skip
     (run,) = make_plan(spec).runs
     shape = shape_for(spec, 20)
-    size = checkpoint_bytes(shape, run.gpus)
+    size = checkpoint_bytes(shape)
     step_seconds = run.est_hours * 3600 / run.steps
     out: dict[str, Any] = {
         "params": shape.total_params,

@@ -223,11 +223,18 @@ def test_every_rank_stops_after_the_same_step_when_one_rank_is_signalled(corpus:
     store = open_store(tmp_path.as_uri())
     assert checkpoint_steps(store, RUN) == [last]
     names = {f.name for f in read_manifest(store, RUN, last).files}
-    assert {"model.pt", "optim_rank0.pt", "optim_rank1.pt", "state_rank0.pt", "state_rank1.pt"} == names
-    # and its model + optimizer bytes are what the operator sizes the grace period from (AdamW on both ranks, Muon sharded)
+    assert {
+        "model.pt",
+        "optim_replicated.pt",
+        "optim_rank0.pt",
+        "optim_rank1.pt",
+        "state_rank0.pt",
+        "state_rank1.pt",
+    } == names
+    # and its model + optimizer bytes are what the operator sizes the grace period from (AdamW once, Muon sharded)
     written = sum(f.bytes for f in read_manifest(store, RUN, last).files if not f.name.startswith("state_"))
     shape = model_shape(1, aspect_ratio=64, head_dim=32, vocab_size=VOCAB, sequence_len=64)
-    assert written == pytest.approx(checkpoint_bytes(shape, 2), rel=0.02), written
+    assert written == pytest.approx(checkpoint_bytes(shape), rel=0.02), written
 
 
 def test_checkpoint_bytes_predicts_a_real_checkpoint(tmp_path: Path) -> None:
@@ -246,8 +253,10 @@ def test_checkpoint_bytes_predicts_a_real_checkpoint(tmp_path: Path) -> None:
     store = open_store(tmp_path.as_uri())
     save_checkpoint(store, RUN, 1, 512, model=model, optimizers=opts, state={"step": 1}, keep=1)
     sizes = {f.name: f.bytes for f in read_manifest(store, RUN, 1).files}
-    written = sizes["model.pt"] + sizes["optim_rank0.pt"]  # state_rank0.pt: the loader's position, not the model's
-    assert written == pytest.approx(checkpoint_bytes(shape, 1), rel=0.02), written
+    written = (
+        sizes["model.pt"] + sizes["optim_replicated.pt"] + sizes["optim_rank0.pt"]
+    )  # not state_rank0.pt: the loader's position
+    assert written == pytest.approx(checkpoint_bytes(shape), rel=0.02), written
 
 
 def test_a_stop_while_starting_exits_before_the_first_step_with_nothing_to_save(
@@ -265,3 +274,47 @@ def test_a_stop_while_starting_exits_before_the_first_step_with_nothing_to_save(
     assert train_module.main(train_argv(corpus, tmp_path, **COMMON)) == EXIT_PREEMPTED
     assert "before step 1/" in capsys.readouterr().out
     assert checkpoint_steps(open_store(tmp_path.as_uri()), RUN) == []
+
+
+def test_a_checkpoint_from_before_the_replicated_split_still_resumes(tmp_path: Path) -> None:
+    """Checkpoints written before AdamW's state was saved once carry every optimizer's state in
+    optim_rank<r>.pt and no optim_replicated.pt: they load to the same states as the new layout,
+    so an upgrade in the middle of a sweep resumes instead of starting over."""
+    import hashlib
+    import io
+
+    from miniseries.contract.results import CheckpointFile, CheckpointManifest
+    from miniseries_trainer.checkpoint import load_latest_checkpoint, save_checkpoint
+    from miniseries_trainer.model import build_model
+    from miniseries_trainer.optim import build_optimizers
+
+    shape = model_shape(1, aspect_ratio=64, head_dim=32, vocab_size=VOCAB, sequence_len=64)
+    model = build_model(shape, "cpu")
+    opts = build_optimizers(model, total_batch_tokens=512)
+    x = torch.randint(0, VOCAB, (2, 64))
+    model(x, x).backward()
+    for o in opts:
+        o.step()
+    store = open_store(tmp_path.as_uri())
+    save_checkpoint(store, RUN, 1, 512, model=model, optimizers=opts, state={"step": 1}, keep=5)
+    new = load_latest_checkpoint(store, RUN)
+    assert new is not None and all(sd["state"] for sd in new.optimizers)  # both AdamW's and Muon's states
+
+    # The old layout at step 2: the whole list in optim_rank0.pt, no replicated file.
+    prefix = RUN.checkpoint(2)
+    files: dict[str, bytes] = {}
+    for name, obj in (("model.pt", model.state_dict()), ("optim_rank0.pt", [o.state_dict() for o in opts]),
+                      ("state_rank0.pt", {"step": 2})):  # fmt: skip
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        files[name] = buf.getvalue()
+        store.write_bytes(prefix + name, files[name])
+    entries = [CheckpointFile(name=n, bytes=len(d), sha256=hashlib.sha256(d).hexdigest()) for n, d in files.items()]
+    manifest = CheckpointManifest(step=2, tokens=1024, world_size=1, files=entries, created_at=0.0)
+    store.write_bytes(prefix + "manifest.json", manifest.to_json())
+    old = load_latest_checkpoint(store, RUN)
+    assert old is not None and old.step == 2
+    for a, b in zip(old.optimizers, new.optimizers, strict=True):
+        assert a["param_groups"] == b["param_groups"]
+        for key in a["state"]:
+            assert all(torch.equal(a["state"][key][k], b["state"][key][k]) for k in a["state"][key] if k != "step")

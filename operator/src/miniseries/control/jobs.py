@@ -84,13 +84,13 @@ def termination_grace_seconds(spec: ScalingSweepSpec, run: PlannedRun) -> int:
         GRACE_MARGIN x (one step + checkpoint bytes / CHECKPOINT_WRITE_BYTES_PER_SECOND) + GRACE_FIXED_SECONDS
 
     The step is the plan's own estimate (est_hours / steps: FLOPs over GPUs x peak x assumed MFU).
-    The bytes are all ranks' files together (`checkpoint_bytes`: fp32 weights, AdamW's moments on
-    every rank, Muon's sharded momentum) as if written one after another, although each rank writes
-    its own files at once: that covers ranks that share one NIC or disk. A d20 with the default
-    model dials on 8 GPUs: 8.85 GB, ~177 s at 50 MB/s, a ~1 s step: 298 s (bench/preemption.py prints it).
+    The bytes are all ranks' files together (`checkpoint_bytes`: fp32 weights, AdamW's moments once,
+    Muon's sharded momentum) as if written one after another, although each rank writes its own
+    files at once: that covers ranks that share one NIC or disk. A d20 with the default model dials
+    on 8 GPUs: 4.15 GB, ~83 s at 50 MB/s, a ~1 s step: 157 s (bench/preemption.py prints it).
     """
     step_seconds = run.est_hours * 3600.0 / run.steps if run.steps else 0.0
-    write_seconds = checkpoint_bytes(shape_for(spec, run.depth), run.gpus) / CHECKPOINT_WRITE_BYTES_PER_SECOND
+    write_seconds = checkpoint_bytes(shape_for(spec, run.depth)) / CHECKPOINT_WRITE_BYTES_PER_SECOND
     return max(MIN_GRACE_SECONDS, math.ceil(GRACE_MARGIN * (step_seconds + write_seconds) + GRACE_FIXED_SECONDS))
 
 
