@@ -23,7 +23,7 @@ from miniseries.api.spec import ScalingSweepSpec
 from miniseries.control import jobs
 from miniseries.control.plan import make_plan
 from tests.harness.binaries import REPO, MissingBinary
-from tests.harness.kueue import KUEUE_API, PRIORITY_LABEL, QUEUE_LABEL, KueueCluster, kueue_cluster
+from tests.harness.kueue import KUEUE_API, PRIORITY_LABEL, QUEUE_LABEL, KueueCluster, fresh_namespace, kueue_cluster
 from tests.harness.processes import Unreachable, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.kueue, pytest.mark.slow]
@@ -52,10 +52,8 @@ def kq(tmp_path_factory: pytest.TempPathFactory, _sigterm_stops_servers: None) -
 @pytest.fixture
 def ns(kq: KueueCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace on this module's cluster (tests/conftest.py's ``namespace`` is the shared one's)."""
-    name = unique(request.node.name.split("_")[1])
-    kq.kubectl("create", "namespace", name)
-    yield name
-    kq.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with fresh_namespace(kq, request.node.name) as name:
+        yield name
 
 
 # ---- objects

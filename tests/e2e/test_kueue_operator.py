@@ -41,7 +41,7 @@ from tests.e2e.test_kueue import (
     workloads,
 )
 from tests.harness.binaries import MissingBinary
-from tests.harness.kueue import KUEUE_API, PRIORITY_LABEL, QUEUE_LABEL, KueueCluster, kueue_cluster
+from tests.harness.kueue import KUEUE_API, PRIORITY_LABEL, QUEUE_LABEL, KueueCluster, fresh_namespace, kueue_cluster
 from tests.harness.operator_process import PYTHONPATH, Operator, SweepHistory, events, install_crds, sweep_doc
 from tests.harness.processes import wait_for
 
@@ -63,10 +63,8 @@ def kq(tmp_path_factory: pytest.TempPathFactory, _sigterm_stops_servers: None) -
 
 @pytest.fixture
 def ns(kq: KueueCluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = unique(request.node.name.split("_")[1])
-    kq.kubectl("create", "namespace", name)
-    yield name
-    kq.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with fresh_namespace(kq, request.node.name) as name:
+        yield name
 
 
 @pytest.fixture

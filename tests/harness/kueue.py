@@ -39,6 +39,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,3 +297,15 @@ def kueue_cluster(workdir: Path, gpu_nodes: int = 2) -> Iterator[KueueCluster]:
             yield kc
         finally:
             stack.stop()
+
+
+@contextlib.contextmanager
+def fresh_namespace(kc: RealPathCluster, test_name: str) -> Iterator[str]:
+    """A namespace of its own for one test (named after its first word, made unique), deleted after
+    it without waiting: the next test's does not share its quota, LocalQueues or Workloads."""
+    name = f"{test_name.split('_')[1]}-{uuid.uuid4().hex[:5]}"
+    kc.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kc.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -237,19 +237,26 @@ def test_every_rank_stops_after_the_same_step_when_one_rank_is_signalled(corpus:
     assert written == pytest.approx(checkpoint_bytes(shape), rel=0.02), written
 
 
-def test_checkpoint_bytes_predicts_a_real_checkpoint(tmp_path: Path) -> None:
-    """The size the operator sizes the grace period from (contract.preemption) is what the trainer writes."""
-    from miniseries_trainer.checkpoint import save_checkpoint
+def stepped_model(depth: int) -> tuple[Any, torch.nn.Module, list[torch.optim.Optimizer]]:
+    """A tiny model and its optimizers after one step, so every optimizer holds state to save."""
     from miniseries_trainer.model import build_model
     from miniseries_trainer.optim import build_optimizers
 
-    shape = model_shape(2, aspect_ratio=64, head_dim=32, vocab_size=VOCAB, sequence_len=64)
+    shape = model_shape(depth, aspect_ratio=64, head_dim=32, vocab_size=VOCAB, sequence_len=64)
     model = build_model(shape, "cpu")
     opts = build_optimizers(model, total_batch_tokens=512)
     x = torch.randint(0, VOCAB, (2, 64))
     model(x, x).backward()
     for o in opts:
         o.step()
+    return shape, model, opts
+
+
+def test_checkpoint_bytes_predicts_a_real_checkpoint(tmp_path: Path) -> None:
+    """The size the operator sizes the grace period from (contract.preemption) is what the trainer writes."""
+    from miniseries_trainer.checkpoint import save_checkpoint
+
+    shape, model, opts = stepped_model(2)
     store = open_store(tmp_path.as_uri())
     save_checkpoint(store, RUN, 1, 512, model=model, optimizers=opts, state={"step": 1}, keep=1)
     sizes = {f.name: f.bytes for f in read_manifest(store, RUN, 1).files}
@@ -285,16 +292,8 @@ def test_a_checkpoint_from_before_the_replicated_split_still_resumes(tmp_path: P
 
     from miniseries.contract.results import CheckpointFile, CheckpointManifest
     from miniseries_trainer.checkpoint import load_latest_checkpoint, save_checkpoint
-    from miniseries_trainer.model import build_model
-    from miniseries_trainer.optim import build_optimizers
 
-    shape = model_shape(1, aspect_ratio=64, head_dim=32, vocab_size=VOCAB, sequence_len=64)
-    model = build_model(shape, "cpu")
-    opts = build_optimizers(model, total_batch_tokens=512)
-    x = torch.randint(0, VOCAB, (2, 64))
-    model(x, x).backward()
-    for o in opts:
-        o.step()
+    _, model, opts = stepped_model(1)
     store = open_store(tmp_path.as_uri())
     save_checkpoint(store, RUN, 1, 512, model=model, optimizers=opts, state={"step": 1}, keep=5)
     new = load_latest_checkpoint(store, RUN)
