@@ -30,7 +30,7 @@ def test_miniseries_example_costs_about_100_dollars() -> None:
     sweep = load_sweep(EXAMPLES / "miniseries.yaml")
     plan = make_plan(sweep.spec)
     assert [r.name for r in plan.runs] == [f"d{d}" for d in range(20, 9, -1)]  # longest first
-    # The seed: 11 models on 8xH100 in ~4 hours for ~$100 (at $3/GPU-hour, 39-48% MFU by depth).
+    # The seed: 11 models on 8xH100 in ~3.5 hours for ~$85 (at $3/GPU-hour, 39-48% MFU by depth).
     assert 60 < plan.total_cost_usd < 150
     assert 2.5 < plan.est_wall_hours < 6
     assert plan.total_cost_usd == pytest.approx(plan.total_gpu_hours * 3.0)
