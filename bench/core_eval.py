@@ -24,6 +24,7 @@ counts of correct examples. Prints one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -149,12 +150,15 @@ def main() -> int:
     examples = sum(min(len(t.rows), args.max_per_task) for t in bundle.tasks)
     ours, theirs = [], []
     ours_counts = theirs_counts = None
+    # on a GPU both evaluate under bf16 autocast, as the trainer's CORE does (its runtime's autocast)
+    cuda = str(args.device).startswith("cuda")
     for _ in range(args.rounds):
-        seconds, ours_counts = run_ours(bundle, tok, model, args)
-        ours.append(seconds)
-        if args.nanochat:
-            seconds, theirs_counts = run_nanochat(bundle, tok, model, args)
-            theirs.append(seconds)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
+            seconds, ours_counts = run_ours(bundle, tok, model, args)
+            ours.append(seconds)
+            if args.nanochat:
+                seconds, theirs_counts = run_nanochat(bundle, tok, model, args)
+                theirs.append(seconds)
     out: dict[str, Any] = {
         "bench": "core_eval",
         "device": args.device,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from miniseries.api.spec import Precision
 from miniseries.api.sweepfile import load_sweep
 from miniseries.contract.layout import SweepLayout
 from miniseries.control.plan import make_plan
@@ -54,6 +55,21 @@ def test_core_settings_reach_the_trainer() -> None:
     spec = sweep.spec.model_copy(update={"data": data, "training": training})
     args = build_parser().parse_args(trainer_flags(spec, SweepLayout("team-a", sweep.name), run))
     assert (args.eval_bundle, args.core_max_per_task, args.core_allow_partial) == ("s3://bundles/core", 20, True)
+
+
+def test_precision_reaches_the_trainer() -> None:
+    """spec.training.precision becomes --precision (auto, the trainer's default, is left out)."""
+    from miniseries_trainer.train import build_parser
+
+    sweep = load_sweep(REPO / "examples" / "miniseries.yaml")
+    run = make_plan(sweep.spec).runs[0]
+    layout = SweepLayout("team-a", sweep.name)
+    assert not any(a.startswith("--precision") for a in trainer_flags(sweep.spec, layout, run))
+    assert build_parser().parse_args(trainer_flags(sweep.spec, layout, run)).precision == "auto"
+    for precision in ("fp8", "bf16", "fp32"):
+        training = sweep.spec.training.model_copy(update={"precision": Precision(precision)})
+        spec = sweep.spec.model_copy(update={"training": training})
+        assert build_parser().parse_args(trainer_flags(spec, layout, run)).precision == precision
 
 
 def test_every_flag_settable_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,7 +30,7 @@ def test_miniseries_example_costs_about_100_dollars() -> None:
     sweep = load_sweep(EXAMPLES / "miniseries.yaml")
     plan = make_plan(sweep.spec)
     assert [r.name for r in plan.runs] == [f"d{d}" for d in range(20, 9, -1)]  # longest first
-    # The seed: 11 models on 8xH100 in ~4 hours for ~$100 (at $3/GPU-hour, 40% MFU).
+    # The seed: 11 models on 8xH100 in ~3.5 hours for ~$85 (at $3/GPU-hour, 39-48% MFU by depth).
     assert 60 < plan.total_cost_usd < 150
     assert 2.5 < plan.est_wall_hours < 6
     assert plan.total_cost_usd == pytest.approx(plan.total_gpu_hours * 3.0)
@@ -46,9 +46,33 @@ def test_d12_run_by_hand() -> None:
     assert (r.steps, r.total_batch_tokens, r.grad_accum_steps) == (1680, 2**19, 1)
     # 880_803_840 tokens x 887_095_296 FLOPs/token
     assert r.flops == pytest.approx(880_803_840 * 887_095_296)
-    # hours = FLOPs / (8 GPUs x 989e12 x 0.40) / 3600
-    assert r.est_hours == pytest.approx(r.flops / (8 * 989e12 * 0.4) / 3600)
+    # hours = FLOPs / (8 GPUs x 989e12 x 0.41) / 3600: nanochat's d12 MFU (contract/mfu.py)
+    assert r.assumed_mfu == 0.41
+    assert r.est_hours == pytest.approx(r.flops / (8 * 989e12 * 0.41) / 3600)
     assert r.est_cost_usd == pytest.approx(r.est_hours * 8 * 3.0)
+
+
+def test_mfu_is_per_depth_unless_the_spec_sets_one() -> None:
+    """Without resources.assumedMfu each depth plans at the table's MFU (higher for larger models);
+    with it, every depth plans at that one number."""
+    from miniseries.contract.mfu import MIN_PLANNED_MFU, PLANNED_MFU, MfuAnchor, planned_mfu
+
+    table = make_plan(spec(depths=[4, 10, 12, 15, 18, 20, 26, 32])).runs
+    mfu = {r.depth: r.assumed_mfu for r in table}
+    assert (mfu[12], mfu[18], mfu[26], mfu[32]) == (0.41, 0.46, 0.52, 0.52)  # anchors, then held
+    assert mfu[15] == pytest.approx((0.41 + 0.46) / 2)  # interpolated
+    assert mfu[10] == pytest.approx(0.41 - 2 * (0.46 - 0.41) / 6)  # extrapolated below d12
+    assert mfu[4] == pytest.approx(max(MIN_PLANNED_MFU, 0.41 - 8 * (0.46 - 0.41) / 6))
+    assert [mfu[d] for d in sorted(mfu)] == sorted(mfu.values())  # never lower for a larger model
+    assert all(a.source for a in PLANNED_MFU) and planned_mfu(1) >= MIN_PLANNED_MFU
+    steep = (MfuAnchor(12, 0.30, "a"), MfuAnchor(13, 0.50, "b"))
+    assert planned_mfu(1, steep) == MIN_PLANNED_MFU  # the extrapolation's floor
+    for r in table:
+        assert r.est_hours == pytest.approx(r.flops / (8 * 989e12 * mfu[r.depth]) / 3600)
+    fixed = make_plan(spec(depths=[10, 20], resources={"assumedMfu": 0.3})).runs
+    assert {r.assumed_mfu for r in fixed} == {0.3}
+    for r in fixed:
+        assert r.est_hours == pytest.approx(r.flops / (8 * 989e12 * 0.3) / 3600)
 
 
 def test_packing_respects_gpus_and_parallelism() -> None:

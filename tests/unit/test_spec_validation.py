@@ -111,6 +111,13 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "greater than or equal to 11",
     ),
     ("mfu-over-one", with_("spec.resources.assumedMfu", 1.5), "spec.resources.assumedMfu", "less than or equal to 1"),
+    ("precision-fp16", with_("spec.training.precision", "fp16"), "spec.training.precision", "'bf16', 'fp32' or 'fp8'"),
+    (
+        "fp8-on-a100",
+        {**GOOD, "spec": {**GOOD["spec"], "training": {"precision": "fp8"}, "resources": {"gpuType": "A100-80GB"}}},
+        "spec",
+        "training.precision fp8 needs FP8 tensor cores (compute capability >= 8.9",
+    ),
     ("store-http", with_("spec.store.uri", "http://bucket/x"), "spec.store.uri", "s3://<bucket>/<prefix>"),
     ("store-relative-file", with_("spec.store.uri", "file://relative/x"), "spec.store.uri", "file:///<absolute path>"),
     ("store-bad-bucket", with_("spec.store.uri", "s3://B/x"), "spec.store.uri", "bucket: 3-63 lowercase"),

@@ -12,6 +12,7 @@ from miniseries.api.errors import SpecError, from_validation_error
 from miniseries.api.spec import ScalingSweepSpec
 from miniseries.api.sweepfile import load_sweep, parse_sweep
 from miniseries.contract.layout import SweepLayout
+from miniseries.contract.mfu import planned_mfu
 from miniseries.contract.schedule import lr_multiplier, lr_multipliers
 from miniseries.control.plan import make_plan
 from miniseries.control.trainer_args import trainer_flags
@@ -98,8 +99,14 @@ def test_plan_has_a_trunk_and_a_branch_per_budget_at_each_cooldown_start() -> No
             assert br.est_start_hours >= trunk.est_start_hours + trunk.est_hours * br.start_step / trunk.steps - 1e-12
         assert trunk.steps == branches[-1].start_step  # constant LR up to the largest budget's cooldown start
         assert trunk.keep_steps == [br.start_step for br in branches]
-    independent = sum(r.steps * r.total_batch_tokens * r.flops_per_token for r in plan.runs if r.role == "branch")
-    assert plan.independent_gpu_hours == pytest.approx(independent / (989e12 * 0.4) / 3600)
+    branches = [r for r in plan.runs if r.role == "branch"]
+    independent = sum(r.steps * r.total_batch_tokens * r.flops_per_token for r in branches)
+    assert plan.independent_gpu_hours == pytest.approx(
+        sum(
+            r.steps * r.total_batch_tokens * r.flops_per_token / (989e12 * planned_mfu(r.depth)) / 3600
+            for r in branches
+        )
+    )
     assert plan.total_flops < 0.75 * independent  # trunk (0.8 x 8) + cooldowns (0.2 x 14) = 9.2 vs 14 N-tokens
 
 

@@ -21,6 +21,8 @@ from miniseries_trainer.throughput import CPU_PEAK_FLOPS_PER_THREAD
 
 #: The first line of --help.
 DESCRIPTION = "Train one miniseries run: parse -> build -> optimizer -> data -> loop -> evaluate -> save."
+#: --precision: auto is bf16 on CUDA and fp32 on CPU (precision.py says what each means).
+PRECISIONS = ("auto", "fp32", "bf16", "fp8")
 #: How long the store may take to answer at the start before the run fails (see --store-outage-seconds).
 STARTUP_STORE_SECONDS = 10.0
 
@@ -250,8 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="torch.compile the model (CUDA only; ignored on CPU)",
+        default=None,
+        help="torch.compile the model and Muon's orthogonalization (default: on for CUDA, off for CPU, where "
+        "inductor's C++ backend takes tens of seconds to compile)",
+    )
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: bf16 autocast on CUDA, fp32 on CPU; fp8: torchao float8 training of the blocks' linears "
+        "(CUDA compute capability >= 8.9 and torchao; refused elsewhere); bf16 on CPU is slow (numerics checks)",
     )
     g.add_argument(
         "--deterministic",

@@ -25,11 +25,34 @@ LOGIT_SOFTCAP = 15.0
 ROPE_BASE = 10000.0
 #: Rotary tables cover this many times the training length, so evaluation can run a bit longer.
 ROPE_LENGTH_FACTOR = 4
+#: SDPA's fused CUDA kernels (flash, memory-efficient) take head dims that are multiples of 8; any
+#: other even head dim the API allows (spec.model.headDim: 8..512, even) would fall back to the
+#: math kernel, which materialises the T x T scores. So on CUDA such heads are zero-padded to the next
+#: multiple of 8: zeros add nothing to q.k, the padded v channels come out zero and are cut off, and the
+#: softmax scale stays 1/sqrt(real head dim). Exact, at the cost of the padded channels' FLOPs.
+SDPA_HEAD_DIM_MULTIPLE = 8
 
 
 def norm(x: Tensor) -> Tensor:
     """Parameter-free RMSNorm: no gain to learn, nothing for shapes.py to count."""
     return F.rms_norm(x, (x.size(-1),))
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, pad_to: int | None = None) -> Tensor:
+    """Scaled dot-product attention over (B, H, T, head_dim): causal, or under the caller's boolean mask.
+
+    `pad_to`: zero-pad the head dim to a multiple of this first (default: SDPA_HEAD_DIM_MULTIPLE on
+    CUDA, none on CPU, whose kernels take any head dim); the result has the real head dim."""
+    head_dim = q.size(-1)
+    pad = -head_dim % (pad_to or (SDPA_HEAD_DIM_MULTIPLE if q.is_cuda else 1))
+    if pad:
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+    scale = head_dim**-0.5
+    if attn_mask is None:
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    else:  # packed evaluation (core_eval): the mask already encodes causality
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+    return y[..., :head_dim] if pad else y
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -57,10 +80,7 @@ class CausalSelfAttention(nn.Module):
         # QK-norm after rotary: bounds attention logits without a learned temperature.
         q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        if attn_mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:  # packed evaluation (core_eval): the caller's mask already encodes causality
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        y = attention(q, k, v, attn_mask)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 

@@ -60,11 +60,21 @@ def orthogonalize(g: Tensor, steps: int = 5) -> Tensor:
 class Muon(torch.optim.Optimizer):
     """Momentum-orthogonalized updates for 2-D weight matrices; sharded over ranks."""
 
-    def __init__(self, params: Iterable[Tensor], lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        weight_decay: float = 0.0,
+        compile: bool = False,
+    ):
         params = list(params)
         if any(p.ndim != 2 for p in params):
             raise ValueError("Muon only handles 2-D matrices")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+        # The orthogonalization is Muon's cost (5 iterations of three batched matmuls); compiled, its
+        # scaling and polynomial steps fuse. One graph per matrix shape (a model has three).
+        self.orthogonalize = torch.compile(orthogonalize, dynamic=False) if compile else orthogonalize
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
@@ -87,7 +97,7 @@ class Muon(torch.optim.Optimizer):
                         buf = state["momentum_buffer"]
                         buf.lerp_(p.grad, 1 - group["momentum"])
                         updates.append(p.grad.lerp(buf, group["momentum"]))  # Nesterov
-                    orthogonal = orthogonalize(torch.stack(updates))
+                    orthogonal = self.orthogonalize(torch.stack(updates))
                     # An orthogonal d_out x d_in update has RMS 1/sqrt(max dim); this
                     # restores a per-element size independent of the aspect ratio.
                     scale = max(1.0, mine[0].size(-2) / mine[0].size(-1)) ** 0.5
@@ -108,8 +118,10 @@ def build_optimizers(
     embedding_lr: float = 0.2,
     unembedding_lr: float = 0.004,
     weight_decay: float = 0.0,
+    compile: bool = False,
 ) -> list[torch.optim.Optimizer]:
-    """[AdamW(embedding, lm_head), Muon(matrices)] with nanochat's width and batch LR scaling."""
+    """[AdamW(embedding, lm_head), Muon(matrices)] with nanochat's width and batch LR scaling.
+    `compile`: torch.compile Muon's orthogonalization (the trainer's --compile)."""
     width = model.shape.n_embd  # type: ignore[attr-defined]
     # AdamW LRs were tuned at width 768: scale as 1/sqrt(d) (nanochat).
     width_scale = (width / REFERENCE_WIDTH) ** -0.5
@@ -119,8 +131,11 @@ def build_optimizers(
         dict(params=model.lm_head_params(), lr=unembedding_lr * width_scale * batch_scale),  # type: ignore[operator]
         dict(params=model.embedding_params(), lr=embedding_lr * width_scale * batch_scale),  # type: ignore[operator]
     ]
-    adamw = torch.optim.AdamW(adam_groups, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0, fused=False)
-    muon = Muon(model.matrix_params(), lr=matrix_lr * batch_scale, momentum=0.95, weight_decay=weight_decay)  # type: ignore[operator]
+    # fused on CUDA: one kernel launch for all of AdamW's element-wise work; the plain loop on CPU
+    on_cuda = model.lm_head.weight.is_cuda  # type: ignore[union-attr]
+    adamw = torch.optim.AdamW(adam_groups, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0, fused=on_cuda)
+    muon = Muon(model.matrix_params(), lr=matrix_lr * batch_scale, momentum=0.95, weight_decay=weight_decay,  # type: ignore[operator]
+                compile=compile)  # fmt: skip
     optimizers: list[torch.optim.Optimizer] = [adamw, muon]
     for opt in optimizers:
         for group in opt.param_groups:

@@ -23,6 +23,7 @@ import torch
 from miniseries.contract import shapes
 from miniseries.contract.results import Provenance
 from miniseries.contract.store import Store, StoreError
+from miniseries_trainer import precision as numerics
 
 #: The manifest `miniseries data prepare` writes next to the shards (miniseries.data.prepare.MANIFEST).
 SHARD_MANIFEST = "_manifest.json"
@@ -66,14 +67,10 @@ def tokenizer_hash(tokenizer_store: Store) -> str | None:
     return sha if isinstance(sha, str) else None
 
 
-def precision(device: torch.device) -> str:
-    """As the training loop runs: bf16 autocast with TF32 matmuls on CUDA, plain fp32 on CPU."""
-    return "bf16-autocast+tf32" if device.type == "cuda" else "fp32"
-
-
 def collect(
     *,
     device: torch.device,
+    precision: str,
     world_size: int,
     data_uri: str,
     data_store: Store,
@@ -96,7 +93,7 @@ def collect(
         cuda_version=torch.version.cuda if device.type == "cuda" else None,
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         device_count=world_size,
-        precision=precision(device),
+        precision=numerics.label(device, precision),
         dataset_uri=data_uri,
         dataset_manifest_sha256=data_sha,
         dataset_manifest_kind=data_kind,

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from miniseries_trainer import precision as numerics
 from miniseries_trainer.flags import fail
 
 
@@ -23,6 +24,7 @@ class Runtime:
     rank: int
     world: int
     local_rank: int
+    precision: str = "fp32"  # resolved by precision.resolve_precision: fp32, bf16 or fp8
 
     @property
     def master(self) -> bool:
@@ -34,17 +36,16 @@ class Runtime:
             print(*args, **kwargs)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        # bf16 autocast on CUDA; plain fp32 on CPU (CPU bf16 matmuls are slow and less exact)
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        # --precision auto: bf16 autocast on CUDA; plain fp32 on CPU (CPU bf16 matmuls are slow and less exact)
+        return numerics.autocast(self.device, self.precision)
 
     def device_name(self) -> str:
         return torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
 
 
-def start_runtime(device_flag: str) -> Runtime:
-    """Pick the device (--device auto: CUDA when visible) and join the process group when there are ranks."""
+def start_runtime(device_flag: str, precision_flag: str = "auto") -> Runtime:
+    """Pick the device (--device auto: CUDA when visible) and its precision (--precision, refused where the
+    hardware cannot), and join the process group when there are ranks."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device_flag == "auto":
@@ -54,9 +55,10 @@ def start_runtime(device_flag: str) -> Runtime:
     device = torch.device("cuda", local_rank) if device_flag == "cuda" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    precision = numerics.resolve_precision(precision_flag, device)
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Runtime(device, rank, world, local_rank)
+    return Runtime(device, rank, world, local_rank, precision)
 
 
 def set_numerics(runtime: Runtime, *, seed: int, deterministic: bool) -> None:

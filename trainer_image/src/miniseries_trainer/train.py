@@ -34,7 +34,7 @@ from miniseries.contract import shapes
 from miniseries.contract.layout import RunLayout, join_uri
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.contract.store import Store, open_store
-from miniseries_trainer import checkpoint, data, provenance, val_trace
+from miniseries_trainer import checkpoint, data, precision, provenance, val_trace
 from miniseries_trainer.evaluate import core_score, load_validation, validation_bpb
 from miniseries_trainer.flags import build_parser, fail
 from miniseries_trainer.inputs import open_inputs
@@ -109,7 +109,7 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
         fail(problem)
 
     # -- where we run: the device and torchrun's ranks
-    rt = start_runtime(args.device)
+    rt = start_runtime(args.device, args.precision)
     device, rank, world, master = rt.device, rt.rank, rt.world, rt.master
     print0 = rt.print0
     t_start = time.time()
@@ -145,11 +145,13 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
             dist.broadcast(p.data, src=0)
     params = sum(p.numel() for p in model.parameters())
     assert params == shape.total_params, (params, shape.total_params)
-    forward = torch.compile(model, dynamic=False) if (args.compile and device.type == "cuda") else model
+    compile_ = precision.resolve_compile(args.compile, device)
+    forward = precision.prepare(model, precision=rt.precision, compile=compile_)  # fp8 layers, torch.compile
     print0(
         f"model: depth {shape.depth}, width {shape.n_embd}, heads {shape.n_head}, params {params:,}, "
         f"{shape.flops_per_token:.3e} FLOPs/token; {steps} steps x {hz.total_batch_tokens:,} tokens "
-        f"({hz.grad_accum_steps} micro-batches x {world} ranks)"
+        f"({hz.grad_accum_steps} micro-batches x {world} ranks); {rt.precision}"
+        + (", compiled" if compile_ else ", eager")
     )
 
     # -- optimizer
@@ -160,6 +162,7 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
         embedding_lr=args.embedding_lr,
         unembedding_lr=args.unembedding_lr,
         weight_decay=args.weight_decay,
+        compile=compile_,
     )
 
     # -- resume
@@ -359,6 +362,7 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
             val_trace=val_trace.summary(vtrace, speed.seconds),
             provenance=provenance.collect(
                 device=device,
+                precision=rt.precision,
                 world_size=world,
                 data_uri=args.data,
                 data_store=inputs.data_store,

@@ -43,10 +43,13 @@ from miniseries.api.training import (
     ForecastPolicy,
     ForecastSpec,
     Mode,
+    Precision,
     TrainingSpec,
     WsdSpec,
+    gpu_type_lacks_fp8,
 )
 from miniseries.api.wire import WireModel, writable
+from miniseries.contract.mfu import planned_mfu
 from miniseries.contract.store import STORE_URI_RE, uri_problem
 
 # Re-exported: `from miniseries.api.spec import X` is how the rest of the code base names the API.
@@ -77,6 +80,7 @@ __all__ = [
     "ModelSpec",
     "PlanStatus",
     "PlannedRun",
+    "Precision",
     "ResourceSpec",
     "RunForecast",
     "RunState",
@@ -182,8 +186,15 @@ class ResourceSpec(WireModel):
         float, Field(ge=1e9, le=1e18, description="Dense bf16 peak FLOP/s of one GPU (H100 SXM: 989e12).")
     ] = 989e12
     assumed_mfu: Annotated[
-        float, Field(ge=0.001, le=1, description="Model FLOPs utilisation assumed for time and cost estimates.")
-    ] = 0.40
+        float | None,
+        Field(
+            ge=0.001,
+            le=1,
+            description="Model FLOPs utilisation assumed for time and cost estimates, the same for every depth; "
+            "omit for the per-depth table of miniseries.contract.mfu (nanochat's reported MFU on 8xH100: 41% at "
+            "d12, 46% at d18, ~52% at d26; lower below d12).",
+        ),
+    ] = None
     image: Annotated[str, Field(min_length=1, description="Trainer container image.")] = (
         "ghcr.io/miniseries/trainer:0.1.0"
     )
@@ -268,6 +279,10 @@ class ResourceSpec(WireModel):
                 f"{self.nodes_per_run}: a run of {g} GPUs spans {self.nodes_per_run} nodes of {n}"
             )
         return self
+
+    def mfu_for(self, depth: int) -> float:
+        """The MFU a plan assumes for a run at `depth`: assumedMfu when set, else the per-depth table."""
+        return self.assumed_mfu if self.assumed_mfu is not None else planned_mfu(depth)
 
     @property
     def nodes_per_run(self) -> int:
@@ -401,6 +416,11 @@ class ScalingSweepSpec(WireModel):
         if self.training.mode is Mode.ratio and self.training.isoflop_budgets:
             raise ValueError("training.isoflopBudgets is only allowed when training.mode is isoflop")
         self._check_wsd(depths)
+        if self.training.precision is Precision.fp8 and gpu_type_lacks_fp8(self.resources.gpu_type):
+            raise ValueError(
+                f"training.precision fp8 needs FP8 tensor cores (compute capability >= 8.9: H100, H200, L4, L40S); "
+                f"resources.gpuType {self.resources.gpu_type!r} has none: use bf16 or auto"
+            )
         return self
 
     def _check_wsd(self, depths: list[int]) -> None:

@@ -66,6 +66,10 @@ class PlannedRun(WireModel):
     gpu_slots: list[int]
     nodes: Annotated[int, Field(description="Nodes the run spans: 1, or gpusPerRun / nodeGpus whole nodes.")] = 1
     wave: int
+    assumed_mfu: Annotated[
+        float | None,
+        Field(description="MFU behind estHours: resources.assumedMfu, or the per-depth table (contract/mfu.py)."),
+    ] = None
     est_start_hours: float
     est_hours: float
     est_gpu_hours: float

@@ -65,6 +65,7 @@ def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
         "GPUs",
         "nodes",
         "slots",
+        "MFU",
         "start h",
         "hours",
         "GPU-h",
@@ -91,6 +92,7 @@ def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
                 str(r.gpus),
                 str(r.nodes),
                 slots_text(r.gpu_slots, sweep.spec.resources.node_gpus, plan.nodes),
+                f"{r.assumed_mfu:.0%}" if r.assumed_mfu is not None else "",
                 f"{r.est_start_hours:.2f}",
                 f"{r.est_hours:.2f}",
                 f"{r.est_gpu_hours:.1f}",
@@ -112,7 +114,10 @@ def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
         f"total: {fmt.sci(plan.total_flops)} FLOPs, {plan.total_gpu_hours:,.1f} GPU-hours, "
         f"${plan.total_cost_usd:,.2f} at ${spec.cost.price_per_gpu_hour}/GPU-hour, "
         f"about {plan.est_wall_hours:.2f} h wall time "
-        f"(assuming {res.assumed_mfu:.0%} MFU of {fmt.si(res.peak_flops_per_gpu)}FLOP/s per GPU)",
+        f"(assuming {f'{res.assumed_mfu:.0%} MFU' if res.assumed_mfu is not None else 'the MFU column'} of "
+        f"{fmt.si(res.peak_flops_per_gpu)}FLOP/s per GPU"
+        + ("" if res.assumed_mfu is not None else "; per depth: miniseries.contract.mfu, from nanochat's reported MFU")
+        + ")",
     ]
     if plan.independent_gpu_hours is not None:
         lines.append(wsd_summary(plan))

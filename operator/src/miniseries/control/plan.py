@@ -9,7 +9,8 @@ optimal makespan) on the lowest free GPU indices of the first node they fit on,
 never more than `parallelism` at once and never more GPUs than the nodes have
 (`resources.nodes` of `nodeGpus` each). A run of more than `nodeGpus` GPUs holds
 `gpusPerRun / nodeGpus` whole nodes. Time per run is
-FLOPs / (GPUs x peak FLOP/s x assumed MFU): an estimate, replaced by measured
+FLOPs / (GPUs x peak FLOP/s x MFU), the MFU per depth from `contract.mfu` (or the spec's
+`resources.assumedMfu` for all depths): an estimate, replaced by measured
 GPU-seconds in `status.runs` as runs finish. GPU-hours and cost count every GPU
 a run holds, on all its nodes.
 """
@@ -115,9 +116,10 @@ def _drafts(spec: ScalingSweepSpec) -> list[_RunDraft]:
     return [_draft(spec, d, b) for b in budgets for d in depths]
 
 
-def _hours(spec: ScalingSweepSpec, flops: float, gpus: int) -> float:
+def run_hours(spec: ScalingSweepSpec, flops: float, depth: int, gpus: int) -> float:
+    """Wall hours of `flops` training FLOPs of a depth-`depth` model on `gpus` GPUs, at the depth's MFU."""
     r = spec.resources
-    return flops / (gpus * r.peak_flops_per_gpu * r.assumed_mfu) / 3600.0
+    return flops / (gpus * r.peak_flops_per_gpu * r.mfu_for(depth)) / 3600.0
 
 
 def _place(spec: ScalingSweepSpec, free: list[list[int]]) -> list[tuple[int, int]] | None:
@@ -160,13 +162,14 @@ def _schedule(spec: ScalingSweepSpec, drafts: list[_RunDraft]) -> list[PlannedRu
         for k, g in held:
             free[k].remove(g)
         slots = [k * r.node_gpus + g for k, g in held]
-        hours = _hours(spec, d.flops, gpus)
+        hours = run_hours(spec, d.flops, d.depth, gpus)
         heapq.heappush(running, (now + hours, seq, held))
         if now != last_start:
             wave, last_start = wave + 1, now
         planned.append(
             PlannedRun(
                 **run_shape_fields(d),
+                **assumed_mfu_fields(spec, d.depth),
                 budget_flops=d.budget_flops,
                 gpus=gpus,
                 gpu_slots=slots,
@@ -203,6 +206,11 @@ def run_shape_fields(d: Any) -> dict[str, Any]:
         "flops_per_token": s.flops_per_token,
         "flops": d.flops,
     }
+
+
+def assumed_mfu_fields(spec: ScalingSweepSpec, depth: int) -> dict[str, Any]:
+    """The MFU behind a planned run's hours, for status.plan."""
+    return {"assumed_mfu": spec.resources.mfu_for(depth)}
 
 
 # Which spec field to name when a planned number is out of range: what scales it.

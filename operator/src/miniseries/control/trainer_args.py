@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from miniseries.api.spec import PlannedRun, ScalingSweepSpec
+from miniseries.api.spec import PlannedRun, Precision, ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout, join_uri
 
 if TYPE_CHECKING:
@@ -83,6 +83,8 @@ def trainer_flags(
         f"--device={device}",
         "--resume=auto",
     ]
+    if t.precision is not Precision.auto:  # auto is the trainer's own default (bf16 on GPUs)
+        flags.append(f"--precision={t.precision.value}")
     if run.budget_flops is not None:
         flags.append(f"--budget-flops={run.budget_flops:g}")
     flags += wsd_flags(layout, run, store)

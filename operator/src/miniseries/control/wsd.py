@@ -134,9 +134,10 @@ def drafts(spec: ScalingSweepSpec) -> list[WsdDraft]:
     return [d for depth in spec.depth_list() for d in depth_drafts(spec, depth)]
 
 
-def _hours(spec: ScalingSweepSpec, flops: float) -> float:
-    r = spec.resources
-    return flops / (r.gpus_per_run * r.peak_flops_per_gpu * r.assumed_mfu) / 3600.0
+def _hours(spec: ScalingSweepSpec, d: WsdDraft, flops: float) -> float:
+    from miniseries.control.plan import run_hours  # plan imports this module lazily
+
+    return run_hours(spec, flops, d.depth, spec.resources.gpus_per_run)
 
 
 def schedule(spec: ScalingSweepSpec, runs: list[WsdDraft]) -> list[PlannedRun]:
@@ -171,12 +172,12 @@ def schedule(spec: ScalingSweepSpec, runs: list[WsdDraft]) -> list[PlannedRun]:
             if len(running) >= r.max_runs_in_flight or len(free) < gpus:
                 break
             slots, free = free[:gpus], free[gpus:]
-            hours = _hours(spec, d.flops)
+            hours = _hours(spec, d, d.flops)
             started[d.name] = (now, hours)
             running.append((now + hours, slots))
             if now != last_start:
                 wave, last_start = wave + 1, now
-            planned.append(_planned(d, slots, wave, now, hours, gpus, price))
+            planned.append(_planned(d, slots, wave, now, hours, gpus, price, spec.resources.mfu_for(d.depth)))
         pending = [x for x in (release(d) for d in runs if d.name not in started) if x is not None and x > now]
         ends = [end for end, _ in running]
         if not pending and not ends:
@@ -189,12 +190,13 @@ def schedule(spec: ScalingSweepSpec, runs: list[WsdDraft]) -> list[PlannedRun]:
 
 
 def _planned(
-    d: WsdDraft, slots: list[int], wave: int, start: float, hours: float, gpus: int, price: float
+    d: WsdDraft, slots: list[int], wave: int, start: float, hours: float, gpus: int, price: float, mfu: float
 ) -> PlannedRun:
     from miniseries.control.plan import run_shape_fields  # plan imports this module lazily
 
     return PlannedRun(
         **run_shape_fields(d),
+        assumed_mfu=mfu,
         gpus=gpus,
         gpu_slots=slots,
         wave=wave,
@@ -213,4 +215,4 @@ def _planned(
 
 def independent_gpu_hours(spec: ScalingSweepSpec, runs: list[WsdDraft]) -> float:
     """GPU-hours of the branches' points trained as independent runs (the twins are extra either way)."""
-    return sum(_hours(spec, d.point_flops) * spec.resources.gpus_per_run for d in runs if d.role == BRANCH)
+    return sum(_hours(spec, d, d.point_flops) * spec.resources.gpus_per_run for d in runs if d.role == BRANCH)

@@ -37,7 +37,8 @@ def compute_report(store: Store, layout: SweepLayout, spec: ScalingSweepSpec | N
         mode = spec.training.mode
     res, cost, tr = (spec.resources, spec.cost, spec.training) if spec else (ResourceSpec(), CostSpec(), TrainingSpec())
     all_targets = {**DEFAULT_CORE_TARGETS, **(targets or {})}
-    result = fit_sweep(rows, mode, peak=res.peak_flops_per_gpu, mfu_assumed=res.assumed_mfu, price=cost.price_per_gpu_hour,
+    # the extrapolation is to models larger than the sweep's: without assumedMfu, the table's largest-depth MFU
+    result = fit_sweep(rows, mode, peak=res.peak_flops_per_gpu, mfu_assumed=res.mfu_for(MAX_DEPTH), price=cost.price_per_gpu_hour,
                        warmdown_ratio=tr.warmdown_ratio, targets=all_targets, bootstrap=bootstrap)  # fmt: skip
     result["problems"] = problems + result["problems"]
     if spec is not None:
