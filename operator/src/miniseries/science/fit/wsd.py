@@ -31,6 +31,11 @@ class OptimalRatio:
 
 
 def ratio_at(fit: ChinchillaFit, compute: float) -> float:
+    """D_opt/N_opt at `compute`; a FitError when the law has no interior optimum (an exponent <= 0: the
+    loss does not fall with N or with D, as a resample of a few noisy points can make it)."""
+    if fit.alpha <= 0 or fit.beta <= 0:
+        raise FitError(f"the fit has no compute-optimal split (alpha {fit.alpha:.3g}, beta {fit.beta:.3g}; "
+                       "both must be > 0)")  # fmt: skip
     n, d = fit.optimum(compute)
     return float(d / n)
 
@@ -47,7 +52,7 @@ def optimal_ratio(params: Any, tokens: Any, loss: Any, compute: float, *, bootst
         try:
             ratios.append(ratio_at(fit_chinchilla(n[idx], d[idx], l_[idx], bootstrap=0), compute))
         except FitError:
-            continue  # a resample with one model size or one token count: no fit
+            continue  # a resample with one model size or one token count, or without an optimum: no ratio
     lo, hi = np.percentile(ratios, [2.5, 97.5]) if ratios else (float("nan"), float("nan"))
     return fit, OptimalRatio(compute, ratio_at(fit, compute), float(lo), float(hi), len(ratios))
 
