@@ -90,7 +90,7 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
     opt = fits.get("wsd_optimal_ratio")
     if opt is not None:
         lines += ["", f"Compute-optimal tokens per parameter at C = {opt.compute:.3g} FLOPs (Approach 3 on the WSD "
-                  f"branches): **{opt.ratio:.1f}** (95% interval {opt.low:.1f} to {opt.high:.1f}, "
+                  f"branches): **{opt.ratio:.3g}** (95% interval {opt.low:.3g} to {opt.high:.3g}, "
                   f"{opt.resamples} resamples)."]  # fmt: skip
     for point, diff in (fits.get("wsd_twins") or {}).items():
         lines.append(f"- Branch vs independent twin at {point} tokens/param: final val bpb differs by {diff:+.2%}"

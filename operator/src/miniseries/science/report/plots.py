@@ -180,8 +180,12 @@ def _wsd_points(plt: Any, ok: list[RunRow], fit: Any, color: dict[int, Any]) -> 
     for r in twins:
         ax2.scatter(r.tokens / r.params, r.val_bpb, marker="s", s=70, facecolors="none",  # type: ignore[operator]
                     edgecolors=color[r.depth], linewidths=1.5, zorder=4, label=f"d{r.depth} twin (from scratch)")  # fmt: skip
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     for a in (ax, ax2):
         a.set_xscale("log")
+        a.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))  # 0.5, 1, 2 rather than 5x10^-1
+        a.xaxis.set_minor_formatter(NullFormatter())
         a.set_xlabel("tokens per scaling parameter D/N")
         a.grid(True, which="both", alpha=0.3)
     ax.set_ylabel("final training loss")
@@ -211,7 +215,7 @@ def _wsd_optimum(plt: Any, ok: list[RunRow], fit: Any, opt: Any) -> Any:
         # a percentile interval need not contain the full-data estimate: clip the bars at 0
         err = [[max(0.0, opt.ratio - opt.low)], [max(0.0, opt.high - opt.ratio)]]
         ax.errorbar([opt.compute], [opt.ratio], yerr=err, fmt="o", color="crimson", capsize=4, zorder=4,
-                    label=f"{opt.ratio:.1f} [{opt.low:.1f}, {opt.high:.1f}] at the largest branch")  # fmt: skip
+                    label=f"{opt.ratio:.3g} [{opt.low:.3g}, {opt.high:.3g}] at the largest branch")  # fmt: skip
         ax.axvspan(min(branches), max(branches), color="grey", alpha=0.12, label="compute of the branches")
     else:
         ax.text(0.5, 0.5, "no Approach-3 fit (see Problems)", transform=ax.transAxes, ha="center", color="crimson")
