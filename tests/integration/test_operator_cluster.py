@@ -270,6 +270,61 @@ def test_a_failed_job_is_retried_from_its_checkpoint(
     assert len(ev) == 1 and ev[0]["type"] == "Warning" and "step_00000025" in ev[0]["message"]
 
 
+def wsd_doc(name: str, store_uri: str) -> dict[str, Any]:
+    """A wsd sweep of d2 on 3 GPUs: a trunk to step 45 (checkpoints kept at 22 and 45), branches at 2 and
+    4 tokens/param from its steps 22 and 45 (28 and 56 steps), so branches may run beside their trunk."""
+    doc = sweep_doc(name, store_uri, depths=[2], nodeGpus=3)
+    training = doc["spec"]["training"]
+    training.pop("tokensPerParam")
+    training.update(mode="wsd", wsd={"budgets": [2, 4]})
+    return doc
+
+
+def test_wsd_branches_wait_for_their_trunk_and_survive_its_retry_and_their_preemption(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator], tmp_path: Path
+) -> None:
+    """A wsd sweep on the real API server. While the trunk's job runs without a checkpoint, no branch
+    job is created although two GPUs are free. The trunk then crashes after its step-25 checkpoint
+    (past d2-b2's start, 22) and is retried: attempt 2 resumes from step 25; d2-b2 starts from the
+    trunk's step 22 and d2-b4 from its step 45, which only attempt 2 writes. d2-b4 is preempted after
+    its own step-50 checkpoint (exit EXIT_PREEMPTED, progress.json `preempted`) and relaunched as the
+    same attempt, no retry spent, from that checkpoint and not from the trunk's."""
+    kc, ns = crds, namespace
+    plan = {r.name: r for r in make_plan(ScalingSweepSpec.model_validate(wsd_doc("wsd", store_uri)["spec"])).runs}
+    assert (plan["d2-trunk"].keep_steps, plan["d2-b2"].start_step, plan["d2-b4"].start_step) == ([22, 45], 22, 45)
+    op = start_operator()
+    preempt = {"FAKE_TRAINER_PREEMPT_RUN": "d2-b4", "FAKE_TRAINER_PREEMPT_STEP": "50"}
+    with JobDriver(kc, ns, preempt, fail={"d2-trunk": {1}}, fail_step=25, step_seconds=0.02, hold={"d2-trunk"},
+                   log_dir=tmp_path) as driver:  # fmt: skip
+        kc.apply(wsd_doc("wsd", store_uri), "-n", ns)
+        wait_for("the trunk's job Running",
+                 lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Running"], DEADLINE, op.proc)  # fmt: skip
+        # Held Running without a process: no checkpoint. Six of the operator's 0.5 s polls create nothing else.
+        time.sleep(3.0)
+        assert [j["metadata"]["labels"]["miniseries.dev/run"] for j in list_jobs(api(kc), ns)] == ["d2-trunk"]
+        states = {r["name"]: r["state"] for r in status(kc, ns, "wsd")["runs"]}
+        assert states == {"d2-trunk": "Running", "d2-b2": "Pending", "d2-b4": "Pending"}
+        driver.hold.discard("d2-trunk")
+        st = wait_phase(kc, ns, "wsd", ("Succeeded", "Failed", "Degraded"), op)
+    assert st["phase"] == "Succeeded", st
+    runs = {r["name"]: r for r in st["runs"]}
+    assert (runs["d2-trunk"]["attempts"], runs["d2-trunk"]["reason"]) == (2, "ExitCode3")
+    assert (runs["d2-b4"]["attempts"], runs["d2-b4"]["preemptions"], runs["d2-b4"]["state"]) == (1, 1, "Succeeded")
+    assert (runs["d2-b2"]["attempts"], runs["d2-b2"]["preemptions"]) == (1, 0)
+    root = Path(store_uri.removeprefix("file://")) / ns / "wsd"
+    starts = {run: sorted(p.name for p in (root / run / "starts").iterdir()) for run in plan}
+    assert starts == {
+        "d2-trunk": ["00000000", "00000025"],  # attempt 2 resumed from its own checkpoint
+        "d2-b2": ["00000022-from-trunk"],
+        "d2-b4": ["00000045-from-trunk", "00000050"],  # relaunched on its own step 50, not the trunk's 45
+    }
+    order = [(s.run, s.attempt) for s in driver.seen.values()]
+    assert order.index(("d2-trunk", 2)) < order.index(("d2-b4", 1))  # d2-b4 waited for the retried trunk
+    assert order.count(("d2-b4", 1)) == 2 and order.count(("d2-b2", 1)) == 1
+    reasons = [e["reason"] for e in events(kc, ns, "wsd")]
+    assert reasons.count("RunRetrying") == 1 and reasons.count("RunPreempted") == 1
+
+
 # ---------------------------------------------------------------- production manners
 
 

@@ -12,6 +12,13 @@ seconds; the real trainer is tested end to end where it exists.
                                 after that step's checkpoint if it is one
     FAKE_TRAINER_NONFINITE      report a NaN loss and an infinite elapsed time in progress.json,
                                 as a diverged run or a broken clock would
+    FAKE_TRAINER_PREEMPT_RUN    a run name that, the first time it reaches step FAKE_TRAINER_PREEMPT_STEP,
+                                checkpoints it, writes progress.json `preempted` and exits EXIT_PREEMPTED,
+                                as the trainer does on SIGTERM
+
+A wsd run (--keep-steps, --init-from) checkpoints at its keep steps too, and without a checkpoint of its
+own starts from the --init-from checkpoint (its trunk's), which must exist: exit 2 naming it otherwise,
+as the trainer does. Each start is recorded under `starts/` (`-from-trunk` when from --init-from).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import sys
 import time
 
 from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
+from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.contract.results import (
     CheckpointFile,
     CheckpointManifest,
@@ -48,6 +56,10 @@ def main() -> int:
         p.add_argument(f"--{name}", type=int)
     p.add_argument("--warmdown-ratio", type=float)
     p.add_argument("--budget-flops", type=float)
+    p.add_argument("--warmdown-shape")
+    p.add_argument("--warmdown-steps", type=int)
+    p.add_argument("--keep-steps", type=lambda v: {int(x) for x in v.split(",") if x}, default=set())
+    p.add_argument("--init-from")
     a = p.parse_args()
     store = open_store(a.store)
     rl = RunLayout(a.namespace or LOCAL_NAMESPACE, a.sweep, a.run)
@@ -56,8 +68,16 @@ def main() -> int:
     )
     ckpts = checkpoint_steps(store, rl)
     start = ckpts[-1] if ckpts and a.resume == "auto" else 0
-    print(f"fake trainer {a.run}: start at step {start}", flush=True)
-    store.write_bytes(rl.root + f"starts/{start:08d}", b"")  # the test reads where each attempt began
+    origin = ""
+    if not start and a.init_from:  # a wsd branch's first start: its trunk's checkpoint at the branch's start step
+        if not open_store(a.init_from).exists("manifest.json"):
+            print(f"--init-from {a.init_from}: no checkpoint there", file=sys.stderr, flush=True)
+            return 2
+        start, origin = int(a.init_from.rstrip("/").rsplit("step_", 1)[1]), "-from-trunk"
+    print(f"fake trainer {a.run}: start at step {start}{origin}", flush=True)
+    store.write_bytes(rl.root + f"starts/{start:08d}{origin}", b"")  # the test reads where each attempt began
+    preempt_step = int(os.environ.get("FAKE_TRAINER_PREEMPT_STEP", "0"))
+    preempt = os.environ.get("FAKE_TRAINER_PREEMPT_RUN") == a.run and not store.exists(rl.root + "preempted-once")
     sleep = float(os.environ.get("FAKE_TRAINER_STEP_SECONDS", "0.01"))
     fail_step = int(os.environ.get("FAKE_TRAINER_FAIL_STEP", "2"))
     t0 = time.time()
@@ -84,7 +104,8 @@ def main() -> int:
         # to_json writes NaN as null; a trainer writing plain json.dumps sends the NaN and Infinity tokens
         raw = json.dumps(progress.to_dict()).encode() if nonfinite else progress.to_json()
         store.write_bytes(rl.progress, raw)
-        if step % a.checkpoint_every == 0 or step == a.steps:
+        preempt_here = preempt and step == preempt_step
+        if step % a.checkpoint_every == 0 or step == a.steps or step in a.keep_steps or preempt_here:
             blob = json.dumps({"step": step}).encode()
             key = rl.checkpoint(step)
             store.write_bytes(key + "model.json", blob)
@@ -95,6 +116,12 @@ def main() -> int:
         if fail_here:
             print(f"simulated crash after the checkpoint of step {step}", file=sys.stderr, flush=True)
             return 3
+        if preempt_here:
+            store.write_bytes(rl.root + "preempted-once", b"")
+            progress.state, progress.updated_at = PROGRESS_PREEMPTED, time.time()
+            store.write_bytes(rl.progress, progress.to_json())
+            print(f"simulated preemption after the checkpoint of step {step}", file=sys.stderr, flush=True)
+            return EXIT_PREEMPTED
     old = store.read_bytes(rl.loss_curve).decode() if store.exists(rl.loss_curve) else ""
     store.write_bytes(rl.loss_curve, (old + "".join(json.dumps(c) + "\n" for c in curve)).encode())
     tokens = a.steps * a.total_batch_tokens

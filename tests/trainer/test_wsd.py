@@ -1,5 +1,6 @@
 """wsd trunks and branches on CPU: a branch started from its trunk's checkpoint is, bit for bit, the
-straight run with the same schedule; the trunk keeps a checkpoint at every branch point."""
+straight run with the same schedule, and a preempted branch resumes from its own checkpoint; the trunk
+keeps a checkpoint at every branch point."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def _model(store_dir: Path, run: str, step: int) -> dict[str, object]:
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
 
 
-def test_branch_from_trunk_matches_the_straight_run_bitwise(corpus: Corpus, tmp_path: Path) -> None:
+def test_branch_from_trunk_matches_the_straight_run_bitwise(
+    corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from miniseries_trainer.train import main
 
     common = dict(deterministic=True, warmdown_shape="sqrt", keep_checkpoints=1, checkpoint_every=5)
@@ -42,8 +45,9 @@ def test_branch_from_trunk_matches_the_straight_run_bitwise(corpus: Corpus, tmp_
     init = join_uri(store.uri, trunk.checkpoint(start))
     # another seed: only what the trunk's checkpoint carries (weights, optimizer, RNG, data position) can make
     # the branch the straight run, so a branch that ignored --init-from would differ
-    assert main(train_argv(corpus, wsd, run="d1-b", target_tokens=BATCH * BRANCH_STEPS, warmdown_steps=COOLDOWN,
-                           init_from=init, seed=99, **common)) == 0  # fmt: skip
+    branch_argv = train_argv(corpus, wsd, run="d1-b", target_tokens=BATCH * BRANCH_STEPS, warmdown_steps=COOLDOWN,
+                             init_from=init, seed=99, **{**common, "keep_checkpoints": 2})  # fmt: skip
+    assert main(branch_argv) == 0
     assert main(train_argv(corpus, straight, run="d1-b", target_tokens=BATCH * BRANCH_STEPS,
                            warmdown_steps=COOLDOWN, **common)) == 0  # fmt: skip
 
@@ -60,6 +64,19 @@ def test_branch_from_trunk_matches_the_straight_run_bitwise(corpus: Corpus, tmp_
     want = lr_multipliers(BRANCH_STEPS, 2, 0.0, shape="sqrt", warmdown_steps=COOLDOWN)
     assert lrs == pytest.approx(want)
     assert lrs[start - 1] == 1.0 and lrs[start] == 1.0 and lrs[start + 1] < 1.0
+
+    # preempted after its own step-15 checkpoint (the step-20 one and results.json never written), the
+    # branch relaunched with the same flags resumes from its own checkpoint, not its trunk's step 14,
+    # and ends bit for bit where it did
+    branch = RunLayout(LOCAL_NAMESPACE, "t", "d1-b")
+    assert checkpoint_steps(store, branch) == [15, BRANCH_STEPS]
+    store.delete_prefix(branch.checkpoint(BRANCH_STEPS))
+    store.delete_keys([branch.results])
+    capsys.readouterr()
+    assert main(branch_argv) == 0
+    assert f"resumed from {join_uri(store.uri, branch.checkpoint(15))} at step 15" in capsys.readouterr().out
+    again = _model(wsd, "d1-b", BRANCH_STEPS)
+    assert all(torch.equal(again[k], straight_model[k]) for k in straight_model)  # type: ignore[call-overload]
 
 
 def test_branch_without_its_trunk_checkpoint_fails_naming_it(corpus: Corpus, tmp_path: Path) -> None:

@@ -200,3 +200,44 @@ def test_live_forecast_reads_the_store(tmp_path: Path) -> None:
     (tmp_path / d3.loss_curve).write_text("\n".join(lines[:10]) + "\n")
     with pytest.raises(ForecastRefused, match=r"not enough steps yet \(have 10, need 13\)"):
         live_forecast(store, "team", "fab", "d3", finished_runs=["d1", "d2"], **plan)
+
+
+def test_live_forecast_follows_a_wsd_runs_1_sqrt_cooldown(tmp_path: Path) -> None:
+    """A wsd sweep: each finished branch's recorded (1-sqrt) cooldown (its results.json) and the in-flight
+    run's planned one (control.wsd.warmdown_of) drive the forecast, which then recovers the law's exponent
+    and annealing term (the forecast once rebuilt every prior from the spec's linear warmdownRatio)."""
+    from miniseries.contract.schedule import recorded_multipliers, schedule_record
+    from miniseries.contract.store import open_store
+    from miniseries.science.forecast import live_forecast
+
+    cooldown = {name: steps // 5 for name, (steps, _, _) in RUNS.items()}  # cooldownFraction 0.2
+    truth = {}
+    for i, (name, (steps, l0, a)) in enumerate(RUNS.items()):
+        run = RunLayout("team", "wsd", name)
+        mult = lr_multipliers(steps, WARMUP, WARMDOWN, shape="sqrt", warmdown_steps=cooldown[name])
+        sched = schedule(mult)
+        loss = law(sched.s1, sched.s2, l0, a, ALPHA, C) + np.random.default_rng(i).normal(0, 0.01, steps)
+        truth[name] = float(np.mean(law(sched.s1, sched.s2, l0, a, ALPHA, C)[-steps // 10 :]))
+        (tmp_path / run.root).mkdir(parents=True)
+        rows = [{"step": s + 1, "loss": float(loss[s]), "lr": mult[s]} for s in range(steps)]
+        (tmp_path / run.loss_curve).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        record = schedule_record(steps, WARMUP, WARMDOWN, shape="sqrt", warmdown_steps=cooldown[name])
+        assert record["warmdown_shape"] == "sqrt" and record["warmdown_fraction"] == 0.2
+        res = RunResults(sweep="wsd", run=name, depth=i + 1, shape={}, params={}, target_tokens=steps, tokens=steps,
+                         steps=steps, total_batch_tokens=1, flops_per_token=1, flops=1.0, wall_seconds=1.0,
+                         gpu_seconds=0.0, world_size=1, device="cpu", loss=LossSummary(final=truth[name], points=steps),
+                         val_bpb=truth[name] * 0.58, provenance=Provenance(lr_schedule=record))  # fmt: skip
+        (tmp_path / run.results).write_bytes(res.to_json())
+    d3 = RunLayout("team", "wsd", "d3")
+    (tmp_path / d3.results).unlink()  # d3 is at step 200 of 400, before its cooldown (step 320 on)
+    (tmp_path / d3.loss_curve).write_text("".join((tmp_path / d3.loss_curve).read_text().splitlines(True)[:200]))
+    store, plan = open_store(tmp_path.as_uri()), dict(steps=400, warmup_steps=WARMUP, warmdown_ratio=WARMDOWN)
+    f = live_forecast(store, "team", "wsd", "d3", finished_runs=["d1", "d2"], shape="sqrt", warmdown_steps=80, **plan)
+    assert f.prior_runs == ["d1", "d2"] and f.final_loss is not None
+    assert abs(f.final_loss / truth["d3"] - 1) < 0.01
+    assert f.fit.alpha == pytest.approx(ALPHA, rel=0.1) and f.fit.c == pytest.approx(C, rel=0.25), f.fit
+    # the schedule each prior was fitted on is the recorded one, step for step
+    d2 = RunResults.from_json((tmp_path / RunLayout("team", "wsd", "d2").results).read_bytes())
+    assert recorded_multipliers(150, d2.provenance.lr_schedule) == lr_multipliers(  # type: ignore[union-attr]
+        150, WARMUP, WARMDOWN, shape="sqrt", warmdown_steps=30
+    )

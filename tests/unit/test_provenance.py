@@ -37,3 +37,26 @@ def test_a_different_dataset_or_missing_provenance_refuses_the_fit() -> None:
     assert {d.field for d in differences(old)} >= {"tokenizer_sha256", "params_convention"}
     with pytest.raises(ProvenanceMismatch, match=r"unknown \(no provenance\) \(old/d1\)"):
         check_joint_fit(old)
+
+
+def test_the_schedule_is_compared_by_warmdown_shape_and_fraction() -> None:
+    """wsd branches record a (1-sqrt) cooldown over their own rounded steps: one family whatever their
+    lengths; a linear warmdown (a ratio sweep's) is listed as a difference, naming both shapes."""
+    from miniseries.contract.schedule import schedule_record
+
+    def prov(rec: dict) -> Provenance:
+        return Provenance(**BASE, lr_schedule=rec)  # type: ignore[arg-type]
+
+    branches = [(f"W/d1-b{s}", row("b", prov(schedule_record(s, 5, 0.4, shape="sqrt", warmdown_steps=round(0.2 * s)))))
+                for s in (9, 28, 113)]  # fmt: skip
+    assert [r.provenance.lr_schedule["warmdown_fraction"] for _, r in branches] == [0.2222, 0.2143, 0.2035]  # type: ignore[union-attr]
+    assert differences(branches) == []
+    ratio = ("R/d1", row("d1", prov(schedule_record(100, 5, 0.4))))
+    (diff,) = check_joint_fit([*branches, ratio])
+    assert diff.field == "lr_schedule" and not diff.blocking
+    assert diff.describe() == (
+        "lr_schedule: warmup 5 steps, (1-sqrt) cooldown over ~0.2 of the steps (W/d1-b9, W/d1-b28, W/d1-b113) "
+        "vs warmup 5 steps, linear warmdown over 0.4 of the steps (R/d1)"
+    )
+    old = ("O/d1", row("d1", prov({"kind": "warmup-stable-decay (linear)", "warmup_steps": 5, "warmdown_ratio": 0.4})))
+    assert differences([ratio, old]) == []  # rows from before the shape was recorded were linear

@@ -15,6 +15,7 @@ from miniseries.contract.layout import SweepLayout
 from miniseries.contract.mfu import planned_mfu
 from miniseries.contract.schedule import lr_multiplier, lr_multipliers
 from miniseries.control.plan import make_plan
+from miniseries.control.runs import trunk_checkpoint_ready
 from miniseries.control.trainer_args import trainer_flags
 from miniseries.local.runner import LocalSweep, decide_local
 from miniseries_trainer.flags import build_parser
@@ -119,6 +120,18 @@ def test_twins_are_independent_runs_with_the_branch_schedule() -> None:
         assert (twin.steps, twin.cooldown_steps, twin.total_batch_tokens) == (
             branch.steps, branch.cooldown_steps, branch.total_batch_tokens)  # fmt: skip
         assert twin.flops == pytest.approx(twin.steps * twin.total_batch_tokens * twin.flops_per_token)
+    # a twin draws its own weights: with the trunk's seed it would replay its branch bit for bit
+    # (tests/trainer/test_wsd.py) and the comparison could only read 0
+    parser, layout, spec = (
+        build_parser(),
+        SweepLayout("ns", "w"),
+        parse_sweep(doc(twinDepth=2, twinBudgets=[2, 8])).spec,
+    )
+    seeds = {n: parser.parse_args(trainer_flags(spec, layout, by[n])).seed for n in ("d2-trunk", "d2-b2", "d2-i2")}
+    assert seeds == {"d2-trunk": 42, "d2-b2": 42, "d2-i2": 43}
+    twin_flags = parser.parse_args(trainer_flags(spec, layout, by["d2-i2"]))
+    assert (twin_flags.warmdown_shape, twin_flags.warmdown_steps, twin_flags.init_from) == (
+        "sqrt", by["d2-b2"].cooldown_steps, None)  # fmt: skip
 
 
 def test_trainer_flags_give_each_role_its_schedule_and_start() -> None:
@@ -187,3 +200,72 @@ def test_wsd_examples_plan() -> None:
     wsd_hours = sum(r.est_gpu_hours for r in plan.runs if r.role in ("trunk", "branch"))
     assert plan.independent_gpu_hours is not None and wsd_hours < 0.8 * plan.independent_gpu_hours
     assert plan.total_cost_usd < 3 * ratio.total_cost_usd  # several points per depth for a few ratio sweeps
+
+
+def test_trunks_and_branches_survive_retries_and_preemption_decisions() -> None:
+    """The operator's decisions (control/runs.decide_runs) for one depth's trunk and branches, with GPUs to
+    spare: a branch whose trunk checkpoint is not there yet is not launched; a failed trunk is retried (its
+    trainer resumes from its checkpoint, --resume=auto) and its branches launch as its checkpoints appear;
+    a preempted branch is relaunched at once without spending a retry, on its own checkpoint even once the
+    trunk's is gone (tests/trainer/test_wsd.py: the trainer then resumes from its own, not the trunk's).
+    Through the real API server: tests/integration/test_operator_cluster.py."""
+    from datetime import UTC, datetime, timedelta
+
+    from miniseries.api.spec import RunState
+    from miniseries.contract.preemption import PROGRESS_PREEMPTED
+    from miniseries.contract.results import Progress
+    from miniseries.control.observed import JobPhase, ObservedJob, RunObservation, TokenizerState
+    from miniseries.control.runs import decide_runs
+
+    d = doc()
+    d["spec"].update(depths=[2], resources={"gpusPerRun": 1, "nodeGpus": 4})  # type: ignore[union-attr]
+    spec = parse_sweep(d).spec
+    plan = make_plan(spec)
+    by = {r.name: r for r in plan.runs}
+    trunk, b2, b4, b8 = by["d2-trunk"], by["d2-b2"], by["d2-b4"], by["d2-b8"]
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def decide(jobs: list[ObservedJob], store: dict[str, RunObservation], previous: list, at: datetime = now):  # type: ignore[no-untyped-def,type-arg]
+        dec = decide_runs(spec, "w", plan, jobs, store, previous, TokenizerState.NotNeeded, at)
+        return dec, {r.name: r for r in dec.runs}
+
+    # the trunk runs, no checkpoint yet: nothing else starts, though three GPUs are free
+    running = ObservedJob("w-d2-trunk", "d2-trunk", 1, JobPhase.Running)
+    dec, st = decide([running], {}, [])
+    assert dec.create == [] and st["d2-b2"].state is RunState.Pending
+    # it crashed after its checkpoint at d2-b2's start: retried (backoff first), and d2-b2 launches now
+    failed = ObservedJob("w-d2-trunk", "d2-trunk", 1, JobPhase.Failed, since=now, reason="ExitCode3")
+    at_b2 = {"d2-trunk": RunObservation(checkpoint_step=b2.start_step, checkpoint_steps=(b2.start_step,))}
+    dec, st = decide([failed], at_b2, list(st.values()))
+    assert st["d2-trunk"].state is RunState.Retrying and st["d2-trunk"].attempts == 1
+    assert dec.delete == ["w-d2-trunk"] and [(r.name, a) for r, a in dec.create] == [("d2-b2", 1)]
+    # after the backoff the trunk's attempt 2 is created; it resumes (--resume=auto) from its checkpoint
+    later = now + timedelta(hours=1)
+    b2_running = ObservedJob("w-d2-b2", "d2-b2", 1, JobPhase.Running)
+    dec, st = decide([b2_running], at_b2, list(st.values()), later)
+    assert [(r.name, a) for r, a in dec.create] == [("d2-trunk", 2)]
+    assert "--resume=auto" in trainer_flags(spec, SweepLayout("ns", "w"), trunk)
+    # attempt 2 passes d2-b4's and d2-b8's starts: both launch, d2-b8 from the trunk's final checkpoint
+    steps = (b2.start_step, b4.start_step, b8.start_step)
+    past = {"d2-trunk": RunObservation(checkpoint_step=b8.start_step, checkpoint_steps=steps)}
+    trunk2 = ObservedJob("w-d2-trunk", "d2-trunk", 2, JobPhase.Running)
+    dec, st = decide([trunk2, b2_running], past, list(st.values()), later)
+    assert sorted(r.name for r, _ in dec.create) == ["d2-b4", "d2-b8"]
+    # d2-b4 is preempted after its own checkpoint (its trainer exited EXIT_PREEMPTED, progress.json says so)
+    created = later + timedelta(minutes=1)
+    b4_job = ObservedJob("w-d2-b4", "d2-b4", 1, JobPhase.Failed, since=created, created=created)
+    others = [trunk2, b2_running, ObservedJob("w-d2-b8", "d2-b8", 1, JobPhase.Running)]
+    own = b4.start_step + 3
+    progress = Progress(sweep="w", run="d2-b4", depth=2, step=own, steps=b4.steps, tokens=0,
+                        state=PROGRESS_PREEMPTED, updated_at=(created + timedelta(seconds=30)).timestamp())  # fmt: skip
+    b4_obs = RunObservation(checkpoint_step=own, checkpoint_steps=(own,), progress=progress)
+    dec, st = decide([*others, b4_job], {**past, "d2-b4": b4_obs}, list(st.values()), created)
+    assert (st["d2-b4"].state, st["d2-b4"].attempts, st["d2-b4"].preemptions) == (RunState.Preempted, 1, 1)
+    assert dec.delete == ["w-d2-b4"] and [e.reason for e in dec.events] == ["RunPreempted"]
+    # its job gone, it is relaunched at once as the same attempt, on its own checkpoint: the trunk's at its
+    # start has been pruned meanwhile and is not needed
+    pruned = {"d2-trunk": RunObservation(checkpoint_steps=(b8.start_step,)), "d2-b4": b4_obs}
+    dec, st = decide(others, pruned, list(st.values()), created + timedelta(seconds=1))
+    assert [(r.name, a) for r, a in dec.create] == [("d2-b4", 1)] and st["d2-b4"].preemptions == 1
+    # a branch that never ran does wait for its trunk's checkpoint
+    assert not trunk_checkpoint_ready(b4, {"d2-trunk": RunObservation(checkpoint_steps=(b8.start_step,))})

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from miniseries.science.fit.chinchilla import ChinchillaFit
+from miniseries.science.fit.common import FitError
 from miniseries.science.fit.wsd import optimal_ratio, ratio_at, twin_differences
 
 
@@ -25,3 +27,11 @@ def test_optimal_ratio_of_a_known_law_is_inside_the_interval() -> None:
 
 def test_twin_differences_are_relative() -> None:
     assert twin_differences({"8": 1.01, "16": 0.9}, {"8": 1.0}) == {"8": 0.010000000000000009}
+
+
+def test_a_law_without_an_optimum_has_no_ratio() -> None:
+    """An exponent <= 0 (the loss does not fall with D: a resample of a few noisy tiny-model points can fit
+    that) has no compute-optimal split: a FitError naming the exponents, never a complex "ratio"."""
+    flat = ChinchillaFit(E=1.8, A=4.0, B=15.0, alpha=0.15, beta=-0.02, points=9, huber_objective=0.0)
+    with pytest.raises(FitError, match=r"no compute-optimal split \(alpha 0.15, beta -0.02"):
+        ratio_at(flat, 1e12)

@@ -10,6 +10,7 @@ import pytest
 
 from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout
 from miniseries.contract.store import LocalStore
+from miniseries.science.report import build_report
 from miniseries.science.report.document import compute_report
 from miniseries.science.report.markdown import render_markdown
 from tests.support.synthetic import spec_from, write_sweep
@@ -36,3 +37,26 @@ def test_wsd_report_finds_the_laws_optimal_ratio_from_the_branches(tmp_path: Pat
     assert twin[0] == "d2@8" and abs(twin[1]) < 0.01  # the same point, independent noise
     md = render_markdown(doc, fits, rows, [])
     assert "Compute-optimal tokens per parameter" in md and "Branch vs independent twin at d2@8" in md
+
+
+def test_wsd_report_plots_loss_per_depth_and_the_optimum_against_compute(tmp_path: Path) -> None:
+    """build_report writes the two wsd plots (PNG and SVG) and report.md links them; a ratio sweep has neither."""
+    spec = spec_from({"depths": [1, 2, 3], "training": {"mode": "wsd", "wsd": {
+        "budgets": [4, 8, 16], "twinDepth": 2, "twinBudgets": [4, 16]}}})  # fmt: skip
+    store = LocalStore(tmp_path)
+    write_sweep(store, "w", spec, law=LAW, noise=0.001, core=None)
+    build_report(store, SweepLayout(LOCAL_NAMESPACE, "w"), spec, bootstrap=10)
+    keys = set(store.list("local/w/report/"))
+    md = store.read_bytes("local/w/report/report.md").decode()
+    for name in ("wsd_loss_vs_ratio", "wsd_optimal_ratio"):
+        for ext in ("png", "svg"):
+            assert f"local/w/report/{name}.{ext}" in keys
+        assert store.read_bytes(f"local/w/report/{name}.png")[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({name}.png)" in md
+    # the plot of the optimum carries its fitted line, the interval and the two reference ratios
+    svg = store.read_bytes("local/w/report/wsd_optimal_ratio.svg").decode()
+    assert "nanochat (Muon) 8" in svg and "Chinchilla 20" in svg and "at the largest branch" in svg
+    ratio = spec_from({"depths": [2, 3, 4]})
+    write_sweep(store, "r", ratio)
+    build_report(store, SweepLayout(LOCAL_NAMESPACE, "r"), ratio, bootstrap=0)
+    assert not any("wsd_" in k for k in store.list("local/r/report/"))

@@ -5,7 +5,8 @@ the source commit (MINISERIES_SOURCE_COMMIT, set by an image build, or `git rev-
 when the source lies in a checkout), torch and CUDA versions, the device and rank count,
 the precision the loop runs in, the data's shard manifest and the tokenizer's manifest
 (content hashes, not names: a dataset re-prepared under the same URI gets a new hash),
-the parameter and FLOP conventions of contract.shapes, the seed and the LR schedule.
+the parameter and FLOP conventions of contract.shapes, the seed and the LR schedule (contract.schedule.schedule_record: warmup, the warmdown's shape,
+linear or (1-sqrt), its steps and fraction).
 """
 
 from __future__ import annotations
@@ -77,8 +78,7 @@ def collect(
     tokenizer_uri: str,
     tokenizer_store: Store,
     seed: int,
-    warmup_steps: int,
-    warmdown_ratio: float,
+    lr_schedule: dict[str, object],
 ) -> Provenance:
     try:
         version: str | None = metadata.version("miniseries-trainer")
@@ -102,9 +102,5 @@ def collect(
         params_convention=shapes.SCALING_PARAMS_CONVENTION,
         flops_convention=FLOPS_CONVENTION,
         seed=seed,
-        lr_schedule={
-            "kind": "warmup-stable-decay (linear)",
-            "warmup_steps": warmup_steps,
-            "warmdown_ratio": warmdown_ratio,
-        },
+        lr_schedule=lr_schedule,
     )

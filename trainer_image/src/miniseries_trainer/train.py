@@ -33,6 +33,7 @@ import torch.distributed as dist
 from miniseries.contract import shapes
 from miniseries.contract.layout import RunLayout, join_uri
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
+from miniseries.contract.schedule import schedule_record
 from miniseries.contract.store import Store, open_store
 from miniseries_trainer import checkpoint, data, precision, provenance, val_trace
 from miniseries_trainer.evaluate import core_score, load_validation, validation_bpb
@@ -369,8 +370,13 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
                 tokenizer_uri=args.tokenizer,
                 tokenizer_store=open_store(args.tokenizer),
                 seed=args.seed,
-                warmup_steps=args.warmup_steps,
-                warmdown_ratio=args.warmdown_ratio,
+                lr_schedule=schedule_record(
+                    steps,
+                    args.warmup_steps,
+                    args.warmdown_ratio,
+                    shape=args.warmdown_shape,
+                    warmdown_steps=args.warmdown_steps,
+                ),
             ),
         )
         write_json_lines(store, run.loss_curve, loss_curve)

@@ -57,7 +57,7 @@ class WsdSpec(WireModel):
             ge=MIN_DEPTH,
             le=MAX_DEPTH,
             description="A depth of the sweep that also trains independent runs (from scratch, same batch and "
-            "schedule) at twinBudgets, to validate its branches against.",
+            "schedule, seed training.seed + 1) at twinBudgets, to validate its branches against.",
         ),
     ] = None
     twin_budgets: Annotated[

@@ -20,7 +20,7 @@ from typing import Any
 from miniseries.cli import fmt
 from miniseries.contract.layout import LayoutError, RunLayout
 from miniseries.contract.results import ResultsError, RunResults, read_loss_curve, read_results
-from miniseries.contract.schedule import lr_multipliers
+from miniseries.contract.schedule import recorded_multipliers
 from miniseries.contract.store import Store, StoreError, open_store, path_to_uri
 
 
@@ -52,9 +52,12 @@ def run_names(store: Store, namespace: str, sweep: str) -> list[str]:
 
 def run_schedule(results: RunResults, curve: list[dict[str, float]]) -> list[float]:
     """The run's whole LR schedule: from its recorded flags, else from a curve logged at every step."""
-    sched = results.provenance.lr_schedule if results.provenance else {}
-    if "warmup_steps" in sched and "warmdown_ratio" in sched:
-        return lr_multipliers(results.steps, int(sched["warmup_steps"]), float(sched["warmdown_ratio"]))
+    try:  # the recorded schedule, (1-sqrt) cooldowns and wsd trunks included
+        recorded = recorded_multipliers(results.steps, results.provenance.lr_schedule if results.provenance else {})
+    except ValueError as e:
+        raise ReplayError(f"run {results.run}: {e}") from None
+    if recorded is not None:
+        return recorded
     by_step = {int(r["step"]): float(r["lr"]) for r in curve if "lr" in r}
     if sorted(by_step) == list(range(1, results.steps + 1)):
         return [by_step[s] for s in range(1, results.steps + 1)]

@@ -15,7 +15,7 @@ down over exactly its own steps after the trunk checkpoint it starts from.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 #: The warmdown shapes: nanochat's linear one and Hägele et al.'s (1-sqrt) cooldown.
 Shape = Literal["linear", "sqrt"]
@@ -67,3 +67,38 @@ def warmdown_start(steps: int, warmdown_ratio: float, *, warmdown_steps: int | N
 def cooldown_steps(steps: int, cooldown_fraction: float) -> int:
     """Steps of a WSD branch's cooldown: `cooldown_fraction` of its whole length, at least 1."""
     return max(1, round(cooldown_fraction * steps))
+
+
+def schedule_record(
+    steps: int, warmup_steps: int, warmdown_ratio: float, *, shape: Shape = "linear", warmdown_steps: int | None = None
+) -> dict[str, object]:
+    """What results.json's provenance.lr_schedule says about a run's schedule: enough to rebuild it
+    (`recorded_multipliers`), and its warmdown's shape and effective fraction, which two rows must
+    share to be one curve family (a wsd branch's fraction is its cooldownFraction up to rounding)."""
+    wd = _warmdown_steps(steps, warmdown_ratio, warmdown_steps)
+    return {
+        "kind": f"warmup-stable-decay ({'1-sqrt' if shape == 'sqrt' else 'linear'})",
+        "warmup_steps": warmup_steps,
+        "warmdown_ratio": warmdown_ratio,
+        "warmdown_shape": shape,
+        "warmdown_steps": wd,
+        "warmdown_fraction": round(wd / steps, 4) if steps else 0.0,
+    }
+
+
+def recorded_multipliers(
+    steps: int, record: dict[str, object], *, warmup_steps: int | None = None, warmdown_ratio: float | None = None
+) -> list[float] | None:
+    """A finished run's whole schedule from its provenance.lr_schedule (`schedule_record`); rows written
+    before the shape was recorded were linear over warmdown_ratio. `warmup_steps`/`warmdown_ratio` stand in
+    for what the record lacks (the spec's); None when neither says."""
+    warmup = record.get("warmup_steps", warmup_steps)
+    ratio = record.get("warmdown_ratio", warmdown_ratio)
+    if not isinstance(warmup, int | float) or not isinstance(ratio, int | float):
+        return None
+    shape = record.get("warmdown_shape", "linear")
+    if shape not in SHAPES:
+        raise ValueError(f"lr_schedule.warmdown_shape {shape!r} is not one of {SHAPES}")
+    wd = record.get("warmdown_steps")  # the effective count: the same schedule as the ratio's when linear
+    return lr_multipliers(steps, int(warmup), float(ratio), shape=cast(Shape, shape),
+                          warmdown_steps=int(wd) if isinstance(wd, int | float) else None)  # fmt: skip

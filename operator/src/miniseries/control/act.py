@@ -189,6 +189,7 @@ def forecast(
     if not due:
         return {}
     # numpy and scipy load only when a forecast is due, as for the fit
+    from miniseries.control.wsd import warmdown_of
     from miniseries.science.forecast import ForecastRefused, live_forecast
     from miniseries.science.trend import judge, sweep_trend
 
@@ -206,8 +207,10 @@ def forecast(
     for run, step in due.items():
         p = planned[run]
         try:
+            shape, warmdown_steps = warmdown_of(p.role, p.cooldown_steps)  # a wsd run's (1-sqrt) cooldown
             f = live_forecast(store, layout.namespace, layout.sweep, run, steps=p.steps, warmup_steps=tr.warmup_steps,
-                              warmdown_ratio=tr.warmdown_ratio, finished_runs=sorted(finished))  # fmt: skip
+                              warmdown_ratio=tr.warmdown_ratio, shape=shape, warmdown_steps=warmdown_steps,
+                              finished_runs=sorted(finished))  # fmt: skip
         except ForecastRefused as e:
             out[run] = RunForecast(at_step=step, refused=str(e)[:500])
             continue

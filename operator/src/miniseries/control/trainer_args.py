@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from miniseries.api.spec import PlannedRun, Precision, ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout, join_uri
+from miniseries.control.wsd import run_seed, warmdown_of
 
 if TYPE_CHECKING:
     from miniseries.contract.store import Store
@@ -75,7 +76,7 @@ def trainer_flags(
         f"--checkpoint-every={t.checkpoint_every}",
         f"--keep-checkpoints={t.keep_checkpoints}",
         f"--eval-tokens={t.eval_tokens}",
-        f"--seed={t.seed}",
+        f"--seed={run_seed(t.seed, run.role)}",
         f"--store={store}",
         f"--data={spec.data.shards_uri}",
         f"--tokenizer={tokenizer_uri(spec, layout, store)}",
@@ -103,7 +104,8 @@ def wsd_flags(layout: SweepLayout, run: PlannedRun, store_uri: str) -> list[str]
     a branch starts from its trunk's checkpoint at that step when it has none of its own."""
     if run.role is None:
         return []
-    flags = ["--warmdown-shape=sqrt", f"--warmdown-steps={run.cooldown_steps or 0}"]
+    shape, steps = warmdown_of(run.role, run.cooldown_steps)
+    flags = [f"--warmdown-shape={shape}", f"--warmdown-steps={steps}"]
     if run.keep_steps:
         flags.append("--keep-steps=" + ",".join(str(s) for s in run.keep_steps))
     if run.trunk is not None and run.start_step is not None:

@@ -5,6 +5,9 @@ budget's cooldown start; one branch per budget starts from the trunk's checkpoin
 cooldown start and cools down ((1-sqrt), contract.schedule) to its end. A branch is the point
 (N, D = budget x N) of the sweep, bought for its cooldown steps only. Optional twins train one
 depth's points from scratch with the same batch and schedule, to validate the branches.
+A twin draws its own initial weights (seed `training.seed + TWIN_SEED_OFFSET`): with the
+trunk's seed it would repeat its branch's arithmetic exactly (a branch resumes bit for bit,
+tests/trainer/test_wsd.py), so the comparison could only ever read 0 and validate nothing.
 
 What a normal run derives from its length is fixed per trunk, so that every branch of a depth
 is the same run up to its cooldown start: the batch (nanochat's rule at the largest budget,
@@ -20,11 +23,25 @@ from dataclasses import dataclass
 from miniseries.api.errors import SpecError
 from miniseries.api.spec import PlannedRun, ScalingSweepSpec
 from miniseries.contract import shapes
-from miniseries.contract.schedule import cooldown_steps
+from miniseries.contract.schedule import Shape, cooldown_steps
 
 TRUNK, BRANCH, TWIN = "trunk", "branch", "twin"
+#: A twin's seed is the sweep's plus this: an independent run, not a replay of its branch.
+TWIN_SEED_OFFSET = 1
 #: Run ids become `<sweep>-<run>` job names: 50 characters of sweep name leave 12.
 MAX_RUN_NAME = 12
+
+
+def run_seed(seed: int, role: str | None) -> int:
+    """The trainer's --seed for a run of this role: the sweep's, except a twin's own."""
+    return seed + TWIN_SEED_OFFSET if role == TWIN else seed
+
+
+def warmdown_of(role: str | None, cooldown_steps: int | None) -> tuple[Shape, int | None]:
+    """(shape, steps) of a planned run's warmdown: a wsd run's (1-sqrt) cooldown over its cooldown steps
+    (a trunk: none), else the spec's linear warmdownRatio (None). The trainer's flags and the forecast's
+    schedule both come from here."""
+    return ("sqrt", cooldown_steps or 0) if role is not None else ("linear", None)
 
 
 def _budget_id(budget: float) -> str:

@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from miniseries.contract.schedule import Shape
+
 #: Tissue et al.'s decay factor of the annealing momentum.
 DECAY = 0.999
 #: Logged points past the warmup a fit needs (and steps into the warmdown before C is fitted to the run).
@@ -446,15 +448,20 @@ def live_forecast(
     warmup_steps: int,
     warmdown_ratio: float,
     finished_runs: Sequence[str],
+    shape: Shape = "linear",
+    warmdown_steps: int | None = None,
     bootstrap: int = BOOTSTRAP,
 ) -> Forecast:
     """Forecast `run` from its loss_curve.jsonl so far, with alpha, C and the bpb ratio learned
-    from `finished_runs` (their results.json and curves). `steps`, `warmup_steps` and
-    `warmdown_ratio` are the run's plan (status.plan / spec.training). Raises ForecastRefused
-    with the sentence to show ("not enough steps yet (have N, need M)", ...)."""
+    from `finished_runs` (their results.json and curves). `steps`, `warmup_steps`,
+    `warmdown_ratio`, `shape` and `warmdown_steps` are the run's plan (status.plan /
+    spec.training; a wsd run's (1-sqrt) cooldown over its own steps, control.wsd.warmdown_of).
+    Each finished run's schedule is the one its results.json records (a (1-sqrt) branch, a trunk
+    without warmdown), never assumed from the spec. Raises ForecastRefused with the sentence to
+    show ("not enough steps yet (have N, need M)", ...)."""
     from miniseries.contract.layout import RunLayout
     from miniseries.contract.results import ResultsError, read_loss_curve, read_results
-    from miniseries.contract.schedule import lr_multipliers
+    from miniseries.contract.schedule import lr_multipliers, recorded_multipliers
 
     priors = []
     for name in finished_runs:
@@ -466,10 +473,13 @@ def live_forecast(
             continue
         if res is None or not curve:
             continue
-        sched = res.provenance.lr_schedule if res.provenance else {}
-        mult = lr_multipliers(
-            res.steps, int(sched.get("warmup_steps", warmup_steps)), float(sched.get("warmdown_ratio", warmdown_ratio))
-        )
+        try:
+            mult = recorded_multipliers(res.steps, res.provenance.lr_schedule if res.provenance else {},
+                                        warmup_steps=warmup_steps, warmdown_ratio=warmdown_ratio)  # fmt: skip
+        except ValueError:
+            continue  # a schedule this code cannot rebuild: no prior rather than a wrong one
+        if mult is None:
+            continue
         try:
             priors.append(
                 prior_run(
@@ -485,7 +495,7 @@ def live_forecast(
             continue
     curve = read_loss_curve(store, RunLayout(namespace, sweep, run))
     return forecast_run(
-        lr_multipliers(steps, warmup_steps, warmdown_ratio),
+        lr_multipliers(steps, warmup_steps, warmdown_ratio, shape=shape, warmdown_steps=warmdown_steps),
         [int(r["step"]) for r in curve],
         [float(r["loss"]) for r in curve],
         SweepPrior(priors) if priors else None,

@@ -52,11 +52,26 @@ class Difference:
         return {"field": self.field, "values": self.values, "blocking": self.blocking}
 
 
+def schedule_summary(record: dict[str, Any]) -> str:
+    """The part of a run's LR schedule that makes its curve's family: warmup, the warmdown's shape and
+    fraction. Not its step counts: a wsd branch's cooldown steps are its cooldownFraction of its own
+    length, rounded (9 steps at 0.2: 2, a fraction of 0.22), so the (1-sqrt) fraction is compared to
+    one decimal; rows from before the shape was recorded were linear over warmdown_ratio."""
+    shape = record.get("warmdown_shape", "linear")
+    if shape == "sqrt":
+        warmdown = f"(1-sqrt) cooldown over ~{float(record.get('warmdown_fraction', 0.0)):.1f} of the steps"
+    else:
+        warmdown = f"linear warmdown over {record.get('warmdown_ratio')} of the steps"
+    return f"warmup {record.get('warmup_steps')} steps, {warmdown}"
+
+
 def _value(p: Provenance | None, name: str) -> str:
     if p is None:
         return "unknown (no provenance)"
     v = getattr(p, name)
-    return "unknown" if v is None or v == {} else str(v)
+    if v is None or v == {}:
+        return "unknown"
+    return schedule_summary(v) if name == "lr_schedule" else str(v)
 
 
 def differences(rows: Sequence[tuple[str, RunResults]]) -> list[Difference]:

@@ -9,6 +9,7 @@ confidence intervals.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,6 +167,7 @@ def fit_chinchilla(
     delta: float = HUBER_DELTA,
     top_starts: int = 64,
     seed: int = 0,
+    on_resample: Callable[[ChinchillaFit, np.ndarray], None] | None = None,
 ) -> ChinchillaFit:
     """Approach 3 with bootstrap CIs for E, A, B, alpha, beta, a and b.
 
@@ -186,6 +188,8 @@ def fit_chinchilla(
     still moved by 5-15% of the interval's width between batches of 50 up to
     400 resamples, so a stopping rule at any useful tolerance would stop on
     noise; instead each resample is cheap (one BLAS thread, analytic gradient).
+    `on_resample(fit, idx)` sees each resample's fit and its point indices, for a
+    derived quantity's interval from the same resamples (fit/wsd.py's optimum ratio).
     """
     n_ = _positive_finite("params", params)
     d_ = _positive_finite("tokens", tokens)
@@ -217,6 +221,8 @@ def fit_chinchilla(
             t, o = _minimise(boot_starts, log_n[idx], log_d[idx], log_l[idx], delta)
             f = _theta_to_fit(t, len(idx), o)
             samples[i] = [getattr(f, name) for name in _CI_NAMES]
+            if on_resample is not None:
+                on_resample(f, idx)
     for name, (lo, hi) in zip(_CI_NAMES, _percentile_ci(samples), strict=True):
         fit.ci[name] = (float(lo), float(hi))
     fit.bootstrap_samples = bootstrap

@@ -3,7 +3,7 @@ each branch against its independent twin.
 
 Approach 3 (chinchilla.fit_chinchilla) on the branch points of every depth; the optimum ratio
 D_opt/N_opt at compute C follows from the fit (Hoffmann et al. eq. 4), and its interval from
-refitting resamples of the points (the same resampling as fit_chinchilla's own intervals).
+the resamples that give fit_chinchilla its own intervals (one set of refits for both).
 """
 
 from __future__ import annotations
@@ -31,25 +31,35 @@ class OptimalRatio:
 
 
 def ratio_at(fit: ChinchillaFit, compute: float) -> float:
+    """D_opt/N_opt at `compute`; a FitError when the law has no interior optimum (an exponent <= 0: the
+    loss does not fall with N or with D, as a resample of a few noisy points can make it)."""
+    if fit.alpha <= 0 or fit.beta <= 0:
+        raise FitError(f"the fit has no compute-optimal split (alpha {fit.alpha:.3g}, beta {fit.beta:.3g}; "
+                       "both must be > 0)")  # fmt: skip
     n, d = fit.optimum(compute)
     return float(d / n)
 
 
 def optimal_ratio(params: Any, tokens: Any, loss: Any, compute: float, *, bootstrap: int = 100,
                   seed: int = 0) -> tuple[ChinchillaFit, OptimalRatio]:  # fmt: skip
-    """The Approach-3 fit of the points and D_opt/N_opt at `compute` with a percentile interval."""
+    """The Approach-3 fit of the points (with its bootstrap intervals) and D_opt/N_opt at `compute` with a
+    percentile interval over the same resamples. A resample with one model size or one token count, or whose
+    law has no optimum, gives no ratio and is left out (`resamples` counts those that did)."""
     n, d, l_ = (np.asarray(x, dtype=float) for x in (params, tokens, loss))
-    fit = fit_chinchilla(n, d, l_, bootstrap=0)
-    rng = np.random.default_rng(seed)
-    ratios = []
-    for _ in range(bootstrap):
-        idx = rng.integers(0, len(n), len(n))
+    ratios: list[float] = []
+
+    def take(fit: ChinchillaFit, idx: np.ndarray) -> None:
+        if len(set(n[idx].tolist())) < 2 or len(set(d[idx].tolist())) < 2:
+            return
         try:
-            ratios.append(ratio_at(fit_chinchilla(n[idx], d[idx], l_[idx], bootstrap=0), compute))
+            ratios.append(ratio_at(fit, compute))
         except FitError:
-            continue  # a resample with one model size or one token count: no fit
+            return
+
+    fit = fit_chinchilla(n, d, l_, bootstrap=bootstrap, seed=seed, on_resample=take)
+    ratio = ratio_at(fit, compute)
     lo, hi = np.percentile(ratios, [2.5, 97.5]) if ratios else (float("nan"), float("nan"))
-    return fit, OptimalRatio(compute, ratio_at(fit, compute), float(lo), float(hi), len(ratios))
+    return fit, OptimalRatio(compute, ratio, float(lo), float(hi), len(ratios))
 
 
 def twin_differences(branches: dict[str, float], twins: dict[str, float]) -> dict[str, float]:

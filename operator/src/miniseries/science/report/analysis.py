@@ -35,8 +35,8 @@ def _fit_wsd(ok: list[RunRow], fits: dict[str, Any], problems: list[str], bootst
     and each twin against its branch (final val bpb). No N/D-over-C laws: those are Approach 3's."""
     branches = [r for r in ok if r.role == "branch"]
     fits["chinchilla"] = None
-    if len(branches) < 5:
-        problems.append(f"wsd Approach 3 needs at least 5 finished branches, have {len(branches)}")
+    if len(branches) < 6:  # Approach 3 fits 5 parameters (chinchilla.fit_chinchilla)
+        problems.append(f"wsd Approach 3 needs at least 6 finished branches, have {len(branches)}")
     else:
         got = _try(problems, "wsd Approach 3", optimal_ratio, [r.params for r in branches],
                    [r.tokens for r in branches], [r.final_loss for r in branches],

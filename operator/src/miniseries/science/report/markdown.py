@@ -90,11 +90,12 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
     opt = fits.get("wsd_optimal_ratio")
     if opt is not None:
         lines += ["", f"Compute-optimal tokens per parameter at C = {opt.compute:.3g} FLOPs (Approach 3 on the WSD "
-                  f"branches): **{opt.ratio:.1f}** (95% interval {opt.low:.1f} to {opt.high:.1f}, "
+                  f"branches): **{opt.ratio:.3g}** (95% interval {opt.low:.3g} to {opt.high:.3g}, "
                   f"{opt.resamples} resamples)."]  # fmt: skip
     for point, diff in (fits.get("wsd_twins") or {}).items():
         lines.append(f"- Branch vs independent twin at {point} tokens/param: final val bpb differs by {diff:+.2%}"
-                     f" (target within ±1.5%).")  # fmt: skip
+                     f" (target within ±1.5%; the twin trains from step 0 with the same batch and schedule and "
+                     f"its own seed).")  # fmt: skip
     cf = fits.get("core")
     if cf is not None:
         lines += ["", f"CORE = {cf.intercept:.4f} + {cf.slope:.4f} · log10(C) (R² {cf.r2:.3f}, {cf.points} points; "
@@ -128,7 +129,9 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
                      f"{'d' + str(e.depth) if e.depth else '–'} | {e.message or ''} |")  # fmt: skip
     lines += ["", "## Plots", ""]
     titles = {"loss_vs_tokens": "Loss vs tokens", "loss_vs_flops": "Loss vs FLOPs", "final_loss_vs_compute": "Final loss vs compute",
-              "isoflop": "IsoFLOP curves and optima", "core_vs_compute": "CORE vs compute"}  # fmt: skip
+              "isoflop": "IsoFLOP curves and optima", "wsd_loss_vs_ratio": "WSD: loss vs tokens per parameter, per depth",
+              "wsd_optimal_ratio": "WSD: fitted optimum tokens per parameter vs compute",
+              "core_vs_compute": "CORE vs compute"}  # fmt: skip
     for name in [n for n in titles if f"{n}.png" in plots]:
         lines += [
             f"### {titles.get(name, name)}",

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from miniseries.api.spec import Mode
+from miniseries.science.fit.wsd import ratio_at
 from miniseries.science.reference import GPT2_CORE, GPT3_CORE_ESTIMATED
 from miniseries.science.report.rows import RunRow
 
@@ -51,6 +52,11 @@ def render_plots(rows: list[RunRow], result: dict[str, Any], mode: Mode) -> dict
     _save(plt, _final_loss(plt, ok, fits, mode, color), "final_loss_vs_compute", out)
     if mode is Mode.isoflop:
         _save(plt, _isoflop(plt, ok, fits.get("isoflop")), "isoflop", out)
+    if mode is Mode.wsd:
+        _save(plt, _wsd_points(plt, ok, fits.get("chinchilla"), color), "wsd_loss_vs_ratio", out)
+        _save(
+            plt, _wsd_optimum(plt, ok, fits.get("chinchilla"), fits.get("wsd_optimal_ratio")), "wsd_optimal_ratio", out
+        )
     _save(plt, _core(plt, ok, fits.get("core"), result["extrapolation"], mode, color), "core_vs_compute", out)
     return out
 
@@ -146,6 +152,84 @@ def _isoflop(plt: Any, ok: list[RunRow], iso: Any) -> Any:
     ax2.set_xlabel("FLOP budget C")
     ax2.set_title("compute-optimal N and D" + ("" if iso and iso.params_law else " (needs 2+ budgets)"))
     ax2.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+#: The two answers the seed's open question weighs: nanochat's Muon optimum and Chinchilla's.
+REFERENCE_RATIOS = {"nanochat (Muon) 8": 8.0, "Chinchilla 20": 20.0}
+
+
+def _wsd_points(plt: Any, ok: list[RunRow], fit: Any, color: dict[int, Any]) -> Any:
+    """Left: final loss of each depth's branches against D/N, with the Approach-3 law through them
+    (what the fit saw). Right: final val bpb of the same points, each twin next to its branch."""
+    import numpy as np
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    branches = [r for r in ok if r.role == "branch" and r.params and r.tokens]
+    twins = [r for r in ok if r.role == "twin" and r.params and r.tokens and r.val_bpb]
+    for depth in sorted({r.depth for r in branches}):
+        rs = sorted([r for r in branches if r.depth == depth], key=lambda r: r.tokens or 0.0)
+        ratios = [r.tokens / r.params for r in rs]  # type: ignore[operator]
+        ax.plot(ratios, [r.final_loss for r in rs], "o", color=color[depth], label=f"d{depth}")
+        if fit is not None:
+            n = rs[0].params
+            rr = np.geomspace(min(ratios) / 1.5, max(ratios) * 1.5, 50)
+            ax.plot(rr, fit.loss(n, rr * n), "--", color=color[depth], lw=1)
+        bpb = [(x, r.val_bpb) for x, r in zip(ratios, rs, strict=True) if r.val_bpb]
+        ax2.plot([x for x, _ in bpb], [y for _, y in bpb], "o-", color=color[depth], lw=1, label=f"d{depth} branch")
+    for r in twins:
+        ax2.scatter(r.tokens / r.params, r.val_bpb, marker="s", s=70, facecolors="none",  # type: ignore[operator]
+                    edgecolors=color[r.depth], linewidths=1.5, zorder=4, label=f"d{r.depth} twin (from scratch)")  # fmt: skip
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    for a in (ax, ax2):
+        a.set_xscale("log")
+        a.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))  # 0.5, 1, 2 rather than 5x10^-1
+        a.xaxis.set_minor_formatter(NullFormatter())
+        a.set_xlabel("tokens per scaling parameter D/N")
+        a.grid(True, which="both", alpha=0.3)
+    ax.set_ylabel("final training loss")
+    ax.set_title(
+        "WSD branches" + (" and the Approach-3 law (dashed)" if fit is not None else " (no fit: see Problems)")
+    )
+    ax2.set_ylabel("final val bpb")
+    ax2.set_title("val bpb per depth; squares: independent twins")
+    if branches:
+        ax.legend(title="depth", fontsize=8)
+        handles, labels = ax2.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles, strict=True))
+        ax2.legend(uniq.values(), uniq.keys(), fontsize=8)
+    return fig
+
+
+def _wsd_optimum(plt: Any, ok: list[RunRow], fit: Any, opt: Any) -> Any:
+    """D_opt/N_opt of the Approach-3 law against compute, its bootstrap interval where the report
+    states it, and the ratios the seed's question weighs (8 and 20)."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    branches = [r.flops for r in ok if r.role == "branch" and r.flops]
+    if fit is not None and opt is not None and branches:
+        cs = np.geomspace(min(branches) / 10, opt.compute * 1e4, 60)
+        ax.plot(cs, [ratio_at(fit, c) for c in cs], "k-", lw=1.2, label="Approach 3: D_opt/N_opt")
+        # a percentile interval need not contain the full-data estimate: clip the bars at 0
+        err = [[max(0.0, opt.ratio - opt.low)], [max(0.0, opt.high - opt.ratio)]]
+        ax.errorbar([opt.compute], [opt.ratio], yerr=err, fmt="o", color="crimson", capsize=4, zorder=4,
+                    label=f"{opt.ratio:.3g} [{opt.low:.3g}, {opt.high:.3g}] at the largest branch")  # fmt: skip
+        ax.axvspan(min(branches), max(branches), color="grey", alpha=0.12, label="compute of the branches")
+    else:
+        ax.text(0.5, 0.5, "no Approach-3 fit (see Problems)", transform=ax.transAxes, ha="center", color="crimson")
+    for name, v in REFERENCE_RATIOS.items():
+        ax.axhline(v, color="grey", lw=0.8, ls=":")
+        ax.text(1.0, v, f" {name}", transform=ax.get_yaxis_transform(), fontsize=7, va="center", ha="left")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training FLOPs C")
+    ax.set_ylabel("compute-optimal tokens per parameter")
+    ax.set_title("fitted optimum ratio vs compute")
+    ax.grid(True, which="both", alpha=0.3)
+    if fit is not None and opt is not None and branches:
+        ax.legend(fontsize=8, loc="upper left")
     return fig
 
 

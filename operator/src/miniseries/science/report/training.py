@@ -21,7 +21,7 @@ from typing import Any
 from miniseries.api.spec import ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.results import ResultsError, RunResults, read_loss_curve, read_results, read_val_curve
-from miniseries.contract.schedule import lr_multipliers
+from miniseries.contract.schedule import recorded_multipliers
 from miniseries.contract.store import Store, StoreError
 from miniseries.science.report.rows import RunRow
 
@@ -30,12 +30,12 @@ FORECAST_UPTO = 0.5
 
 
 def _schedule(res: RunResults, spec: ScalingSweepSpec | None) -> list[float] | None:
-    sched = res.provenance.lr_schedule if res.provenance else {}
-    warmup = sched.get("warmup_steps", spec.training.warmup_steps if spec else None)
-    warmdown = sched.get("warmdown_ratio", spec.training.warmdown_ratio if spec else None)
-    if warmup is None or warmdown is None:
+    try:  # the recorded schedule ((1-sqrt) cooldowns and wsd trunks included); the spec's for older rows
+        return recorded_multipliers(res.steps, res.provenance.lr_schedule if res.provenance else {},
+                                    warmup_steps=spec.training.warmup_steps if spec else None,
+                                    warmdown_ratio=spec.training.warmdown_ratio if spec else None)  # fmt: skip
+    except ValueError:
         return None
-    return lr_multipliers(res.steps, int(warmup), float(warmdown))
 
 
 def through_training(store: Store, layout: SweepLayout, spec: ScalingSweepSpec | None, rows: list[RunRow],
