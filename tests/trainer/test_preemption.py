@@ -222,15 +222,10 @@ def test_every_rank_stops_after_the_same_step_when_one_rank_is_signalled(corpus:
     assert any(f"preempted by a stop signal from another rank after step {last}/" in line for line in lines)
     store = open_store(tmp_path.as_uri())
     assert checkpoint_steps(store, RUN) == [last]
+    from miniseries_trainer.checkpoint import expected_files
+
     names = {f.name for f in read_manifest(store, RUN, last).files}
-    assert {
-        "model.pt",
-        "optim_replicated.pt",
-        "optim_rank0.pt",
-        "optim_rank1.pt",
-        "state_rank0.pt",
-        "state_rank1.pt",
-    } == names
+    assert names == expected_files(2)  # model.pt and AdamW's state once, Muon's shards and the loader's per rank
     # and its model + optimizer bytes are what the operator sizes the grace period from (AdamW once, Muon sharded)
     written = sum(f.bytes for f in read_manifest(store, RUN, last).files if not f.name.startswith("state_"))
     shape = model_shape(1, aspect_ratio=64, head_dim=32, vocab_size=VOCAB, sequence_len=64)

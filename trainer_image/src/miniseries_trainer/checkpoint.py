@@ -40,6 +40,12 @@ def _bytes_of(obj: Any) -> bytes:
 REPLICATED = "optim_replicated.pt"
 
 
+def expected_files(world: int) -> set[str]:
+    """The files a checkpoint written by `world` ranks holds, besides its manifest."""
+    per_rank = {f"{kind}_rank{r}.pt" for kind in ("optim", "state") for r in range(world)}
+    return {"model.pt", REPLICATED} | per_rank
+
+
 def _sharded(opt: torch.optim.Optimizer) -> bool:
     """Muon's state lives only on the rank that owns each matrix; every other optimizer's state
     (AdamW on the embedding and lm_head, stepped with all-reduced gradients) is the same on all ranks,
