@@ -52,6 +52,7 @@ from tests.harness.certs import make_ca, make_serving_cert, pem_cert, pem_key
 from tests.harness.cluster import GPUS_PER_NODE, gpu_node, start_kwok
 from tests.harness.processes import Stack, free_port, wait_for
 from tests.harness.training_operator import RealPathCluster, real_path_cluster
+from tests.harness.webhooks import serve_at
 
 KUEUE_VERSION = pinned_version("KUEUE_VERSION")
 KUEUE_NAMESPACE = "kueue-system"  # the Configuration's namespace, excluded from Kueue's webhooks
@@ -127,8 +128,7 @@ def kueue_webhook_configurations(webhook_url: str, ca: bytes) -> list[dict[str, 
         doc = copy.deepcopy(doc)
         doc["metadata"]["name"] = f"kueue-{doc['metadata']['name']}"
         for hook in doc["webhooks"]:
-            path = hook["clientConfig"]["service"]["path"]
-            hook["clientConfig"] = {"url": f"{webhook_url}{path}", "caBundle": base64.b64encode(ca).decode()}
+            serve_at(hook, webhook_url, ca)
             if hook["name"] in selectors:
                 hook["namespaceSelector"] = selectors[hook["name"]]
         docs.append(doc)
