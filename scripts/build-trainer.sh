@@ -45,7 +45,7 @@ build() {  # name version module package-in-module output
   start=$(date +%s)
   (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$bin.tmp" "$pkg")
   mv "$bin.tmp" "$bin"
-  cp "$src/LICENSE" "$(dirname "$bin")/LICENSE"
+  install -m 644 "$src/LICENSE" "$(dirname "$bin")/LICENSE"
   chmod -R u+w "$work"; rm -rf "$work"
   echo "$name $version built in $(( $(date +%s) - start ))s: $bin"
 }

@@ -218,3 +218,20 @@ def test_a_trainjobs_workload_is_matched_by_its_owner() -> None:
         "spec": {"active": True}, "status": {"conditions": [cond("Admitted")]}}  # fmt: skip
     observed = observe_workload(wl)
     assert observed is not None and observed.job == "s-d2" and observed.job_uid == "u2"
+
+
+def test_a_backend_the_operator_does_not_serve_is_refused_naming_the_field() -> None:
+    from miniseries.control import observe
+
+    _, spec = example()
+    try:
+        observe.serve([Backend.pytorchjob])
+        err = observe.backend_problem(spec)
+        assert err is not None
+        (problem,) = err.problems
+        assert problem.field == "spec.resources.backend" and "serves: pytorchjob" in str(problem)
+        observe.serve([Backend.pytorchjob, Backend.trainjob, Backend.trainjob])
+        assert observe.backend_problem(spec) is None
+        assert [k.kind for k in observe.SERVED] == ["PyTorchJob", "TrainJob"]
+    finally:
+        observe.serve([Backend.pytorchjob])
