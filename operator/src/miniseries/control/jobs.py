@@ -318,7 +318,7 @@ def trainjob(
     The trainer section carries what the PyTorchJob's container does: image, the same command
     (torchrun reads the PET_* env the v2 torch plugin sets: PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK
     from the Job's completion index, PET_MASTER_ADDR the first pod's name under the JobSet's headless
-    Service, port 29400; a single process needs none of it), args, env, resourcesPerNode. The rest
+    Service, port 29500; a single process needs none of it), args, env, resourcesPerNode. The rest
     goes into one runtimePatch (manager `miniseries.dev/operator`) on the runtime's `node` job: the
     pod labels (the sweep label pods.py lists by, run, attempt), the scrape annotations, the node
     selector and the grace period. Kueue: the queue labels on the TrainJob and `spec.suspend`, as for
