@@ -248,7 +248,7 @@ def test_a_generated_trainjob_runs_its_pods_with_the_torch_env(tj_cluster: Train
 
 @pytest.fixture(scope="module")
 def tj_bucket(tj_cluster: TrainerCluster, tiny: LocalSweep, s3_service: S3Server) -> S3Bucket:
-    b = new_bucket(s3_service, "tj")
+    b = new_bucket(s3_service, "trainjob")
     for path in sorted(tiny.store_dir.rglob("*")):
         if path.is_file():
             b.client.upload_file(str(path), b.bucket, path.relative_to(tiny.store_dir).as_posix())
