@@ -235,3 +235,38 @@ def test_a_backend_the_operator_does_not_serve_is_refused_naming_the_field() -> 
         assert [k.kind for k in observe.SERVED] == ["PyTorchJob", "TrainJob"]
     finally:
         observe.serve([Backend.pytorchjob])
+
+
+def test_a_failed_trainjob_being_deleted_stays_retrying_and_its_retry_is_the_next_attempt() -> None:
+    """Found on the real trainer (tests/e2e/test_trainjob.py's kill test): once the operator deletes a
+    Failed TrainJob (foreground: the JobSet goes first), the trainer controller re-reads the JobSet,
+    finds none, and drops the Failed condition, so the deleting TrainJob reads as new. Its run must
+    stay Retrying (not Pending), and the retry must be attempt 2, counted against retryLimit."""
+    from datetime import UTC, datetime, timedelta
+
+    from miniseries.api.spec import RunState
+    from miniseries.control import runs
+
+    _, spec = example(gpusPerRun=8, nodeGpus=8, parallelism=1)
+    spec = spec.model_copy(update={"depths": [12]})
+    plan = make_plan(spec)
+    now = datetime(2026, 12, 6, 18, 0, tzinfo=UTC)
+    failed = trainjob_obj(
+        [cond("Failed", reason="FailedJobs", message="jobset failed due to one or more job failures")]
+    )
+    failed["metadata"]["name"] = "s-d12"
+    failed["metadata"]["labels"].update({"miniseries.dev/run": "d12", "miniseries.dev/attempt": "1"})
+    d = runs.decide_runs(spec, "s", plan, [observe_job(failed)], {}, [], runs.TokenizerState.NotNeeded, now)
+    (r,) = d.runs
+    assert r.state is RunState.Retrying and r.attempts == 1 and d.delete == ["s-d12"]
+    going = trainjob_obj([cond("Suspended", "False", "Resumed")])  # Failed dropped, JobSet gone
+    going["metadata"].update(name="s-d12", deletionTimestamp="2026-12-06T18:00:01Z")
+    going["metadata"]["labels"].update({"miniseries.dev/run": "d12", "miniseries.dev/attempt": "1"})
+    assert observe_job(going).phase is JobPhase.Created  # what the mapping alone sees
+    d = runs.decide_runs(spec, "s", plan, [observe_job(going)], {}, d.runs, runs.TokenizerState.NotNeeded,
+                         now + timedelta(seconds=1))  # fmt: skip
+    (r,) = d.runs
+    assert r.state is RunState.Retrying and d.create == [] and d.events == []
+    later = now + timedelta(seconds=runs.backoff_seconds(1) + 5)
+    d = runs.decide_runs(spec, "s", plan, [], {}, d.runs, runs.TokenizerState.NotNeeded, later)
+    assert [(p.name, a) for p, a in d.create] == [("d12", 2)]
