@@ -135,7 +135,13 @@ def kueue_webhook_configurations(webhook_url: str, ca: bytes) -> list[dict[str, 
     return docs
 
 
-def kueue_configuration(cert_dir: Path, ports: dict[str, int]) -> dict[str, Any]:
+#: The job integrations the harness's Kueue serves (the Trainer v2 tests add trainer.kubeflow.org/trainjob).
+FRAMEWORKS = ("batch/job", "kubeflow.org/pytorchjob")
+
+
+def kueue_configuration(
+    cert_dir: Path, ports: dict[str, int], frameworks: tuple[str, ...] = FRAMEWORKS
+) -> dict[str, Any]:
     return {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
@@ -147,7 +153,7 @@ def kueue_configuration(cert_dir: Path, ports: dict[str, int]) -> dict[str, Any]
         "health": {"healthProbeBindAddress": f"127.0.0.1:{ports['health']}"},
         "metrics": {"bindAddress": f"127.0.0.1:{ports['metrics']}"},
         "visibilityServer": {"bindAddress": "127.0.0.1", "bindPort": ports["visibility"]},
-        "integrations": {"frameworks": ["batch/job", "kubeflow.org/pytorchjob"]},
+        "integrations": {"frameworks": list(frameworks)},
     }
 
 
@@ -198,7 +204,9 @@ def _add_gpu_nodes(cluster: RealPathCluster, names: list[str]) -> None:
             cluster.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(status))
 
 
-def start_kueue(stack: Stack, cluster: RealPathCluster, workdir: Path) -> KueueCluster:
+def start_kueue(
+    stack: Stack, cluster: RealPathCluster, workdir: Path, frameworks: tuple[str, ...] = FRAMEWORKS
+) -> KueueCluster:
     """Kueue's CRDs, webhooks and controller-manager on ``cluster``, up and answering."""
     binary = kueue_binary()
     t0 = time.monotonic()
@@ -227,7 +235,7 @@ def start_kueue(stack: Stack, cluster: RealPathCluster, workdir: Path) -> KueueC
     cluster.apply(kueue_webhook_configurations(webhook_url, ca_pem))
 
     config = workdir / "kueue-config.yaml"
-    config.write_text(yaml.safe_dump(kueue_configuration(pki / "webhook", ports)))
+    config.write_text(yaml.safe_dump(kueue_configuration(pki / "webhook", ports, frameworks)))
     private = os.geteuid() == 0 and shutil.which("unshare") is not None
     if private:
         for mount_point in (METRICS_CERT_DIR, VISIBILITY_CERT_DIR):

@@ -34,7 +34,9 @@ import requests
 import yaml
 
 from tests.harness.binaries import CACHE, REPO, MissingBinary, pinned_version
+from tests.harness.cluster import start_kwok
 from tests.harness.helm import CHART, render
+from tests.harness.kueue import KueueCluster, kueue_binary, start_kueue
 from tests.harness.processes import Stack, free_port, wait_for
 from tests.harness.training_operator import RealPathCluster, real_path_cluster, start_node_agent
 from tests.harness.webhooks import published_configurations, serving_pki
@@ -179,5 +181,26 @@ def trainer_cluster(workdir: Path, gpus: int = 8) -> Iterator[TrainerCluster]:
             tc = TrainerCluster(**vars(base), jobset_log=jobset_log, trainer_log=trainer_log, start_seconds=started)
             tc.pids = [*base.pids, *stack.pids()]
             yield tc
+        finally:
+            stack.stop()
+
+
+@contextlib.contextmanager
+def trainer_kueue_cluster(workdir: Path) -> Iterator[KueueCluster]:
+    """The Trainer v2 path with Kueue instead of the node agent: kwok's 8-GPU node `gpu-node-0`,
+    JobSet, the trainer and its runtimes, then Kueue (its TrainJob integration finds their CRDs at
+    start) serving batch/job and trainer.kubeflow.org/trainjob."""
+    jobset_binary(), trainer_binary(), kueue_binary()
+    with real_path_cluster(workdir, node_agent=False, training_operator=False) as base:
+        stack = Stack(workdir)
+        try:
+            start_kwok(stack, base)
+            start_jobset(stack, base, workdir)
+            start_trainer(stack, base, workdir)
+            install_runtimes(base)
+            kc = start_kueue(stack, base, workdir, ("batch/job", "trainer.kubeflow.org/trainjob"))
+            kc.gpu_nodes = ["gpu-node-0"]
+            kc.pids = [*base.pids, *stack.pids()]
+            yield kc
         finally:
             stack.stop()

@@ -215,6 +215,7 @@ def test_trainjob_runtime_is_installed_only_when_asked() -> None:
     pod = node["template"]["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert pod["restartPolicy"] == "Never" and c["name"] == "node"
+    assert pod["terminationGracePeriodSeconds"] == 600  # the floor where a TrainJob's own is lost (Kueue v0.19.2)
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert c["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
     named = render({"backends": "{trainjob}", "trainjob.runtime.name": "team-torch"})
