@@ -18,6 +18,7 @@ deps: venv
 	@if [ -x scripts/install-system-deps.sh ]; then bash scripts/install-system-deps.sh; fi
 	@if [ -x scripts/build-binaries.sh ]; then bash scripts/build-binaries.sh; fi
 	@bash scripts/build-training-operator.sh
+	@bash scripts/build-trainer.sh
 
 # The operator and trainer images, without a Docker daemon (buildah, on a base built from Debian
 # packages), cached by content hash under ~/.cache/miniseries/images/ (README "Images").

@@ -181,4 +181,6 @@ go_install versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw/cmd/versi
 go_install kueue "$KUEUE_VERSION" sigs.k8s.io/kueue/cmd/kueue
 kueue_manifests
 if [[ -x "$here/build-training-operator.sh" ]]; then bash "$here/build-training-operator.sh"; fi
+# The Trainer v2 backend's controllers (JobSet, the trainer): tests marked `trainjob`.
+if [[ -x "$here/build-trainer.sh" ]]; then bash "$here/build-trainer.sh"; fi
 echo "build-binaries: all cached under $CACHE ($((SECONDS - t0)) s)"

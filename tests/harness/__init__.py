@@ -12,9 +12,14 @@
   training-operator's part on the plain cluster
 - training_operator: the real path for e2e, the Kubeflow training-operator and its webhook over TLS
   on the cluster's control plane, plus the node agent
+- trainer: the Trainer v2 backend's path, JobSet and the Kubeflow trainer with their webhooks over
+  TLS on the same control plane, plus the node agent (marker ``trainjob``)
+- webhooks: a project's published webhook configurations (and kustomize JSON patches) served by URL
+  with the harness's CA (Kueue, JobSet, the trainer)
 - node_agent: a node that runs pods as local processes (``python -m tests.harness.node_agent``)
 - node: a real kubelet + containerd + runc node (``python -m tests.harness.node``)
-- crds/: the vendored PyTorchJob CRD and the Prometheus Operator's kinds, reduced to their names
+- crds/: the vendored PyTorchJob CRD, JobSet's and Trainer v2's CRDs and webhook configurations,
+  and the Prometheus Operator's kinds, reduced to their names
 
 The fixtures in the conftest.py files call these; a component that is not built is a skip naming
 the script that builds it, never a fake.

@@ -53,6 +53,7 @@ from tests.harness.certs import make_ca, make_serving_cert, pem_cert, pem_key
 from tests.harness.cluster import GPUS_PER_NODE, gpu_node, start_kwok
 from tests.harness.processes import Stack, free_port, wait_for
 from tests.harness.training_operator import RealPathCluster, real_path_cluster
+from tests.harness.webhooks import serve_at
 
 KUEUE_VERSION = pinned_version("KUEUE_VERSION")
 KUEUE_NAMESPACE = "kueue-system"  # the Configuration's namespace, excluded from Kueue's webhooks
@@ -128,15 +129,20 @@ def kueue_webhook_configurations(webhook_url: str, ca: bytes) -> list[dict[str, 
         doc = copy.deepcopy(doc)
         doc["metadata"]["name"] = f"kueue-{doc['metadata']['name']}"
         for hook in doc["webhooks"]:
-            path = hook["clientConfig"]["service"]["path"]
-            hook["clientConfig"] = {"url": f"{webhook_url}{path}", "caBundle": base64.b64encode(ca).decode()}
+            serve_at(hook, webhook_url, ca)
             if hook["name"] in selectors:
                 hook["namespaceSelector"] = selectors[hook["name"]]
         docs.append(doc)
     return docs
 
 
-def kueue_configuration(cert_dir: Path, ports: dict[str, int]) -> dict[str, Any]:
+#: The job integrations the harness's Kueue serves (the Trainer v2 tests add trainer.kubeflow.org/trainjob).
+FRAMEWORKS = ("batch/job", "kubeflow.org/pytorchjob")
+
+
+def kueue_configuration(
+    cert_dir: Path, ports: dict[str, int], frameworks: tuple[str, ...] = FRAMEWORKS
+) -> dict[str, Any]:
     return {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
@@ -148,7 +154,7 @@ def kueue_configuration(cert_dir: Path, ports: dict[str, int]) -> dict[str, Any]
         "health": {"healthProbeBindAddress": f"127.0.0.1:{ports['health']}"},
         "metrics": {"bindAddress": f"127.0.0.1:{ports['metrics']}"},
         "visibilityServer": {"bindAddress": "127.0.0.1", "bindPort": ports["visibility"]},
-        "integrations": {"frameworks": ["batch/job", "kubeflow.org/pytorchjob"]},
+        "integrations": {"frameworks": list(frameworks)},
     }
 
 
@@ -199,7 +205,9 @@ def _add_gpu_nodes(cluster: RealPathCluster, names: list[str]) -> None:
             cluster.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(status))
 
 
-def start_kueue(stack: Stack, cluster: RealPathCluster, workdir: Path) -> KueueCluster:
+def start_kueue(
+    stack: Stack, cluster: RealPathCluster, workdir: Path, frameworks: tuple[str, ...] = FRAMEWORKS
+) -> KueueCluster:
     """Kueue's CRDs, webhooks and controller-manager on ``cluster``, up and answering."""
     binary = kueue_binary()
     t0 = time.monotonic()
@@ -228,7 +236,7 @@ def start_kueue(stack: Stack, cluster: RealPathCluster, workdir: Path) -> KueueC
     cluster.apply(kueue_webhook_configurations(webhook_url, ca_pem))
 
     config = workdir / "kueue-config.yaml"
-    config.write_text(yaml.safe_dump(kueue_configuration(pki / "webhook", ports)))
+    config.write_text(yaml.safe_dump(kueue_configuration(pki / "webhook", ports, frameworks)))
     private = os.geteuid() == 0 and shutil.which("unshare") is not None
     if private:
         for mount_point in (METRICS_CERT_DIR, VISIBILITY_CERT_DIR):

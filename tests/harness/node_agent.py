@@ -21,8 +21,9 @@ What it does differently, on purpose:
     interpreter (and its torchrun) this agent runs under, so the trainer must be installed
     in that virtualenv;
   - every pod gets IP 127.0.0.1, and an env value that names a Service of the pod's
-    namespace (the training-operator sets ``MASTER_ADDR=<job>-master-0``) is rewritten to
-    127.0.0.1 so that torch's rendezvous reaches the master process on this host;
+    namespace (the training-operator sets ``MASTER_ADDR=<job>-master-0``), or a hostname under
+    one (Trainer v2 sets ``PET_MASTER_ADDR=<job>-node-0-0.<job>``, the JobSet's headless Service),
+    is rewritten to 127.0.0.1 so that torch's rendezvous reaches the master process on this host;
   - volumes and probes are ignored; each container's output goes to
     ``<log-dir>/<namespace>_<pod>_<container>.log``.
 
@@ -191,16 +192,19 @@ class NodeAgent:
                 value = expand(var.value or "", env)
             elif var.value_from.field_ref is not None:
                 value = self._field(pod, var.value_from.field_ref.field_path)
-            elif var.value_from.secret_key_ref is not None:
-                ref = var.value_from.secret_key_ref
-                value = self._config_data("secret", ns, ref.name)[ref.key]
-            elif var.value_from.config_map_key_ref is not None:
-                ref = var.value_from.config_map_key_ref
-                value = self._config_data("configmap", ns, ref.name)[ref.key]
+            elif var.value_from.secret_key_ref is not None or var.value_from.config_map_key_ref is not None:
+                ref = var.value_from.secret_key_ref or var.value_from.config_map_key_ref
+                kind = "secret" if var.value_from.secret_key_ref is not None else "configmap"
+                data = self._config_data(kind, ns, ref.name)
+                if ref.key not in data and ref.optional:
+                    continue  # the kubelet leaves an optional reference to a missing key unset
+                value = data[ref.key]
             else:
                 raise ValueError(f"env {var.name}: valueFrom kind not supported by the node agent")
-            # No cluster DNS here: a Service name (MASTER_ADDR=<job>-master-0) means this host.
-            env[var.name] = POD_IP if value in services else value
+            # No cluster DNS here: a Service name (MASTER_ADDR=<job>-master-0), or a pod's hostname under
+            # a headless Service (a JobSet's PET_MASTER_ADDR=<jobset>-node-0-0.<jobset>), means this host.
+            host = value.split(".", 1)
+            env[var.name] = POD_IP if value in services or (len(host) == 2 and host[1] in services) else value
         return env
 
     # ---- process lifecycle

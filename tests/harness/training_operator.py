@@ -61,79 +61,87 @@ class RealPathCluster(Cluster):
     node_logs: Path = Path()
 
 
+def start_node_agent(stack: Stack, cluster: RealPathCluster, gpus: int = 0) -> None:
+    """The node that runs pods as local processes (tests/harness/node_agent.py), registered and Ready."""
+    cluster.kubectl("create", "namespace", "kube-node-lease", check=False)
+    stack.start("node-agent", [sys.executable, "-m", "tests.harness.node_agent", f"--kubeconfig={cluster.kubeconfig}",
+                               "--name=e2e-node", f"--log-dir={cluster.node_logs}", f"--gpus={gpus}"],
+                env={"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})  # fmt: skip
+    ready = "-o=jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+    wait_for("node e2e-node", lambda: cluster.kubectl("get", "node/e2e-node", ready, check=False).stdout == "True", 60)
+
+
 @contextlib.contextmanager
-def real_path_cluster(workdir: Path, gpus: int = 0, node_agent: bool = True) -> Iterator[RealPathCluster]:
+def real_path_cluster(
+    workdir: Path, gpus: int = 0, node_agent: bool = True, training_operator: bool = True
+) -> Iterator[RealPathCluster]:
     """The whole real path, up and ready: a PyTorchJob applied after this returns is validated by
     the training-operator's webhook, reconciled into pods and run by the node agent (or, with
-    ``node_agent=False``, by whatever node the caller adds: tests/harness/node.py's real one)."""
-    to_bin = training_operator_binary()
+    ``node_agent=False``, by whatever node the caller adds: tests/harness/node.py's real one).
+    ``training_operator=False``: the control plane (and node agent) alone, for another backend's
+    controllers (tests/harness/trainer.py)."""
+    to_bin = training_operator_binary() if training_operator else None
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir)
     try:
         base = start_control_plane(stack, workdir)
         cluster = RealPathCluster(**vars(base), node_logs=workdir / "node-logs")
-
-        # --- training-operator: its namespace, CRD, cert Secret and webhook configuration first
-        install_pytorchjob_crd(cluster, to_bin.parent / "kubeflow.org_pytorchjobs.yaml")
-        cluster.kubectl("create", "namespace", TO_NAMESPACE)
-        certs = webhook_certs()
-        secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                  "metadata": {"name": TO_SECRET, "namespace": TO_NAMESPACE},
-                  "data": {k: base64.b64encode(v).decode() for k, v in certs.items()}}  # fmt: skip
-        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(secret))
-        # What the kubelet would do with the Secret volume: the rotator only waits for these files.
-        # Their path is compiled in and machine-wide: as root, this cluster's training-operator gets
-        # a private mount namespace with its own directory there, so a second test session's
-        # certificates (another checkout, CI) cannot replace this one's while it runs.
-        private = os.geteuid() == 0 and shutil.which("unshare") is not None
-        cert_root = workdir / "k8s-webhook-server" if private else TO_CERT_DIR.parent
-        (cert_root / TO_CERT_DIR.name).mkdir(parents=True, exist_ok=True)
-        for name in ("ca.crt", "tls.crt", "tls.key"):
-            (cert_root / TO_CERT_DIR.name / name).write_bytes(certs[name])
-        TO_CERT_DIR.parent.mkdir(parents=True, exist_ok=True)  # the mount point
-        webhook_port = free_port()
-        webhook = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-                   "metadata": {"name": TO_WEBHOOK_CONFIG},
-                   "webhooks": [{"name": "validator.pytorchjob.training-operator.kubeflow.org",
-                                 "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail",
-                                 "clientConfig": {"url": f"https://127.0.0.1:{webhook_port}/validate-kubeflow-org-v1-pytorchjob",
-                                                  "caBundle": base64.b64encode(certs["ca.crt"]).decode()},
-                                 "rules": [{"apiGroups": ["kubeflow.org"], "apiVersions": ["v1"],
-                                            "operations": ["CREATE", "UPDATE"], "resources": ["pytorchjobs"]}]}]}  # fmt: skip
-        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(webhook))
-        template = workdir / "init-container.yaml"
-        # The stock init container runs `nslookup <master>` in alpine; with no images and no DNS,
-        # the node agent runs this instead (it makes the master's name mean 127.0.0.1 itself).
-        template.write_text("- name: init-pytorch\n  image: {{.InitContainerImage}}\n"
-                            "  command: ['python', '-c', 'print(\"master {{.MasterAddr}} is this host\")']\n")  # fmt: skip
-        probe_port = free_port()
-        in_own_mounts = ["unshare", "--mount", "--propagation=private", "sh", "-c",
-                         f'mount --bind "$0" {TO_CERT_DIR.parent} && exec "$@"', str(cert_root)] if private else []  # fmt: skip
-        to = stack.start("training-operator", [*in_own_mounts, str(to_bin), "--enable-scheme=pytorchjob",
-                         f"--webhook-server-port={webhook_port}", f"--metrics-bind-address=127.0.0.1:{free_port()}",
-                         f"--health-probe-bind-address=127.0.0.1:{probe_port}", "--gang-scheduler-name=",
-                         f"--pytorch-init-container-template-file={template}", "--zap-log-level=info"],
-                         env={"KUBECONFIG": str(cluster.kubeconfig), "MY_POD_NAMESPACE": TO_NAMESPACE})  # fmt: skip
-        wait_for("training-operator readyz", lambda: requests.get(f"http://127.0.0.1:{probe_port}/readyz",
-                                                                 timeout=2).status_code == 200, 180, to)  # fmt: skip
-        kept = cluster.kubectl("get", "secret", "-n", TO_NAMESPACE, TO_SECRET, "-o=jsonpath={.data.tls\\.crt}").stdout
-        if base64.b64decode(kept) != certs["tls.crt"]:
-            raise RuntimeError(
-                "the training-operator replaced the test's serving certificate; the API server cannot reach it by IP"
-            )
-
-        if not node_agent:
-            yield cluster
-            return
-        # --- the node that runs pods as local processes
-        cluster.kubectl("create", "namespace", "kube-node-lease", check=False)
-        stack.start("node-agent", [sys.executable, "-m", "tests.harness.node_agent", f"--kubeconfig={cluster.kubeconfig}",
-                                   "--name=e2e-node", f"--log-dir={cluster.node_logs}", f"--gpus={gpus}"],
-                    env={"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})  # fmt: skip
-        ready = "-o=jsonpath={.status.conditions[?(@.type=='Ready')].status}"
-        wait_for(
-            "node e2e-node", lambda: cluster.kubectl("get", "node/e2e-node", ready, check=False).stdout == "True", 60
-        )
+        if to_bin is not None:
+            _start_training_operator(stack, cluster, workdir, to_bin)
+        if node_agent:
+            start_node_agent(stack, cluster, gpus)
         yield cluster
     finally:
         stack.stop()
+
+
+def _start_training_operator(stack: Stack, cluster: RealPathCluster, workdir: Path, to_bin: Path) -> None:
+    """The training-operator and its validating webhook over TLS, up and answering."""
+    # --- training-operator: its namespace, CRD, cert Secret and webhook configuration first
+    install_pytorchjob_crd(cluster, to_bin.parent / "kubeflow.org_pytorchjobs.yaml")
+    cluster.kubectl("create", "namespace", TO_NAMESPACE)
+    certs = webhook_certs()
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": TO_SECRET, "namespace": TO_NAMESPACE},
+              "data": {k: base64.b64encode(v).decode() for k, v in certs.items()}}  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(secret))
+    # What the kubelet would do with the Secret volume: the rotator only waits for these files.
+    # Their path is compiled in and machine-wide: as root, this cluster's training-operator gets
+    # a private mount namespace with its own directory there, so a second test session's
+    # certificates (another checkout, CI) cannot replace this one's while it runs.
+    private = os.geteuid() == 0 and shutil.which("unshare") is not None
+    cert_root = workdir / "k8s-webhook-server" if private else TO_CERT_DIR.parent
+    (cert_root / TO_CERT_DIR.name).mkdir(parents=True, exist_ok=True)
+    for name in ("ca.crt", "tls.crt", "tls.key"):
+        (cert_root / TO_CERT_DIR.name / name).write_bytes(certs[name])
+    TO_CERT_DIR.parent.mkdir(parents=True, exist_ok=True)  # the mount point
+    webhook_port = free_port()
+    webhook = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+               "metadata": {"name": TO_WEBHOOK_CONFIG},
+               "webhooks": [{"name": "validator.pytorchjob.training-operator.kubeflow.org",
+                             "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail",
+                             "clientConfig": {"url": f"https://127.0.0.1:{webhook_port}/validate-kubeflow-org-v1-pytorchjob",
+                                              "caBundle": base64.b64encode(certs["ca.crt"]).decode()},
+                             "rules": [{"apiGroups": ["kubeflow.org"], "apiVersions": ["v1"],
+                                        "operations": ["CREATE", "UPDATE"], "resources": ["pytorchjobs"]}]}]}  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(webhook))
+    template = workdir / "init-container.yaml"
+    # The stock init container runs `nslookup <master>` in alpine; with no images and no DNS,
+    # the node agent runs this instead (it makes the master's name mean 127.0.0.1 itself).
+    template.write_text("- name: init-pytorch\n  image: {{.InitContainerImage}}\n"
+                        "  command: ['python', '-c', 'print(\"master {{.MasterAddr}} is this host\")']\n")  # fmt: skip
+    probe_port = free_port()
+    in_own_mounts = ["unshare", "--mount", "--propagation=private", "sh", "-c",
+                     f'mount --bind "$0" {TO_CERT_DIR.parent} && exec "$@"', str(cert_root)] if private else []  # fmt: skip
+    to = stack.start("training-operator", [*in_own_mounts, str(to_bin), "--enable-scheme=pytorchjob",
+                     f"--webhook-server-port={webhook_port}", f"--metrics-bind-address=127.0.0.1:{free_port()}",
+                     f"--health-probe-bind-address=127.0.0.1:{probe_port}", "--gang-scheduler-name=",
+                     f"--pytorch-init-container-template-file={template}", "--zap-log-level=info"],
+                     env={"KUBECONFIG": str(cluster.kubeconfig), "MY_POD_NAMESPACE": TO_NAMESPACE})  # fmt: skip
+    wait_for("training-operator readyz", lambda: requests.get(f"http://127.0.0.1:{probe_port}/readyz",
+                                                             timeout=2).status_code == 200, 180, to)  # fmt: skip
+    kept = cluster.kubectl("get", "secret", "-n", TO_NAMESPACE, TO_SECRET, "-o=jsonpath={.data.tls\\.crt}").stdout
+    if base64.b64decode(kept) != certs["tls.crt"]:
+        raise RuntimeError(
+            "the training-operator replaced the test's serving certificate; the API server cannot reach it by IP"
+        )

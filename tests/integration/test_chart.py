@@ -168,6 +168,63 @@ def test_kueue_value_grants_only_list_and_patch_on_workloads() -> None:
     assert bad.returncode != 0 and "kueue" in bad.stderr, bad.stderr
 
 
+# backends: trainjob: the Trainer v2 TrainJobs (create, watch, delete; patch spec.suspend), nothing else of
+# trainer.kubeflow.org (the ClusterTrainingRuntime is referenced by name, never read: the trainer's webhook
+# refuses a TrainJob naming one that does not exist, and the operator reports that refusal).
+TRAINJOB_RULES = {
+    ("trainer.kubeflow.org", "trainjobs", v) for v in ("get", "list", "watch", "create", "delete", "patch")
+}
+PYTORCHJOB_RULES = {("kubeflow.org", "pytorchjobs", v) for v in ("get", "list", "watch", "create", "delete", "patch")}
+
+
+@pytest.mark.trainjob
+def test_backends_value_grants_each_backends_jobs_only_and_becomes_flags() -> None:
+    for backends, rules in (
+        ("{trainjob}", TRAINJOB_RULES),
+        ("{pytorchjob,trainjob}", PYTORCHJOB_RULES | TRAINJOB_RULES),
+    ):
+        objs = render({"backends": backends})
+        (role,) = [r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith("-observer")]
+        assert granted(role) == (WORKLOAD_RULES - PYTORCHJOB_RULES) | rules
+        (deploy,) = by_kind(objs, "Deployment")
+        args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert [a for a in args if a.startswith("--backend")] == [
+            f"--backend={b}" for b in backends.strip("{}").split(",")]  # fmt: skip
+    namespaced = render({"backends": "{trainjob}", "watch.allNamespaces": "false", "watch.namespaces": "{team-a}"})
+    (role,) = by_kind(namespaced, "Role")
+    assert granted(role) == (WORKLOAD_RULES - PYTORCHJOB_RULES) | TRAINJOB_RULES | NAMESPACED_PEERING
+    observer = {r["metadata"]["name"]: granted(r) for r in by_kind(namespaced, "ClusterRole")}
+    assert observer == {"ms-miniseries-operator-observer": OBSERVER_RULES}  # nothing of the trainer's cluster-wide
+    default = render()
+    (deploy,) = by_kind(default, "Deployment")
+    assert "--backend=pytorchjob" in deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert by_kind(default, "ClusterTrainingRuntime") == []  # only with backends including trainjob
+
+
+@pytest.mark.trainjob
+def test_trainjob_runtime_is_installed_only_when_asked() -> None:
+    (runtime,) = by_kind(render({"backends": "{trainjob}"}), "ClusterTrainingRuntime")
+    assert runtime["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
+    assert runtime["metadata"]["name"] == "miniseries-torch-distributed"
+    assert runtime["metadata"]["labels"]["trainer.kubeflow.org/framework"] == "torch"
+    assert runtime["spec"]["mlPolicy"] == {"numNodes": 1, "torch": {}}
+    (node,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert node["name"] == "node"  # the replicated job and container the torch plugin and our patch address
+    assert node["template"]["metadata"]["labels"] == {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
+    assert node["template"]["spec"]["backoffLimit"] == 0
+    pod = node["template"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert pod["restartPolicy"] == "Never" and c["name"] == "node"
+    assert pod["terminationGracePeriodSeconds"] == 600  # the floor where a TrainJob's own is lost (Kueue v0.19.2)
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
+    named = render({"backends": "{trainjob}", "trainjob.runtime.name": "team-torch"})
+    assert [r["metadata"]["name"] for r in by_kind(named, "ClusterTrainingRuntime")] == ["team-torch"]
+    assert (
+        by_kind(render({"backends": "{trainjob}", "trainjob.runtime.install": "false"}), "ClusterTrainingRuntime") == []
+    )
+
+
 def test_namespaced_without_a_list_serves_the_release_namespace() -> None:
     objs = render({"watch.allNamespaces": "false", "peering.enabled": "false"}, namespace="ops")
     assert [r["metadata"]["namespace"] for r in by_kind(objs, "Role")] == ["ops"]
@@ -220,6 +277,8 @@ def test_crds_are_in_the_chart() -> None:
         ("admission.allowedImagePrefixes={python}", "/admission/allowedImagePrefixes/0': 'python' does not match"),
         ("admission.secretOptInLabel=not a label", "/admission/secretOptInLabel': 'not a label' does not match"),
         ("admission.maxGpuHoursWithoutBudget=0", "/admission/maxGpuHoursWithoutBudget': exclusiveMinimum"),
+        ("backends={mpijob}", "/backends/0': value must be one of 'pytorchjob', 'trainjob'"),
+        ("trainjob.runtime.name=Torch_Runtime", "/trainjob/runtime/name': 'Torch_Runtime' does not match pattern"),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(flag: str, message: str) -> None:

@@ -66,9 +66,16 @@ No pods, no namespaces; the operator's own S3 credentials come from envFrom.
 - apiGroups: [miniseries.dev]
   resources: [scalingsweeps/finalizers]
   verbs: [update]
+{{- if has "pytorchjob" .Values.backends }}
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs]
   verbs: [get, list, watch, create, delete, patch]  # patch: runPolicy.suspend (spec.suspend)
+{{- end }}
+{{- if has "trainjob" .Values.backends }}
+- apiGroups: [trainer.kubeflow.org]
+  resources: [trainjobs]
+  verbs: [get, list, watch, create, delete, patch]  # patch: spec.suspend (the sweep's spec.suspend)
+{{- end }}
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete]

@@ -55,6 +55,7 @@ from miniseries.contract.store import STORE_URI_RE, uri_problem
 # Re-exported: `from miniseries.api.spec import X` is how the rest of the code base names the API.
 __all__ = [
     "API_VERSION",
+    "DEFAULT_TRAINING_RUNTIME",
     "GROUP",
     "KIND",
     "MAX_BUDGET_USD",
@@ -68,6 +69,7 @@ __all__ = [
     "SWEEP_NAME_RE",
     "VERSION",
     "WSD_DEFAULT_COOLDOWN_FRACTION",
+    "Backend",
     "Condition",
     "CostSpec",
     "DataSpec",
@@ -118,6 +120,20 @@ def _check_store_uri(value: str, what: str) -> str:
     if problem:
         raise ValueError(f"{what} {problem}")
     return value
+
+
+class Backend(StrEnum):
+    """What each run becomes on the cluster."""
+
+    pytorchjob = "pytorchjob"  # a Kubeflow training-operator v1 PyTorchJob (kubeflow.org/v1)
+    trainjob = "trainjob"  # a Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org/v1alpha1) on a JobSet
+
+
+#: The ClusterTrainingRuntime a TrainJob names unless spec.resources.trainingRuntime says otherwise:
+#: the chart installs it (trainjob.runtime.install), Kubeflow's stock torch-distributed runtime
+#: plus what the operator relies on (no blind pod restarts, the log tail in the termination message,
+#: the named metrics port).
+DEFAULT_TRAINING_RUNTIME = "miniseries-torch-distributed"
 
 
 class DeletionPolicy(StrEnum):
@@ -221,6 +237,21 @@ class ResourceSpec(WireModel):
             "needs queueName."
         ),
     ] = None
+    backend: Annotated[
+        Backend,
+        Field(
+            description="What each run becomes: pytorchjob (a Kubeflow training-operator v1 PyTorchJob) or trainjob "
+            "(a Kubeflow Trainer v2 TrainJob on a JobSet, referencing trainingRuntime). The operator must serve it "
+            "(its --backend flags, the chart's `backends` value)."
+        ),
+    ] = Backend.pytorchjob
+    training_runtime: Annotated[
+        str | None,
+        Field(
+            description="backend trainjob: the ClusterTrainingRuntime (a torch one) each TrainJob references; "
+            f"default {DEFAULT_TRAINING_RUNTIME}, the one the chart installs."
+        ),
+    ] = None
 
     # What the API server and the kubelet check only after the jobs exist, checked here first
     # (grammar.py ports their rules): a refusal names the field before anything is created.
@@ -265,6 +296,19 @@ class ResourceSpec(WireModel):
             )
         return v
 
+    @field_validator("training_runtime")
+    @classmethod
+    def _training_runtime(cls, v: str | None, info: Any) -> str | None:
+        if v is None:
+            return v
+        grammar.check_dns1123_subdomain(v)  # an object name
+        if info.data.get("backend", Backend.trainjob) is not Backend.trainjob:
+            raise ValueError(
+                f"{v!r} names a Trainer v2 ClusterTrainingRuntime and needs resources.backend: trainjob; "
+                "allowed: trainingRuntime with backend trainjob, or no trainingRuntime"
+            )
+        return v
+
     @model_validator(mode="after")
     def _fits_node(self) -> ResourceSpec:
         g, n = self.gpus_per_run, self.node_gpus
@@ -283,6 +327,11 @@ class ResourceSpec(WireModel):
     def mfu_for(self, depth: int) -> float:
         """The MFU a plan assumes for a run at `depth`: assumedMfu when set, else the per-depth table."""
         return self.assumed_mfu if self.assumed_mfu is not None else planned_mfu(depth)
+
+    @property
+    def runtime_name(self) -> str:
+        """The ClusterTrainingRuntime a TrainJob of this sweep references."""
+        return self.training_runtime or DEFAULT_TRAINING_RUNTIME
 
     @property
     def nodes_per_run(self) -> int:

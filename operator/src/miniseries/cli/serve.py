@@ -48,6 +48,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from miniseries.api.policy import Policy
+    from miniseries.api.spec import Backend
     from miniseries.contract.store import STORE_URI_RE, parse_roots, uri_problem
     from miniseries.control import handlers
     from miniseries.control import metrics as opmetrics
@@ -63,6 +64,13 @@ def cmd_operator(args: argparse.Namespace) -> int:
         print(f"error: admission policy: {e}", file=sys.stderr)
         return 2
     logging.getLogger("miniseries.operator").info("admission policy: %s", handlers.POLICY)
+    served = args.backend or args.backend_default
+    try:
+        handlers.watch_jobs([Backend(b) for b in served])
+    except ValueError as e:
+        print(f"error: --backend / MINISERIES_BACKENDS: {e}", file=sys.stderr)
+        return 2
+    logging.getLogger("miniseries.operator").info("backends served: %s", ", ".join(served))
     # Ownership of the config loading is with the startup handler (in-cluster first).
     handlers.KUBECONFIG = args.kubeconfig
     if args.store_root:
@@ -117,5 +125,10 @@ def register(subparsers: Any) -> None:
     adm.add_argument("--max-gpu-hours-without-budget", type=float, default=DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET,
                      help="GPU-hours a plan may use without spec.cost.budgetUsd "
                      "(default $MINISERIES_MAX_GPU_HOURS_WITHOUT_BUDGET or %(default)s)")  # fmt: skip
+    backends = [b for b in os.environ.get("MINISERIES_BACKENDS", "pytorchjob").split(",") if b]
+    p.add_argument("--backend", action="append", choices=["pytorchjob", "trainjob"], default=None,
+                   help="a job backend to serve: pytorchjob (kubeflow.org PyTorchJob) or trainjob (Kubeflow Trainer "
+                   "v2 TrainJob); repeatable; default $MINISERIES_BACKENDS (comma-separated) or pytorchjob. "
+                   "Its jobs are watched and listed, and a sweep may choose it (spec.resources.backend)")  # fmt: skip
     p.add_argument("--verbose", action="store_true")
-    p.set_defaults(func=cmd_operator)
+    p.set_defaults(func=cmd_operator, backend_default=backends)

@@ -33,7 +33,7 @@ from miniseries.contract.store import Store
 from miniseries.control import events, jobs, kube
 from miniseries.control import metrics as opmetrics
 from miniseries.control.observe import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS
-from miniseries.control.observed import SUSPENDED_BY, RunObservation
+from miniseries.control.observed import SUSPENDED_BY, ObservedJob, RunObservation
 from miniseries.control.runs import Actions
 from miniseries.control.status import changed, wire_doc
 
@@ -108,13 +108,13 @@ def _create_or_report(body: dict[str, Any], what: str, fn: Any, *args: Any) -> b
         return False
 
 
-def delete_job(namespace: str, name: str) -> None:
+def delete_job(namespace: str, name: str, kind: str = jobs.PYTORCHJOB.kind) -> None:
     """Foreground: the job's pods go first (a retried run's slot is held until then). Gone already is fine."""
+    k = jobs.BY_KIND[kind]
     try:
         kube.custom().delete_namespaced_custom_object(
-            jobs.PYTORCHJOB_GROUP, jobs.PYTORCHJOB_VERSION, namespace, jobs.PYTORCHJOB_PLURAL, name,
-            body=client.V1DeleteOptions(propagation_policy="Foreground"),
-        )  # fmt: skip
+            k.group, k.version, namespace, k.plural, name, body=client.V1DeleteOptions(propagation_policy="Foreground")
+        )
     except ApiException as e:
         if e.status != 404:
             raise
@@ -135,9 +135,12 @@ def set_workload_active(namespace: str, workload: str, active: bool) -> None:
             raise
 
 
-def carry_out(body: dict[str, Any], spec: ScalingSweepSpec, actions: Actions) -> None:
-    """Create the tokenizer Job and the launched PyTorchJobs, post the Events, delete failed jobs,
-    set runPolicy.suspend: what `decide` asked for, after its status is recorded."""
+def carry_out(
+    body: dict[str, Any], spec: ScalingSweepSpec, actions: Actions, observed: list[ObservedJob] | None = None
+) -> None:
+    """Create the tokenizer Job and the launched run jobs (of the sweep's backend), post the Events,
+    delete failed jobs, suspend or resume jobs (each addressed as its own kind): what `decide` asked
+    for, after its status is recorded."""
     meta = body["metadata"]
     ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
     if actions.create_tokenizer:
@@ -146,24 +149,27 @@ def carry_out(body: dict[str, Any], spec: ScalingSweepSpec, actions: Actions) ->
                              jobs.tokenizer_job(spec, name, uid, ns)):  # fmt: skip
             opmetrics.JOBS_CREATED.labels(sweep=name, namespace=ns).inc()
             events.post(body, "Normal", reason="TokenizerStarted", message=jobs.tokenizer_job_name(name))
+    kind = jobs.JOB_KINDS[spec.resources.backend]
+    # A job to delete or suspend is addressed as the kind it was observed as (a sweep whose backend
+    # changed still has jobs of the old kind); one not observed is of the sweep's backend.
+    kinds = {j.name: j.kind for j in observed or []}
     for run, attempt in actions.create:
-        manifest = jobs.pytorchjob(spec, name, uid, ns, run, attempt=attempt)
+        manifest = jobs.run_job(spec, name, uid, ns, run, attempt=attempt)
         job = manifest["metadata"]["name"]
-        if _create_or_report(body, f"PyTorchJob {job}", kube.custom().create_namespaced_custom_object,
-                             jobs.PYTORCHJOB_GROUP, jobs.PYTORCHJOB_VERSION, ns, jobs.PYTORCHJOB_PLURAL,
-                             manifest):  # fmt: skip
+        if _create_or_report(body, f"{kind.kind} {job}", kube.custom().create_namespaced_custom_object,
+                             kind.group, kind.version, ns, kind.plural, manifest):  # fmt: skip
             opmetrics.JOBS_CREATED.labels(sweep=name, namespace=ns).inc()
             events.post(body, "Normal", reason="RunStarted", message=f"{job} attempt {attempt}")
     for e in actions.events:
         events.post(body, e.type, reason=e.reason, message=e.message)
     for job in actions.delete:
-        delete_job(ns, job)
+        delete_job(ns, job, kinds.get(job, kind.kind))
     for workload, active in actions.activate.items():
         set_workload_active(ns, workload, active)
     for job, suspend in actions.suspend.items():
+        k = jobs.BY_KIND[kinds.get(job, kind.kind)]
         kube.custom().patch_namespaced_custom_object(
-            jobs.PYTORCHJOB_GROUP, jobs.PYTORCHJOB_VERSION, ns, jobs.PYTORCHJOB_PLURAL, job,
-            {"spec": {"runPolicy": {"suspend": suspend}}},
+            k.group, k.version, ns, k.plural, job, k.suspend_patch(suspend)
         )  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """kopf handlers: observe (observe.py), decide (decide.py), carry out (act.py). The reconcile loop.
 
 One reconcile function serves every trigger (create, resume after an operator
-restart, spec update, a PyTorchJob event, the store-polling timer), so all of
+restart, spec update, an event of one of its PyTorchJobs or TrainJobs, the store-polling timer), so all of
 them converge on the same state from what exists in the API server and the
 store: creating with deterministic names and treating 409 as success makes a
 restart mid-sweep create no duplicates.
@@ -46,7 +46,7 @@ from kubernetes.client.rest import ApiException
 
 from miniseries.api.errors import SpecError
 from miniseries.api.policy import Policy
-from miniseries.api.spec import GROUP, PLURAL, VERSION, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.api.spec import GROUP, PLURAL, VERSION, Backend, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.api.sweepfile import parse_sweep, save_spec
 from miniseries.contract.layout import (
     ADOPT_ANNOTATION,
@@ -62,7 +62,16 @@ from miniseries.control import act, events, forecasts, jobs, kube, runs
 from miniseries.control import metrics as opmetrics
 from miniseries.control import status as st
 from miniseries.control.decide import decide
-from miniseries.control.observe import admission, observe, owned_jobs, parse_status, read_sweep
+from miniseries.control.observe import (
+    SERVED,
+    admission,
+    backend_problem,
+    observe,
+    owned_jobs,
+    parse_status,
+    read_sweep,
+    serve,
+)
 from miniseries.control.plan import make_plan
 
 log = logging.getLogger("miniseries.operator")
@@ -173,7 +182,7 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     except SpecError as e:
         _refuse(body, previous, "InvalidSpec", e, permanent_on_invalid)
         return
-    denied = admission(POLICY, sweep.spec, ns)
+    denied = backend_problem(sweep.spec) or admission(POLICY, sweep.spec, ns)
     if denied is not None:
         _refuse(body, previous, "AdmissionDenied", denied, permanent_on_invalid)
         return
@@ -204,7 +213,7 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
         fit, report_uri, error = act.fit(store, layout, accepted.spec)
         status = st.with_fit(status, fit, report_uri, error, _now())
     act.record(ns, name, status, previous, meta["resourceVersion"], fence=actions.touch_the_cluster())
-    act.carry_out(body, accepted.spec, actions)
+    act.carry_out(body, accepted.spec, actions, observations.jobs)
     act.export_metrics(ns, name, status)
 
 
@@ -294,14 +303,22 @@ def poll_store(body: kopf.Body, **_: Any) -> None:
     reconcile(dict(body))
 
 
-@kopf.on.event(
-    jobs.PYTORCHJOB_GROUP, jobs.PYTORCHJOB_VERSION, jobs.PYTORCHJOB_PLURAL, labels={jobs.LABEL_SWEEP: kopf.PRESENT}
-)
 def on_job_event(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> None:
     sweep = labels[jobs.LABEL_SWEEP]
     parent = read_sweep(namespace, sweep)
     if parent is not None:  # else the sweep is gone, and garbage collection takes its jobs
         reconcile(parent)
+
+
+def watch_jobs(backends: list[Backend]) -> None:
+    """Serve these backends: list their jobs for every sweep (observe.SERVED) and reconcile a sweep
+    on any event of one of its jobs. Called once, before kopf runs (`miniseries operator
+    --backend`); a backend not served is not watched, so its API group need not exist and the
+    operator needs no RBAC for it."""
+    serve(backends)
+    for kind in SERVED:
+        kopf.on.event(kind.group, kind.version, kind.plural, labels={jobs.LABEL_SWEEP: kopf.PRESENT},
+                      id=f"on_{kind.plural}_event")(on_job_event)  # fmt: skip
 
 
 def _deletes_store(spec: kopf.Spec, **_: Any) -> bool:
@@ -314,7 +331,7 @@ def _stop_jobs(namespace: str, sweep: str, uid: str) -> int:
     for job in owned_jobs(namespace, sweep, uid):
         left += 1
         if not job.deleting:
-            act.delete_job(namespace, job.name)
+            act.delete_job(namespace, job.name, job.kind)
     try:
         kube.batch().delete_namespaced_job(jobs.tokenizer_job_name(sweep), namespace, propagation_policy="Foreground")
     except ApiException as e:
@@ -350,7 +367,7 @@ def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: 
         return
     left = _stop_jobs(namespace, name, uid)
     if left and retry < JOBS_GONE_RETRIES:
-        raise kopf.TemporaryError(f"waiting for {left} PyTorchJobs to go before deleting {where}", delay=1)
+        raise kopf.TemporaryError(f"waiting for {left} jobs to go before deleting {where}", delay=1)
     identity = SweepIdentity(namespace=namespace, name=name, uid=uid, created=body["metadata"].get("creationTimestamp"))
     try:
         removed, kept = delete_owned(open_store(uri), layout, identity)

@@ -29,17 +29,24 @@ Choices worth knowing:
   as they stand: one process per pod is one rank); a pod of more runs torchrun,
   which reads the PET_* variables and starts one rank per GPU with RANK,
   LOCAL_RANK and WORLD_SIZE of its own.
+- With spec.resources.backend `trainjob` a run is a Kubeflow Trainer v2 TrainJob instead (`trainjob`):
+  the same image, command, args, resources, node count and processes per node, referencing a
+  ClusterTrainingRuntime; what a TrainJob cannot say itself (pod labels, annotations, node selector,
+  grace period) travels in its runtimePatches under the operator's manager name. Its differences
+  from a PyTorchJob are in `trainjob`'s docstring.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
-from miniseries.api.spec import API_VERSION, KIND, PlannedRun, ScalingSweepSpec
+from miniseries.api.spec import API_VERSION, KIND, Backend, PlannedRun, ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.preemption import checkpoint_bytes
+from miniseries.contract.store.s3 import CREDENTIAL_ENV
 from miniseries.control.plan import shape_for
 from miniseries.control.trainer_args import (
     DEFAULT_METRICS_PORT,
@@ -52,6 +59,42 @@ from miniseries.control.trainer_args import (
 PYTORCHJOB_GROUP = "kubeflow.org"
 PYTORCHJOB_VERSION = "v1"
 PYTORCHJOB_PLURAL = "pytorchjobs"
+TRAINJOB_GROUP = "trainer.kubeflow.org"
+TRAINJOB_VERSION = "v1alpha1"
+TRAINJOB_PLURAL = "trainjobs"
+#: The replicated job (and its container) that a torch ClusterTrainingRuntime trains in: the torch
+#: plugin puts the PET_* env into the container of this name, of the job labelled as the trainer.
+TRAINJOB_NODE = "node"
+#: runtimePatches are keyed by manager (Kueue adds its own, kueue.x-k8s.io/manager): the operator's.
+RUNTIME_PATCH_MANAGER = "miniseries.dev/operator"
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One backend's job resource: what the operator creates, lists, deletes and suspends."""
+
+    backend: Backend
+    kind: str
+    group: str
+    version: str
+    plural: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+    def suspend_patch(self, suspend: bool) -> dict[str, Any]:
+        """The merge patch that suspends (or resumes) a job of this kind."""
+        if self.backend is Backend.trainjob:
+            return {"spec": {"suspend": suspend}}
+        return {"spec": {"runPolicy": {"suspend": suspend}}}
+
+
+PYTORCHJOB = JobKind(Backend.pytorchjob, "PyTorchJob", PYTORCHJOB_GROUP, PYTORCHJOB_VERSION, PYTORCHJOB_PLURAL)
+TRAINJOB = JobKind(Backend.trainjob, "TrainJob", TRAINJOB_GROUP, TRAINJOB_VERSION, TRAINJOB_PLURAL)
+JOB_KINDS: dict[Backend, JobKind] = {PYTORCHJOB.backend: PYTORCHJOB, TRAINJOB.backend: TRAINJOB}
+#: By `kind`: what an object read back (or a Workload's owner) is.
+BY_KIND: dict[str, JobKind] = {k.kind: k for k in JOB_KINDS.values()}
 
 LABEL_SWEEP = "miniseries.dev/sweep"
 LABEL_RUN = "miniseries.dev/run"
@@ -145,8 +188,10 @@ def gpus_per_pod(run: PlannedRun) -> int:
     return run.gpus // run.nodes
 
 
-def trainer_command(processes: int, grace_seconds: int = 30) -> list[str]:
-    """One process per pod: the trainer itself, its rank and world from the training-operator's env.
+def trainer_command(processes: int, grace_seconds: int = 30, *, torchrun_for_nodes: bool = False) -> list[str]:
+    """One process per pod: the trainer itself, its rank and world from the training-operator's env
+    (a TrainJob's pods get no RANK/WORLD_SIZE, only PET_*: `torchrun_for_nodes` for a run over
+    several nodes starts torchrun there even for one process per pod).
     More: torchrun, which reads PET_NNODES, PET_NODE_RANK, PET_NPROC_PER_NODE and PET_MASTER_ADDR/PORT.
     Its `--` ends torchrun's own options: without it argparse reads the trainer's flags as abbreviations
     of torchrun's (`--run=d2` is "ambiguous: --run-path, --run_path") and torchrun exits with usage.
@@ -154,7 +199,7 @@ def trainer_command(processes: int, grace_seconds: int = 30) -> list[str]:
     default), shorter than a large checkpoint's write: it gets the pod's grace period, less a margin
     for its own exit, so a preempted worker finishes its checkpoint. (torchrun exits 1 whatever its
     workers' codes: runs.preempted_exit reads the attempt's progress.json instead.)"""
-    if processes == 1:
+    if processes == 1 and not torchrun_for_nodes:
         return ["python", "-m", TRAINER_MODULE]
     return ["torchrun", f"--shutdown-timeout={max(grace_seconds - 10, 30)}", "-m", "--", TRAINER_MODULE]
 
@@ -165,6 +210,30 @@ def replica_specs(template: dict[str, Any], nodes: int) -> dict[str, Any]:
     if nodes > 1:
         specs["Worker"] = {"replicas": nodes - 1, "restartPolicy": "Never", "template": copy.deepcopy(template)}
     return specs
+
+
+def run_labels(sweep: str, run: PlannedRun, attempt: int) -> dict[str, str]:
+    """The labels of a run's job and of every one of its pods (pods.py and the PodMonitor select on them)."""
+    return {
+        LABEL_SWEEP: sweep,
+        LABEL_RUN: run.name,
+        LABEL_DEPTH: str(run.depth),
+        LABEL_ATTEMPT: str(attempt),
+        LABEL_COMPONENT: "trainer",
+    }
+
+
+def scrape_annotations(metrics_port: int) -> dict[str, str]:
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port), "prometheus.io/path": "/metrics"}
+
+
+def pod_resources(spec: ScalingSweepSpec, run: PlannedRun) -> dict[str, Any]:
+    """Requests and limits of each of a run's pods (one per node it spans)."""
+    res, gpus = spec.resources, str(gpus_per_pod(run))
+    return {
+        "requests": {"cpu": res.cpu, "memory": res.memory, "nvidia.com/gpu": gpus},
+        "limits": {"nvidia.com/gpu": gpus},
+    }
 
 
 def pytorchjob(
@@ -179,13 +248,7 @@ def pytorchjob(
 ) -> dict[str, Any]:
     """The PyTorchJob that trains one planned run (one node: the Master only; more: Master + Workers)."""
     res = spec.resources
-    labels = {
-        LABEL_SWEEP: sweep,
-        LABEL_RUN: run.name,
-        LABEL_DEPTH: str(run.depth),
-        LABEL_ATTEMPT: str(attempt),
-        LABEL_COMPONENT: "trainer",
-    }
+    labels = run_labels(sweep, run, attempt)
     container: dict[str, Any] = {
         "name": "pytorch",  # the training-operator finds the container by this name
         "image": res.image,
@@ -196,29 +259,19 @@ def pytorchjob(
         # a failed trainer's last log lines land in its status, where the operator reads them (pods.py)
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "ports": [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],
-        "resources": {
-            "requests": {"cpu": res.cpu, "memory": res.memory, "nvidia.com/gpu": str(gpus_per_pod(run))},
-            "limits": {"nvidia.com/gpu": str(gpus_per_pod(run))},
-        },
+        "resources": pod_resources(spec, run),
     }
     pod_spec: dict[str, Any] = {"containers": [container], "restartPolicy": "Never"}
     if res.node_selector:
         pod_spec["nodeSelector"] = dict(res.node_selector)
     pod_spec["terminationGracePeriodSeconds"] = termination_grace_seconds(spec, run)
     template = {
-        "metadata": {
-            "labels": dict(labels),
-            "annotations": {
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(metrics_port),
-                "prometheus.io/path": "/metrics",
-            },
-        },
+        "metadata": {"labels": dict(labels), "annotations": scrape_annotations(metrics_port)},
         "spec": pod_spec,
     }
     return {
-        "apiVersion": f"{PYTORCHJOB_GROUP}/{PYTORCHJOB_VERSION}",
-        "kind": "PyTorchJob",
+        "apiVersion": PYTORCHJOB.api_version,
+        "kind": PYTORCHJOB.kind,
         "metadata": {
             "name": job_name(sweep, run.name),
             "namespace": namespace,
@@ -235,6 +288,112 @@ def pytorchjob(
             "pytorchReplicaSpecs": replica_specs(template, run.nodes),
         },
     }
+
+
+def credential_env(spec: ScalingSweepSpec) -> list[dict[str, Any]]:
+    """The store credentials as env entries, one optional secretKeyRef per variable the store reads
+    (CREDENTIAL_ENV): a TrainJob's trainer has `env` but no `envFrom`, and runtimePatches may not add
+    env to the trainer's container (the v2 webhook refuses it). A key the Secret lacks is left unset,
+    as envFrom would; a key the Secret has beyond these does not reach the trainer."""
+    secret = spec.store.credentials_secret
+    if not secret:
+        return []
+    return [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k, "optional": True}}}
+            for k in CREDENTIAL_ENV]  # fmt: skip
+
+
+def trainjob(
+    spec: ScalingSweepSpec,
+    sweep: str,
+    uid: str,
+    namespace: str,
+    run: PlannedRun,
+    *,
+    attempt: int = 1,
+    metrics_port: int = DEFAULT_METRICS_PORT,
+) -> dict[str, Any]:
+    """The Trainer v2 TrainJob that trains one planned run: `trainer.numNodes` pods (one per node the run
+    spans) of `numProcPerNode` processes, from the ClusterTrainingRuntime spec.resources names.
+
+    The trainer section carries what the PyTorchJob's container does: image, the same command
+    (torchrun reads the PET_* env the v2 torch plugin sets: PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK
+    from the Job's completion index, PET_MASTER_ADDR the first pod's name under the JobSet's headless
+    Service, port 29500; a single process needs none of it), args, env, resourcesPerNode. The rest
+    goes into one runtimePatch (manager `miniseries.dev/operator`) on the runtime's `node` job: the
+    pod labels (the sweep label pods.py lists by, run, attempt), the scrape annotations, the node
+    selector and the grace period. Kueue: the queue labels on the TrainJob and `spec.suspend`, as for
+    a PyTorchJob; Kueue adds its own runtimePatch on admission.
+
+    What the runtime decides, not this manifest (the chart's miniseries-torch-distributed sets each
+    as the PyTorchJob path has it; another runtime may not): restartPolicy and the Job's backoffLimit
+    (0: the operator retries, from the checkpoint), terminationMessagePolicy FallbackToLogsOnError,
+    the named `metrics` container port, imagePullPolicy (spec.resources.imagePullPolicy has no
+    TrainJob field), and how the JobSet fails (any Job failed: the TrainJob Failed).
+    """
+    res = spec.resources
+    labels = run_labels(sweep, run, attempt)
+    grace = termination_grace_seconds(spec, run)
+    pod_spec_patch: dict[str, Any] = {"terminationGracePeriodSeconds": grace}
+    if res.node_selector:
+        pod_spec_patch["nodeSelector"] = dict(res.node_selector)
+    node_patch = {
+        "name": TRAINJOB_NODE,
+        "template": {
+            "spec": {
+                "template": {
+                    "metadata": {"labels": dict(labels), "annotations": scrape_annotations(metrics_port)},
+                    "spec": pod_spec_patch,
+                }
+            }
+        },
+    }
+    trainer: dict[str, Any] = {
+        "image": res.image,
+        "command": trainer_command(gpus_per_pod(run), grace, torchrun_for_nodes=run.nodes > 1),
+        "args": trainer_flags(spec, SweepLayout(namespace, sweep), run, metrics_port=metrics_port),
+        "numNodes": run.nodes,
+        "numProcPerNode": gpus_per_pod(run),
+        "resourcesPerNode": pod_resources(spec, run),
+    }
+    env = credential_env(spec)
+    if env:
+        trainer["env"] = env
+    return {
+        "apiVersion": TRAINJOB.api_version,
+        "kind": TRAINJOB.kind,
+        "metadata": {
+            "name": job_name(sweep, run.name),
+            "namespace": namespace,
+            "labels": {**labels, **kueue_labels(spec)},
+            "ownerReferences": [owner_reference(sweep, uid)],
+        },
+        "spec": {
+            "runtimeRef": {"name": res.runtime_name, "apiGroup": TRAINJOB_GROUP, "kind": "ClusterTrainingRuntime"},
+            "suspend": created_suspended(spec),
+            "trainer": trainer,
+            "runtimePatches": [
+                {
+                    "manager": RUNTIME_PATCH_MANAGER,
+                    "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [node_patch]}}},
+                }
+            ],
+        },
+    }
+
+
+def run_job(
+    spec: ScalingSweepSpec,
+    sweep: str,
+    uid: str,
+    namespace: str,
+    run: PlannedRun,
+    *,
+    attempt: int = 1,
+    metrics_port: int = DEFAULT_METRICS_PORT,
+) -> dict[str, Any]:
+    """The job that trains one planned run, of the kind spec.resources.backend names."""
+    make = trainjob if spec.resources.backend is Backend.trainjob else pytorchjob
+    return make(spec, sweep, uid, namespace, run, attempt=attempt, metrics_port=metrics_port)
 
 
 def tokenizer_job(spec: ScalingSweepSpec, sweep: str, uid: str, namespace: str) -> dict[str, Any]:

@@ -19,7 +19,10 @@ DURATION = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 JOBS_CREATED = Counter(
-    "miniseries_operator_jobs_created_total", "PyTorchJobs and tokenizer Jobs created.", LABELS, registry=REGISTRY
+    "miniseries_operator_jobs_created_total",
+    "Run jobs (PyTorchJobs or TrainJobs) and tokenizer Jobs created.",
+    LABELS,
+    registry=REGISTRY,
 )
 STATUS_PATCHES = Counter(
     "miniseries_operator_status_patches_total",

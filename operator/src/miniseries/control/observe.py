@@ -15,7 +15,7 @@ from kubernetes.client.rest import ApiException
 
 from miniseries.api.errors import FieldProblem, SpecError
 from miniseries.api.policy import Policy
-from miniseries.api.spec import GROUP, PLURAL, VERSION, PlanStatus, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.api.spec import GROUP, PLURAL, VERSION, Backend, PlanStatus, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.api.sweepfile import load_spec
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
@@ -99,17 +99,41 @@ def admission(policy: Policy, spec: ScalingSweepSpec, namespace: str) -> SpecErr
     return SpecError(problems) if problems else None
 
 
+#: The backends this operator serves (`miniseries operator --backend`, the chart's `backends`): the
+#: job kinds it lists for every sweep, whatever the sweep's own spec.resources.backend says now, so a
+#: job created before a backend change is still seen (it holds its slot, its result counts).
+SERVED: list[jobs.JobKind] = [jobs.PYTORCHJOB]
+
+
+def serve(backends: list[Backend]) -> None:
+    SERVED[:] = [jobs.JOB_KINDS[b] for b in dict.fromkeys(backends)]
+
+
+def backend_problem(spec: ScalingSweepSpec) -> SpecError | None:
+    """A sweep whose backend this operator does not serve (it may not create those jobs)."""
+    want = spec.resources.backend
+    if any(k.backend is want for k in SERVED):
+        return None
+    served = ", ".join(k.backend.value for k in SERVED)
+    return SpecError.one(
+        "spec.resources.backend",
+        f"{want.value!r} is not served by this operator (it serves: {served}); install the chart with "
+        f"backends including {want.value} (RBAC for its jobs), or choose one of those",
+    )
+
+
 def owned_jobs(namespace: str, sweep: str, uid: str) -> list[ObservedJob]:
-    items = kube.custom().list_namespaced_custom_object(
-        jobs.PYTORCHJOB_GROUP,
-        jobs.PYTORCHJOB_VERSION,
-        namespace,
-        jobs.PYTORCHJOB_PLURAL,
-        label_selector=f"{jobs.LABEL_SWEEP}={sweep}",
-    )["items"]
-    # A leftover from an earlier sweep of the same name is not ours (its owner uid differs).
-    mine = [j for j in items if any(o.get("uid") == uid for o in j["metadata"].get("ownerReferences") or [])]
-    return [observe_job(j) for j in mine]
+    """The sweep's run jobs of every served kind, one `list` by the sweep label per kind."""
+    out: list[ObservedJob] = []
+    for kind in SERVED:
+        items = kube.custom().list_namespaced_custom_object(
+            kind.group, kind.version, namespace, kind.plural, label_selector=f"{jobs.LABEL_SWEEP}={sweep}"
+        )["items"]
+        # A leftover from an earlier sweep of the same name is not ours (its owner uid differs).
+        mine = [j for j in items if any(o.get("uid") == uid for o in j["metadata"].get("ownerReferences") or [])]
+        # A list's items carry no kind: it is the list's.
+        out += [observe_job({**j, "kind": kind.kind}) for j in mine]
+    return out
 
 
 def tokenizer_state(spec: ScalingSweepSpec, store: Store, layout: SweepLayout) -> TokenizerState:

@@ -46,6 +46,10 @@ def parse_time(s: str | None) -> datetime | None:
 
 
 class JobPhase(StrEnum):
+    """Where a run's job is, whatever its backend: the one vocabulary runs.py turns into run states
+    (Created -> Pending, Running, Suspended, Restarting -> Retrying, Succeeded, Failed; a Failed job
+    whose trainer checkpointed and exited for a preemption -> Preempted)."""
+
     Created = "Created"
     Running = "Running"
     Restarting = "Restarting"
@@ -67,7 +71,8 @@ _PHASE_ORDER = [
 
 @dataclass(frozen=True)
 class ObservedJob:
-    """A PyTorchJob as read from the API server (or a local trainer process), reduced to what decisions need."""
+    """A run's job (PyTorchJob or TrainJob) as read from the API server (or a local trainer process),
+    reduced to what decisions need."""
 
     name: str
     run: str
@@ -80,11 +85,25 @@ class ObservedJob:
     message: str = ""
     uid: str = ""
     created: datetime | None = None  # metadata.creationTimestamp: what this attempt's store writes postdate
+    kind: str = "PyTorchJob"  # which backend's resource: what deleting or suspending it addresses
 
     @property
     def active(self) -> bool:
         """Not finished: running, about to run, or suspended (so resuming never overcommits)."""
         return self.phase not in (JobPhase.Succeeded, JobPhase.Failed)
+
+
+# ---- the one mapping of each backend's job status into a JobPhase
+#
+# PyTorchJob (training-operator v1.9): conditions Created, Running, Restarting, Suspended,
+#   Succeeded, Failed; old ones stay in the list, the strongest True one wins (_PHASE_ORDER).
+# TrainJob (Trainer v2.3): conditions only Suspended, Complete, Failed (the last two copied from its
+#   JobSet's Completed/Failed, reason and message included); nothing says "running", so that is read
+#   from status.jobsStatus, the JobSet's per-replicated-job counts: a job whose pods are all ready
+#   (`ready`, JobSet's count of Jobs with ready + succeeded pods >= parallelism) is Running, one with
+#   active pods not yet ready is Created (its pods are scheduled or starting: pods.py says why one
+#   cannot start). No Restarting: the operator's runtime lets no JobSet restart (the runtime's
+#   failurePolicy), and a TrainJob has no condition for one.
 
 
 def job_phase(conditions: list[dict[str, Any]] | None) -> tuple[JobPhase, dict[str, Any] | None]:
@@ -96,11 +115,35 @@ def job_phase(conditions: list[dict[str, Any]] | None) -> tuple[JobPhase, dict[s
     return JobPhase.Created, None
 
 
+_TRAINJOB_CONDITIONS = [("Complete", JobPhase.Succeeded), ("Failed", JobPhase.Failed),
+                        ("Suspended", JobPhase.Suspended)]  # fmt: skip
+
+
+def trainjob_phase(status: dict[str, Any]) -> tuple[JobPhase, dict[str, Any] | None]:
+    """A TrainJob's phase from its status (conditions, then jobsStatus)."""
+    true = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    for kind, phase in _TRAINJOB_CONDITIONS:
+        if kind in true:
+            return phase, true[kind]
+    if any((j.get("ready") or 0) > 0 for j in status.get("jobsStatus") or []):
+        # the Resumed condition (Suspended False) is the only transition time a TrainJob records
+        resumed = next((c for c in status.get("conditions") or [] if c.get("type") == "Suspended"), None)
+        return JobPhase.Running, resumed
+    return JobPhase.Created, None
+
+
 def observe_job(obj: dict[str, Any]) -> ObservedJob:
-    """Reduce a PyTorchJob object (a dict from the API) to an ObservedJob."""
+    """Reduce a PyTorchJob or TrainJob object (a dict from the API) to an ObservedJob."""
     meta = obj.get("metadata", {})
     labels = meta.get("labels") or {}
-    phase, cond = job_phase((obj.get("status") or {}).get("conditions"))
+    kind = obj.get("kind") or "PyTorchJob"
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if kind == "TrainJob":
+        phase, cond = trainjob_phase(status)
+        suspended = bool(spec.get("suspend"))
+    else:
+        phase, cond = job_phase(status.get("conditions"))
+        suspended = bool((spec.get("runPolicy") or {}).get("suspend"))
     try:
         attempt = int(labels.get("miniseries.dev/attempt", "1"))
     except ValueError:
@@ -110,13 +153,14 @@ def observe_job(obj: dict[str, Any]) -> ObservedJob:
         run=labels.get("miniseries.dev/run", ""),
         attempt=attempt,
         phase=phase,
-        suspended=bool(((obj.get("spec") or {}).get("runPolicy") or {}).get("suspend")),
+        suspended=suspended,
         deleting=bool(meta.get("deletionTimestamp")),
         since=parse_time((cond or {}).get("lastTransitionTime")),
         reason=(cond or {}).get("reason", "") or "",
         message=(cond or {}).get("message", "") or "",
         uid=meta.get("uid", "") or "",
         created=parse_time(meta.get("creationTimestamp")),
+        kind=kind,
     )
 
 
@@ -167,7 +211,9 @@ def observe_workload(obj: dict[str, Any]) -> ObservedWorkload | None:
     QuotaReserved at all; admitted: Admitted True; preempted: Evicted True reason Preempted and
     Preempted True with the preemptor's message, until it is admitted again."""
     meta = obj.get("metadata") or {}
-    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") in ("PyTorchJob", "Job")), None)
+    owner = next(
+        (o for o in meta.get("ownerReferences") or [] if o.get("kind") in ("PyTorchJob", "TrainJob", "Job")), None
+    )
     if owner is None:
         return None
     conds = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
@@ -271,7 +317,7 @@ class Observations:
     plan: PlanStatus
     #: The status as read (launches recorded in it hold slots; see runs.py).
     previous: ScalingSweepStatus
-    #: The sweep's PyTorchJobs (owned by this sweep's uid).
+    #: The sweep's run jobs, PyTorchJobs and TrainJobs (owned by this sweep's uid).
     jobs: list[ObservedJob]
     #: Run name -> what the store says about it.
     store: dict[str, RunObservation]

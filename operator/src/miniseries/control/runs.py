@@ -200,6 +200,17 @@ def decide_runs(
             and not (job is None and launch_recorded(old))
         ):
             _results_corrupt(run, rs, old, job, obs.results_error, d, candidates, now)
+        elif (
+            job is not None
+            and job.deleting
+            and old is not None
+            and old.state in (RunState.Retrying, RunState.Failed, RunState.Preempted)
+        ):
+            # The operator deleted this job after recording why (a retry, a preemption). While it goes
+            # its status says nothing more, and may say the opposite: Trainer v2 drops a TrainJob's
+            # Failed condition once its JobSet is deleted, so it reads as starting again. The recorded
+            # decision stands; nothing is launched until the job is gone.
+            rs.state = old.state
         elif job is not None and job.active:
             rs.state = {
                 JobPhase.Created: RunState.Pending,

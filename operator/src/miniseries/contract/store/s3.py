@@ -20,6 +20,19 @@ from typing import Any
 
 from miniseries.contract.store.base import StoreError, StoreNotFound, StorePermanentError
 
+#: The environment the S3 client (boto3) reads credentials, endpoint and region from: what a
+#: credentials Secret may hold (the TrainJob path passes exactly these keys, control/jobs.py).
+CREDENTIAL_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CA_BUNDLE",
+)
+
 #: S3 error codes that are answers, not outages.
 PERMANENT_CODES = frozenset(
     {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidBucketName", "403"}
