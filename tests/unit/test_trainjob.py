@@ -237,6 +237,25 @@ def test_a_backend_the_operator_does_not_serve_is_refused_naming_the_field() -> 
         observe.serve([Backend.pytorchjob])
 
 
+def test_a_queued_trainjob_is_refused_naming_the_queue_until_kueue_can_start_one() -> None:
+    """tests/e2e/test_trainjob_kueue.py: the tested Kueue admits TrainJobs but no pod starts, so the
+    operator refuses the combination before it creates a job; a queued PyTorchJob is still fine."""
+    from miniseries.control import observe
+
+    _, spec = example()
+    try:
+        observe.serve([Backend.pytorchjob, Backend.trainjob])
+        queued = spec.model_copy(update={"resources": spec.resources.model_copy(update={"queue_name": "team-a"})})
+        err = observe.backend_problem(queued)
+        assert err is not None
+        (problem,) = err.problems
+        assert problem.field == "spec.resources.queueName" and "allowed: backend pytorchjob" in str(problem)
+        as_pytorchjob = queued.resources.model_copy(update={"backend": Backend.pytorchjob})
+        assert observe.backend_problem(queued.model_copy(update={"resources": as_pytorchjob})) is None
+    finally:
+        observe.serve([Backend.pytorchjob])
+
+
 def test_a_failed_trainjob_being_deleted_stays_retrying_and_its_retry_is_the_next_attempt() -> None:
     """Found on the real trainer (tests/e2e/test_trainjob.py's kill test): once the operator deletes a
     Failed TrainJob (foreground: the JobSet goes first), the trainer controller re-reads the JobSet,

@@ -110,8 +110,17 @@ def serve(backends: list[Backend]) -> None:
 
 
 def backend_problem(spec: ScalingSweepSpec) -> SpecError | None:
-    """A sweep whose backend this operator does not serve (it may not create those jobs)."""
+    """A sweep whose backend this operator does not serve (it may not create those jobs), or that
+    queues TrainJobs, which the tested versions admit but never start: refused before any job is
+    made, rather than leaving runs Admitted with no pod."""
     want = spec.resources.backend
+    if want is Backend.trainjob and spec.resources.queue_name:
+        return SpecError.one(
+            "spec.resources.queueName",
+            f"{spec.resources.queue_name!r} with backend trainjob: Kueue v0.19.2 admits Trainer v2.3.0 TrainJobs, "
+            "but JobSet v0.12.0's webhook then refuses the trainer's update and no pod starts (README, 'Two "
+            "backends'); allowed: backend pytorchjob with a queueName, or backend trainjob without one",
+        )
     if any(k.backend is want for k in SERVED):
         return None
     served = ", ".join(k.backend.value for k in SERVED)
