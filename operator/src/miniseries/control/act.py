@@ -109,12 +109,11 @@ def _create_or_report(body: dict[str, Any], what: str, fn: Any, *args: Any) -> b
 
 
 def delete_job(namespace: str, name: str, kind: str = jobs.PYTORCHJOB.kind) -> None:
-    """Foreground: the job's pods go first (a retried run's slot is held until then). Gone already is fine."""
+    """Deleted with its kind's propagation (JobKind.delete_propagation). Gone already is fine."""
     k = jobs.BY_KIND[kind]
     try:
-        kube.custom().delete_namespaced_custom_object(
-            k.group, k.version, namespace, k.plural, name, body=client.V1DeleteOptions(propagation_policy="Foreground")
-        )
+        options = client.V1DeleteOptions(propagation_policy=k.delete_propagation)
+        kube.custom().delete_namespaced_custom_object(k.group, k.version, namespace, k.plural, name, body=options)
     except ApiException as e:
         if e.status != 404:
             raise

@@ -83,6 +83,22 @@ class JobKind:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}"
 
+    @property
+    def delete_propagation(self) -> str:
+        """How the operator deletes a job of this kind.
+
+        PyTorchJob: Foreground, so its pods go first and a retried run's slot is held until then.
+        TrainJob: Background. Under Foreground the TrainJob waits, with a foregroundDeletion
+        finalizer, for its JobSet to go, but Trainer v2.3.0 keeps reconciling the terminating
+        TrainJob and creates the JobSet again each time the garbage collector deletes it: a CI run
+        saw a killed run's TrainJob stay Terminating for 17 minutes while ~400 pods were made and
+        removed. Background removes the TrainJob at once, so nothing recreates its JobSet, and the
+        collector takes the JobSet, its Job and pods after it. Should the next attempt's TrainJob
+        (same name) meet the old JobSet still there, the trainer's apply would change its pod
+        template (the attempt label), which JobSet's webhook refuses for a JobSet that is not
+        suspended: the trainer retries until the collector has removed the old one."""
+        return "Background" if self.backend is Backend.trainjob else "Foreground"
+
     def suspend_patch(self, suspend: bool) -> dict[str, Any]:
         """The merge patch that suspends (or resumes) a job of this kind."""
         if self.backend is Backend.trainjob:
