@@ -46,7 +46,8 @@ def test_val_curve_is_persisted_with_provenance_and_survives_a_restart(corpus: C
     assert prov.dataset_manifest_sha256 == hashlib.sha256((shards / "_manifest.json").read_bytes()).hexdigest()
     tok_manifest = json.loads((corpus.root / "tokenizer" / "manifest.json").read_text())
     assert prov.tokenizer_sha256 == tok_manifest["sha256"]
-    assert prov.lr_schedule == {"kind": "warmup-stable-decay (linear)", "warmup_steps": 2, "warmdown_ratio": 0.3}
+    assert prov.lr_schedule == {"kind": "warmup-stable-decay (linear)", "warmup_steps": 2, "warmdown_ratio": 0.3,
+                                "warmdown_shape": "linear", "warmdown_steps": 12, "warmdown_fraction": 0.3}  # fmt: skip
     assert prov.params_convention == "transformer_matrices+lm_head"
 
     # restarted after it finished: resumes at the end from the checkpoint, which carries the curve
