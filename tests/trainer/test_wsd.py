@@ -25,7 +25,7 @@ POINTS = "7,14"
 
 def _model(store_dir: Path, run: str, step: int) -> dict[str, object]:
     data = (store_dir / RunLayout(LOCAL_NAMESPACE, "t", run).checkpoint(step) / "model.pt").read_bytes()
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
 
 
 def test_branch_from_trunk_matches_the_straight_run_bitwise(

@@ -10,12 +10,22 @@ One checkpoint is `RunLayout(sweep, run).checkpoint(step)`:
 
 A reader only takes a checkpoint with a manifest, and verifies every hash it reads,
 so a pod killed mid-write never resumes from half a checkpoint.
+
+A checkpoint is data, never code: every file is read with `torch.load(weights_only=True)`, whose
+unpickler builds only tensors, dtypes and plain containers (dict, list, tuple, str, numbers) and
+refuses any other global. Whoever can write to a sweep's store (or a wsd trunk's) could otherwise
+plant a pickle that runs inside the trainer, next to the store credentials. Everything saved here
+already is such data (state_dict()s, RNG states as uint8 tensors, loader positions and loss rows as
+dicts of numbers), so checkpoints written before this rule still load. A file that is not is
+refused (UnsafeCheckpoint) and the run stops: it is tampering, not corruption, and no fallback to
+an older checkpoint of the same store is trusted to be any better.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -116,6 +126,10 @@ class WorldSizeMismatch(RuntimeError):
     """A checkpoint from a different number of ranks: a user decision, not corruption."""
 
 
+class UnsafeCheckpoint(RuntimeError):
+    """A checkpoint file holding objects other than tensors and plain containers: never unpickled."""
+
+
 @dataclass
 class LoadedCheckpoint:
     step: int
@@ -132,7 +146,24 @@ def _read_verified(store: Store, prefix: str, manifest: CheckpointManifest, name
     data = store.read_bytes(prefix + name)
     if len(data) != entry.bytes or hashlib.sha256(data).hexdigest() != entry.sha256:
         raise ValueError(f"{name} does not match its manifest (size {len(data)} vs {entry.bytes} or sha256 differs)")
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpoint(
+            f"{store.uri}/{prefix}{name} holds objects other than tensors and plain containers "
+            f"({_refusal(e)}); a checkpoint is data, never code, so it was not loaded: "
+            "delete this checkpoint or restore it from a trusted copy"
+        ) from None
+
+
+def _refusal(e: Exception) -> str:
+    """What weights_only refused, e.g. "Unsupported global: GLOBAL io.open was not an allowed global by
+    default", without torch's advice to load it with weights_only=False (exactly what must not happen)."""
+    text = str(e)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    return text.strip().split(". ")[0].splitlines()[0][:300]
 
 
 def load_checkpoint_uri(uri: str) -> LoadedCheckpoint:
@@ -160,7 +191,7 @@ def load_latest_checkpoint(store: Store, run: RunLayout) -> LoadedCheckpoint | N
     for step in reversed(checkpoint_steps(store, run)):
         prefix = run.checkpoint(step)
         loaded: LoadedCheckpoint | None = None
-        problem = ""
+        problem, unsafe = "", False
         try:
             manifest = read_manifest(store, run, step)
             if manifest.world_size != world:
@@ -177,13 +208,18 @@ def load_latest_checkpoint(store: Store, run: RunLayout) -> LoadedCheckpoint | N
             )
         except WorldSizeMismatch:
             raise
+        except UnsafeCheckpoint as e:
+            problem, unsafe = str(e), True
         except Exception as e:  # unreadable pickle, missing file, bad JSON: all mean "do not trust it"
             problem = f"{type(e).__name__}: {e}"
-        ok = torch.tensor(1 if loaded is not None else 0)
+        # 0 loaded, 1 corrupt (fall back), 2 unsafe (stop); every rank must make the same choice
+        verdict = torch.tensor(2 if unsafe else 0 if loaded is not None else 1)
         if world > 1:
-            dist.all_reduce(ok, op=dist.ReduceOp.MIN)  # every rank must take the same checkpoint
-        if ok.item():
+            dist.all_reduce(verdict, op=dist.ReduceOp.MAX)
+        if verdict.item() == 0:
             return loaded
+        if verdict.item() == 2:
+            raise UnsafeCheckpoint(problem or f"another rank refused {store.uri}/{prefix} as unsafe")
         print(
             f"WARNING: checkpoint {store.uri}/{prefix} is corrupt or unreadable on rank {rank}: "
             f"{problem or 'another rank could not read it'}; falling back to the previous checkpoint",

@@ -77,11 +77,11 @@ def resume(
         if ckpt is None and init_from:
             try:
                 ckpt = checkpoint.load_checkpoint_uri(init_from)
-            except checkpoint.WorldSizeMismatch:
+            except (checkpoint.WorldSizeMismatch, checkpoint.UnsafeCheckpoint):
                 raise
             except Exception as e:  # missing, unreadable or corrupt: the branch cannot start
                 fail(f"--init-from {init_from}: cannot load the checkpoint ({type(e).__name__}: {e})")
-    except checkpoint.WorldSizeMismatch as e:
+    except (checkpoint.WorldSizeMismatch, checkpoint.UnsafeCheckpoint) as e:
         fail(str(e))
     if ckpt is None:
         if policy == "require":
