@@ -2,6 +2,15 @@
 
 Writes are atomic: a write to a temporary file in the same directory (fsynced), then an
 `os.replace` (or, for `create_exclusive`, a hard link, which fails on an existing name).
+
+Modes: one volume is shared by the trainer (uid 1000) and the operator (uid 65532), which the pods'
+`fsGroup` puts in one group G: the kubelet gives the volume's root group G and the setgid bit, and
+every directory made below a setgid directory inherits G and the bit. So every file is 0640 (the
+other uid reads it through G; overwriting and deleting are rights on the directory, not the file)
+and every directory 2770 (G may add, replace and delete entries, e.g. the operator pruning a run's
+checkpoints; setgid keeps G for what is made below). Nothing for other users. Set explicitly, not
+through the umask: mkstemp's 0600 (which hid each uid's files from the other) and a container's
+usual umask 022 (world-readable, group read-only) are both wrong for a store shared by group.
 """
 
 from __future__ import annotations
@@ -13,6 +22,27 @@ import tempfile
 from pathlib import Path
 
 from miniseries.contract.store.base import StoreError, StoreNotFound
+
+FILE_MODE = 0o640
+DIR_MODE = 0o2770
+
+
+def make_dirs(path: Path) -> None:
+    """`path` and its missing parents, each made DIR_MODE (mkdir's own mode is cut by the umask)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue  # made by another writer at the same time: its modes are its own
+        # a non-member's setgid request is dropped silently by the kernel; the mode is still group-only
+        d.chmod(DIR_MODE)
 
 
 class LocalStore:
@@ -36,9 +66,10 @@ class LocalStore:
 
     def _durable_temp(self, path: Path, data: bytes) -> str:
         """`data` in a fsynced temporary file beside `path` (`.tmp`, skipped by list); its name."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -122,11 +153,12 @@ class LocalStore:
 
     def upload_file(self, key: str, path: Path) -> None:
         dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(dest.parent)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
         os.close(fd)
         try:
             shutil.copyfile(path, tmp)
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -140,6 +172,6 @@ class LocalStore:
         shutil.copyfile(src, path)
 
     def check(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
         if not os.access(self.root, os.W_OK):
             raise StoreError(f"store {self.uri} is not writable")
