@@ -39,6 +39,7 @@ from miniseries.contract.core import (
 )
 from miniseries.contract.results import CoreResult
 from miniseries.contract.store import StoreError, open_store
+from miniseries_trainer import masking
 from miniseries_trainer.core_bundle import Bundle, load_bundle
 from miniseries_trainer.core_prompts import EvalTokenizer, prepare_task
 from miniseries_trainer.core_scoring import evaluate_task
@@ -151,6 +152,7 @@ def load_checkpoint_model(args: argparse.Namespace, device: torch.device) -> Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    masking.install()  # first: nothing printed from here on shows the store's credentials
     p = argparse.ArgumentParser(prog="python -m miniseries_trainer.core_eval", description=__doc__.split("\n")[0])
     p.add_argument("--score-csv", help="re-score a per-task accuracy CSV (columns Task, Accuracy, Centered)")
     p.add_argument("--bundle", help="eval bundle URI (file:// or s3://): core.yaml, eval_meta_data.csv, eval_data/")

@@ -28,6 +28,7 @@ from typing import Any
 import tiktoken
 
 from miniseries.contract.store import StoreError, open_store
+from miniseries_trainer import masking
 
 #: GPT-4's split pattern with numbers in groups of at most two digits (nanochat's variant:
 #: a smaller vocabulary should not spend entries on three-digit numbers).
@@ -177,6 +178,7 @@ def iter_training_texts(data_uri: str, max_chars: int) -> Iterator[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    masking.install()  # first: nothing printed from here on shows the store's credentials
     p = argparse.ArgumentParser(
         prog="python -m miniseries_trainer.tokenizer", description="Train the sweep's BPE tokenizer."
     )

@@ -35,7 +35,7 @@ from miniseries.contract.layout import RunLayout, join_uri
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.contract.schedule import schedule_record
 from miniseries.contract.store import Store, open_store
-from miniseries_trainer import checkpoint, data, precision, provenance, val_trace
+from miniseries_trainer import checkpoint, data, masking, precision, provenance, val_trace
 from miniseries_trainer.evaluate import core_score, load_validation, validation_bpb
 from miniseries_trainer.flags import build_parser, fail
 from miniseries_trainer.inputs import open_inputs
@@ -96,6 +96,7 @@ def resume(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train; 0 when results.json is written, EXIT_PREEMPTED when a SIGTERM/SIGINT stopped it (preemption.py)."""
+    masking.install()  # first: nothing printed from here on shows the store's credentials
     with StopSignal() as stop:
         try:
             return train(argv, stop)

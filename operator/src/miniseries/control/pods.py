@@ -13,6 +13,9 @@ The kubelet knows why, in the pod's status, so the operator lists the sweep's po
 - `state.terminated` with a non-zero exit code: the container's `terminationMessagePolicy`
   is FallbackToLogsOnError (jobs.py), so the kubelet copies the tail of its log (at most
   80 lines / 2 KiB) into `message`. That is why the operator needs no `pods/log` access.
+  Whatever the log says is redacted (contract/redact.py: access key ids, secret/token/password
+  assignments, bearer tokens) before it reaches status, Events or the operator's own log: the
+  trainer masks the credentials it was given, this catches what bypassed it.
 - the PodScheduled condition False with reason Unschedulable: the scheduler's message
   ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu").
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from miniseries.contract.redact import redact
 from miniseries.control.jobs import LABEL_ATTEMPT, LABEL_COMPONENT, LABEL_RUN
 
 # Waiting reasons that mean the container will not start on its own (ContainerCreating and
@@ -80,10 +84,11 @@ class PodTrouble:
 
 
 def log_tail(text: str | None, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str | None:
-    """The last few lines of a log, short enough for a status message and an Event."""
+    """The last few lines of a log, short enough for a status message and an Event, redacted (whole,
+    before it is cut: a key cut in half no longer looks like one)."""
     if not text or not text.strip():
         return None
-    tail = "\n".join(text.rstrip().splitlines()[-lines:])
+    tail = "\n".join(redact(text).rstrip().splitlines()[-lines:])
     return tail if len(tail) <= chars else "…" + tail[-(chars - 1) :]
 
 
@@ -115,7 +120,7 @@ def trouble_of(pod: dict[str, Any]) -> PodTrouble | None:
         waiting = (cs.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in WAITING_TROUBLE:
             last = ((cs.get("lastState") or {}).get("terminated")) or {}
-            return PodTrouble(name, waiting["reason"], str(waiting.get("message") or "").strip(), image,
+            return PodTrouble(name, waiting["reason"], redact(str(waiting.get("message") or "").strip()), image,
                               log_tail=log_tail(last.get("message")))  # fmt: skip
         terminated = (cs.get("state") or {}).get("terminated") or {}
         code = terminated.get("exitCode")
@@ -125,7 +130,7 @@ def trouble_of(pod: dict[str, Any]) -> PodTrouble | None:
         return None
     cond = _unschedulable(pod)
     if cond is not None:
-        return PodTrouble(name, "Unschedulable", str(cond.get("message") or "").strip(), image)
+        return PodTrouble(name, "Unschedulable", redact(str(cond.get("message") or "").strip()), image)
     return None
 
 
