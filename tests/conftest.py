@@ -40,10 +40,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, _sigterm_stops_servers: No
 
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace per test, deleted afterwards (without waiting for its finalizers)."""
+    """A fresh namespace per test, enforcing the restricted Pod Security Standard, deleted afterwards
+    (without waiting for its finalizers)."""
     base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:5]}"
-    cluster.kubectl("create", "namespace", name)
+    cluster.create_namespace(name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

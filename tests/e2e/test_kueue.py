@@ -306,7 +306,7 @@ def test_higher_priority_preempts_lower_and_the_preempted_job_returns(kq: KueueC
     high-priority job finishes, the preempted one is admitted again and runs."""
     kc, low_ns = kq, ns
     high_ns = unique("team-high")
-    kc.kubectl("create", "namespace", high_ns)
+    kc.create_namespace(high_ns)
     try:
         low_pc, high_pc = unique("low"), unique("high")
         kc.apply([{"apiVersion": KUEUE_API, "kind": "WorkloadPriorityClass", "metadata": {"name": low_pc},

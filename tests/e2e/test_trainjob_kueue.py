@@ -39,7 +39,7 @@ def tkq(tmp_path_factory: pytest.TempPathFactory, _sigterm_stops_servers: None) 
             established = "-o=jsonpath={.status.conditions[?(@.type=='Established')].status}"
             wait_for("ScalingSweep CRD", lambda: kc.kubectl("get", "crd/scalingsweeps.miniseries.dev",
                                                             established).stdout == "True", 60)  # fmt: skip
-            kc.kubectl("create", "namespace", NS)
+            kc.create_namespace(NS)
             yield kc
     except MissingBinary as e:
         pytest.skip(str(e))

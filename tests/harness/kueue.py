@@ -312,7 +312,7 @@ def fresh_namespace(kc: RealPathCluster, test_name: str) -> Iterator[str]:
     """A namespace of its own for one test (named after its first word, made unique), deleted after
     it without waiting: the next test's does not share its quota, LocalQueues or Workloads."""
     name = f"{test_name.split('_')[1]}-{uuid.uuid4().hex[:5]}"
-    kc.kubectl("create", "namespace", name)
+    kc.create_namespace(name)
     try:
         yield name
     finally:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.harness.binaries import kubectl_binary
-from tests.harness.cluster import MONITORING_CRDS, Cluster
+from tests.harness.cluster import MONITORING_CRDS, RESTRICTED, Cluster
 from tests.harness.helm import CHART, helm
 from tests.integration.test_chart import WORKLOAD_RULES
 
@@ -140,6 +140,7 @@ def test_install_least_privilege_upgrade_uninstall(clean: Path, tmp_path: Path, 
     release = ["--kubeconfig", str(kc), "-n", NS]
     for ns in ("chart-a", "chart-b"):
         kubectl(kc, "create", "namespace", ns)
+        kubectl(kc, "label", "namespace", ns, *(f"{k}={v}" for k, v in RESTRICTED.items()))
 
     # --- install
     seconds, proc = timed_helm(

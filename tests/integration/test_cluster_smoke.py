@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from miniseries.control.podsecurity import container_security_context, pod_security_context
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.certs import make_ca, pem_cert
 from tests.harness.cluster import GPU_NODE, PYTORCHJOB_CRD, Cluster
@@ -38,8 +39,15 @@ def pod(name: str, gpus: int) -> dict[str, object]:
         "metadata": {"name": name},
         "spec": {
             "containers": [
-                {"name": "pytorch", "image": "trainer", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}
+                {
+                    "name": "pytorch",
+                    "image": "trainer",
+                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                    "securityContext": container_security_context(),
+                }
             ],
+            # the namespace is restricted (issue 28): the operator's own pod security passes its admission
+            "securityContext": pod_security_context(),
             "tolerations": [{"operator": "Exists"}],
         },
     }
@@ -52,7 +60,7 @@ def jsonpath(cluster: Cluster, namespace: str, obj: str, path: str) -> str:
 def test_namespace_round_trip_through_kubectl_and_the_python_client(cluster: Cluster) -> None:
     from kubernetes import client
 
-    cluster.kubectl("create", "namespace", "smoke-round-trip")
+    cluster.create_namespace("smoke-round-trip")
     try:
         api = client.CoreV1Api(cluster.api_client())
         ns = api.read_namespace("smoke-round-trip")

@@ -13,6 +13,7 @@ import pytest
 import requests
 import yaml
 
+from tests.harness.cluster import RESTRICTED
 from tests.harness.helm import CHART, helm
 from tests.harness.processes import free_port
 from tests.harness.prometheus import prometheus
@@ -44,6 +45,7 @@ def test_operator_with_the_chart_token_reconciles_and_fills_its_panels(kubeconfi
     # The chart's RBAC and CRDs, no in-cluster replica: the operator runs here, as that ServiceAccount.
     helm("install", RELEASE, str(CHART), *release, "--create-namespace", "--set", "replicaCount=0", "--wait")
     kubectl(kc, "create", "namespace", "chart-sweeps", check=False)
+    kubectl(kc, "label", "namespace", "chart-sweeps", "--overwrite", *(f"{k}={v}" for k, v in RESTRICTED.items()))
     token_config = sa_kubeconfig(kc, tmp_path, NS, SA_NAME)
     metrics_port, liveness_port = free_port(), free_port()
     log = (tmp_path / "operator.log").open("w")

@@ -75,7 +75,7 @@ def start_operator(crds: Cluster, tmp_path: Path) -> Iterator[Callable[..., Oper
 @pytest.fixture
 def second_namespace(cluster: Cluster, namespace: str) -> Iterator[str]:
     name = f"{namespace[:50]}-b"
-    cluster.kubectl("create", "namespace", name)
+    cluster.create_namespace(name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

@@ -92,18 +92,25 @@ def test_trainjob_carries_what_the_pytorchjob_carries() -> None:
     pt_pod = pt["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
     assert pod["metadata"] == pt_pod["metadata"]  # the labels pods.py selects on, the scrape annotations
     assert pod["spec"]["terminationGracePeriodSeconds"] == pt_pod["spec"]["terminationGracePeriodSeconds"]
-    # no env in the node container's patch: the v2 webhook refuses it (the trainer's env carries it)
-    assert "containers" not in pod["spec"]
+    # no env in the node container's patch: the v2 webhook refuses it (the trainer's env carries it);
+    # the restricted pod security (podsecurity.py) as the PyTorchJob's
+    (node,) = pod["spec"]["containers"]
+    assert "env" not in node and node["securityContext"] == container["securityContext"]
+    assert node["volumeMounts"] == container["volumeMounts"] and pod["spec"]["volumes"] == pt_pod["spec"]["volumes"]
+    assert pod["spec"]["securityContext"] == pt_pod["spec"]["securityContext"]
+    assert {"name": "HOME", "value": "/home/trainer"} in trainer["env"] and container["env"] == [trainer["env"][-1]]
     # the Secret envFrom names, as one optional key per variable the store reads
     (secret,) = container["envFrom"]
-    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in trainer["env"]} == {secret["secretRef"]["name"]}
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in trainer["env"] if "valueFrom" in e} == {
+        secret["secretRef"]["name"]
+    }
 
 
 def test_credentials_become_optional_secret_keys_not_env_from() -> None:
     name, spec = example()
     spec.store.credentials_secret = "team-s3"
     run = make_plan(spec).runs[0]
-    env = jobs.trainjob(spec, name, "u", "ns", run)["spec"]["trainer"]["env"]
+    env = [e for e in jobs.trainjob(spec, name, "u", "ns", run)["spec"]["trainer"]["env"] if e["name"] != "HOME"]
     assert [e["name"] for e in env] == list(CREDENTIAL_ENV)
     for e in env:
         assert e["valueFrom"] == {"secretKeyRef": {"name": "team-s3", "key": e["name"], "optional": True}}

@@ -81,7 +81,7 @@ No pods, no namespaces; the operator's own S3 credentials come from envFrom.
   verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create, patch, list]  # list: why admission refused a job's pods (FailedCreate, control/pods.py)
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]  # why a run's pod waits or failed: the kubelet's status, read by label (control/pods.py)

@@ -48,6 +48,14 @@ from miniseries.contract.layout import SweepLayout
 from miniseries.contract.preemption import checkpoint_bytes
 from miniseries.contract.store.s3 import CREDENTIAL_ENV
 from miniseries.control.plan import shape_for
+from miniseries.control.podsecurity import (
+    TRAINER_HOME,
+    container_security_context,
+    pod_security_context,
+    restrict,
+    scratch_mounts,
+    scratch_volumes,
+)
 from miniseries.control.trainer_args import (
     DEFAULT_METRICS_PORT,
     TOKENIZER_MODULE,
@@ -277,7 +285,7 @@ def pytorchjob(
         "ports": [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],
         "resources": pod_resources(spec, run),
     }
-    pod_spec: dict[str, Any] = {"containers": [container], "restartPolicy": "Never"}
+    pod_spec: dict[str, Any] = restrict({"containers": [container], "restartPolicy": "Never"})
     if res.node_selector:
         pod_spec["nodeSelector"] = dict(res.node_selector)
     pod_spec["terminationGracePeriodSeconds"] = termination_grace_seconds(spec, run)
@@ -349,7 +357,16 @@ def trainjob(
     res = spec.resources
     labels = run_labels(sweep, run, attempt)
     grace = termination_grace_seconds(spec, run)
-    pod_spec_patch: dict[str, Any] = {"terminationGracePeriodSeconds": grace}
+    # restricted (podsecurity.py): the runtime's pods get the security contexts and scratch volumes
+    # here; automountServiceAccountToken is no patchable field (the chart's runtime sets it)
+    pod_spec_patch: dict[str, Any] = {
+        "terminationGracePeriodSeconds": grace,
+        "securityContext": pod_security_context(),
+        "volumes": scratch_volumes(),
+        "containers": [
+            {"name": TRAINJOB_NODE, "securityContext": container_security_context(), "volumeMounts": scratch_mounts()}
+        ],
+    }
     if res.node_selector:
         pod_spec_patch["nodeSelector"] = dict(res.node_selector)
     node_patch = {
@@ -371,9 +388,7 @@ def trainjob(
         "numProcPerNode": gpus_per_pod(run),
         "resourcesPerNode": pod_resources(spec, run),
     }
-    env = credential_env(spec)
-    if env:
-        trainer["env"] = env
+    trainer["env"] = [*credential_env(spec), {"name": "HOME", "value": TRAINER_HOME}]
     return {
         "apiVersion": TRAINJOB.api_version,
         "kind": TRAINJOB.kind,
@@ -431,7 +446,7 @@ def tokenizer_job(spec: ScalingSweepSpec, sweep: str, uid: str, namespace: str) 
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": {"requests": {"cpu": res.cpu, "memory": res.memory}},
     }
-    pod_spec: dict[str, Any] = {"containers": [container], "restartPolicy": "Never"}
+    pod_spec: dict[str, Any] = restrict({"containers": [container], "restartPolicy": "Never"})
     if res.node_selector:
         pod_spec["nodeSelector"] = dict(res.node_selector)
     return {

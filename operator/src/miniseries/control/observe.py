@@ -29,7 +29,7 @@ from miniseries.control.observed import (
     observe_runs,
     observe_workload,
 )
-from miniseries.control.pods import PodTrouble, troubles_by_run
+from miniseries.control.pods import TOKENIZER, PodTrouble, admission_refusals, pod_keys, troubles_by_run
 from miniseries.control.spec_changes import Accepted, accept
 from miniseries.control.trainer_args import trained_tokenizer_ready
 
@@ -163,10 +163,13 @@ def tokenizer_state(spec: ScalingSweepSpec, store: Store, layout: SweepLayout) -
     return TokenizerState.Running
 
 
-def pod_troubles(namespace: str, sweep: str) -> dict[str, PodTrouble]:
+def pod_troubles(
+    namespace: str, sweep: str, observed: list[ObservedJob] | None = None, tokenizer_running: bool = False
+) -> dict[str, PodTrouble]:
     """What the kubelet and the scheduler say about the sweep's pods (pods.py): one `list` by the
     sweep label its job templates carry. Without `list` on pods (a chart older than this operator)
-    the operator works on, only without these reasons."""
+    the operator works on, only without these reasons. For the jobs (`observed`, and the tokenizer's)
+    that have no pod at all: why admission refused their pods, from the namespace's Events."""
     try:
         resp = kube.core().list_namespaced_pod(
             namespace, label_selector=f"{jobs.LABEL_SWEEP}={sweep}", _preload_content=False
@@ -176,7 +179,28 @@ def pod_troubles(namespace: str, sweep: str) -> dict[str, PodTrouble]:
             log.warning("cannot list pods in %s (%s): pod-level reasons are not shown", namespace, e.reason)
             return {}
         raise
-    return troubles_by_run(json.loads(resp.data).get("items", []))
+    pods = json.loads(resp.data).get("items", [])
+    troubles = troubles_by_run(pods)
+    active = {j.run: (j.name, j.created) for j in observed or [] if j.active and not j.suspended and not j.deleting}
+    wanted = {**active, **({TOKENIZER: (jobs.tokenizer_job_name(sweep), None)} if tokenizer_running else {})}
+    if wanted and set(wanted) - pod_keys(pods):
+        refused = admission_refusals(job_events(namespace), wanted, pod_keys(pods))
+        troubles = {**refused, **troubles}
+    return troubles
+
+
+def job_events(namespace: str) -> list[dict[str, Any]]:
+    """The namespace's Warning Events (one `list`; FailedCreate/FailedCreatePod are among them).
+    Without `list` on events (a chart older than this operator) admission refusals are not shown."""
+    try:
+        resp = kube.core().list_namespaced_event(namespace, field_selector="type=Warning", _preload_content=False)
+    except ApiException as e:
+        if e.status == 403:
+            log.warning("cannot list events in %s (%s): admission refusals are not shown", namespace, e.reason)
+            return []
+        raise
+    items: list[dict[str, Any]] = json.loads(resp.data).get("items", [])
+    return items
 
 
 KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS = "kueue.x-k8s.io", "v1beta2", "workloads"
@@ -228,6 +252,7 @@ def observe(
     for name, o in runs.items():
         if o.results_error:
             log.warning("results of %s/%s unreadable: %s", layout.root, name, o.results_error)
+    tokenizer = tokenizer_state(accepted.spec, store, layout)
     obs = Observations(
         sweep=layout.sweep,
         spec=accepted.spec,
@@ -235,11 +260,11 @@ def observe(
         previous=previous,
         jobs=observed,
         store=runs,
-        tokenizer=tokenizer_state(accepted.spec, store, layout),
+        tokenizer=tokenizer,
         now=now,
         generation=meta.get("generation"),
         refused=accepted.refused,
-        pods=pod_troubles(layout.namespace, layout.sweep),
+        pods=pod_troubles(layout.namespace, layout.sweep, observed, tokenizer is TokenizerState.Running),
         workloads=queue_workloads(layout.namespace, observed) if accepted.spec.resources.queue_name else {},
     )
     return obs, accepted

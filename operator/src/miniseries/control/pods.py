@@ -18,6 +18,10 @@ The kubelet knows why, in the pod's status, so the operator lists the sweep's po
   trainer masks the credentials it was given, this catches what bypassed it.
 - the PodScheduled condition False with reason Unschedulable: the scheduler's message
   ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu").
+- a pod that never came to be: admission (PodSecurity in a `restricted` namespace, a quota, a
+  policy) refused it, and only an Event on the job says so (FailedCreate from the Job controller,
+  FailedCreatePod from the training-operator): `admission_refusals` reads those for the jobs
+  that have no pod at all, so the sweep is Degraded with the admission's words, not Pending.
 
 Pure functions of plain dicts (the API's JSON), so every case is unit-tested without a
 cluster.
@@ -25,7 +29,9 @@ cluster.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from miniseries.contract.redact import redact
@@ -45,8 +51,11 @@ WAITING_TROUBLE = frozenset(
         "CrashLoopBackOff",
     }
 )
+#: The Events of a job whose pods admission refused: the Job controller's (a tokenizer Job, a
+#: TrainJob's JobSet's Jobs) and the training-operator's (a PyTorchJob).
+ADMISSION_REASONS = frozenset({"FailedCreate", "FailedCreatePod"})
 #: Reasons a run's status carries while its pod cannot start, cleared once it does.
-POD_REASONS = WAITING_TROUBLE | {"Unschedulable"}
+POD_REASONS = WAITING_TROUBLE | {"Unschedulable"} | ADMISSION_REASONS
 IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 TOKENIZER = "tokenizer"  # the key of the tokenizer job's pod (it has no run)
 TAIL_LINES = 8  # of a failed container's log, in status and Events
@@ -73,6 +82,8 @@ class PodTrouble:
         """One message for a run's status and an Event: what, where, and the evidence."""
         if self.reason in IMAGE_REASONS:
             head = f"image {self.image!r} cannot be pulled ({self.reason})"
+        elif self.reason in ADMISSION_REASONS:
+            head = f"the pods of {self.pod} are refused ({self.reason})"
         elif self.exit_code is not None:
             head = f"container exited with code {self.exit_code} ({self.reason}) in pod {self.pod}"
         else:
@@ -168,3 +179,44 @@ def troubles_by_run(pods: list[dict[str, Any]]) -> dict[str, PodTrouble]:
         if trouble is not None:
             out[key] = trouble
     return out
+
+
+def _when(event: dict[str, Any]) -> datetime | None:
+    """When an Event last happened: core/v1 Events carry lastTimestamp, events.k8s.io ones eventTime."""
+    raw = event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp")
+    return datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if raw else None
+
+
+def admission_refusals(
+    events: list[dict[str, Any]], jobs: Mapping[str, tuple[str, datetime | None]], with_pods: set[str]
+) -> dict[str, PodTrouble]:
+    """Per run (and TOKENIZER), the newest refusal of its job's pods, from the namespace's Events.
+
+    `jobs`: key -> (job name, its creation time): an Event older than the job is an earlier
+    attempt's. A TrainJob's pods are its JobSet's Jobs' (`<name>-node-<i>`), so an Event on one of
+    those counts for the TrainJob. A key in `with_pods` has a pod, whose own status says more."""
+    by_name = {name: (key, created) for key, (name, created) in jobs.items() if key not in with_pods}
+    newest: dict[str, tuple[datetime | None, PodTrouble]] = {}
+    for e in events:
+        if e.get("reason") not in ADMISSION_REASONS:
+            continue
+        obj = e.get("involvedObject") or {}
+        name = str(obj.get("name", ""))
+        hit = by_name.get(name) or by_name.get(name.rsplit("-node-", 1)[0] if "-node-" in name else "")
+        if hit is None:
+            continue
+        key, created = hit
+        when = _when(e)
+        if created is not None and when is not None and when < created:
+            continue
+        trouble = PodTrouble(f"{obj.get('kind', 'job')} {name}", str(e["reason"]),
+                             redact(str(e.get("message") or "").strip())[:TAIL_CHARS])  # fmt: skip
+        old = newest.get(key)
+        if old is None or (when is not None and (old[0] is None or when >= old[0])):
+            newest[key] = (when, trouble)
+    return {key: t for key, (_, t) in newest.items()}
+
+
+def pod_keys(pods: list[dict[str, Any]]) -> set[str]:
+    """The runs (and TOKENIZER) that have at least one pod."""
+    return {k for k in (_key(p) for p in pods) if k is not None}
