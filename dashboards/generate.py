@@ -17,7 +17,13 @@ changing a line here and re-running this file (`make dashboards`); tests/unit/te
 when the committed JSON is not this file's output, and the Prometheus integration
 test runs every expression below against a real scrape of the trainer and the
 operator. Metric names are the contract of DESIGN.md: `miniseries_*`, labelled
-sweep, depth, run (and rank where per-rank).
+sweep_namespace, sweep, depth, run (and rank where per-rank).
+
+Per namespace: two teams may run sweeps of one name (the shipped example's `miniseries`), so
+every dashboard selects a namespace first and a sweep within it, and every query filters by
+both. The label is `sweep_namespace`, on the trainer's series and the operator's alike: the
+`namespace` Prometheus attaches to a target is the scraped pod's (the operator's own namespace
+for the operator's series), and a scraped `namespace` label would be renamed `exported_namespace`.
 
     python dashboards/generate.py            write the JSON files
     python dashboards/generate.py --check    exit 1 when a committed file is stale
@@ -52,9 +58,9 @@ HERE = Path(__file__).resolve().parent
 CHART_DASHBOARDS = HERE.parent / "charts" / "miniseries-operator" / "dashboards"
 
 # Grafana substitutes these; the tests do the same with values from a real scrape.
-SWEEP = 'sweep=~"$sweep"'
-SWEEP_DEPTH = 'sweep=~"$sweep", depth=~"$depth"'
-SWEEP_RUN = 'sweep=~"$sweep", run=~"$run"'
+SWEEP = 'sweep_namespace=~"$namespace", sweep=~"$sweep"'
+SWEEP_DEPTH = f'{SWEEP}, depth=~"$depth"'
+SWEEP_RUN = f'{SWEEP}, run=~"$run"'
 RATE = "$__rate_interval"
 
 #: Every query goes to the Prometheus the dashboard's `datasource` variable picks.
@@ -296,11 +302,21 @@ def dashboard(uid: str, title: str, description: str, variables: list[db.QueryVa
     return json.loads(json.dumps(board.build(), cls=JSONEncoder))
 
 
+def namespace_and_sweep() -> list[db.QueryVariable]:
+    """The namespace, then a sweep of that namespace: the two always go together."""
+    return [
+        _variable("namespace", "Namespace", "label_values(miniseries_train_step, sweep_namespace)", multi=False),
+        _variable(
+            "sweep", "Sweep", 'label_values(miniseries_train_step{sweep_namespace=~"$namespace"}, sweep)', multi=False
+        ),
+    ]
+
+
 def sweep_overview() -> dict:
     done = RunState.Succeeded.value
     variables = [
-        _variable("sweep", "Sweep", "label_values(miniseries_train_step, sweep)", multi=False),
-        _variable("depth", "Depth", 'label_values(miniseries_train_step{sweep=~"$sweep"}, depth)', multi=True),
+        *namespace_and_sweep(),
+        _variable("depth", "Depth", f"label_values(miniseries_train_step{{{SWEEP}}}, depth)", multi=True),
     ]
     panels = [
         row("Sweep"),
@@ -365,29 +381,30 @@ def sweep_overview() -> dict:
         row("Operator"),
         timeseries_panel(
             "Reconciles/s",
-            f"sum by (namespace) (rate(miniseries_operator_reconciles_total[{RATE}]))",
-            "{{namespace}}",
+            f"sum(rate(miniseries_operator_reconciles_total{{{SWEEP}}}[{RATE}]))",
+            "reconciles",
             "ops",
             w=8,
         ),
         timeseries_panel(
             "Reconcile p95",
-            f"histogram_quantile(0.95, sum by (le) (rate(miniseries_operator_reconcile_duration_seconds_bucket[{RATE}])))",
+            "histogram_quantile(0.95, sum by (le) "
+            f"(rate(miniseries_operator_reconcile_duration_seconds_bucket{{{SWEEP}}}[{RATE}])))",
             "p95",
             "s",
             w=8,
         ),
         timeseries_panel(
             "Jobs created",
-            "sum(miniseries_operator_jobs_created_total)",
+            f"sum(miniseries_operator_jobs_created_total{{{SWEEP}}})",
             "jobs",
             "short",
-            "PyTorchJobs and tokenizer Jobs the operator created since it started.",
+            "Run jobs and tokenizer Jobs the operator created for this sweep since it started.",
             w=8,
         ),
         timeseries_panel(
             "Operator errors/s",
-            f"sum(rate(miniseries_operator_errors_total[{RATE}]))",
+            f"sum(rate(miniseries_operator_errors_total{{{SWEEP}}}[{RATE}]))",
             "errors",
             "ops",
             "Handler errors (kopf retries them); anything above zero is worth a look at the Events.",
@@ -405,8 +422,8 @@ def sweep_overview() -> dict:
 
 def run_drilldown() -> dict:
     variables = [
-        _variable("sweep", "Sweep", "label_values(miniseries_train_step, sweep)", multi=False),
-        _variable("run", "Run", 'label_values(miniseries_train_step{sweep=~"$sweep"}, run)', multi=False),
+        *namespace_and_sweep(),
+        _variable("run", "Run", f"label_values(miniseries_train_step{{{SWEEP}}}, run)", multi=False),
     ]
     panels = [
         info_table("Run", f"miniseries_train_info{{{SWEEP_RUN}}}"),

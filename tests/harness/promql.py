@@ -10,9 +10,10 @@ from typing import Any
 import requests
 
 
-def substitute(expr: str, *, sweep: str, run: str, rate_interval: str = "1m") -> str:
-    """What Grafana sends for a dashboard whose sweep/run are chosen and depth is All."""
-    values = {"sweep": re.escape(sweep), "run": re.escape(run), "depth": ".*", "__rate_interval": rate_interval}
+def substitute(expr: str, *, namespace: str, sweep: str, run: str, rate_interval: str = "1m") -> str:
+    """What Grafana sends for a dashboard whose namespace/sweep/run are chosen and depth is All."""
+    values = {"namespace": re.escape(namespace), "sweep": re.escape(sweep), "run": re.escape(run), "depth": ".*",
+              "__rate_interval": rate_interval}  # fmt: skip
     return re.sub(r"\$\{?(\w+)\}?", lambda m: values[m.group(1)], expr)
 
 

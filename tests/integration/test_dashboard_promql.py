@@ -20,7 +20,10 @@ def test_promtool_parses_every_panel_expression(tmp_path: Path) -> None:
     if not promtool:
         pytest.skip("no promtool: `make deps` installs the prometheus package")
     rules = [
-        {"record": f"dashboard:{stem.replace('-', '_')}:{i}", "expr": substitute(expr, sweep="tiny", run="d2")}
+        {
+            "record": f"dashboard:{stem.replace('-', '_')}:{i}",
+            "expr": substitute(expr, namespace="ns", sweep="tiny", run="d2"),
+        }
         for name, build in gen.DASHBOARDS.items()
         for stem in [name.removesuffix(".json")]
         for i, (_, expr) in enumerate(gen.targets_of(build()))

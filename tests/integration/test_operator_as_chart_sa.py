@@ -84,7 +84,7 @@ def test_operator_with_the_chart_token_reconciles_and_fills_its_panels(kubeconfi
             empty = [
                 f"{name} / {title}: {expr}"
                 for name, title, expr in operator_panels()
-                if not query_range(prom.url, substitute(expr, sweep="tiny", run="d2"), start)
+                if not query_range(prom.url, substitute(expr, namespace="chart-sweeps", sweep="tiny", run="d2"), start)
             ]
             assert empty == [], "operator panels without data:\n" + "\n".join(empty)
     finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from miniseries.contract.layout import LOCAL_NAMESPACE
 from miniseries_trainer.metrics import METRICS
 from tests.harness.processes import free_port
 from tests.harness.prometheus import prometheus
@@ -54,7 +55,7 @@ def test_every_trainer_panel_has_data_from_a_real_scrape(corpus: Corpus, tmp_pat
         empty = [
             f"{name} / {title}: {expr}"
             for name, title, expr in trainer_panels()
-            if not query_range(prom.url, substitute(expr, sweep="tiny", run="d1"), start)
+            if not query_range(prom.url, substitute(expr, namespace=LOCAL_NAMESPACE, sweep="tiny", run="d1"), start)
         ]
         assert empty == [], "panels without data:\n" + "\n".join(empty)
         scraped = series_names(prom.url)

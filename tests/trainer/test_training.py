@@ -140,13 +140,13 @@ def test_metrics_are_served_with_labels(corpus: Corpus, tmp_path: Path) -> None:
         port = s.getsockname()[1]
     assert main(train_argv(corpus, tmp_path, target_tokens=512 * 6, metrics_port=port, eval_tokens=2048)) == 0
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    labels = 'depth="1",run="d1",sweep="t"'
+    labels = 'depth="1",run="d1",sweep="t",sweep_namespace="local"'
     for m in METRICS:
         if m.name == "miniseries_core_score":
             continue  # CORE was not evaluated (no --eval-bundle): no sample, checked below
         sample = next((line for line in body.splitlines() if line.startswith(m.name + "{")), None)
         assert sample is not None, f"{m.name} missing from /metrics"
-        for label in ('depth="1"', 'run="d1"', 'sweep="t"'):
+        for label in ('depth="1"', 'run="d1"', 'sweep="t"', 'sweep_namespace="local"'):
             assert label in sample, sample
         assert ('rank="0"' in sample) == m.per_rank, sample
         assert f"# HELP {m.name}" in body

@@ -102,3 +102,35 @@ def test_dashboard_json_is_valid_for_the_chart_configmap() -> None:
         text = (ROOT / "dashboards" / name).read_text()
         board = json.loads(text)
         assert board["uid"] and board["title"] and len(text.encode()) < 1 << 20
+
+
+_SELECTION = re.compile(r"\b(miniseries_[a-z0-9_]+)(\{[^}]*\})?")
+
+
+@pytest.mark.parametrize("name", sorted(gen.DASHBOARDS))
+def test_every_query_and_variable_is_filtered_by_namespace_and_sweep(name: str) -> None:
+    """Two teams' sweeps of one name never mix (issue 28 item 9): every metric every panel reads is
+    selected by the sweep's namespace and its name, and the sweep variable lists the namespace's."""
+    board = gen.DASHBOARDS[name]()
+    unfiltered = [
+        f"{title}: {metric}{selector or ''}"
+        for title, expr in gen.targets_of(board)
+        for metric, selector in _SELECTION.findall(expr)
+        if 'sweep_namespace=~"$namespace"' not in selector or 'sweep=~"$sweep"' not in selector
+    ]
+    assert unfiltered == []
+    variables = board["templating"]["list"]
+    names = [v["name"] for v in variables]
+    assert names[:3] == ["datasource", "namespace", "sweep"]
+    assert variables[1]["query"]["query"] == "label_values(miniseries_train_step, sweep_namespace)"
+    for v in variables[2:]:
+        assert 'sweep_namespace=~"$namespace"' in v["query"]["query"], v["query"]
+
+
+def test_no_metric_has_a_label_prometheus_renames_on_scrape() -> None:
+    """`namespace` (and job, instance, pod, container) are the target's labels: a scraped one of the same
+    name becomes exported_<name> without honor_labels, so no metric of ours may carry one."""
+    target_labels = {"namespace", "job", "instance", "pod", "container", "service", "endpoint"}
+    for doc in gen.exported_metrics():
+        assert not target_labels & set(doc.labels), doc
+        assert "sweep_namespace" in doc.labels or not {"sweep"} & set(doc.labels), doc

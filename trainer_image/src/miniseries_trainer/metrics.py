@@ -3,7 +3,10 @@
 Rank 0 serves the run-level metrics on `--metrics-port`; every other rank serves
 only its own peak memory on `--metrics-port + LOCAL_RANK` (ranks of one pod share
 its network namespace, so they cannot share one port). `--metrics-port 0` disables
-the exporter. Every series carries `sweep`, `depth`, `run`; per-rank ones add `rank`.
+the exporter. Every series carries `sweep_namespace`, `sweep`, `depth`, `run`; per-rank ones add
+`rank`. `sweep_namespace` (the operator's --namespace): two teams' sweeps of one name are two
+series wherever the metrics are scraped from (a static scrape config has no `namespace` target
+label), under the same label name the operator's own metrics use (control/metrics.py).
 `METRICS` is the documentation: the README table is generated from it.
 """
 
@@ -16,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_htt
 from miniseries.contract.metric_doc import MetricDoc
 from miniseries.contract.store import StoreHealth
 
-RUN_LABELS = ("sweep", "depth", "run")
+RUN_LABELS = ("sweep_namespace", "sweep", "depth", "run")
 
 
 def _doc(name: str, type: str, help: str, *, per_rank: bool = False) -> MetricDoc:
@@ -46,9 +49,11 @@ METRICS: list[MetricDoc] = [
 class TrainerMetrics:
     """Gauges for one run; setters are no-ops on series a rank does not serve."""
 
-    def __init__(self, *, sweep: str, depth: int, run: str, rank: int, local_rank: int, port: int):
+    def __init__(
+        self, *, sweep: str, depth: int, run: str, rank: int, local_rank: int, port: int, namespace: str = "default"
+    ):
         self.registry = CollectorRegistry()
-        self.labels = {"sweep": sweep, "depth": str(depth), "run": run}
+        self.labels = {"sweep_namespace": namespace, "sweep": sweep, "depth": str(depth), "run": run}
         self.rank = rank
         self._g: dict[str, Gauge] = {}
         self._c: dict[str, Counter] = {}

@@ -203,7 +203,13 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
 
     # -- metrics and progress
     metrics = TrainerMetrics(
-        sweep=args.sweep, depth=args.depth, run=args.run, rank=rank, local_rank=rt.local_rank, port=args.metrics_port
+        namespace=args.namespace,
+        sweep=args.sweep,
+        depth=args.depth,
+        run=args.run,
+        rank=rank,
+        local_rank=rt.local_rank,
+        port=args.metrics_port,
     )
     metrics.set_info(
         {

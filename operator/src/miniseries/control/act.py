@@ -58,7 +58,7 @@ def patch_status(namespace: str, name: str, status: ScalingSweepStatus, resource
         if e.status == 409 and resource_version is not None:
             raise Conflict(f"{namespace}/{name} changed since resourceVersion {resource_version}") from None
         raise
-    opmetrics.STATUS_PATCHES.labels(sweep=name, namespace=namespace).inc()
+    opmetrics.STATUS_PATCHES.labels(sweep=name, sweep_namespace=namespace).inc()
 
 
 def record(
@@ -146,7 +146,7 @@ def carry_out(
         what = f"Job {jobs.tokenizer_job_name(name)}"
         if _create_or_report(body, what, kube.batch().create_namespaced_job, ns,
                              jobs.tokenizer_job(spec, name, uid, ns)):  # fmt: skip
-            opmetrics.JOBS_CREATED.labels(sweep=name, namespace=ns).inc()
+            opmetrics.JOBS_CREATED.labels(sweep=name, sweep_namespace=ns).inc()
             events.post(body, "Normal", reason="TokenizerStarted", message=jobs.tokenizer_job_name(name))
     kind = jobs.JOB_KINDS[spec.resources.backend]
     # A job to delete or suspend is addressed as the kind it was observed as (a sweep whose backend
@@ -157,7 +157,7 @@ def carry_out(
         job = manifest["metadata"]["name"]
         if _create_or_report(body, f"{kind.kind} {job}", kube.custom().create_namespaced_custom_object,
                              kind.group, kind.version, ns, kind.plural, manifest):  # fmt: skip
-            opmetrics.JOBS_CREATED.labels(sweep=name, namespace=ns).inc()
+            opmetrics.JOBS_CREATED.labels(sweep=name, sweep_namespace=ns).inc()
             events.post(body, "Normal", reason="RunStarted", message=f"{job} attempt {attempt}")
     for e in actions.events:
         events.post(body, e.type, reason=e.reason, message=e.message)
@@ -243,15 +243,15 @@ def forecast(
 
 def export_metrics(namespace: str, name: str, status: ScalingSweepStatus) -> None:
     for state in RunState:
-        opmetrics.SWEEP_RUNS.labels(sweep=name, namespace=namespace, state=state.value).set(
+        opmetrics.SWEEP_RUNS.labels(sweep=name, sweep_namespace=namespace, state=state.value).set(
             sum(r.state is state for r in status.runs)
         )
-    opmetrics.SWEEP_COST.labels(sweep=name, namespace=namespace).set(status.totals.cost_usd)
+    opmetrics.SWEEP_COST.labels(sweep=name, sweep_namespace=namespace).set(status.totals.cost_usd)
     for r in status.runs:
         f = r.forecast
         bounds = {"estimate": f.val_bpb, "low": f.val_bpb_low, "high": f.val_bpb_high} if f is not None else {}
         for bound in opmetrics.FORECAST_BOUNDS:
-            labels = {"namespace": namespace, "sweep": name, "run": r.name, "bound": bound}
+            labels = {opmetrics.NAMESPACE_LABEL: namespace, "sweep": name, "run": r.name, "bound": bound}
             value = bounds.get(bound)
             if value is not None and r.state is not RunState.Failed:
                 opmetrics.RUN_FORECAST_VAL_BPB.labels(**labels).set(value)

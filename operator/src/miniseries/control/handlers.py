@@ -134,7 +134,7 @@ def probe_sweeps(**_: Any) -> int:
 def reconcile(body: dict[str, Any], *, permanent_on_invalid: bool = False) -> None:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    labels = {"sweep": name, "namespace": ns}
+    labels = {"sweep": name, opmetrics.NAMESPACE_LABEL: ns}
     start = time.perf_counter()
     opmetrics.RECONCILES.labels(**labels).inc()
     # Exported at 0 from the first reconcile: a counter series that appears only on the first

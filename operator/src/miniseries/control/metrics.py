@@ -7,7 +7,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from miniseries.contract.metric_doc import MetricDoc
 
 REGISTRY = CollectorRegistry()
-LABELS = ("sweep", "namespace")
+#: `sweep_namespace`, not `namespace`: Prometheus sets a target label `namespace` (the operator pod's own,
+#: from the ServiceMonitor/PodMonitor) and, honor_labels being false as it should be for a target that
+#: serves other tenants' data, renames a scraped `namespace` to `exported_namespace`. A label of its own
+#: name survives every scrape configuration unchanged; the trainer's series carry the same one.
+NAMESPACE_LABEL = "sweep_namespace"
+LABELS = ("sweep", NAMESPACE_LABEL)
 
 RECONCILES = Counter("miniseries_operator_reconciles_total", "Sweep reconciles carried out.", LABELS, registry=REGISTRY)
 ERRORS = Counter("miniseries_operator_errors_total", "Reconciles that ended in an error.", LABELS, registry=REGISTRY)
@@ -32,7 +37,7 @@ STATUS_PATCHES = Counter(
 )
 SWEEP_RUNS = Gauge("miniseries_sweep_runs", "Runs of a sweep by state.", (*LABELS, "state"), registry=REGISTRY)
 SWEEP_COST = Gauge("miniseries_sweep_cost_usd", "GPU cost of a sweep so far, USD.", LABELS, registry=REGISTRY)
-RUN_FORECAST_LABELS = ("namespace", "sweep", "run", "bound")
+RUN_FORECAST_LABELS = (NAMESPACE_LABEL, "sweep", "run", "bound")
 FORECAST_BOUNDS = ("estimate", "low", "high")
 RUN_FORECAST_VAL_BPB = Gauge(
     "miniseries_run_forecast_val_bpb",
