@@ -21,10 +21,11 @@ class Prometheus:
         self.url = url
         self._targets_file = targets_file
 
-    def scrape(self, job: str, *addresses: str) -> None:
-        """Add targets to scrape every second (file-based discovery: no restart)."""
+    def scrape(self, job: str, *addresses: str, labels: dict[str, str] | None = None) -> None:
+        """Add targets to scrape every second (file-based discovery: no restart). `labels`: target labels
+        besides `job`, as a PodMonitor's discovery attaches them (`namespace`: the scraped pod's)."""
         groups = json.loads(self._targets_file.read_text())
-        groups.append({"targets": list(addresses), "labels": {"job": job}})
+        groups.append({"targets": list(addresses), "labels": {**(labels or {}), "job": job}})
         tmp = self._targets_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(groups))
         tmp.replace(self._targets_file)

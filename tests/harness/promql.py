@@ -10,9 +10,16 @@ from typing import Any
 import requests
 
 
+def _regex(value: str) -> str:
+    """`value` matched literally by a PromQL regex in a double-quoted string: regex metacharacters
+    escaped, and each backslash doubled for the string (PromQL knows no `\\-`: Python's re.escape
+    escapes the hyphens of every namespace name)."""
+    return re.escape(value).replace("\\-", "-").replace("\\", "\\\\")
+
+
 def substitute(expr: str, *, namespace: str, sweep: str, run: str, rate_interval: str = "1m") -> str:
     """What Grafana sends for a dashboard whose namespace/sweep/run are chosen and depth is All."""
-    values = {"namespace": re.escape(namespace), "sweep": re.escape(sweep), "run": re.escape(run), "depth": ".*",
+    values = {"namespace": _regex(namespace), "sweep": _regex(sweep), "run": _regex(run), "depth": ".*",
               "__rate_interval": rate_interval}  # fmt: skip
     return re.sub(r"\$\{?(\w+)\}?", lambda m: values[m.group(1)], expr)
 
