@@ -33,7 +33,7 @@ from miniseries.contract.store import S3Store, Store
 from miniseries.control.trainer_args import TRAINER_MODULE
 from miniseries.local.runner import DATA_KEY, LocalSweep
 from tests.harness.binaries import REPO, MissingBinary
-from tests.harness.cluster import RESTRICTED, Cluster
+from tests.harness.cluster import Cluster
 from tests.harness.helm import CHART, helm_binary
 from tests.harness.node import SELECTOR, BuiltImage, Node, real_node
 from tests.harness.processes import wait_for
@@ -79,10 +79,9 @@ def bucket(ctr_cluster: tuple[Cluster, Node], tiny: LocalSweep, s3_service: S3Se
         if path.is_file():
             b.client.upload_file(str(path), b.bucket, path.relative_to(tiny.store_dir).as_posix())
     in_pods = {**b.env, "AWS_ENDPOINT_URL": f"http://{node.expose(s3_service.port)}"}
-    # restricted, as every test namespace (issue 28): the sweeps' pods (in default) and the operator's
-    # own must pass kube-apiserver's PodSecurity admission, and then run on the real kubelet
+    # restricted, as every test namespace (issue 28; `default` too, tests/harness/cluster.py): the sweeps'
+    # pods and the operator's own must pass kube-apiserver's PodSecurity admission, then run on the real kubelet
     cluster.create_namespace(OPERATOR_NS)
-    cluster.kubectl("label", "namespace", "default", "--overwrite", *(f"{k}={v}" for k, v in RESTRICTED.items()))
     for ns in ("default", OPERATOR_NS):
         # labelled: the chart's admission policy lets a sweep name only Secrets that opted in
         cluster.apply({"apiVersion": "v1", "kind": "Secret",

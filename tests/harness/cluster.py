@@ -221,6 +221,8 @@ def start_control_plane(stack: Stack, workdir: Path) -> Cluster:
         lambda: cluster.kubectl("get", "sa", "default", check=False).returncode == 0,
         60,
     )
+    # `default` (where the e2e tests' sweeps run) enforces restricted, as every test namespace does
+    cluster.kubectl("label", "namespace", "default", "--overwrite", *(f"{k}={v}" for k, v in RESTRICTED.items()))
     return cluster
 
 

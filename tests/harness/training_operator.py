@@ -128,8 +128,12 @@ def _start_training_operator(stack: Stack, cluster: RealPathCluster, workdir: Pa
     template = workdir / "init-container.yaml"
     # The stock init container runs `nslookup <master>` in alpine; with no images and no DNS,
     # the node agent runs this instead (it makes the master's name mean 127.0.0.1 itself).
+    # Its securityContext is the admin's to set (the PyTorchJob has no say over it): without one, a Worker
+    # pod in a restricted namespace is refused (README, Security), as the stock template's would be.
     template.write_text("- name: init-pytorch\n  image: {{.InitContainerImage}}\n"
-                        "  command: ['python', '-c', 'print(\"master {{.MasterAddr}} is this host\")']\n")  # fmt: skip
+                        "  command: ['python', '-c', 'print(\"master {{.MasterAddr}} is this host\")']\n"
+                        "  securityContext: {runAsNonRoot: true, runAsUser: 1000, allowPrivilegeEscalation: false,\n"
+                        "    readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}, seccompProfile: {type: RuntimeDefault}}\n")  # fmt: skip
     probe_port = free_port()
     in_own_mounts = ["unshare", "--mount", "--propagation=private", "sh", "-c",
                      f'mount --bind "$0" {TO_CERT_DIR.parent} && exec "$@"', str(cert_root)] if private else []  # fmt: skip
