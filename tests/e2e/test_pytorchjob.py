@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from miniseries.control.podsecurity import restrict
 from tests.harness.cluster import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -26,8 +27,9 @@ def job(
     name: str, workers: int = 1, container: str = "pytorch", image: str = "miniseries/trainer:e2e"
 ) -> dict[str, Any]:
     def replica(n: int) -> dict[str, Any]:
-        return {"replicas": n, "template": {"spec": {"nodeSelector": NODE_SELECTOR, "containers": [
-            {"name": container, "image": image, "command": ["python", "-c", PRINT_ENV]}]}}}  # fmt: skip
+        # restricted (podsecurity.py), as `default` enforces
+        return {"replicas": n, "template": {"spec": restrict({"nodeSelector": NODE_SELECTOR, "containers": [
+            {"name": container, "image": image, "command": ["python", "-c", PRINT_ENV]}]})}}  # fmt: skip
 
     specs = {"Master": replica(1)}
     if workers:

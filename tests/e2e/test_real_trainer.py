@@ -26,6 +26,7 @@ import yaml
 
 from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout, join_uri
 from miniseries.contract.results import checkpoint_steps, read_results
+from miniseries.control.podsecurity import restrict
 from miniseries.control.trainer_args import TRAINER_MODULE, trainer_flags
 from miniseries.local.runner import LocalSweep, free_port
 from tests.harness.cluster import Cluster
@@ -54,8 +55,8 @@ def trainer_job(ls: LocalSweep, name: str, sweep: str) -> dict[str, Any]:
     container = {"name": "pytorch", "image": "miniseries/trainer:e2e",
                  "command": ["python", "-m", TRAINER_MODULE], "args": flags}  # fmt: skip
     return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": name, "namespace": "default"},
-            "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {"spec": {
-                "nodeSelector": {"miniseries.dev/e2e-node": "true"}, "containers": [container]}}}}}}  # fmt: skip
+            "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {"spec": restrict({
+                "nodeSelector": {"miniseries.dev/e2e-node": "true"}, "containers": [container]})}}}}}  # fmt: skip
 
 
 def wait_succeeded(kc: Cluster, name: str, timeout: float) -> None:
