@@ -2,12 +2,14 @@
 enforcing `restricted` (issue 28 item 2): the pod templates of a PyTorchJob (Master and Worker), of a
 TrainJob (the chart's runtime with the operator's patch applied) and of the tokenizer Job, each
 created as a Pod with a server-side dry run, so the admission chain judges it and nothing runs.
-A template stripped of its security settings is refused by the same server: the check can fail."""
+A template stripped of its security settings is refused by the same server: the check can fail.
+And pods refused by admission anyway turn the sweep Degraded with the admission's words."""
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,6 +17,9 @@ import pytest
 from miniseries.control import jobs
 from miniseries.control.plan import make_plan
 from tests.harness.cluster import Cluster
+from tests.harness.operator_process import Operator, custom, get_sweep, sweep_doc
+from tests.harness.processes import wait_for
+from tests.integration.test_operator_cluster import DEADLINE, crds, start_operator, store_uri  # noqa: F401
 from tests.unit.test_jobs import example
 from tests.unit.test_trainjob import example as trainjob_example
 from tests.unit.test_trainjob import pod_patch
@@ -69,3 +74,27 @@ def test_the_operators_pods_are_admitted_as_restricted(cluster: Cluster, namespa
         c.pop("securityContext")
     refused = dry_run(cluster, namespace, f"{kind}-bare", bare)
     assert refused.returncode != 0 and 'violates PodSecurity "restricted:latest"' in refused.stderr, refused.stderr
+
+
+def test_pods_refused_by_admission_make_the_sweep_degraded_with_its_words(
+    crds: Cluster,  # noqa: F811
+    namespace: str,
+    store_uri: str,  # noqa: F811
+    start_operator: Callable[..., Operator],  # noqa: F811
+) -> None:
+    """The tokenizer Job's pods are refused by admission (here a ResourceQuota of no pods; a stricter
+    PodSecurity level or a policy engine alike): the Job controller's FailedCreate Event is all that
+    says so, and the sweep is Degraded with its message, not Pending and AllHealthy."""
+    kc, ns = crds, namespace
+    kc.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"},
+              "spec": {"hard": {"pods": "0"}}}, "-n", ns)  # fmt: skip
+    op = start_operator()
+    kc.apply(sweep_doc("refused", store_uri, depths=[2]), "-n", ns)
+
+    def degraded() -> dict[str, Any] | None:
+        conds = (get_sweep(custom(kc), ns, "refused").get("status") or {}).get("conditions") or []
+        return next((c for c in conds if c["type"] == "Degraded" and c["status"] == "True"), None)
+
+    cond = wait_for("the sweep Degraded by the refusal", degraded, DEADLINE, op.proc)
+    assert cond["reason"] == "FailedCreate", cond
+    assert "exceeded quota" in cond["message"] and "refused-tokenizer" in cond["message"], cond
