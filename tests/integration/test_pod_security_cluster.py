@@ -1,5 +1,5 @@
 """Every pod the operator creates passes kube-apiserver's own PodSecurity admission in a namespace
-enforcing `restricted` (issue 28 item 2): the pod templates of a PyTorchJob (Master and Worker), of a
+enforcing `restricted` (issue 28 item 2): the pod templates of a PyTorchJob (its Workers copy its Master's), of a
 TrainJob (the chart's runtime with the operator's patch applied) and of the tokenizer Job, each
 created as a Pod with a server-side dry run, so the admission chain judges it and nothing runs.
 A template stripped of its security settings is refused by the same server: the check can fail.
