@@ -23,6 +23,7 @@ WORKLOAD_RULES = (
         ("miniseries.dev", "scalingsweeps/finalizers", "update"),
         ("", "events", "create"),
         ("", "events", "patch"),  # a repeated Event is counted, not posted again
+        ("", "events", "list"),  # why admission refused a job's pods: FailedCreate/FailedCreatePod (control/pods.py)
         ("", "pods", "list"),  # the kubelet's reasons (image pull, exit code, log tail) from pod status
         ("", "secrets", "get"),  # admission.secretOptInLabel: the opt-in label, read as metadata only
     }
