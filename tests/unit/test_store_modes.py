@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from miniseries.contract.store.local import LocalStore
+from miniseries.control.podsecurity import STORE_GROUP
 
 pytestmark = [
     pytest.mark.safety,
@@ -26,7 +27,7 @@ pytestmark = [
 ]
 
 TRAINER, OPERATOR, STRANGER = 1000, 65532, 4242
-FS_GROUP = 2000  # the pods' fsGroup: a supplementary group of both, the volume's group
+FS_GROUP = STORE_GROUP  # the pods' fsGroup (the operator's gid): a supplementary group of both, the volume's
 
 
 def as_user(uid: int, groups: list[int], action: Callable[[], object], gid: int | None = None) -> object:

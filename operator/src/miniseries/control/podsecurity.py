@@ -14,8 +14,11 @@ every capability dropped, a RuntimeDefault (or Localhost) seccomp profile. Beyon
   (`automountServiceAccountToken` is a pod field; a TrainJob cannot patch it, so the chart's
   ClusterTrainingRuntime sets it).
 
-The store's files are shared through their group (contract/store/local.py): fsGroup is the trainer's
-gid, so a volume a runtime mounts is writable by it.
+The store's files are shared through their group (contract/store/local.py, files 0640, directories
+2770): on a volume both mount, the trainer (uid 1000) and the operator (uid 65532) must carry one group,
+and the kubelet gives a volume its pod's fsGroup. So the trainer's pods get the operator's fsGroup
+(65532, charts/miniseries-operator/templates/deployment.yaml): two different fsGroups on one volume
+would have each pod's kubelet chown it away from the other.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 
 #: trainer_image/Dockerfile's user, and its HOME.
 TRAINER_UID = 1000
+#: The group a shared store volume belongs to: the operator's (the chart's Deployment fsGroup).
+STORE_GROUP = 65532
 TRAINER_HOME = "/home/trainer"
 #: The writable places of a read-only root filesystem: (volume name, mount path).
 SCRATCH = (("miniseries-tmp", "/tmp"), ("miniseries-home", TRAINER_HOME))
@@ -34,7 +39,7 @@ def pod_security_context() -> dict[str, Any]:
         "runAsNonRoot": True,
         "runAsUser": TRAINER_UID,
         "runAsGroup": TRAINER_UID,
-        "fsGroup": TRAINER_UID,
+        "fsGroup": STORE_GROUP,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
