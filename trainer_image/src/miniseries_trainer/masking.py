@@ -53,6 +53,11 @@ class MaskingStream(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
+    def __getattr__(self, name: str) -> Any:
+        # what a library reaches for beyond writing text (errors, line_buffering, reconfigure, ...);
+        # `buffer` too: bytes written there are not masked (the operator's redaction still applies)
+        return getattr(self.inner, name)
+
 
 def install(env: Mapping[str, str] | None = None) -> list[str]:
     """Mask this process's output from here on; returns the values it masks (for tests). Idempotent."""
