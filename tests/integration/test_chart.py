@@ -331,7 +331,10 @@ def test_crds_are_in_the_chart() -> None:
         ("admission.allowedImagePrefixes={python}", "/admission/allowedImagePrefixes/0': 'python' does not match"),
         ("admission.secretOptInLabel=not a label", "/admission/secretOptInLabel': 'not a label' does not match"),
         ("admission.maxGpuHoursWithoutBudget=0", "/admission/maxGpuHoursWithoutBudget': exclusiveMinimum"),
-        ("admission.allowedPriorityClasses={Team_High}", "/admission/allowedPriorityClasses/0': 'Team_High' does not match"),
+        (
+            "admission.allowedPriorityClasses={Team_High}",
+            "/admission/allowedPriorityClasses/0': 'Team_High' does not match",
+        ),
         ("admission.maxSweepGpus=-1", "/admission/maxSweepGpus': minimum"),
         ("store.allowAnyStore=yes", "/store/allowAnyStore': got string, want boolean"),
         ("backends={mpijob}", "/backends/0': value must be one of 'pytorchjob', 'trainjob'"),
