@@ -38,6 +38,7 @@ KUEUE_RULES = {("kueue.x-k8s.io", "workloads", "list"), ("kueue.x-k8s.io", "work
 # admission.secretOptInLabel: the opt-in label, read as metadata only; only ever granted per namespace
 # (a Role of a watched namespace, or a RoleBinding to <release>-secret-labels), never cluster-wide.
 SECRET_GET = {("", "secrets", "get")}
+SIDE_ROLES = ("-observer", "-secret-labels")  # the ClusterRoles beside the workload one
 OBSERVER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
 CLUSTER_PEERING = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
 NAMESPACED_PEERING = {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
@@ -119,7 +120,7 @@ def test_admission_values_become_flags_and_only_the_label_check_reads_secrets() 
     assert not any(a.startswith("--allowed-image-prefix") for a in args)  # permissive modes are explicit flags
     assert "--allow-any-image" in args and "--allow-any-secret" in args and "--max-gpu-hours-without-budget=50" in args
     assert not any(a.startswith("--secret-opt-in-label") for a in args)
-    (role,) = [r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith("-observer")]
+    (role,) = [r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith(SIDE_ROLES)]
     assert granted(role) == WORKLOAD_RULES  # no label, no access to Secrets
     assert not [r for r in by_kind(objs, "ClusterRole") if r["metadata"]["name"].endswith("-secret-labels")]
     two = render({"admission.allowedImagePrefixes": "{ghcr.io/a/,registry.corp:5000/b}"})
@@ -211,7 +212,7 @@ def test_the_operator_without_flags_enforces_the_charts_default_policy() -> None
 
 def test_kueue_value_grants_only_list_and_patch_on_workloads() -> None:
     cluster_wide = render({"kueue.enabled": "true"})
-    (role,) = [r for r in by_kind(cluster_wide, "ClusterRole") if not r["metadata"]["name"].endswith("-observer")]
+    (role,) = [r for r in by_kind(cluster_wide, "ClusterRole") if not r["metadata"]["name"].endswith(SIDE_ROLES)]
     assert granted(role) == WORKLOAD_RULES | KUEUE_RULES
     namespaced = render({"kueue.enabled": "true", "watch.allNamespaces": "false", "watch.namespaces": "{team-a}"})
     (role,) = by_kind(namespaced, "Role")
@@ -238,7 +239,7 @@ def test_backends_value_grants_each_backends_jobs_only_and_becomes_flags() -> No
         ("{pytorchjob,trainjob}", PYTORCHJOB_RULES | TRAINJOB_RULES),
     ):
         objs = render({"backends": backends})
-        (role,) = [r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith("-observer")]
+        (role,) = [r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith(SIDE_ROLES)]
         assert granted(role) == (WORKLOAD_RULES - PYTORCHJOB_RULES) | rules
         (deploy,) = by_kind(objs, "Deployment")
         args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -284,7 +285,7 @@ def test_namespaced_without_a_list_serves_the_release_namespace() -> None:
     assert [r["metadata"]["namespace"] for r in by_kind(objs, "Role")] == ["ops"]
     assert by_kind(objs, "KopfPeering") == [] and by_kind(objs, "ClusterKopfPeering") == []
     for role in by_kind(objs, "Role"):
-        assert granted(role) == WORKLOAD_RULES
+        assert granted(role) == WORKLOAD_RULES | SECRET_GET
 
 
 def test_monitors_only_where_the_prometheus_operator_api_exists() -> None:
