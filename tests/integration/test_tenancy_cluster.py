@@ -108,8 +108,8 @@ def test_priority_classes_and_the_gpu_ceiling_are_the_admins(
     start_operator(args=["--allowed-priority-class=team-low", f"--max-sweep-gpus={ns}=6", "--max-sweep-gpus=64"])
     queued = {"queueName": "team-queue"}
     kc.apply(sweep_doc("vip", store, depths=[1], priorityClassName="cluster-critical-admins-only", **queued), "-n", ns)
-    for name, parallelism in (("wide", 3), ("packed", 2)):
-        doc = sweep_doc(name, store, depths=[1, 2, 3], nodeGpus=8, gpusPerRun=3, parallelism=parallelism)
+    for name, nodes, parallelism in (("wide", 2, 3), ("packed", 1, 2)):
+        doc = sweep_doc(name, store, depths=[1, 2, 3], nodeGpus=8, gpusPerRun=3, nodes=nodes, parallelism=parallelism)
         doc["spec"]["training"].update(deviceBatchSize=8, totalBatchTokens=3072)  # micro-batches of 3 GPUs
         doc["spec"]["cost"]["pricePerGpuHour"] = 3.0
         kc.apply(doc, "-n", ns)
