@@ -144,6 +144,9 @@ def test_apply_the_example_creates_exactly_the_planned_jobs(
     doc["spec"]["data"].update(shardsUri=f"{store_uri}/data", evalBundleUri=f"{store_uri}/eval")
     spec = ScalingSweepSpec.model_validate(doc["spec"])
     plan = make_plan(spec)
+    # The example names a Secret (its S3 credentials); the operator's default policy wants it opted in.
+    kc.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": doc["spec"]["store"]["credentialsSecret"],
+              "namespace": ns, "labels": {"miniseries.dev/allow-sweeps": "true"}}})  # fmt: skip
     op = start_operator()
     started = time.monotonic()
     kc.apply(doc, "-n", ns)
