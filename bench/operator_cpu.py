@@ -88,7 +88,7 @@ def main() -> int:
         api = custom(kc)
         ns = "bench-cpu"
         kc.kubectl("create", "namespace", ns)
-        op = Operator(kc, ns, work / "operator.log", env=env, poll_seconds=a.poll).start()
+        op = Operator(kc, ns, work / "operator.log", env=env, poll_seconds=a.poll, store_roots=[store]).start()
         base = {"bench": "operator.cpu", "sweeps": a.sweeps, "poll_seconds": a.poll, "store": store.split(":")[0]}
         try:
             with JobDriver(kc, ns, env, step_seconds=a.step_seconds, log_dir=work):

@@ -109,7 +109,9 @@ def operator(ctr_cluster: tuple[Cluster, Node], bucket: S3Bucket, images: dict[s
     proc = subprocess.run(
         [helm_binary(), "install", RELEASE, str(CHART), f"--kubeconfig={cluster.kubeconfig}", "-n", OPERATOR_NS,
          "--set", f"image.repository={repo}", "--set", f"image.tag={tag}",
-         "--set", f"store.credentialsSecret={SECRET}"],
+         "--set", f"store.credentialsSecret={SECRET}",
+         # store roots are required; the sweeps' namespace may name (opted-in) Secrets
+         "--set", f"store.roots={{{bucket.uri}}}", "--set", "admission.secretNamespaces={default}"],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from miniseries.api.policy import DEFAULT_SECRET_OPT_IN_LABEL
 from miniseries.contract.layout import SweepLayout, join_uri
 from miniseries.contract.results import checkpoint_steps, read_results
 from miniseries.contract.store import S3Store, Store
@@ -44,8 +45,8 @@ def bucket(real_cluster: Cluster, tiny: LocalSweep, s3_service: S3Server) -> S3B
     for path in sorted(tiny.store_dir.rglob("*")):
         if path.is_file():
             b.client.upload_file(str(path), b.bucket, path.relative_to(tiny.store_dir).as_posix())
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CREDENTIALS_SECRET, "namespace": "default"},
-              "stringData": b.env}  # fmt: skip
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CREDENTIALS_SECRET, "namespace": "default",
+              "labels": {DEFAULT_SECRET_OPT_IN_LABEL: "true"}}, "stringData": b.env}  # opted in to sweeps  # fmt: skip
     real_cluster.apply(secret)
     return b
 
@@ -87,7 +88,7 @@ def operator(real_cluster: Cluster, bucket: S3Bucket, tmp_path_factory: pytest.T
     kc.kubectl("apply", "--server-side", "-f", "-", stdin=crd.stdout)
     log = (Path(tmp_path_factory.mktemp("operator")) / "operator.log").open("w")
     cmd = [sys.executable, "-m", "miniseries.cli", "operator", f"--kubeconfig={kc.kubeconfig}", "--all-namespaces",
-           f"--metrics-port={free_port()}", f"--liveness-port={free_port()}"]  # fmt: skip
+           f"--metrics-port={free_port()}", f"--liveness-port={free_port()}", f"--store-root={bucket.uri}"]  # fmt: skip
     # KUBECONFIG too: kopf logs in through the kubernetes client, whose default kubeconfig path is
     # read from the environment when it is imported, before --kubeconfig is applied.
     env = {

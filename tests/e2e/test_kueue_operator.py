@@ -69,7 +69,8 @@ def ns(kq: KueueCluster, request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def operator(kq: KueueCluster, ns: str, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(kq, ns, tmp_path / "operator.log").start()
+    # The priority classes are the test's own; which ones a sweep may use is test_tenancy_cluster.py's.
+    op = Operator(kq, ns, tmp_path / "operator.log", args=["--allow-any-priority-class"]).start()
     try:
         yield op
     finally:

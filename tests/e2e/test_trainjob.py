@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from miniseries.api.policy import DEFAULT_SECRET_OPT_IN_LABEL
 from miniseries.api.spec import ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout, join_uri
 from miniseries.contract.results import checkpoint_steps, read_results
@@ -253,7 +254,9 @@ def tj_bucket(tj_cluster: TrainerCluster, tiny: LocalSweep, s3_service: S3Server
         if path.is_file():
             b.client.upload_file(str(path), b.bucket, path.relative_to(tiny.store_dir).as_posix())
     tj_cluster.apply({"apiVersion": "v1", "kind": "Secret",
-                      "metadata": {"name": CREDENTIALS_SECRET, "namespace": "default"}, "stringData": b.env})  # fmt: skip
+                      "metadata": {"name": CREDENTIALS_SECRET, "namespace": "default",
+                                   "labels": {DEFAULT_SECRET_OPT_IN_LABEL: "true"}},  # opted in to sweeps
+                      "stringData": b.env})  # fmt: skip
     return b
 
 
@@ -262,7 +265,7 @@ def tj_operator(tj_cluster: TrainerCluster, tj_bucket: S3Bucket, tmp_path_factor
     install_crds(tj_cluster)
     log = Path(tmp_path_factory.mktemp("tj-operator")) / "operator.log"
     op = Operator(tj_cluster, "default", log, env={**tj_bucket.env, "MINISERIES_BACKENDS": "trainjob"},
-                  poll_seconds=2, retry_base_seconds=2).start()  # fmt: skip
+                  poll_seconds=2, retry_base_seconds=2, store_roots=[tj_bucket.uri]).start()  # fmt: skip
     yield op
     op.stop()
 

@@ -70,12 +70,20 @@ def sweep_doc(name: str, store_uri: str, *, depths: list[int] | None = None, **r
 
 @dataclass
 class Operator:
-    """One `miniseries operator` process watching one namespace."""
+    """One `miniseries operator` process watching one namespace, with the admission policy the
+    operator has without flags (the chart's defaults) plus `args`.
+
+    Store roots are required (issue 28): `store_roots` are the test's own, by default the folder
+    of its log (a test's tmp_path, where its file:// stores live); a test with an S3 store names
+    its bucket (`store_roots=[s3.uri]`), never the single-tenant opt-out.
+    """
 
     cluster: Cluster
     namespace: str
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    store_roots: list[str] | None = None
+    args: list[str] = field(default_factory=list)
     peering: str | None = None
     priority: int | None = None
     poll_seconds: float = 0.5
@@ -89,6 +97,8 @@ class Operator:
         cmd = [sys.executable, "-m", "miniseries.cli", "operator", f"--kubeconfig={self.cluster.kubeconfig}",
                f"--namespace={self.namespace}", f"--metrics-port={self.metrics_port}",
                f"--liveness-port={self.liveness_port}"]  # fmt: skip
+        roots = self.store_roots if self.store_roots is not None else [self.log_path.parent.resolve().as_uri()]
+        cmd += [f"--store-root={r}" for r in roots] + self.args
         if self.peering:
             cmd.append(f"--peering={self.peering}")
         if self.priority is not None:

@@ -25,7 +25,6 @@ WORKLOAD_RULES = (
         ("", "events", "patch"),  # a repeated Event is counted, not posted again
         ("", "events", "list"),  # why admission refused a job's pods: FailedCreate/FailedCreatePod (control/pods.py)
         ("", "pods", "list"),  # the kubelet's reasons (image pull, exit code, log tail) from pod status
-        ("", "secrets", "get"),  # admission.secretOptInLabel: the opt-in label, read as metadata only
     }
     | {
         (g, r, v)
@@ -37,6 +36,10 @@ WORKLOAD_RULES = (
 # kueue.enabled: each job's Workload (list, matched by owner uid) and spec.active for spec.suspend
 # (patch); no get, watch, create, update or delete, and nothing else of Kueue's.
 KUEUE_RULES = {("kueue.x-k8s.io", "workloads", "list"), ("kueue.x-k8s.io", "workloads", "patch")}
+# admission.secretOptInLabel: the opt-in label, read as metadata only; only ever granted per namespace
+# (a Role of a watched namespace, or a RoleBinding to <release>-secret-labels), never cluster-wide.
+SECRET_GET = {("", "secrets", "get")}
+SIDE_ROLES = ("-observer", "-secret-labels")  # the ClusterRoles beside the workload one
 OBSERVER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
 CLUSTER_PEERING = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
 NAMESPACED_PEERING = {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
@@ -100,7 +103,10 @@ def test_store_roots_become_operator_flags() -> None:
         "--store-root=file:///srv/ms",
     ]
     (plain,) = by_kind(render(), "Deployment")
-    assert not [a for a in plain["spec"]["template"]["spec"]["containers"][0]["args"] if "store-root" in a]
+    args = plain["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if "store-root" in a or "allow-any" in a]  # no roots, no opt-out: every store refused
+    (single,) = by_kind(render({"store.allowAnyStore": "true"}), "Deployment")
+    assert "--allow-any-store" in single["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def test_admission_values_become_flags_and_only_the_label_check_reads_secrets() -> None:
@@ -112,10 +118,12 @@ def test_admission_values_become_flags_and_only_the_label_check_reads_secrets() 
     objs = render({"admission.secretOptInLabel": "", "admission.maxGpuHoursWithoutBudget": "50"}, "miniseries",
                   "--set-json", "admission.allowedImagePrefixes=[]")  # fmt: skip
     args = by_kind(objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert not any(a.startswith("--allowed-image-prefix") for a in args)
-    assert "--secret-opt-in-label=" in args and "--max-gpu-hours-without-budget=50" in args
-    (role,) = [r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith("-observer")]
-    assert granted(role) == WORKLOAD_RULES - {("", "secrets", "get")}  # no label, no access to Secrets
+    assert not any(a.startswith("--allowed-image-prefix") for a in args)  # permissive modes are explicit flags
+    assert "--allow-any-image" in args and "--allow-any-secret" in args and "--max-gpu-hours-without-budget=50" in args
+    assert not any(a.startswith("--secret-opt-in-label") for a in args)
+    (role,) = [r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith(SIDE_ROLES)]
+    assert granted(role) == WORKLOAD_RULES  # no label, no access to Secrets
+    assert not [r for r in by_kind(objs, "ClusterRole") if r["metadata"]["name"].endswith("-secret-labels")]
     two = render({"admission.allowedImagePrefixes": "{ghcr.io/a/,registry.corp:5000/b}"})
     args = by_kind(two, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--allowed-image-prefix")] == [
@@ -129,11 +137,13 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_uses() -> None:
     assert roles == {
         "ms-miniseries-operator": WORKLOAD_RULES,
         "ms-miniseries-operator-observer": OBSERVER_RULES | CLUSTER_PEERING,
+        "ms-miniseries-operator-secret-labels": SECRET_GET,  # bound per namespace only, below
     }
     sa = by_kind(objs, "ServiceAccount")[0]["metadata"]
     for binding in by_kind(objs, "ClusterRoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"], "namespace": "miniseries"}]
         assert binding["roleRef"]["name"] in roles
+    assert by_kind(objs, "RoleBinding") == []  # admission.secretNamespaces is empty: Secrets nowhere
     (deploy,) = by_kind(objs, "Deployment")
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" in args and "--peering=miniseries" in args
@@ -148,7 +158,7 @@ def test_namespaced_rbac_gives_roles_only_in_the_watched_namespaces() -> None:
     roles = by_kind(objs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
-        assert granted(role) == WORKLOAD_RULES | NAMESPACED_PEERING
+        assert granted(role) == WORKLOAD_RULES | SECRET_GET | NAMESPACED_PEERING  # Secrets: where sweeps are
     assert sorted(b["metadata"]["namespace"] for b in by_kind(objs, "RoleBinding")) == ["team-a", "team-b"]
     assert sorted(p["metadata"]["namespace"] for p in by_kind(objs, "KopfPeering")) == ["team-a", "team-b"]
     (deploy,) = by_kind(objs, "Deployment")
@@ -156,13 +166,58 @@ def test_namespaced_rbac_gives_roles_only_in_the_watched_namespaces() -> None:
     assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--all-namespaces" not in args
 
 
+def test_the_default_install_grants_no_cluster_wide_secret_read() -> None:
+    """Issue 28 item 7: no ClusterRoleBinding reaches a role that may get Secrets; the Secret opt-in
+    check reads Secrets only in the namespaces of admission.secretNamespaces, by RoleBinding."""
+    for objs in (render(), render({"kueue.enabled": "true", "backends": "{pytorchjob,trainjob}"})):
+        roles = {r["metadata"]["name"]: granted(r) for r in by_kind(objs, "ClusterRole")}
+        for binding in by_kind(objs, "ClusterRoleBinding"):
+            assert not {(g, r) for g, r, _ in roles[binding["roleRef"]["name"]]} & {("", "secrets")}, binding
+        assert by_kind(objs, "RoleBinding") == []
+    objs = render({"admission.secretNamespaces": "{team-a,team-b}"})
+    bindings = by_kind(objs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    assert {b["roleRef"]["name"] for b in bindings} == {"ms-miniseries-operator-secret-labels"}
+    assert {b["roleRef"]["kind"] for b in bindings} == {"ClusterRole"}
+
+
+def test_priority_class_runtime_and_gpu_ceiling_values_become_flags() -> None:
+    (deploy,) = by_kind(render(), "Deployment")
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if "priority-class" in a or "max-sweep-gpus" in a]  # none allowed, no ceiling
+    assert "--allowed-training-runtime=miniseries-torch-distributed" in args
+    objs = render({"admission.allowedPriorityClasses": "{team-low,team-high}", "admission.maxSweepGpus": "16",
+                   "admission.maxSweepGpusByNamespace.team-a": "4"})  # fmt: skip
+    args = by_kind(objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if "priority-class" in a] == [
+        "--allowed-priority-class=team-low", "--allowed-priority-class=team-high"]  # fmt: skip
+    assert [a for a in args if "max-sweep-gpus" in a] == ["--max-sweep-gpus=16", "--max-sweep-gpus=team-a=4"]
+
+
+def test_the_operator_without_flags_enforces_the_charts_default_policy() -> None:
+    """Issue 28 item 5: one policy whoever starts the operator. The chart's default args, parsed by
+    `miniseries operator`'s own parser, give the same policy as no flags at all."""
+    import argparse
+
+    from miniseries.cli import serve
+
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers())
+    (deploy,) = by_kind(render(), "Deployment")
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    charted = serve.policy_from_args(parser.parse_args(["operator", *args]))
+    bare = serve.policy_from_args(parser.parse_args(["operator"]))
+    assert charted == bare
+    assert bare.store_roots == () and not bare.any_store and bare.secret_opt_in_label
+
+
 def test_kueue_value_grants_only_list_and_patch_on_workloads() -> None:
     cluster_wide = render({"kueue.enabled": "true"})
-    (role,) = [r for r in by_kind(cluster_wide, "ClusterRole") if not r["metadata"]["name"].endswith("-observer")]
+    (role,) = [r for r in by_kind(cluster_wide, "ClusterRole") if not r["metadata"]["name"].endswith(SIDE_ROLES)]
     assert granted(role) == WORKLOAD_RULES | KUEUE_RULES
     namespaced = render({"kueue.enabled": "true", "watch.allNamespaces": "false", "watch.namespaces": "{team-a}"})
     (role,) = by_kind(namespaced, "Role")
-    assert granted(role) == WORKLOAD_RULES | KUEUE_RULES | NAMESPACED_PEERING
+    assert granted(role) == WORKLOAD_RULES | SECRET_GET | KUEUE_RULES | NAMESPACED_PEERING
     observer = {r["metadata"]["name"]: granted(r) for r in by_kind(namespaced, "ClusterRole")}
     assert observer == {"ms-miniseries-operator-observer": OBSERVER_RULES}  # nothing of Kueue's cluster-wide
     bad = helm("template", "ms", str(CHART), "--set", "kueue.enabled=yes", check=False)
@@ -185,7 +240,7 @@ def test_backends_value_grants_each_backends_jobs_only_and_becomes_flags() -> No
         ("{pytorchjob,trainjob}", PYTORCHJOB_RULES | TRAINJOB_RULES),
     ):
         objs = render({"backends": backends})
-        (role,) = [r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith("-observer")]
+        (role,) = [r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith(SIDE_ROLES)]
         assert granted(role) == (WORKLOAD_RULES - PYTORCHJOB_RULES) | rules
         (deploy,) = by_kind(objs, "Deployment")
         args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -193,7 +248,7 @@ def test_backends_value_grants_each_backends_jobs_only_and_becomes_flags() -> No
             f"--backend={b}" for b in backends.strip("{}").split(",")]  # fmt: skip
     namespaced = render({"backends": "{trainjob}", "watch.allNamespaces": "false", "watch.namespaces": "{team-a}"})
     (role,) = by_kind(namespaced, "Role")
-    assert granted(role) == (WORKLOAD_RULES - PYTORCHJOB_RULES) | TRAINJOB_RULES | NAMESPACED_PEERING
+    assert granted(role) == (WORKLOAD_RULES - PYTORCHJOB_RULES) | TRAINJOB_RULES | SECRET_GET | NAMESPACED_PEERING
     observer = {r["metadata"]["name"]: granted(r) for r in by_kind(namespaced, "ClusterRole")}
     assert observer == {"ms-miniseries-operator-observer": OBSERVER_RULES}  # nothing of the trainer's cluster-wide
     default = render()
@@ -231,7 +286,7 @@ def test_namespaced_without_a_list_serves_the_release_namespace() -> None:
     assert [r["metadata"]["namespace"] for r in by_kind(objs, "Role")] == ["ops"]
     assert by_kind(objs, "KopfPeering") == [] and by_kind(objs, "ClusterKopfPeering") == []
     for role in by_kind(objs, "Role"):
-        assert granted(role) == WORKLOAD_RULES
+        assert granted(role) == WORKLOAD_RULES | SECRET_GET
 
 
 def test_monitors_only_where_the_prometheus_operator_api_exists() -> None:
@@ -278,6 +333,12 @@ def test_crds_are_in_the_chart() -> None:
         ("admission.allowedImagePrefixes={python}", "/admission/allowedImagePrefixes/0': 'python' does not match"),
         ("admission.secretOptInLabel=not a label", "/admission/secretOptInLabel': 'not a label' does not match"),
         ("admission.maxGpuHoursWithoutBudget=0", "/admission/maxGpuHoursWithoutBudget': exclusiveMinimum"),
+        (
+            "admission.allowedPriorityClasses={Team_High}",
+            "/admission/allowedPriorityClasses/0': 'Team_High' does not match",
+        ),
+        ("admission.maxSweepGpus=-1", "/admission/maxSweepGpus': minimum"),
+        ("store.allowAnyStore=yes", "/store/allowAnyStore': got string, want boolean"),
         ("backends={mpijob}", "/backends/0': value must be one of 'pytorchjob', 'trainjob'"),
         ("trainjob.runtime.name=Torch_Runtime", "/trainjob/runtime/name': 'Torch_Runtime' does not match pattern"),
     ],

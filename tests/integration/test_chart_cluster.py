@@ -26,7 +26,11 @@ SA_NAME = f"{RELEASE}-miniseries-operator"
 SA = f"system:serviceaccount:{NS}:{SA_NAME}"
 
 FORBIDDEN = [  # (apiGroup, resource, verb, namespace): requests the operator never makes
-    ("", "secrets", "list", "chart-a"),  # `get` by name only, for the opt-in label (admission)
+    ("", "secrets", "get", "chart-a"),  # no Secret read in the default install (issue 28 item 7): the opt-in
+    ("", "secrets", "get", "chart-b"),  # label check reads Secrets only where admission.secretNamespaces (or a
+    ("", "secrets", "get", NS),  # namespace owner's RoleBinding) grants it
+    ("", "secrets", "get", ""),  # and never cluster-wide
+    ("", "secrets", "list", "chart-a"),
     ("", "secrets", "watch", "chart-a"),
     ("", "secrets", "update", "chart-a"),
     ("", "pods", "watch", "chart-a"),  # `list` by the sweep label, each reconcile; no watch, no get
@@ -164,7 +168,7 @@ def test_install_least_privilege_upgrade_uninstall(clean: Path, tmp_path: Path, 
     for group, resource, verb, ns in FORBIDDEN:
         assert not allowed(kc, group, resource, verb, ns), f"{SA} can {verb} {group}/{resource} in {ns or '(cluster)'}"
     assert can_i(kc, "create", "jobs.batch", "chart-a") and can_i(kc, "create", "events", "chart-b")
-    assert can_i(kc, "get", "secrets", "chart-a") and not can_i(kc, "list", "secrets", "chart-a")
+    assert not can_i(kc, "get", "secrets", "chart-a") and not can_i(kc, "list", "secrets", "chart-a")
 
     # --- the same with the ServiceAccount's own token instead of impersonation
     operator = sa_kubeconfig(kc, tmp_path)
@@ -184,7 +188,9 @@ def test_install_least_privilege_upgrade_uninstall(clean: Path, tmp_path: Path, 
         operator, "-n", "chart-a", "patch", "scalingsweep", "tiny", "--subresource=status", "--type=merge", "-p", status
     )
     kubectl(operator, "-n", "chart-a", "create", "job", "tokenizer", "--image=busybox", "--dry-run=server")
-    for denied in (["-n", NS, "get", "secrets"], ["-n", "chart-a", "delete", "scalingsweep", "tiny"]):
+    kubectl(kc, "-n", "chart-a", "create", "secret", "generic", "team-a-db", "--from-literal=password=hunter2")
+    for denied in (["-n", NS, "get", "secrets"], ["-n", "chart-a", "get", "secret", "team-a-db"],
+                   ["-n", "chart-a", "delete", "scalingsweep", "tiny"]):  # fmt: skip
         proc = kubectl(operator, *denied, check=False)
         assert proc.returncode != 0 and "forbidden" in proc.stderr.lower(), proc.stderr
 
@@ -212,6 +218,9 @@ def test_install_least_privilege_upgrade_uninstall(clean: Path, tmp_path: Path, 
     assert allowed(kc, "kubeflow.org", "pytorchjobs", "create", "chart-a")
     assert allowed(kc, "kopf.dev", "kopfpeerings", "patch", "chart-a")
     assert not allowed(kc, "kubeflow.org", "pytorchjobs", "create", "chart-b")
+    # namespaced: the opt-in label check reads Secrets (metadata asked, RBAC grants get) where sweeps are only
+    assert allowed(kc, "", "secrets", "get", "chart-a") and not allowed(kc, "", "secrets", "get", "chart-b")
+    assert not allowed(kc, "", "secrets", "get", "")
     for verb in ("list", "patch"):  # kueue.enabled: Kueue's word on each job, spec.active for spec.suspend
         assert allowed(kc, "kueue.x-k8s.io", "workloads", verb, "chart-a")
         assert not allowed(kc, "kueue.x-k8s.io", "workloads", verb, "chart-b")

@@ -50,7 +50,8 @@ def test_operator_with_the_chart_token_reconciles_and_fills_its_panels(kubeconfi
     metrics_port, liveness_port = free_port(), free_port()
     log = (tmp_path / "operator.log").open("w")
     cmd = [sys.executable, "-m", "miniseries.cli", "operator", f"--kubeconfig={token_config}", "--all-namespaces",
-           f"--metrics-port={metrics_port}", f"--liveness-port={liveness_port}", "--peering=miniseries"]  # fmt: skip
+           f"--metrics-port={metrics_port}", f"--liveness-port={liveness_port}", "--peering=miniseries",
+           f"--store-root={tmp_path.resolve().as_uri()}"]  # store roots are required (the chart's store.roots)  # fmt: skip
     operator = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         with prometheus(tmp_path / "prometheus") as prom:

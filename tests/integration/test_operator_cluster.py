@@ -144,6 +144,9 @@ def test_apply_the_example_creates_exactly_the_planned_jobs(
     doc["spec"]["data"].update(shardsUri=f"{store_uri}/data", evalBundleUri=f"{store_uri}/eval")
     spec = ScalingSweepSpec.model_validate(doc["spec"])
     plan = make_plan(spec)
+    # The example names a Secret (its S3 credentials); the operator's default policy wants it opted in.
+    kc.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": doc["spec"]["store"]["credentialsSecret"],
+              "namespace": ns, "labels": {"miniseries.dev/allow-sweeps": "true"}}})  # fmt: skip
     op = start_operator()
     started = time.monotonic()
     kc.apply(doc, "-n", ns)
@@ -404,7 +407,7 @@ def test_delete_collects_jobs_and_applies_the_deletion_policy(
     if store_kind == "s3":
         s3 = request.getfixturevalue("s3")
         store_uri, env = f"{s3.uri}/sweeps", s3.env
-    op = start_operator(env=env)
+    op = start_operator(env=env, store_roots=[store_uri] if store_kind == "s3" else None)
     with JobDriver(kc, ns, env, log_dir=tmp_path):
         kc.apply(sweep_doc("keep", store_uri, depths=[1]), "-n", ns)
         kc.apply({**sweep_doc("wipe", store_uri, depths=[1]), "spec": {**sweep_doc("wipe", store_uri, depths=[1])["spec"],
@@ -583,7 +586,7 @@ def test_an_unreachable_store_is_a_condition_and_an_event_until_it_is_reachable(
     a Warning event. Once the bucket exists the same sweep proceeds, nothing lost or restarted."""
     kc, ns = crds, namespace
     missing = f"t-{uuid.uuid4().hex[:12]}"
-    op = start_operator(env={**s3.env, "MINISERIES_STORE_RETRY_SECONDS": "1"})
+    op = start_operator(env={**s3.env, "MINISERIES_STORE_RETRY_SECONDS": "1"}, store_roots=[f"s3://{missing}"])
     kc.apply(sweep_doc("nostore", f"s3://{missing}/sweeps", depths=[1]), "-n", ns)
     cond = wait_for(
         "StoreReachable=False",

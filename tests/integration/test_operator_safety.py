@@ -233,8 +233,8 @@ def test_admission_policy_decides_which_images_and_secrets_a_sweep_may_use(
     (Ready=False AdmissionDenied naming the field, one Warning event); labelling the Secret is
     enough for the waiting sweep to proceed."""
     kc, ns = crds, namespace
-    op = start_operator(env={"MINISERIES_ALLOWED_IMAGE_PREFIXES": "ghcr.io/miniseries/trainer,registry.corp:5000/ml/",
-                             "MINISERIES_SECRET_OPT_IN_LABEL": OPT_IN})  # fmt: skip
+    op = start_operator(args=["--allowed-image-prefix=ghcr.io/miniseries/trainer",
+                              "--allowed-image-prefix=registry.corp:5000/ml/"])  # the opt-in label: the default  # fmt: skip
     value = f"v-{uuid.uuid4().hex}"
     secret(kc, ns, "s3-plain", {"AWS_SECRET_ACCESS_KEY": value})
     kc.apply(with_spec("miner", store_uri, **{"resources.image": "docker.io/evil/miner:1"}), "-n", ns)
@@ -282,7 +282,7 @@ def test_no_secret_value_reaches_status_events_logs_job_specs_or_the_store(
     """A sweep that names an opted-in Secret runs to the end, its tokenizer and runs created and
     finished; the Secret's values (and their base64) appear nowhere the operator writes."""
     kc, ns = crds, namespace
-    op = start_operator(env={"MINISERIES_SECRET_OPT_IN_LABEL": OPT_IN})
+    op = start_operator()  # the default policy: Secrets need the opt-in label
     values = {"AWS_ACCESS_KEY_ID": f"AKIA{uuid.uuid4().hex[:16].upper()}", "AWS_SECRET_ACCESS_KEY": uuid.uuid4().hex}
     secret(kc, ns, "creds", values, {OPT_IN: "true"})
     doc = sweep_doc("quiet", store_uri, depths=[1, 2])

@@ -111,8 +111,8 @@ def test_two_namespaces_share_a_bucket_and_delete_removes_only_its_own(
     applied again, is a new sweep (new uid) and is refused the old one's data, naming both."""
     kc, ns_a, ns_b = crds, namespace, second_namespace
     store_uri = s3.uri
-    op_a = start_operator(ns_a, "operator-a", env=s3.env)
-    start_operator(ns_b, "operator-b", env=s3.env)
+    op_a = start_operator(ns_a, "operator-a", env=s3.env, store_roots=[s3.uri])
+    start_operator(ns_b, "operator-b", env=s3.env, store_roots=[s3.uri])
     foreign = f"{ns_b}/s1/NOTES.txt"
     s3.client.put_object(Bucket=s3.bucket, Key=foreign, Body=b"a person's notes, there before the sweep")
     doc_a = sweep_doc("s1", store_uri, depths=[1, 2])
@@ -207,11 +207,11 @@ def test_a_dot_dot_store_path_is_refused_and_its_delete_removes_nothing(
 def test_a_store_outside_the_operators_roots_is_refused(
     crds: Cluster, namespace: str, start_operator: Callable[..., Operator], tmp_path: Path
 ) -> None:
-    """MINISERIES_STORE_ROOTS (the chart's storeRoots) with {namespace}: a team's sweep may write
+    """--store-root (the chart's store.roots) with {namespace}: a team's sweep may write
     under its own root only; another path is an invalid spec.store.uri naming the allowed roots."""
     kc, ns = crds, namespace
     roots = f"{(tmp_path / 'teams').as_uri()}/{{namespace}}"
-    start_operator(ns, env={"MINISERIES_STORE_ROOTS": roots})
+    start_operator(ns, store_roots=[roots])
     with JobDriver(kc, ns, log_dir=tmp_path):
         kc.apply(sweep_doc("inside", f"{(tmp_path / 'teams' / ns).as_uri()}/sweeps", depths=[1]), "-n", ns)
         kc.apply(sweep_doc("outside", f"{(tmp_path / 'teams' / 'other-team').as_uri()}", depths=[1]), "-n", ns)
@@ -336,7 +336,7 @@ def test_a_job_failing_while_the_store_is_down_shows_at_once(
     kc, ns = crds, namespace
     bucket = new_bucket(outage_s3.server, f"t-{uuid.uuid4().hex[:12]}")
     env = outage_s3.server.env
-    start_operator(ns, env={**env, "MINISERIES_STORE_RETRY_SECONDS": "2"})
+    start_operator(ns, env={**env, "MINISERIES_STORE_RETRY_SECONDS": "2"}, store_roots=[bucket.uri])
     with JobDriver(kc, ns, env, step_seconds=0.05, log_dir=tmp_path):
         kc.apply(sweep_doc("down", bucket.uri, depths=[1]), "-n", ns)
         wait_for("d1 Running", lambda: [r for r in status(kc, ns, "down").get("runs", []) if r["state"] == "Running"],

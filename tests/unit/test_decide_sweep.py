@@ -55,7 +55,8 @@ def test_a_new_sweep_gets_its_whole_status_and_its_first_wave() -> None:
     assert st.totals.runs == 3 and st.observed_generation == 1
     conds = {c.type: (c.status, c.reason) for c in st.conditions}
     assert conds == {"Ready": ("True", "SpecValid"), "Degraded": ("False", "AllHealthy"),
-                     "Progressing": ("True", "RunsInFlight"), "StoreReachable": ("True", "StoreReadable")}  # fmt: skip
+                     "Progressing": ("True", "RunsInFlight"), "StoreReachable": ("True", "StoreReadable"),
+                     "IdleGpus": ("False", "NodesFullyUsed")}  # fmt: skip
     assert d.actions.touch_the_cluster() and not d.actions.fit
 
 

@@ -17,7 +17,8 @@ def local_sweep(tmp_path: Path, tokenizer: bool = True) -> LocalSweep:
         "spec": {
             "depths": [1, 2, 3],
             "model": {"aspectRatio": 32, "headDim": 32, "vocabSize": 2048, "sequenceLength": 256},
-            "training": {"tokensPerParam": 2.0, "totalBatchTokens": 8192, "deviceBatchSize": 32},
+            # a warmup within d1's 19 steps (a longer one is refused: the LR would never reach its target)
+            "training": {"tokensPerParam": 2.0, "totalBatchTokens": 8192, "deviceBatchSize": 32, "warmupSteps": 5},
             "resources": {"gpusPerRun": 1, "nodeGpus": 1},
             "store": {"uri": "s3://somewhere/remote"},
             "data": {"shardsUri": "s3://somewhere/shards"},

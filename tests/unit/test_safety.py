@@ -38,7 +38,7 @@ def test_image_prefixes_match_at_a_boundary_of_the_fully_qualified_name() -> Non
     assert allowed(("ghcr.io/miniseries/",), "ghcr.io/miniseries/anything:1")
     assert allowed(("ghcr.io/miniseries/trainer:0.1",), "ghcr.io/miniseries/trainer:0.1")
     assert not allowed(("ghcr.io/miniseries/trainer:0.1",), "ghcr.io/miniseries/trainer:0.1.5")
-    assert allowed((), "anything.io/at/all:1")  # no prefixes: no image policy
+    assert allowed((), "anything.io/at/all:1")  # no prefixes (--allow-any-image): no image policy
     assert image_matches(grammar.parse_image("x.io/a:1"), "x.io/a")
 
 
@@ -75,7 +75,7 @@ def test_secrets_need_the_opt_in_label() -> None:
     assert "it has miniseries.dev/allow-sweeps: 'yes'" in wrong.message
     (missing,) = policy.secret_problems("team-a", "s3", None)
     assert "does not exist in namespace 'team-a'" in missing.message
-    assert Policy().secret_problems("team-a", "s3", None) == []  # no label configured: no check
+    assert Policy(secret_opt_in_label="").secret_problems("team-a", "s3", None) == []  # no label: no check
 
 
 def test_the_status_writer_leaves_out_non_finite_numbers() -> None:

@@ -143,7 +143,7 @@ def test_a_run_over_nodes_is_num_nodes_pods_under_torchrun() -> None:
     pt = jobs.pytorchjob(spec, name, "u", "ns", run)["spec"]["pytorchReplicaSpecs"]["Master"]
     assert tj["numNodes"] == 2 and tj["numProcPerNode"] == 1 and tj["command"][0] == "torchrun"
     assert pt["template"]["spec"]["containers"][0]["command"][:2] == ["python", "-m"]
-    name, spec = example(gpusPerRun=1)
+    name, spec = example(gpusPerRun=1, nodeGpus=1)  # on an 8-GPU node, 7 would idle: over the example's budget
     run = make_plan(spec).runs[0]
     assert jobs.trainjob(spec, name, "u", "ns", run)["spec"]["trainer"]["command"][:2] == ["python", "-m"]
 

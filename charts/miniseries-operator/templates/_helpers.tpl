@@ -50,10 +50,12 @@ Least privilege: exactly what the operator does, nothing more.
                             deleted to retry a failed run from its checkpoint
   events                    Events on sweeps: create, and patch to count a repeat
                             (one Event with a count, not one per reconcile)
-  secrets (get)             only with admission.secretOptInLabel: the opt-in label of the
-                            Secret a sweep names, read as metadata only. RBAC cannot grant
-                            metadata alone; `get` adds little to `create jobs`, which can
-                            already mount any Secret of the namespace. No list or watch.
+  secrets (get)             only with admission.secretOptInLabel, and never cluster-wide: the
+                            opt-in label of the Secret a sweep names, read as metadata only.
+                            RBAC cannot grant metadata alone, and a cluster-wide `get` returns
+                            every Secret's data; so here only in the Roles of watched namespaces
+                            (watch.allNamespaces false), and with allNamespaces through
+                            RoleBindings in admission.secretNamespaces (rbac.yaml). No list or watch.
 No pods, no namespaces; the operator's own S3 credentials come from envFrom.
 */ -}}
 {{- define "miniseries.workloadRules" -}}
@@ -85,7 +87,7 @@ No pods, no namespaces; the operator's own S3 credentials come from envFrom.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]  # why a run's pod waits or failed: the kubelet's status, read by label (control/pods.py)
-{{- if .Values.admission.secretOptInLabel }}
+{{- if and .Values.admission.secretOptInLabel (not .Values.watch.allNamespaces) }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]

@@ -106,6 +106,24 @@ class PlanStatus(WireModel):
     ] = None
 
     nodes: Annotated[int, Field(description="Nodes the plan packs its runs onto (spec.resources.nodes).")] = 1
+    # A sweep holds whole nodes (control/node_use.py): totalCostUsd counts them, not only the runs' GPUs.
+    node_gpu_hours: Annotated[
+        float | None,
+        Field(
+            description="GPU-hours of whole nodes, each from its first run's start to its last run's end: what "
+            "the sweep holds, and what totalCostUsd counts (totalGpuHours: what its runs use)."
+        ),
+    ] = None
+    idle_gpu_hours: Annotated[float | None, Field(description="nodeGpuHours that no run uses.")] = None
+    used_gpu_cost_usd: Annotated[
+        float | None, Field(description="The cost of totalGpuHours alone (the runs' own GPUs).")
+    ] = None
+    idle_gpus_per_node: Annotated[
+        list[int] | None, Field(description="Per node: the GPUs no run uses at the node's fullest moment.")
+    ] = None
+    idle_gpus: Annotated[
+        str | None, Field(description="Why GPUs of a node idle, and the packing that would use them (none: unset).")
+    ] = None
 
 
 class RunForecast(WireModel):

@@ -112,18 +112,31 @@ def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
         fmt.table(headers, rows),
         "",
         f"total: {fmt.sci(plan.total_flops)} FLOPs, {plan.total_gpu_hours:,.1f} GPU-hours, "
-        f"${plan.total_cost_usd:,.2f} at ${spec.cost.price_per_gpu_hour}/GPU-hour, "
+        f"${plan.total_cost_usd:,.2f} at ${spec.cost.price_per_gpu_hour}/GPU-hour{held_text(plan)}, "
         f"about {plan.est_wall_hours:.2f} h wall time "
         f"(assuming {f'{res.assumed_mfu:.0%} MFU' if res.assumed_mfu is not None else 'the MFU column'} of "
         f"{fmt.si(res.peak_flops_per_gpu)}FLOP/s per GPU"
         + ("" if res.assumed_mfu is not None else "; per depth: miniseries.contract.mfu, from nanochat's reported MFU")
         + ")",
     ]
+    if plan.idle_gpus:
+        per_node = ", ".join(f"n{k}: {idle}" for k, idle in enumerate(plan.idle_gpus_per_node or []))
+        lines.append(f"idle GPUs per node ({per_node}): {plan.idle_gpus}")
     if plan.independent_gpu_hours is not None:
         lines.append(wsd_summary(plan))
     if spec.cost.budget_usd is not None:
         lines.append(f"budget cap: ${spec.cost.budget_usd:,.2f}")
     return "\n".join(lines)
+
+
+def held_text(plan: PlanStatus) -> str:
+    """When nodes idle part of the time: the cost counts them whole; say what the runs alone would be."""
+    if not plan.idle_gpu_hours or plan.node_gpu_hours is None:
+        return ""
+    return (
+        f" for whole nodes ({plan.node_gpu_hours:,.1f} GPU-hours held, {plan.idle_gpu_hours:,.1f} of them idle; "
+        f"the runs' own GPUs: ${plan.used_gpu_cost_usd or 0:,.2f})"
+    )
 
 
 def wsd_summary(plan: PlanStatus) -> str:

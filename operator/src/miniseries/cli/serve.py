@@ -47,19 +47,13 @@ def cmd_operator(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     import kopf
 
-    from miniseries.api.policy import Policy
     from miniseries.api.spec import Backend
-    from miniseries.contract.store import STORE_URI_RE, parse_roots, uri_problem
     from miniseries.control import handlers
     from miniseries.control import metrics as opmetrics
 
     _setup_logging(args.verbose)
     try:
-        handlers.POLICY = Policy(
-            allowed_image_prefixes=tuple(args.allowed_image_prefix),
-            secret_opt_in_label=args.secret_opt_in_label,
-            max_gpu_hours_without_budget=args.max_gpu_hours_without_budget,
-        )
+        handlers.POLICY = policy_from_args(args)
     except ValueError as e:
         print(f"error: admission policy: {e}", file=sys.stderr)
         return 2
@@ -73,15 +67,6 @@ def cmd_operator(args: argparse.Namespace) -> int:
     logging.getLogger("miniseries.operator").info("backends served: %s", ", ".join(served))
     # Ownership of the config loading is with the startup handler (in-cluster first).
     handlers.KUBECONFIG = args.kubeconfig
-    if args.store_root:
-        handlers.STORE_ROOTS = [r for value in args.store_root for r in parse_roots(value)]
-    for root in handlers.STORE_ROOTS:
-        problem = uri_problem(root.replace("{namespace}", "ns")) or (
-            None if STORE_URI_RE.match(root.replace("{namespace}", "ns")) else "is not an s3:// or file:/// URI"
-        )
-        if problem:
-            print(f"error: store root {root!r}: {problem}", file=sys.stderr)
-            return 2
     opmetrics.serve(args.metrics_port)
     namespaces = [] if args.all_namespaces else (args.namespace or [os.environ.get("POD_NAMESPACE", "default")])
     # kopf's peering: every replica announces itself with a priority; only the highest
@@ -99,6 +84,80 @@ def cmd_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ceiling(value: str) -> tuple[str, int]:
+    """`--max-sweep-gpus`: `N` for every namespace, `NAMESPACE=N` for one."""
+    ns, _, n = value.rpartition("=")
+    try:
+        return (ns or "*", int(n))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected N or NAMESPACE=N (an integer)") from None
+
+
+def _policy_flags(p: argparse.ArgumentParser) -> None:
+    """The admission policy's flags. With none, the operator enforces api/policy.py's defaults,
+    the same ones the chart's values.yaml installs; each permissive mode is an explicit flag."""
+    from miniseries.api import policy as pol
+
+    adm = p.add_argument_group("admission policy (what a sweep may run; see the README's Security section)")
+    adm.add_argument("--store-root", action="append", metavar="URI", default=[],
+                     help="a store URI sweeps may use, e.g. s3://shared/{namespace} ({namespace}: the sweep's); "
+                     "repeatable; none: every store is refused (chart value store.roots)")  # fmt: skip
+    adm.add_argument("--allow-any-store", action="store_true",
+                     help="single-tenant clusters only: any s3:// store, read and written with the operator's "
+                     "credentials (file:// still only under a --store-root; chart value store.allowAnyStore)")  # fmt: skip
+    images = adm.add_mutually_exclusive_group()
+    images.add_argument("--allowed-image-prefix", action="append", metavar="PREFIX",
+                        help="a trainer image a sweep may name must start with one of these, fully qualified "
+                        f"(repeatable; default {' '.join(pol.DEFAULT_ALLOWED_IMAGE_PREFIXES)})")  # fmt: skip
+    images.add_argument("--allow-any-image", action="store_true", help="a sweep may run any image")
+    secrets = adm.add_mutually_exclusive_group()
+    secrets.add_argument("--secret-opt-in-label", default=pol.DEFAULT_SECRET_OPT_IN_LABEL, metavar="KEY",
+                         help='a Secret a sweep names must carry this label with value "true" (default %(default)s)')  # fmt: skip
+    secrets.add_argument("--allow-any-secret", action="store_true",
+                         help="a sweep may name any Secret of its namespace (none is read)")  # fmt: skip
+    prio = adm.add_mutually_exclusive_group()
+    prio.add_argument("--allowed-priority-class", action="append", metavar="NAME",
+                      help="a spec.resources.priorityClassName a sweep may set (repeatable; default: none)")  # fmt: skip
+    prio.add_argument("--allow-any-priority-class", action="store_true", help="a sweep may set any priority class")
+    rt = adm.add_mutually_exclusive_group()
+    rt.add_argument("--allowed-training-runtime", action="append", metavar="NAME",
+                    help="a ClusterTrainingRuntime a sweep's TrainJobs may reference (repeatable; default "
+                    f"{' '.join(pol.DEFAULT_ALLOWED_TRAINING_RUNTIMES)})")  # fmt: skip
+    rt.add_argument("--allow-any-training-runtime", action="store_true", help="a sweep may name any runtime")
+    adm.add_argument("--max-sweep-gpus", action="append", type=_ceiling, default=[], metavar="[NAMESPACE=]N",
+                     help="most GPUs one sweep may hold at once: N in every namespace, NAMESPACE=N in one "
+                     "(repeatable; default: no ceiling)")  # fmt: skip
+    adm.add_argument("--max-gpu-hours-without-budget", type=float, default=pol.DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET,
+                     help="GPU-hours a plan may use without spec.cost.budgetUsd "
+                     "(default $MINISERIES_MAX_GPU_HOURS_WITHOUT_BUDGET or %(default)s)")  # fmt: skip
+
+
+def policy_from_args(args: argparse.Namespace) -> Any:
+    """The admission policy the flags say (api/policy.Policy); ValueError names a bad value."""
+    from miniseries.api import policy as pol
+    from miniseries.contract.store import parse_roots
+
+    def listed(values: list[str] | None, any_: bool, default: tuple[str, ...]) -> tuple[str, ...] | None:
+        return None if any_ else tuple(values) if values is not None else default
+
+    priority = listed(args.allowed_priority_class, args.allow_any_priority_class, pol.DEFAULT_ALLOWED_PRIORITY_CLASSES)
+    runtimes = listed(
+        args.allowed_training_runtime, args.allow_any_training_runtime, pol.DEFAULT_ALLOWED_TRAINING_RUNTIMES
+    )
+    return pol.Policy(
+        allowed_image_prefixes=()
+        if args.allow_any_image
+        else tuple(args.allowed_image_prefix or ()) or pol.DEFAULT_ALLOWED_IMAGE_PREFIXES,
+        secret_opt_in_label="" if args.allow_any_secret else args.secret_opt_in_label,
+        max_gpu_hours_without_budget=args.max_gpu_hours_without_budget,
+        allowed_priority_classes=priority,
+        allowed_training_runtimes=runtimes,
+        max_sweep_gpus=tuple(dict(args.max_sweep_gpus).items()),
+        store_roots=tuple(r for value in args.store_root for r in parse_roots(value)),
+        any_store=args.allow_any_store,
+    )
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("operator", help="run the ScalingSweep operator (kopf)")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG/~/.kube/config)")
@@ -109,22 +168,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--liveness-port", type=int, default=8080, help="/healthz port (0: off; default 8080)")
     p.add_argument("--peering", help="kopf peering object name; replicas sharing it elect one active operator")
     p.add_argument("--priority", type=int, help="peering priority (default: random per replica)")
-    p.add_argument("--store-root", action="append", metavar="URI",
-                   help="a store URI sweeps may write under, e.g. s3://shared/{namespace} ({namespace}: the "
-                        "sweep's); repeatable; default $MINISERIES_STORE_ROOTS (comma-separated), empty: any")  # fmt: skip
-    from miniseries.api.policy import DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET, Policy
-
-    env = Policy.from_env()
-    adm = p.add_argument_group("admission policy (what a sweep may run; see the README's security section)")
-    adm.add_argument("--allowed-image-prefix", action="append", default=list(env.allowed_image_prefixes),
-                     help="a trainer image a sweep may name must start with one of these, fully qualified "
-                     "(repeatable; default $MINISERIES_ALLOWED_IMAGE_PREFIXES, comma-separated; none: any image)")  # fmt: skip
-    adm.add_argument("--secret-opt-in-label", default=env.secret_opt_in_label,
-                     help='a Secret a sweep names must carry this label with value "true" '
-                     "(default $MINISERIES_SECRET_OPT_IN_LABEL; empty: any Secret, none is read)")  # fmt: skip
-    adm.add_argument("--max-gpu-hours-without-budget", type=float, default=DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET,
-                     help="GPU-hours a plan may use without spec.cost.budgetUsd "
-                     "(default $MINISERIES_MAX_GPU_HOURS_WITHOUT_BUDGET or %(default)s)")  # fmt: skip
+    _policy_flags(p)
     backends = [b for b in os.environ.get("MINISERIES_BACKENDS", "pytorchjob").split(",") if b]
     p.add_argument("--backend", action="append", choices=["pytorchjob", "trainjob"], default=None,
                    help="a job backend to serve: pytorchjob (kubeflow.org PyTorchJob) or trainjob (Kubeflow Trainer "

@@ -53,7 +53,7 @@ from miniseries.control import forecasts
 from miniseries.control.observed import Observations, TokenizerState
 from miniseries.control.pods import TOKENIZER
 from miniseries.control.runs import Actions, Event, decide_runs
-from miniseries.control.status import condition, fit_due, set_condition, sweep_status
+from miniseries.control.status import condition, fit_due, idle_gpus_condition, set_condition, sweep_status
 
 
 @dataclass
@@ -85,6 +85,7 @@ def decide(o: Observations) -> Decision:
     s.conditions = set_condition(
         s.conditions, "StoreReachable", True, "StoreReadable", f"{spec.store.uri} read and written", now, gen
     )
+    s.conditions = idle_gpus_condition(s, now, gen)
     if o.refused:
         msg = "; ".join(o.refused)[:1000]
         before = condition(o.previous, "Ready")

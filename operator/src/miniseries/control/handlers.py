@@ -27,7 +27,7 @@ accepted one (only `suspend` is taken from the new spec; spec_changes.py).
 Before anything is read or written there, the sweep claims its store key (layout.claim):
 a key another sweep owns, or data of the layout before namespaces, is refused with a
 condition and an Event, and a store URI outside the operator's store roots
-(MINISERIES_STORE_ROOTS / --store-root) is refused as an invalid spec.store.uri.
+(`--store-root`; none configured: every store) is refused as an invalid spec.store.uri.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from miniseries.contract.layout import (
     delete_owned,
     join_uri,
 )
-from miniseries.contract.store import StoreError, open_store, parse_roots, root_problem, uri_problem
+from miniseries.contract.store import StoreError, open_store
 from miniseries.control import act, events, forecasts, jobs, kube, runs
 from miniseries.control import metrics as opmetrics
 from miniseries.control import status as st
@@ -82,10 +82,9 @@ runs.RETRY_BASE_SECONDS = float(os.environ.get("MINISERIES_RETRY_BASE_SECONDS", 
 FINALIZER_RETRIES = 5  # store errors while deleting a sweep's artifacts
 JOBS_GONE_RETRIES = 30  # ~30 s waiting for a deleted sweep's jobs before its store prefix goes
 KUBECONFIG: str | None = None  # set by `miniseries operator --kubeconfig`; None: in-cluster first
-#: Store URIs a sweep may use (`{namespace}` stands for the sweep's); empty: any. The chart's
-#: storeRoots value, as MINISERIES_STORE_ROOTS or `miniseries operator --store-root`.
-STORE_ROOTS: list[str] = parse_roots(os.environ.get("MINISERIES_STORE_ROOTS"))
-POLICY = Policy.from_env()  # set by `miniseries operator` from its admission flags
+#: The admission policy, store roots included: set by `miniseries operator` from its flags; the
+#: defaults (no flags) are the chart's (api/policy.py).
+POLICY = Policy()
 CONFLICT_RETRIES = 5
 # An unreachable store is retried at this pace (it is a wrong URI, bucket or credentials, or an outage).
 STORE_RETRY_SECONDS = float(os.environ.get("MINISERIES_STORE_RETRY_SECONDS", "30"))
@@ -182,11 +181,11 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     except SpecError as e:
         _refuse(body, previous, "InvalidSpec", e, permanent_on_invalid)
         return
-    denied = backend_problem(sweep.spec) or admission(POLICY, sweep.spec, ns)
+    denied = backend_problem(sweep.spec) or admission(POLICY, sweep.spec, ns, len(plan.runs))
     if denied is not None:
         _refuse(body, previous, "AdmissionDenied", denied, permanent_on_invalid)
         return
-    outside = root_problem(sweep.spec.store.uri, STORE_ROOTS, ns)
+    outside = POLICY.store_problem(sweep.spec.store.uri, ns)
     if outside:
         _refuse(body, previous, "StoreNotAllowed", SpecError.one("spec.store.uri", outside), permanent_on_invalid)
         return
@@ -361,7 +360,7 @@ def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: 
         return
     layout = SweepLayout(namespace, name)
     where = join_uri(uri, layout.root)
-    bad = uri_problem(uri) or root_problem(uri, STORE_ROOTS, namespace)
+    bad = POLICY.store_problem(uri, namespace)
     if bad:
         events.post(body, "Warning", reason="StoreNotDeleted", message=f"nothing deleted: spec.store.uri {bad}")
         return

@@ -76,9 +76,14 @@ def secret_labels(namespace: str, name: str) -> dict[str, str] | None:
     return dict(doc["metadata"].get("labels") or {})
 
 
-def admission(policy: Policy, spec: ScalingSweepSpec, namespace: str) -> SpecError | None:
-    """The operator's admission policy (policy.py): the image and the Secret a sweep may use."""
-    problems = policy.image_problems(spec.resources.image)
+def admission(policy: Policy, spec: ScalingSweepSpec, namespace: str, planned_runs: int) -> SpecError | None:
+    """The operator's admission policy (policy.py): the image, priority class, training runtime, GPUs
+    at once (`planned_runs`: how many runs the plan has) and the Secret a sweep may use."""
+    r = spec.resources
+    problems = policy.image_problems(r.image)
+    problems += policy.priority_class_problems(r.priority_class_name)
+    problems += policy.training_runtime_problems(r.runtime_name if r.backend is Backend.trainjob else None)
+    problems += policy.gpu_problems(namespace, min(r.max_runs_in_flight, planned_runs), r.gpus_per_run)
     secret = spec.store.credentials_secret
     if policy.secret_opt_in_label and secret is not None:
         try:
@@ -90,8 +95,9 @@ def admission(policy: Policy, spec: ScalingSweepSpec, namespace: str) -> SpecErr
                 FieldProblem(
                     "spec.store.credentialsSecret",
                     f"the operator may not read the metadata of Secret {secret!r} in {namespace!r} (403) to check "
-                    f"its opt-in label {policy.secret_opt_in_label}; grant it `get` on secrets (the chart does "
-                    "when admission.secretOptInLabel is set)",
+                    f"its opt-in label {policy.secret_opt_in_label}; the cluster admin grants that per namespace "
+                    f"(chart value admission.secretNamespaces, or a RoleBinding in {namespace!r} to the chart's "
+                    "ClusterRole <release>-secret-labels)",
                 )
             )
         else:

@@ -11,8 +11,9 @@ never more than `parallelism` at once and never more GPUs than the nodes have
 `gpusPerRun / nodeGpus` whole nodes. Time per run is
 FLOPs / (GPUs x peak FLOP/s x MFU), the MFU per depth from `contract.mfu` (or the spec's
 `resources.assumedMfu` for all depths): an estimate, replaced by measured
-GPU-seconds in `status.runs` as runs finish. GPU-hours and cost count every GPU
-a run holds, on all its nodes.
+GPU-seconds in `status.runs` as runs finish. A run's GPU-hours and cost count every GPU
+it holds, on all its nodes; the plan's total cost counts whole nodes for as long as the
+sweep holds them (node_use.py), idle GPUs included.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from miniseries.api.grammar import MAX_INT64  # status numbers are JSON; integer
 from miniseries.api.policy import DEFAULT_MAX_GPU_HOURS_WITHOUT_BUDGET  # the limit without spec.cost.budgetUsd
 from miniseries.api.spec import Mode, PlannedRun, PlanStatus, ScalingSweepSpec
 from miniseries.contract import shapes
+from miniseries.control.node_use import node_use
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,22 @@ def _check_writable(spec: ScalingSweepSpec, plan: PlanStatus) -> None:
     )
 
 
+def _check_warmup(spec: ScalingSweepSpec, runs: list[PlannedRun]) -> None:
+    """A warmup longer than a run keeps its learning rate below its target for the whole run (100000
+    warmup steps on a run of 951 peak at 1%): refused naming the runs. (A warmdown is a fraction of
+    each run's steps, or in wsd mode each branch's own cooldown, so it never outlasts its run.)"""
+    warmup = spec.training.warmup_steps
+    short = sorted((r for r in runs if r.steps < warmup), key=lambda r: r.steps)
+    if not short:
+        return
+    named = ", ".join(f"{r.name} ({r.steps:,} steps)" for r in short[:6]) + (" ..." if len(short) > 6 else "")
+    raise SpecError.one(
+        "spec.training.warmupSteps",
+        f"{warmup:,} is longer than run{'s' if len(short) > 1 else ''} {named}: the learning rate would peak at "
+        f"{short[0].steps / warmup:.0%} of its target; allowed: at most {short[0].steps:,} (the shortest run's steps)",
+    )
+
+
 def make_plan(spec: ScalingSweepSpec, *, max_gpu_hours_without_budget: float | None = None) -> PlanStatus:
     """The whole plan, or a SpecError naming every field that makes it impossible.
 
@@ -289,7 +307,9 @@ def make_plan(spec: ScalingSweepSpec, *, max_gpu_hours_without_budget: float | N
         independent_gpu_hours = wsd.independent_gpu_hours(spec, wsd_drafts)
     else:
         runs = _schedule(spec, _drafts(spec))
-    total_cost = sum(r.est_cost_usd for r in runs)
+    price = spec.cost.price_per_gpu_hour
+    nodes = node_use(spec, runs)
+    total_cost = nodes.held_gpu_hours * price
     plan = PlanStatus(
         runs=runs,
         scaling_params_convention=shapes.SCALING_PARAMS_CONVENTION,
@@ -299,26 +319,31 @@ def make_plan(spec: ScalingSweepSpec, *, max_gpu_hours_without_budget: float | N
         est_wall_hours=max(r.est_start_hours + r.est_hours for r in runs),
         max_runs_in_flight=spec.resources.max_runs_in_flight,
         nodes=spec.resources.nodes,
+        node_gpu_hours=nodes.held_gpu_hours,
+        idle_gpu_hours=nodes.idle_gpu_hours,
+        used_gpu_cost_usd=sum(r.est_cost_usd for r in runs),
+        idle_gpus_per_node=nodes.idle_gpus_per_node,
+        idle_gpus=nodes.note,
     )
     if independent_gpu_hours is not None:
         plan.independent_gpu_hours = independent_gpu_hours
         plan.independent_cost_usd = independent_gpu_hours * spec.cost.price_per_gpu_hour
     _check_writable(spec, plan)
-    price = spec.cost.price_per_gpu_hour
     budget = spec.cost.budget_usd
     if budget is not None and total_cost > budget:
         raise SpecError.one(
             "spec.cost.budgetUsd",
-            f"the plan is estimated at ${total_cost:,.2f} ({plan.total_gpu_hours:,.1f} GPU-hours at "
+            f"the plan is estimated at ${total_cost:,.2f} ({nodes.held_gpu_hours:,.1f} GPU-hours of whole nodes at "
             f"${price}/GPU-hour), over the budget cap of ${budget:,.2f}; "
             "raise budgetUsd, drop depths or lower tokensPerParam",
         )
-    if budget is None and plan.total_gpu_hours > max_gpu_hours_without_budget:
+    if budget is None and nodes.held_gpu_hours > max_gpu_hours_without_budget:
         raise SpecError.one(
             "spec.cost.budgetUsd",
-            f"not set, and the plan needs {plan.total_gpu_hours:,.1f} GPU-hours (${total_cost:,.2f} at "
+            f"not set, and the plan needs {nodes.held_gpu_hours:,.1f} GPU-hours (${total_cost:,.2f} at "
             f"${price}/GPU-hour), over the {max_gpu_hours_without_budget:,.0f} GPU-hours this operator allows a "
             f"sweep without a budget; set spec.cost.budgetUsd (at least {max(total_cost, 0.01):,.2f}) to run it, "
             "or drop depths or lower tokensPerParam",
         )
+    _check_warmup(spec, runs)
     return plan

@@ -213,6 +213,24 @@ def sweep_status(
     return s
 
 
+def idle_gpus_condition(status: ScalingSweepStatus, now: datetime, gen: int | None) -> list[Condition]:
+    """IdleGpus: True while the plan leaves GPUs of a node it holds idle, saying how many per node,
+    what they cost and the packing that would use them (control/node_use.py)."""
+    plan = status.plan
+    if plan is None or plan.idle_gpus_per_node is None:
+        return status.conditions
+    if not plan.idle_gpus:
+        return set_condition(status.conditions, "IdleGpus", False, "NodesFullyUsed",
+                             "every GPU of the nodes the plan holds runs a run at its fullest", now, gen)  # fmt: skip
+    per_node = ", ".join(f"n{k}: {idle}" for k, idle in enumerate(plan.idle_gpus_per_node))
+    msg = (
+        f"idle GPUs per node ({per_node}), {plan.idle_gpu_hours or 0:,.1f} GPU-hours idle of "
+        f"{plan.node_gpu_hours or 0:,.1f} held (the plan's ${plan.total_cost_usd:,.2f} counts whole nodes; the runs' "
+        f"own GPUs: ${plan.used_gpu_cost_usd or 0:,.2f}): {plan.idle_gpus}"
+    )
+    return set_condition(status.conditions, "IdleGpus", True, "IdleGpusPerNode", msg[:1000], now, gen)
+
+
 def with_fit(
     status: ScalingSweepStatus, fit: FitStatus | None, report_uri: str | None, error: str | None, now: datetime
 ) -> ScalingSweepStatus:

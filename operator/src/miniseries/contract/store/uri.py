@@ -50,7 +50,7 @@ def normalize_uri(uri: str) -> str:
 
 
 def parse_roots(value: str | None) -> list[str]:
-    """Store roots from a comma- or whitespace-separated list (the operator's MINISERIES_STORE_ROOTS)."""
+    """Store roots from a comma- or whitespace-separated list (a --store-root value)."""
     return [r for r in (value or "").replace(",", " ").split() if r]
 
 
