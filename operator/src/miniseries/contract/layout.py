@@ -254,6 +254,21 @@ def read_manifest(store: Store, layout: SweepLayout) -> StoreManifest | None:
     return manifest
 
 
+def fenced(store: Store, layout: SweepLayout, uid: str) -> str | None:
+    """Why a trainer of sweep `uid` may no longer write under `layout.root` (None: it may).
+
+    A trainer checks this before each checkpoint and before results.json: once its sweep is deleted
+    (its manifest gone) or the key is another sweep's (a new sweep of the same name), whatever it
+    writes would be read as someone else's training. Readers fence too (results.foreign), for the
+    write that races this check."""
+    manifest = read_manifest(store, layout)
+    if manifest is None:
+        return f"{join_uri(store.uri, layout.manifest)} is gone: sweep uid {uid} was deleted"
+    if manifest.owner.uid != uid:
+        return f"{join_uri(store.uri, layout.root)} now belongs to sweep {manifest.owner.describe()}, not uid {uid}"
+    return None
+
+
 def migrate_command(store_uri: str, layout: SweepLayout, uid: str) -> str:
     return (
         f"miniseries store migrate --store {store_uri} --namespace {layout.namespace} --sweep {layout.sweep} "

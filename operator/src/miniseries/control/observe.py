@@ -224,7 +224,7 @@ def observe(
     meta = body["metadata"]
     observed = owned_jobs(layout.namespace, layout.sweep, meta["uid"])
     accepted = accept(load_spec(store, layout), given, given_plan, observed, previous)
-    runs = observe_runs(store, layout, accepted.plan.runs)
+    runs = observe_runs(store, layout, accepted.plan.runs, meta["uid"])
     for name, o in runs.items():
         if o.results_error:
             log.warning("results of %s/%s unreadable: %s", layout.root, name, o.results_error)
