@@ -37,7 +37,7 @@ import signal
 import sys
 import time
 
-from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
+from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout, SweepLayout, lineage
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.contract.results import (
     START_CHECKPOINT,
@@ -78,7 +78,8 @@ def main() -> int:
     shape = model_shape(
         a.depth, aspect_ratio=a.aspect_ratio, head_dim=a.head_dim, vocab_size=a.vocab_size, sequence_len=a.seq_len
     )
-    ckpts = checkpoint_steps(store, rl, a.sweep_uid)
+    owners = lineage(store, SweepLayout(rl.namespace, a.sweep), a.sweep_uid) if a.sweep_uid else None
+    ckpts = checkpoint_steps(store, rl, owners)
     start = ckpts[-1] if ckpts and a.resume == "auto" else 0
     origin = ""
     began = RunStart(kind=START_CHECKPOINT, step=start, uri=rl.checkpoint(start), sweep_uid=a.sweep_uid) if start \
@@ -86,7 +87,7 @@ def main() -> int:
     if not start and a.init_from:  # a wsd branch's first start: its trunk's checkpoint at the branch's start step
         trunk = open_store(a.init_from)
         if not trunk.exists("manifest.json") or foreign(
-            CheckpointManifest.from_json(trunk.read_bytes("manifest.json")).sweep_uid, a.sweep_uid
+            CheckpointManifest.from_json(trunk.read_bytes("manifest.json")).sweep_uid, owners
         ):
             print(f"--init-from {a.init_from}: no checkpoint of this sweep there", file=sys.stderr, flush=True)
             return 2

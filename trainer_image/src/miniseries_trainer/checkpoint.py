@@ -25,7 +25,14 @@ import torch
 import torch.distributed as dist
 
 from miniseries.contract.layout import RunLayout
-from miniseries.contract.results import CheckpointFile, CheckpointManifest, checkpoint_steps, foreign, read_manifest
+from miniseries.contract.results import (
+    CheckpointFile,
+    CheckpointManifest,
+    Owners,
+    checkpoint_steps,
+    foreign,
+    read_manifest,
+)
 from miniseries.contract.store import Store, open_store
 from miniseries_trainer.dist import rank_world
 from miniseries_trainer.optim import Muon
@@ -139,7 +146,7 @@ def _read_verified(store: Store, prefix: str, manifest: CheckpointManifest, name
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
-def load_checkpoint_uri(uri: str, owner_uid: str | None = None) -> LoadedCheckpoint:
+def load_checkpoint_uri(uri: str, owner_uid: Owners = None) -> LoadedCheckpoint:
     """The checkpoint at `uri` (a step_<n>/ prefix), verified; raises when it is missing or corrupt,
     or when another sweep than `owner_uid` wrote it (a predecessor of the same name)."""
     rank, world = rank_world()
@@ -163,7 +170,7 @@ def load_checkpoint_uri(uri: str, owner_uid: str | None = None) -> LoadedCheckpo
     )
 
 
-def load_latest_checkpoint(store: Store, run: RunLayout, owner_uid: str | None = None) -> LoadedCheckpoint | None:
+def load_latest_checkpoint(store: Store, run: RunLayout, owner_uid: Owners = None) -> LoadedCheckpoint | None:
     """The newest checkpoint every rank can read and verify; older ones if the newest is corrupt.
     With `owner_uid`, only the checkpoints that sweep wrote (results.checkpoint_steps)."""
     rank, world = rank_world()

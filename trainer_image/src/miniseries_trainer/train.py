@@ -32,9 +32,9 @@ import torch.distributed as dist
 
 from miniseries.contract import shapes
 from miniseries.contract.exits import EXIT_FENCED
-from miniseries.contract.layout import RunLayout, SweepLayout, fenced, join_uri
+from miniseries.contract.layout import RunLayout, SweepLayout, fenced, join_uri, lineage
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
-from miniseries.contract.results import START_CHECKPOINT, START_FRESH, START_TRUNK, RunStart
+from miniseries.contract.results import START_CHECKPOINT, START_FRESH, START_TRUNK, Owners, RunStart
 from miniseries.contract.schedule import schedule_record
 from miniseries.contract.store import Store, open_store
 from miniseries_trainer import checkpoint, data, precision, provenance, val_trace
@@ -70,7 +70,7 @@ def resume(
     model: torch.nn.Module,
     optimizers: list[torch.optim.Optimizer],
     init_from: str | None = None,
-    owner_uid: str | None = None,
+    owner_uid: Owners = None,
 ) -> checkpoint.LoadedCheckpoint | None:
     """Load the newest valid checkpoint into the model, optimizers and RNG (--resume auto|require|never);
     without one of its own, the checkpoint `init_from` names (--init-from: a wsd branch's trunk checkpoint)."""
@@ -173,7 +173,9 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
     )
 
     # -- resume
-    ckpt = resume(args.resume, store, run, model, optimizers, args.init_from, args.sweep_uid)
+    # only this sweep's checkpoints (and those of the sweeps it adopted), never a deleted predecessor's
+    owners = lineage(store, SweepLayout(args.namespace, args.sweep), args.sweep_uid) if args.sweep_uid else None
+    ckpt = resume(args.resume, store, run, model, optimizers, args.init_from, owners)
     start_step, loader_state, loss_curve = 0, None, []
     start = RunStart(kind=START_FRESH, sweep_uid=args.sweep_uid)
     val_rows: list[dict[str, Any]] = []
@@ -182,7 +184,7 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
         loss_curve = ckpt.state.get("loss_curve", [])
         val_rows = val_trace.read_rows(ckpt.state)
         own = join_uri(store.uri, run.checkpoint(ckpt.step))
-        trunk = args.init_from and ckpt.step not in checkpoint.checkpoint_steps(store, run, args.sweep_uid)
+        trunk = args.init_from and ckpt.step not in checkpoint.checkpoint_steps(store, run, owners)
         source = args.init_from if trunk else own
         start = RunStart(kind=START_TRUNK if trunk else START_CHECKPOINT, step=ckpt.step, uri=source,
                          sweep_uid=args.sweep_uid)  # fmt: skip

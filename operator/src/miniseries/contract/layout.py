@@ -269,6 +269,15 @@ def fenced(store: Store, layout: SweepLayout, uid: str) -> str | None:
     return None
 
 
+def lineage(store: Store, layout: SweepLayout, uid: str) -> frozenset[str]:
+    """The uids whose checkpoints and results are sweep `uid`'s own: its uid, and the uids of the
+    sweeps whose data it adopted on purpose (ADOPT_ANNOTATION, recorded in its store manifest)."""
+    manifest = read_manifest(store, layout)
+    if manifest is None or manifest.owner.uid != uid:
+        return frozenset({uid})
+    return frozenset({uid, *(a.uid for a in manifest.adopted_from)})
+
+
 def migrate_command(store_uri: str, layout: SweepLayout, uid: str) -> str:
     return (
         f"miniseries store migrate --store {store_uri} --namespace {layout.namespace} --sweep {layout.sweep} "

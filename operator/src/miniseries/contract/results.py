@@ -228,15 +228,22 @@ def read_val_curve(store: Store, run: RunLayout) -> list[dict[str, float]]:
     return [json.loads(line) for line in store.read_bytes(run.val_curve).decode().splitlines() if line.strip()]
 
 
-def foreign(doc_uid: str | None, owner_uid: str | None) -> bool:
+#: The uids whose documents are a sweep's own: its uid, and those of the sweeps whose data it adopted
+#: (layout.lineage); a single uid stands for itself; None: no fence (the local runner).
+Owners = str | frozenset[str] | None
+
+
+def foreign(doc_uid: str | None, owners: Owners) -> bool:
     """A document written by another sweep of the same name (deleted and re-created: a new uid).
 
     Only a document that names another uid is foreign: one without a uid was written by a trainer
     that predates the field, or by the local runner, which passes none."""
-    return owner_uid is not None and doc_uid is not None and doc_uid != owner_uid
+    if owners is None or doc_uid is None:
+        return False
+    return doc_uid != owners if isinstance(owners, str) else doc_uid not in owners
 
 
-def checkpoint_steps(store: Store, run: RunLayout, owner_uid: str | None = None) -> list[int]:
+def checkpoint_steps(store: Store, run: RunLayout, owner_uid: Owners = None) -> list[int]:
     """Steps of complete checkpoints (those with a manifest), newest last.
 
     With `owner_uid`, only the checkpoints that sweep wrote: a trainer of a deleted sweep of the

@@ -33,11 +33,12 @@ condition and an Event, and a store URI outside the operator's store roots
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -72,6 +73,7 @@ from miniseries.control.observe import (
     read_sweep,
     serve,
 )
+from miniseries.control.observed import parse_time, rfc3339
 from miniseries.control.plan import make_plan
 
 log = logging.getLogger("miniseries.operator")
@@ -79,8 +81,12 @@ log = logging.getLogger("miniseries.operator")
 # Tests shorten both through the environment; production keeps the defaults.
 POLL_SECONDS = float(os.environ.get("MINISERIES_POLL_SECONDS", "10"))
 runs.RETRY_BASE_SECONDS = float(os.environ.get("MINISERIES_RETRY_BASE_SECONDS", runs.RETRY_BASE_SECONDS))
-FINALIZER_RETRIES = 5  # store errors while deleting a sweep's artifacts
-JOBS_GONE_RETRIES = 30  # ~30 s waiting for a deleted sweep's jobs before its store prefix goes
+#: Store errors while deleting a sweep's artifacts are retried this long after its writers are gone.
+STORE_DELETE_SECONDS = 60.0
+#: A deleted sweep's jobs may take this long to go (their controller's finalizers) before its pods are
+#: counted on alone; its pods are waited for until their grace period ends plus WRITERS_MARGIN_SECONDS.
+JOBS_GONE_SECONDS = 30.0
+WRITERS_MARGIN_SECONDS = 60.0
 KUBECONFIG: str | None = None  # set by `miniseries operator --kubeconfig`; None: in-cluster first
 #: Store URIs a sweep may use (`{namespace}` stands for the sweep's); empty: any. The chart's
 #: storeRoots value, as MINISERIES_STORE_ROOTS or `miniseries operator --store-root`.
@@ -194,13 +200,15 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     layout = SweepLayout(ns, name)
     identity = SweepIdentity(namespace=ns, name=name, uid=meta["uid"], created=meta.get("creationTimestamp"))
     try:
-        claim(store, layout, identity, [r.name for r in plan.runs],
-              adopt_uid=(meta.get("annotations") or {}).get(ADOPT_ANNOTATION))  # fmt: skip
+        manifest = claim(store, layout, identity, [r.name for r in plan.runs],
+                         adopt_uid=(meta.get("annotations") or {}).get(ADOPT_ANNOTATION))  # fmt: skip
     except ClaimRefused as e:
         _store_refused(body, previous, e)
         return
-
-    observations, accepted = observe(body, sweep.spec, plan, store, layout, previous, _now())
+    # what this sweep reads as its own: its uid's documents and those of the sweeps it adopted, never
+    # a deleted predecessor's (whose trainer may have written after this claim)
+    owners = frozenset({identity.uid, *(a.uid for a in manifest.adopted_from)})
+    observations, accepted = observe(body, sweep.spec, plan, store, layout, previous, _now(), owners)
     if accepted.save:
         save_spec(store, layout, accepted.spec)
     due = forecasts.due(observations.plan, observations.jobs, observations.store, previous.runs)
@@ -325,6 +333,36 @@ def _deletes_store(spec: kopf.Spec, **_: Any) -> bool:
     return spec.get("deletionPolicy", "Retain") == "Delete"
 
 
+def _writer_pods(namespace: str, sweep: str) -> list[dict[str, Any]]:
+    """The sweep's pods that still exist (trainers and the tokenizer, by the sweep label): processes
+    that can still write under its store key, however long their grace period."""
+    try:
+        resp = kube.core().list_namespaced_pod(
+            namespace, label_selector=f"{jobs.LABEL_SWEEP}={sweep}", _preload_content=False
+        )
+    except ApiException as e:
+        if e.status == 403:  # a chart without `list` on pods: the uid fence alone protects a new sweep
+            log.warning(
+                "cannot list pods in %s (%s): not waiting for %s's trainers to stop", namespace, e.reason, sweep
+            )
+            return []
+        raise
+    return json.loads(resp.data).get("items", [])  # type: ignore[no-any-return]
+
+
+def writers_deadline(deleted_at: datetime, pods: list[dict[str, Any]], jobs_left: int) -> datetime:
+    """Until when a deleting sweep waits for its writers: each pod until its deletionTimestamp (the
+    API server sets it to the deletion time plus the pod's grace period) or, not yet deleted, the
+    sweep's deletion time plus its grace period; and its jobs JOBS_GONE_SECONDS; plus a margin.
+    After that a pod is on a lost node (it may never report back) and the uid fence covers it."""
+    ends = [deleted_at + timedelta(seconds=JOBS_GONE_SECONDS)] if jobs_left else [deleted_at]
+    for pod in pods:
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        grace = float(spec.get("terminationGracePeriodSeconds") or 30)
+        ends.append(parse_time(meta.get("deletionTimestamp")) or deleted_at + timedelta(seconds=grace))
+    return max(ends) + timedelta(seconds=WRITERS_MARGIN_SECONDS if pods or jobs_left else 0)
+
+
 def _stop_jobs(namespace: str, sweep: str, uid: str) -> int:
     """Delete the sweep's jobs (foreground: their pods first); how many still exist."""
     left = 0
@@ -365,9 +403,21 @@ def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: 
     if bad:
         events.post(body, "Warning", reason="StoreNotDeleted", message=f"nothing deleted: spec.store.uri {bad}")
         return
+    # No process of the sweep may write after its data is gone (a new sweep of the same name would
+    # find it): its jobs and its pods must be gone, however long the trainers' grace period (issue 27).
     left = _stop_jobs(namespace, name, uid)
-    if left and retry < JOBS_GONE_RETRIES:
-        raise kopf.TemporaryError(f"waiting for {left} jobs to go before deleting {where}", delay=1)
+    pods = _writer_pods(namespace, name)
+    deleted_at = parse_time(body["metadata"].get("deletionTimestamp")) or _now()
+    deadline = writers_deadline(deleted_at, pods, left)
+    if (left or pods) and _now() < deadline:
+        names = ", ".join(sorted(p["metadata"]["name"] for p in pods)[:5])
+        raise kopf.TemporaryError(f"waiting for {left} jobs and {len(pods)} pods ({names}) to stop before "
+                                  f"deleting {where} (until {rfc3339(deadline)} at most)", delay=2)  # fmt: skip
+    if left or pods:
+        events.post(body, "Warning", reason="WritersNotGone",
+                    message=f"{left} jobs and {len(pods)} pods of this sweep still exist past their grace period "
+                    f"(a lost node?); deleting {where} anyway: a new sweep of this name never reads what they "
+                    "write (their checkpoints and results carry this sweep's uid)")  # fmt: skip
     identity = SweepIdentity(namespace=namespace, name=name, uid=uid, created=body["metadata"].get("creationTimestamp"))
     try:
         removed, kept = delete_owned(open_store(uri), layout, identity)
@@ -375,7 +425,7 @@ def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: 
         events.post(body, "Warning", reason="StoreNotDeleted", message=f"nothing deleted: {e.message}"[:1000])
         return
     except (StoreError, ValueError) as e:
-        if retry < JOBS_GONE_RETRIES + FINALIZER_RETRIES:
+        if _now() < deadline + timedelta(seconds=STORE_DELETE_SECONDS):
             raise kopf.TemporaryError(f"deleting store data failed: {e}", delay=min(2 ** (retry % 6), 30)) from e
         events.post(body, "Warning", reason="StoreCleanupFailed",
                    message=f"gave up deleting {where} after {retry + 1} tries: {e}")  # fmt: skip

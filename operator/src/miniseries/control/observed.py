@@ -21,6 +21,7 @@ from typing import Any
 from miniseries.api.spec import PlannedRun, PlanStatus, RunForecast, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.contract.layout import SweepLayout, join_uri
 from miniseries.contract.results import (
+    Owners,
     Progress,
     ResultsError,
     RunResults,
@@ -268,7 +269,7 @@ class RunObservation:
 
 
 def observe_runs(
-    store: Store, layout: SweepLayout, runs: list[PlannedRun], owner_uid: str | None = None
+    store: Store, layout: SweepLayout, runs: list[PlannedRun], owner_uid: Owners = None
 ) -> dict[str, RunObservation]:
     """What the store says about each run; the one store read the operator and the local runner share.
 

@@ -1,0 +1,101 @@
+"""Issue 27 on the real test cluster (API server, etcd, garbage collector, `miniseries operator` as a
+process), as a careless user would meet it: nothing a sweep trains is lost or silently inherited.
+
+A sweep deleted mid-run and re-created under the same name must never carry on from its predecessor's
+checkpoint: the operator's delete waits until no pod of the sweep is left (however long its trainer
+takes to checkpoint after SIGTERM), and the trainer resumes only from checkpoints carrying its own
+sweep's uid. The JobDriver here stands each trainer process up as a Pod held by a finalizer until the
+process exits, and sends it SIGTERM when its job is deleted, as a kubelet would; the fake trainer takes
+FAKE_TRAINER_STOP_SECONDS to checkpoint after SIGTERM.
+
+    MINISERIES_FAULTS_STOP_SECONDS   the trainer's stop time after SIGTERM (default 12; the issue's 45)
+    MINISERIES_FAULTS_REPEAT         how many delete + re-create rounds (default 1; the issue's 5)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from tests.harness.cluster import Cluster
+from tests.harness.operator_process import JobDriver, custom, get_sweep, sweep_doc
+from tests.harness.processes import wait_for
+from tests.integration import test_operator_cluster as base
+
+pytestmark = [pytest.mark.cluster, pytest.mark.faults]
+
+crds, start_operator, store_uri = base.crds, base.start_operator, base.store_uri
+status, wait_phase = base.status, base.wait_phase
+
+STOP_SECONDS = float(os.environ.get("MINISERIES_FAULTS_STOP_SECONDS", "12"))
+REPEAT = int(os.environ.get("MINISERIES_FAULTS_REPEAT", "1"))
+
+
+def gone(kc: Cluster, ns: str, name: str) -> bool:
+    try:
+        get_sweep(custom(kc), ns, name)
+    except ApiException as e:
+        if e.status == 404:
+            return True
+        raise
+    return False
+
+
+def manifests(run_root: Path) -> dict[int, str | None]:
+    """step -> the sweep uid its checkpoint manifest names."""
+    out = {}
+    for m in sorted((run_root / "ckpt").glob("step_*/manifest.json")):
+        out[int(m.parent.name.removeprefix("step_"))] = json.loads(m.read_text()).get("sweep_uid")
+    return out
+
+
+def test_a_recreated_sweep_never_inherits_its_deleted_predecessors_checkpoint(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Any, tmp_path: Path
+) -> None:
+    """Sweep x (deletionPolicy Delete) is deleted while d2 trains past its first checkpoint; its trainer
+    takes STOP_SECONDS after SIGTERM to write one more checkpoint. The sweep is gone only after that
+    trainer has exited (its pod gone); a new x then trains d2 from scratch: every checkpoint under its
+    key carries its uid and its results say it started fresh."""
+    kc, ns = crds, namespace
+    start_operator()
+    root = Path(store_uri.removeprefix("file://")) / ns / "x" / "d2"
+    env = {"FAKE_TRAINER_STOP_SECONDS": str(STOP_SECONDS)}
+    with JobDriver(kc, ns, env, step_seconds=0.1, pods=True, log_dir=tmp_path) as driver:
+        for round_ in range(REPEAT):
+            doc = sweep_doc("x", store_uri, depths=[2])
+            doc["spec"]["deletionPolicy"] = "Delete"
+            kc.apply(doc, "-n", ns)
+            old_uid = get_sweep(custom(kc), ns, "x")["metadata"]["uid"]
+            # past its first checkpoint (checkpointEvery 25), still training
+            wait_for(f"round {round_}: d2 of {old_uid} past a checkpoint",
+                     lambda u=old_uid: any(v == u for v in manifests(root).values()), 120)  # fmt: skip
+            job_uids = {s.uid for s in driver.seen.values() if s.run == "d2"}
+            kc.kubectl("delete", "scalingsweep", "x", "-n", ns, "--wait=false")
+            wait_for(f"round {round_}: the old x gone", lambda: gone(kc, ns, "x"), STOP_SECONDS + 120)
+            t_gone = time.time()
+            stopped = [u for u in job_uids if u in driver.stopped]
+            assert stopped, f"round {round_}: the old trainer was never sent SIGTERM ({driver.errors[-3:]})"
+            # delete completed only after every process of the sweep had stopped writing
+            assert all(driver.exited.get(u, t_gone + 1) <= t_gone for u in stopped), (
+                f"round {round_}: x was gone {t_gone - max(driver.stopped[u] for u in stopped):.1f} s after "
+                f"SIGTERM, before its trainer (stopping {STOP_SECONDS} s) exited"
+            )
+            kc.apply(doc, "-n", ns)
+            new_uid = get_sweep(custom(kc), ns, "x")["metadata"]["uid"]
+            assert new_uid != old_uid
+            st = wait_phase(kc, ns, "x", ("Succeeded",))
+            results = json.loads((root / "results.json").read_text())
+            assert results["sweep_uid"] == new_uid
+            assert results["start"]["kind"] == "fresh" and results["start"]["step"] == 0, results["start"]
+            assert sorted(p.name for p in (root / "starts").iterdir()) == ["00000000"]
+            assert set(manifests(root).values()) == {new_uid}, manifests(root)
+            assert st["runs"][0]["state"] == "Succeeded"
+            if round_ + 1 < REPEAT:  # the next round deletes this one first (its data goes with it)
+                kc.kubectl("delete", "scalingsweep", "x", "-n", ns, "--wait=false")
+                wait_for("x gone before the next round", lambda: gone(kc, ns, "x"), STOP_SECONDS + 120)
