@@ -31,6 +31,10 @@ RETRY_CAP_SECONDS = 600.0
 RESULTS_CORRUPT = "ResultsCorrupt"
 #: RunStatus.reason of a preempted run: its trainer exited EXIT_PREEMPTED, or its job was suspended from outside.
 PREEMPTED = "Preempted"
+#: A wsd branch waiting for its trunk to reach (and checkpoint) the branch's start step.
+WAITING_FOR_TRUNK = "WaitingForTrunk"
+#: A wsd branch whose trunk went past the branch's start step and whose checkpoint there is gone.
+TRUNK_CHECKPOINT_MISSING = "TrunkCheckpointMissing"
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,7 @@ def decide_runs(
         if obs.results is not None:
             rs.state = RunState.Succeeded
             rs.retry_at = None
+            rs.reason = rs.message = None  # an earlier attempt's failure no longer describes the run
             if old is None or old.state is not RunState.Succeeded:
                 d.events.append(Event("RunSucceeded", f"{run.name} finished: {rs.tokens} tokens, val bpb {rs.val_bpb}"))
         elif (
@@ -265,7 +270,10 @@ def decide_runs(
     limit = slots or Slots.of(spec)
     for run, rs in candidates:
         if not trunk_checkpoint_ready(run, store):
-            continue  # a wsd branch waits for its trunk's checkpoint; it holds no slot and blocks nobody
+            # a wsd branch waits for its trunk's checkpoint (it holds no slot and blocks nobody), or
+            # fails when that checkpoint is gone for good: a run never waits without a reason
+            _trunk_not_ready(run, rs, prev.get(run.name), store, d)
+            continue
         if in_flight >= limit.runs or gpus + run.gpus > limit.gpus:
             break  # plan order: a later, smaller run never jumps the queue
         if rs.state is RunState.Retrying:
@@ -279,6 +287,8 @@ def decide_runs(
             rs.attempts += 1
         rs.state = RunState.Pending
         rs.retry_at = None
+        if rs.reason == WAITING_FOR_TRUNK:
+            rs.reason = rs.message = None
         rs.job_name = job_name(sweep, run.name)
         d.create.append((run, rs.attempts))
         in_flight += 1
@@ -293,6 +303,43 @@ def trunk_checkpoint_ready(run: PlannedRun, store: dict[str, RunObservation]) ->
         return True
     own = store.get(run.name, RunObservation())
     return bool(own.checkpoint_steps) or run.start_step in store.get(run.trunk, RunObservation()).checkpoint_steps
+
+
+def trunk_checkpoint_gone(run: PlannedRun, store: dict[str, RunObservation]) -> bool:
+    """A wsd branch's start checkpoint will never be written again: its trunk finished, or checkpointed
+    a later step (the trunk pins its branches' start steps, so a later checkpoint means it passed that
+    step and wrote it), and the checkpoint at the branch's start step is not in the store."""
+    if run.trunk is None or run.start_step is None or trunk_checkpoint_ready(run, store):
+        return False
+    trunk = store.get(run.trunk, RunObservation())
+    return trunk.results is not None or any(s > run.start_step for s in trunk.checkpoint_steps)
+
+
+def _trunk_not_ready(
+    run: PlannedRun, rs: RunStatus, old: RunStatus | None, store: dict[str, RunObservation], d: RunDecision
+) -> None:
+    """Why a wsd branch does not start. Still waiting: it says for which checkpoint. Gone for good: the
+    branch fails, naming the checkpoint. Retraining the trunk to that step would cost as much as the trunk
+    up to it and needs a run the plan does not have (the trunk finished, or is past it); a failed branch is
+    visible at once (the sweep Degraded, an Event), the other branches and the fit carry on, and deleting
+    the trunk's results and checkpoints (or the sweep) trains it again."""
+    assert run.trunk is not None and run.start_step is not None
+    want = f"{run.trunk}'s checkpoint at step {run.start_step}"
+    trunk = store.get(run.trunk, RunObservation())
+    if not trunk_checkpoint_gone(run, store):
+        at = f"step {trunk.progress.step}" if trunk.progress is not None else "not started"
+        rs.reason, rs.message = WAITING_FOR_TRUNK, f"waits for {want} (the trunk is at {at})"
+        return
+    newest = max(trunk.checkpoint_steps, default=None)
+    rs.state, rs.retry_at, rs.reason = RunState.Failed, None, TRUNK_CHECKPOINT_MISSING
+    rs.message = (
+        f"{want}, where this branch starts, is gone from the store (the trunk "
+        f"{'finished' if trunk.results is not None else f'checkpointed step {newest}'}); nothing will write it "
+        f"again, so this branch fails instead of waiting. To train it, delete {run.trunk}'s results and checkpoints "
+        "so that the trunk trains again, or re-create the sweep"
+    )[:500]
+    if old is None or old.state is not RunState.Failed:
+        d.events.append(Event("RunFailed", f"{run.name} failed: {rs.message}", "Warning"))
 
 
 #: The run states that say where Kueue has a run's job.
