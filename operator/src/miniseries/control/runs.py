@@ -31,6 +31,8 @@ RETRY_CAP_SECONDS = 600.0
 RESULTS_CORRUPT = "ResultsCorrupt"
 #: RunStatus.reason of a preempted run: its trainer exited EXIT_PREEMPTED, or its job was suspended from outside.
 PREEMPTED = "Preempted"
+#: A job that succeeded (its trainer exited 0) without results.json: the trainer broke its contract.
+NO_RESULTS = "NoResults"
 #: A wsd branch waiting for its trunk to reach (and checkpoint) the branch's start step.
 WAITING_FOR_TRUNK = "WaitingForTrunk"
 #: A wsd branch whose trunk went past the branch's start step and whose checkpoint there is gone.
@@ -469,11 +471,15 @@ def _job_ended(
     trouble: PodTrouble | None = None,
 ) -> None:
     """The job failed, or "succeeded" without a results.json (then the trainer did not finish its contract)."""
-    reason = job.reason or ("NoResults" if job.phase is JobPhase.Succeeded else "Failed")
-    message = _failure_message(
-        job.message or ("job succeeded but wrote no results.json" if job.phase is JobPhase.Succeeded else "job failed"),
-        trouble,
-    )
+    if job.phase is JobPhase.Succeeded:
+        # whatever the backend calls it (the training-operator's PyTorchJobSucceeded, JobSet's), the trainer
+        # exited 0 and broke its contract: it wrote no results.json (issue 27)
+        reason = NO_RESULTS
+        said = f" ({job.reason}: {job.message})" if job.reason or job.message else ""
+        message = f"the trainer exited 0 without writing results.json{said}"[:500]
+    else:
+        reason = job.reason or "Failed"
+        message = _failure_message(job.message or "job failed", trouble)
     if rs.attempts <= retry_limit:
         rs.state = RunState.Retrying
         failed_at = job.since or now
