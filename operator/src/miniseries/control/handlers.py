@@ -260,9 +260,13 @@ def _store_unreachable(namespace: str, name: str, err: StoreError) -> None:
     store = body.get("spec", {}).get("store") or {}
     secret = store.get("credentialsSecret")
     where = f"the Secret {secret!r} (spec.store.credentialsSecret)" if secret else "the operator's environment"
+    if str(store.get("uri") or "").startswith("file://"):
+        check = "Check that the directory exists or can be created, and is writable by the operator and the trainers"
+    else:
+        check = (f"Check that the bucket exists and that AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and "
+                 f"AWS_SECRET_ACCESS_KEY in {where} reach it")  # fmt: skip
     msg = (
-        f"spec.store.uri {store.get('uri')!r} cannot be read or written: {err}. Check that the bucket exists and "
-        f"that AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in {where} reach it; "
+        f"spec.store.uri {store.get('uri')!r} cannot be read or written: {err}. {check}; "
         f"retrying every {STORE_RETRY_SECONDS:g} s"
     )[:1000]
     previous, now, gen = parse_status(body), _now(), body["metadata"].get("generation")
