@@ -30,7 +30,7 @@ def test_write_is_atomic_no_partial_file_on_failure(tmp_path: Path, monkeypatch:
         raise OSError("disk full")
 
     monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(StoreError, match="write_bytes\\('a.json'\\) failed: disk full"):
+    with pytest.raises(StoreError, match=r"write_bytes\('a.json'\) failed: disk full"):
         store.write_bytes("a.json", b"new")
     assert store.read_bytes("a.json") == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # the temp file was cleaned up
