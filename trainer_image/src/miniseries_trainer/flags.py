@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from miniseries.contract.exits import EXIT_STORE_DENIED, STORE_DENIED_MARKER
 from miniseries.contract.layout import LOCAL_NAMESPACE
 from miniseries.contract.schedule import SHAPES
 from miniseries_trainer import val_trace
@@ -31,6 +32,13 @@ def fail(message: str) -> NoReturn:
     """Stop the run with a message the user can act on (exit status 2, as argparse's own errors)."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(2)
+
+
+def denied(message: str) -> NoReturn:
+    """Stop the run because the store refused its credentials: EXIT_STORE_DENIED, not a training failure
+    (the operator spends no retry and tries again once the credentials change; contract.exits)."""
+    print(f"{STORE_DENIED_MARKER} {message}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_STORE_DENIED)
 
 
 def env_name(flag: str) -> str:

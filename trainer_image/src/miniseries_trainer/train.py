@@ -36,10 +36,10 @@ from miniseries.contract.layout import RunLayout, SweepLayout, fenced, join_uri,
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.contract.results import START_CHECKPOINT, START_FRESH, START_TRUNK, Owners, RunStart
 from miniseries.contract.schedule import schedule_record
-from miniseries.contract.store import Store, open_store
+from miniseries.contract.store import Store, StoreAccessDenied, open_store
 from miniseries_trainer import checkpoint, data, precision, provenance, val_trace
 from miniseries_trainer.evaluate import core_score, load_validation, validation_bpb
-from miniseries_trainer.flags import build_parser, fail, refuse_env_overrides
+from miniseries_trainer.flags import build_parser, denied, fail, refuse_env_overrides
 from miniseries_trainer.inputs import open_inputs
 from miniseries_trainer.metrics import TrainerMetrics
 from miniseries_trainer.model import build_model, shape_from_flags
@@ -103,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with StopSignal() as stop:
         try:
             return train(argv, stop)
+        except StoreAccessDenied as e:  # a write refused mid-run (a rotated key): the credentials, not training
+            denied(str(e))
         except Preempted as e:  # during evaluation: the final checkpoint is written, nothing to save
             print(f"{e} after the last step, before results were written; exit {EXIT_PREEMPTED}", flush=True)
             return EXIT_PREEMPTED

@@ -18,5 +18,8 @@ from miniseries.contract.preemption import EXIT_PREEMPTED
 
 EXIT_STORE_DENIED = 77
 EXIT_FENCED = 78
+#: The trainer's last line when the store refused it: the operator finds it in the log tail the kubelet
+#: keeps, where torchrun (several ranks in a pod) turns every exit code into 1.
+STORE_DENIED_MARKER = "miniseries: store access denied:"
 
-__all__ = ["EXIT_FENCED", "EXIT_PREEMPTED", "EXIT_STORE_DENIED"]
+__all__ = ["EXIT_FENCED", "EXIT_PREEMPTED", "EXIT_STORE_DENIED", "STORE_DENIED_MARKER"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from miniseries.api.spec import PlannedRun, PlanStatus, RunState, RunStatus, ScalingSweepSpec
+from miniseries.contract.exits import EXIT_STORE_DENIED, STORE_DENIED_MARKER
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.control.jobs import job_name
 from miniseries.control.observed import (
@@ -31,6 +32,10 @@ RETRY_CAP_SECONDS = 600.0
 RESULTS_CORRUPT = "ResultsCorrupt"
 #: RunStatus.reason of a preempted run: its trainer exited EXIT_PREEMPTED, or its job was suspended from outside.
 PREEMPTED = "Preempted"
+#: A run whose trainer the store refused (contract.exits.EXIT_STORE_DENIED): its credentials, not its training.
+STORE_ACCESS_DENIED = "StoreAccessDenied"
+#: How often such a run is tried again (no retry spent): it resumes by itself once the Secret is fixed.
+STORE_DENIED_RETRY_SECONDS = 60.0
 #: A job that succeeded (its trainer exited 0) without results.json: the trainer broke its contract.
 NO_RESULTS = "NoResults"
 #: A wsd branch waiting for its trunk to reach (and checkpoint) the branch's start step.
@@ -239,6 +244,10 @@ def decide_runs(
             _job_preempted(run, rs, old, obs, f"its trainer checkpointed and exited {EXIT_PREEMPTED}", d)
             if not job.deleting:
                 d.delete.append(job.name)  # the same name and attempt is created again once it is gone
+        elif job is not None and job.phase is JobPhase.Failed and store_denied(pods.get(run.name)):
+            _store_denied(run, rs, old, pods[run.name], spec, d, now)
+            if not job.deleting:
+                d.delete.append(job.name)  # the same attempt is created again after the wait
         elif job is not None and (job.phase is JobPhase.Failed or job.phase is JobPhase.Succeeded):
             _job_ended(run, rs, old, job, spec.retry_limit, d, now, pods.get(run.name))
         elif old is not None and old.state in (RunState.Retrying, RunState.Failed):
@@ -282,8 +291,11 @@ def decide_runs(
             retry_at = parse_time(rs.retry_at)
             if retry_at is not None and now < retry_at:
                 continue  # backing off holds no slot
-        if (rs.state is RunState.Retrying and rs.reason == RESULTS_CORRUPT) or rs.state is RunState.Preempted:
-            # a re-evaluation, or a preempted run resuming: the same attempt, outside retryLimit
+        if (rs.state is RunState.Retrying and rs.reason in (RESULTS_CORRUPT, STORE_ACCESS_DENIED)) or (
+            rs.state is RunState.Preempted
+        ):
+            # a re-evaluation, a run the store refused, or a preempted run resuming: the same attempt,
+            # outside retryLimit
             rs.attempts = max(rs.attempts, 1)
         else:
             rs.attempts += 1
@@ -450,6 +462,41 @@ def _job_preempted(
     )
     if new:
         d.events.append(Event("RunPreempted", f"{run.name} {rs.message}"))
+
+
+def store_denied(trouble: PodTrouble | None) -> bool:
+    """The run's trainer stopped because the store refused its credentials: it exited EXIT_STORE_DENIED,
+    or (several ranks under torchrun, which exits 1) its log ends with STORE_DENIED_MARKER."""
+    if trouble is None or trouble.waiting:
+        return False
+    return trouble.exit_code == EXIT_STORE_DENIED or STORE_DENIED_MARKER in (trouble.log_tail or "")
+
+
+def _store_denied(
+    run: PlannedRun,
+    rs: RunStatus,
+    old: RunStatus | None,
+    trouble: PodTrouble,
+    spec: ScalingSweepSpec,
+    d: RunDecision,
+    now: datetime,
+) -> None:
+    """Not a training failure (issue 27): a wrong or rotated key failed every retry within a minute and
+    the run stayed Failed after the Secret was fixed. No retry is spent; the same attempt is tried again
+    every STORE_DENIED_RETRY_SECONDS, so the run resumes by itself once the Secret works; the message
+    names the Secret and the operation the store refused (the trainer's last line)."""
+    secret = spec.store.credentials_secret
+    creds = f"the Secret {secret!r} (spec.store.credentialsSecret)" if secret else "the trainer's environment"
+    said = next((ln for ln in reversed((trouble.log_tail or "").splitlines()) if STORE_DENIED_MARKER in ln), "")
+    refused = said.split(STORE_DENIED_MARKER, 1)[1].strip() if said else f"exit code {trouble.exit_code}"
+    rs.state, rs.reason = RunState.Retrying, STORE_ACCESS_DENIED
+    rs.message = (
+        f"the store refused the credentials from {creds}: {refused}; not counted against retryLimit, tried "
+        f"again every {STORE_DENIED_RETRY_SECONDS:g} s: fix the Secret and the run resumes from its checkpoint"
+    )[:500]
+    if old is None or old.state is not RunState.Retrying or old.reason != STORE_ACCESS_DENIED or rs.retry_at is None:
+        rs.retry_at = rfc3339(now + timedelta(seconds=STORE_DENIED_RETRY_SECONDS))
+        d.events.append(Event("RunStoreAccessDenied", f"{run.name}: {rs.message}", "Warning"))
 
 
 def _failure_message(message: str, trouble: PodTrouble | None) -> str:
