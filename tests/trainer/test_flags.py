@@ -227,3 +227,18 @@ def test_results_record_every_hyperparameter_the_run_was_trained_with() -> None:
     assert hp["matrix_lr"] == 0.01
     assert "store" not in hp and "sweep_uid" not in hp  # where it ran, not how it trained
     json.dumps(hp)  # results.json must hold it as it is
+
+
+def test_a_store_that_refuses_the_trainer_exits_store_denied_naming_the_operation(
+    corpus: Corpus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 27 item 3: a refused store is EXIT_STORE_DENIED with the marker line the operator reads (a
+    permission on a file:// store here, as a 403 on S3), not exit 2 or 1: no retry is spent on it."""
+    from miniseries.contract.exits import EXIT_STORE_DENIED, STORE_DENIED_MARKER
+    from miniseries_trainer.train import main
+
+    with pytest.raises(SystemExit) as e:
+        main(train_argv(corpus, Path("/sys/miniseries-refused")))  # sysfs: EPERM even for root
+    assert e.value.code == EXIT_STORE_DENIED
+    err = capsys.readouterr().err
+    assert STORE_DENIED_MARKER in err and "check failed" in err
