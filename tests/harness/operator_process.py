@@ -85,12 +85,13 @@ class Operator:
     proc: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
     liveness_port: int = 0
+    all_namespaces: bool = False  # --all-namespaces instead of --namespace (the chart's default watch mode)
 
     def start(self) -> Operator:
         self.metrics_port, self.liveness_port = free_port(), free_port()
+        where = "--all-namespaces" if self.all_namespaces else f"--namespace={self.namespace}"
         cmd = [sys.executable, "-m", "miniseries.cli", "operator", f"--kubeconfig={self.cluster.kubeconfig}",
-               f"--namespace={self.namespace}", f"--metrics-port={self.metrics_port}",
-               f"--liveness-port={self.liveness_port}"]  # fmt: skip
+               where, f"--metrics-port={self.metrics_port}", f"--liveness-port={self.liveness_port}"]  # fmt: skip
         if self.peering:
             cmd.append(f"--peering={self.peering}")
         if self.priority is not None:

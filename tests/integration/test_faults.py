@@ -99,3 +99,52 @@ def test_a_recreated_sweep_never_inherits_its_deleted_predecessors_checkpoint(
             if round_ + 1 < REPEAT:  # the next round deletes this one first (its data goes with it)
                 kc.kubectl("delete", "scalingsweep", "x", "-n", ns, "--wait=false")
                 wait_for("x gone before the next round", lambda: gone(kc, ns, "x"), STOP_SECONDS + 120)
+
+
+# ---------------------------------------------------------------- item 2: namespace deletion
+
+
+def exists(kc: Cluster, *what: str) -> bool:
+    return kc.kubectl("get", *what, check=False).returncode == 0
+
+
+@pytest.mark.parametrize("all_namespaces", [False, True], ids=["watching-its-namespace", "watching-all"])
+def test_a_deleted_namespace_never_hangs_with_the_operator_restarted_mid_deletion(
+    crds: Cluster, store_uri: str, tmp_path: Path, all_namespaces: bool
+) -> None:
+    """The issue's evidence: with the operator watching one namespace (the chart's watch.allNamespaces=false,
+    with peering) and restarted while that namespace was deleted, its sweeps kept kopf's finalizer and the
+    namespace stayed Terminating for minutes. The namespace controller deletes the namespaced KopfPeering
+    first; kopf's mandatory peering then paused the restarted operator there for good. Both watch modes:
+    the namespace is gone within a minute of the restart, Retain and Delete sweeps alike."""
+    import uuid
+
+    from tests.harness.operator_process import Operator
+
+    kc, ns = crds, f"faults-ns-{uuid.uuid4().hex[:6]}"
+    peering = f"faults-{uuid.uuid4().hex[:6]}"
+    kc.kubectl("create", "namespace", ns)
+    kind = "clusterkopfpeering" if all_namespaces else "kopfpeering"
+    peer_doc = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering" if all_namespaces else "KopfPeering",
+                "metadata": {"name": peering, **({} if all_namespaces else {"namespace": ns})}}  # fmt: skip
+    kc.apply(peer_doc)
+    peer = (kind, peering) if all_namespaces else (kind, peering, "-n", ns)
+    op = Operator(kc, ns, tmp_path / "operator.log", peering=peering, all_namespaces=all_namespaces).start()
+    try:
+        keep, delete = sweep_doc("keep", store_uri, depths=[1]), sweep_doc("drop", store_uri, depths=[1])
+        delete["spec"]["deletionPolicy"] = "Delete"
+        for doc in (keep, delete):
+            kc.apply(doc, "-n", ns)
+        for name in ("keep", "drop"):  # reconciled: kopf's finalizer on it, its status written
+            wait_for(f"{name} reconciled", lambda n=name: (status(kc, ns, n).get("phase") or "") != "", 60)
+        op.stop()
+        kc.kubectl("delete", "namespace", ns, "--wait=false")
+        if not all_namespaces:  # the namespace controller removes the peering object before the sweeps can go
+            wait_for("the namespace's KopfPeering deleted", lambda: not exists(kc, *peer), 60)
+        op = Operator(kc, ns, tmp_path / "operator-2.log", peering=peering, all_namespaces=all_namespaces).start()
+        wait_for(f"namespace {ns} gone after the operator's restart", lambda: not exists(kc, "namespace", ns), 60)
+    finally:
+        op.stop()
+        if all_namespaces:
+            kc.kubectl("delete", *peer, "--wait=false", check=False)
+        kc.kubectl("delete", "namespace", ns, "--wait=false", check=False)

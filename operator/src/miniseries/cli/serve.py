@@ -88,11 +88,13 @@ def cmd_operator(args: argparse.Namespace) -> int:
     # acts, the others freeze. Equal priorities would both act, so each replica draws
     # its own unless one is given.
     priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
+    # Listed namespaces: optional peering under the same name (handlers.configure says why).
+    handlers.OPTIONAL_PEERING = None if args.all_namespaces else args.peering
     kopf.run(
         clusterwide=args.all_namespaces,
         namespaces=namespaces,
         standalone=args.peering is None,
-        peering_name=args.peering,
+        peering_name=args.peering if args.all_namespaces else None,
         priority=priority,
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
     )

@@ -88,6 +88,9 @@ STORE_DELETE_SECONDS = 60.0
 JOBS_GONE_SECONDS = 30.0
 WRITERS_MARGIN_SECONDS = 60.0
 KUBECONFIG: str | None = None  # set by `miniseries operator --kubeconfig`; None: in-cluster first
+#: The peering object's name when the operator watches listed namespaces (`miniseries operator --peering`
+#: without --all-namespaces): peering there is optional, not kopf's mandatory mode (see `configure`).
+OPTIONAL_PEERING: str | None = None
 #: Store URIs a sweep may use (`{namespace}` stands for the sweep's); empty: any. The chart's
 #: storeRoots value, as MINISERIES_STORE_ROOTS or `miniseries operator --store-root`.
 STORE_ROOTS: list[str] = parse_roots(os.environ.get("MINISERIES_STORE_ROOTS"))
@@ -118,6 +121,15 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="miniseries.dev")
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 8
+    if OPTIONAL_PEERING:
+        # A namespaced KopfPeering lives in the namespace it guards: when that namespace is deleted the
+        # namespace controller removes it, and kopf's mandatory peering (an explicit --peering name) then
+        # keeps the operator paused there for good, so a restarted operator never releases the sweeps'
+        # finalizers and the namespace stays Terminating (issue 27). Optional peering elects the same way
+        # while the object exists and acts alone once it is gone; the status writes are fenced anyway
+        # (resourceVersion preconditions), so a moment of two active replicas launches nothing twice.
+        settings.peering.name = OPTIONAL_PEERING
+        settings.peering.mandatory = False
     if KUBECONFIG:
         config.load_kube_config(config_file=KUBECONFIG)
     else:
