@@ -148,3 +148,28 @@ def test_a_deleted_namespace_never_hangs_with_the_operator_restarted_mid_deletio
         if all_namespaces:
             kc.kubectl("delete", *peer, "--wait=false", check=False)
         kc.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+# ---------------------------------------------------------------- item 6: a file:// store the operator cannot use
+
+
+def test_a_file_store_that_cannot_be_created_is_a_store_error_on_the_sweep(
+    crds: Cluster, namespace: str, start_operator: Any
+) -> None:
+    """`file:///proc/...` gave no condition and no Event, only a traceback in the operator's log every 60 s
+    (store/local.py raised plain OSErrors): now StoreReachable=False naming the URI and the failed
+    operation, and a StoreUnreachable Event."""
+    from tests.harness.operator_process import condition, events
+
+    kc, ns = crds, namespace
+    op = start_operator()
+    uri = "file:///proc/miniseries-cannot-be-created"
+    kc.apply(sweep_doc("procfs", uri, depths=[1]), "-n", ns)
+    cond = wait_for("StoreReachable=False",
+                    lambda: (c := condition(get_sweep(custom(kc), ns, "procfs"), "StoreReachable")).get("status")
+                    == "False" and c, 60)  # fmt: skip
+    assert uri in cond["message"] and "failed" in cond["message"] and "directory" in cond["message"], cond
+    evs = wait_for("a StoreUnreachable Event",
+                   lambda: [e for e in events(kc, ns, "procfs") if e["reason"] == "StoreUnreachable"], 30)  # fmt: skip
+    assert uri in evs[0]["message"]
+    assert "Traceback" not in op.log_path.read_text()
