@@ -142,7 +142,12 @@ def test_a_deleted_namespace_never_hangs_with_the_operator_restarted_mid_deletio
         if not all_namespaces:  # the namespace controller removes the peering object before the sweeps can go
             wait_for("the namespace's KopfPeering deleted", lambda: not exists(kc, *peer), 60)
         op = Operator(kc, ns, tmp_path / "operator-2.log", peering=peering, all_namespaces=all_namespaces).start()
-        wait_for(f"namespace {ns} gone after the operator's restart", lambda: not exists(kc, "namespace", ns), 60)
+        try:
+            wait_for(f"namespace {ns} gone after the operator's restart", lambda: not exists(kc, "namespace", ns), 60)
+        except TimeoutError as e:
+            left = kc.kubectl("get", "namespace", ns, "-o=jsonpath={.status}", check=False).stdout
+            sweeps = kc.kubectl("get", "scalingsweeps", "-n", ns, "-o=yaml", check=False).stdout
+            raise AssertionError(f"{e}\nnamespace status: {left}\nsweeps: {sweeps[-3000:]}") from None
     finally:
         op.stop()
         if all_namespaces:

@@ -114,6 +114,38 @@ def _now() -> datetime:
 # ---------------------------------------------------------------- startup
 
 
+def serve_terminating_namespaces() -> None:
+    """Serve a listed namespace that is being deleted, also when the operator starts during that deletion.
+
+    kopf (1.38) serves the namespaces it lists and watches; one marked for deletion whose content is not
+    gone yet ("termination pending") keeps being served if it was served already, but is never added: an
+    operator watching listed namespaces (the chart's watch.allNamespaces=false) restarted mid-deletion
+    never saw that namespace's sweeps, never released kopf's finalizer on them, and the namespace stayed
+    Terminating (issue 27). The all-namespaces mode does not look at namespaces and is not affected.
+    Called by `miniseries operator` for listed namespaces; tests/unit/test_namespace_deletion.py checks
+    that kopf's function still behaves as assumed here."""
+    from kopf._cogs.structs import references
+    from kopf._core.reactor import observation
+
+    if getattr(observation.revise_namespaces, "serves_terminating", False):
+        return
+    original = observation.revise_namespaces
+
+    def revise(*, insights: Any, namespaces: Any, raw_events: Any = (), raw_bodies: Any = ()) -> None:
+        original(insights=insights, namespaces=namespaces, raw_events=raw_events, raw_bodies=raw_bodies)
+        objects = [e["object"] for e in raw_events if e.get("type") != "DELETED"] + list(raw_bodies)
+        for obj in objects:
+            name = obj["metadata"]["name"]
+            pending = obj["metadata"].get("deletionTimestamp") and observation.get_blockers(
+                {"type": None, "object": obj}  # type: ignore[typeddict-item]
+            )
+            if pending and any(references.match_namespace(name, p) for p in namespaces):
+                insights.namespaces.add(name)
+
+    revise.serves_terminating = True  # type: ignore[attr-defined]
+    observation.revise_namespaces = revise
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Progress in annotations: status is ours, and its schema would prune kopf's fields.
