@@ -8,7 +8,7 @@ sweep's uid. The JobDriver here stands each trainer process up as a Pod held by 
 process exits, and sends it SIGTERM when its job is deleted, as a kubelet would; the fake trainer takes
 FAKE_TRAINER_STOP_SECONDS to checkpoint after SIGTERM.
 
-    MINISERIES_FAULTS_STOP_SECONDS   the trainer's stop time after SIGTERM (default 12; the issue's 45)
+    MINISERIES_FAULTS_STOP_SECONDS   the trainer's stop time after SIGTERM (default 35; the issue's 45)
     MINISERIES_FAULTS_REPEAT         how many delete + re-create rounds (default 1; the issue's 5)
 """
 
@@ -33,7 +33,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.faults]
 crds, start_operator, store_uri = base.crds, base.start_operator, base.store_uri
 status, wait_phase = base.status, base.wait_phase
 
-STOP_SECONDS = float(os.environ.get("MINISERIES_FAULTS_STOP_SECONDS", "12"))
+#: More than the ~30 s the operator waited before issue 27, so that the suite's one round fails without the fix.
+STOP_SECONDS = float(os.environ.get("MINISERIES_FAULTS_STOP_SECONDS", "35"))
 REPEAT = int(os.environ.get("MINISERIES_FAULTS_REPEAT", "1"))
 
 
@@ -66,6 +67,8 @@ def test_a_recreated_sweep_never_inherits_its_deleted_predecessors_checkpoint(
     start_operator()
     root = Path(store_uri.removeprefix("file://")) / ns / "x" / "d2"
     env = {"FAKE_TRAINER_STOP_SECONDS": str(STOP_SECONDS)}
+    early: list[str] = []  # rounds whose sweep was gone before its trainer stopped (asserted last, so that the
+    # uid fence is checked on its own even then: a late checkpoint lands in the new sweep's key)
     with JobDriver(kc, ns, env, step_seconds=0.1, pods=True, log_dir=tmp_path) as driver:
         for round_ in range(REPEAT):
             doc = sweep_doc("x", store_uri, depths=[2])
@@ -82,10 +85,9 @@ def test_a_recreated_sweep_never_inherits_its_deleted_predecessors_checkpoint(
             stopped = [u for u in job_uids if u in driver.stopped]
             assert stopped, f"round {round_}: the old trainer was never sent SIGTERM ({driver.errors[-3:]})"
             # delete completed only after every process of the sweep had stopped writing
-            assert all(driver.exited.get(u, t_gone + 1) <= t_gone for u in stopped), (
-                f"round {round_}: x was gone {t_gone - max(driver.stopped[u] for u in stopped):.1f} s after "
-                f"SIGTERM, before its trainer (stopping {STOP_SECONDS} s) exited"
-            )
+            if not all(driver.exited.get(u, t_gone + 1) <= t_gone for u in stopped):
+                early.append(f"round {round_}: x was gone {t_gone - max(driver.stopped[u] for u in stopped):.1f} s "
+                             f"after SIGTERM, before its trainer (stopping {STOP_SECONDS} s) exited")  # fmt: skip
             kc.apply(doc, "-n", ns)
             new_uid = get_sweep(custom(kc), ns, "x")["metadata"]["uid"]
             assert new_uid != old_uid
@@ -94,11 +96,13 @@ def test_a_recreated_sweep_never_inherits_its_deleted_predecessors_checkpoint(
             assert results["sweep_uid"] == new_uid
             assert results["start"]["kind"] == "fresh" and results["start"]["step"] == 0, results["start"]
             assert sorted(p.name for p in (root / "starts").iterdir()) == ["00000000"]
-            assert set(manifests(root).values()) == {new_uid}, manifests(root)
+            if set(manifests(root).values()) != {new_uid}:  # a late writer's checkpoint in the new sweep's key
+                early.append(f"round {round_}: checkpoints of other sweeps under the new x: {manifests(root)}")
             assert st["runs"][0]["state"] == "Succeeded"
             if round_ + 1 < REPEAT:  # the next round deletes this one first (its data goes with it)
                 kc.kubectl("delete", "scalingsweep", "x", "-n", ns, "--wait=false")
                 wait_for("x gone before the next round", lambda: gone(kc, ns, "x"), STOP_SECONDS + 120)
+    assert not early, early
 
 
 # ---------------------------------------------------------------- item 2: namespace deletion
