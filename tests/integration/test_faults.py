@@ -182,3 +182,35 @@ def test_a_file_store_that_cannot_be_created_is_a_store_error_on_the_sweep(
                    lambda: [e for e in events(kc, ns, "procfs") if e["reason"] == "StoreUnreachable"], 30)  # fmt: skip
     assert uri in evs[0]["message"]
     assert "Traceback" not in op.log_path.read_text()
+
+
+# ---------------------------------------------------------------- item 7: only declared inputs reach the trainer
+
+
+def test_the_trainer_gets_only_the_store_keys_of_the_secret_and_its_sweeps_uid(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Any, tmp_path: Path
+) -> None:
+    """A MINISERIES_MATRIX_LR key in the credentials Secret changed the learning rate with no spec change
+    (envFrom passed every key). The PyTorchJob the operator creates through the API server now names only
+    the store's variables, one secretKeyRef each, and passes the sweep's uid (with which the trainer
+    refuses MINISERIES_<FLAG> overrides: tests/trainer/test_flags.py)."""
+    from miniseries.contract.store.s3 import CREDENTIAL_ENV
+    from tests.harness.operator_process import list_jobs
+
+    kc, ns = crds, namespace
+    start_operator()
+    kc.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+              "stringData": {"AWS_ACCESS_KEY_ID": "x", "MINISERIES_MATRIX_LR": "100.0"}}, "-n", ns)  # fmt: skip
+    doc = sweep_doc("inputs", store_uri, depths=[1])
+    doc["spec"]["store"]["credentialsSecret"] = "creds"
+    with JobDriver(kc, ns, hold={"d1"}, log_dir=tmp_path):
+        kc.apply(doc, "-n", ns)
+        (job,) = wait_for("the run's PyTorchJob", lambda: list_jobs(custom(kc), ns), 120)
+    uid = get_sweep(custom(kc), ns, "inputs")["metadata"]["uid"]
+    (c,) = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+    assert "envFrom" not in c
+    assert [e["name"] for e in c["env"]] == list(CREDENTIAL_ENV)
+    assert {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in c["env"]} == {
+        ("creds", k) for k in CREDENTIAL_ENV
+    }
+    assert f"--sweep-uid={uid}" in c["args"]
