@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ PYTHONPATH = os.pathsep.join(
 PYTORCHJOBS = ("kubeflow.org", "v1", "pytorchjobs")
 SWEEPS = ("miniseries.dev", "v1alpha1", "scalingsweeps")
 FINISHED = ("Succeeded", "Failed")
+POD_FINALIZER = "test.miniseries.dev/process"  # JobDriver(pods=True): a pod stays while its process runs
 
 
 def install_crds(cluster: Cluster) -> None:
@@ -91,12 +93,13 @@ class Operator:
     proc: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
     liveness_port: int = 0
+    all_namespaces: bool = False  # --all-namespaces instead of --namespace (the chart's default watch mode)
 
     def start(self) -> Operator:
         self.metrics_port, self.liveness_port = free_port(), free_port()
+        where = "--all-namespaces" if self.all_namespaces else f"--namespace={self.namespace}"
         cmd = [sys.executable, "-m", "miniseries.cli", "operator", f"--kubeconfig={self.cluster.kubeconfig}",
-               f"--namespace={self.namespace}", f"--metrics-port={self.metrics_port}",
-               f"--liveness-port={self.liveness_port}"]  # fmt: skip
+               where, f"--metrics-port={self.metrics_port}", f"--liveness-port={self.liveness_port}"]  # fmt: skip
         roots = self.store_roots if self.store_roots is not None else [self.log_path.parent.resolve().as_uri()]
         cmd += [f"--store-root={r}" for r in roots] + self.args
         if self.peering:
@@ -317,7 +320,7 @@ class JobDriver:
 
     def __init__(self, cluster: Cluster, namespace: str, env: dict[str, str] | None = None, *,
                  fail: dict[str, set[int]] | None = None, fail_step: int = 30, step_seconds: float = 0.002,
-                 hold: set[str] | None = None, log_dir: Path | None = None) -> None:  # fmt: skip
+                 hold: set[str] | None = None, log_dir: Path | None = None, pods: bool = False) -> None:  # fmt: skip
         from kubernetes import client
 
         self.cluster, self.namespace = cluster, namespace
@@ -328,6 +331,12 @@ class JobDriver:
         self.fail, self.fail_step = fail or {}, fail_step
         self.hold = hold if hold is not None else set()  # runs left Running until released
         self.log_dir = log_dir
+        #: Each trainer process also stands as a Pod (labels of its job's template, owned by the job, held by
+        #: a finalizer until the process exits), so that a deleted job's pod is there while its trainer
+        #: stops, as a kubelet's would be; and a process whose job is deleted gets SIGTERM (`stopped`).
+        self.pods = pods
+        self.stopped: dict[str, float] = {}  # job uid -> when its process was sent SIGTERM
+        self.exited: dict[str, float] = {}  # job uid -> when its process was seen exited
         self.seen: dict[str, Seen] = {}  # uid -> job
         self.procs: dict[str, tuple[subprocess.Popen[bytes], str]] = {}  # uid -> (process, job name)
         self.tokenizers: set[str] = set()
@@ -351,6 +360,8 @@ class JobDriver:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        if self.pods:  # every process has exited: no pod of ours may hold its namespace's deletion
+            self._kubelet({})
 
     def duplicates(self) -> list[tuple[str, int]]:
         """(job, attempt) pairs created more than once."""
@@ -364,6 +375,46 @@ class JobDriver:
             except Exception as e:  # the API server restarting, a job deleted under us: next poll
                 self.errors.append(f"{type(e).__name__}: {e}")
             self._stop.wait(0.1)
+
+    def _create_pod(self, job: dict[str, Any]) -> None:
+        from kubernetes import client
+
+        meta, tmpl = job["metadata"], job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": f"{meta['name']}-master-0", "labels": tmpl["metadata"]["labels"],
+                            "finalizers": [POD_FINALIZER],
+                            "ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+                                                 "name": meta["name"], "uid": meta["uid"]}]},
+               # never scheduled: the process here is its container
+               "spec": {"nodeSelector": {"miniseries.dev/test-no-node": "true"}, "containers": [
+                   {"name": "pytorch", "image": "stand-in"}],
+                   "terminationGracePeriodSeconds": tmpl["spec"].get("terminationGracePeriodSeconds", 30)}}  # fmt: skip
+        client.CoreV1Api(self.cluster.api_client()).create_namespaced_pod(self.namespace, pod)
+
+    def _kubelet(self, jobs: dict[str, dict[str, Any]]) -> None:
+        """SIGTERM to a process whose job is deleted (or gone); its pod goes once the process has exited."""
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+
+        core = client.CoreV1Api(self.cluster.api_client())
+        for uid, (proc, name) in self.procs.items():
+            job = jobs.get(uid)
+            if (
+                proc.poll() is None
+                and uid not in self.stopped
+                and (job is None or job["metadata"].get("deletionTimestamp"))
+            ):
+                proc.send_signal(signal.SIGTERM)
+                self.stopped[uid] = time.time()
+                self.reported.add(uid)  # a deleted job gets no final condition
+            if proc.poll() is not None and uid not in self.exited:
+                self.exited[uid] = time.time()
+                try:
+                    core.patch_namespaced_pod(f"{name}-master-0", self.namespace, {"metadata": {"finalizers": None}})
+                    core.delete_namespaced_pod(f"{name}-master-0", self.namespace)
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
 
     def _spawn(self, module: str, args: list[str], extra: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{log_name}.log").open("ab") if self.log_dir else subprocess.DEVNULL
@@ -407,6 +458,10 @@ class JobDriver:
             container = j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
             self.procs[uid] = (self._spawn("tests.support.fake_trainer", container["args"], extra, f"{meta['name']}-a{s.attempt}"),
                                meta["name"])  # fmt: skip
+            if self.pods:
+                self._create_pod(j)
+        if self.pods:
+            self._kubelet({j["metadata"]["uid"]: j for j in jobs})
         self.max_training = max(self.max_training, sum(p.poll() is None for p, _ in self.procs.values()))
         for uid, (proc, name) in list(self.procs.items()):
             if uid not in self.reported and proc.poll() is not None:

@@ -12,6 +12,8 @@ seconds; the real trainer is tested end to end where it exists.
                                 after that step's checkpoint if it is one
     FAKE_TRAINER_NONFINITE      report a NaN loss and an infinite elapsed time in progress.json,
                                 as a diverged run or a broken clock would
+    FAKE_TRAINER_STOP_SECONDS   on SIGTERM, finish the step, wait this long (a large checkpoint's write), then
+                                checkpoint the step and exit EXIT_PREEMPTED; without it SIGTERM kills at once
     FAKE_TRAINER_PREEMPT_RUN    a run name that, the first time it reaches step FAKE_TRAINER_PREEMPT_STEP,
                                 checkpoints it, writes progress.json `preempted` and exits EXIT_PREEMPTED,
                                 as the trainer does on SIGTERM
@@ -19,6 +21,9 @@ seconds; the real trainer is tested end to end where it exists.
 A wsd run (--keep-steps, --init-from) checkpoints at its keep steps too, and without a checkpoint of its
 own starts from the --init-from checkpoint (its trunk's), which must exist: exit 2 naming it otherwise,
 as the trainer does. Each start is recorded under `starts/` (`-from-trunk` when from --init-from).
+With --sweep-uid (the operator's runs) its checkpoints, progress and results carry the uid and it resumes
+only from its own sweep's checkpoints, as the trainer does; it never checks before writing (a careless
+trainer), so the readers' fences are what a test of it proves.
 """
 
 from __future__ import annotations
@@ -28,18 +33,24 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 
-from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
+from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout, SweepLayout, lineage
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.contract.results import (
+    START_CHECKPOINT,
+    START_FRESH,
+    START_TRUNK,
     CheckpointFile,
     CheckpointManifest,
     LossSummary,
     Progress,
     RunResults,
+    RunStart,
     checkpoint_steps,
+    foreign,
 )
 from miniseries.contract.shapes import model_shape
 from miniseries.contract.store import open_store
@@ -47,7 +58,8 @@ from miniseries.contract.store import open_store
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    for name in ("namespace", "sweep", "run", "store", "data", "tokenizer", "device", "resume", "eval-bundle"):
+    for name in ("namespace", "sweep", "run", "store", "data", "tokenizer", "device", "resume", "eval-bundle",
+                 "sweep-uid"):  # fmt: skip
         p.add_argument(f"--{name}")
     for name in ("depth", "aspect-ratio", "head-dim", "vocab-size", "seq-len", "target-tokens", "steps",
                  "total-batch-tokens", "device-batch-size", "warmup-steps", "checkpoint-every",
@@ -66,20 +78,31 @@ def main() -> int:
     shape = model_shape(
         a.depth, aspect_ratio=a.aspect_ratio, head_dim=a.head_dim, vocab_size=a.vocab_size, sequence_len=a.seq_len
     )
-    ckpts = checkpoint_steps(store, rl)
+    owners = lineage(store, SweepLayout(rl.namespace, a.sweep), a.sweep_uid) if a.sweep_uid else None
+    ckpts = checkpoint_steps(store, rl, owners)
     start = ckpts[-1] if ckpts and a.resume == "auto" else 0
     origin = ""
+    began = RunStart(kind=START_CHECKPOINT, step=start, uri=rl.checkpoint(start), sweep_uid=a.sweep_uid) if start \
+        else RunStart(kind=START_FRESH, sweep_uid=a.sweep_uid)  # fmt: skip
     if not start and a.init_from:  # a wsd branch's first start: its trunk's checkpoint at the branch's start step
-        if not open_store(a.init_from).exists("manifest.json"):
-            print(f"--init-from {a.init_from}: no checkpoint there", file=sys.stderr, flush=True)
+        trunk = open_store(a.init_from)
+        if not trunk.exists("manifest.json") or foreign(
+            CheckpointManifest.from_json(trunk.read_bytes("manifest.json")).sweep_uid, owners
+        ):
+            print(f"--init-from {a.init_from}: no checkpoint of this sweep there", file=sys.stderr, flush=True)
             return 2
         start, origin = int(a.init_from.rstrip("/").rsplit("step_", 1)[1]), "-from-trunk"
+        began = RunStart(kind=START_TRUNK, step=start, uri=a.init_from, sweep_uid=a.sweep_uid)
     print(f"fake trainer {a.run}: start at step {start}{origin}", flush=True)
     store.write_bytes(rl.root + f"starts/{start:08d}{origin}", b"")  # the test reads where each attempt began
     preempt_step = int(os.environ.get("FAKE_TRAINER_PREEMPT_STEP", "0"))
     preempt = os.environ.get("FAKE_TRAINER_PREEMPT_RUN") == a.run and not store.exists(rl.root + "preempted-once")
     sleep = float(os.environ.get("FAKE_TRAINER_STEP_SECONDS", "0.01"))
     fail_step = int(os.environ.get("FAKE_TRAINER_FAIL_STEP", "2"))
+    stop_seconds = os.environ.get("FAKE_TRAINER_STOP_SECONDS")
+    stopping: list[int] = []
+    if stop_seconds is not None:
+        signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     t0 = time.time()
     curve = []
 
@@ -100,24 +123,32 @@ def main() -> int:
         progress = Progress(sweep=a.sweep, run=a.run, depth=a.depth, step=step, steps=a.steps, tokens=tokens,
                             loss=math.nan if nonfinite else loss,
                             elapsed_seconds=math.inf if nonfinite else time.time() - t0,
-                            tokens_per_second=tokens / max(1e-9, time.time() - t0), updated_at=time.time())  # fmt: skip
+                            tokens_per_second=tokens / max(1e-9, time.time() - t0), updated_at=time.time(),
+                            sweep_uid=a.sweep_uid)  # fmt: skip
         # to_json writes NaN as null; a trainer writing plain json.dumps sends the NaN and Infinity tokens
         raw = json.dumps(progress.to_dict()).encode() if nonfinite else progress.to_json()
         store.write_bytes(rl.progress, raw)
-        preempt_here = preempt and step == preempt_step
+        preempt_here = (preempt and step == preempt_step) or bool(stopping)
+        if stopping:  # SIGTERM: a slow checkpoint, as a large model's (the pod's grace period is long)
+            print(f"SIGTERM at step {step}: checkpointing in {stop_seconds} s", flush=True)
+            time.sleep(float(stop_seconds or 0))
         if step % a.checkpoint_every == 0 or step == a.steps or step in a.keep_steps or preempt_here:
             blob = json.dumps({"step": step}).encode()
             key = rl.checkpoint(step)
             store.write_bytes(key + "model.json", blob)
             files = [CheckpointFile(name="model.json", bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest())]
             store.write_bytes(
-                key + "manifest.json", CheckpointManifest(step=step, tokens=tokens, world_size=1, files=files).to_json()
+                key + "manifest.json",
+                CheckpointManifest(
+                    step=step, tokens=tokens, world_size=1, files=files, sweep_uid=a.sweep_uid
+                ).to_json(),
             )
         if fail_here:
             print(f"simulated crash after the checkpoint of step {step}", file=sys.stderr, flush=True)
             return 3
         if preempt_here:
-            store.write_bytes(rl.root + "preempted-once", b"")
+            if not stopping:
+                store.write_bytes(rl.root + "preempted-once", b"")
             progress.state, progress.updated_at = PROGRESS_PREEMPTED, time.time()
             store.write_bytes(rl.progress, progress.to_json())
             print(f"simulated preemption after the checkpoint of step {step}", file=sys.stderr, flush=True)
@@ -131,6 +162,7 @@ def main() -> int:
         total_batch_tokens=a.total_batch_tokens, flops_per_token=shape.flops_per_token,
         flops=float(tokens * shape.flops_per_token), wall_seconds=time.time() - t0, gpu_seconds=time.time() - t0,
         world_size=1, device="cpu", loss=LossSummary(final=loss if math.isfinite(loss) else None, points=len(curve)),
+        sweep_uid=a.sweep_uid, start=began,
     )  # fmt: skip
     store.write_bytes(rl.results, res.to_json())
     return 0

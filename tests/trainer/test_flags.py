@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -190,3 +191,54 @@ def test_dockerfile_entrypoint_is_the_cli() -> None:
                 flag = token.strip('"').split("=")[0]
                 if flag.startswith("--"):
                     assert flag in known
+
+
+def test_a_cluster_run_refuses_flags_from_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27 item 7: a MINISERIES_MATRIX_LR key in the credentials Secret changed the learning rate with
+    no spec change. With --sweep-uid (the operator's runs) every flag comes from the plan: an override in
+    the environment stops the run naming the variable (exit 2). The local runner (no uid) keeps them."""
+    from miniseries_trainer.flags import build_parser, refuse_env_overrides
+
+    argv = ["--sweep=s", "--run=d1", "--depth=1", "--target-tokens=100", "--total-batch-tokens=64", "--store=file:///s", "--data=file:///d",
+            "--tokenizer=file:///t"]  # fmt: skip
+    monkeypatch.setenv("MINISERIES_MATRIX_LR", "1e30")
+    parser = build_parser()
+    local = parser.parse_args(argv)
+    assert local.matrix_lr == 1e30
+    refuse_env_overrides(parser, local)  # no uid: the documented local override still works
+    cluster = parser.parse_args([*argv, "--sweep-uid=u-1"])
+    with pytest.raises(SystemExit) as e:
+        refuse_env_overrides(parser, cluster)
+    assert e.value.code == 2
+    monkeypatch.delenv("MINISERIES_MATRIX_LR")
+    refuse_env_overrides(build_parser(), build_parser().parse_args([*argv, "--sweep-uid=u-1"]))
+
+
+def test_results_record_every_hyperparameter_the_run_was_trained_with() -> None:
+    from miniseries_trainer.flags import build_parser
+    from miniseries_trainer.outputs import hyperparameters
+
+    args = build_parser().parse_args(["--sweep=s", "--run=d1", "--depth=3", "--target-tokens=100", "--total-batch-tokens=64", "--store=file:///s",
+                                      "--data=file:///d", "--tokenizer=file:///t", "--matrix-lr=0.01"])  # fmt: skip
+    hp = hyperparameters(args)
+    for name in ("matrix_lr", "embedding_lr", "unembedding_lr", "weight_decay", "warmup_steps", "warmdown_ratio",
+                 "total_batch_tokens", "device_batch_size", "seq_len", "seed", "depth", "precision"):  # fmt: skip
+        assert name in hp, name
+    assert hp["matrix_lr"] == 0.01
+    assert "store" not in hp and "sweep_uid" not in hp  # where it ran, not how it trained
+    json.dumps(hp)  # results.json must hold it as it is
+
+
+def test_a_store_that_refuses_the_trainer_exits_store_denied_naming_the_operation(
+    corpus: Corpus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 27 item 3: a refused store is EXIT_STORE_DENIED with the marker line the operator reads (a
+    permission on a file:// store here, as a 403 on S3), not exit 2 or 1: no retry is spent on it."""
+    from miniseries.contract.exits import EXIT_STORE_DENIED, STORE_DENIED_MARKER
+    from miniseries_trainer.train import main
+
+    with pytest.raises(SystemExit) as e:
+        main(train_argv(corpus, Path("/sys/miniseries-refused")))  # sysfs: EPERM even for root
+    assert e.value.code == EXIT_STORE_DENIED
+    err = capsys.readouterr().err
+    assert STORE_DENIED_MARKER in err and "check failed" in err

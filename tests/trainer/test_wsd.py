@@ -5,6 +5,7 @@ keeps a checkpoint at every branch point."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,9 @@ def test_branch_from_trunk_matches_the_straight_run_bitwise(
     branch_argv = train_argv(corpus, wsd, run="d1-b", target_tokens=BATCH * BRANCH_STEPS, warmdown_steps=COOLDOWN,
                              init_from=init, seed=99, **{**common, "keep_checkpoints": 2})  # fmt: skip
     assert main(branch_argv) == 0
+    # results.json says where the branch started: its trunk's checkpoint (issue 27)
+    began = json.loads(store.read_bytes(RunLayout(LOCAL_NAMESPACE, "t", "d1-b").results))["start"]
+    assert began["kind"] == "trunk" and began["step"] == start and began["uri"] == init
     assert main(train_argv(corpus, straight, run="d1-b", target_tokens=BATCH * BRANCH_STEPS,
                            warmdown_steps=COOLDOWN, **common)) == 0  # fmt: skip
 
@@ -75,6 +79,8 @@ def test_branch_from_trunk_matches_the_straight_run_bitwise(
     capsys.readouterr()
     assert main(branch_argv) == 0
     assert f"resumed from {join_uri(store.uri, branch.checkpoint(15))} at step 15" in capsys.readouterr().out
+    began = json.loads(store.read_bytes(branch.results))["start"]
+    assert began["kind"] == "checkpoint" and began["step"] == 15
     again = _model(wsd, "d1-b", BRANCH_STEPS)
     assert all(torch.equal(again[k], straight_model[k]) for k in straight_model)  # type: ignore[call-overload]
 

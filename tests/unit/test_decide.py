@@ -249,6 +249,13 @@ def test_retry_limit_then_failed() -> None:
 def test_succeeded_job_without_results_counts_as_a_failure() -> None:
     d = run_decide(spec(depths=[4]), [job("d4", JobPhase.Succeeded)])
     assert d.runs[0].state is RunState.Retrying and d.runs[0].reason == "NoResults"
+    # whatever reason the backend gives its success (the training-operator always sets one: issue 27)
+    said = job(
+        "d4", JobPhase.Succeeded, reason="PyTorchJobSucceeded", message="PyTorchJob s-d4 is successfully completed."
+    )
+    (r,) = run_decide(spec(depths=[4]), [said]).runs
+    assert r.reason == "NoResults" and r.message is not None
+    assert r.message.startswith("the trainer exited 0 without writing results.json (PyTorchJobSucceeded:")
 
 
 CORRUPT = "file:///tmp/s/ns/s/d4/results.json (200 bytes) is not valid JSON: Unterminated string at line 9"

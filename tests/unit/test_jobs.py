@@ -10,6 +10,7 @@ import pytest
 from miniseries.api.spec import ScalingSweepSpec
 from miniseries.api.sweepfile import load_sweep
 from miniseries.contract.layout import SweepLayout
+from miniseries.contract.store.s3 import CREDENTIAL_ENV
 from miniseries.control import jobs
 from miniseries.control.plan import make_plan
 from miniseries.control.trainer_args import trainer_flags
@@ -60,12 +61,16 @@ def test_pytorchjob_carries_the_planned_run_exactly() -> None:
     # 8 ranks in one pod; torchrun waits for a preempted worker's checkpoint nearly the pod's whole grace
     assert c["command"] == ["torchrun", f"--shutdown-timeout={grace - 10}", "-m", "--", "miniseries_trainer.train"]
     assert grace - 10 > 30  # more than torchrun's default, which would SIGKILL a d20 checkpoint half-written
-    assert c["args"] == trainer_flags(spec, SweepLayout("ns", name), run)
+    assert c["args"] == trainer_flags(spec, SweepLayout("ns", name), run, sweep_uid="uid-1")
+    assert "--sweep-uid=uid-1" in c["args"]  # its checkpoints and results carry the sweep's uid (issue 27)
     assert "--resume=auto" in c["args"]
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "8"}
     assert c["resources"]["requests"]["cpu"] == spec.resources.cpu
     assert c["resources"]["requests"]["memory"] == spec.resources.memory
-    assert c["envFrom"] == [{"secretRef": {"name": "miniseries-s3"}}]
+    # only the store credential keys, one secretKeyRef each: never the whole Secret (issue 27)
+    assert "envFrom" not in c
+    assert {e["name"] for e in c["env"]} == set(CREDENTIAL_ENV)
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"]} == {"miniseries-s3"}
     assert c["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
     ann = master["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/port"] == "9400" and ann["prometheus.io/scrape"] == "true"
@@ -87,7 +92,7 @@ def test_suspend_and_no_secret_and_node_selector() -> None:
     assert job["spec"]["runPolicy"]["suspend"] is True
     tmpl = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     assert tmpl["nodeSelector"] == {"gpu": "h100"}
-    assert tmpl["containers"][0]["envFrom"] == []
+    assert tmpl["containers"][0]["env"] == []
     assert tmpl["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
     assert job["spec"]["nprocPerNode"] == "2"
 

@@ -223,7 +223,7 @@ def test_a_run_over_three_nodes_is_a_master_and_two_workers() -> None:
     assert c["name"] == "pytorch"
     # eight ranks per pod: torchrun, which reads PET_NNODES/PET_NODE_RANK/PET_NPROC_PER_NODE/PET_MASTER_*
     assert c["command"][0] == "torchrun" and c["command"][-3:] == ["-m", "--", "miniseries_trainer.train"]
-    assert c["args"] == trainer_flags(s, SweepLayout("ns", "mn"), run)
+    assert c["args"] == trainer_flags(s, SweepLayout("ns", "mn"), run, sweep_uid="uid")
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "8"}
     assert c["resources"]["requests"]["nvidia.com/gpu"] == "8"
     assert master["metadata"]["labels"][jobs.LABEL_RUN] == run.name

@@ -61,7 +61,23 @@ def test_a_failed_container_brings_the_tail_of_its_log() -> None:
 def test_oom_killed_says_so_even_without_a_log() -> None:
     t = trouble_of(pod("p", container={"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}))
     assert t is not None and t.reason == "OOMKilled" and t.log_tail is None
-    assert t.summary() == "container exited with code 137 (OOMKilled) in pod p"
+    assert t.summary() == (
+        "container exited with code 137 (OOMKilled) in pod p: the node ran out of memory (the container had no "
+        "memory limit)"
+    )
+
+
+def test_oom_killed_names_the_memory_limit_and_where_it_came_from() -> None:
+    """Issue 27 item 6: the limit that killed it came from a namespace LimitRange (the operator sets none)."""
+    oom = {"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+    p = pod("p", container=oom)
+    p["spec"]["containers"][0]["resources"] = {"limits": {"memory": "512Mi"}, "requests": {"memory": "256Mi"}}
+    t = trouble_of(p)
+    assert t is not None and "memory limit 512Mi, set by the container's spec" in t.summary()
+    p["metadata"]["annotations"] = {"kubernetes.io/limit-ranger": "LimitRanger plugin set: memory limit for "
+                                    "container pytorch"}  # fmt: skip
+    t = trouble_of(p)
+    assert t is not None and "memory limit 512Mi, set by the namespace's LimitRange default" in t.summary()
 
 
 def test_crash_loop_keeps_the_previous_attempts_log_tail() -> None:

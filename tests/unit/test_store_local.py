@@ -30,10 +30,20 @@ def test_write_is_atomic_no_partial_file_on_failure(tmp_path: Path, monkeypatch:
         raise OSError("disk full")
 
     monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match=r"write_bytes\('a.json'\) failed: disk full"):
         store.write_bytes("a.json", b"new")
     assert store.read_bytes("a.json") == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # the temp file was cleaned up
+
+
+def test_filesystem_errors_are_store_errors_naming_the_operation() -> None:
+    """Issue 27 item 6: `file:///proc/...` gave a plain OSError (a traceback every 60 s in the operator's
+    log); a StoreError is what the operator shows as StoreReachable=False with an Event."""
+    store = LocalStore(Path("/proc/miniseries-cannot-be-created"))
+    with pytest.raises(StoreError, match="store file:///proc/miniseries-cannot-be-created: write_bytes"):
+        store.write_bytes("ns/s/store-manifest.json", b"{}")
+    with pytest.raises(StoreError):
+        store.check()
 
 
 def test_missing_key_names_the_uri(tmp_path: Path) -> None:

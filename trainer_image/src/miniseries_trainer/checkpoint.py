@@ -35,7 +35,14 @@ import torch
 import torch.distributed as dist
 
 from miniseries.contract.layout import RunLayout
-from miniseries.contract.results import CheckpointFile, CheckpointManifest, checkpoint_steps, read_manifest
+from miniseries.contract.results import (
+    CheckpointFile,
+    CheckpointManifest,
+    Owners,
+    checkpoint_steps,
+    foreign,
+    read_manifest,
+)
 from miniseries.contract.store import Store, open_store
 from miniseries_trainer.dist import rank_world
 from miniseries_trainer.optim import Muon
@@ -92,10 +99,13 @@ def save_checkpoint(
     state: dict[str, Any],
     keep: int,
     pinned: tuple[int, ...] = (),
+    sweep_uid: str | None = None,
 ) -> str:
     """Write this rank's files; rank 0 writes the manifest after every rank is done. Returns the prefix.
 
-    The newest `keep` checkpoints are kept, and every one at a `pinned` step (a wsd trunk's branch points)."""
+    The newest `keep` checkpoints are kept, and every one at a `pinned` step (a wsd trunk's branch points).
+    The manifest names `sweep_uid`, the sweep this run belongs to: a re-created sweep of the same name
+    never resumes from it (results.checkpoint_steps)."""
     rank, world = rank_world()
     prefix = run.checkpoint(step)
     files: dict[str, bytes] = {}
@@ -112,9 +122,10 @@ def save_checkpoint(
         dist.all_gather_object(gathered, [e.to_dict() for e in entries])
         entries = [CheckpointFile.from_dict(e) for part in gathered for e in part]
     if rank == 0:
-        manifest = CheckpointManifest(step=step, tokens=tokens, world_size=world, files=entries, created_at=time.time())
+        manifest = CheckpointManifest(step=step, tokens=tokens, world_size=world, files=entries, created_at=time.time(),
+                                      sweep_uid=sweep_uid)  # fmt: skip
         store.write_bytes(prefix + "manifest.json", manifest.to_json())
-        for old in checkpoint_steps(store, run)[:-keep] if keep > 0 else []:
+        for old in checkpoint_steps(store, run, sweep_uid)[:-keep] if keep > 0 else []:
             if old not in pinned:
                 store.delete_prefix(run.checkpoint(old))
     if world > 1:
@@ -166,11 +177,16 @@ def _refusal(e: Exception) -> str:
     return text.strip().split(". ")[0].splitlines()[0][:300]
 
 
-def load_checkpoint_uri(uri: str) -> LoadedCheckpoint:
-    """The checkpoint at `uri` (a step_<n>/ prefix), verified; raises when it is missing or corrupt."""
+def load_checkpoint_uri(uri: str, owner_uid: Owners = None) -> LoadedCheckpoint:
+    """The checkpoint at `uri` (a step_<n>/ prefix), verified; raises when it is missing or corrupt,
+    or when another sweep than `owner_uid` wrote it (a predecessor of the same name)."""
     rank, world = rank_world()
     store = open_store(uri.rstrip("/"))
     manifest = CheckpointManifest.from_json(store.read_bytes("manifest.json"))
+    if foreign(manifest.sweep_uid, owner_uid):
+        raise ValueError(
+            f"checkpoint {uri} was written by sweep uid {manifest.sweep_uid}, not this sweep ({owner_uid})"
+        )
     if manifest.world_size != world:
         raise WorldSizeMismatch(
             f"checkpoint {uri} was written by {manifest.world_size} ranks, this run has {world}; "
@@ -185,10 +201,11 @@ def load_checkpoint_uri(uri: str) -> LoadedCheckpoint:
     )
 
 
-def load_latest_checkpoint(store: Store, run: RunLayout) -> LoadedCheckpoint | None:
-    """The newest checkpoint every rank can read and verify; older ones if the newest is corrupt."""
+def load_latest_checkpoint(store: Store, run: RunLayout, owner_uid: Owners = None) -> LoadedCheckpoint | None:
+    """The newest checkpoint every rank can read and verify; older ones if the newest is corrupt.
+    With `owner_uid`, only the checkpoints that sweep wrote (results.checkpoint_steps)."""
     rank, world = rank_world()
-    for step in reversed(checkpoint_steps(store, run)):
+    for step in reversed(checkpoint_steps(store, run, owner_uid)):
         prefix = run.checkpoint(step)
         loaded: LoadedCheckpoint | None = None
         problem, unsafe = "", False

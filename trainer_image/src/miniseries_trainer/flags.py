@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from miniseries.contract.exits import EXIT_STORE_DENIED, STORE_DENIED_MARKER
 from miniseries.contract.layout import LOCAL_NAMESPACE
 from miniseries.contract.schedule import SHAPES
 from miniseries_trainer import val_trace
@@ -33,8 +34,38 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def denied(message: str) -> NoReturn:
+    """Stop the run because the store refused its credentials: EXIT_STORE_DENIED, not a training failure
+    (the operator spends no retry and tries again once the credentials change; contract.exits)."""
+    print(f"{STORE_DENIED_MARKER} {message}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_STORE_DENIED)
+
+
 def env_name(flag: str) -> str:
     return "MINISERIES_" + flag[2:].upper().replace("-", "_")
+
+
+def env_overrides(parser: argparse.ArgumentParser) -> list[str]:
+    """The MINISERIES_<FLAG> variables set in this environment, for any flag of `parser`."""
+    names = {env_name(o) for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+    return sorted(n for n in names if n in os.environ)
+
+
+def refuse_env_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """In cluster mode (--sweep-uid: the operator launched this run) every flag comes from the plan.
+
+    A MINISERIES_<FLAG> there can only come from the pod's environment (a key of the credentials
+    Secret, an admission webhook, a LimitRange's defaults do not set env, a mutated runtime): it
+    would change the run without a spec change, past the frozen-spec check, and make it incomparable
+    with its siblings in the fit. Refused rather than recorded: a recorded override still trained
+    the wrong run; refusing costs one failed start with a message naming the variable (issue 27)."""
+    found = env_overrides(parser) if args.sweep_uid else []
+    if found:
+        fail(
+            f"{', '.join(found)} set in the environment of a cluster run (--sweep-uid {args.sweep_uid}): training "
+            "flags come only from the sweep's plan (the operator's command line); remove them from the pod's "
+            "environment (e.g. the credentials Secret)"
+        )
 
 
 def apply_env_defaults(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--sweep", required=True, help="sweep name (store layout and metric label)")
     g.add_argument("--run", required=True, help="run id within the sweep, e.g. d12")
+    g.add_argument(
+        "--sweep-uid",
+        default=None,
+        help="the sweep's Kubernetes uid (the operator passes it; cluster mode): checkpoints and results carry it, "
+        "only this sweep's checkpoints are resumed from, and no MINISERIES_<FLAG> may override a flag",
+    )
     g = p.add_argument_group("model shape (miniseries.contract.shapes.model_shape)")
     g.add_argument(
         "--depth", type=_positive("--depth"), required=True, help="number of layers; width = depth x aspect ratio"

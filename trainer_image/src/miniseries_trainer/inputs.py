@@ -9,9 +9,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from miniseries.contract.core import CoreError
-from miniseries.contract.store import RetryingStore, RetryPolicy, StoreError, StoreHealth, open_store
+from miniseries.contract.store import (
+    RetryingStore,
+    RetryPolicy,
+    StoreAccessDenied,
+    StoreError,
+    StoreHealth,
+    open_store,
+)
 from miniseries_trainer.data import list_shards
-from miniseries_trainer.flags import STARTUP_STORE_SECONDS, fail
+from miniseries_trainer.flags import STARTUP_STORE_SECONDS, denied, fail
 from miniseries_trainer.tokenizer import Tokenizer, load_tokenizer
 
 if TYPE_CHECKING:
@@ -53,6 +60,8 @@ def open_inputs(args: argparse.Namespace, rank: int) -> Inputs:
             bundle = load_bundle(
                 args.eval_bundle, allow_partial=args.core_allow_partial, max_per_task=args.core_max_per_task
             )
+    except StoreAccessDenied as e:
+        denied(str(e))
     except (StoreError, ValueError) as e:
         fail(f"--eval-bundle: {e}" if isinstance(e, CoreError) else str(e))
     if tokenizer.vocab_size > args.vocab_size:

@@ -76,6 +76,7 @@ class ProgressWriter:
     steps: int
     runtime: Runtime
     metrics: TrainerMetrics
+    sweep_uid: str | None = None
 
     def write(self, step: int, loss: float | None, lr: float | None, speed: Throughput, state: str) -> None:
         if not self.runtime.master:
@@ -98,6 +99,7 @@ class ProgressWriter:
             world_size=self.runtime.world,
             state=state,  # training | evaluating | done | preempted (contract.preemption)
             updated_at=time.time(),
+            sweep_uid=self.sweep_uid,
         )
         self.store.write_advisory(self.run.progress, progress.to_json())
         if eta is not None:
@@ -164,3 +166,19 @@ def run_results(
         provenance=provenance,
         created_at=time.time(),
     )
+
+
+#: Flags that say where a run reads and writes, not how it trains (kept out of `hyperparameters`).
+NOT_HYPERPARAMETERS = frozenset({"store", "data", "tokenizer", "eval_bundle", "metrics_port", "namespace", "sweep",
+                                 "run", "sweep_uid", "init_from", "resume", "device"})  # fmt: skip
+
+
+def hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
+    """Every parsed flag that shapes what is trained (learning rates, batch, schedule, seed, precision, ...),
+    as the trainer used it: results.json says how its run was trained, not only what the plan meant."""
+    out: dict[str, Any] = {}
+    for name, value in sorted(vars(args).items()):
+        if name in NOT_HYPERPARAMETERS:
+            continue
+        out[name] = list(value) if isinstance(value, (tuple, set, frozenset)) else value
+    return out

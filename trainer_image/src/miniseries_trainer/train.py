@@ -31,13 +31,15 @@ import torch
 import torch.distributed as dist
 
 from miniseries.contract import shapes
-from miniseries.contract.layout import RunLayout, join_uri
+from miniseries.contract.exits import EXIT_FENCED
+from miniseries.contract.layout import RunLayout, SweepLayout, fenced, join_uri, lineage
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
+from miniseries.contract.results import START_CHECKPOINT, START_FRESH, START_TRUNK, Owners, RunStart
 from miniseries.contract.schedule import schedule_record
-from miniseries.contract.store import Store, open_store
+from miniseries.contract.store import Store, StoreAccessDenied, open_store
 from miniseries_trainer import checkpoint, data, masking, precision, provenance, val_trace
 from miniseries_trainer.evaluate import core_score, load_validation, validation_bpb
-from miniseries_trainer.flags import build_parser, fail
+from miniseries_trainer.flags import build_parser, denied, fail, refuse_env_overrides
 from miniseries_trainer.inputs import open_inputs
 from miniseries_trainer.metrics import TrainerMetrics
 from miniseries_trainer.model import build_model, shape_from_flags
@@ -46,6 +48,7 @@ from miniseries_trainer.outputs import (
     LOSS_CURVE_EVERY_SECONDS,
     PROGRESS_EVERY_SECONDS,
     ProgressWriter,
+    hyperparameters,
     json_lines,
     loss_point,
     record_step,
@@ -67,16 +70,17 @@ def resume(
     model: torch.nn.Module,
     optimizers: list[torch.optim.Optimizer],
     init_from: str | None = None,
+    owner_uid: Owners = None,
 ) -> checkpoint.LoadedCheckpoint | None:
     """Load the newest valid checkpoint into the model, optimizers and RNG (--resume auto|require|never);
     without one of its own, the checkpoint `init_from` names (--init-from: a wsd branch's trunk checkpoint)."""
     if policy == "never":
         return None
     try:
-        ckpt = checkpoint.load_latest_checkpoint(store, run)
+        ckpt = checkpoint.load_latest_checkpoint(store, run, owner_uid)
         if ckpt is None and init_from:
             try:
-                ckpt = checkpoint.load_checkpoint_uri(init_from)
+                ckpt = checkpoint.load_checkpoint_uri(init_from, owner_uid)
             except (checkpoint.WorldSizeMismatch, checkpoint.UnsafeCheckpoint):
                 raise
             except Exception as e:  # missing, unreadable or corrupt: the branch cannot start
@@ -100,13 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     with StopSignal() as stop:
         try:
             return train(argv, stop)
+        except StoreAccessDenied as e:  # a write refused mid-run (a rotated key): the credentials, not training
+            denied(str(e))
         except Preempted as e:  # during evaluation: the final checkpoint is written, nothing to save
             print(f"{e} after the last step, before results were written; exit {EXIT_PREEMPTED}", flush=True)
             return EXIT_PREEMPTED
 
 
 def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    refuse_env_overrides(parser, args)
     if problem := val_trace.check_flags(args.val_every, args.val_tokens):
         fail(problem)
 
@@ -168,15 +176,21 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
     )
 
     # -- resume
-    ckpt = resume(args.resume, store, run, model, optimizers, args.init_from)
+    # only this sweep's checkpoints (and those of the sweeps it adopted), never a deleted predecessor's
+    owners = lineage(store, SweepLayout(args.namespace, args.sweep), args.sweep_uid) if args.sweep_uid else None
+    ckpt = resume(args.resume, store, run, model, optimizers, args.init_from, owners)
     start_step, loader_state, loss_curve = 0, None, []
+    start = RunStart(kind=START_FRESH, sweep_uid=args.sweep_uid)
     val_rows: list[dict[str, Any]] = []
     if ckpt is not None:
         start_step, loader_state = ckpt.step, ckpt.state["loader"]
         loss_curve = ckpt.state.get("loss_curve", [])
         val_rows = val_trace.read_rows(ckpt.state)
         own = join_uri(store.uri, run.checkpoint(ckpt.step))
-        source = args.init_from if args.init_from and ckpt.step not in checkpoint.checkpoint_steps(store, run) else own
+        trunk = args.init_from and ckpt.step not in checkpoint.checkpoint_steps(store, run, owners)
+        source = args.init_from if trunk else own
+        start = RunStart(kind=START_TRUNK if trunk else START_CHECKPOINT, step=ckpt.step, uri=source,
+                         sweep_uid=args.sweep_uid)  # fmt: skip
         print0(f"resumed from {source} at step {ckpt.step}")
     elif args.resume != "never" and master and store.exists(run.results):
         print0("note: results.json exists but no checkpoint: training from scratch")
@@ -227,7 +241,7 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
     speed = Throughput(
         hz.total_batch_tokens, shape.flops_per_token, peak_flops_per_device(device, args.peak_flops), world
     )
-    progress = ProgressWriter(store, run, args.depth, hz, steps, rt, metrics)
+    progress = ProgressWriter(store, run, args.depth, hz, steps, rt, metrics, args.sweep_uid)
 
     def save(step: int) -> str:
         state: dict[str, Any] = {
@@ -247,6 +261,7 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
             state=state,
             keep=args.keep_checkpoints,
             pinned=args.keep_steps,
+            sweep_uid=args.sweep_uid,
         )
         if master:
             write_json_lines(store, run.loss_curve, loss_curve)
@@ -386,6 +401,12 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
                 ),
             ),
         )
+        results.sweep_uid, results.start, results.hyperparameters = args.sweep_uid, start, hyperparameters(args)
+        if args.sweep_uid and (why := fenced(store, SweepLayout(args.namespace, args.sweep), args.sweep_uid)):
+            # the sweep was deleted (or re-created) while this run finished: its results are no one's
+            print0(f"not writing results: {why}; exit {EXIT_FENCED}", flush=True)
+            stop_runtime(rt)
+            return EXIT_FENCED
         write_json_lines(store, run.loss_curve, loss_curve)
         if vtrace.rows:  # whole again at the end, as the loss curve (a restarted run rewrites both)
             vtrace.write()

@@ -73,11 +73,16 @@ def cmd_operator(args: argparse.Namespace) -> int:
     # acts, the others freeze. Equal priorities would both act, so each replica draws
     # its own unless one is given.
     priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
+    # Listed namespaces: optional peering under the same name, and served while being deleted
+    # (handlers.configure and handlers.serve_terminating_namespaces say why).
+    handlers.OPTIONAL_PEERING = None if args.all_namespaces else args.peering
+    if not args.all_namespaces:
+        handlers.serve_terminating_namespaces()
     kopf.run(
         clusterwide=args.all_namespaces,
         namespaces=namespaces,
         standalone=args.peering is None,
-        peering_name=args.peering,
+        peering_name=args.peering if args.all_namespaces else None,
         priority=priority,
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
     )

@@ -254,6 +254,30 @@ def read_manifest(store: Store, layout: SweepLayout) -> StoreManifest | None:
     return manifest
 
 
+def fenced(store: Store, layout: SweepLayout, uid: str) -> str | None:
+    """Why a trainer of sweep `uid` may no longer write under `layout.root` (None: it may).
+
+    A trainer checks this before each checkpoint and before results.json: once its sweep is deleted
+    (its manifest gone) or the key is another sweep's (a new sweep of the same name), whatever it
+    writes would be read as someone else's training. Readers fence too (results.foreign), for the
+    write that races this check."""
+    manifest = read_manifest(store, layout)
+    if manifest is None:
+        return f"{join_uri(store.uri, layout.manifest)} is gone: sweep uid {uid} was deleted"
+    if manifest.owner.uid != uid:
+        return f"{join_uri(store.uri, layout.root)} now belongs to sweep {manifest.owner.describe()}, not uid {uid}"
+    return None
+
+
+def lineage(store: Store, layout: SweepLayout, uid: str) -> frozenset[str]:
+    """The uids whose checkpoints and results are sweep `uid`'s own: its uid, and the uids of the
+    sweeps whose data it adopted on purpose (ADOPT_ANNOTATION, recorded in its store manifest)."""
+    manifest = read_manifest(store, layout)
+    if manifest is None or manifest.owner.uid != uid:
+        return frozenset({uid})
+    return frozenset({uid, *(a.uid for a in manifest.adopted_from)})
+
+
 def migrate_command(store_uri: str, layout: SweepLayout, uid: str) -> str:
     return (
         f"miniseries store migrate --store {store_uri} --namespace {layout.namespace} --sweep {layout.sweep} "

@@ -13,7 +13,7 @@ from typing import Any
 
 from miniseries.contract.doc import Doc, DocError
 from miniseries.contract.layout import RunLayout, step_of_checkpoint_key
-from miniseries.contract.store import Store, StoreError
+from miniseries.contract.store import Store, StoreError, StoreNotFound
 
 RESULTS_SCHEMA_VERSION = 1
 CHECKPOINT_SCHEMA_VERSION = 1
@@ -39,6 +39,7 @@ class Progress(Doc):
     world_size: int = 1
     state: str = "training"  # training | evaluating | done | preempted (contract.preemption)
     updated_at: float = 0.0  # unix time
+    sweep_uid: str | None = None  # the writing sweep's uid (--sweep-uid): a predecessor's is not this sweep's
 
 
 @dataclass(kw_only=True)
@@ -104,6 +105,21 @@ class Provenance(Doc):
         }
 
 
+#: RunStart.kind: where a run's weights came from when its last attempt started.
+START_FRESH, START_CHECKPOINT, START_TRUNK = "fresh", "checkpoint", "trunk"
+
+
+@dataclass(kw_only=True)
+class RunStart(Doc):
+    """Where the attempt that wrote results.json started: from scratch, from the run's own checkpoint,
+    or (a wsd branch) from its trunk's; with the uid of the sweep that wrote that checkpoint."""
+
+    kind: str = START_FRESH  # fresh | checkpoint | trunk
+    step: int = 0
+    uri: str | None = None
+    sweep_uid: str | None = None
+
+
 @dataclass(kw_only=True)
 class RunResults(Doc):
     """results.json: everything one finished run measured."""
@@ -136,6 +152,10 @@ class RunResults(Doc):
     val_trace: dict[str, Any] | None = None  # every, slice_tokens, points, eval_seconds, measured_overhead
     provenance: Provenance | None = None
     created_at: float = 0.0
+    sweep_uid: str | None = None  # the writing sweep's uid (--sweep-uid)
+    start: RunStart | None = None
+    #: Every flag value that shaped the run (learning rates, batch, schedule, seed, ...), as the trainer parsed them.
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -155,6 +175,7 @@ class CheckpointManifest(Doc):
     world_size: int
     files: list[CheckpointFile]
     created_at: float = 0.0
+    sweep_uid: str | None = None  # the writing sweep's uid (--sweep-uid): the fence of `checkpoint_steps`
 
 
 class ResultsError(RuntimeError):
@@ -207,15 +228,43 @@ def read_val_curve(store: Store, run: RunLayout) -> list[dict[str, float]]:
     return [json.loads(line) for line in store.read_bytes(run.val_curve).decode().splitlines() if line.strip()]
 
 
-def checkpoint_steps(store: Store, run: RunLayout) -> list[int]:
-    """Steps of complete checkpoints (those with a manifest), newest last."""
+#: The uids whose documents are a sweep's own: its uid, and those of the sweeps whose data it adopted
+#: (layout.lineage); a single uid stands for itself; None: no fence (the local runner).
+Owners = str | frozenset[str] | None
+
+
+def foreign(doc_uid: str | None, owners: Owners) -> bool:
+    """A document written by another sweep of the same name (deleted and re-created: a new uid).
+
+    Only a document that names another uid is foreign: one without a uid was written by a trainer
+    that predates the field, or by the local runner, which passes none."""
+    if owners is None or doc_uid is None:
+        return False
+    return doc_uid != owners if isinstance(owners, str) else doc_uid not in owners
+
+
+def checkpoint_steps(store: Store, run: RunLayout, owner_uid: Owners = None) -> list[int]:
+    """Steps of complete checkpoints (those with a manifest), newest last.
+
+    With `owner_uid`, only the checkpoints that sweep wrote: a trainer of a deleted sweep of the
+    same name can still be writing (a long grace period, a lost node) when a new one claims the key,
+    and its checkpoint must never be resumed from (issue 27)."""
     steps = set()
     for key in store.list(run.checkpoints):
         if key.endswith("/manifest.json"):
             step = step_of_checkpoint_key(key)
             if step is not None:
                 steps.add(step)
-    return sorted(steps)
+    if owner_uid is None:
+        return sorted(steps)
+    return [s for s in sorted(steps) if not foreign(_manifest_uid(store, run, s), owner_uid)]
+
+
+def _manifest_uid(store: Store, run: RunLayout, step: int) -> str | None:
+    try:
+        return read_manifest(store, run, step).sweep_uid
+    except (StoreNotFound, ResultsError):
+        return None  # deleted meanwhile or unreadable: the loader refuses it on its own
 
 
 def read_manifest(store: Store, run: RunLayout, step: int) -> CheckpointManifest:

@@ -48,11 +48,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from miniseries.api.spec import ScalingSweepStatus
+from miniseries.api.spec import RunState, ScalingSweepStatus
 from miniseries.control import forecasts
 from miniseries.control.observed import Observations, TokenizerState
 from miniseries.control.pods import TOKENIZER
-from miniseries.control.runs import Actions, Event, decide_runs
+from miniseries.control.runs import STORE_ACCESS_DENIED, Actions, Event, decide_runs
 from miniseries.control.status import condition, fit_due, idle_gpus_condition, set_condition, sweep_status
 
 
@@ -82,9 +82,15 @@ def decide(o: Observations) -> Decision:
         off_trend=forecasts.off_trend(runs.runs, policy),
     )  # fmt: skip
     s.forecast_summary = forecasts.summary(runs.runs, s.plan)
-    s.conditions = set_condition(
-        s.conditions, "StoreReachable", True, "StoreReadable", f"{spec.store.uri} read and written", now, gen
-    )
+    # what the runs see, not only the operator's own credentials: a trainer the store refused says so
+    denied = [r for r in runs.runs if r.reason == STORE_ACCESS_DENIED and r.state is RunState.Retrying]
+    if denied:
+        msg = f"the store refused runs {', '.join(r.name for r in denied)}: {denied[0].message}"
+        s.conditions = set_condition(s.conditions, "StoreReachable", False, "RunsDenied", msg[:1000], now, gen)
+    else:
+        s.conditions = set_condition(
+            s.conditions, "StoreReachable", True, "StoreReadable", f"{spec.store.uri} read and written", now, gen
+        )
     s.conditions = idle_gpus_condition(s, now, gen)
     if o.refused:
         msg = "; ".join(o.refused)[:1000]

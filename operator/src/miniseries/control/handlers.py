@@ -33,11 +33,12 @@ condition and an Event, and a store URI outside the operator's store roots
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -72,6 +73,7 @@ from miniseries.control.observe import (
     read_sweep,
     serve,
 )
+from miniseries.control.observed import parse_time, rfc3339
 from miniseries.control.plan import make_plan
 
 log = logging.getLogger("miniseries.operator")
@@ -79,9 +81,16 @@ log = logging.getLogger("miniseries.operator")
 # Tests shorten both through the environment; production keeps the defaults.
 POLL_SECONDS = float(os.environ.get("MINISERIES_POLL_SECONDS", "10"))
 runs.RETRY_BASE_SECONDS = float(os.environ.get("MINISERIES_RETRY_BASE_SECONDS", runs.RETRY_BASE_SECONDS))
-FINALIZER_RETRIES = 5  # store errors while deleting a sweep's artifacts
-JOBS_GONE_RETRIES = 30  # ~30 s waiting for a deleted sweep's jobs before its store prefix goes
+#: Store errors while deleting a sweep's artifacts are retried this long after its writers are gone.
+STORE_DELETE_SECONDS = 60.0
+#: A deleted sweep's jobs may take this long to go (their controller's finalizers) before its pods are
+#: counted on alone; its pods are waited for until their grace period ends plus WRITERS_MARGIN_SECONDS.
+JOBS_GONE_SECONDS = 30.0
+WRITERS_MARGIN_SECONDS = 60.0
 KUBECONFIG: str | None = None  # set by `miniseries operator --kubeconfig`; None: in-cluster first
+#: The peering object's name when the operator watches listed namespaces (`miniseries operator --peering`
+#: without --all-namespaces): peering there is optional, not kopf's mandatory mode (see `configure`).
+OPTIONAL_PEERING: str | None = None
 #: The admission policy, store roots included: set by `miniseries operator` from its flags; the
 #: defaults (no flags) are the chart's (api/policy.py).
 POLICY = Policy()
@@ -104,6 +113,38 @@ def _now() -> datetime:
 # ---------------------------------------------------------------- startup
 
 
+def serve_terminating_namespaces() -> None:
+    """Serve a listed namespace that is being deleted, also when the operator starts during that deletion.
+
+    kopf (1.38) serves the namespaces it lists and watches; one marked for deletion whose content is not
+    gone yet ("termination pending") keeps being served if it was served already, but is never added: an
+    operator watching listed namespaces (the chart's watch.allNamespaces=false) restarted mid-deletion
+    never saw that namespace's sweeps, never released kopf's finalizer on them, and the namespace stayed
+    Terminating (issue 27). The all-namespaces mode does not look at namespaces and is not affected.
+    Called by `miniseries operator` for listed namespaces; tests/unit/test_namespace_deletion.py checks
+    that kopf's function still behaves as assumed here."""
+    from kopf._cogs.structs import references
+    from kopf._core.reactor import observation
+
+    if getattr(observation.revise_namespaces, "serves_terminating", False):
+        return
+    original = observation.revise_namespaces
+
+    def revise(*, insights: Any, namespaces: Any, raw_events: Any = (), raw_bodies: Any = ()) -> None:
+        original(insights=insights, namespaces=namespaces, raw_events=raw_events, raw_bodies=raw_bodies)
+        objects = [e["object"] for e in raw_events if e.get("type") != "DELETED"] + list(raw_bodies)
+        for obj in objects:
+            name = obj["metadata"]["name"]
+            pending = obj["metadata"].get("deletionTimestamp") and observation.get_blockers(
+                {"type": None, "object": obj}  # type: ignore[typeddict-item]
+            )
+            if pending and any(references.match_namespace(name, p) for p in namespaces):
+                insights.namespaces.add(name)
+
+    revise.serves_terminating = True  # type: ignore[attr-defined]
+    observation.revise_namespaces = revise
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Progress in annotations: status is ours, and its schema would prune kopf's fields.
@@ -111,6 +152,15 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="miniseries.dev")
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 8
+    if OPTIONAL_PEERING:
+        # A namespaced KopfPeering lives in the namespace it guards: when that namespace is deleted the
+        # namespace controller removes it, and kopf's mandatory peering (an explicit --peering name) then
+        # keeps the operator paused there for good, so a restarted operator never releases the sweeps'
+        # finalizers and the namespace stays Terminating (issue 27). Optional peering elects the same way
+        # while the object exists and acts alone once it is gone; the status writes are fenced anyway
+        # (resourceVersion preconditions), so a moment of two active replicas launches nothing twice.
+        settings.peering.name = OPTIONAL_PEERING
+        settings.peering.mandatory = False
     if KUBECONFIG:
         config.load_kube_config(config_file=KUBECONFIG)
     else:
@@ -193,13 +243,15 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     layout = SweepLayout(ns, name)
     identity = SweepIdentity(namespace=ns, name=name, uid=meta["uid"], created=meta.get("creationTimestamp"))
     try:
-        claim(store, layout, identity, [r.name for r in plan.runs],
-              adopt_uid=(meta.get("annotations") or {}).get(ADOPT_ANNOTATION))  # fmt: skip
+        manifest = claim(store, layout, identity, [r.name for r in plan.runs],
+                         adopt_uid=(meta.get("annotations") or {}).get(ADOPT_ANNOTATION))  # fmt: skip
     except ClaimRefused as e:
         _store_refused(body, previous, e)
         return
-
-    observations, accepted = observe(body, sweep.spec, plan, store, layout, previous, _now())
+    # what this sweep reads as its own: its uid's documents and those of the sweeps it adopted, never
+    # a deleted predecessor's (whose trainer may have written after this claim)
+    owners = frozenset({identity.uid, *(a.uid for a in manifest.adopted_from)})
+    observations, accepted = observe(body, sweep.spec, plan, store, layout, previous, _now(), owners)
     if accepted.save:
         save_spec(store, layout, accepted.spec)
     due = forecasts.due(observations.plan, observations.jobs, observations.store, previous.runs)
@@ -251,9 +303,13 @@ def _store_unreachable(namespace: str, name: str, err: StoreError) -> None:
     store = body.get("spec", {}).get("store") or {}
     secret = store.get("credentialsSecret")
     where = f"the Secret {secret!r} (spec.store.credentialsSecret)" if secret else "the operator's environment"
+    if str(store.get("uri") or "").startswith("file://"):
+        check = "Check that the directory exists or can be created, and is writable by the operator and the trainers"
+    else:
+        check = (f"Check that the bucket exists and that AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and "
+                 f"AWS_SECRET_ACCESS_KEY in {where} reach it")  # fmt: skip
     msg = (
-        f"spec.store.uri {store.get('uri')!r} cannot be read or written: {err}. Check that the bucket exists and "
-        f"that AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in {where} reach it; "
+        f"spec.store.uri {store.get('uri')!r} cannot be read or written: {err}. {check}; "
         f"retrying every {STORE_RETRY_SECONDS:g} s"
     )[:1000]
     previous, now, gen = parse_status(body), _now(), body["metadata"].get("generation")
@@ -324,6 +380,36 @@ def _deletes_store(spec: kopf.Spec, **_: Any) -> bool:
     return spec.get("deletionPolicy", "Retain") == "Delete"
 
 
+def _writer_pods(namespace: str, sweep: str) -> list[dict[str, Any]]:
+    """The sweep's pods that still exist (trainers and the tokenizer, by the sweep label): processes
+    that can still write under its store key, however long their grace period."""
+    try:
+        resp = kube.core().list_namespaced_pod(
+            namespace, label_selector=f"{jobs.LABEL_SWEEP}={sweep}", _preload_content=False
+        )
+    except ApiException as e:
+        if e.status == 403:  # a chart without `list` on pods: the uid fence alone protects a new sweep
+            log.warning(
+                "cannot list pods in %s (%s): not waiting for %s's trainers to stop", namespace, e.reason, sweep
+            )
+            return []
+        raise
+    return json.loads(resp.data).get("items", [])  # type: ignore[no-any-return]
+
+
+def writers_deadline(deleted_at: datetime, pods: list[dict[str, Any]], jobs_left: int) -> datetime:
+    """Until when a deleting sweep waits for its writers: each pod until its deletionTimestamp (the
+    API server sets it to the deletion time plus the pod's grace period) or, not yet deleted, the
+    sweep's deletion time plus its grace period; and its jobs JOBS_GONE_SECONDS; plus a margin.
+    After that a pod is on a lost node (it may never report back) and the uid fence covers it."""
+    ends = [deleted_at + timedelta(seconds=JOBS_GONE_SECONDS)] if jobs_left else [deleted_at]
+    for pod in pods:
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        grace = float(spec.get("terminationGracePeriodSeconds") or 30)
+        ends.append(parse_time(meta.get("deletionTimestamp")) or deleted_at + timedelta(seconds=grace))
+    return max(ends) + timedelta(seconds=WRITERS_MARGIN_SECONDS if pods or jobs_left else 0)
+
+
 def _stop_jobs(namespace: str, sweep: str, uid: str) -> int:
     """Delete the sweep's jobs (foreground: their pods first); how many still exist."""
     left = 0
@@ -364,9 +450,21 @@ def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: 
     if bad:
         events.post(body, "Warning", reason="StoreNotDeleted", message=f"nothing deleted: spec.store.uri {bad}")
         return
+    # No process of the sweep may write after its data is gone (a new sweep of the same name would
+    # find it): its jobs and its pods must be gone, however long the trainers' grace period (issue 27).
     left = _stop_jobs(namespace, name, uid)
-    if left and retry < JOBS_GONE_RETRIES:
-        raise kopf.TemporaryError(f"waiting for {left} jobs to go before deleting {where}", delay=1)
+    pods = _writer_pods(namespace, name)
+    deleted_at = parse_time(body["metadata"].get("deletionTimestamp")) or _now()
+    deadline = writers_deadline(deleted_at, pods, left)
+    if (left or pods) and _now() < deadline:
+        names = ", ".join(sorted(p["metadata"]["name"] for p in pods)[:5])
+        raise kopf.TemporaryError(f"waiting for {left} jobs and {len(pods)} pods ({names}) to stop before "
+                                  f"deleting {where} (until {rfc3339(deadline)} at most)", delay=2)  # fmt: skip
+    if left or pods:
+        events.post(body, "Warning", reason="WritersNotGone",
+                    message=f"{left} jobs and {len(pods)} pods of this sweep still exist past their grace period "
+                    f"(a lost node?); deleting {where} anyway: a new sweep of this name never reads what they "
+                    "write (their checkpoints and results carry this sweep's uid)")  # fmt: skip
     identity = SweepIdentity(namespace=namespace, name=name, uid=uid, created=body["metadata"].get("creationTimestamp"))
     try:
         removed, kept = delete_owned(open_store(uri), layout, identity)
@@ -374,7 +472,7 @@ def on_delete(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: 
         events.post(body, "Warning", reason="StoreNotDeleted", message=f"nothing deleted: {e.message}"[:1000])
         return
     except (StoreError, ValueError) as e:
-        if retry < JOBS_GONE_RETRIES + FINALIZER_RETRIES:
+        if _now() < deadline + timedelta(seconds=STORE_DELETE_SECONDS):
             raise kopf.TemporaryError(f"deleting store data failed: {e}", delay=min(2 ** (retry % 6), 30)) from e
         events.post(body, "Warning", reason="StoreCleanupFailed",
                    message=f"gave up deleting {where} after {retry + 1} tries: {e}")  # fmt: skip

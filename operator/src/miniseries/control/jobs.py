@@ -202,11 +202,6 @@ def created_suspended(spec: ScalingSweepSpec) -> bool:
     return spec.resources.queue_name is not None or bool(spec.suspend)
 
 
-def _env_from(spec: ScalingSweepSpec) -> list[dict[str, Any]]:
-    secret = spec.store.credentials_secret
-    return [{"secretRef": {"name": secret}}] if secret else []
-
-
 def gpus_per_pod(run: PlannedRun) -> int:
     """GPUs (and trainer processes) in each of a run's pods: one pod per node the run spans."""
     return run.gpus // run.nodes
@@ -278,8 +273,8 @@ def pytorchjob(
         "image": res.image,
         "imagePullPolicy": res.image_pull_policy,
         "command": trainer_command(gpus_per_pod(run), termination_grace_seconds(spec, run)),
-        "args": trainer_flags(spec, SweepLayout(namespace, sweep), run, metrics_port=metrics_port),
-        "envFrom": _env_from(spec),
+        "args": trainer_flags(spec, SweepLayout(namespace, sweep), run, metrics_port=metrics_port, sweep_uid=uid),
+        "env": credential_env(spec),  # only the store credential keys, never the whole Secret (issue 27)
         # a failed trainer's last log lines land in its status, where the operator reads them (pods.py)
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "ports": [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],
@@ -316,9 +311,11 @@ def pytorchjob(
 
 def credential_env(spec: ScalingSweepSpec) -> list[dict[str, Any]]:
     """The store credentials as env entries, one optional secretKeyRef per variable the store reads
-    (CREDENTIAL_ENV): a TrainJob's trainer has `env` but no `envFrom`, and runtimePatches may not add
-    env to the trainer's container (the v2 webhook refuses it). A key the Secret lacks is left unset,
-    as envFrom would; a key the Secret has beyond these does not reach the trainer."""
+    (CREDENTIAL_ENV), for every container the operator creates. Never envFrom: every key of the Secret
+    would reach the trainer, and a MINISERIES_<FLAG> key there would change training without a spec
+    change (issue 27). (A TrainJob's trainer also has `env` but no `envFrom`, and runtimePatches may not
+    add env to the trainer's container.) A key the Secret lacks is left unset; a key the Secret has
+    beyond these does not reach the trainer."""
     secret = spec.store.credentials_secret
     if not secret:
         return []
@@ -383,7 +380,7 @@ def trainjob(
     trainer: dict[str, Any] = {
         "image": res.image,
         "command": trainer_command(gpus_per_pod(run), grace, torchrun_for_nodes=run.nodes > 1),
-        "args": trainer_flags(spec, SweepLayout(namespace, sweep), run, metrics_port=metrics_port),
+        "args": trainer_flags(spec, SweepLayout(namespace, sweep), run, metrics_port=metrics_port, sweep_uid=uid),
         "numNodes": run.nodes,
         "numProcPerNode": gpus_per_pod(run),
         "resourcesPerNode": pod_resources(spec, run),
@@ -442,7 +439,7 @@ def tokenizer_job(spec: ScalingSweepSpec, sweep: str, uid: str, namespace: str) 
         "imagePullPolicy": res.image_pull_policy,
         "command": ["python", "-m", TOKENIZER_MODULE],
         "args": tokenizer_flags(spec, SweepLayout(namespace, sweep)),
-        "envFrom": _env_from(spec),
+        "env": credential_env(spec),  # only the store credential keys, never the whole Secret (issue 27)
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": {"requests": {"cpu": res.cpu, "memory": res.memory}},
     }

@@ -248,13 +248,15 @@ def observe(
     layout: SweepLayout,
     previous: ScalingSweepStatus,
     now: datetime,
+    owners: frozenset[str] | None = None,
 ) -> tuple[Observations, Accepted]:
     """Everything `decide` needs about a sweep that passed its checks and claimed its store key,
-    and which spec is reconciled (the caller writes it to the store when `Accepted.save`)."""
+    and which spec is reconciled (the caller writes it to the store when `Accepted.save`).
+    `owners`: the uids whose store documents are this sweep's (its claim's layout.lineage)."""
     meta = body["metadata"]
     observed = owned_jobs(layout.namespace, layout.sweep, meta["uid"])
     accepted = accept(load_spec(store, layout), given, given_plan, observed, previous)
-    runs = observe_runs(store, layout, accepted.plan.runs)
+    runs = observe_runs(store, layout, accepted.plan.runs, owners or meta["uid"])
     for name, o in runs.items():
         if o.results_error:
             log.warning("results of %s/%s unreadable: %s", layout.root, name, o.results_error)

@@ -21,10 +21,12 @@ from typing import Any
 from miniseries.api.spec import PlannedRun, PlanStatus, RunForecast, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.contract.layout import SweepLayout, join_uri
 from miniseries.contract.results import (
+    Owners,
     Progress,
     ResultsError,
     RunResults,
     checkpoint_steps,
+    foreign,
     read_progress,
     read_results,
 )
@@ -266,11 +268,15 @@ class RunObservation:
     checkpoint_steps: tuple[int, ...] = ()  # every complete checkpoint (a wsd trunk's: its branches' starts)
 
 
-def observe_runs(store: Store, layout: SweepLayout, runs: list[PlannedRun]) -> dict[str, RunObservation]:
+def observe_runs(
+    store: Store, layout: SweepLayout, runs: list[PlannedRun], owner_uid: Owners = None
+) -> dict[str, RunObservation]:
     """What the store says about each run; the one store read the operator and the local runner share.
 
     A store that does not answer raises (StoreError); it never reads as "no results", which
-    would retry finished runs."""
+    would retry finished runs. With `owner_uid` (the operator: the sweep's uid) results, progress
+    and checkpoints written by another sweep of the same name (deleted, its trainer still writing
+    when this one claimed the key) are not this sweep's: they read as absent (results.foreign)."""
     out: dict[str, RunObservation] = {}
     for run in runs:
         rl = layout.run(run.name)
@@ -281,10 +287,15 @@ def observe_runs(store: Store, layout: SweepLayout, runs: list[PlannedRun]) -> d
             error = str(e)
         except StoreNotFound:
             results = None  # deleted between listing and reading
-        steps = checkpoint_steps(store, rl)
+        if results is not None and foreign(results.sweep_uid, owner_uid):
+            results = None  # a predecessor's: this run has not finished
+        steps = checkpoint_steps(store, rl, owner_uid)
+        progress = None if results else read_progress(store, rl)
+        if progress is not None and foreign(progress.sweep_uid, owner_uid):
+            progress = None
         out[run.name] = RunObservation(
             results=results,
-            progress=None if results else read_progress(store, rl),
+            progress=progress,
             checkpoint_uri=join_uri(store.uri, rl.checkpoint(steps[-1])) if steps else None,
             checkpoint_step=steps[-1] if steps else None,
             results_uri=join_uri(store.uri, rl.results) if results else None,

@@ -136,13 +136,37 @@ def trouble_of(pod: dict[str, Any]) -> PodTrouble | None:
         terminated = (cs.get("state") or {}).get("terminated") or {}
         code = terminated.get("exitCode")
         if terminated and code not in (None, 0):
-            return PodTrouble(name, str(terminated.get("reason") or "Error"), "", image, int(code),
+            reason = str(terminated.get("reason") or "Error")
+            message = memory_limit(pod, cs) if reason == "OOMKilled" else ""
+            return PodTrouble(name, reason, message, image, int(code),
                               log_tail(terminated.get("message")))  # fmt: skip
         return None
     cond = _unschedulable(pod)
     if cond is not None:
         return PodTrouble(name, "Unschedulable", redact(str(cond.get("message") or "").strip()), image)
     return None
+
+
+#: The annotation the API server's LimitRanger admission plugin sets on a pod whose resources it defaulted.
+LIMIT_RANGER_ANNOTATION = "kubernetes.io/limit-ranger"
+
+
+def memory_limit(pod: dict[str, Any], cs: dict[str, Any] | None = None) -> str:
+    """What an OOMKilled container's memory limit was and where it came from: the namespace's LimitRange
+    (the operator sets no memory limit, so LimitRanger's default is what killed it), or the container's
+    own spec. The operator asks only for a memory request (spec.resources.memory)."""
+    name = (cs or {}).get("name")
+    containers = (pod.get("spec") or {}).get("containers") or []
+    container = next((c for c in containers if c.get("name") == name), containers[0] if containers else {})
+    limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    if not limit:
+        return "the node ran out of memory (the container had no memory limit)"
+    ranger = ((pod.get("metadata") or {}).get("annotations") or {}).get(LIMIT_RANGER_ANNOTATION, "")
+    if "memory limit" in ranger:
+        where = "the namespace's LimitRange default (the sweep sets none; raise the LimitRange's default or its max)"
+    else:
+        where = "the container's spec (resources.limits.memory)"
+    return f"memory limit {limit}, set by {where}"
 
 
 def _key(pod: dict[str, Any]) -> str | None:

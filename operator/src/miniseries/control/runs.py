@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from miniseries.api.spec import PlannedRun, PlanStatus, RunState, RunStatus, ScalingSweepSpec
+from miniseries.contract.exits import EXIT_STORE_DENIED, STORE_DENIED_MARKER
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.control.jobs import job_name
 from miniseries.control.observed import (
@@ -31,6 +32,16 @@ RETRY_CAP_SECONDS = 600.0
 RESULTS_CORRUPT = "ResultsCorrupt"
 #: RunStatus.reason of a preempted run: its trainer exited EXIT_PREEMPTED, or its job was suspended from outside.
 PREEMPTED = "Preempted"
+#: A run whose trainer the store refused (contract.exits.EXIT_STORE_DENIED): its credentials, not its training.
+STORE_ACCESS_DENIED = "StoreAccessDenied"
+#: How often such a run is tried again (no retry spent): it resumes by itself once the Secret is fixed.
+STORE_DENIED_RETRY_SECONDS = 60.0
+#: A job that succeeded (its trainer exited 0) without results.json: the trainer broke its contract.
+NO_RESULTS = "NoResults"
+#: A wsd branch waiting for its trunk to reach (and checkpoint) the branch's start step.
+WAITING_FOR_TRUNK = "WaitingForTrunk"
+#: A wsd branch whose trunk went past the branch's start step and whose checkpoint there is gone.
+TRUNK_CHECKPOINT_MISSING = "TrunkCheckpointMissing"
 
 
 @dataclass(frozen=True)
@@ -192,6 +203,7 @@ def decide_runs(
         if obs.results is not None:
             rs.state = RunState.Succeeded
             rs.retry_at = None
+            rs.reason = rs.message = None  # an earlier attempt's failure no longer describes the run
             if old is None or old.state is not RunState.Succeeded:
                 d.events.append(Event("RunSucceeded", f"{run.name} finished: {rs.tokens} tokens, val bpb {rs.val_bpb}"))
         elif (
@@ -232,6 +244,10 @@ def decide_runs(
             _job_preempted(run, rs, old, obs, f"its trainer checkpointed and exited {EXIT_PREEMPTED}", d)
             if not job.deleting:
                 d.delete.append(job.name)  # the same name and attempt is created again once it is gone
+        elif job is not None and job.phase is JobPhase.Failed and store_denied(pods.get(run.name)):
+            _store_denied(run, rs, old, pods[run.name], spec, d, now)
+            if not job.deleting:
+                d.delete.append(job.name)  # the same attempt is created again after the wait
         elif job is not None and (job.phase is JobPhase.Failed or job.phase is JobPhase.Succeeded):
             _job_ended(run, rs, old, job, spec.retry_limit, d, now, pods.get(run.name))
         elif old is not None and old.state in (RunState.Retrying, RunState.Failed):
@@ -265,20 +281,28 @@ def decide_runs(
     limit = slots or Slots.of(spec)
     for run, rs in candidates:
         if not trunk_checkpoint_ready(run, store):
-            continue  # a wsd branch waits for its trunk's checkpoint; it holds no slot and blocks nobody
+            # a wsd branch waits for its trunk's checkpoint (it holds no slot and blocks nobody), or
+            # fails when that checkpoint is gone for good: a run never waits without a reason
+            _trunk_not_ready(run, rs, prev.get(run.name), store, d)
+            continue
         if in_flight >= limit.runs or gpus + run.gpus > limit.gpus:
             break  # plan order: a later, smaller run never jumps the queue
         if rs.state is RunState.Retrying:
             retry_at = parse_time(rs.retry_at)
             if retry_at is not None and now < retry_at:
                 continue  # backing off holds no slot
-        if (rs.state is RunState.Retrying and rs.reason == RESULTS_CORRUPT) or rs.state is RunState.Preempted:
-            # a re-evaluation, or a preempted run resuming: the same attempt, outside retryLimit
+        if (rs.state is RunState.Retrying and rs.reason in (RESULTS_CORRUPT, STORE_ACCESS_DENIED)) or (
+            rs.state is RunState.Preempted
+        ):
+            # a re-evaluation, a run the store refused, or a preempted run resuming: the same attempt,
+            # outside retryLimit
             rs.attempts = max(rs.attempts, 1)
         else:
             rs.attempts += 1
         rs.state = RunState.Pending
         rs.retry_at = None
+        if rs.reason == WAITING_FOR_TRUNK:
+            rs.reason = rs.message = None
         rs.job_name = job_name(sweep, run.name)
         d.create.append((run, rs.attempts))
         in_flight += 1
@@ -293,6 +317,43 @@ def trunk_checkpoint_ready(run: PlannedRun, store: dict[str, RunObservation]) ->
         return True
     own = store.get(run.name, RunObservation())
     return bool(own.checkpoint_steps) or run.start_step in store.get(run.trunk, RunObservation()).checkpoint_steps
+
+
+def trunk_checkpoint_gone(run: PlannedRun, store: dict[str, RunObservation]) -> bool:
+    """A wsd branch's start checkpoint will never be written again: its trunk finished, or checkpointed
+    a later step (the trunk pins its branches' start steps, so a later checkpoint means it passed that
+    step and wrote it), and the checkpoint at the branch's start step is not in the store."""
+    if run.trunk is None or run.start_step is None or trunk_checkpoint_ready(run, store):
+        return False
+    trunk = store.get(run.trunk, RunObservation())
+    return trunk.results is not None or any(s > run.start_step for s in trunk.checkpoint_steps)
+
+
+def _trunk_not_ready(
+    run: PlannedRun, rs: RunStatus, old: RunStatus | None, store: dict[str, RunObservation], d: RunDecision
+) -> None:
+    """Why a wsd branch does not start. Still waiting: it says for which checkpoint. Gone for good: the
+    branch fails, naming the checkpoint. Retraining the trunk to that step would cost as much as the trunk
+    up to it and needs a run the plan does not have (the trunk finished, or is past it); a failed branch is
+    visible at once (the sweep Degraded, an Event), the other branches and the fit carry on, and deleting
+    the trunk's results and checkpoints (or the sweep) trains it again."""
+    assert run.trunk is not None and run.start_step is not None
+    want = f"{run.trunk}'s checkpoint at step {run.start_step}"
+    trunk = store.get(run.trunk, RunObservation())
+    if not trunk_checkpoint_gone(run, store):
+        at = f"step {trunk.progress.step}" if trunk.progress is not None else "not started"
+        rs.reason, rs.message = WAITING_FOR_TRUNK, f"waits for {want} (the trunk is at {at})"
+        return
+    newest = max(trunk.checkpoint_steps, default=None)
+    rs.state, rs.retry_at, rs.reason = RunState.Failed, None, TRUNK_CHECKPOINT_MISSING
+    rs.message = (
+        f"{want}, where this branch starts, is gone from the store (the trunk "
+        f"{'finished' if trunk.results is not None else f'checkpointed step {newest}'}); nothing will write it "
+        f"again, so this branch fails instead of waiting. To train it, delete {run.trunk}'s results and checkpoints "
+        "so that the trunk trains again, or re-create the sweep"
+    )[:500]
+    if old is None or old.state is not RunState.Failed:
+        d.events.append(Event("RunFailed", f"{run.name} failed: {rs.message}", "Warning"))
 
 
 #: The run states that say where Kueue has a run's job.
@@ -403,6 +464,41 @@ def _job_preempted(
         d.events.append(Event("RunPreempted", f"{run.name} {rs.message}"))
 
 
+def store_denied(trouble: PodTrouble | None) -> bool:
+    """The run's trainer stopped because the store refused its credentials: it exited EXIT_STORE_DENIED,
+    or (several ranks under torchrun, which exits 1) its log ends with STORE_DENIED_MARKER."""
+    if trouble is None or trouble.waiting:
+        return False
+    return trouble.exit_code == EXIT_STORE_DENIED or STORE_DENIED_MARKER in (trouble.log_tail or "")
+
+
+def _store_denied(
+    run: PlannedRun,
+    rs: RunStatus,
+    old: RunStatus | None,
+    trouble: PodTrouble,
+    spec: ScalingSweepSpec,
+    d: RunDecision,
+    now: datetime,
+) -> None:
+    """Not a training failure (issue 27): a wrong or rotated key failed every retry within a minute and
+    the run stayed Failed after the Secret was fixed. No retry is spent; the same attempt is tried again
+    every STORE_DENIED_RETRY_SECONDS, so the run resumes by itself once the Secret works; the message
+    names the Secret and the operation the store refused (the trainer's last line)."""
+    secret = spec.store.credentials_secret
+    creds = f"the Secret {secret!r} (spec.store.credentialsSecret)" if secret else "the trainer's environment"
+    said = next((ln for ln in reversed((trouble.log_tail or "").splitlines()) if STORE_DENIED_MARKER in ln), "")
+    refused = said.split(STORE_DENIED_MARKER, 1)[1].strip() if said else f"exit code {trouble.exit_code}"
+    rs.state, rs.reason = RunState.Retrying, STORE_ACCESS_DENIED
+    rs.message = (
+        f"the store refused the credentials from {creds}: {refused}; not counted against retryLimit, tried "
+        f"again every {STORE_DENIED_RETRY_SECONDS:g} s: fix the Secret and the run resumes from its checkpoint"
+    )[:500]
+    if old is None or old.state is not RunState.Retrying or old.reason != STORE_ACCESS_DENIED or rs.retry_at is None:
+        rs.retry_at = rfc3339(now + timedelta(seconds=STORE_DENIED_RETRY_SECONDS))
+        d.events.append(Event("RunStoreAccessDenied", f"{run.name}: {rs.message}", "Warning"))
+
+
 def _failure_message(message: str, trouble: PodTrouble | None) -> str:
     """A failed job's message, with what its container said (exit code, the end of its log) when
     the kubelet kept it: the training-operator only says that a replica failed."""
@@ -422,11 +518,15 @@ def _job_ended(
     trouble: PodTrouble | None = None,
 ) -> None:
     """The job failed, or "succeeded" without a results.json (then the trainer did not finish its contract)."""
-    reason = job.reason or ("NoResults" if job.phase is JobPhase.Succeeded else "Failed")
-    message = _failure_message(
-        job.message or ("job succeeded but wrote no results.json" if job.phase is JobPhase.Succeeded else "job failed"),
-        trouble,
-    )
+    if job.phase is JobPhase.Succeeded:
+        # whatever the backend calls it (the training-operator's PyTorchJobSucceeded, JobSet's), the trainer
+        # exited 0 and broke its contract: it wrote no results.json (issue 27)
+        reason = NO_RESULTS
+        said = f" ({job.reason}: {job.message})" if job.reason or job.message else ""
+        message = f"the trainer exited 0 without writing results.json{said}"[:500]
+    else:
+        reason = job.reason or "Failed"
+        message = _failure_message(job.message or "job failed", trouble)
     if rs.attempts <= retry_limit:
         rs.state = RunState.Retrying
         failed_at = job.since or now

@@ -54,14 +54,20 @@ def trainer_flags(
     metrics_port: int = DEFAULT_METRICS_PORT,
     device: str = "auto",
     store_uri: str | None = None,
+    sweep_uid: str | None = None,
 ) -> list[str]:
-    """Flags for `python -m miniseries_trainer.train` (or torchrun ... -m ...)."""
+    """Flags for `python -m miniseries_trainer.train` (or torchrun ... -m ...).
+
+    `sweep_uid` (the operator's runs): the trainer writes it into its checkpoints and results and
+    resumes only from its own sweep's (a deleted sweep's trainer may still be writing under the
+    same key), and refuses MINISERIES_<FLAG> overrides from its environment (issue 27)."""
     m, t = spec.model, spec.training
     store = store_uri or spec.store.uri
     flags = [
         f"--namespace={layout.namespace}",
         f"--sweep={layout.sweep}",
         f"--run={run.name}",
+        *([f"--sweep-uid={sweep_uid}"] if sweep_uid else []),
         f"--depth={run.depth}",
         f"--aspect-ratio={m.aspect_ratio}",
         f"--head-dim={m.head_dim}",

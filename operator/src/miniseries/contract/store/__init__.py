@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from miniseries.contract.store.base import Store, StoreError, StoreNotFound, StorePermanentError
+from miniseries.contract.store.base import Store, StoreAccessDenied, StoreError, StoreNotFound, StorePermanentError
 from miniseries.contract.store.local import LocalStore
 from miniseries.contract.store.retry import RetryingStore, RetryPolicy, StoreHealth
 from miniseries.contract.store.s3 import PERMANENT_CODES, S3Store
@@ -43,6 +43,7 @@ __all__ = [
     "RetryingStore",
     "S3Store",
     "Store",
+    "StoreAccessDenied",
     "StoreError",
     "StoreHealth",
     "StoreNotFound",

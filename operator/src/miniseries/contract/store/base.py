@@ -14,6 +14,11 @@ class StorePermanentError(StoreError):
     """The store answered, and retrying will not change the answer (no such bucket, access denied)."""
 
 
+class StoreAccessDenied(StorePermanentError):
+    """The store refused these credentials the operation (S3 403/AccessDenied, a bad key or signature, a
+    file:// permission): not a training failure; it changes only when the credentials or rights do."""
+
+
 class StoreNotFound(StorePermanentError):
     """The object does not exist (not an outage: never retried)."""
 

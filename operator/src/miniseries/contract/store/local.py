@@ -16,12 +16,38 @@ usual umask 022 (world-readable, group read-only) are both wrong for a store sha
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-from miniseries.contract.store.base import StoreError, StoreNotFound
+from miniseries.contract.store.base import StoreAccessDenied, StoreError, StoreNotFound
+
+F = TypeVar("F", bound=Callable[..., Any])
+DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _store_errors(method: F) -> F:
+    """An OSError of the filesystem as a StoreError naming the store, the operation and the key (a
+    permission as StoreAccessDenied), as the S3 store's: the operator shows it on the sweep (a
+    condition and an Event) instead of a traceback in its log (issue 27)."""
+
+    @functools.wraps(method)
+    def wrapper(self: LocalStore, *args: Any, **kw: Any) -> Any:
+        try:
+            return method(self, *args, **kw)
+        except StoreError:
+            raise
+        except OSError as e:
+            kind = StoreAccessDenied if e.errno in DENIED_ERRNOS else StoreError
+            what = f"{method.__name__}({args[0]!r})" if args else method.__name__
+            raise kind(f"store {self.uri}: {what} failed: {e.strerror or e} ({e.filename or self.root})") from None
+
+    return wrapper  # type: ignore[return-value]
 
 FILE_MODE = 0o640
 DIR_MODE = 0o2770
@@ -58,6 +84,7 @@ class LocalStore:
             raise StoreError(f"key {key!r} escapes the store root {self.uri}")
         return p
 
+    @_store_errors
     def read_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
@@ -79,6 +106,7 @@ class LocalStore:
             raise
         return tmp
 
+    @_store_errors
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         tmp = self._durable_temp(path, data)
@@ -88,9 +116,11 @@ class LocalStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    @_store_errors
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
+    @_store_errors
     def list(self, prefix: str = "") -> list[str]:
         base = self._path(prefix) if prefix else self.root
         if base.is_file():
@@ -107,6 +137,7 @@ class LocalStore:
                     keys.append(key)
         return sorted(keys)
 
+    @_store_errors
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)
         for key in keys:
@@ -116,6 +147,7 @@ class LocalStore:
             shutil.rmtree(target, ignore_errors=True)
         return len(keys)
 
+    @_store_errors
     def delete_keys(self, keys: list[str]) -> int:
         """Delete exactly these objects, then the directories they leave empty (never others' files)."""
         root = self.root.resolve()
@@ -129,6 +161,7 @@ class LocalStore:
                 d.rmdir()  # only when empty
         return len(keys)
 
+    @_store_errors
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Write `key` only if it does not exist (atomically: a hard link fails on an existing name)."""
         path = self._path(key)
@@ -141,6 +174,7 @@ class LocalStore:
         finally:
             Path(tmp).unlink(missing_ok=True)
 
+    @_store_errors
     def copy(self, src: str, dst: str) -> None:
         source = self._path(src)
         if not source.is_file():
@@ -151,6 +185,7 @@ class LocalStore:
         """The filesystem root as a store, and this store's prefix in it."""
         return LocalStore(Path("/")), self.root.resolve().as_posix().strip("/") + "/"
 
+    @_store_errors
     def upload_file(self, key: str, path: Path) -> None:
         dest = self._path(key)
         make_dirs(dest.parent)
@@ -164,6 +199,7 @@ class LocalStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    @_store_errors
     def download_file(self, key: str, path: Path) -> None:
         src = self._path(key)
         if not src.exists():
@@ -171,6 +207,7 @@ class LocalStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, path)
 
+    @_store_errors
     def check(self) -> None:
         make_dirs(self.root)
         if not os.access(self.root, os.W_OK):

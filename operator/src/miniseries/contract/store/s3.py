@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from miniseries.contract.store.base import StoreError, StoreNotFound, StorePermanentError
+from miniseries.contract.store.base import StoreAccessDenied, StoreError, StoreNotFound, StorePermanentError
 
 #: The environment the S3 client (boto3) reads credentials, endpoint and region from: what a
 #: credentials Secret may hold (the TrainJob path passes exactly these keys, control/jobs.py).
@@ -37,6 +37,9 @@ CREDENTIAL_ENV = (
 PERMANENT_CODES = frozenset(
     {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidBucketName", "403"}
 )
+
+#: Of those, the ones that refuse these credentials (StoreAccessDenied): fixed by the Secret, not by retrying.
+DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"})
 
 
 #: From this size up an object is written as a multipart upload (PutObject's limit is 5 GiB; parts of
@@ -71,7 +74,13 @@ class S3Store:
     def _wrap(self, exc: Exception, key: str) -> StoreError:
         endpoint = os.environ.get("AWS_ENDPOINT_URL", "the default AWS endpoint")
         code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
-        kind = StorePermanentError if code in PERMANENT_CODES else StoreError
+        kind = (
+            StoreAccessDenied
+            if code in DENIED_CODES
+            else StorePermanentError
+            if code in PERMANENT_CODES
+            else StoreError
+        )
         return kind(f"store {self.uri}/{key} via {endpoint}: {type(exc).__name__}: {exc}")
 
     @contextlib.contextmanager
