@@ -385,9 +385,12 @@ class JobDriver:
                             "finalizers": [POD_FINALIZER],
                             "ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
                                                  "name": meta["name"], "uid": meta["uid"]}]},
-               # never scheduled: the process here is its container
+               # never scheduled: the process here is its container; the template's security settings, so
+               # the restricted namespace's PodSecurity admission takes it as it takes the job's own pods
                "spec": {"nodeSelector": {"miniseries.dev/test-no-node": "true"}, "containers": [
-                   {"name": "pytorch", "image": "stand-in"}],
+                   {"name": "pytorch", "image": "stand-in",
+                    "securityContext": tmpl["spec"]["containers"][0].get("securityContext", {})}],
+                   "securityContext": tmpl["spec"].get("securityContext", {}),
                    "terminationGracePeriodSeconds": tmpl["spec"].get("terminationGracePeriodSeconds", 30)}}  # fmt: skip
         client.CoreV1Api(self.cluster.api_client()).create_namespaced_pod(self.namespace, pod)
 

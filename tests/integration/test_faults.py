@@ -171,7 +171,8 @@ def test_a_file_store_that_cannot_be_created_is_a_store_error_on_the_sweep(
     from tests.harness.operator_process import condition, events
 
     kc, ns = crds, namespace
-    op = start_operator()
+    # a root the admin allowed (store roots are required, issue 28), which the operator cannot write
+    op = start_operator(store_roots=["file:///proc"])
     uri = "file:///proc/miniseries-cannot-be-created"
     kc.apply(sweep_doc("procfs", uri, depths=[1]), "-n", ns)
     cond = wait_for("StoreReachable=False",
@@ -199,7 +200,9 @@ def test_the_trainer_gets_only_the_store_keys_of_the_secret_and_its_sweeps_uid(
 
     kc, ns = crds, namespace
     start_operator()
-    kc.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+    # opted in with the label the default policy asks for (issue 28)
+    kc.apply({"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "creds", "labels": {"miniseries.dev/allow-sweeps": "true"}},
               "stringData": {"AWS_ACCESS_KEY_ID": "x", "MINISERIES_MATRIX_LR": "100.0"}}, "-n", ns)  # fmt: skip
     doc = sweep_doc("inputs", store_uri, depths=[1])
     doc["spec"]["store"]["credentialsSecret"] = "creds"
@@ -209,8 +212,10 @@ def test_the_trainer_gets_only_the_store_keys_of_the_secret_and_its_sweeps_uid(
     uid = get_sweep(custom(kc), ns, "inputs")["metadata"]["uid"]
     (c,) = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
     assert "envFrom" not in c
-    assert [e["name"] for e in c["env"]] == list(CREDENTIAL_ENV)
-    assert {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in c["env"]} == {
+    from_secret = [e for e in c["env"] if "valueFrom" in e]  # beside them only HOME (podsecurity.py)
+    assert [e["name"] for e in from_secret] == list(CREDENTIAL_ENV)
+    assert [e["name"] for e in c["env"] if "valueFrom" not in e] == ["HOME"]
+    assert {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in from_secret} == {
         ("creds", k) for k in CREDENTIAL_ENV
     }
     assert f"--sweep-uid={uid}" in c["args"]
