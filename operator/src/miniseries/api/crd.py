@@ -6,7 +6,8 @@ Schema is close; this module inlines the definitions and rewrites the few
 constructs the API server rejects. Cross-field rules (exactly one of depths /
 depthRange, budgets only in isoflop mode, ...) stay in pydantic, where the
 operator reports them as Events and conditions; the schema catches everything a
-single field can get wrong at `kubectl apply` time.
+single field can get wrong at `kubectl apply` time: bounds, enums, the store URIs' pattern and
+dot-segment rule (CEL), the name's pattern, each taken from the definition the operator checks with.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
         return _structural(merged, defs)
     out: dict[str, Any] = {}
-    for key, value in node.items():
+    # anyOf (a nullable field's type) first, so that what the field itself states (json_schema_extra's
+    # additionalProperties on a nullable map) overrides the type's generic shape
+    for key, value in sorted(node.items(), key=lambda kv: kv[0] != "anyOf"):
         if key in _DROP:
             continue
         if key == "anyOf":
@@ -147,7 +150,18 @@ def crd() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                # the one part of metadata a CRD may constrain: the name, which the job names
+                                # the operator derives (<sweep>-<run>) must leave room for
+                                "metadata": {
+                                    "type": "object",
+                                    "properties": {
+                                        "name": {
+                                            "type": "string",
+                                            "maxLength": api.MAX_SWEEP_NAME,
+                                            "pattern": api.SWEEP_NAME_RE.pattern,
+                                        }
+                                    },
+                                },
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },

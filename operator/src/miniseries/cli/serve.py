@@ -77,7 +77,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         handlers.STORE_ROOTS = [r for value in args.store_root for r in parse_roots(value)]
     for root in handlers.STORE_ROOTS:
         problem = uri_problem(root.replace("{namespace}", "ns")) or (
-            None if STORE_URI_RE.match(root.replace("{namespace}", "ns")) else "is not an s3:// or file:/// URI"
+            None if STORE_URI_RE.fullmatch(root.replace("{namespace}", "ns")) else "is not an s3:// or file:/// URI"
         )
         if problem:
             print(f"error: store root {root!r}: {problem}", file=sys.stderr)
