@@ -41,8 +41,8 @@ SWEEPS = ("miniseries.dev", "v1alpha1", "scalingsweeps")
 FINISHED = ("Succeeded", "Failed")
 
 
-#: What a ScalingSweep CRD older than the API server's own checks of strings lacked (`older=True`).
-API_SERVER_STRING_CHECKS = ("pattern", "maxLength", "x-kubernetes-validations")
+#: What a ScalingSweep CRD older than the API server's own checks of strings and across fields lacked (`older=True`).
+API_SERVER_CHECKS = ("pattern", "maxLength", "x-kubernetes-validations")
 
 
 def _without(node: Any, keys: tuple[str, ...]) -> Any:
@@ -66,7 +66,7 @@ def install_crds(cluster: Cluster, *, older: bool = False) -> None:
         env={**os.environ, "PYTHONPATH": PYTHONPATH},
     ).stdout
     if older:
-        crd = yaml.safe_dump(_without(yaml.safe_load(crd), API_SERVER_STRING_CHECKS), sort_keys=False)
+        crd = yaml.safe_dump(_without(yaml.safe_load(crd), API_SERVER_CHECKS), sort_keys=False)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=crd)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "kopf-peering.yaml"))
     established = "-o=jsonpath={.status.conditions[?(@.type=='Established')].status}"

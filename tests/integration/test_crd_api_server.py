@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from miniseries.api import spec as api
+from tests.harness.binaries import REPO
 from tests.harness.cluster import Cluster
 from tests.harness.operator_process import SWEEPS, custom, install_crds, sweep_doc
 from tests.support.store_uris import URIS
@@ -115,3 +116,67 @@ def test_names_and_quantities_are_refused_at_the_api_server(
     node[where[-1]] = good
     assert operator_refusal(doc) is None
     assert dry_run_create(crds, namespace, doc) is None  # the same sweep with a good value is taken
+
+
+def _wsd(d: dict[str, Any], **wsd: Any) -> None:
+    d["spec"]["training"]["mode"] = "wsd"
+    d["spec"]["training"]["wsd"] = {"budgets": [1, 2], **wsd}
+
+
+# Checks across fields of the spec (no other object): (id, change to sweep_doc, the field the API server names)
+CROSS_FIELD: list[tuple[str, Any, str]] = [
+    ("depths-and-range", lambda d: d["spec"].update(depthRange={"min": 1, "max": 2}), "spec.depths"),
+    ("neither", lambda d: d["spec"].pop("depths"), "spec.depths"),
+    ("empty-depths", lambda d: d["spec"].update(depths=[]), "spec.depths"),
+    ("repeated-depth", lambda d: d["spec"].update(depths=[1, 2, 1]), "spec.depths"),
+    ("range-backwards", lambda d: (d["spec"].pop("depths"), d["spec"].update(depthRange={"min": 3, "max": 2})), "spec.depthRange.max"),
+    ("isoflop-no-budgets", lambda d: d["spec"]["training"].update(mode="isoflop"), "spec.training.isoflopBudgets"),
+    ("ratio-with-budgets", lambda d: d["spec"]["training"].update(isoflopBudgets=[1e15]), "spec.training.isoflopBudgets"),
+    ("wsd-without-wsd", lambda d: d["spec"]["training"].update(mode="wsd"), "spec.training.wsd"),
+    ("wsd-in-ratio", lambda d: d["spec"]["training"].update(wsd={"budgets": [1, 2]}), "spec.training.wsd"),
+    ("twin-not-a-depth", lambda d: _wsd(d, twinDepth=4, twinBudgets=[1]), "spec.training.wsd.twinDepth"),
+    ("twin-off-the-range", lambda d: (d["spec"].pop("depths"), d["spec"].update(depthRange={"min": 1, "max": 5, "step": 2}), _wsd(d, twinDepth=2, twinBudgets=[1])), "spec.training.wsd.twinDepth"),
+    ("twin-without-budgets", lambda d: _wsd(d, twinDepth=2), "spec.training.wsd.twinDepth"),
+    ("gpus-not-a-multiple", lambda d: d["spec"]["resources"].update(gpusPerRun=12, nodeGpus=8, nodes=2), "spec.resources.gpusPerRun"),
+    ("gpus-beyond-the-nodes", lambda d: d["spec"]["resources"].update(gpusPerRun=16, nodeGpus=8, nodes=1), "spec.resources.gpusPerRun"),
+    ("priority-without-queue", lambda d: d["spec"]["resources"].update(priorityClassName="high"), "spec.resources.priorityClassName"),
+    ("runtime-on-pytorchjob", lambda d: d["spec"]["resources"].update(trainingRuntime="rt"), "spec.resources.trainingRuntime"),
+]  # fmt: skip
+# ... and their neighbours that both take (a null field is absent to both)
+CROSS_FIELD_OK: list[tuple[str, Any]] = [
+    ("range", lambda d: (d["spec"].pop("depths"), d["spec"].update(depthRange={"min": 1, "max": 5, "step": 2}))),
+    ("null-range", lambda d: d["spec"].update(depthRange=None)),
+    ("twin-on-the-range", lambda d: (d["spec"].pop("depths"), d["spec"].update(depthRange={"min": 1, "max": 5, "step": 2}), _wsd(d, twinDepth=3, twinBudgets=[1]))),
+    ("twin-in-depths", lambda d: _wsd(d, twinDepth=2, twinBudgets=[2])),
+    ("gpus-over-two-nodes", lambda d: d["spec"]["resources"].update(gpusPerRun=16, nodeGpus=8, nodes=2)),
+    ("priority-with-queue", lambda d: d["spec"]["resources"].update(priorityClassName="high", queueName="q")),
+    ("null-priority", lambda d: d["spec"]["resources"].update(priorityClassName=None)),
+    ("runtime-on-trainjob", lambda d: d["spec"]["resources"].update(trainingRuntime="rt", backend="trainjob")),
+    ("isoflop", lambda d: d["spec"]["training"].update(mode="isoflop", isoflopBudgets=[1e15, 2e15])),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "field"), [c[1:] for c in CROSS_FIELD], ids=[c[0] for c in CROSS_FIELD])
+def test_checks_across_fields_are_refused_at_the_api_server(
+    crds: Cluster, namespace: str, change: Any, field: str
+) -> None:
+    doc = sweep_doc("cross", "file:///store")
+    change(doc)
+    assert operator_refusal(doc) is not None
+    refusal = dry_run_create(crds, namespace, doc)
+    assert refusal is not None and field in refusal, refusal
+
+
+@pytest.mark.parametrize("change", [c[1] for c in CROSS_FIELD_OK], ids=[c[0] for c in CROSS_FIELD_OK])
+def test_their_neighbours_are_taken(crds: Cluster, namespace: str, change: Any) -> None:
+    doc = sweep_doc("cross", "file:///store")
+    change(doc)
+    assert operator_refusal(doc) is None
+    assert dry_run_create(crds, namespace, doc) is None
+
+
+def test_every_example_is_taken(crds: Cluster, namespace: str) -> None:
+    for example in sorted(REPO.glob("examples/*.yaml")):
+        doc = yaml.safe_load(example.read_text())
+        assert operator_refusal(doc) is None, example.name
+        assert dry_run_create(crds, namespace, doc) is None, example.name

@@ -49,7 +49,7 @@ from miniseries.api.training import (
     WsdSpec,
     gpu_type_lacks_fp8,
 )
-from miniseries.api.wire import WireModel, writable
+from miniseries.api.wire import WireModel, cel_rules, writable
 from miniseries.contract.mfu import planned_mfu
 from miniseries.contract.store import STORE_URI_RE, uri_problem
 from miniseries.contract.store.uri import MAX_URI_LENGTH, dot_segment_rule
@@ -169,6 +169,10 @@ class DeletionPolicy(StrEnum):
 class DepthRange(WireModel):
     """An inclusive range of depths, like Python's range but including `max`."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(("self.max >= self.min", "max must be >= min", ".max")),
+    )
+
     min: Annotated[int, Field(ge=MIN_DEPTH, le=MAX_DEPTH, description="First depth.")]
     max: Annotated[int, Field(ge=MIN_DEPTH, le=MAX_DEPTH, description="Last depth (inclusive).")]
     step: Annotated[int, Field(ge=1, description="Step between depths.")] = 1
@@ -198,6 +202,34 @@ class ModelSpec(WireModel):
 
 class ResourceSpec(WireModel):
     """Where and how the runs execute."""
+
+    # _fits_node's two checks and the priorityClassName and trainingRuntime validators', at the API server
+    # (a null field is absent to CEL's has(), as None is to them)
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            (
+                "self.gpusPerRun <= self.nodeGpus || self.gpusPerRun % self.nodeGpus == 0",
+                "gpusPerRun must be <= nodeGpus or a multiple of it: a run larger than one node spans whole nodes",
+                ".gpusPerRun",
+            ),
+            (
+                "(self.gpusPerRun > self.nodeGpus ? self.gpusPerRun / self.nodeGpus : 1) <= self.nodes",
+                "gpusPerRun must be <= nodeGpus, or nodes at least gpusPerRun / nodeGpus (the nodes one run spans)",
+                ".gpusPerRun",
+            ),
+            (
+                "!has(self.priorityClassName) || has(self.queueName)",
+                "priorityClassName (a Kueue WorkloadPriorityClass) needs queueName (a LocalQueue) too; allowed: both, "
+                "queueName alone, or neither",
+                ".priorityClassName",
+            ),
+            (
+                "!has(self.trainingRuntime) || self.backend == 'trainjob'",
+                "trainingRuntime names a Trainer v2 ClusterTrainingRuntime and needs backend: trainjob",
+                ".trainingRuntime",
+            ),
+        ),
+    )
 
     gpus_per_run: Annotated[
         int,
@@ -480,9 +512,53 @@ class DataSpec(WireModel):
 class ScalingSweepSpec(WireModel):
     """A family of GPT models, one per depth, each trained for its compute-optimal tokens."""
 
+    # _depths's and _check_wsd's checks that need nothing but the spec, at the API server
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            (
+                "has(self.depths) != has(self.depthRange)",
+                "give exactly one of depths (a list) or depthRange (min/max/step)",
+                ".depths",
+            ),
+            (
+                "self.training.mode != 'isoflop' || (has(self.training.isoflopBudgets) && "
+                "size(self.training.isoflopBudgets) > 0)",
+                "training.isoflopBudgets is required when training.mode is isoflop",
+                ".training.isoflopBudgets",
+            ),
+            (
+                "self.training.mode != 'ratio' || !has(self.training.isoflopBudgets) || "
+                "size(self.training.isoflopBudgets) == 0",
+                "training.isoflopBudgets is only allowed when training.mode is isoflop",
+                ".training.isoflopBudgets",
+            ),
+            (
+                "(self.training.mode == 'wsd') == has(self.training.wsd)",
+                "training.wsd (budgets, cooldownFraction) is required when training.mode is wsd, and only allowed then",
+                ".training.wsd",
+            ),
+            (
+                "!has(self.training.wsd) || !has(self.training.wsd.twinDepth) || (has(self.depths) ? "
+                "self.training.wsd.twinDepth in self.depths : has(self.depthRange) && "
+                "self.training.wsd.twinDepth >= self.depthRange.min && self.training.wsd.twinDepth <= self.depthRange.max "
+                "&& (self.training.wsd.twinDepth - self.depthRange.min) % self.depthRange.step == 0)",
+                "training.wsd.twinDepth must be one of the sweep's depths",
+                ".training.wsd.twinDepth",
+            ),
+        ),
+    )
+
     depths: Annotated[
         list[Annotated[int, Field(ge=MIN_DEPTH, le=MAX_DEPTH)]] | None,
-        Field(description=f"Depths to train ({MIN_DEPTH}..{MAX_DEPTH}); give this or depthRange."),
+        Field(
+            description=f"Depths to train ({MIN_DEPTH}..{MAX_DEPTH}); give this or depthRange.",
+            # _depths's "not empty" and "distinct" at the API server (more than 64 depths repeat one)
+            json_schema_extra={
+                "minItems": 1,
+                "maxItems": MAX_DEPTH - MIN_DEPTH + 1,
+                "x-kubernetes-list-type": "set",
+            },
+        ),
     ] = None
     depth_range: Annotated[
         DepthRange | None, Field(description="An inclusive range of depths; give this or depths.")
