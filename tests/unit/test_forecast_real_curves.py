@@ -18,12 +18,13 @@ Both fail for a forecaster that only extrapolates flat, and for one whose fit ru
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from miniseries.science.forecast import ReplayRow, RunTrace, replay
+from miniseries.science.forecast import ReplayRow, RunTrace, median_abs, replay
 
 FIXTURE = Path(__file__).resolve().parents[1] / "support" / "tiny_traces.json"
 #: Cuts before the warmdown (warmdownRatio 0.4 of examples/tiny.yaml): alpha and C come from the other runs.
@@ -102,3 +103,17 @@ def test_forecast_in_the_warmdown_predicts_the_final_loss(upto: float) -> None:
     runs = traces()
     rows = replay(runs, upto, "others", bootstrap=20)
     assert misses(runs, rows) == []
+
+
+def test_the_readme_quotes_the_replay_on_these_curves() -> None:
+    """README's "median |error| of the final loss is X% from half of a run's steps, Y% from 30%" is
+    `miniseries forecast --upto 0.5` and `--upto 0.3` (priors: earlier, its default) on this fixture."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().replace("\n", " ")
+    said = re.search(
+        r"median \|error\| of the final loss is ([\d.]+)% from half of a run's steps, ([\d.]+)% from 30%", readme
+    )
+    assert said, "the README no longer quotes the replay: update this test"
+    runs = traces()
+    for upto, figure in ((0.5, said.group(1)), (0.3, said.group(2))):
+        median = median_abs([row.loss_error for row in replay(runs, upto, "earlier", bootstrap=20)])
+        assert median is not None and f"{100 * median:.1f}" == figure, (upto, median, figure)
