@@ -3,11 +3,14 @@
 Kubernetes wants a *structural* OpenAPI v3 schema: every node typed, no $ref, no
 anyOf at the type level, `nullable` instead of a null type. pydantic's JSON
 Schema is close; this module inlines the definitions and rewrites the few
-constructs the API server rejects. Cross-field rules (exactly one of depths /
-depthRange, budgets only in isoflop mode, ...) stay in pydantic, where the
-operator reports them as Events and conditions; the schema catches everything a
-single field can get wrong at `kubectl apply` time: bounds, enums, the store URIs' pattern and
-dot-segment rule (CEL), the name's pattern, each taken from the definition the operator checks with.
+constructs the API server rejects. What the API server can judge from the sweep
+alone it refuses at `kubectl apply`, naming the field: bounds, enums, the store URIs'
+pattern, length and dot-segment rule, the name's pattern, object names and quantities
+(each taken from the definition the operator checks with: contract/store/uri.py,
+api/grammar.py), and the spec's checks across its own fields as CEL rules written next
+to their pydantic validators (wire.cel_rules). The operator keeps every check (a CRD
+installed before these, another client) and reports it as an Event and a condition;
+what needs another object (a Secret, the store, the GPU-hour ceiling) only it can check.
 """
 
 from __future__ import annotations
