@@ -117,3 +117,12 @@ def test_the_readme_quotes_the_replay_on_these_curves() -> None:
     for upto, figure in ((0.5, said.group(1)), (0.3, said.group(2))):
         median = median_abs([row.loss_error for row in replay(runs, upto, "earlier", bootstrap=20)])
         assert median is not None and f"{100 * median:.1f}" == figure, (upto, median, figure)
+
+
+def test_the_fixture_is_the_sweep_examples_tiny_quotes() -> None:
+    """examples/tiny.yaml's "Final losses d1 X, d2 Y, d3 Z" (its `make local`) are these runs' results."""
+    text = (Path(__file__).resolve().parents[2] / "examples" / "tiny.yaml").read_text().replace("\n#", "")
+    said = re.search(r"Final losses[^:]*: d1 ([\d.]+),\s*d2 ([\d.]+),\s*d3 ([\d.]+)", text)
+    assert said, "examples/tiny.yaml no longer quotes its final losses: update this test"
+    finals = [r.final_loss for r in traces()]
+    assert [f"{f:.3f}" for f in finals if f is not None] == list(said.groups())
