@@ -122,7 +122,7 @@ def test_the_readme_quotes_the_replay_on_these_curves() -> None:
 def test_the_fixture_is_the_sweep_examples_tiny_quotes() -> None:
     """examples/tiny.yaml's "Final losses d1 X, d2 Y, d3 Z" (its `make local`) are these runs' results."""
     text = (Path(__file__).resolve().parents[2] / "examples" / "tiny.yaml").read_text().replace("\n#", "")
-    said = re.search(r"Final losses[^:]*: d1 ([\d.]+),\s*d2 ([\d.]+),\s*d3 ([\d.]+)", text)
+    said = re.search(r"Final losses[^:]*: d1 (\d+\.\d+),\s*d2 (\d+\.\d+),\s*d3 (\d+\.\d+)", text)
     assert said, "examples/tiny.yaml no longer quotes its final losses: update this test"
     finals = [r.final_loss for r in traces()]
     assert [f"{f:.3f}" for f in finals if f is not None] == list(said.groups())
