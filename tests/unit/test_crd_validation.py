@@ -11,8 +11,13 @@ same table (its RE2 and its CEL).
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,3 +136,51 @@ def test_name_and_quantity_patterns_never_refuse_what_the_operator_takes(
         if _accepts(check, value):
             assert crd_ok, value
     assert any(not pattern.fullmatch(v) for v in values)  # and it refuses something
+
+
+# ---------------------------------------------------------------- the patterns in Go's regexp
+
+GO_PATTERN = Path(__file__).parent / "go_pattern"
+
+
+def _patterns(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["pattern"]} if isinstance(node.get("pattern"), str) else set()
+        return found.union(*(_patterns(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_patterns(v) for v in node))
+    return set()
+
+
+@pytest.fixture(scope="module")
+def go_regexp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/unit/go_pattern (standard library only) built here: a build error fails, it never skips."""
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if go is None:
+        pytest.skip("no Go toolchain (scripts/build-binaries.sh installs one)")
+    work = tmp_path_factory.mktemp("go_pattern")
+    for f in GO_PATTERN.iterdir():
+        shutil.copy(f, work / f.name)
+    env = {**os.environ, "GOPROXY": "off", "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    proc = subprocess.run([go, "build", "-o", "judge", "."], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return work / "judge"
+
+
+@pytest.mark.slow
+def test_every_crd_pattern_reads_the_same_in_go(go_regexp: Path) -> None:
+    """The API server matches `pattern` with Go's regexp; the operator with Python's `re` (fullmatch)."""
+    patterns = sorted(_patterns(crd()))
+    assert STORE_URI_RE.pattern in patterns and api.SWEEP_NAME_RE.pattern in patterns
+    rng = random.Random(11)
+    alphabet = "aZ09.-_/:%é \t\n\x00\x7f\x85\xa0\u2028+eEiKkMG"
+    corpus = [u for u, _ in URIS] + NAMES + QUANTITIES + LABEL_VALUES + ["tiny\n", "file:///a\n", "1Gi\n"]
+    corpus += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    corpus += [p + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))) for p in ("s3://bucket/", "file:///") for _ in range(1000)]  # fmt: skip
+    pairs = [(p, s) for p in patterns for s in corpus]
+    out = subprocess.run([str(go_regexp)], input="".join(json.dumps(pair) + "\n" for pair in pairs),
+                         capture_output=True, text=True, timeout=300, check=True).stdout.split()  # fmt: skip
+    assert len(out) == len(pairs)
+    disagree = [(p, s, go) for (p, s), go in zip(pairs, out, strict=True) if (go == "true") != bool(re.fullmatch(p, s))]
+    assert disagree == [], disagree[:20]
