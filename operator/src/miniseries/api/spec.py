@@ -203,7 +203,7 @@ class ModelSpec(WireModel):
 class ResourceSpec(WireModel):
     """Where and how the runs execute."""
 
-    # _fits_node's two checks and the priorityClassName and trainingRuntime validators', at the API server
+    # _fits_node's two checks and those of the priorityClassName and trainingRuntime validators, at the API server
     # (a null field is absent to CEL's has(), as None is to them)
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
