@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from miniseries.api import spec as api
+from miniseries.contract.store.uri import MAX_URI_LENGTH
 from tests.harness.binaries import REPO
 from tests.harness.cluster import Cluster
 from tests.harness.operator_process import SWEEPS, custom, install_crds, sweep_doc
@@ -180,3 +181,14 @@ def test_every_example_is_taken(crds: Cluster, namespace: str) -> None:
         doc = yaml.safe_load(example.read_text())
         assert operator_refusal(doc) is None, example.name
         assert dry_run_create(crds, namespace, doc) is None, example.name
+
+
+def test_the_uri_length_keeps_the_rule_within_the_cel_cost_budget(crds: Cluster) -> None:
+    """The API server estimates each rule's worst cost from the field's bounds: the dot-segment rule is
+    accepted with the URI's maxLength (the `crds` fixture installed it) and over budget without one."""
+    crd = yaml.safe_load(crds.kubectl("get", "crd", "scalingsweeps.miniseries.dev", "-o", "yaml").stdout)
+    uri = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["store"]
+    assert uri["properties"]["uri"].pop("maxLength") == MAX_URI_LENGTH
+    proc = crds.kubectl("replace", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(crd), check=False)
+    assert proc.returncode != 0 and "estimated rule cost exceeds budget" in proc.stderr, proc.stderr
+    assert "properties[uri].x-kubernetes-validations[0].rule" in proc.stderr
