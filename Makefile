@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv deps images local test unit lint crd dashboards
+.PHONY: venv deps images local test unit lint crd dashboards tiny-traces
 
 venv:
 	@bash scripts/setup-venv.sh
@@ -49,3 +49,8 @@ crd: venv
 # The Grafana dashboards (Grafana Foundation SDK, dashboards/generate.py) into dashboards/ and the chart.
 dashboards: venv
 	$(PY) dashboards/generate.py
+
+# The tiny sweep's real training curves, the forecast test's fixture (tests/support/tiny_traces.json):
+# trains examples/tiny.yaml on this CPU (as `make local`) in a temporary store and extracts them.
+tiny-traces: venv
+	$(PY) -m tests.support.make_tiny_traces

@@ -13,6 +13,7 @@ and bench/operator_reconcile.py.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,23 @@ FINISHED = ("Succeeded", "Failed")
 POD_FINALIZER = "test.miniseries.dev/process"  # JobDriver(pods=True): a pod stays while its process runs
 
 
-def install_crds(cluster: Cluster) -> None:
-    """The ScalingSweep CRD as `miniseries crd` renders it, and kopf's peering CRDs."""
+#: What a ScalingSweep CRD older than the API server's own checks of strings and across fields lacked (`older=True`).
+API_SERVER_CHECKS = ("pattern", "maxLength", "x-kubernetes-validations")
+
+
+def _without(node: Any, keys: tuple[str, ...]) -> Any:
+    if isinstance(node, dict):
+        return {k: _without(v, keys) for k, v in node.items() if k not in keys}
+    if isinstance(node, list):
+        return [_without(v, keys) for v in node]
+    return node
+
+
+def install_crds(cluster: Cluster, *, older: bool = False) -> None:
+    """The ScalingSweep CRD as `miniseries crd` renders it, and kopf's peering CRDs. `older`: the CRD
+    without its patterns, lengths and CEL rules, as installed before it had them, so that a test can
+    reach the operator's own checks (which stay for such clusters and other clients) with a spec the
+    current CRD refuses; reinstall without `older` when done (the cluster is the session's)."""
     crd = subprocess.run(
         [sys.executable, "-m", "miniseries.cli", "crd"],
         capture_output=True,
@@ -51,11 +67,32 @@ def install_crds(cluster: Cluster) -> None:
         check=True,
         env={**os.environ, "PYTHONPATH": PYTHONPATH},
     ).stdout
+    if older:
+        crd = yaml.safe_dump(_without(yaml.safe_load(crd), API_SERVER_CHECKS), sort_keys=False)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=crd)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "kopf-peering.yaml"))
     established = "-o=jsonpath={.status.conditions[?(@.type=='Established')].status}"
     for name in ("scalingsweeps.miniseries.dev", "kopfpeerings.kopf.dev"):
         wait_for(f"CRD {name}", lambda n=name: cluster.kubectl("get", f"crd/{n}", established).stdout == "True", 60)
+    # An updated CRD takes effect in the API server's handlers a moment after it is stored (Established
+    # is already True): wait until a probe's dot-dot store URI is refused (or, `older`, taken) by a dry run.
+    probe = yaml.safe_dump(sweep_doc("crd-probe", "file:///probe/../x"))
+
+    def in_force() -> bool:
+        dry = cluster.kubectl("create", "--dry-run=server", "-n", "default", "-f", "-", stdin=probe, check=False)
+        return dry.returncode == 0 if older else "path segment" in dry.stderr
+
+    wait_for("the CRD's string checks " + ("gone" if older else "in force"), in_force, 60)
+
+
+@contextlib.contextmanager
+def older_crd(cluster: Cluster) -> Iterator[None]:
+    """Within: the ScalingSweep CRD without the API server's string checks (`install_crds(older=True)`)."""
+    install_crds(cluster, older=True)
+    try:
+        yield
+    finally:
+        install_crds(cluster)
 
 
 def sweep_doc(name: str, store_uri: str, *, depths: list[int] | None = None, **resources: Any) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from tests.harness.operator_process import (
     events,
     get_sweep,
     list_jobs,
+    older_crd,
     sweep_doc,
 )
 from tests.harness.processes import wait_for
@@ -115,14 +116,25 @@ def test_what_the_cluster_would_refuse_is_refused_first_naming_the_field(
     crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator], tmp_path: Path
 ) -> None:
     """Each bad value: Ready=False InvalidSpec whose message is exactly `miniseries plan`'s (the same
-    code), one Warning event, and nothing created: no tokenizer Job, no PyTorchJob."""
+    code), one Warning event, and nothing created: no tokenizer Job, no PyTorchJob. Those a pattern
+    can judge the API server refuses first, naming the field; the operator's check is for a CRD
+    older than that (applied here) and for other clients."""
     kc, ns = crds, namespace
     start_operator()
     docs = {}
     for i, (path, value) in enumerate(AT_THE_EDGE):
         doc = with_spec(f"edge-{i}", store_uri, **{path: value})
-        kc.apply(doc, "-n", ns)  # the CRD schema lets all of these through: the operator is the check
         docs[doc["metadata"]["name"]] = (path, value, doc)
+    by_api_server = []
+    for path, value, doc in docs.values():
+        dry = kc.kubectl("create", "--dry-run=server", "-n", ns, "-f", "-", stdin=yaml.safe_dump(doc), check=False)
+        if dry.returncode:
+            assert f"spec.{path}" in dry.stderr, dry.stderr
+            by_api_server.append(value)
+    assert by_api_server == ["lots", "S3_Creds"]  # 1e1.5 matches the quantity pattern; ParseQuantity refuses it
+    with older_crd(kc):
+        for _, _, doc in docs.values():
+            kc.apply(doc, "-n", ns)
     for name, (path, value, doc) in docs.items():
         ready = refused(kc, ns, name, "InvalidSpec")
         field = f"spec.{path}"
@@ -183,7 +195,8 @@ def test_an_unchanged_problem_is_one_event_with_a_count(
     after a change raises the count of its one Event."""
     kc, ns = crds, namespace
     op = start_operator(poll_seconds=0.2)
-    kc.apply(with_spec("noisy", store_uri, **{"resources.cpu": "lots"}), "-n", ns)
+    # negative requests: quantities to the CRD's pattern, refused by the operator alone
+    kc.apply(with_spec("noisy", store_uri, **{"resources.cpu": "-1"}), "-n", ns)
     refused(kc, ns, "noisy", "InvalidSpec")
     before = get_sweep(custom(kc), ns, "noisy")
     # a held sweep next to it shows the poll running meanwhile
@@ -201,16 +214,16 @@ def test_an_unchanged_problem_is_one_event_with_a_count(
         after = get_sweep(custom(kc), ns, "noisy")
         assert after["status"] == before["status"]  # kopf may touch its annotations; status is ours
         patch = ["patch", "scalingsweep", "noisy", "-n", ns, "--type=merge", "-p"]
-        kc.kubectl(*patch, '{"spec": {"resources": {"cpu": "many"}}}')
-        wait_for("the second problem", lambda: "'many'" in condition(get_sweep(custom(kc), ns, "noisy"), "Ready")
+        kc.kubectl(*patch, '{"spec": {"resources": {"cpu": "-2"}}}')
+        wait_for("the second problem", lambda: "'-2'" in condition(get_sweep(custom(kc), ns, "noisy"), "Ready")
                  .get("message", ""), 30)  # fmt: skip
-        kc.kubectl(*patch, '{"spec": {"resources": {"cpu": "lots"}}}')
-        wait_for("the first problem again", lambda: "'lots'" in condition(get_sweep(custom(kc), ns, "noisy"), "Ready")
+        kc.kubectl(*patch, '{"spec": {"resources": {"cpu": "-1"}}}')
+        wait_for("the first problem again", lambda: "'-1'" in condition(get_sweep(custom(kc), ns, "noisy"), "Ready")
                  .get("message", ""), 30)  # fmt: skip
     ev = wait_for("the first Event counted twice", lambda: [e for e in events(kc, ns, "noisy")
-                  if e["reason"] == "InvalidSpec" and "'lots'" in e["message"] and e.get("count") == 2], 30)  # fmt: skip
+                  if e["reason"] == "InvalidSpec" and "'-1'" in e["message"] and e.get("count") == 2], 30)  # fmt: skip
     invalid = [e for e in events(kc, ns, "noisy") if e["reason"] == "InvalidSpec"]
-    assert len(ev) == 1 and len(invalid) == 2, invalid  # 'lots' (count 2) and 'many' (count 1)
+    assert len(ev) == 1 and len(invalid) == 2, invalid  # '-1' (count 2) and '-2' (count 1)
     assert sorted(e["count"] for e in invalid) == [1, 2]
 
 

@@ -43,6 +43,7 @@ from tests.harness.operator_process import (
     get_sweep,
     install_crds,
     list_jobs,
+    older_crd,
     sweep_doc,
 )
 from tests.harness.processes import free_port, wait_for
@@ -174,7 +175,8 @@ def test_a_dot_dot_store_path_is_refused_and_its_delete_removes_nothing(
     crds: Cluster, namespace: str, start_operator: Callable[..., Operator], tmp_path: Path
 ) -> None:
     """The issue's second case: `file:///…/victim/../victim2/../../b/victimroot` with Delete. Refused
-    naming spec.store.uri, exactly as `miniseries plan` refuses it; nothing is written there, and
+    naming spec.store.uri by the API server and, under a CRD without that rule, by the operator,
+    exactly as `miniseries plan` refuses it; nothing is written there, and
     deleting the sweep removes nothing (a file that was there stays)."""
     kc, ns = crds, namespace
     base = tmp_path / "data"
@@ -190,8 +192,12 @@ def test_a_dot_dot_store_path_is_refused_and_its_delete_removes_nothing(
     plan = subprocess.run([sys.executable, "-m", "miniseries.cli", "plan", str(offline)], capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": PYTHONPATH})  # fmt: skip
     assert plan.returncode != 0 and "spec.store.uri" in plan.stderr and "'..' path segment" in plan.stderr
-    start_operator(ns)
-    kc.apply(doc, "-n", ns)
+    refused = kc.kubectl("apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump(doc), check=False)
+    assert refused.returncode != 0 and "spec.store.uri" in refused.stderr  # the API server refuses it first
+    # The operator's own check stays, for a cluster whose CRD predates the API server's (or another client).
+    with older_crd(kc):
+        start_operator(ns)
+        kc.apply(doc, "-n", ns)
     ready = wait_for("Ready=False", lambda: (c := condition(get_sweep(custom(kc), ns, "dots"), "Ready"))
                      .get("status") == "False" and c, 60)  # fmt: skip
     assert ready["reason"] == "InvalidSpec" and "spec.store.uri" in ready["message"]

@@ -3,10 +3,14 @@
 Kubernetes wants a *structural* OpenAPI v3 schema: every node typed, no $ref, no
 anyOf at the type level, `nullable` instead of a null type. pydantic's JSON
 Schema is close; this module inlines the definitions and rewrites the few
-constructs the API server rejects. Cross-field rules (exactly one of depths /
-depthRange, budgets only in isoflop mode, ...) stay in pydantic, where the
-operator reports them as Events and conditions; the schema catches everything a
-single field can get wrong at `kubectl apply` time.
+constructs the API server rejects. What the API server can judge from the sweep
+alone it refuses at `kubectl apply`, naming the field: bounds, enums, the store URIs'
+pattern, length and dot-segment rule, the name's pattern, object names and quantities
+(each taken from the definition the operator checks with: contract/store/uri.py,
+api/grammar.py), and the spec's checks across its own fields as CEL rules written next
+to their pydantic validators (wire.cel_rules). The operator keeps every check (a CRD
+installed before these, another client) and reports it as an Event and a condition;
+what needs another object (a Secret, the store, the GPU-hour ceiling) only it can check.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
         return _structural(merged, defs)
     out: dict[str, Any] = {}
-    for key, value in node.items():
+    # anyOf (a nullable field's type) first, so that what the field itself states (json_schema_extra's
+    # additionalProperties on a nullable map) overrides the type's generic shape
+    for key, value in sorted(node.items(), key=lambda kv: kv[0] != "anyOf"):
         if key in _DROP:
             continue
         if key == "anyOf":
@@ -147,7 +153,18 @@ def crd() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                # the one part of metadata a CRD may constrain: the name, which the job names
+                                # the operator derives (<sweep>-<run>) must leave room for
+                                "metadata": {
+                                    "type": "object",
+                                    "properties": {
+                                        "name": {
+                                            "type": "string",
+                                            "maxLength": api.MAX_SWEEP_NAME,
+                                            "pattern": api.SWEEP_NAME_RE.pattern,
+                                        }
+                                    },
+                                },
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },

@@ -321,3 +321,18 @@ def check_label_value(s: str) -> None:
             f"label value {s!r} is not valid; allowed: empty, or at most 63 letters, digits, '-', '_' or '.', "
             "starting and ending with a letter or digit"
         )
+
+
+# ---------------------------------------------------------------- the same rules as CRD schema
+#
+# What api/crd.py puts on a field so that the API server refuses at `kubectl apply` what the checks
+# above refuse later: each is implied by its check (never stricter), written from the same regular
+# expressions in what Go's RE2 (the API server's) and Python's `re` read alike.
+
+DNS1123_LABEL_SCHEMA = {"maxLength": 63, "pattern": f"^{_DNS1123_LABEL}$"}
+DNS1123_SUBDOMAIN_SCHEMA = {"maxLength": 253, "pattern": f"^{_DNS1123_SUBDOMAIN_RE.pattern}$"}
+#: An object name that also travels as a label value (a WorkloadPriorityClass's): both checks.
+DNS1123_SUBDOMAIN_LABEL_SCHEMA = {"maxLength": 63, "pattern": f"^{_DNS1123_SUBDOMAIN_RE.pattern}$"}
+LABEL_VALUE_SCHEMA = {"maxLength": 63, "pattern": f"^(?:{_LABEL_NAME_RE.pattern})?$"}
+QUANTITY_SCHEMA = {"pattern": f"^(?:{QUANTITY_PATTERN.pattern})$"}
+IMAGE_SCHEMA = {"minLength": 1, "maxLength": IMAGE_MAX}

@@ -134,7 +134,7 @@ class Policy:
         for root in self.store_roots:
             example = root.replace("{namespace}", "ns")
             problem = uri_problem(example) or (
-                None if STORE_URI_RE.match(example) else "is not an s3:// or file:/// URI"
+                None if STORE_URI_RE.fullmatch(example) else "is not an s3:// or file:/// URI"
             )
             if problem:
                 raise ValueError(f"store root {root!r}: {problem}")

@@ -15,6 +15,7 @@ any part of the API.
 
 from __future__ import annotations
 
+import json
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -48,9 +49,10 @@ from miniseries.api.training import (
     WsdSpec,
     gpu_type_lacks_fp8,
 )
-from miniseries.api.wire import WireModel, writable
+from miniseries.api.wire import WireModel, cel_rules, writable
 from miniseries.contract.mfu import planned_mfu
 from miniseries.contract.store import STORE_URI_RE, uri_problem
+from miniseries.contract.store.uri import MAX_URI_LENGTH, dot_segment_rule
 
 # Re-exported: `from miniseries.api.spec import X` is how the rest of the code base names the API.
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_ISOFLOP_BUDGET",
     "MAX_PRICE_PER_GPU_HOUR",
+    "MAX_SWEEP_NAME",
     "MIN_DEPTH",
     "PLURAL",
     "SHORT_NAMES",
@@ -98,9 +101,11 @@ __all__ = [
     "writable",
 ]
 
-#: Kubernetes object names: the sweep name becomes part of `<sweep>-d<depth>`
-#: PyTorchJob names, which must be DNS-1035 labels of at most 63 characters.
-SWEEP_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,48}[a-z0-9])?$")
+#: Kubernetes object names: the sweep name becomes part of `<sweep>-<run>` job names, which must be
+#: DNS-1035 labels of at most 63 characters; run ids are at most 12 (control/wsd.py MAX_RUN_NAME).
+#: Also the CRD's pattern for metadata.name (api/crd.py), so RE2-compatible; match with `fullmatch`.
+MAX_SWEEP_NAME = 50
+SWEEP_NAME_RE = re.compile(rf"^[a-z]([-a-z0-9]{{0,{MAX_SWEEP_NAME - 2}}}[a-z0-9])?$")
 # Bounds on the numbers a plan multiplies: with them every estimate (FLOPs, hours, USD) stays
 # finite, so status is always writable JSON (1e308 USD/GPU-hour once made every status patch fail).
 MAX_PRICE_PER_GPU_HOUR = 10_000.0
@@ -110,8 +115,28 @@ MAX_NODES = 64
 MAX_GPUS_PER_RUN = 512
 
 
+#: What the API server checks of every store URI before the operator sees it (api/crd.py copies these
+#: keys into the CRD): the same pattern, length and dot-segment test as `_check_store_uri`, which
+#: stays for CRDs installed before these and for clients that skip the API server (`miniseries plan`).
+STORE_URI_SCHEMA: dict[str, Any] = {
+    "maxLength": MAX_URI_LENGTH,
+    "pattern": STORE_URI_RE.pattern,
+    "x-kubernetes-validations": [
+        {
+            "rule": dot_segment_rule(),
+            # the value in the message: a CEL refusal otherwise shows only its type ("string")
+            "messageExpression": f"{json.dumps(chr(39))} + self + "
+            + json.dumps("' has a '.' or '..' path segment (also percent-encoded); allowed: the path without them"),
+            "reason": "FieldValueInvalid",
+        }
+    ],
+}
+
+
 def _check_store_uri(value: str, what: str) -> str:
-    if not STORE_URI_RE.match(value):
+    if len(value) > MAX_URI_LENGTH:
+        raise ValueError(f"{what} is {len(value)} characters long; allowed: at most {MAX_URI_LENGTH}")
+    if not STORE_URI_RE.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} is not a store URI; allowed: s3://<bucket>/<prefix> "
             "(bucket: 3-63 lowercase letters, digits, dots, hyphens) or file:///<absolute path>"
@@ -144,6 +169,10 @@ class DeletionPolicy(StrEnum):
 class DepthRange(WireModel):
     """An inclusive range of depths, like Python's range but including `max`."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(("self.max >= self.min", "max must be >= min", ".max")),
+    )
+
     min: Annotated[int, Field(ge=MIN_DEPTH, le=MAX_DEPTH, description="First depth.")]
     max: Annotated[int, Field(ge=MIN_DEPTH, le=MAX_DEPTH, description="Last depth (inclusive).")]
     step: Annotated[int, Field(ge=1, description="Step between depths.")] = 1
@@ -173,6 +202,34 @@ class ModelSpec(WireModel):
 
 class ResourceSpec(WireModel):
     """Where and how the runs execute."""
+
+    # _fits_node's two checks and those of the priorityClassName and trainingRuntime validators, at the API server
+    # (a null field is absent to CEL's has(), as None is to them)
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            (
+                "self.gpusPerRun <= self.nodeGpus || self.gpusPerRun % self.nodeGpus == 0",
+                "gpusPerRun must be <= nodeGpus or a multiple of it: a run larger than one node spans whole nodes",
+                ".gpusPerRun",
+            ),
+            (
+                "(self.gpusPerRun > self.nodeGpus ? self.gpusPerRun / self.nodeGpus : 1) <= self.nodes",
+                "gpusPerRun must be <= nodeGpus, or nodes at least gpusPerRun / nodeGpus (the nodes one run spans)",
+                ".gpusPerRun",
+            ),
+            (
+                "!has(self.priorityClassName) || has(self.queueName)",
+                "priorityClassName (a Kueue WorkloadPriorityClass) needs queueName (a LocalQueue) too; allowed: both, "
+                "queueName alone, or neither",
+                ".priorityClassName",
+            ),
+            (
+                "!has(self.trainingRuntime) || self.backend == 'trainjob'",
+                "trainingRuntime names a Trainer v2 ClusterTrainingRuntime and needs backend: trainjob",
+                ".trainingRuntime",
+            ),
+        ),
+    )
 
     gpus_per_run: Annotated[
         int,
@@ -211,30 +268,48 @@ class ResourceSpec(WireModel):
             "d12, 46% at d18, ~52% at d26; lower below d12).",
         ),
     ] = None
-    image: Annotated[str, Field(min_length=1, description="Trainer container image.")] = (
+    image: Annotated[str, Field(description="Trainer container image.", json_schema_extra=grammar.IMAGE_SCHEMA)] = (
         "ghcr.io/miniseries/trainer:0.1.0"
     )
     image_pull_policy: Annotated[
         Literal["Always", "IfNotPresent", "Never"], Field(description="Image pull policy for trainer pods.")
     ] = "IfNotPresent"
-    cpu: Annotated[str, Field(description="CPU request per trainer pod (a Kubernetes quantity: 16, 500m).")] = "16"
+    cpu: Annotated[
+        str,
+        Field(
+            description="CPU request per trainer pod (a Kubernetes quantity: 16, 500m).",
+            json_schema_extra=grammar.QUANTITY_SCHEMA,
+        ),
+    ] = "16"
     memory: Annotated[
-        str, Field(description="Memory request per trainer pod (a Kubernetes quantity: 200Gi, 1.5e11).")
+        str,
+        Field(
+            description="Memory request per trainer pod (a Kubernetes quantity: 200Gi, 1.5e11).",
+            json_schema_extra=grammar.QUANTITY_SCHEMA,
+        ),
     ] = "200Gi"
-    node_selector: Annotated[dict[str, str] | None, Field(description="Node selector for trainer pods.")] = None
+    node_selector: Annotated[
+        dict[str, str] | None,
+        Field(
+            description="Node selector for trainer pods.",
+            json_schema_extra={"additionalProperties": {"type": "string", **grammar.LABEL_VALUE_SCHEMA}},
+        ),
+    ] = None
     queue_name: Annotated[
         str | None,
         Field(
             description="A Kueue LocalQueue in the sweep's namespace: every job is created suspended with the label "
             "kueue.x-k8s.io/queue-name and Kueue admits it by its quota (parallelism and nodeGpus stay an upper "
-            "bound on the jobs the operator creates). Omit to start jobs directly."
+            "bound on the jobs the operator creates). Omit to start jobs directly.",
+            json_schema_extra=grammar.DNS1123_LABEL_SCHEMA,
         ),
     ] = None
     priority_class_name: Annotated[
         str | None,
         Field(
             description="A Kueue WorkloadPriorityClass for the sweep's jobs (label kueue.x-k8s.io/priority-class); "
-            "needs queueName."
+            "needs queueName.",
+            json_schema_extra=grammar.DNS1123_SUBDOMAIN_LABEL_SCHEMA,
         ),
     ] = None
     backend: Annotated[
@@ -249,7 +324,8 @@ class ResourceSpec(WireModel):
         str | None,
         Field(
             description="backend trainjob: the ClusterTrainingRuntime (a torch one) each TrainJob references; "
-            f"default {DEFAULT_TRAINING_RUNTIME}, the one the chart installs."
+            f"default {DEFAULT_TRAINING_RUNTIME}, the one the chart installs.",
+            json_schema_extra=grammar.DNS1123_SUBDOMAIN_SCHEMA,
         ),
     ] = None
 
@@ -374,13 +450,15 @@ class StoreSpec(WireModel):
         str,
         Field(
             description="s3://bucket/prefix or file:///path (no '.' or '..' segments); the sweep writes under "
-            "<uri>/<namespace>/<sweep name>/, which it claims with a store manifest."
+            "<uri>/<namespace>/<sweep name>/, which it claims with a store manifest.",
+            json_schema_extra=STORE_URI_SCHEMA,
         ),
     ]
     credentials_secret: Annotated[
         str | None,
         Field(
-            description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_ENDPOINT_URL, AWS_REGION."
+            description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_ENDPOINT_URL, AWS_REGION.",
+            json_schema_extra=grammar.DNS1123_SUBDOMAIN_SCHEMA,
         ),
     ] = None
 
@@ -403,15 +481,23 @@ class DataSpec(WireModel):
     shards_uri: Annotated[
         str,
         Field(
-            description="Parquet shards with a `text` column (s3:// or file://); the last shard is held out for validation."
+            description="Parquet shards with a `text` column (s3:// or file://); the last shard is held out for validation.",
+            json_schema_extra=STORE_URI_SCHEMA,
         ),
     ]
     tokenizer_uri: Annotated[
-        str | None, Field(description="A trained tokenizer to use; omit to train one BPE per sweep from the shards.")
+        str | None,
+        Field(
+            description="A trained tokenizer to use; omit to train one BPE per sweep from the shards.",
+            json_schema_extra=STORE_URI_SCHEMA,
+        ),
     ] = None
     eval_bundle_uri: Annotated[
         str | None,
-        Field(description="CORE eval bundle (core.yaml, eval_meta_data.csv, eval_data/); omit to skip CORE."),
+        Field(
+            description="CORE eval bundle (core.yaml, eval_meta_data.csv, eval_data/); omit to skip CORE.",
+            json_schema_extra=STORE_URI_SCHEMA,
+        ),
     ] = None
     tokenizer_train_chars: Annotated[
         int, Field(ge=1000, description="Characters of training text sampled to train the tokenizer.")
@@ -426,9 +512,53 @@ class DataSpec(WireModel):
 class ScalingSweepSpec(WireModel):
     """A family of GPT models, one per depth, each trained for its compute-optimal tokens."""
 
+    # _depths's and _check_wsd's checks that need nothing but the spec, at the API server
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            (
+                "has(self.depths) != has(self.depthRange)",
+                "give exactly one of depths (a list) or depthRange (min/max/step)",
+                ".depths",
+            ),
+            (
+                "self.training.mode != 'isoflop' || (has(self.training.isoflopBudgets) && "
+                "size(self.training.isoflopBudgets) > 0)",
+                "training.isoflopBudgets is required when training.mode is isoflop",
+                ".training.isoflopBudgets",
+            ),
+            (
+                "self.training.mode != 'ratio' || !has(self.training.isoflopBudgets) || "
+                "size(self.training.isoflopBudgets) == 0",
+                "training.isoflopBudgets is only allowed when training.mode is isoflop",
+                ".training.isoflopBudgets",
+            ),
+            (
+                "(self.training.mode == 'wsd') == has(self.training.wsd)",
+                "training.wsd (budgets, cooldownFraction) is required when training.mode is wsd, and only allowed then",
+                ".training.wsd",
+            ),
+            (
+                "!has(self.training.wsd) || !has(self.training.wsd.twinDepth) || (has(self.depths) ? "
+                "self.training.wsd.twinDepth in self.depths : has(self.depthRange) && "
+                "self.training.wsd.twinDepth >= self.depthRange.min && self.training.wsd.twinDepth <= self.depthRange.max "
+                "&& (self.training.wsd.twinDepth - self.depthRange.min) % self.depthRange.step == 0)",
+                "training.wsd.twinDepth must be one of the sweep's depths",
+                ".training.wsd.twinDepth",
+            ),
+        ),
+    )
+
     depths: Annotated[
         list[Annotated[int, Field(ge=MIN_DEPTH, le=MAX_DEPTH)]] | None,
-        Field(description=f"Depths to train ({MIN_DEPTH}..{MAX_DEPTH}); give this or depthRange."),
+        Field(
+            description=f"Depths to train ({MIN_DEPTH}..{MAX_DEPTH}); give this or depthRange.",
+            # _depths's "not empty" and "distinct" at the API server (more than 64 depths repeat one)
+            json_schema_extra={
+                "minItems": 1,
+                "maxItems": MAX_DEPTH - MIN_DEPTH + 1,
+                "x-kubernetes-list-type": "set",
+            },
+        ),
     ] = None
     depth_range: Annotated[
         DepthRange | None, Field(description="An inclusive range of depths; give this or depths.")
@@ -517,9 +647,9 @@ class ScalingSweep(WireModel):
     @classmethod
     def _name(cls, v: dict[str, Any]) -> dict[str, Any]:
         name = v.get("name")
-        if not isinstance(name, str) or not SWEEP_NAME_RE.match(name):
+        if not isinstance(name, str) or not SWEEP_NAME_RE.fullmatch(name):
             raise ValueError(
-                f"metadata.name {name!r} must be a DNS-1035 label of at most 50 characters "
+                f"metadata.name {name!r} must be a DNS-1035 label of at most {MAX_SWEEP_NAME} characters "
                 "(lowercase letters, digits, '-', starting with a letter), so that job names "
                 "<name>-d<depth> stay valid"
             )

@@ -8,9 +8,9 @@ from enum import StrEnum
 from itertools import pairwise
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from miniseries.api.wire import WireModel
+from miniseries.api.wire import WireModel, cel_rules
 
 #: Depths outside this range are either not a transformer worth fitting (d1) or
 #: beyond what one 8-GPU node trains in a sweep (d64 is already ~10B params).
@@ -33,6 +33,17 @@ WSD_DEFAULT_COOLDOWN_FRACTION = 0.2
 
 class WsdSpec(WireModel):
     """Warmup-stable-decay: per depth one constant-LR trunk and one (1-sqrt) cooldown branch per budget."""
+
+    # _twins's first check, at the API server (its second, and _increasing, walk unbounded lists)
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            (
+                "has(self.twinDepth) == (has(self.twinBudgets) && size(self.twinBudgets) > 0)",
+                "give both twinDepth and twinBudgets (or neither)",
+                ".twinDepth",
+            )
+        ),
+    )
 
     budgets: Annotated[
         list[Annotated[float, Field(gt=0, le=10000)]],

@@ -43,3 +43,15 @@ def writable(doc: Any, path: str = "status") -> tuple[Any, list[str]]:
     if isinstance(doc, float) and not math.isfinite(doc):
         return None, [path]
     return doc, []
+
+
+def cel_rules(*rules: tuple[str, str, str]) -> dict[str, Any]:
+    """A model's `json_schema_extra`: its cross-field checks as the CRD's x-kubernetes-validations, each
+    (CEL rule, message, fieldPath of the field the message names). Written next to the validator that
+    checks the same in Python, and held equal to it on the real API server
+    (tests/integration/test_crd_api_server.py)."""
+    return {
+        "x-kubernetes-validations": [
+            {"rule": rule, "message": message, "fieldPath": field_path} for rule, message, field_path in rules
+        ]
+    }

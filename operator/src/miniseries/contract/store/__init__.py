@@ -60,7 +60,7 @@ __all__ = [
 
 def open_store(uri: str) -> Store:
     """The store for a URI, or a StoreError saying what a valid URI looks like."""
-    if not STORE_URI_RE.match(uri):
+    if not STORE_URI_RE.fullmatch(uri):
         raise StoreError(f"store URI {uri!r} is not valid; allowed: s3://<bucket>/<prefix> or file:///<absolute path>")
     problem = uri_problem(uri)
     if problem:

@@ -49,6 +49,7 @@ def _store_errors(method: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
+
 FILE_MODE = 0o640
 DIR_MODE = 0o2770
 

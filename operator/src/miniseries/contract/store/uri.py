@@ -1,7 +1,7 @@
 """Store URIs: which are valid, where a local directory's store is, and the operator's store roots.
 
 Store URIs never hold `.` or `..` path segments (also percent-encoded): `uri_problem` says
-why, and the operator additionally keeps every sweep inside the store roots it is configured
+why (and the CRD's rule, `dot_segment_rule`, refuses them at the API server already), and the operator additionally keeps every sweep inside the store roots it is configured
 with (`root_problem`).
 """
 
@@ -13,8 +13,39 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-#: The store URIs a sweep may name (the CRD's pattern for spec.store.uri and spec.data.*Uri).
-STORE_URI_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]*)$")
+#: The store URIs a sweep may name: s3://<bucket>[/<prefix>] or file:///<path>, no ASCII control
+#: character or space anywhere. The CRD's `pattern` for spec.store.uri and spec.data.*Uri (api/crd.py
+#: renders it), so it is written in what Python's `re` and Go's RE2 (the API server's) read alike:
+#: explicit byte ranges, not `\s` (Unicode whitespace to Python, six ASCII bytes to Go); match it
+#: with `fullmatch` (Python's `$` also matches before a final newline, Go's does not).
+STORE_URI_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\x00-\x20\x7f]*)?|file:///[^\x00-\x20\x7f]*)$")
+#: The longest store URI a sweep may name (characters; S3 keys end at 1024 bytes anyway). Also the
+#: CRD's `maxLength`, which bounds the cost the API server estimates for `dot_segment_rule`.
+MAX_URI_LENGTH = 1024
+#: What `uri_problem`'s unquote turns into a path's separators and dots; nothing else it decodes
+#: can make a '.' or '..' segment.
+_DOT_SEGMENT_ESCAPES = (("%2e", "."), ("%2E", "."), ("%2f", "/"), ("%2F", "/"))
+
+
+def dot_segment_rule() -> str:
+    """`uri_problem`'s test as a CEL expression, the CRD's x-kubernetes-validations rule on every store
+    URI (true: no '.' or '..' segment). The same steps as `has_dot_segment`, which a unit test holds
+    equal to `uri_problem` and an API-server test holds equal to this rule."""
+    path = "self.split('#')[0].split('?')[0]"  # urlparse: the fragment, then the query, are not the path
+    for escaped, plain in _DOT_SEGMENT_ESCAPES:
+        path += f".replace('{escaped}', '{plain}')"
+    return f"!{path}.split('/').exists(seg, seg == '.' || seg == '..')"
+
+
+def has_dot_segment(uri: str) -> bool:
+    """`dot_segment_rule` step by step in Python (CEL's split and replace are Go's strings.Split and
+    ReplaceAll, which are Python's str.split and str.replace)."""
+    path = uri.split("#")[0].split("?")[0]
+    for escaped, plain in _DOT_SEGMENT_ESCAPES:
+        path = path.replace(escaped, plain)
+    return any(seg in (".", "..") for seg in path.split("/"))
+
+
 #: The local store's directory when a command is given none (`miniseries run --local`, `miniseries report`).
 DEFAULT_STORE_DIR = "miniseries-store"
 

@@ -1,0 +1,3 @@
+module patterncheck
+
+go 1.26.0
