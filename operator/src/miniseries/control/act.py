@@ -195,7 +195,7 @@ def forecast(
         return {}
     # numpy and scipy load only when a forecast is due, as for the fit
     from miniseries.control.wsd import warmdown_of
-    from miniseries.science.forecast import ForecastRefused, live_forecast
+    from miniseries.science.forecast import ForecastRefused, NonFiniteLoss, live_forecast
     from miniseries.science.trend import judge, sweep_trend
 
     planned = {r.name: r for r in plan.runs}
@@ -216,6 +216,9 @@ def forecast(
             f = live_forecast(store, layout.namespace, layout.sweep, run, steps=p.steps, warmup_steps=tr.warmup_steps,
                               warmdown_ratio=tr.warmdown_ratio, shape=shape, warmdown_steps=warmdown_steps,
                               finished_runs=sorted(finished))  # fmt: skip
+        except NonFiniteLoss as e:  # a diverged run: flagged (stopped under stop) by forecasts.apply
+            out[run] = RunForecast(at_step=step, refused=str(e)[:500], off_trend=True)
+            continue
         except ForecastRefused as e:
             out[run] = RunForecast(at_step=step, refused=str(e)[:500])
             continue

@@ -32,10 +32,21 @@ How a run is forecast (`forecast_run`):
   runs (the tiny sweep: 0.572-0.579).
 - The interval (95%) is a bootstrap: each replicate refits the run to its fitted curve plus
   residuals resampled in blocks of `BLOCK` consecutive steps (the loss noise is correlated
-  over neighbouring steps) and takes alpha, C and the ratio from one finished run drawn at
-  random (the spread between runs is the prior's own uncertainty; with one finished run it
-  is not represented, and the interval is narrower than it should be).
+  over neighbouring steps), at least `MIN_BLOCKS` blocks per trace (a block as long as the
+  trace would resample it into itself: every replicate the same, an interval of zero width),
+  and takes alpha, C and the ratio from one finished run drawn at random (the spread between
+  runs is the prior's own uncertainty; with one finished run it is not represented, and the
+  interval is narrower than it should be). Its half-width is never below the residuals' own
+  standard error of the level (z x rmse / sqrt(blocks)).
+- The law stays physical: L0 >= 0 (a loss has no negative floor) and A >= 0. Where the
+  unconstrained least squares wants L0 < 0 (a short trace nearly linear in log S1 trades L0
+  against alpha without bound), L0 is held at 0 and the fit says so (`CurveFit.degenerate`);
+  an exponent at the end of its grid is said too (the law is then that limit, not a fitted
+  exponent).
 - Too short a trace is refused with "not enough steps yet (have N, need M)", never a number.
+- A non-finite loss anywhere in the trace is refused naming the step (`NonFiniteLoss`): a NaN
+  is the run diverging, a signal for the operator to flag (or stop) the run, never a point to
+  drop and forecast around.
 """
 
 from __future__ import annotations
@@ -56,7 +67,11 @@ MIN_FIT_POINTS = 8
 #: Bootstrap replicates and the residual block length (steps).
 BOOTSTRAP = 200
 BLOCK = 10
+#: The fewest residual blocks a trace is cut into (a shorter block when the trace is short).
+MIN_BLOCKS = 4
 CONFIDENCE = 0.95
+#: The normal quantile of CONFIDENCE (two-sided), for the interval's floor.
+_Z = 1.959963984540054
 #: The exponents a full fit profiles over (L0, A and C are linear given alpha: a global optimum,
 #: no starting point to choose). At the low end the curve is linear in log S1.
 ALPHA_GRID = np.geomspace(0.01, 2.0, 80)
@@ -64,6 +79,16 @@ ALPHA_GRID = np.geomspace(0.01, 2.0, 80)
 
 class ForecastRefused(ValueError):
     """No number: the message says what is missing ("not enough steps yet (have N, need M)")."""
+
+
+class NonFiniteLoss(ForecastRefused):
+    """The trace has a NaN or infinite loss: refused, naming the first such step (the run diverged)."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"the loss is {value} at step {step}: a non-finite loss means the run diverged; "
+                         "no forecast is made over it")  # fmt: skip
+        self.step = step
+        self.value = value
 
 
 @dataclass(frozen=True)
@@ -123,6 +148,8 @@ class CurveFit:
     c: float
     rmse: float
     points: int
+    #: Why the law is not a free fit (L0 held at 0, alpha at the end of its grid), else None.
+    degenerate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,7 +162,11 @@ def _trace(sched: Schedule, steps: Sequence[int], losses: Sequence[float]) -> tu
         raise ValueError(f"{len(st)} steps but {len(y)} losses")
     if len(st) and (st.min() < 1 or st.max() > sched.steps):
         raise ValueError(f"trace steps {st.min()}..{st.max()} lie outside the schedule's 1..{sched.steps}")
-    keep = (st > sched.warmup) & np.isfinite(y)
+    bad = np.flatnonzero(~np.isfinite(y))
+    if len(bad):
+        i = int(bad[np.argmin(st[bad])])
+        raise NonFiniteLoss(int(st[i]), float(y[i]))
+    keep = st > sched.warmup
     return st[keep], y[keep]
 
 
@@ -150,14 +181,29 @@ def fit_curve(sched: Schedule, steps: Sequence[int], losses: Sequence[float]) ->
         )
     x1, x2 = sched.s1[st - 1], sched.s2[st - 1]
     best: tuple[float, float, tuple[float, ...]] | None = None
+    free: tuple[float, float, float] | None = None  # (sse, alpha, L0) of the fit with L0 unbounded
     for alpha in ALPHA_GRID:  # profile over alpha: for each, L0, A, C by linear least squares
         l0, a, c = _fit_linear(x1, x2, y, float(alpha), None)
         sse = float(np.sum((law(x1, x2, l0, a, float(alpha), c) - y) ** 2))
         if best is None or sse < best[0]:
             best = (sse, float(alpha), (l0, a, c))
-    assert best is not None
+        fl0, fa, fc = _fit_linear(x1, x2, y, float(alpha), None, physical=False)
+        fsse = float(np.sum((law(x1, x2, fl0, fa, float(alpha), fc) - y) ** 2))
+        if free is None or fsse < free[0]:
+            free = (fsse, float(alpha), fl0)
+    assert best is not None and free is not None
     sse, alpha, (l0, a, c) = best
-    return CurveFit(l0=l0, a=a, alpha=alpha, c=c, rmse=math.sqrt(sse / len(y)), points=len(st))
+    notes = []
+    if free[2] < 0 and free[0] < sse:
+        notes.append(f"the free fit wanted a negative irreducible loss (L0 = {free[2]:.3g} at alpha {free[1]:.3g}, "
+                     f"rmse {math.sqrt(free[0] / len(y)):.3g}); the law used is the best with L0 >= 0 "
+                     f"(rmse {math.sqrt(sse / len(y)):.3g})")  # fmt: skip
+    if alpha in (float(ALPHA_GRID[0]), float(ALPHA_GRID[-1])):
+        end = "lower" if alpha == float(ALPHA_GRID[0]) else "upper"
+        notes.append(f"alpha at the {end} end of its grid ({alpha:g}): the exponent is not identified by this "
+                     "curve; the law used is that limit")  # fmt: skip
+    return CurveFit(l0=l0, a=a, alpha=alpha, c=c, rmse=math.sqrt(sse / len(y)), points=len(st),
+                    degenerate="; ".join(notes) or None)  # fmt: skip
 
 
 @dataclass
@@ -226,20 +272,27 @@ def need_steps(sched: Schedule) -> int:
     return sched.warmup + MIN_FIT_POINTS
 
 
-def _fit_linear(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, alpha: float, c: float | None) -> tuple[float, ...]:
-    """(L0, A, C) by least squares with alpha fixed, and C too unless it is None; C >= 0, L0 free.
+def _fit_linear(
+    x1: np.ndarray, x2: np.ndarray, y: np.ndarray, alpha: float, c: float | None, *, physical: bool = True
+) -> tuple[float, ...]:
+    """(L0, A, C) by least squares with alpha fixed, and C too unless it is None; C >= 0, L0 >= 0.
 
-    L0 is not held >= 0: on short horizons L0 and alpha trade off (the curve is close to
-    linear in log S1, the alpha -> 0 limit), and the extrapolation is what matters.
+    On short horizons L0 and alpha trade off (the curve is close to linear in log S1, the
+    alpha -> 0 limit) and a free L0 runs negative (-42 on the tiny sweep's d2): physically
+    meaningless, so L0 is held at 0 there (the active constraint of the bounded problem) and
+    the caller says so. `physical=False`: L0 unbounded (to tell the caller what the data wanted).
     """
     power = np.power(x1, -alpha)
-    if c is not None:
-        sol = np.linalg.lstsq(np.stack([np.ones_like(x1), power], 1), y + c * x2, rcond=None)[0]
-        return float(sol[0]), float(sol[1]), c
-    sol = np.linalg.lstsq(np.stack([np.ones_like(x1), power, -x2], 1), y, rcond=None)[0]
-    if sol[2] < 0:  # annealing never raises the loss: refit without it
-        return _fit_linear(x1, x2, y, alpha, 0.0)
-    return float(sol[0]), float(sol[1]), float(sol[2])
+    target = y if c is None else y + c * x2
+    cols = [np.ones_like(x1), power] + ([] if c is not None else [-x2])
+    sol = np.linalg.lstsq(np.stack(cols, 1), target, rcond=None)[0]
+    if c is None and sol[2] < 0:  # annealing never raises the loss: refit without it
+        return _fit_linear(x1, x2, y, alpha, 0.0, physical=physical)
+    if physical and sol[0] < 0:  # no negative floor: L0 = 0, the rest refitted
+        sol = np.concatenate([[0.0], np.linalg.lstsq(np.stack(cols[1:], 1), target, rcond=None)[0]])
+        if c is None and sol[2] < 0:
+            sol = np.array([0.0, float(np.linalg.lstsq(power[:, None], y, rcond=None)[0][0]), 0.0])
+    return float(sol[0]), float(sol[1]), float(c if c is not None else sol[2])
 
 
 def forecast_run(
@@ -283,8 +336,15 @@ def forecast_run(
         names = [r.run for r in prior.runs]
         l0, a, c = _fit_linear(x1, x2, y, prior.alpha, None if own_c else prior.c)
         pred = law(x1, x2, l0, a, prior.alpha, c)
+        held = "L0 held at its bound 0 (the free fit wanted a negative irreducible loss)" if l0 == 0.0 else None
         fit = CurveFit(
-            l0=l0, a=a, alpha=prior.alpha, c=c, rmse=float(np.sqrt(np.mean((pred - y) ** 2))), points=len(st)
+            l0=l0,
+            a=a,
+            alpha=prior.alpha,
+            c=c,
+            rmse=float(np.sqrt(np.mean((pred - y) ** 2))),
+            points=len(st),
+            degenerate=held,
         )
     window = sched.final_window - 1
     final = float(np.mean(law(sched.s1[window], sched.s2[window], fit.l0, fit.a, fit.alpha, fit.c)))
@@ -295,7 +355,7 @@ def forecast_run(
     fitted = law(x1, x2, fit.l0, fit.a, fit.alpha, fit.c)
     resid = y - fitted
     n = len(y)
-    block = min(BLOCK, n)
+    block = max(1, min(BLOCK, n // MIN_BLOCKS))
     finals, bpbs = [], []
     for _ in range(bootstrap):
         starts = rng.integers(0, n - block + 1, size=math.ceil(n / block))
@@ -313,12 +373,14 @@ def forecast_run(
             bpbs.append(f * r)
     lo_q, hi_q = (1 - CONFIDENCE) / 2 * 100, (1 + CONFIDENCE) / 2 * 100
     low, high = (float(np.percentile(finals, lo_q)), float(np.percentile(finals, hi_q))) if finals else (final, final)
-    low, high = min(low, final), max(high, final)
+    # the floor: the level's standard error from the residuals, one independent draw per block
+    floor = _Z * fit.rmse / math.sqrt(max(1, n // block))
+    low, high = min(low, final - floor), max(high, final + floor)
     val = vlow = vhigh = None
     if ratio is not None:
         val = final * ratio
         vlow, vhigh = (float(np.percentile(bpbs, lo_q)), float(np.percentile(bpbs, hi_q))) if bpbs else (val, val)
-        vlow, vhigh = min(vlow, val), max(vhigh, val)
+        vlow, vhigh = min(vlow, val - floor * ratio), max(vhigh, val + floor * ratio)
     return Forecast(
         step=last,
         steps=sched.steps,
