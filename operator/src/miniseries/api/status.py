@@ -187,6 +187,13 @@ class FitStatus(WireModel):
     partial: bool = False
     runs_fitted: int = 0
     message: str | None = None
+    rollout: Annotated[
+        dict[str, float] | None,
+        Field(
+            description="Each law refitted without the largest-compute run(s), its error predicting them (loss "
+            "laws relative, core in CORE points; extrapolation: the compute factor it implies). See the report."
+        ),
+    ] = None
 
 
 class Totals(WireModel):

@@ -185,6 +185,9 @@ class Extrapolation(_Result):
     decades_beyond_data: float | None
     message: str | None = None
     depth: int | None = None  # the family's depth that spends this compute at the sweep's ratio (report fills it)
+    #: The compute is uncertain by this factor either way: the CORE law's rollout error (fit/rollout.py)
+    #: in decades of compute; None when no rollout could be made (the uncertainty is unknown).
+    rollout_factor: float | None = None
 
 
 def extrapolate(

@@ -41,7 +41,7 @@ def ratio_at(fit: ChinchillaFit, compute: float) -> float:
 
 
 def optimal_ratio(params: Any, tokens: Any, loss: Any, compute: float, *, bootstrap: int = 100,
-                  seed: int = 0) -> tuple[ChinchillaFit, OptimalRatio]:  # fmt: skip
+                  seed: int = 0, shared_exponent: bool = False) -> tuple[ChinchillaFit, OptimalRatio]:  # fmt: skip
     """The Approach-3 fit of the points (with its bootstrap intervals) and D_opt/N_opt at `compute` with a
     percentile interval over the same resamples. A resample with one model size or one token count, or whose
     law has no optimum, gives no ratio and is left out (`resamples` counts those that did)."""
@@ -56,7 +56,7 @@ def optimal_ratio(params: Any, tokens: Any, loss: Any, compute: float, *, bootst
         except FitError:
             return
 
-    fit = fit_chinchilla(n, d, l_, bootstrap=bootstrap, seed=seed, on_resample=take)
+    fit = fit_chinchilla(n, d, l_, bootstrap=bootstrap, seed=seed, on_resample=take, shared_exponent=shared_exponent)
     ratio = ratio_at(fit, compute)
     lo, hi = np.percentile(ratios, [2.5, 97.5]) if ratios else (float("nan"), float("nan"))
     return fit, OptimalRatio(compute, ratio, float(lo), float(hi), len(ratios))

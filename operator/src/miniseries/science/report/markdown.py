@@ -25,6 +25,38 @@ def _law_row(name: str, law: Any) -> str:
     return f"| {name} | {law.exponent:.4f} | [{fmt_number(lo)}, {fmt_number(hi)}] | {law.r2:.4f} | {law.points} |"
 
 
+ROLLOUT_NAMES = {"loss_law": "loss over C", "bpb_law": "bpb over C", "chinchilla_free": "Approach 3, free exponents",
+                 "chinchilla_shared": "Approach 3, shared exponent", "core": "CORE over C"}  # fmt: skip
+
+
+def rollout_lines(rollouts: dict[str, Any]) -> list[str]:
+    """The Rollout validation section: each law refitted without the largest-compute run(s), predicting them."""
+    lines = ["## Rollout validation", "",
+             "Each law refitted without the sweep's largest-compute run(s) (isoFLOP: the largest budget; wsd: the "
+             "largest model's branches) and asked to predict them: how far the law carries beyond the runs it saw, "
+             "which its own interval does not say. Loss and bpb errors are relative, CORE errors in CORE points.", "",
+             "| law | held out | predicted | measured | error | refitted on |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for key, name in ROLLOUT_NAMES.items():
+        r = rollouts.get(key)
+        if r is None:
+            continue
+        if isinstance(r, dict):
+            lines.append(f"| {name} | – | – | – | – | not made: {r['refused']} |")
+            continue
+        spec = "+.2%" if r.relative else "+.4f"
+        lines.append(f"| {r.law} | {', '.join(r.held_out)} | {', '.join(f'{v:.4f}' for v in r.predicted)} | "
+                     f"{', '.join(f'{v:.4f}' for v in r.actual)} | {format(r.error, spec)} | {r.fitted_on} runs |")  # fmt: skip
+    choice = rollouts.get("chinchilla_choice")
+    if choice:
+        lines += ["", f"Approach 3 is reported in its **{choice['form']}**-exponent form, the one that predicted the "
+                      f"held-out runs better ({choice['why']})."]  # fmt: skip
+    ext = rollouts.get("extrapolation") or {}
+    if ext.get("compute_factor"):
+        lines += ["", f"The extrapolation's compute carries the CORE rollout's error as its uncertainty: a factor of "
+                      f"{ext['compute_factor']:.3g} either way (the CORE error over the CORE law's slope per decade)."]  # fmt: skip
+    return [*lines, ""]
+
+
 def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunRow], plots: list[str]) -> str:
     """One sweep's report.md: status, problems, runs, fits, checks, extrapolation and plots."""
     fits, checks = result["fits"], result["checks"]
@@ -74,7 +106,8 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
     ch = fits.get("chinchilla")
     lines.append("")
     if ch is not None:
-        lines += ["Chinchilla Approach 3, L = E + A/N^α + B/D^β (Huber δ=1e-3 on log-loss, L-BFGS, bootstrap 95% CI):", "",
+        form = " with one shared exponent α = β (Gadre et al. 2024)" if ch.form == "shared" else ""
+        lines += [f"Chinchilla Approach 3, L = E + A/N^α + B/D^β{form} (Huber δ=1e-3 on log-loss, L-BFGS, bootstrap 95% CI):", "",
                   "| E | A | B | α | β | a = β/(α+β) |", "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         ci = ch.ci
 
@@ -100,7 +133,8 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
     if cf is not None:
         lines += ["", f"CORE = {cf.intercept:.4f} + {cf.slope:.4f} · log10(C) (R² {cf.r2:.3f}, {cf.points} points; "
                   f"slope 95% CI [{fmt_number(cf.slope_ci[0])}, {fmt_number(cf.slope_ci[1])}])."]  # fmt: skip
-    lines += ["", "## Checks", ""]
+    lines += ["", *rollout_lines(fits.get("rollout") or {})]
+    lines += ["## Checks", ""]
     cc = checks["curves_cross"]
     lines.append(f"- Curves cross: **{'yes' if cc else 'no' if cc is False else 'not checked (fewer than 2 runs)'}**")
     for x in checks["crossings"]:
@@ -119,12 +153,13 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
               f"Compute to reach a target CORE from the CORE fit; GPU-hours at {doc['peak_flops_per_gpu']:.3g} FLOP/s per GPU and "
               f"{result['mfu_used']:.2%} MFU ({'measured: mean achieved FLOP/s per device over runs' if result['mfu_measured'] else 'assumed: no run measured it'}), "
               f"${doc['price_per_gpu_hour']}/GPU-hour.", "",
-              "| target | CORE | FLOPs | GPU-hours | USD | N_opt | D_opt | ≈ depth | note |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+              "| target | CORE | FLOPs | × or ÷ (rollout) | GPU-hours | USD | N_opt | D_opt | ≈ depth | note |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     if not result["extrapolation"]:
-        lines.append("| – | – | – | – | – | – | – | – | no CORE fit (see Problems) |")
+        lines.append("| – | – | – | – | – | – | – | – | – | no CORE fit (see Problems) |")
     for e in result["extrapolation"]:
-        lines.append(f"| {e.target} | {e.core:.4f} | {fmt_number(e.flops, '.3g')} | {fmt_number(e.gpu_hours, ',.1f')} | "
+        lines.append(f"| {e.target} | {e.core:.4f} | {fmt_number(e.flops, '.3g')} | {fmt_number(e.rollout_factor, '.3g')} | "
+                     f"{fmt_number(e.gpu_hours, ',.1f')} | "
                      f"{fmt_number(e.cost_usd, ',.0f')} | {fmt_number(e.params, '.3g')} | {fmt_number(e.tokens, '.3g')} | "
                      f"{'d' + str(e.depth) if e.depth else '–'} | {e.message or ''} |")  # fmt: skip
     lines += ["", "## Plots", ""]

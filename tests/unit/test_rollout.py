@@ -1,0 +1,92 @@
+"""Rollout validation (science/fit/rollout.py): each law refitted without the largest-compute run(s)
+predicts them; the numbers checked against independent arithmetic, and the report carries them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout
+from miniseries.contract.store import LocalStore
+from miniseries.science.fit import FitError
+from miniseries.science.fit.rollout import compute_factor, rollout_chinchilla, rollout_core, rollout_power_law
+from miniseries.science.report import build_report
+from miniseries.science.report.analysis import _pick_form
+from tests.support.synthetic import spec_from, write_sweep
+from tests.unit.test_fit import _gadre, needs_data, synthetic_grid
+
+C = np.geomspace(1e17, 1e20, 6)
+NAMES = [f"r{i}" for i in range(6)]
+
+
+def test_an_exact_power_law_predicts_its_largest_run_exactly():
+    r = rollout_power_law(NAMES, C, 3.0 * C**-0.05, "loss over C")
+    assert r.held_out == ["r5"] and r.fitted_on == 5 and r.relative
+    assert abs(r.error) < 1e-12
+
+
+def test_a_floor_the_power_law_lacks_shows_as_a_negative_rollout_error():
+    """y = 2 + 40 C^-0.1 flattens toward 2: a pure power law fitted on the five smaller runs
+    undershoots the largest. The error is what an independent log-log line through them gives."""
+    y = 2.0 + 40.0 * C**-0.1
+    slope, icpt = np.polyfit(np.log(C[:5]), np.log(y[:5]), 1)
+    expected = (np.exp(icpt + slope * np.log(C[5])) - y[5]) / y[5]
+    r = rollout_power_law(NAMES, C, y, "loss over C")
+    assert r.error == pytest.approx(expected, rel=1e-9) and r.error < -0.005
+    with pytest.raises(FitError, match="needs 2 distinct compute values besides the largest"):
+        rollout_power_law(NAMES[:2], C[:2], y[:2], "loss over C")
+
+
+def test_core_rollout_is_in_core_points_and_sets_the_compute_factor():
+    core = np.array([0.02, 0.05, 0.08, 0.11, 0.14, 0.20])  # the largest run is 0.03 above the line
+    r = rollout_core(NAMES, C, core)
+    line = np.polyfit(np.log10(C[:5]), core[:5], 1)
+    assert not r.relative and r.error == pytest.approx(np.polyval(line, np.log10(C[5])) - 0.20, abs=1e-12)
+    slope = 0.05
+    assert compute_factor(r, slope) == pytest.approx(10 ** (abs(r.error) / slope))
+    assert compute_factor(r, 0.0) is None
+
+
+def test_the_approach3_form_is_picked_by_rollout_error_synthetic():
+    """On a law whose exponents differ (0.45, 0.25) the tied form cannot follow: the free one wins."""
+    n, d, loss = synthetic_grid(alpha=0.45, beta=0.25, noise=0.0)
+    names = [str(i) for i in range(len(n))]
+    rollouts: dict = {}
+    assert _pick_form(names, list(n), list(d), list(loss), list(n), rollouts) is False
+    free, shared = rollouts["chinchilla_free"], rollouts["chinchilla_shared"]
+    assert abs(free.error) < 1e-3 < abs(shared.error) and rollouts["chinchilla_choice"]["form"] == "free"
+    assert free.held_out == [str(i) for i in range(42, 48)]  # the largest model's six token counts
+    direct = rollout_chinchilla(names, n, d, loss, n, shared_exponent=True)
+    assert direct.error == pytest.approx(shared.error)
+
+
+@needs_data
+def test_the_approach3_form_is_picked_by_rollout_error_on_gadre_redpajama():
+    """Published data: RedPajama's ladder, the models above 411M held out. The shared exponent
+    predicts them to 0.31% (worst of three), the free form to 3.0%: the report would pick shared."""
+    rows = [r for r in _gadre("rpj")]
+    names, n, d, loss = ([r[i] for r in rows] for i in (0, 1, 2, 3))
+    rollouts: dict = {}
+    assert _pick_form(names, n, d, loss, [1.0 if r[4] else 0.0 for r in rows], rollouts) is True
+    assert abs(rollouts["chinchilla_shared"].error) < 0.005 < 0.02 < abs(rollouts["chinchilla_free"].error)
+    assert sorted(rollouts["chinchilla_shared"].held_out) == sorted(r[0] for r in rows if r[4])
+
+
+def test_the_report_carries_each_laws_rollout_and_the_extrapolation_its_factor(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    spec = spec_from({"depths": [2, 3, 4, 5, 6, 8]})
+    write_sweep(store, "ratio", spec)
+    _uri, status = build_report(store, SweepLayout(LOCAL_NAMESPACE, "ratio"), spec)
+    doc = json.loads(store.read_bytes("local/ratio/report/report.json"))
+    ro = doc["fits"]["rollout"]
+    assert ro["loss_law"]["held_out"] == ["d8"] and ro["loss_law"]["fitted_on"] == 5
+    assert {"loss_law", "bpb_law", "core", "extrapolation"} <= set(ro)
+    factor = ro["extrapolation"]["compute_factor"]
+    assert factor == pytest.approx(10 ** (abs(ro["core"]["error"]) / doc["fits"]["core"]["slope"]))
+    assert all(e["rollout_factor"] == factor for e in doc["extrapolation"])
+    assert status.rollout is not None and status.rollout["loss_law"] == ro["loss_law"]["error"]
+    assert status.rollout["extrapolation"] == factor
+    md = store.read_bytes("local/ratio/report/report.md").decode()
+    assert "## Rollout validation" in md and "| loss over C | d8 |" in md and "× or ÷ (rollout)" in md
