@@ -67,9 +67,25 @@ class ChinchillaFit(_Result):
         n = g * (compute / flops_per_param_token) ** self.a
         return n, compute / flops_per_param_token / n
 
+    @property
+    def on_bounds(self) -> list[str]:
+        """Each parameter at the edge of its physical range: the fit is degenerate there, and says so.
+        E -> 0 (no irreducible loss), an exponent <= 0 (the loss does not fall with N or D) or beyond
+        the initialisation grid's 2 (a term that vanishes within the data, its coefficient unpinned)."""
+        out = []
+        if self.E < 1e-3:
+            out.append(f"E = {self.E:.3g}: the irreducible loss went to its bound 0")
+        for name in ("alpha", "beta") if self.form == "free" else ("alpha",):
+            v = getattr(self, name)
+            if v <= 0.0:
+                out.append(f"{name} = {v:.3g} <= 0: the loss does not fall with {'N' if name == 'alpha' else 'D'}")
+            elif v >= 2.0:
+                out.append(f"{name} = {v:.3g} beyond 2: its term vanishes within the data (not identified)")
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
-        d["a"], d["b"] = self.a, self.b
+        d["a"], d["b"], d["on_bounds"] = self.a, self.b, self.on_bounds
         return json_ready(d)  # type: ignore[no-any-return]
 
 

@@ -17,6 +17,10 @@ from miniseries.contract.doc import json_ready
 from miniseries.science.fit.chinchilla import ChinchillaFit, fit_chinchilla
 from miniseries.science.fit.common import FitError
 
+#: An interval wider than this many decades (high / low) does not identify the ratio: the sweep's
+#: points cannot tell the two terms of the law apart, and the number is not reported.
+IDENTIFIED_DECADES = 1.0
+
 
 @dataclass
 class OptimalRatio:
@@ -26,8 +30,33 @@ class OptimalRatio:
     high: float  # 97.5th percentile
     resamples: int
 
+    @property
+    def identified(self) -> bool:
+        """The 95% interval spans at most IDENTIFIED_DECADES decades (and is finite and positive)."""
+        import math
+
+        ok = all(math.isfinite(v) and v > 0 for v in (self.ratio, self.low, self.high))
+        return ok and math.log10(self.high / self.low) <= IDENTIFIED_DECADES
+
+    @property
+    def note(self) -> str | None:
+        """Why the ratio is not reported, and what would identify it; None when it is identified."""
+        if self.identified:
+            return None
+        return ("not identified by this sweep: its 95% interval spans "
+                f"{'an unknown number of' if not self.low > 0 else f'{_decades(self.low, self.high):.0f}'} decades "
+                f"(bootstrap over {self.resamples} resamples). To identify it: branches at more tokens-per-parameter "
+                "budgets on both sides of the optimum (the loss must turn up again at the high end), and at least "
+                "three depths, so that A/N^alpha and B/D^beta can be told apart")  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
-        return json_ready(dict(vars(self)))  # type: ignore[no-any-return]
+        return json_ready(dict(vars(self)) | {"identified": self.identified, "note": self.note})  # type: ignore[no-any-return]
+
+
+def _decades(low: float, high: float) -> float:
+    import math
+
+    return math.log10(high / low) if low > 0 and high > 0 and math.isfinite(high / low) else float("inf")
 
 
 def ratio_at(fit: ChinchillaFit, compute: float) -> float:

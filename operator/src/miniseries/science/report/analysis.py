@@ -84,6 +84,8 @@ def _fit_wsd(ok: list[RunRow], fits: dict[str, Any], problems: list[str], bootst
                    max(r.flops for r in branches), bootstrap=bootstrap, shared_exponent=shared)  # fmt: skip
         if got is not None:
             fits["chinchilla"], fits["wsd_optimal_ratio"] = got
+            if got[1].note:  # an interval over decades: the sweep's answer is that it has none yet
+                problems.append(f"wsd optimum tokens per parameter: {got[1].note}")
     key = {(r.depth, r.wsd_budget): r for r in branches if r.val_bpb}
     twins = {f"d{r.depth}@{r.wsd_budget:g}": (key[(r.depth, r.wsd_budget)].val_bpb, r.val_bpb)
              for r in ok if r.role == "twin" and r.val_bpb and (r.depth, r.wsd_budget) in key}  # fmt: skip

@@ -85,7 +85,8 @@ def fit_status(doc: dict[str, Any]) -> FitStatus:
     ll = law_src.get("loss_law")
     ratio = None
     if fits.get("wsd_optimal_ratio"):
-        ratio = fits["wsd_optimal_ratio"]["ratio"]  # the wsd sweep's answer
+        opt = fits["wsd_optimal_ratio"]
+        ratio = opt["ratio"] if opt.get("identified", True) else None  # the wsd sweep's answer, when it has one
     elif fits.get("isoflop") and fits["isoflop"].get("optima"):
         opt = fits["isoflop"]["optima"]
         ratio = opt[-1]["tokens_per_param"]  # at the largest budget: what to train at next

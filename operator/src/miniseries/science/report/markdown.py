@@ -118,10 +118,15 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
         lines.append(
             f"| {c('E', '.3f')} | {c('A', '.3g')} | {c('B', '.3g')} | {c('alpha', '.3f')} | {c('beta', '.3f')} | {c('a', '.3f')} |"
         )
+        for flag in ch.on_bounds:
+            lines.append(f"- **Parameter on a bound**: {flag}.")
     elif fits.get("chinchilla_note"):
         lines.append(f"Chinchilla Approach 3: {fits['chinchilla_note']}.")
     opt = fits.get("wsd_optimal_ratio")
-    if opt is not None:
+    if opt is not None and not opt.identified:
+        lines += ["", f"Compute-optimal tokens per parameter at C = {opt.compute:.3g} FLOPs (Approach 3 on the WSD "
+                  f"branches): **{opt.note}**."]  # fmt: skip
+    elif opt is not None:
         lines += ["", f"Compute-optimal tokens per parameter at C = {opt.compute:.3g} FLOPs (Approach 3 on the WSD "
                   f"branches): **{opt.ratio:.3g}** (95% interval {opt.low:.3g} to {opt.high:.3g}, "
                   f"{opt.resamples} resamples)."]  # fmt: skip
