@@ -108,9 +108,12 @@ def test_the_val_trace_slice_is_spread_over_the_final_evaluations_tokens(corpus:
     kw = {"batch_size": 2, "seq_len": 32, "eval_tokens": 2 * 32 * 9}
     full = validation_batches(store, val, tok, **kw)
     assert len(full) == 9
-    spread = validation_batches(store, val, tok, keep=3, **kw)
-    assert len(spread) == 3
-    for got, want in zip(spread, (full[0], full[4], full[8]), strict=True):
-        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    rows_x = torch.cat([x for x, _ in full])  # 18 sequences
+    rows_y = torch.cat([y for _, y in full])
+    spread = validation_batches(store, val, tok, keep=3, **kw)  # 6 sequences, evenly over the 18
+    assert len(spread) == 3 and all(x.shape[0] == 2 for x, _ in spread)
+    want = [round(i * 17 / 5) for i in range(6)]  # 0, 3, 7, 10, 14, 17: the first and the last included
+    assert torch.equal(torch.cat([x for x, _ in spread]), rows_x[want])
+    assert torch.equal(torch.cat([y for _, y in spread]), rows_y[want])
     assert len(validation_batches(store, val, tok, keep=1, **kw)) == 1
     assert len(validation_batches(store, val, tok, keep=20, **kw)) == 9  # more than there are: all of them

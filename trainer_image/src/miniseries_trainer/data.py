@@ -237,10 +237,10 @@ def validation_batches(
 ) -> list[tuple[Tensor, Tensor]]:
     """This rank's share of the first eval_tokens tokens of the validation shard (one pass, no wrap).
 
-    `keep`: only that many batches, spread evenly over those eval_tokens (the first and the last
-    among them), streamed so that the others are never held: the val-bpb trace's slice, drawn
-    across what the final evaluation measures rather than from its first documents (on the
-    default corpus a slice of the first documents sat 8% below the final evaluation of d3).
+    `keep`: only that many batches, of sequences spread evenly over those eval_tokens (the first and
+    the last sequence among them), streamed so that the others are never held: the val-bpb trace's
+    slice, drawn across what the final evaluation measures rather than from its first documents (on
+    the default corpus a slice of the first documents sat 8% below the final evaluation of d1-d3).
     """
     loader = TokenLoader(
         store,
@@ -254,15 +254,32 @@ def validation_batches(
     )
     per_batch = batch_size * seq_len * world_size
     total = max(1, eval_tokens // per_batch)
-    wanted = None
     if keep is not None and keep < total:
-        wanted = {round(i * (total - 1) / max(1, keep - 1)) for i in range(keep)} if keep > 1 else {0}
+        return _spread(loader, total, batch_size, keep)
     batches = []
-    for i in range(total):
+    for _ in range(total):
         try:
-            batch = next(loader)
+            batches.append(next(loader))
         except StopIteration:
             break
-        if wanted is None or i in wanted:
-            batches.append(batch)
     return batches
+
+
+def _spread(loader: TokenLoader, total: int, batch_size: int, keep: int) -> list[tuple[Tensor, Tensor]]:
+    """`keep` batches of the sequences at evenly spaced places among the `total` batches' rows."""
+    rows, want = total * batch_size, keep * batch_size
+    wanted = {round(i * (rows - 1) / max(1, want - 1)) for i in range(want)}
+    xs, ys = [], []
+    for i in range(total):
+        try:
+            x, y = next(loader)
+        except StopIteration:
+            break
+        for j in range(x.shape[0]):
+            if i * batch_size + j in wanted:
+                xs.append(x[j])
+                ys.append(y[j])
+    return [
+        (torch.stack(xs[k : k + batch_size]), torch.stack(ys[k : k + batch_size]))
+        for k in range(0, len(xs) - batch_size + 1, batch_size)
+    ]
