@@ -155,24 +155,26 @@ def test_the_interval_never_collapses_with_few_points_past_warmup(points: int) -
     assert width > 2 * f.fit.rmse / np.sqrt(points), (f.final_loss_low, f.final_loss_high, f.fit.rmse)
 
 
-def test_the_law_stays_physical_or_says_it_is_degenerate() -> None:
-    """Issue 32: the tiny sweep's d2 forecast carried L0 = -42.1 with alpha = 0.01 (the grid's edge).
-    A curve linear in log S1 (the alpha -> 0 limit) drives a free L0 negative: it is held at 0 and said."""
+def test_a_degenerate_law_says_so_and_what_it_fell_back_to() -> None:
+    """Issue 32: the tiny sweep's d2 forecast carried L0 = -42.1 with alpha = 0.01 (the grid's edge)
+    and said nothing. A curve linear in log S1 (the alpha -> 0 limit) drives L0 negative: the fit says
+    it is degenerate and gives the log-linear law it is, whose slope is the one the curve was made with."""
     steps = 150
     mult = lr_multipliers(steps, WARMUP, WARMDOWN)
     sched = schedule(mult)
     loss = 3.0 - 0.8 * np.log(sched.s1) - C * sched.s2  # no floor: L0 -> -inf as alpha -> 0
     fit = fit_curve(sched, list(range(1, steps + 1)), loss.tolist())
-    assert fit.l0 >= 0.0 and fit.a >= 0.0
-    assert fit.degenerate is not None and "the free fit wanted a negative irreducible loss" in fit.degenerate
+    assert fit.l0 < 0 and fit.alpha == pytest.approx(0.01)
+    assert fit.degenerate is not None and fit.degenerate.startswith("degenerate: L0 = ")
+    assert "at the low end of its grid" in fit.degenerate and "log-linear regime" in fit.degenerate
+    assert fit.a * fit.alpha == pytest.approx(0.8, rel=0.02)  # the slope it states is the curve's
+    assert f"- {fit.a * fit.alpha:.4g} ln S1" in fit.degenerate
     d1_mult, d1_loss = synthetic(60, 2.6, 1.2)
     prior = SweepPrior([prior_run("d1", d1_mult, range(1, 61), d1_loss.tolist(), None, None)])
     f = forecast_run(mult, list(range(1, 76)), loss[:75].tolist(), prior)
-    assert f.fit.l0 >= 0.0 and (f.fit.l0 > 0.0 or f.fit.degenerate is not None)
-    healthy = fit_curve(
-        schedule(synthetic(400, 1.9, 1.0)[0]), list(range(1, 401)), synthetic(400, 1.9, 1.0)[1].tolist()
-    )
-    assert healthy.degenerate is None
+    assert (f.fit.l0 < 0) is (f.fit.degenerate is not None)
+    mult400, loss400 = synthetic(400, 1.9, 1.0)
+    assert fit_curve(schedule(mult400), list(range(1, 401)), loss400.tolist()).degenerate is None
 
 
 # -----------------------------------------------------------------------------

@@ -229,7 +229,7 @@ def forecast(
         rf = RunForecast(
             at_step=step, val_bpb=f.val_bpb, val_bpb_low=f.val_bpb_low, val_bpb_high=f.val_bpb_high,
             final_loss=f.final_loss, final_loss_low=f.final_loss_low, final_loss_high=f.final_loss_high,
-            method=f.method,
+            method=f.method + (" (degenerate: log-linear limit)" if f.fit.degenerate else ""),
         )  # fmt: skip
         metric = "valBpb" if f.val_bpb is not None else "finalLoss"
         trend = trends[metric]
