@@ -90,3 +90,57 @@ def test_the_report_carries_each_laws_rollout_and_the_extrapolation_its_factor(t
     assert status.rollout["extrapolation"] == factor
     md = store.read_bytes("local/ratio/report/report.md").decode()
     assert "## Rollout validation" in md and "| loss over C | d8 |" in md and "× or ÷ (rollout)" in md
+
+
+def test_approach2_parabolas_are_biased_where_approach3_is_not():
+    """A known law with alpha != beta (0.45, 0.25), noise-free isoFLOP points at the same seven model
+    sizes at every budget (as a sweep of fixed depths samples them): the parabola's vertex overestimates
+    N_opt by 10-14% at a two-decade span, and more at three, while Approach 3 on the same points finds it."""
+    from miniseries.science.fit import fit_chinchilla, fit_isoflop
+    from miniseries.science.fit.approaches import compare, parabola_bias
+    from miniseries.science.fit.chinchilla import ChinchillaFit
+
+    law = ChinchillaFit(E=1.8, A=400.0, B=1200.0, alpha=0.45, beta=0.25, points=0, huber_objective=0.0)
+    budgets = [1e18, 3e18, 1e19, 3e19]
+    narrow = parabola_bias(law, budgets, span_decades=1.0, fixed_grid=True)
+    wide = parabola_bias(law, budgets, span_decades=2.0, fixed_grid=True)
+    wider = parabola_bias(law, budgets, span_decades=3.0, fixed_grid=True)
+    assert max(abs(b) for b in narrow.params_bias) < 0.04
+    assert all(0.09 < b < 0.15 for b in wide.params_bias) and all(b > 0.28 for b in wider.params_bias)
+    centred = parabola_bias(law, budgets, span_decades=2.0)  # centred on each optimum: one factor, a unbiased
+    assert np.ptp(centred.params_bias) < 1e-6 and centred.a_fitted == pytest.approx(law.a, abs=1e-6)
+    # the same points through the report's two approaches
+    centre = law.optimum(float(np.sqrt(1e18 * 3e19)))[0]
+    rows = []
+    for c in budgets:
+        for n in centre * 10 ** np.linspace(-1.0, 1.0, 7):
+            rows.append(
+                {"budget_flops": c, "params": n, "tokens": c / (6 * n), "loss": float(law.loss(n, c / (6 * n)))}
+            )
+    iso = fit_isoflop(rows)
+    fit3 = fit_chinchilla([r["params"] for r in rows], [r["tokens"] for r in rows], [r["loss"] for r in rows],
+                          bootstrap=0)  # fmt: skip
+    got = compare(iso, fit3)
+    for b, bias in zip(got.budgets, wide.params_bias, strict=True):
+        assert b.approach3_params == pytest.approx(law.optimum(b.budget_flops)[0], rel=0.01)
+        assert b.difference == pytest.approx(bias, abs=0.01)
+
+
+def test_the_isoflop_report_has_both_approaches_and_their_rollouts(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    spec = spec_from({"depths": [2, 3, 4, 5, 6, 8],
+                      "training": {"mode": "isoflop", "isoflopBudgets": [3e13, 1e14, 3e14, 1e15]}})  # fmt: skip
+    write_sweep(store, "iso", spec)
+    _uri, status = build_report(store, SweepLayout(LOCAL_NAMESPACE, "iso"), spec, bootstrap=0)
+    doc = json.loads(store.read_bytes("local/iso/report/report.json"))
+    ro = doc["fits"]["rollout"]
+    assert ro["loss_law"]["law"] == "loss_opt over C" and ro["loss_law"]["held_out"] == ["optimum@1e+15"]
+    assert {"chinchilla_free", "chinchilla_shared", "chinchilla_choice"} <= set(ro)
+    held = set(ro["chinchilla_free"]["held_out"])
+    assert held and all(r["budget_flops"] == 1e15 for r in doc["runs"] if r["name"] in held)
+    assert doc["fits"]["chinchilla"]["form"] == ro["chinchilla_choice"]["form"]
+    assert len(doc["fits"]["approaches"]["budgets"]) == 4
+    assert status.rollout is not None and "chinchilla_free" in status.rollout
+    md = store.read_bytes("local/iso/report/report.md").decode()
+    assert "Approach 2 (each budget's parabola vertex) beside Approach 3" in md
+    assert f"reported in its **{ro['chinchilla_choice']['form']}**-exponent form" in md

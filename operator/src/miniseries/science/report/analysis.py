@@ -144,6 +144,10 @@ def fit_sweep(rows: list[RunRow], mode: Mode, *, peak: float, mfu_assumed: float
         fits["chinchilla"] = _try(problems, "Chinchilla Approach 3", fit_chinchilla, [r.params for r in ok],
                                   [r.tokens for r in ok], [r.final_loss for r in ok], bootstrap=bootstrap,
                                   shared_exponent=shared)  # fmt: skip
+        if iso is not None and iso.optima and fits["chinchilla"] is not None:  # Approach 2 beside Approach 3
+            from miniseries.science.fit.approaches import compare
+
+            fits["approaches"] = compare(iso, fits["chinchilla"])
 
     # CORE against compute and the extrapolation.
     cored = [r for r in ok if r.core is not None and not r.core_partial]

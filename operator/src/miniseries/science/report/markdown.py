@@ -122,6 +122,16 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
             lines.append(f"- **Parameter on a bound**: {flag}.")
     elif fits.get("chinchilla_note"):
         lines.append(f"Chinchilla Approach 3: {fits['chinchilla_note']}.")
+    cmp_ = fits.get("approaches")
+    if cmp_ is not None:
+        lines += ["", "Approach 2 (each budget's parabola vertex) beside Approach 3 (the fitted law's optimum): a "
+                  "parabola's vertex is biased where the valley is asymmetric (α ≠ β) and the sampled sizes sit off "
+                  "centre or span decades (see science/fit/approaches.py).", "",
+                  "| budget | N_opt, Approach 2 | N_opt, Approach 3 | 2 vs 3 |", "|---:|---:|---:|---:|"]  # fmt: skip
+        for b in cmp_.budgets:
+            lines.append(f"| {b.budget_flops:.3g} | {b.approach2_params:.3g} | {b.approach3_params:.3g} | "
+                         f"{b.difference:+.1%} |")  # fmt: skip
+        lines.append(f"| a (N_opt ∝ C^a) | {fmt_number(cmp_.approach2_a, '.3f')} | {cmp_.approach3_a:.3f} | |")
     opt = fits.get("wsd_optimal_ratio")
     if opt is not None and not opt.identified:
         lines += ["", f"Compute-optimal tokens per parameter at C = {opt.compute:.3g} FLOPs (Approach 3 on the WSD "
