@@ -11,7 +11,13 @@ import pytest
 from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout
 from miniseries.contract.store import LocalStore
 from miniseries.science.fit import FitError
-from miniseries.science.fit.rollout import compute_factor, rollout_chinchilla, rollout_core, rollout_power_law
+from miniseries.science.fit.rollout import (
+    compute_factor,
+    rollout_chinchilla,
+    rollout_core,
+    rollout_core_two_step,
+    rollout_power_law,
+)
 from miniseries.science.report import build_report
 from miniseries.science.report.analysis import _pick_form
 from tests.support.synthetic import spec_from, write_sweep
@@ -144,3 +150,46 @@ def test_the_isoflop_report_has_both_approaches_and_their_rollouts(tmp_path):
     md = store.read_bytes("local/iso/report/report.md").decode()
     assert "Approach 2 (each budget's parabola vertex) beside Approach 3" in md
     assert f"reported in its **{ro['chinchilla_choice']['form']}**-exponent form" in md
+
+
+def test_core_two_step_route_recovers_its_sigmoid_and_wins_where_core_bends():
+    """CORE = 0.6 / (1 + exp(3 (L - 3.2))) of a loss 2.0 + 40 C^-0.1 (the OLMo ladder's shape): the
+    two-step route refits it and predicts the largest run better than a line in log C, which bends
+    the wrong way; on CORE linear in log C the direct law predicts it exactly and wins."""
+    from miniseries.science.fit.core_route import fit_core_sigmoid, fit_two_step
+
+    c = np.geomspace(1e17, 1e21, 7)
+    loss = 2.0 + 40.0 * c**-0.1
+    core = 0.6 / (1 + np.exp(3.0 * (loss - 3.2)))
+    sig = fit_core_sigmoid(loss, core)
+    assert (sig.top, sig.k, sig.l_mid) == pytest.approx((0.6, 3.0, 3.2), rel=1e-3)
+    assert sig.loss_for(0.7) is None and sig.loss_for(0.3) == pytest.approx(3.2, abs=1e-3)
+    names = [f"r{i}" for i in range(7)]
+    two = rollout_core_two_step(names, c, loss, core)
+    direct = rollout_core(names, c, core)
+    assert abs(two.error) < abs(direct.error) and not two.relative
+    law = fit_two_step(c, loss, core)
+    assert law.compute_for(0.7) == float("inf") and law.slope > 0
+    linear = 0.05 * np.log10(c) - 0.8
+    assert abs(rollout_core(names, c, linear).error) < 1e-9
+    with pytest.raises(FitError, match="needs 4 runs"):
+        fit_core_sigmoid(loss[:3], core[:3])
+
+
+def test_the_report_picks_the_core_route_by_rollout_and_says_why():
+    from miniseries.science.report.analysis import _core_route
+    from miniseries.science.report.rows import RunRow
+
+    c = np.geomspace(1e17, 1e21, 7)
+    loss = 2.0 + 40.0 * c**-0.1
+    core = 0.6 / (1 + np.exp(3.0 * (loss - 3.2)))
+    rows = [RunRow(f"r{i}", i + 1, None, "finished", flops=float(c[i]), final_loss=float(loss[i]), core=float(core[i]))
+            for i in range(7)]  # fmt: skip
+    from miniseries.science.fit import fit_core
+
+    direct = fit_core(c, core)
+    rollouts: dict = {}
+    fits: dict = {}
+    law, ro = _core_route(rows, direct, rollout_core([r.name for r in rows], c, core), rollouts, fits)
+    assert fits["core_route"]["route"] == "two-step" and "via loss" in fits["core_route"]["why"]
+    assert law is fits["core_two_step"] and ro is rollouts["core_two_step"]

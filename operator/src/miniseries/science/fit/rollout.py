@@ -80,6 +80,19 @@ def rollout_core(names: Sequence[str], compute: Sequence[float], core: Sequence[
     return _make("CORE over C", names, idx, np.asarray(fit.predict(c[idx]), dtype=float), y[idx], False, len(keep))
 
 
+def rollout_core_two_step(names: Sequence[str], compute: Sequence[float], loss: Sequence[float],
+                          core: Sequence[float]) -> Rollout:  # fmt: skip
+    """compute -> loss -> CORE (fit/core_route.py) refitted without the largest run(s); CORE points."""
+    from miniseries.science.fit.core_route import fit_two_step
+
+    c, l_, y = (np.asarray(v, dtype=float) for v in (compute, loss, core))
+    idx = _held_out(c)
+    keep = np.setdiff1d(np.arange(len(c)), idx)
+    fit = fit_two_step(c[keep], l_[keep], y[keep])
+    return _make("CORE over C, via loss (sigmoid)", names, idx, np.asarray(fit.predict(c[idx]), dtype=float), y[idx],
+                 False, len(keep))  # fmt: skip
+
+
 def rollout_chinchilla(names: Sequence[str], params: Sequence[float], tokens: Sequence[float],
                        loss: Sequence[float], group: Sequence[float], *, shared_exponent: bool = False,
                        fit: Callable[..., Any] = fit_chinchilla) -> Rollout:  # fmt: skip

@@ -21,6 +21,7 @@ from miniseries.science.fit.rollout import (
     compute_factor,
     rollout_chinchilla,
     rollout_core,
+    rollout_core_two_step,
     rollout_power_law,
 )
 from miniseries.science.fit.wsd import optimal_ratio, twin_differences
@@ -44,6 +45,33 @@ def _rollout(rollouts: dict[str, Any], key: str, fn: Any, *args: Any, **kw: Any)
         return None
     rollouts[key] = got
     return got
+
+
+def _core_route(cored: list[RunRow], direct: Any, direct_rollout: Rollout | None, rollouts: dict[str, Any],
+                fits: dict[str, Any]) -> tuple[Any, Rollout | None]:  # fmt: skip
+    """CORE over compute directly, or through the loss (fit/core_route.py), whichever predicts the
+    largest run better when refitted without it; the direct law when the two-step one cannot be made."""
+    from miniseries.science.fit.core_route import fit_two_step
+
+    names, c = [r.name for r in cored], [r.flops for r in cored]
+    losses, core = [r.final_loss for r in cored], [r.core for r in cored]
+    two = _rollout(rollouts, "core_two_step", rollout_core_two_step, names, c, losses, core)
+    if direct is None or direct_rollout is None or two is None:
+        fits["core_route"] = {"route": "direct", "why": "the two-step route could not be refitted without the "
+                              "largest run" if two is None else "the direct law has no rollout"}  # fmt: skip
+        return direct, direct_rollout
+    why = f"rollout |error| direct {abs(direct_rollout.error):.4f}, via loss {abs(two.error):.4f} CORE"
+    if abs(two.error) < abs(direct_rollout.error):
+        try:
+            law = fit_two_step(c, losses, core)
+        except FitError as e:
+            fits["core_route"] = {"route": "direct", "why": f"{why}; the two-step fit on all runs failed: {e}"}
+            return direct, direct_rollout
+        fits["core_route"] = {"route": "two-step", "why": why}
+        fits["core_two_step"] = law
+        return law, two
+    fits["core_route"] = {"route": "direct", "why": why}
+    return direct, direct_rollout
 
 
 def _pick_form(names: list[str], n: list[float], d: list[float], loss: list[float], group: list[float],
@@ -164,10 +192,13 @@ def fit_sweep(rows: list[RunRow], mode: Mode, *, peak: float, mfu_assumed: float
                 best[r.budget_flops] = r
         cored = list(best.values())
     core_rollout = None
+    core_law: Any = None  # what the extrapolation solves: the direct fit, or the two-step route if it predicts better
     if len(cored) >= 2:
         core_fit = _try(problems, "CORE over C", fit_core, [r.flops for r in cored], [r.core for r in cored])
+        core_law = core_fit
         core_rollout = _rollout(rollouts, "core", rollout_core, [r.name for r in cored], [r.flops for r in cored],
                                 [r.core for r in cored])  # fmt: skip
+        core_law, core_rollout = _core_route(cored, core_fit, core_rollout, rollouts, fits)
     elif not any(r.core is not None for r in ok):
         problems.append(
             "CORE fit needs at least 2 runs with a full CORE score, have 0: no run was evaluated on CORE (no eval "
@@ -178,11 +209,11 @@ def fit_sweep(rows: list[RunRow], mode: Mode, *, peak: float, mfu_assumed: float
         problems.append(f"CORE fit needs at least 2 runs with a full CORE score, have {len(cored)}")
     extrap = []
     if core_fit is not None:
-        extrap = extrapolate(core_fit, targets, peak_flops_per_gpu=peak, mfu=mfu, price_per_gpu_hour=price,
+        extrap = extrapolate(core_law, targets, peak_flops_per_gpu=peak, mfu=mfu, price_per_gpu_hour=price,
                              max_compute_seen=max(r.flops for r in cored), params_law=params_law,
                              tokens_law=tokens_law)  # fmt: skip
         # the extrapolation's stated uncertainty: the CORE rollout's error, as a factor on compute
-        factor = compute_factor(core_rollout, core_fit.slope) if core_rollout is not None else None
+        factor = compute_factor(core_rollout, core_law.slope) if core_rollout is not None else None
         for e in extrap:
             if e.flops is not None:
                 e.rollout_factor = factor

@@ -26,7 +26,8 @@ def _law_row(name: str, law: Any) -> str:
 
 
 ROLLOUT_NAMES = {"loss_law": "loss over C", "bpb_law": "bpb over C", "chinchilla_free": "Approach 3, free exponents",
-                 "chinchilla_shared": "Approach 3, shared exponent", "core": "CORE over C"}  # fmt: skip
+                 "chinchilla_shared": "Approach 3, shared exponent", "core": "CORE over C",
+                 "core_two_step": "CORE over C, via loss"}  # fmt: skip
 
 
 def rollout_lines(rollouts: dict[str, Any]) -> list[str]:
@@ -50,6 +51,9 @@ def rollout_lines(rollouts: dict[str, Any]) -> list[str]:
     if choice:
         lines += ["", f"Approach 3 is reported in its **{choice['form']}**-exponent form, the one that predicted the "
                       f"held-out runs better ({choice['why']})."]  # fmt: skip
+    route = rollouts.get("core_route")
+    if route:
+        lines += ["", f"CORE is extrapolated by the **{route['route']}** route ({route['why']})."]
     ext = rollouts.get("extrapolation") or {}
     if ext.get("compute_factor"):
         lines += ["", f"The extrapolation's compute carries the CORE rollout's error as its uncertainty: a factor of "
@@ -148,7 +152,7 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
     if cf is not None:
         lines += ["", f"CORE = {cf.intercept:.4f} + {cf.slope:.4f} · log10(C) (R² {cf.r2:.3f}, {cf.points} points; "
                   f"slope 95% CI [{fmt_number(cf.slope_ci[0])}, {fmt_number(cf.slope_ci[1])}])."]  # fmt: skip
-    lines += ["", *rollout_lines(fits.get("rollout") or {})]
+    lines += ["", *rollout_lines((fits.get("rollout") or {}) | {"core_route": fits.get("core_route")})]
     lines += ["## Checks", ""]
     cc = checks["curves_cross"]
     lines.append(f"- Curves cross: **{'yes' if cc else 'no' if cc is False else 'not checked (fewer than 2 runs)'}**")
