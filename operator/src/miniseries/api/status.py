@@ -134,9 +134,13 @@ class RunForecast(WireModel):
     allowed: Annotated[
         float | None, Field(description="The largest |deviation| not flagged: the interval's half-width plus margins.")
     ] = None
-    off_trend: Annotated[bool, Field(description="The forecast lies off the sweep's trend by more than allowed.")] = (
-        False
-    )
+    off_trend: Annotated[
+        bool,
+        Field(
+            description="The forecast lies off the sweep's trend by more than allowed, or the loss curve has a "
+            "non-finite loss (`refused` names the step)."
+        ),
+    ] = False
 
 
 class RunStatus(WireModel):
