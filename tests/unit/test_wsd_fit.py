@@ -66,3 +66,11 @@ def test_a_fit_flags_each_parameter_on_a_bound() -> None:
     flags = bad.on_bounds
     assert len(flags) == 3 and flags[0].startswith("E = 1e-09: the irreducible loss went to its bound 0")
     assert "alpha = 3.1 beyond 2" in flags[1] and "beta = -0.02 <= 0: the loss does not fall with D" in flags[2]
+
+
+def test_an_optimum_beyond_float_range_is_a_fit_error_not_a_crash() -> None:
+    """Found on the tiny WSD sweep: a shared-exponent resample with alpha = beta near 0 put N_opt beyond
+    float range and the report died on a ZeroDivisionError; now that resample gives no ratio."""
+    edge = ChinchillaFit(E=1.0, A=1e6, B=1e-6, alpha=1e-3, beta=1e-3, points=9, huber_objective=0.0)
+    with pytest.raises(FitError, match="no finite compute-optimal split"):
+        ratio_at(edge, 1e12)

@@ -65,8 +65,17 @@ def ratio_at(fit: ChinchillaFit, compute: float) -> float:
     if fit.alpha <= 0 or fit.beta <= 0:
         raise FitError(f"the fit has no compute-optimal split (alpha {fit.alpha:.3g}, beta {fit.beta:.3g}; "
                        "both must be > 0)")  # fmt: skip
-    n, d = fit.optimum(compute)
-    return float(d / n)
+    import math
+
+    try:  # exponents near 0 with A far from B put the optimum at 0 or beyond float range
+        n, d = fit.optimum(compute)
+        ratio = float(d / n)
+    except (ZeroDivisionError, OverflowError):
+        ratio = math.nan
+    if not (math.isfinite(ratio) and ratio > 0):
+        raise FitError(f"the fit has no finite compute-optimal split at C = {compute:.3g} (alpha {fit.alpha:.3g}, "
+                       f"beta {fit.beta:.3g}, A {fit.A:.3g}, B {fit.B:.3g})")  # fmt: skip
+    return ratio
 
 
 def optimal_ratio(params: Any, tokens: Any, loss: Any, compute: float, *, bootstrap: int = 100,

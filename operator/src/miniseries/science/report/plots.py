@@ -202,6 +202,16 @@ def _wsd_points(plt: Any, ok: list[RunRow], fit: Any, color: dict[int, Any]) -> 
     return fig
 
 
+def _ratio_or_nan(fit: Any, compute: float) -> float:
+    """The law's optimum ratio at `compute`, or NaN (a gap in the line) where it has none."""
+    from miniseries.science.fit import FitError
+
+    try:
+        return ratio_at(fit, compute)
+    except FitError:
+        return float("nan")
+
+
 def _wsd_optimum(plt: Any, ok: list[RunRow], fit: Any, opt: Any) -> Any:
     """D_opt/N_opt of the Approach-3 law against compute, its bootstrap interval where the report
     states it, and the ratios the seed's question weighs (8 and 20)."""
@@ -211,7 +221,7 @@ def _wsd_optimum(plt: Any, ok: list[RunRow], fit: Any, opt: Any) -> Any:
     branches = [r.flops for r in ok if r.role == "branch" and r.flops]
     if fit is not None and opt is not None and branches:
         cs = np.geomspace(min(branches) / 10, opt.compute * 1e4, 60)
-        ax.plot(cs, [ratio_at(fit, c) for c in cs], "k-", lw=1.2, label="Approach 3: D_opt/N_opt")
+        ax.plot(cs, [_ratio_or_nan(fit, c) for c in cs], "k-", lw=1.2, label="Approach 3: D_opt/N_opt")
         if opt.identified:
             # a percentile interval need not contain the full-data estimate: clip the bars at 0
             err = [[max(0.0, opt.ratio - opt.low)], [max(0.0, opt.high - opt.ratio)]]
