@@ -46,8 +46,8 @@ class OptimalRatio:
         return ("not identified by this sweep: its 95% interval spans "
                 f"{'an unknown number of' if not self.low > 0 else f'{_decades(self.low, self.high):.0f}'} decades "
                 f"(bootstrap over {self.resamples} resamples). To identify it: branches at more tokens-per-parameter "
-                "budgets on both sides of the optimum (the loss must turn up again at the high end), and at least "
-                "three depths, so that A/N^alpha and B/D^beta can be told apart")  # fmt: skip
+                "budgets on both sides of the optimum (the loss must turn up again at the high end), and depths "
+                "over a wider range of model sizes, so that A/N^alpha and B/D^beta can be told apart")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return json_ready(dict(vars(self)) | {"identified": self.identified, "note": self.note})  # type: ignore[no-any-return]
