@@ -94,3 +94,26 @@ def test_loader_resumes_exactly_from_its_state(corpus: Corpus) -> None:
     assert not torch.equal(
         next(c)[0], TokenLoader(store, train, tok, batch_size=4, seq_len=64, rank=1, world_size=2).__next__()[0]
     )
+
+
+def test_the_val_trace_slice_is_spread_over_the_final_evaluations_tokens(corpus: Corpus) -> None:
+    """Issue 32: the trace's slice was the first documents of the validation shard (d3's trace sat ~8%
+    below its own final evaluation). `keep` picks that many batches evenly over the whole window,
+    the first and the last of them included, the same tensors the full read gives at those places."""
+    from miniseries_trainer.data import list_shards, validation_batches
+    from miniseries_trainer.tokenizer import load_tokenizer
+
+    store, tok = open_store(corpus.shards_uri), load_tokenizer(corpus.tokenizer_uri)
+    _train, val = list_shards(store)
+    kw = {"batch_size": 2, "seq_len": 32, "eval_tokens": 2 * 32 * 9}
+    full = validation_batches(store, val, tok, **kw)
+    assert len(full) == 9
+    rows_x = torch.cat([x for x, _ in full])  # 18 sequences
+    rows_y = torch.cat([y for _, y in full])
+    spread = validation_batches(store, val, tok, keep=3, **kw)  # 6 sequences, evenly over the 18
+    assert len(spread) == 3 and all(x.shape[0] == 2 for x, _ in spread)
+    want = [round(i * 17 / 5) for i in range(6)]  # 0, 3, 7, 10, 14, 17: the first and the last included
+    assert torch.equal(torch.cat([x for x, _ in spread]), rows_x[want])
+    assert torch.equal(torch.cat([y for _, y in spread]), rows_y[want])
+    assert len(validation_batches(store, val, tok, keep=1, **kw)) == 1
+    assert len(validation_batches(store, val, tok, keep=20, **kw)) == 9  # more than there are: all of them

@@ -14,6 +14,7 @@ from miniseries.contract.results import LossSummary, Provenance, RunResults
 from miniseries.contract.schedule import lr_multiplier, lr_multipliers, warmdown_start
 from miniseries.science.forecast import (
     ForecastRefused,
+    NonFiniteLoss,
     RunTrace,
     SweepPrior,
     fit_curve,
@@ -119,6 +120,61 @@ def test_short_traces_get_a_sentence_not_a_number() -> None:
     assert own.method == "own" and own.final_loss == pytest.approx(final_of(steps, l0, a), rel=0.01)
     with pytest.raises(ValueError, match="lie outside the schedule"):
         forecast_run(mult, list(range(1, 200)), [1.0] * 199, prior)
+
+
+def test_a_non_finite_loss_is_refused_naming_its_step() -> None:
+    """Issue 27 item 5: a NaN at step 80 used to be dropped and the run forecast around it."""
+    steps, l0, a = RUNS["d2"]
+    mult, loss = synthetic(steps, l0, a, noise=0.01)
+    d1_mult, d1_loss = synthetic(60, 2.6, 1.2)
+    prior = SweepPrior([prior_run("d1", d1_mult, range(1, 61), d1_loss.tolist(), None, None)])
+    for bad in (float("nan"), float("inf")):
+        y = loss[:100].copy()
+        y[79] = bad
+        with pytest.raises(NonFiniteLoss, match=rf"the loss is {bad} at step 80") as e:
+            forecast_run(mult, list(range(1, 101)), y.tolist(), prior)
+        assert e.value.step == 80
+    y = loss.copy()
+    y[2] = float("nan")  # in the warmup too: a finished run with a NaN is no prior either
+    with pytest.raises(NonFiniteLoss, match="at step 3"):
+        prior_run("d2", mult, range(1, steps + 1), y.tolist(), None, None)
+
+
+@pytest.mark.parametrize("points", [8, 9, 10])
+def test_the_interval_never_collapses_with_few_points_past_warmup(points: int) -> None:
+    """With 8-10 points the bootstrap block covered the whole trace: every replicate was the data
+    itself, and the 95% interval had zero width."""
+    steps, l0, a = RUNS["d2"]
+    mult, loss = synthetic(steps, l0, a, noise=0.02, seed=points)
+    d1_mult, d1_loss = synthetic(60, 2.6, 1.2, noise=0.02)
+    prior = SweepPrior([prior_run("d1", d1_mult, range(1, 61), d1_loss.tolist(), None, None)])
+    last = WARMUP + points
+    f = forecast_run(mult, list(range(1, last + 1)), loss[:last].tolist(), prior)
+    assert f.fit.points == points
+    width = f.final_loss_high - f.final_loss_low
+    assert width > 2 * f.fit.rmse / np.sqrt(points), (f.final_loss_low, f.final_loss_high, f.fit.rmse)
+
+
+def test_a_degenerate_law_says_so_and_what_it_fell_back_to() -> None:
+    """Issue 32: the tiny sweep's d2 forecast carried L0 = -42.1 with alpha = 0.01 (the grid's edge)
+    and said nothing. A curve linear in log S1 (the alpha -> 0 limit) drives L0 negative: the fit says
+    it is degenerate and gives the log-linear law it is, whose slope is the one the curve was made with."""
+    steps = 150
+    mult = lr_multipliers(steps, WARMUP, WARMDOWN)
+    sched = schedule(mult)
+    loss = 3.0 - 0.8 * np.log(sched.s1) - C * sched.s2  # no floor: L0 -> -inf as alpha -> 0
+    fit = fit_curve(sched, list(range(1, steps + 1)), loss.tolist())
+    assert fit.l0 < 0 and fit.alpha == pytest.approx(0.01)
+    assert fit.degenerate is not None and fit.degenerate.startswith("degenerate: L0 = ")
+    assert "at the low end of its grid" in fit.degenerate and "log-linear regime" in fit.degenerate
+    assert fit.a * fit.alpha == pytest.approx(0.8, rel=0.02)  # the slope it states is the curve's
+    assert f"- {fit.a * fit.alpha:.4g} ln S1" in fit.degenerate
+    d1_mult, d1_loss = synthetic(60, 2.6, 1.2)
+    prior = SweepPrior([prior_run("d1", d1_mult, range(1, 61), d1_loss.tolist(), None, None)])
+    f = forecast_run(mult, list(range(1, 76)), loss[:75].tolist(), prior)
+    assert (f.fit.l0 < 0) is (f.fit.degenerate is not None)
+    mult400, loss400 = synthetic(400, 1.9, 1.0)
+    assert fit_curve(schedule(mult400), list(range(1, 401)), loss400.tolist()).degenerate is None
 
 
 # -----------------------------------------------------------------------------

@@ -238,3 +238,32 @@ def test_a_short_trace_is_recorded_as_refused_with_the_sentence(tmp_path: Path) 
     assert made["d5"] == RunForecast(at_step=8, refused="not enough steps yet (have 8, need 13)")
     d = decide(observations(s, jobs=[running("d5")], store=obs, forecasts=made))
     assert d.status.runs[0].forecast == made["d5"] and d.status.forecast_summary is None
+
+
+@pytest.mark.parametrize("policy", ["flag", "stop"])
+def test_a_nan_in_the_curve_is_refused_naming_the_step_and_flags_or_stops_the_run(tmp_path: Path, policy: str) -> None:
+    """Issue 27 item 5: a NaN at step 80 was dropped and the run forecast as if nothing happened."""
+    s = spec(policy)
+    plan = make_plan(s)
+    obs = _write_sweep(tmp_path, s, 0.0)
+    run = SweepLayout("team", "s").run("d5")
+    rows = [json.loads(r) for r in (tmp_path / run.loss_curve).read_text().splitlines()]
+    for r in rows:
+        if r["step"] == 80:
+            r["loss"] = float("nan")
+    (tmp_path / run.loss_curve).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    made = act.forecast(open_store(tmp_path.as_uri()), SweepLayout("team", "s"), s, plan, obs, {"d5": 3160})
+    f = made["d5"]
+    assert f.val_bpb is None and f.final_loss is None and f.off_trend
+    assert f.refused is not None and "nan at step 80" in f.refused
+    d = decide(observations(s, jobs=[running("d5")], store=obs, forecasts=made))
+    d5 = d.status.runs[0]
+    assert [e.reason for e in d.actions.events if e.reason == "RunOffTrend"] == ["RunOffTrend"]
+    assert "nan at step 80" in {c.type: c for c in d.status.conditions}["Degraded"].message
+    if policy == "stop":
+        assert (d5.state, d5.reason) == (RunState.Failed, "NonFiniteLoss") and "s-d5" in d.actions.delete
+        gone = decide(observations(s, d.status, jobs=[]))
+        assert gone.status.runs[0].state is RunState.Failed and gone.status.runs[0].reason == "NonFiniteLoss"
+        assert "d5" not in [r.name for r, _ in gone.actions.create]
+    else:
+        assert d5.state is RunState.Running and "s-d5" not in d.actions.delete

@@ -35,3 +35,42 @@ def test_a_law_without_an_optimum_has_no_ratio() -> None:
     flat = ChinchillaFit(E=1.8, A=4.0, B=15.0, alpha=0.15, beta=-0.02, points=9, huber_objective=0.0)
     with pytest.raises(FitError, match=r"no compute-optimal split \(alpha 0.15, beta -0.02"):
         ratio_at(flat, 1e12)
+
+
+def test_an_interval_over_decades_is_not_identified_and_never_a_number() -> None:
+    """Issue 32: the tiny WSD report stated "1.29e12 [9.4e-4, 2.3e20]". Two close depths at three noisy
+    budgets cannot tell A/N^alpha from B/D^beta: the ratio is reported as not identified, with what would."""
+    from miniseries.science.fit.wsd import OptimalRatio
+    from miniseries.science.report.document import fit_status
+
+    tiny = OptimalRatio(compute=1e12, ratio=1.29e12, low=9.4e-4, high=2.3e20, resamples=100)
+    assert not tiny.identified and tiny.note is not None
+    assert tiny.note.startswith("not identified by this sweep: its 95% interval spans 23 decades")
+    assert "budgets on both sides of the optimum" in tiny.note
+    assert tiny.to_dict()["identified"] is False
+    good = OptimalRatio(compute=1e12, ratio=10.0, low=6.0, high=25.0, resamples=100)
+    assert good.identified and good.note is None
+    assert not OptimalRatio(1e12, 10.0, float("nan"), float("nan"), 0).identified
+    doc = {"fits": {"wsd_optimal_ratio": tiny.to_dict()}, "runs": [], "problems": [tiny.note], "partial": True,
+           "checks": {"curves_cross": None}, "runs_finished": 6}  # fmt: skip
+    assert fit_status(doc).tokens_per_param is None  # never the number in status.fit
+    doc["fits"]["wsd_optimal_ratio"] = good.to_dict()
+    assert fit_status(doc).tokens_per_param == 10.0
+
+
+def test_a_fit_flags_each_parameter_on_a_bound() -> None:
+    """Every Approach-3 fit in the report says when a parameter sits at the edge of its range."""
+    healthy = ChinchillaFit(E=1.8, A=400.0, B=400.0, alpha=0.34, beta=0.28, points=9, huber_objective=0.0)
+    assert healthy.on_bounds == [] and healthy.to_dict()["on_bounds"] == []
+    bad = ChinchillaFit(E=1e-9, A=4.0, B=15.0, alpha=3.1, beta=-0.02, points=9, huber_objective=0.0)
+    flags = bad.on_bounds
+    assert len(flags) == 3 and flags[0].startswith("E = 1e-09: the irreducible loss went to its bound 0")
+    assert "alpha = 3.1 beyond 2" in flags[1] and "beta = -0.02 <= 0: the loss does not fall with D" in flags[2]
+
+
+def test_an_optimum_beyond_float_range_is_a_fit_error_not_a_crash() -> None:
+    """Found on the tiny WSD sweep: a shared-exponent resample with alpha = beta near 0 put N_opt beyond
+    float range and the report died on a ZeroDivisionError; now that resample gives no ratio."""
+    edge = ChinchillaFit(E=1.0, A=1e6, B=1e-6, alpha=1e-3, beta=1e-3, points=9, huber_objective=0.0)
+    with pytest.raises(FitError, match="no finite compute-optimal split"):
+        ratio_at(edge, 1e12)

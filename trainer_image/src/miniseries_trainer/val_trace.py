@@ -192,7 +192,8 @@ def build(
     flops_per_token: float,
     master: bool,
 ) -> ValTrace:
-    """The run's ValTrace from its flags; the slice is read now (the first tokens of the validation shard)."""
+    """The run's ValTrace from its flags; the slice is read now: its micro-batches spread evenly over the
+    tokens the final evaluation reads (--eval-tokens), so the trace and the final point measure the same text."""
     from miniseries_trainer.data import validation_batches
 
     plan = plan_val_trace(
@@ -213,9 +214,10 @@ def build(
             tokenizer,
             batch_size=plan.batch_size,
             seq_len=args.seq_len,
-            eval_tokens=plan.batches * plan.batch_size * args.seq_len * world_size,
+            eval_tokens=max(args.eval_tokens or 0, plan.batches * plan.batch_size * args.seq_len * world_size),
             rank=rank,
             world_size=world_size,
+            keep=plan.batches,
         )[: plan.batches]
         n = torch.tensor(len(batches))
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -152,9 +152,13 @@ class RunForecast(WireModel):
     allowed: Annotated[
         float | None, Field(description="The largest |deviation| not flagged: the interval's half-width plus margins.")
     ] = None
-    off_trend: Annotated[bool, Field(description="The forecast lies off the sweep's trend by more than allowed.")] = (
-        False
-    )
+    off_trend: Annotated[
+        bool,
+        Field(
+            description="The forecast lies off the sweep's trend by more than allowed, or the loss curve has a "
+            "non-finite loss (`refused` names the step)."
+        ),
+    ] = False
 
 
 class RunStatus(WireModel):
@@ -205,6 +209,13 @@ class FitStatus(WireModel):
     partial: bool = False
     runs_fitted: int = 0
     message: str | None = None
+    rollout: Annotated[
+        dict[str, float] | None,
+        Field(
+            description="Each law refitted without the largest-compute run(s), its error predicting them (loss "
+            "laws relative, core in CORE points; extrapolation: the compute factor it implies). See the report."
+        ),
+    ] = None
 
 
 class Totals(WireModel):

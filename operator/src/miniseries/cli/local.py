@@ -51,12 +51,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     table = [
         [str(r["run"]), str(r["state"]), f"{r.get('step', 0)}/{r['steps']}", num(r.get("loss"), ".4f"),
-         num(r.get("val_bpb"), ".4f"), num(r.get("core"), ".4f"), fmt.sci(float(r["flops"]))]  # type: ignore[arg-type]
+         num(r.get("val_bpb"), ".4f"), num(r.get("core"), ".4f"), fmt.sci(float(r["flops"])),  # type: ignore[arg-type]
+         str(r.get("forecast") or "-")]
         for r in rows
     ]  # fmt: skip
     done = sum(r["state"] == "Succeeded" for r in rows)
     print(f"sweep {ls.name} in {ls.store_dir}: {done}/{len(rows)} runs finished")
-    print(fmt.table(["run", "state", "step", "loss", "val bpb", "CORE", "FLOPs"], table))
+    print(fmt.table(["run", "state", "step", "loss", "val bpb", "CORE", "FLOPs", "forecast"], table))
     report = ls.store_dir / ls.layout.report / "report.md"
     if report.exists():
         print(f"report: {report}")

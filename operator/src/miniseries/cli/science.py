@@ -1,6 +1,7 @@
 """`miniseries fit chinchilla FILE` and `miniseries report [SWEEP ...]` (the science commands).
 
     miniseries fit chinchilla data.csv [--drop-highest-loss 5] [--compute 1e24] [--output json]
+    miniseries fit validate --ladder gadre2024 --data DIR [--output json]
     miniseries report SWEEP [SWEEP_B] [--store DIR_OR_URI] [--spec SWEEP.yaml] [--namespace NS]
 
 The CSV needs a loss column and a parameter column, and either a token column
@@ -123,6 +124,20 @@ def cmd_fit_chinchilla(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_validate(args: argparse.Namespace) -> int:
+    """Fit each loss-law form on a published ladder's small models and predict its large ones."""
+    from miniseries.science.fit.ladder import load_gadre, render, validate_ladder
+
+    root = Path(args.data)
+    try:
+        result = validate_ladder(load_gadre(root), ladder=args.ladder)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: --data {root}: {e} (expected the {args.ladder} directory, with models/*.json)", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), indent=2) if args.output == "json" else render(result))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from miniseries.science.report import ReportError
 
@@ -220,6 +235,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--output", "-o", choices=["table", "json"], default="table")
     c.set_defaults(func=cmd_fit_chinchilla)
+    v = fsub.add_parser("validate", help="fit the loss-law forms on a published ladder's small models and "
+                                         "predict its large ones (rollout validation)")  # fmt: skip
+    v.add_argument("--ladder", choices=["gadre2024"], default="gadre2024",
+                   help="gadre2024: Gadre et al. 2024's testbed, fitted up to 411M, predicting 1.4B and 6.9B")  # fmt: skip
+    v.add_argument("--data", required=True, metavar="DIR",
+                   help="the ladder's directory (for gadre2024: .../scaling/gadre2024, with models/*.json)")  # fmt: skip
+    v.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    v.set_defaults(func=cmd_fit_validate)
 
     r = sub.add_parser("report", help="write the scaling-law report of a sweep (two sweeps: side by side)")
     r.add_argument("sweeps", nargs="+", help="sweep name(s) in the store, or sweep YAML file(s)")

@@ -14,6 +14,10 @@ them under the policy:
   numbers while it trains.
 - stop: the same, and the run is stopped: its job deleted and the run recorded Failed with reason
   OffTrend, never retried.
+
+A loss curve with a NaN or infinite loss gets no forecast (science.forecast.NonFiniteLoss names the
+step) and counts as off trend: flagged under flag, stopped (reason NonFiniteLoss) under stop. The
+trainer stops itself on its first NaN; this is the operator's own check of what it reads.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from miniseries.control.runs import Actions, Event
 #: A run is forecast again once its step moved on by this fraction of its steps.
 FORECAST_EVERY = 0.05
 OFF_TREND = "OffTrend"
+NON_FINITE = "NonFiniteLoss"
+#: The reasons `apply` stops a run for (it stays stopped: never retried).
+STOPPED = (OFF_TREND, NON_FINITE)
 IN_FLIGHT = (RunState.Pending, RunState.Running, RunState.Suspended)
 
 
@@ -62,6 +69,8 @@ def describe(run: RunStatus) -> str:
     1.1630 (allowed 4.5%)'."""
     f = run.forecast
     assert f is not None
+    if f.refused is not None:  # a non-finite loss: the sentence names the step
+        return f"{run.name}: {f.refused}"
     what, value, low, high = (
         ("val bpb", f.val_bpb, f.val_bpb_low, f.val_bpb_high)
         if f.metric == "valBpb"
@@ -89,11 +98,11 @@ def apply(
     for rs in runs:
         old = prev.get(rs.name)
         rs.forecast = fresh.get(rs.name) or (old.forecast if old is not None else None)
-        stopped = old is not None and old.state is RunState.Failed and old.reason == OFF_TREND
+        stopped = old is not None and old.state is RunState.Failed and old.reason in STOPPED
         if rs.state is RunState.Succeeded:
             continue  # the results are in: the forecast is history
         if stopped:
-            rs.state, rs.reason, rs.message, rs.retry_at = RunState.Failed, OFF_TREND, old.message, None
+            rs.state, rs.reason, rs.message, rs.retry_at = RunState.Failed, old.reason, old.message, None
         elif (
             policy is not ForecastPolicy.none
             and rs.state in IN_FLIGHT
@@ -103,7 +112,8 @@ def apply(
             was = old is not None and old.forecast is not None and old.forecast.off_trend
             msg = describe(rs)
             if policy is ForecastPolicy.stop:
-                rs.state, rs.reason, rs.retry_at = RunState.Failed, OFF_TREND, None
+                reason = NON_FINITE if rs.forecast.refused is not None else OFF_TREND
+                rs.state, rs.reason, rs.retry_at = RunState.Failed, reason, None
                 rs.message = f"stopped (spec.training.forecast.policy stop): {msg}"[:500]
                 actions.events.append(Event("RunOffTrend", f"{rs.message}", "Warning"))
             elif not was:
@@ -125,7 +135,7 @@ def off_trend(runs: list[RunStatus], policy: ForecastPolicy) -> str | None:
     flagged = [
         r for r in runs
         if r.forecast is not None and r.forecast.off_trend
-        and (r.state in IN_FLIGHT or (r.state is RunState.Failed and r.reason == OFF_TREND))
+        and (r.state in IN_FLIGHT or (r.state is RunState.Failed and r.reason in STOPPED))
     ]  # fmt: skip
     if not flagged:
         return None

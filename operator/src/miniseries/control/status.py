@@ -140,8 +140,9 @@ def needs_polling(status: dict[str, Any]) -> bool:
 
 def _degraded(conds: list[Condition], runs: list[RunStatus], now: datetime, gen: int | None) -> list[Condition] | None:
     """Degraded=True naming the failed (else retrying) runs; None when none is."""
-    # A run stopped for its forecast (reason OffTrend, forecasts.py) did not fail: Degraded says RunOffTrend.
-    failed = [r.name for r in runs if r.state is RunState.Failed and r.reason != "OffTrend"]
+    # A run stopped for its forecast (reason OffTrend or NonFiniteLoss, forecasts.py) did not fail after
+    # retries: Degraded says RunOffTrend, with the numbers or the step whose loss was not finite.
+    failed = [r.name for r in runs if r.state is RunState.Failed and r.reason not in ("OffTrend", "NonFiniteLoss")]
     retrying = [r.name for r in runs if r.state is RunState.Retrying]
     if failed:
         return set_condition(conds, "Degraded", True, "RunsFailed", f"failed after retries: {', '.join(failed)}", now,

@@ -39,7 +39,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import TextIO
 
-from miniseries.api.spec import PlannedRun, PlanStatus, RunState, RunStatus, ScalingSweep, ScalingSweepSpec
+from miniseries.api.spec import (
+    PlannedRun,
+    PlanStatus,
+    RunForecast,
+    RunState,
+    RunStatus,
+    ScalingSweep,
+    ScalingSweepSpec,
+)
 from miniseries.contract.layout import (
     LOCAL_NAMESPACE,
     ClaimRefused,
@@ -320,6 +328,57 @@ def train_tokenizer(ls: LocalSweep, display: Display) -> None:
         raise LocalRunError(f"tokenizer training failed (exit {rc}); log {log}:\n{tail(log)}")
 
 
+@dataclass
+class LocalForecaster:
+    """The run's forecast as the operator makes it (control/live_forecasts.py: the same law, prior from
+    the finished runs, trend check), every FORECAST_EVERY of its steps, for the status line. Off trend
+    (or a non-finite loss) is said once; the local runner flags, it does not stop the run (a local
+    sweep has one user, watching)."""
+
+    ls: LocalSweep
+    run: PlannedRun
+    last_step: int | None = None
+    forecast: RunForecast | None = None
+    warned: bool = False
+
+    def update(self, p: Progress | None, say: Callable[[str], None]) -> str:
+        from miniseries.control.forecasts import FORECAST_EVERY, describe
+        from miniseries.control.live_forecasts import make_forecasts
+
+        steps = self.run.steps
+        if (
+            p is not None
+            and 0 < p.step < steps
+            and (self.last_step is None or p.step - self.last_step >= max(1, math.ceil(FORECAST_EVERY * steps)))
+        ):
+            self.last_step = p.step
+            observed = observe_runs(self.ls.store, self.ls.layout, self.ls.runs())
+            made = make_forecasts(self.ls.store, self.ls.layout, self.ls.spec, self.ls.plan, observed,
+                                  {self.run.name: p.step})  # fmt: skip
+            self.forecast = made.get(self.run.name)
+            if self.forecast is not None and self.forecast.off_trend and not self.warned:
+                self.warned = True
+                rs = RunStatus(name=self.run.name, depth=self.run.depth, steps=steps, forecast=self.forecast)
+                say(f"warning: {describe(rs)}")
+        return forecast_text(self.forecast)
+
+
+def forecast_text(f: RunForecast | None) -> str:
+    """'forecast val bpb 3.226±0.055' (or final loss), 'forecast: not enough steps yet (...)', or ''."""
+    if f is None:
+        return ""
+    if f.refused is not None:
+        return f"forecast: {f.refused[:80]}"
+    value, low, high, what = (
+        (f.val_bpb, f.val_bpb_low, f.val_bpb_high, "val bpb") if f.val_bpb is not None
+        else (f.final_loss, f.final_loss_low, f.final_loss_high, "loss")
+    )  # fmt: skip
+    if value is None:
+        return ""
+    half = max(value - (low if low is not None else value), (high if high is not None else value) - value)
+    return f"forecast {what} {value:.3f}±{half:.3f}" + (" OFF TREND" if f.off_trend else "")
+
+
 def run_one(ls: LocalSweep, run: PlannedRun, display: Display) -> None:
     rl = ls.layout.run(run.name)
     ckpts = checkpoint_steps(ls.store, rl)
@@ -329,8 +388,16 @@ def run_one(ls: LocalSweep, run: PlannedRun, display: Display) -> None:
     )
     port = free_port()
 
+    forecaster = LocalForecaster(ls, run)
+
     def tick() -> None:
-        display.show(display.line(run, read_progress(ls.store, rl)))
+        p = read_progress(ls.store, rl)
+        line = display.line(run, p)
+        try:
+            fc = forecaster.update(p, display.say)
+        except Exception as e:  # a forecast is an extra: never the reason a training stops
+            fc = f"forecast failed: {e}"[:80]
+        display.show(line + (f" | {fc}" if fc else ""))
 
     rc = run_child(train_command(ls, run, port), ls.log_path(run), child_env(), on_tick=tick)
     if rc != 0:
@@ -459,5 +526,9 @@ def run_states(ls: LocalSweep) -> list[dict[str, object]]:
             row.update(reason=rs.reason, message=rs.message)
         elif rs.checkpoint_uri and rs.state is RunState.Pending:
             row.update(message=f"interrupted: resumes from {rs.checkpoint_uri}")
+        if rs.state is RunState.Running:  # the operator's live column: where the run is heading
+            fc = LocalForecaster(ls, run)
+            fc.update(read_progress(ls.store, ls.layout.run(run.name)), lambda _t: None)
+            row.update(forecast=forecast_text(fc.forecast) or None)
         rows.append(row)
     return rows

@@ -32,10 +32,24 @@ How a run is forecast (`forecast_run`):
   runs (the tiny sweep: 0.572-0.579).
 - The interval (95%) is a bootstrap: each replicate refits the run to its fitted curve plus
   residuals resampled in blocks of `BLOCK` consecutive steps (the loss noise is correlated
-  over neighbouring steps) and takes alpha, C and the ratio from one finished run drawn at
-  random (the spread between runs is the prior's own uncertainty; with one finished run it
-  is not represented, and the interval is narrower than it should be).
+  over neighbouring steps), at least `MIN_BLOCKS` blocks per trace (a block as long as the
+  trace would resample it into itself: every replicate the same, an interval of zero width),
+  and takes alpha, C and the ratio from one finished run drawn at random (the spread between
+  runs is the prior's own uncertainty; with one finished run it is not represented, and the
+  interval is narrower than it should be). Its half-width is never below the residuals' own
+  standard error of the level (z x rmse / sqrt(blocks)).
+- A degenerate law says so (`CurveFit.degenerate`). A short, early trace is nearly linear in
+  log S1, and least squares then trades L0 against alpha without bound: L0 runs negative and
+  alpha to the low end of its grid (the tiny sweep's d2: L0 = -42.1, A = 47.7, alpha = 0.01).
+  That law is the log-linear limit, L ~ (L0 + A) - A alpha ln S1 - C S2: its intercept and
+  slope are what the curve pins, L0 and A apart are not (no irreducible loss is identified),
+  and the forecast uses it as such. Holding L0 >= 0 instead was measured and rejected: on the
+  tiny sweep's replay from half the steps it took the median error of the final loss from
+  0.72% to 6.4% (a power law with a floor at 0 bends where the data does not).
 - Too short a trace is refused with "not enough steps yet (have N, need M)", never a number.
+- A non-finite loss anywhere in the trace is refused naming the step (`NonFiniteLoss`): a NaN
+  is the run diverging, a signal for the operator to flag (or stop) the run, never a point to
+  drop and forecast around.
 """
 
 from __future__ import annotations
@@ -56,7 +70,11 @@ MIN_FIT_POINTS = 8
 #: Bootstrap replicates and the residual block length (steps).
 BOOTSTRAP = 200
 BLOCK = 10
+#: The fewest residual blocks a trace is cut into (a shorter block when the trace is short).
+MIN_BLOCKS = 4
 CONFIDENCE = 0.95
+#: The normal quantile of CONFIDENCE (two-sided), for the interval's floor.
+_Z = 1.959963984540054
 #: The exponents a full fit profiles over (L0, A and C are linear given alpha: a global optimum,
 #: no starting point to choose). At the low end the curve is linear in log S1.
 ALPHA_GRID = np.geomspace(0.01, 2.0, 80)
@@ -64,6 +82,16 @@ ALPHA_GRID = np.geomspace(0.01, 2.0, 80)
 
 class ForecastRefused(ValueError):
     """No number: the message says what is missing ("not enough steps yet (have N, need M)")."""
+
+
+class NonFiniteLoss(ForecastRefused):
+    """The trace has a NaN or infinite loss: refused, naming the first such step (the run diverged)."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"the loss is {value} at step {step}: a non-finite loss means the run diverged; "
+                         "no forecast is made over it")  # fmt: skip
+        self.step = step
+        self.value = value
 
 
 @dataclass(frozen=True)
@@ -123,6 +151,8 @@ class CurveFit:
     c: float
     rmse: float
     points: int
+    #: Why the law's parameters mean less than they seem (L0 < 0, alpha at the end of its grid), else None.
+    degenerate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,7 +165,11 @@ def _trace(sched: Schedule, steps: Sequence[int], losses: Sequence[float]) -> tu
         raise ValueError(f"{len(st)} steps but {len(y)} losses")
     if len(st) and (st.min() < 1 or st.max() > sched.steps):
         raise ValueError(f"trace steps {st.min()}..{st.max()} lie outside the schedule's 1..{sched.steps}")
-    keep = (st > sched.warmup) & np.isfinite(y)
+    bad = np.flatnonzero(~np.isfinite(y))
+    if len(bad):
+        i = int(bad[np.argmin(st[bad])])
+        raise NonFiniteLoss(int(st[i]), float(y[i]))
+    keep = st > sched.warmup
     return st[keep], y[keep]
 
 
@@ -157,7 +191,21 @@ def fit_curve(sched: Schedule, steps: Sequence[int], losses: Sequence[float]) ->
             best = (sse, float(alpha), (l0, a, c))
     assert best is not None
     sse, alpha, (l0, a, c) = best
-    return CurveFit(l0=l0, a=a, alpha=alpha, c=c, rmse=math.sqrt(sse / len(y)), points=len(st))
+    notes = [n] if (n := degenerate_note(l0, a, alpha)) else []
+    if alpha == float(ALPHA_GRID[-1]):
+        notes.append(f"alpha at the upper end of its grid ({alpha:g}): the exponent is not identified by this curve")
+    return CurveFit(l0=l0, a=a, alpha=alpha, c=c, rmse=math.sqrt(sse / len(y)), points=len(st),
+                    degenerate="; ".join(notes) or None)  # fmt: skip
+
+
+def degenerate_note(l0: float, a: float, alpha: float) -> str | None:
+    """The sentence for a law whose L0 went negative (the log-linear limit), else None."""
+    if l0 >= 0:
+        return None
+    at_edge = " at the low end of its grid" if alpha == float(ALPHA_GRID[0]) else ""
+    return (f"degenerate: L0 = {l0:.3g} < 0 with alpha = {alpha:.3g}{at_edge}: the curve is in its log-linear "
+            f"regime and the law used is that limit, L ~ {l0 + a:.4g} - {a * alpha:.4g} ln S1 - C S2 (no "
+            "irreducible loss is identified; L0 and A apart mean nothing)")  # fmt: skip
 
 
 @dataclass
@@ -230,7 +278,8 @@ def _fit_linear(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, alpha: float, c: 
     """(L0, A, C) by least squares with alpha fixed, and C too unless it is None; C >= 0, L0 free.
 
     L0 is not held >= 0: on short horizons L0 and alpha trade off (the curve is close to
-    linear in log S1, the alpha -> 0 limit), and the extrapolation is what matters.
+    linear in log S1, the alpha -> 0 limit), and the extrapolation is what matters; the
+    caller says when L0 went negative (`degenerate_note`).
     """
     power = np.power(x1, -alpha)
     if c is not None:
@@ -284,8 +333,9 @@ def forecast_run(
         l0, a, c = _fit_linear(x1, x2, y, prior.alpha, None if own_c else prior.c)
         pred = law(x1, x2, l0, a, prior.alpha, c)
         fit = CurveFit(
-            l0=l0, a=a, alpha=prior.alpha, c=c, rmse=float(np.sqrt(np.mean((pred - y) ** 2))), points=len(st)
-        )
+            l0=l0, a=a, alpha=prior.alpha, c=c, rmse=float(np.sqrt(np.mean((pred - y) ** 2))), points=len(st),
+            degenerate=degenerate_note(l0, a, prior.alpha),
+        )  # fmt: skip
     window = sched.final_window - 1
     final = float(np.mean(law(sched.s1[window], sched.s2[window], fit.l0, fit.a, fit.alpha, fit.c)))
     ratio = prior.bpb_ratio if prior is not None and prior.runs else None
@@ -295,7 +345,7 @@ def forecast_run(
     fitted = law(x1, x2, fit.l0, fit.a, fit.alpha, fit.c)
     resid = y - fitted
     n = len(y)
-    block = min(BLOCK, n)
+    block = max(1, min(BLOCK, n // MIN_BLOCKS))
     finals, bpbs = [], []
     for _ in range(bootstrap):
         starts = rng.integers(0, n - block + 1, size=math.ceil(n / block))
@@ -313,12 +363,14 @@ def forecast_run(
             bpbs.append(f * r)
     lo_q, hi_q = (1 - CONFIDENCE) / 2 * 100, (1 + CONFIDENCE) / 2 * 100
     low, high = (float(np.percentile(finals, lo_q)), float(np.percentile(finals, hi_q))) if finals else (final, final)
-    low, high = min(low, final), max(high, final)
+    # the floor: the level's standard error from the residuals, one independent draw per block
+    floor = _Z * fit.rmse / math.sqrt(max(1, n // block))
+    low, high = min(low, final - floor), max(high, final + floor)
     val = vlow = vhigh = None
     if ratio is not None:
         val = final * ratio
         vlow, vhigh = (float(np.percentile(bpbs, lo_q)), float(np.percentile(bpbs, hi_q))) if bpbs else (val, val)
-        vlow, vhigh = min(vlow, val), max(vhigh, val)
+        vlow, vhigh = min(vlow, val - floor * ratio), max(vhigh, val + floor * ratio)
     return Forecast(
         step=last,
         steps=sched.steps,

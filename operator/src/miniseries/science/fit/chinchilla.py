@@ -4,6 +4,14 @@ A Huber loss (delta = 1e-3) on log-loss, in the log-sum-exp parametrisation of H
 (2022) and Besiroglu et al. (2024, "Chinchilla Scaling: A replication attempt",
 arXiv:2404.10102); L-BFGS from the best points of a grid of initialisations; bootstrap
 confidence intervals.
+
+Two forms (`shared_exponent`): the free one, alpha and beta fitted apart (Hoffmann et al.), and the
+shared-exponent one of Gadre et al. 2024 ("Language models scale reliably with over-training and on
+downstream tasks", arXiv:2403.08540, eq. 4): alpha = beta = 2 eta, which with C = 6ND and the token
+multiplier M = D/N is their L(C, M) = E + (a M^eta + b M^-eta) C^-eta. One parameter fewer; it holds
+a = b = 0.5 (N_opt and D_opt grow alike) and extrapolates along M as well as along C. Which one a
+sweep should use is an empirical question: science.fit.rollout and `miniseries fit validate` answer
+it by predicting held-out larger runs.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ class ChinchillaFit(_Result):
     huber_objective: float
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     bootstrap_samples: int = 0
+    form: str = "free"  # "free" (alpha, beta apart) or "shared" (alpha = beta: Gadre et al. 2024)
 
     @property
     def a(self) -> float:
@@ -58,9 +67,25 @@ class ChinchillaFit(_Result):
         n = g * (compute / flops_per_param_token) ** self.a
         return n, compute / flops_per_param_token / n
 
+    @property
+    def on_bounds(self) -> list[str]:
+        """Each parameter at the edge of its physical range: the fit is degenerate there, and says so.
+        E -> 0 (no irreducible loss), an exponent <= 0 (the loss does not fall with N or D) or beyond
+        the initialisation grid's 2 (a term that vanishes within the data, its coefficient unpinned)."""
+        out = []
+        if self.E < 1e-3:
+            out.append(f"E = {self.E:.3g}: the irreducible loss went to its bound 0")
+        for name in ("alpha", "beta") if self.form == "free" else ("alpha",):
+            v = getattr(self, name)
+            if v <= 0.0:
+                out.append(f"{name} = {v:.3g} <= 0: the loss does not fall with {'N' if name == 'alpha' else 'D'}")
+            elif v >= 2.0:
+                out.append(f"{name} = {v:.3g} beyond 2: its term vanishes within the data (not identified)")
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
-        d["a"], d["b"] = self.a, self.b
+        d["a"], d["b"], d["on_bounds"] = self.a, self.b, self.on_bounds
         return json_ready(d)  # type: ignore[no-any-return]
 
 
@@ -104,6 +129,14 @@ def _huber_objective_many(
     return out
 
 
+def _shared_objective(
+    theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: float
+) -> tuple[float, np.ndarray]:
+    """The Huber objective with alpha = beta, over (a, b, e, alpha): the chain rule sums their gradients."""
+    value, g = _huber_objective(np.append(theta, theta[3]), log_n, log_d, log_l, delta)
+    return value, np.array([g[0], g[1], g[2], g[3] + g[4]])
+
+
 def _init_grid() -> np.ndarray:
     """Hoffmann et al.'s grid of initialisations (as Besiroglu et al. use it), rows (a, b, e, alpha, beta)."""
     alphas = np.arange(0.0, 2.01, 0.5)
@@ -118,11 +151,13 @@ def _init_grid() -> np.ndarray:
 def _minimise(
     starts: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: float
 ) -> tuple[np.ndarray, float]:
-    """L-BFGS from each start; the best end point. Call it under `_one_blas_thread`."""
+    """L-BFGS from each start; the best end point. Call it under `_one_blas_thread`. Starts of four
+    columns are the shared-exponent form's (a, b, e, alpha = beta)."""
     best, best_val = starts[0], math.inf
+    objective = _shared_objective if starts.shape[1] == 4 else _huber_objective
     for x0 in starts:
         res = optimize.minimize(
-            _huber_objective, x0, args=(log_n, log_d, log_l, delta), jac=True, method="L-BFGS-B",
+            objective, x0, args=(log_n, log_d, log_l, delta), jac=True, method="L-BFGS-B",
             options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12},
         )  # fmt: skip
         if res.fun < best_val:
@@ -143,6 +178,10 @@ def _one_blas_thread() -> Any:
 
 
 def _theta_to_fit(theta: np.ndarray, n: int, objective: float) -> ChinchillaFit:
+    if len(theta) == 4:  # the shared-exponent form
+        a, b, e, alpha = theta
+        return ChinchillaFit(float(math.exp(e)), float(math.exp(a)), float(math.exp(b)), float(alpha), float(alpha),
+                             n, objective, form="shared")  # fmt: skip
     a, b, e, alpha, beta = theta
     return ChinchillaFit(
         float(math.exp(e)), float(math.exp(a)), float(math.exp(b)), float(alpha), float(beta), n, objective
@@ -168,6 +207,7 @@ def fit_chinchilla(
     top_starts: int = 64,
     seed: int = 0,
     on_resample: Callable[[ChinchillaFit, np.ndarray], None] | None = None,
+    shared_exponent: bool = False,
 ) -> ChinchillaFit:
     """Approach 3 with bootstrap CIs for E, A, B, alpha, beta, a and b.
 
@@ -190,14 +230,16 @@ def fit_chinchilla(
     noise; instead each resample is cheap (one BLAS thread, analytic gradient).
     `on_resample(fit, idx)` sees each resample's fit and its point indices, for a
     derived quantity's interval from the same resamples (fit/wsd.py's optimum ratio).
+    `shared_exponent`: the form of Gadre et al. (alpha = beta), from the grid's alpha = beta rows.
     """
     n_ = _positive_finite("params", params)
     d_ = _positive_finite("tokens", tokens)
     l_ = _positive_finite("loss", loss)
     if not len(n_) == len(d_) == len(l_):
         raise FitError(f"params, tokens and loss differ in length: {len(n_)}, {len(d_)}, {len(l_)}")
-    if len(n_) < 6:
-        raise FitError(f"Approach 3 fits 5 parameters and needs at least 6 (N, D, loss) points, got {len(n_)}")
+    k = 4 if shared_exponent else 5
+    if len(n_) < k + 1:
+        raise FitError(f"Approach 3 fits {k} parameters and needs at least {k + 1} (N, D, loss) points, got {len(n_)}")
     if len(set(n_.tolist())) < 2 or len(set(d_.tolist())) < 2:
         raise FitError("Approach 3 needs at least 2 distinct model sizes and 2 distinct token counts")
     if bootstrap < 0:
@@ -206,8 +248,10 @@ def fit_chinchilla(
 
     with _one_blas_thread():
         grid = _init_grid()
+        if shared_exponent:
+            grid = grid[grid[:, 3] == grid[:, 4]]
         values = _huber_objective_many(grid, log_n, log_d, log_l, delta)
-        starts = grid[np.argsort(values)[: max(1, top_starts)]]
+        starts = grid[np.argsort(values)[: max(1, top_starts)]][:, :k]
         theta, obj = _minimise(starts, log_n, log_d, log_l, delta)
         fit = _theta_to_fit(theta, len(n_), obj)
         if bootstrap == 0:

@@ -185,10 +185,13 @@ class Extrapolation(_Result):
     decades_beyond_data: float | None
     message: str | None = None
     depth: int | None = None  # the family's depth that spends this compute at the sweep's ratio (report fills it)
+    #: The compute is uncertain by this factor either way: the CORE law's rollout error (fit/rollout.py)
+    #: in decades of compute; None when no rollout could be made (the uncertainty is unknown).
+    rollout_factor: float | None = None
 
 
 def extrapolate(
-    core_fit: CoreFit,
+    core_fit: Any,
     targets: dict[str, float],
     *,
     peak_flops_per_gpu: float,
@@ -198,7 +201,8 @@ def extrapolate(
     params_law: PowerLaw | None = None,
     tokens_law: PowerLaw | None = None,
 ) -> list[Extrapolation]:
-    """FLOPs, GPU-hours and dollars to reach each target CORE."""
+    """FLOPs, GPU-hours and dollars to reach each target CORE. `core_fit`: a CoreFit, or anything with its
+    `slope` and `compute_for` (core_route.TwoStepCore)."""
     out = []
     for name, target in targets.items():
         if core_fit.slope <= 0:
@@ -206,6 +210,10 @@ def extrapolate(
                                      "CORE does not rise with compute in this sweep; no extrapolation"))  # fmt: skip
             continue
         flops = core_fit.compute_for(target)
+        if not math.isfinite(flops):  # the two-step route saturates below the target (fit/core_route.py)
+            out.append(Extrapolation(name, target, None, None, None, None, None, None,
+                                     "not reached by the CORE law at any compute (it saturates below the target)"))  # fmt: skip
+            continue
         hours = flops / (peak_flops_per_gpu * mfu) / 3600.0
         beyond = math.log10(flops / max_compute_seen)
         msg = "more than one decade beyond the data: an order-of-magnitude guess" if beyond > 1 else None

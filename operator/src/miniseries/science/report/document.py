@@ -85,7 +85,8 @@ def fit_status(doc: dict[str, Any]) -> FitStatus:
     ll = law_src.get("loss_law")
     ratio = None
     if fits.get("wsd_optimal_ratio"):
-        ratio = fits["wsd_optimal_ratio"]["ratio"]  # the wsd sweep's answer
+        opt = fits["wsd_optimal_ratio"]
+        ratio = opt["ratio"] if opt.get("identified", True) else None  # the wsd sweep's answer, when it has one
     elif fits.get("isoflop") and fits["isoflop"].get("optima"):
         opt = fits["isoflop"]["optima"]
         ratio = opt[-1]["tokens_per_param"]  # at the largest budget: what to train at next
@@ -93,6 +94,10 @@ def fit_status(doc: dict[str, Any]) -> FitStatus:
         ratios = [r["tokens_per_param"] for r in doc["runs"] if r.get("tokens_per_param") and r["status"] == "finished"]
         ratio = sum(ratios) / len(ratios) if ratios else None
     msg = "; ".join(doc["problems"])[:1000] or None
+    rollout = {k: r["error"] for k, r in (fits.get("rollout") or {}).items() if isinstance(r, dict) and "error" in r}
+    ext = (fits.get("rollout") or {}).get("extrapolation") or {}
+    if ext.get("compute_factor"):
+        rollout["extrapolation"] = ext["compute_factor"]
     return FitStatus(
         params_exponent=pl["exponent"] if pl else None,
         tokens_exponent=tl["exponent"] if tl else None,
@@ -102,4 +107,5 @@ def fit_status(doc: dict[str, Any]) -> FitStatus:
         partial=doc["partial"],
         runs_fitted=doc["runs_finished"],
         message=msg,
+        rollout=rollout or None,
     )

@@ -25,6 +25,42 @@ def _law_row(name: str, law: Any) -> str:
     return f"| {name} | {law.exponent:.4f} | [{fmt_number(lo)}, {fmt_number(hi)}] | {law.r2:.4f} | {law.points} |"
 
 
+ROLLOUT_NAMES = {"loss_law": "loss over C", "bpb_law": "bpb over C", "chinchilla_free": "Approach 3, free exponents",
+                 "chinchilla_shared": "Approach 3, shared exponent", "core": "CORE over C",
+                 "core_two_step": "CORE over C, via loss"}  # fmt: skip
+
+
+def rollout_lines(rollouts: dict[str, Any]) -> list[str]:
+    """The Rollout validation section: each law refitted without the largest-compute run(s), predicting them."""
+    lines = ["## Rollout validation", "",
+             "Each law refitted without the sweep's largest-compute run(s) (isoFLOP: the largest budget; wsd: the "
+             "largest model's branches) and asked to predict them: how far the law carries beyond the runs it saw, "
+             "which its own interval does not say. Loss and bpb errors are relative, CORE errors in CORE points.", "",
+             "| law | held out | predicted | measured | error | refitted on |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for key, name in ROLLOUT_NAMES.items():
+        r = rollouts.get(key)
+        if r is None:
+            continue
+        if isinstance(r, dict):
+            lines.append(f"| {name} | – | – | – | – | not made: {r['refused']} |")
+            continue
+        spec = "+.2%" if r.relative else "+.4f"
+        lines.append(f"| {r.law} | {', '.join(r.held_out)} | {', '.join(f'{v:.4f}' for v in r.predicted)} | "
+                     f"{', '.join(f'{v:.4f}' for v in r.actual)} | {format(r.error, spec)} | {r.fitted_on} runs |")  # fmt: skip
+    choice = rollouts.get("chinchilla_choice")
+    if choice:
+        lines += ["", f"Approach 3 is reported in its **{choice['form']}**-exponent form, the one that predicted the "
+                      f"held-out runs better ({choice['why']})."]  # fmt: skip
+    route = rollouts.get("core_route")
+    if route:
+        lines += ["", f"CORE is extrapolated by the **{route['route']}** route ({route['why']})."]
+    ext = rollouts.get("extrapolation") or {}
+    if ext.get("compute_factor"):
+        lines += ["", f"The extrapolation's compute carries the CORE rollout's error as its uncertainty: a factor of "
+                      f"{ext['compute_factor']:.3g} either way (the CORE error over the CORE law's slope per decade)."]  # fmt: skip
+    return [*lines, ""]
+
+
 def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunRow], plots: list[str]) -> str:
     """One sweep's report.md: status, problems, runs, fits, checks, extrapolation and plots."""
     fits, checks = result["fits"], result["checks"]
@@ -74,7 +110,8 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
     ch = fits.get("chinchilla")
     lines.append("")
     if ch is not None:
-        lines += ["Chinchilla Approach 3, L = E + A/N^α + B/D^β (Huber δ=1e-3 on log-loss, L-BFGS, bootstrap 95% CI):", "",
+        form = " with one shared exponent α = β (Gadre et al. 2024)" if ch.form == "shared" else ""
+        lines += [f"Chinchilla Approach 3, L = E + A/N^α + B/D^β{form} (Huber δ=1e-3 on log-loss, L-BFGS, bootstrap 95% CI):", "",
                   "| E | A | B | α | β | a = β/(α+β) |", "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         ci = ch.ci
 
@@ -85,10 +122,25 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
         lines.append(
             f"| {c('E', '.3f')} | {c('A', '.3g')} | {c('B', '.3g')} | {c('alpha', '.3f')} | {c('beta', '.3f')} | {c('a', '.3f')} |"
         )
+        for flag in ch.on_bounds:
+            lines.append(f"- **Parameter on a bound**: {flag}.")
     elif fits.get("chinchilla_note"):
         lines.append(f"Chinchilla Approach 3: {fits['chinchilla_note']}.")
+    cmp_ = fits.get("approaches")
+    if cmp_ is not None:
+        lines += ["", "Approach 2 (each budget's parabola vertex) beside Approach 3 (the fitted law's optimum): a "
+                  "parabola's vertex is biased where the valley is asymmetric (α ≠ β) and the sampled sizes sit off "
+                  "centre or span decades (see science/fit/approaches.py).", "",
+                  "| budget | N_opt, Approach 2 | N_opt, Approach 3 | 2 vs 3 |", "|---:|---:|---:|---:|"]  # fmt: skip
+        for b in cmp_.budgets:
+            lines.append(f"| {b.budget_flops:.3g} | {b.approach2_params:.3g} | {b.approach3_params:.3g} | "
+                         f"{b.difference:+.1%} |")  # fmt: skip
+        lines.append(f"| a (N_opt ∝ C^a) | {fmt_number(cmp_.approach2_a, '.3f')} | {cmp_.approach3_a:.3f} | |")
     opt = fits.get("wsd_optimal_ratio")
-    if opt is not None:
+    if opt is not None and not opt.identified:
+        lines += ["", f"Compute-optimal tokens per parameter at C = {opt.compute:.3g} FLOPs (Approach 3 on the WSD "
+                  f"branches): **{opt.note}**."]  # fmt: skip
+    elif opt is not None:
         lines += ["", f"Compute-optimal tokens per parameter at C = {opt.compute:.3g} FLOPs (Approach 3 on the WSD "
                   f"branches): **{opt.ratio:.3g}** (95% interval {opt.low:.3g} to {opt.high:.3g}, "
                   f"{opt.resamples} resamples)."]  # fmt: skip
@@ -100,7 +152,8 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
     if cf is not None:
         lines += ["", f"CORE = {cf.intercept:.4f} + {cf.slope:.4f} · log10(C) (R² {cf.r2:.3f}, {cf.points} points; "
                   f"slope 95% CI [{fmt_number(cf.slope_ci[0])}, {fmt_number(cf.slope_ci[1])}])."]  # fmt: skip
-    lines += ["", "## Checks", ""]
+    lines += ["", *rollout_lines((fits.get("rollout") or {}) | {"core_route": fits.get("core_route")})]
+    lines += ["## Checks", ""]
     cc = checks["curves_cross"]
     lines.append(f"- Curves cross: **{'yes' if cc else 'no' if cc is False else 'not checked (fewer than 2 runs)'}**")
     for x in checks["crossings"]:
@@ -119,12 +172,13 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
               f"Compute to reach a target CORE from the CORE fit; GPU-hours at {doc['peak_flops_per_gpu']:.3g} FLOP/s per GPU and "
               f"{result['mfu_used']:.2%} MFU ({'measured: mean achieved FLOP/s per device over runs' if result['mfu_measured'] else 'assumed: no run measured it'}), "
               f"${doc['price_per_gpu_hour']}/GPU-hour.", "",
-              "| target | CORE | FLOPs | GPU-hours | USD | N_opt | D_opt | ≈ depth | note |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+              "| target | CORE | FLOPs | × or ÷ (rollout) | GPU-hours | USD | N_opt | D_opt | ≈ depth | note |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     if not result["extrapolation"]:
-        lines.append("| – | – | – | – | – | – | – | – | no CORE fit (see Problems) |")
+        lines.append("| – | – | – | – | – | – | – | – | – | no CORE fit (see Problems) |")
     for e in result["extrapolation"]:
-        lines.append(f"| {e.target} | {e.core:.4f} | {fmt_number(e.flops, '.3g')} | {fmt_number(e.gpu_hours, ',.1f')} | "
+        lines.append(f"| {e.target} | {e.core:.4f} | {fmt_number(e.flops, '.3g')} | {fmt_number(e.rollout_factor, '.3g')} | "
+                     f"{fmt_number(e.gpu_hours, ',.1f')} | "
                      f"{fmt_number(e.cost_usd, ',.0f')} | {fmt_number(e.params, '.3g')} | {fmt_number(e.tokens, '.3g')} | "
                      f"{'d' + str(e.depth) if e.depth else '–'} | {e.message or ''} |")  # fmt: skip
     lines += ["", "## Plots", ""]

@@ -202,6 +202,16 @@ def _wsd_points(plt: Any, ok: list[RunRow], fit: Any, color: dict[int, Any]) -> 
     return fig
 
 
+def _ratio_or_nan(fit: Any, compute: float) -> float:
+    """The law's optimum ratio at `compute`, or NaN (a gap in the line) where it has none."""
+    from miniseries.science.fit import FitError
+
+    try:
+        return ratio_at(fit, compute)
+    except FitError:
+        return float("nan")
+
+
 def _wsd_optimum(plt: Any, ok: list[RunRow], fit: Any, opt: Any) -> Any:
     """D_opt/N_opt of the Approach-3 law against compute, its bootstrap interval where the report
     states it, and the ratios the seed's question weighs (8 and 20)."""
@@ -211,11 +221,15 @@ def _wsd_optimum(plt: Any, ok: list[RunRow], fit: Any, opt: Any) -> Any:
     branches = [r.flops for r in ok if r.role == "branch" and r.flops]
     if fit is not None and opt is not None and branches:
         cs = np.geomspace(min(branches) / 10, opt.compute * 1e4, 60)
-        ax.plot(cs, [ratio_at(fit, c) for c in cs], "k-", lw=1.2, label="Approach 3: D_opt/N_opt")
-        # a percentile interval need not contain the full-data estimate: clip the bars at 0
-        err = [[max(0.0, opt.ratio - opt.low)], [max(0.0, opt.high - opt.ratio)]]
-        ax.errorbar([opt.compute], [opt.ratio], yerr=err, fmt="o", color="crimson", capsize=4, zorder=4,
-                    label=f"{opt.ratio:.3g} [{opt.low:.3g}, {opt.high:.3g}] at the largest branch")  # fmt: skip
+        ax.plot(cs, [_ratio_or_nan(fit, c) for c in cs], "k-", lw=1.2, label="Approach 3: D_opt/N_opt")
+        if opt.identified:
+            # a percentile interval need not contain the full-data estimate: clip the bars at 0
+            err = [[max(0.0, opt.ratio - opt.low)], [max(0.0, opt.high - opt.ratio)]]
+            ax.errorbar([opt.compute], [opt.ratio], yerr=err, fmt="o", color="crimson", capsize=4, zorder=4,
+                        label=f"{opt.ratio:.3g} [{opt.low:.3g}, {opt.high:.3g}] at the largest branch")  # fmt: skip
+        else:  # no point and no number: the interval spans decades
+            ax.text(0.5, 0.08, "optimum ratio not identified by this sweep (see the report)", transform=ax.transAxes,
+                    ha="center", color="crimson")  # fmt: skip
         ax.axvspan(min(branches), max(branches), color="grey", alpha=0.12, label="compute of the branches")
     else:
         ax.text(0.5, 0.5, "no Approach-3 fit (see Problems)", transform=ax.transAxes, ha="center", color="crimson")
