@@ -69,8 +69,11 @@ def test_pytorchjob_carries_the_planned_run_exactly() -> None:
     assert c["resources"]["requests"]["memory"] == spec.resources.memory
     # only the store credential keys, one secretKeyRef each: never the whole Secret (issue 27)
     assert "envFrom" not in c
-    assert {e["name"] for e in c["env"]} == set(CREDENTIAL_ENV)
-    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"]} == {"miniseries-s3"}
+    # beside them only HOME, the writable scratch volume of a read-only root filesystem (podsecurity.py)
+    from_secret = [e for e in c["env"] if "valueFrom" in e]
+    assert {e["name"] for e in from_secret} == set(CREDENTIAL_ENV)
+    assert [e for e in c["env"] if "valueFrom" not in e] == [{"name": "HOME", "value": "/home/trainer"}]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in from_secret} == {"miniseries-s3"}
     assert c["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
     ann = master["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/port"] == "9400" and ann["prometheus.io/scrape"] == "true"
@@ -92,7 +95,7 @@ def test_suspend_and_no_secret_and_node_selector() -> None:
     assert job["spec"]["runPolicy"]["suspend"] is True
     tmpl = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     assert tmpl["nodeSelector"] == {"gpu": "h100"}
-    assert tmpl["containers"][0]["env"] == []
+    assert tmpl["containers"][0]["env"] == [{"name": "HOME", "value": "/home/trainer"}]  # no Secret: no credentials
     assert tmpl["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
     assert job["spec"]["nprocPerNode"] == "2"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from miniseries.contract.store.base import StoreError
 from miniseries.contract.store.local import LocalStore
 from miniseries.control.podsecurity import STORE_GROUP
 
@@ -45,7 +46,7 @@ def as_user(uid: int, groups: list[int], action: Callable[[], object], gid: int 
             os.umask(0o022)
             try:
                 result: object = action()
-            except OSError as e:
+            except (OSError, StoreError) as e:  # the store names a refused permission StoreAccessDenied
                 result = type(e).__name__
             os.write(write, json.dumps(result).encode())
         except BaseException:
@@ -111,7 +112,7 @@ def test_trainer_and_operator_share_files_and_a_stranger_gets_nothing(volume: Pa
             assert stat.S_IMODE(mode) == 0o640, (p, oct(mode))
     # a uid outside the group (another tenant's pod on the same node) can neither read nor list
     stranger = lambda f: as_user(STRANGER, [], f)  # noqa: E731
-    assert stranger(lambda: store.read_bytes("ns/s/sweep.json").decode()) == "PermissionError"
+    assert stranger(lambda: store.read_bytes("ns/s/sweep.json").decode()) == "StoreAccessDenied"
     assert stranger(lambda: os.listdir(volume / "ns/s")) == "PermissionError"
 
 
