@@ -36,7 +36,7 @@ from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.cluster import Cluster
 from tests.harness.helm import CHART, helm_binary
 from tests.harness.node import SELECTOR, BuiltImage, Node, real_node
-from tests.harness.processes import wait_for
+from tests.harness.processes import NotYet, wait_for
 from tests.harness.prometheus import Prometheus
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket
 from tests.harness.training_operator import real_path_cluster
@@ -94,8 +94,9 @@ def s3_store(bucket: S3Bucket) -> Store:
 
 def pod_of(cluster: Cluster, ns: str, selector: str) -> dict[str, Any]:
     pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", selector, "-o=json").stdout)["items"]
-    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-    return pods[0]
+    if len(pods) != 1:  # none yet, or a replacement beside the old one: the deployment is still moving
+        raise NotYet(f"pods {[p['metadata']['name'] for p in pods]}")
+    return pods[0]  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")

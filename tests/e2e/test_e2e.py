@@ -30,6 +30,7 @@ from miniseries.control.trainer_args import TRAINER_MODULE
 from miniseries.local.runner import DATA_KEY, LocalSweep, free_port
 from tests.harness.binaries import REPO
 from tests.harness.cluster import Cluster
+from tests.harness.processes import wait_for
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mark.torch]
@@ -70,14 +71,11 @@ def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str) -> dict[str, Any]:
 
 
 def wait_sweep(kc: Cluster, name: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    def finished() -> dict[str, Any] | None:
         status = json.loads(kc.kubectl("get", "scalingsweep", name, "-o", "json").stdout).get("status", {})
-        if status.get("phase") in ("Succeeded", "Failed"):
-            return status
-        time.sleep(3)
-    raise TimeoutError(f"sweep {name} not finished in {timeout}s: {status}")
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_for(f"sweep {name} finished", finished, timeout)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")

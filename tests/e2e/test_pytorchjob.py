@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.harness.cluster import Cluster
+from tests.harness.processes import NotYet, Unreachable, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -92,16 +93,16 @@ def test_crd_schema_alone_accepts_the_invalid_job(real_cluster: Cluster) -> None
 
 
 def wait_job(cluster: Cluster, name: str, condition: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        obj = json.loads(cluster.kubectl("get", "pytorchjob", name, "-o", "json").stdout)
+    def reached() -> dict[str, Any] | None:
+        obj: dict[str, Any] = json.loads(cluster.kubectl("get", "pytorchjob", name, "-o", "json").stdout)
         conds = {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions", [])}
         if conds.get(condition) == "True":
             return obj
         if conds.get("Failed") == "True":
-            raise AssertionError(f"job {name} failed: {obj['status']}")
-        time.sleep(1)
-    raise TimeoutError(f"job {name} not {condition} after {timeout}s: {obj.get('status')}")
+            raise Unreachable(f"job {name} failed: {obj['status']}")
+        raise NotYet(f"status {obj.get('status')}")
+
+    return wait_for(f"job {name} {condition}", reached, timeout)  # type: ignore[no-any-return]
 
 
 def test_job_is_defaulted_and_its_pods_run_with_the_controller_env(real_cluster: Cluster) -> None:

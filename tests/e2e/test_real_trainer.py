@@ -29,6 +29,7 @@ from miniseries.contract.results import checkpoint_steps, read_results
 from miniseries.control.trainer_args import TRAINER_MODULE, trainer_flags
 from miniseries.local.runner import LocalSweep, free_port
 from tests.harness.cluster import Cluster
+from tests.harness.processes import Unreachable, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mark.torch]
 
@@ -59,15 +60,14 @@ def trainer_job(ls: LocalSweep, name: str, sweep: str) -> dict[str, Any]:
 
 
 def wait_succeeded(kc: Cluster, name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def succeeded() -> bool:
         obj = json.loads(kc.kubectl("get", "pytorchjob", name, "-o", "json").stdout)
         conds = {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions", [])}
-        if conds.get("Succeeded") == "True":
-            return
-        assert conds.get("Failed") != "True", obj["status"]
-        time.sleep(2)
-    raise TimeoutError(f"{name} did not succeed in {timeout}s")
+        if conds.get("Failed") == "True":
+            raise Unreachable(f"job Failed: {obj['status']}")
+        return conds.get("Succeeded") == "True"
+
+    wait_for(f"PyTorchJob {name} Succeeded", succeeded, timeout)
 
 
 def trainer_pid(sweep: str) -> int:

@@ -38,6 +38,7 @@ from miniseries.control.trainer_args import TRAINER_MODULE
 from miniseries.local.runner import DATA_KEY, LocalSweep
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.operator_process import Operator, install_crds
+from tests.harness.processes import NotYet, wait_for
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket
 from tests.harness.trainer import TrainerCluster, trainer_cluster
 
@@ -191,13 +192,13 @@ PRINT_ENV = (
 
 
 def wait_trainjob(kc: TrainerCluster, name: str, phase: JobPhase, timeout: float) -> dict[str, Any]:
-    deadline, obj = time.monotonic() + timeout, {}
-    while time.monotonic() < deadline:
-        obj = json.loads(kc.kubectl("get", "trainjob", name, "-o", "json").stdout)
+    def reached() -> dict[str, Any] | None:
+        obj: dict[str, Any] = json.loads(kc.kubectl("get", "trainjob", name, "-o", "json").stdout)
         if observe_job(obj).phase is phase:
             return obj
-        time.sleep(1)
-    raise TimeoutError(f"TrainJob {name} not {phase} after {timeout}s: {obj.get('status')}")
+        raise NotYet(f"status {obj.get('status')}")
+
+    return wait_for(f"TrainJob {name} {phase}", reached, timeout)  # type: ignore[no-any-return]
 
 
 def test_a_generated_trainjob_runs_its_pods_with_the_torch_env(tj_cluster: TrainerCluster) -> None:
@@ -281,13 +282,11 @@ def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str) -> dict[str, Any]:
 
 
 def wait_sweep(kc: TrainerCluster, name: str, timeout: float) -> dict[str, Any]:
-    deadline, status = time.monotonic() + timeout, {}
-    while time.monotonic() < deadline:
+    def finished() -> dict[str, Any] | None:
         status = json.loads(kc.kubectl("get", "scalingsweep", name, "-o", "json").stdout).get("status", {})
-        if status.get("phase") in ("Succeeded", "Failed"):
-            return status
-        time.sleep(3)
-    raise TimeoutError(f"sweep {name} not finished in {timeout}s: {status}")
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_for(f"sweep {name} finished", finished, timeout)  # type: ignore[no-any-return]
 
 
 def s3_store(bucket: S3Bucket) -> Store:

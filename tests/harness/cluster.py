@@ -66,6 +66,10 @@ def kubeconfig_doc(server: str, ca_file: Path, user: str, token: str, name: str 
     }
 
 
+class KubectlFailed(RuntimeError):
+    """kubectl exited non-zero (its stderr is the message)."""
+
+
 @dataclass
 class Cluster:
     """A running test cluster: where it is and how to talk to it."""
@@ -90,7 +94,8 @@ class Cluster:
         cmd = [kubectl_binary(), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
         proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+            # not an AssertionError: inside a wait, an object not there yet is "not yet", not "wrong"
+            raise KubectlFailed(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc
 
     def apply(self, doc: dict[str, Any] | list[dict[str, Any]], *args: str) -> None:

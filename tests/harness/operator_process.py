@@ -30,7 +30,7 @@ import yaml
 
 from tests.harness.binaries import REPO
 from tests.harness.cluster import Cluster
-from tests.harness.processes import Unreachable, free_port, wait_for
+from tests.harness.processes import Unreachable, free_port, unwatch, wait_for, watch
 
 PYTHONPATH = os.pathsep.join(
     [str(REPO / "operator" / "src"), str(REPO / "trainer_image" / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
@@ -102,19 +102,19 @@ class Operator:
         }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        watch(f"operator ({self.namespace})", self.proc, self.log_path)  # its exit fails any wait at once
         wait_for(f"operator /healthz ({self.log_path})", self.healthy, 60)
         return self
 
     def healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"operator exited {self.proc.returncode}: {self.log_path.read_text()[-3000:]}")
         try:
             return requests.get(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            unwatch(self.proc)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
