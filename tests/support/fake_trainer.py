@@ -15,6 +15,9 @@ seconds; the real trainer is tested end to end where it exists.
     FAKE_TRAINER_PREEMPT_RUN    a run name that, the first time it reaches step FAKE_TRAINER_PREEMPT_STEP,
                                 checkpoints it, writes progress.json `preempted` and exits EXIT_PREEMPTED,
                                 as the trainer does on SIGTERM
+    FAKE_TRAINER_HOLD_RUN       a run name that, at step FAKE_TRAINER_HOLD_STEP (after that step's checkpoint
+                                if it is one), writes `held` ({"step", "pid"}) in its run directory and then
+                                trains no further until it is stopped: a test acts on a known state, not a race
 
 A wsd run (--keep-steps, --init-from) checkpoints at its keep steps too, and without a checkpoint of its
 own starts from the --init-from checkpoint (its trunk's), which must exist: exit 2 naming it otherwise,
@@ -116,6 +119,10 @@ def main() -> int:
         if fail_here:
             print(f"simulated crash after the checkpoint of step {step}", file=sys.stderr, flush=True)
             return 3
+        if os.environ.get("FAKE_TRAINER_HOLD_RUN") == a.run and step == int(os.environ["FAKE_TRAINER_HOLD_STEP"]):
+            store.write_bytes(rl.root + "held", json.dumps({"step": step, "pid": os.getpid()}).encode())
+            while True:  # until a signal ends this process
+                time.sleep(0.05)
         if preempt_here:
             store.write_bytes(rl.root + "preempted-once", b"")
             progress.state, progress.updated_at = PROGRESS_PREEMPTED, time.time()
