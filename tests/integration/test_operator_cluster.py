@@ -299,8 +299,14 @@ def test_wsd_branches_wait_for_their_trunk_and_survive_its_retry_and_their_preem
         kc.apply(wsd_doc("wsd", store_uri), "-n", ns)
         wait_for("the trunk's job Running",
                  lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Running"], DEADLINE, op.proc)  # fmt: skip
-        # Held Running without a process: no checkpoint. Six of the operator's 0.5 s polls create nothing else.
-        time.sleep(3.0)
+        # Held Running without a process: no checkpoint. Once the status shows the trunk Running (a
+        # reconcile read it), three whole reconciles more (the counter counts starts; one may be under
+        # way) have each decided with a free GPU and no trunk checkpoint: and created nothing else.
+        wait_for("the trunk Running in status", lambda: {r["name"]: r["state"] for r in status(kc, ns, "wsd")["runs"]}
+                 .get("d2-trunk") == "Running", DEADLINE, op.proc)  # fmt: skip
+        seen = op.metric("miniseries_operator_reconciles_total")
+        wait_for("3 more reconciles", lambda: op.metric("miniseries_operator_reconciles_total") >= seen + 4,
+                 DEADLINE, op.proc)  # fmt: skip
         assert [j["metadata"]["labels"]["miniseries.dev/run"] for j in list_jobs(api(kc), ns)] == ["d2-trunk"]
         states = {r["name"]: r["state"] for r in status(kc, ns, "wsd")["runs"]}
         assert states == {"d2-trunk": "Running", "d2-b2": "Pending", "d2-b4": "Pending"}
