@@ -196,10 +196,22 @@ def test_tiny_sweep_in_containers(
         assert logs.strip(), f"no log from {p['metadata']['name']}"
 
 
-def trainer_pids(sweep: str, run: str) -> list[str]:
-    """The trainer's process, seen from this host (the container's processes are this host's)."""
-    pattern = f"{TRAINER_MODULE} --namespace={SWEEP_NS} --sweep={sweep} --run={run} "
-    return subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
+def trainer_pids(pod_uid: str) -> list[str]:
+    """The trainer's process, seen from this host (the container's processes are this host's), found
+    by its pod's uid in its cgroup (`pod<uid>`, dashes as underscores under the systemd driver): not
+    by its command line, which another run of the suite on this host may share."""
+    marks = (f"pod{pod_uid}", f"pod{pod_uid.replace('-', '_')}")
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or not any(m in (proc / "cgroup").read_text() for m in marks):
+                continue
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if TRAINER_MODULE.encode() in argv:
+            found.append(proc.name)
+    return found
 
 
 def test_killed_trainer_container_resumes_from_its_checkpoint(
@@ -233,7 +245,7 @@ def test_killed_trainer_container_resumes_from_its_checkpoint(
 
     wait_for("miniseries_train_step > 0 scraped from the pod", steps_seen, 120)
     wait_for("a checkpoint of ctr-kill/d2", lambda: checkpoint_steps(store, layout), 900)
-    found = trainer_pids("ctr-kill", "d2")
+    found = trainer_pids(pod["metadata"]["uid"])
     assert len(found) == 1, found
     os.kill(int(found[0]), signal.SIGKILL)
     status = wait_sweep(cluster, "ctr-kill", 1500)

@@ -59,7 +59,7 @@ def test_sigterm_and_suspension_checkpoint_and_resume_through_the_training_opera
     kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(job_doc(tiny, "e2e-preempt-1")))
     wait_for("first progress", lambda: step_at_least(1), 600)
     sent = time.monotonic()
-    os.kill(trainer_pid(SWEEP), signal.SIGTERM)
+    os.kill(trainer_pid(kc, "e2e-preempt-1-master-0"), signal.SIGTERM)
 
     def terminated() -> Any:
         pod = get(kc, "pod", "e2e-preempt-1-master-0")

@@ -54,6 +54,7 @@ from kubernetes.client.rest import ApiException
 log = logging.getLogger("node_agent")
 
 NODE_LABEL = "miniseries.dev/e2e-node"
+PID_DIR = "pids"  # <log-dir>/pids/<pod uid>_<container>: the pid of the container's process (its group leader)
 POD_IP = "127.0.0.1"
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -222,6 +223,11 @@ class NodeAgent:
         try:
             box.proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                                         start_new_session=True)  # fmt: skip
+            # Tests find a container's process by its pod's uid (RealPathCluster.container_pid), not by
+            # its command line; the process leads its own group (the container's processes).
+            pids = self.log_dir / PID_DIR
+            pids.mkdir(exist_ok=True)
+            (pids / f"{pod.metadata.uid}_{spec.name}").write_text(str(box.proc.pid))
         except OSError as e:  # a missing executable is a failed container, not a dead agent
             out.write(f"--- node agent: cannot start: {e}\n".encode())
             box.exit_code, box.finished_at, box.exited = 127, now(), time.monotonic()
