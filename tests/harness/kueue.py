@@ -293,16 +293,19 @@ def start_kueue(
 
 
 @contextlib.contextmanager
-def kueue_cluster(workdir: Path, gpu_nodes: int = 2) -> Iterator[KueueCluster]:
+def kueue_cluster(workdir: Path, gpu_nodes: int = 2, agent_gpus: int = 0) -> Iterator[KueueCluster]:
     """The real path (control plane + training-operator), ``gpu_nodes`` kwok nodes of 8 GPUs and
-    Kueue, all up and ready; everything stopped afterwards, Kueue first."""
+    Kueue, all up and ready; everything stopped afterwards, Kueue first. ``agent_gpus``: also the
+    node agent's node (tests/harness/node_agent.py, advertising that many GPUs), where pods run
+    their containers for real (the trainer on CPU)."""
     kueue_binary()  # a skip before anything starts when Kueue is not built
-    with real_path_cluster(workdir, node_agent=False) as base:
+    with real_path_cluster(workdir, gpus=agent_gpus, node_agent=agent_gpus > 0) as base:
         stack = Stack(workdir)
         try:
-            start_kwok(stack, base)  # gpu-node-0
             names = [f"gpu-node-{i}" for i in range(gpu_nodes)]
-            _add_gpu_nodes(base, names[1:])
+            if names:
+                start_kwok(stack, base)  # gpu-node-0
+                _add_gpu_nodes(base, names[1:])
             kc = start_kueue(stack, base, workdir)
             kc.gpu_nodes = names
             kc.pids = [*base.pids, *stack.pids()]
