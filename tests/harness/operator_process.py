@@ -441,12 +441,12 @@ class JobDriver:
                 if job_phase(j) != "Running":
                     set_job_condition(self.api, self.namespace, meta["name"], "Running", "PyTorchJobRunning")
                 continue
-            set_job_condition(self.api, self.namespace, meta["name"], "Running", "PyTorchJobRunning")
-            extra = {}
-            if s.attempt in self.fail.get(s.run, set()):
-                extra = {"FAKE_TRAINER_FAIL_RUN": s.run, "FAKE_TRAINER_FAIL_STEP": str(self.fail_step)}
             container = j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
-            extra = {**container_env(self.core, self.namespace, container), **extra}  # what the kubelet would give it
+            # what the kubelet would give it; a missing Secret stops here, the job not Running (next poll again)
+            extra = container_env(self.core, self.namespace, container)
+            if s.attempt in self.fail.get(s.run, set()):
+                extra.update(FAKE_TRAINER_FAIL_RUN=s.run, FAKE_TRAINER_FAIL_STEP=str(self.fail_step))
+            set_job_condition(self.api, self.namespace, meta["name"], "Running", "PyTorchJobRunning")
             self.procs[uid] = (self._spawn("tests.support.fake_trainer", container["args"], extra, f"{meta['name']}-a{s.attempt}"),
                                meta["name"])  # fmt: skip
         self.max_training = max(self.max_training, sum(p.poll() is None for p, _ in self.procs.values()))
