@@ -144,6 +144,9 @@ def test_apply_the_example_creates_exactly_the_planned_jobs(
     doc["spec"]["data"].update(shardsUri=f"{store_uri}/data", evalBundleUri=f"{store_uri}/eval")
     spec = ScalingSweepSpec.model_validate(doc["spec"])
     plan = make_plan(spec)
+    # The example's store Secret: the JobDriver, like the kubelet, starts no container whose Secret is missing.
+    secret = doc["spec"]["store"]["credentialsSecret"]
+    kc.kubectl("create", "secret", "generic", secret, "-n", ns, "--from-literal=AWS_ACCESS_KEY_ID=test")
     op = start_operator()
     started = time.monotonic()
     kc.apply(doc, "-n", ns)
