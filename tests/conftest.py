@@ -19,6 +19,8 @@ from tests.harness.node import BuiltImage, built_images
 from tests.harness.prometheus import Prometheus, prometheus
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket, s3_server
 
+pytest_plugins = ["tests.harness.skips"]  # the one-line skip summary; under CI, only allowed skips
+
 
 @pytest.fixture(scope="session")
 def _sigterm_stops_servers() -> Iterator[None]:

@@ -36,7 +36,7 @@ from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.cluster import Cluster
 from tests.harness.helm import CHART, helm_binary
 from tests.harness.node import SELECTOR, BuiltImage, Node, real_node
-from tests.harness.processes import wait_for
+from tests.harness.processes import NotYet, wait_for
 from tests.harness.prometheus import Prometheus
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket
 from tests.harness.training_operator import real_path_cluster
@@ -96,8 +96,9 @@ def s3_store(bucket: S3Bucket) -> Store:
 
 def pod_of(cluster: Cluster, ns: str, selector: str) -> dict[str, Any]:
     pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", selector, "-o=json").stdout)["items"]
-    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-    return pods[0]
+    if len(pods) != 1:  # none yet, or a replacement beside the old one: the deployment is still moving
+        raise NotYet(f"pods {[p['metadata']['name'] for p in pods]}")
+    return pods[0]  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -199,10 +200,22 @@ def test_tiny_sweep_in_containers(
         assert logs.strip(), f"no log from {p['metadata']['name']}"
 
 
-def trainer_pids(sweep: str, run: str) -> list[str]:
-    """The trainer's process, seen from this host (the container's processes are this host's)."""
-    pattern = f"{TRAINER_MODULE} --namespace={SWEEP_NS} --sweep={sweep} --run={run} "
-    return subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
+def trainer_pids(pod_uid: str) -> list[str]:
+    """The trainer's process, seen from this host (the container's processes are this host's), found
+    by its pod's uid in its cgroup (`pod<uid>`, dashes as underscores under the systemd driver): not
+    by its command line, which another run of the suite on this host may share."""
+    marks = (f"pod{pod_uid}", f"pod{pod_uid.replace('-', '_')}")
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or not any(m in (proc / "cgroup").read_text() for m in marks):
+                continue
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if TRAINER_MODULE.encode() in argv:
+            found.append(proc.name)
+    return found
 
 
 def test_killed_trainer_container_resumes_from_its_checkpoint(
@@ -236,7 +249,7 @@ def test_killed_trainer_container_resumes_from_its_checkpoint(
 
     wait_for("miniseries_train_step > 0 scraped from the pod", steps_seen, 120)
     wait_for("a checkpoint of ctr-kill/d2", lambda: checkpoint_steps(store, layout), 900)
-    found = trainer_pids("ctr-kill", "d2")
+    found = trainer_pids(pod["metadata"]["uid"])
     assert len(found) == 1, found
     os.kill(int(found[0]), signal.SIGKILL)
     status = wait_sweep(cluster, "ctr-kill", 1500)

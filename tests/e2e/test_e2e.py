@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,11 +26,13 @@ from miniseries.api.policy import DEFAULT_SECRET_OPT_IN_LABEL
 from miniseries.contract.layout import SweepLayout, join_uri
 from miniseries.contract.results import checkpoint_steps, read_results
 from miniseries.contract.store import S3Store, Store
-from miniseries.control.trainer_args import TRAINER_MODULE
 from miniseries.local.runner import DATA_KEY, LocalSweep, free_port
+from tests.e2e.resume import kill_and_resume
 from tests.harness.binaries import REPO
 from tests.harness.cluster import Cluster
+from tests.harness.processes import wait_for
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket
+from tests.harness.training_operator import RealPathCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mark.torch]
 
@@ -71,14 +72,11 @@ def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str) -> dict[str, Any]:
 
 
 def wait_sweep(kc: Cluster, name: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    def finished() -> dict[str, Any] | None:
         status = json.loads(kc.kubectl("get", "scalingsweep", name, "-o", "json").stdout).get("status", {})
-        if status.get("phase") in ("Succeeded", "Failed"):
-            return status
-        time.sleep(3)
-    raise TimeoutError(f"sweep {name} not finished in {timeout}s: {status}")
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_for(f"sweep {name} finished", finished, timeout)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -129,27 +127,13 @@ def test_tiny_sweep_through_the_real_path(real_cluster: Cluster, tiny: LocalSwee
     assert any(k.endswith("results.json") for k in keys) and any("/ckpt/" in k for k in keys), keys
 
 
-def test_killed_run_resumes_and_matches(real_cluster: Cluster, tiny: LocalSweep, bucket: S3Bucket,
+def test_killed_run_resumes_and_matches(real_cluster: RealPathCluster, tiny: LocalSweep, bucket: S3Bucket,
                                         operator: Any) -> None:  # fmt: skip
+    """tests/e2e/resume.py's scenario through PyTorchJobs: d2's trainer SIGKILLed after a checkpoint,
+    attempt 2 resumes from it and ends with the uninterrupted run's loss (the sweep above)."""
     kc, store = real_cluster, s3_store(bucket)
     kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sweep_doc(tiny, bucket, "e2e-kill-sweep")))
-    layout = SweepLayout("default", "e2e-kill-sweep").run("d2")
-    deadline = time.monotonic() + 600
-    while not checkpoint_steps(store, layout):
-        assert time.monotonic() < deadline, "d2 wrote no checkpoint in 600 s"
-        time.sleep(0.5)
-    found = subprocess.run(["pgrep", "-f", "--", f"{TRAINER_MODULE} --namespace=default --sweep=e2e-kill-sweep --run=d2 "],
-                           capture_output=True, text=True).stdout.split()  # fmt: skip
-    assert len(found) == 1, found
-    os.kill(int(found[0]), signal.SIGKILL)
-    status = wait_sweep(kc, "e2e-kill-sweep", 1200)
-    assert status["phase"] == "Succeeded", status
-    killed = read_results(store, layout)
     straight = read_results(store, SweepLayout("default", "e2e-sweep").run("d2"))
-    assert killed is not None and straight is not None
-    assert killed.loss.final is not None and straight.loss.final is not None
-    print(
-        json.dumps({"straight_final_loss": straight.loss.final, "killed_final_loss": killed.loss.final}),
-        file=sys.stderr,
-    )
-    assert abs(killed.loss.final - straight.loss.final) < 0.05 * straight.loss.final
+    assert straight is not None, "the uninterrupted sweep (the test above) has no d2 results"
+    got = kill_and_resume(kc, store, "default", "e2e-kill-sweep", "d2", straight, wait_sweep)
+    print(json.dumps(vars(got)), file=sys.stderr)

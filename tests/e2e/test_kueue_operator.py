@@ -43,7 +43,7 @@ from tests.e2e.test_kueue import (
 from tests.harness.binaries import MissingBinary
 from tests.harness.kueue import KUEUE_API, PRIORITY_LABEL, QUEUE_LABEL, KueueCluster, fresh_namespace, kueue_cluster
 from tests.harness.operator_process import PYTHONPATH, Operator, SweepHistory, events, install_crds, sweep_doc
-from tests.harness.processes import wait_for
+from tests.harness.processes import Violation, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.kueue, pytest.mark.slow]
 
@@ -198,7 +198,7 @@ def test_quota_queues_runs_admits_them_as_it_frees_and_loses_none(
             moving = [n for n, r in runs.items() if r["state"] in ("Admitted", "Running")]
             queued = [n for n, r in runs.items() if r["state"] == "Queued"]
             if len(moving) > 2:
-                raise AssertionError(f"more runs admitted than 8 GPUs of quota allow: {runs}")
+                raise Violation(f"more runs admitted than 8 GPUs of quota allow: {runs}")
             tried = [n for n in queued if "insufficient unused quota" in (runs[n].get("message") or "")]
             return runs if len(moving) == 2 and len(queued) == 2 and tried else None
 
@@ -288,7 +288,7 @@ def test_higher_priority_sweep_preempts_a_run_that_resumes_when_readmitted(
         def one_preempted(st: dict[str, Any]) -> str | None:
             pre = [r["name"] for r in st["runs"] if r["state"] == "Preempted"]
             if len(pre) > 1:
-                raise AssertionError(f"both low-priority runs preempted: {st['runs']}")
+                raise Violation(f"both low-priority runs preempted: {st['runs']}")
             return pre[0] if pre else None
 
         victim = low.until("a low-priority run Preempted", one_preempted)

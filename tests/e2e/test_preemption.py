@@ -27,6 +27,7 @@ from miniseries.control.runs import preempted_exit
 from miniseries.local.runner import LocalSweep
 from tests.e2e.test_real_trainer import trainer_job, trainer_pid, wait_succeeded
 from tests.harness.cluster import Cluster
+from tests.harness.processes import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mark.torch, pytest.mark.preemption]
 SWEEP = "e2e-preempt"
@@ -41,16 +42,6 @@ def job_doc(tiny: LocalSweep, name: str) -> dict[str, Any]:
 
 def get(kc: Cluster, kind: str, name: str) -> dict[str, Any]:
     return json.loads(kc.kubectl("get", kind, name, "-o", "json").stdout)
-
-
-def wait_for(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.5)
 
 
 def test_sigterm_and_suspension_checkpoint_and_resume_through_the_training_operator(
@@ -68,7 +59,7 @@ def test_sigterm_and_suspension_checkpoint_and_resume_through_the_training_opera
     kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(job_doc(tiny, "e2e-preempt-1")))
     wait_for("first progress", lambda: step_at_least(1), 600)
     sent = time.monotonic()
-    os.kill(trainer_pid(SWEEP), signal.SIGTERM)
+    os.kill(trainer_pid(kc, "e2e-preempt-1-master-0"), signal.SIGTERM)
 
     def terminated() -> Any:
         pod = get(kc, "pod", "e2e-preempt-1-master-0")

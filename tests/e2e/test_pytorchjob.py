@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ import yaml
 
 from miniseries.control.podsecurity import restrict
 from tests.harness.cluster import Cluster
+from tests.harness.processes import NotYet, Unreachable, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -83,27 +83,34 @@ def test_crd_schema_alone_accepts_the_invalid_job(real_cluster: Cluster) -> None
     patch = [{"op": "replace", "path": "/webhooks/0/rules/0/operations", "value": ["DELETE"]}]
     name = config["items"][0]["metadata"]["name"]
     kc.kubectl("patch", "validatingwebhookconfiguration", name, "--type=json", f"-p={json.dumps(patch)}")
+
+    # The API server's webhook cache follows the configuration asynchronously: wait for each state.
+    def admitted(want: bool) -> bool:
+        out = apply(kc, bad, dry_run="server")
+        if (out.returncode == 0) != want:
+            raise NotYet(out.stderr.strip() or "stored")
+        return True
+
     try:
-        time.sleep(2)  # the API server's webhook cache follows the configuration asynchronously
-        stored = apply(kc, bad, dry_run="server")
-        assert stored.returncode == 0, stored.stderr
+        wait_for("the invalid job stored without the webhook", lambda: admitted(True), 60)
     finally:
         patch[0]["value"] = ["CREATE", "UPDATE"]
         kc.kubectl("patch", "validatingwebhookconfiguration", name, "--type=json", f"-p={json.dumps(patch)}")
-        time.sleep(2)
+        # the next test needs the webhook back: wait until it refuses again
+        wait_for("the webhook refusing the invalid job again", lambda: admitted(False), 60)
 
 
 def wait_job(cluster: Cluster, name: str, condition: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        obj = json.loads(cluster.kubectl("get", "pytorchjob", name, "-o", "json").stdout)
+    def reached() -> dict[str, Any] | None:
+        obj: dict[str, Any] = json.loads(cluster.kubectl("get", "pytorchjob", name, "-o", "json").stdout)
         conds = {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions", [])}
         if conds.get(condition) == "True":
             return obj
         if conds.get("Failed") == "True":
-            raise AssertionError(f"job {name} failed: {obj['status']}")
-        time.sleep(1)
-    raise TimeoutError(f"job {name} not {condition} after {timeout}s: {obj.get('status')}")
+            raise Unreachable(f"job {name} failed: {obj['status']}")
+        raise NotYet(f"status {obj.get('status')}")
+
+    return wait_for(f"job {name} {condition}", reached, timeout)  # type: ignore[no-any-return]
 
 
 def test_job_is_defaulted_and_its_pods_run_with_the_controller_env(real_cluster: Cluster) -> None:
@@ -124,13 +131,8 @@ def test_job_is_defaulted_and_its_pods_run_with_the_controller_env(real_cluster:
 
     # The job succeeds when its master does (default success policy); the workers may still be running.
     pods = ["env-job-master-0", "env-job-worker-0", "env-job-worker-1"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        phases = kc.kubectl("get", "pod", *pods, "-o=jsonpath={.items[*].status.phase}").stdout.split()
-        if phases == ["Succeeded"] * 3:
-            break
-        time.sleep(1)
-    assert phases == ["Succeeded"] * 3
+    wait_for("every pod Succeeded", lambda: kc.kubectl("get", "pod", *pods, "-o=jsonpath={.items[*].status.phase}")
+             .stdout.split() == ["Succeeded"] * 3, 60)  # fmt: skip
     envs = {}
     for path in sorted(kc.node_logs.glob("default_env-job-*_pytorch.log")):
         line = next(x for x in path.read_text().splitlines() if x.startswith("ENV "))

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -35,10 +33,11 @@ from miniseries.contract.store import S3Store, Store
 from miniseries.control import jobs
 from miniseries.control.observed import JobPhase, observe_job
 from miniseries.control.plan import make_plan
-from miniseries.control.trainer_args import TRAINER_MODULE
 from miniseries.local.runner import DATA_KEY, LocalSweep
+from tests.e2e.resume import kill_and_resume
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.operator_process import Operator, install_crds
+from tests.harness.processes import NotYet, wait_for
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket
 from tests.harness.trainer import TrainerCluster, trainer_cluster
 
@@ -192,13 +191,13 @@ PRINT_ENV = (
 
 
 def wait_trainjob(kc: TrainerCluster, name: str, phase: JobPhase, timeout: float) -> dict[str, Any]:
-    deadline, obj = time.monotonic() + timeout, {}
-    while time.monotonic() < deadline:
-        obj = json.loads(kc.kubectl("get", "trainjob", name, "-o", "json").stdout)
+    def reached() -> dict[str, Any] | None:
+        obj: dict[str, Any] = json.loads(kc.kubectl("get", "trainjob", name, "-o", "json").stdout)
         if observe_job(obj).phase is phase:
             return obj
-        time.sleep(1)
-    raise TimeoutError(f"TrainJob {name} not {phase} after {timeout}s: {obj.get('status')}")
+        raise NotYet(f"status {obj.get('status')}")
+
+    return wait_for(f"TrainJob {name} {phase}", reached, timeout)  # type: ignore[no-any-return]
 
 
 def test_a_generated_trainjob_runs_its_pods_with_the_torch_env(tj_cluster: TrainerCluster) -> None:
@@ -284,13 +283,11 @@ def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str) -> dict[str, Any]:
 
 
 def wait_sweep(kc: TrainerCluster, name: str, timeout: float) -> dict[str, Any]:
-    deadline, status = time.monotonic() + timeout, {}
-    while time.monotonic() < deadline:
+    def finished() -> dict[str, Any] | None:
         status = json.loads(kc.kubectl("get", "scalingsweep", name, "-o", "json").stdout).get("status", {})
-        if status.get("phase") in ("Succeeded", "Failed"):
-            return status
-        time.sleep(3)
-    raise TimeoutError(f"sweep {name} not finished in {timeout}s: {status}")
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_for(f"sweep {name} finished", finished, timeout)  # type: ignore[no-any-return]
 
 
 def s3_store(bucket: S3Bucket) -> Store:
@@ -332,21 +329,7 @@ def test_killed_trainjob_run_resumes_and_matches(tj_cluster: TrainerCluster, tin
     TrainJob is Failed; the operator deletes it and creates attempt 2, which resumes from the checkpoint."""
     kc, store = tj_cluster, s3_store(tj_bucket)
     kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sweep_doc(tiny, tj_bucket, "tj-kill")))
-    layout = SweepLayout("default", "tj-kill").run("d2")
-    deadline = time.monotonic() + 600
-    while not checkpoint_steps(store, layout):
-        assert time.monotonic() < deadline, "d2 wrote no checkpoint in 600 s"
-        time.sleep(0.5)
-    found = subprocess.run(["pgrep", "-f", "--", f"{TRAINER_MODULE} --namespace=default --sweep=tj-kill --run=d2 "],
-                           capture_output=True, text=True).stdout.split()  # fmt: skip
-    assert len(found) == 1, found
-    os.kill(int(found[0]), signal.SIGKILL)
-    status = wait_sweep(kc, "tj-kill", 1200)
-    assert status["phase"] == "Succeeded", status
-    (d2,) = [r for r in status["runs"] if r["name"] == "d2"]
-    assert d2["attempts"] == 2, d2
-    killed = read_results(store, layout)
     straight = read_results(store, SweepLayout("default", "tj-sweep").run("d2"))
-    assert killed is not None and straight is not None
-    assert killed.loss.final is not None and straight.loss.final is not None
-    assert abs(killed.loss.final - straight.loss.final) < 0.05 * straight.loss.final
+    assert straight is not None, "the uninterrupted sweep (the test above) has no d2 results"
+    got = kill_and_resume(kc, store, "default", "tj-kill", "d2", straight, wait_sweep)
+    print(json.dumps(vars(got)))

@@ -73,6 +73,10 @@ RESTRICTED = {
 }
 
 
+class KubectlFailed(RuntimeError):
+    """kubectl exited non-zero (its stderr is the message)."""
+
+
 @dataclass
 class Cluster:
     """A running test cluster: where it is and how to talk to it."""
@@ -97,7 +101,8 @@ class Cluster:
         cmd = [kubectl_binary(), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
         proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+            # not an AssertionError: inside a wait, an object not there yet is "not yet", not "wrong"
+            raise KubectlFailed(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc
 
     def create_namespace(self, name: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -59,7 +59,7 @@ import yaml
 
 from tests.harness.binaries import CACHE, REPO, MissingBinary, find_binary
 from tests.harness.cluster import Cluster
-from tests.harness.processes import Stack, wait_for
+from tests.harness.processes import Stack, unwatch, wait_for
 
 NODE_LABEL = "miniseries.dev/node"
 NODE_TAINT = {"key": NODE_LABEL, "value": "real", "effect": "NoSchedule"}
@@ -390,6 +390,7 @@ def _stop_containers(node: Node) -> None:
             time.sleep(0.5)
     for name, proc in node.stack.procs:  # the kubelet next: it would restart what is killed below
         if name == "kubelet" and proc.poll() is None:
+            unwatch(proc)  # stopped on purpose: no wait may fail for it
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=15)

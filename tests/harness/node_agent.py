@@ -54,6 +54,9 @@ from kubernetes.client.rest import ApiException
 log = logging.getLogger("node_agent")
 
 NODE_LABEL = "miniseries.dev/e2e-node"
+#: <log-dir>/pids/<pod uid>_<container>: the pid of the container's process (its group leader), and
+#: <...>.exit its exit code once it exited (also when the pod was deleted and no status says it)
+PID_DIR = "pids"
 POD_IP = "127.0.0.1"
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -222,6 +225,11 @@ class NodeAgent:
         try:
             box.proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                                         start_new_session=True)  # fmt: skip
+            # Tests find a container's process by its pod's uid (RealPathCluster.container_pid), not by
+            # its command line; the process leads its own group (the container's processes).
+            pids = self.log_dir / PID_DIR
+            pids.mkdir(exist_ok=True)
+            (pids / f"{pod.metadata.uid}_{spec.name}").write_text(str(box.proc.pid))
         except OSError as e:  # a missing executable is a failed container, not a dead agent
             out.write(f"--- node agent: cannot start: {e}\n".encode())
             box.exit_code, box.finished_at, box.exited = 127, now(), time.monotonic()
@@ -236,6 +244,11 @@ class NodeAgent:
                 box.exit_code = code if code >= 0 else 128 - code  # killed by signal N -> 128+N
                 box.finished_at, box.exited = now(), time.monotonic()
 
+    def _record_exit(self, uid: str, box: Container) -> None:
+        if box.proc is not None and box.proc.returncode is not None:
+            code = box.proc.returncode
+            (self.log_dir / PID_DIR / f"{uid}_{box.name}.exit").write_text(str(code if code >= 0 else 128 - code))
+
     def kill(self, run: PodRun) -> None:
         for box in run.containers.values():
             if box.proc is not None and box.proc.poll() is None:
@@ -247,6 +260,7 @@ class NodeAgent:
                     box.proc.wait()
                 except ProcessLookupError:
                     pass
+            self._record_exit(run.uid, box)
 
     def step_pod(self, pod: Any) -> None:
         key = pod.metadata.uid
@@ -286,6 +300,7 @@ class NodeAgent:
                 if box.proc is None and box.exit_code is None:
                     self._start(pod, spec, box)
                 self._poll(box)
+                self._record_exit(key, box)
                 if due_restart(box, restart):
                     box.restarts += 1
                     box.exit_code = None

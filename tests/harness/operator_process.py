@@ -13,10 +13,12 @@ and bench/operator_reconcile.py.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,7 +34,7 @@ import yaml
 
 from tests.harness.binaries import REPO
 from tests.harness.cluster import Cluster
-from tests.harness.processes import Unreachable, free_port, wait_for
+from tests.harness.processes import Unreachable, free_port, unwatch, wait_for, watch
 
 PYTHONPATH = os.pathsep.join(
     [str(REPO / "operator" / "src"), str(REPO / "trainer_image" / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
@@ -152,19 +154,19 @@ class Operator:
         }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        watch(f"operator ({self.namespace})", self.proc, self.log_path)  # its exit fails any wait at once
         wait_for(f"operator /healthz ({self.log_path})", self.healthy, 60)
         return self
 
     def healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"operator exited {self.proc.returncode}: {self.log_path.read_text()[-3000:]}")
         try:
             return requests.get(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            unwatch(self.proc)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -335,6 +337,51 @@ class SweepHistory:
 # ---------------------------------------------------------------- the stand-in
 
 
+def container_env(core: Any, namespace: str, container: dict[str, Any]) -> dict[str, str]:
+    """A container's environment as the kubelet builds it, read from the real API server: `envFrom`
+    (secretRef, configMapRef, with their prefix) first, then `env` in order (a value, with `$(VAR)`
+    expansion, or valueFrom secretKeyRef/configMapKeyRef; an optional reference to a missing Secret
+    or key is left unset, a required one fails the container as the kubelet refuses to start it)."""
+    from kubernetes.client.rest import ApiException
+
+    def data(kind: str, name: str, optional: bool) -> dict[str, str] | None:
+        try:
+            if kind == "secret":
+                raw = core.read_namespaced_secret(name, namespace).data or {}
+                return {k: base64.b64decode(v).decode() for k, v in raw.items()}
+            return dict(core.read_namespaced_config_map(name, namespace).data or {})
+        except ApiException as e:
+            if e.status == 404 and optional:
+                return None
+            raise RuntimeError(
+                f"{kind} {namespace}/{name}: {e.status} {e.reason} (the kubelet would not start it)"
+            ) from e
+
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        kind, ref = ("secret", source["secretRef"]) if "secretRef" in source else ("configmap", source["configMapRef"])
+        for k, v in (data(kind, ref["name"], bool(ref.get("optional"))) or {}).items():
+            env[source.get("prefix", "") + k] = v
+    for var in container.get("env") or []:
+        value_from = var.get("valueFrom")
+        if value_from is None:
+            env[var["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", lambda m: env.get(m.group(1), m.group(0)),
+                                      var.get("value", ""))  # fmt: skip
+            continue
+        if "secretKeyRef" in value_from or "configMapKeyRef" in value_from:
+            kind = "secret" if "secretKeyRef" in value_from else "configmap"
+            ref = value_from.get("secretKeyRef") or value_from["configMapKeyRef"]
+            got = data(kind, ref["name"], bool(ref.get("optional")))
+            if got is None or ref["key"] not in got:
+                if ref.get("optional"):
+                    continue
+                raise RuntimeError(f"env {var['name']}: key {ref['key']!r} not in {kind} {ref['name']}")
+            env[var["name"]] = got[ref["key"]]
+        else:
+            raise ValueError(f"env {var['name']}: valueFrom {sorted(value_from)} is not resolved by the JobDriver")
+    return env
+
+
 @dataclass
 class Seen:
     name: str
@@ -348,8 +395,9 @@ class JobDriver:
     """Runs the sweep's PyTorchJobs the way training-operator + kubelet would, through the API.
 
     Every poll it lists the namespace's PyTorchJobs; a new one gets Created and Running
-    conditions and a fake trainer process with the job's container args (in the store the
-    operator reads); when that process exits the job gets Succeeded, or Failed with reason
+    conditions and a fake trainer process with the job's container args and its environment as
+    the kubelet resolves it (:func:`container_env`: envFrom, secretKeyRef, from the API server),
+    in the store the operator reads; when that process exits the job gets Succeeded, or Failed with reason
     `ExitCode<n>`. `fail` names runs whose given attempts crash after `fail_step`. It also
     runs the tokenizer Job's args with tests/support/fake_tokenizer.py, and records what it saw:
     every (job, attempt, uid) and the most jobs and GPUs in flight at once.
@@ -363,6 +411,7 @@ class JobDriver:
         self.cluster, self.namespace = cluster, namespace
         self.api = custom(cluster)
         self.batch = client.BatchV1Api(cluster.api_client())
+        self.core = client.CoreV1Api(cluster.api_client())
         self.env = {**os.environ, **(env or {}), "PYTHONPATH": PYTHONPATH,
                     "FAKE_TRAINER_STEP_SECONDS": str(step_seconds)}  # fmt: skip
         self.fail, self.fail_step = fail or {}, fail_step
@@ -458,6 +507,7 @@ class JobDriver:
 
     def _spawn(self, module: str, args: list[str], extra: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{log_name}.log").open("ab") if self.log_dir else subprocess.DEVNULL
+        # The container's own environment over this process's (PYTHONPATH, the fake's knobs stay).
         return subprocess.Popen([sys.executable, "-m", module, *args], env={**self.env, **extra},
                                 stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
 
@@ -465,8 +515,9 @@ class JobDriver:
         for job in self.batch.list_namespaced_job(self.namespace).items:
             if job.metadata.uid not in self.tokenizers:
                 self.tokenizers.add(job.metadata.uid)
-                args = job.spec.template.spec.containers[0].args
-                self._spawn("tests.support.fake_tokenizer", args, {}, job.metadata.name).wait()
+                container = self.batch.api_client.sanitize_for_serialization(job.spec.template.spec.containers[0])
+                env = container_env(self.core, self.namespace, container)
+                self._spawn("tests.support.fake_tokenizer", container["args"], env, job.metadata.name).wait()
         jobs = list_jobs(self.api, self.namespace)
         in_flight = [j for j in jobs if job_phase(j) not in FINISHED]
         self.max_in_flight = max(self.max_in_flight, len(in_flight))
@@ -491,11 +542,12 @@ class JobDriver:
                 if job_phase(j) != "Running":
                     set_job_condition(self.api, self.namespace, meta["name"], "Running", "PyTorchJobRunning")
                 continue
-            set_job_condition(self.api, self.namespace, meta["name"], "Running", "PyTorchJobRunning")
-            extra = {}
-            if s.attempt in self.fail.get(s.run, set()):
-                extra = {"FAKE_TRAINER_FAIL_RUN": s.run, "FAKE_TRAINER_FAIL_STEP": str(self.fail_step)}
             container = j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+            # what the kubelet would give it; a missing Secret stops here, the job not Running (next poll again)
+            extra = container_env(self.core, self.namespace, container)
+            if s.attempt in self.fail.get(s.run, set()):
+                extra.update(FAKE_TRAINER_FAIL_RUN=s.run, FAKE_TRAINER_FAIL_STEP=str(self.fail_step))
+            set_job_condition(self.api, self.namespace, meta["name"], "Running", "PyTorchJobRunning")
             self.procs[uid] = (self._spawn("tests.support.fake_trainer", container["args"], extra, f"{meta['name']}-a{s.attempt}"),
                                meta["name"])  # fmt: skip
             if self.pods:

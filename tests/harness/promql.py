@@ -51,3 +51,28 @@ def wait_for_samples(base_url: str, expr: str, start: float, timeout: float = 60
         if result or time.time() > deadline:
             return result
         time.sleep(1.0)
+
+
+def wait_for_panels(
+    base_url: str,
+    panels: list[tuple[str, str, str]],
+    start: float,
+    *,
+    namespace: str,
+    sweep: str,
+    run: str,
+    timeout: float = 90.0,
+) -> None:
+    """Poll until every (dashboard, title, expr) panel returns data; at the deadline, fail naming the
+    panels still empty. A rate() panel needs two scrapes of its counter after the first: waiting
+    for that state, not a fixed pause, holds on a slow machine and costs nothing on a fast one."""
+    from tests.harness.processes import NotYet, wait_for
+
+    def all_have_data() -> bool:
+        empty = [f"{name} / {title}: {expr}" for name, title, expr in panels
+                 if not query_range(base_url, substitute(expr, namespace=namespace, sweep=sweep, run=run), start)]  # fmt: skip
+        if empty:
+            raise NotYet("panels without data:\n" + "\n".join(empty))
+        return True
+
+    wait_for(f"every one of {len(panels)} panels with data", all_have_data, timeout)

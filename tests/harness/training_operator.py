@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -26,6 +27,7 @@ import yaml
 from tests.harness.binaries import CACHE, REPO, MissingBinary, pinned_version
 from tests.harness.certs import make_ca, make_serving_cert, pem_cert, pem_key
 from tests.harness.cluster import Cluster, install_pytorchjob_crd, start_control_plane
+from tests.harness.node_agent import PID_DIR
 from tests.harness.processes import Stack, free_port, wait_for
 
 TRAINING_OPERATOR_VERSION = pinned_version("TRAINING_OPERATOR_VERSION")
@@ -59,6 +61,14 @@ def webhook_certs() -> dict[str, bytes]:
 @dataclass
 class RealPathCluster(Cluster):
     node_logs: Path = Path()
+
+    def container_pid(self, namespace: str, pod: str, container: str | None = None) -> int:
+        """The process the node agent runs for a container of this pod, found by the pod's uid (the
+        agent records it, tests/harness/node_agent.py): never by a command line, which another run of
+        the suite on the same host may share. Raises FileNotFoundError while it has not started."""
+        obj = json.loads(self.kubectl("get", "pod", pod, "-n", namespace, "-o", "json").stdout)
+        name = container or obj["spec"]["containers"][0]["name"]
+        return int((self.node_logs / PID_DIR / f"{obj['metadata']['uid']}_{name}").read_text())
 
 
 def start_node_agent(stack: Stack, cluster: RealPathCluster, gpus: int = 0) -> None:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import yaml
 from miniseries import cli
 from miniseries.api.sweepfile import load_sweep
 from miniseries.local.runner import LocalRunError, LocalSweep, localize_spec, run_states, run_sweep
+from tests.harness.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
@@ -108,31 +108,41 @@ def test_ctrl_c_stops_child_and_rerun_resumes(tmp_path, sig):
     store = tmp_path / "st"
     with_shards(store)
     path = sweep_yaml(tmp_path)
-    env = {**os.environ, **ENV, "FAKE_TRAINER_STEP_SECONDS": "0.05"}
+    env = {**os.environ, **ENV}
     cmd = [sys.executable, "-m", "miniseries.cli", "run", str(path), "--local", "--store", str(store), "--no-report"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
-    # wait until the second run (d2) has a checkpoint, then press Ctrl-C
-    deadline = time.time() + 60
-    while time.time() < deadline and not list((store / "local" / "mini" / "d2" / "ckpt").glob("step_*/manifest.json")):
-        time.sleep(0.1)
+    # d2 stops training at its step-10 checkpoint and holds there: Ctrl-C lands on that known state,
+    # however fast or slow the machine (racing a running sweep, it finished before the signal once).
+    held = {"FAKE_TRAINER_HOLD_RUN": "d2", "FAKE_TRAINER_HOLD_STEP": "10"}
+    log = tmp_path / "runner.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env={**env, **held}, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    proc.log_path = log  # type: ignore[attr-defined]  # its output, if it exits before d2 holds
+    d2_dir = store / "local" / "mini" / "d2"
+    hold = json.loads(wait_for("d2 held at its step-10 checkpoint", lambda: (d2_dir / "held").read_text(), 120, proc))
+    assert hold["step"] == 10 and (d2_dir / "ckpt" / "step_00000010" / "manifest.json").exists()
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, out.decode()
-    assert b"checkpoints are kept" in out
+    assert proc.wait(timeout=60) == 130, log.read_text()
+    text = log.read_text()
+    assert "checkpoints are kept" in text
     assert (store / "local" / "mini" / "d1" / "results.json").exists()
-    assert not (store / "local" / "mini" / "d2" / "results.json").exists()
-    progress = store / "local" / "mini" / "d2" / "progress.json"
-    before = progress.stat().st_mtime
-    time.sleep(0.5)
-    assert progress.stat().st_mtime == before  # the child is gone, not writing on in the background
+    assert not (d2_dir / "results.json").exists()
+    # the child is gone, not training on in the background (the runner stopped it before exiting)
+    wait_for("d2's trainer gone", lambda: not alive(hold["pid"]), 30)
     # run again: d1 skipped, d2 resumed from its checkpoint, d3 from scratch
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "resuming d2 from step" in r.stdout
+    assert "resuming d2 from step 10" in r.stdout
     assert starts(store, "mini", "d1") == [0]
-    d2 = starts(store, "mini", "d2")
-    assert d2[0] == 0 and len(d2) == 2 and d2[1] >= 10
+    assert starts(store, "mini", "d2") == [0, 10]
     assert (store / "local" / "mini" / "d3" / "results.json").exists()
+
+
+def alive(pid: int) -> bool:
+    """A running process (a zombie waiting for its parent to reap it has stopped: not alive)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_failed_run_is_reported_with_log(tmp_path, env, monkeypatch):

@@ -144,9 +144,11 @@ def test_apply_the_example_creates_exactly_the_planned_jobs(
     doc["spec"]["data"].update(shardsUri=f"{store_uri}/data", evalBundleUri=f"{store_uri}/eval")
     spec = ScalingSweepSpec.model_validate(doc["spec"])
     plan = make_plan(spec)
-    # The example names a Secret (its S3 credentials); the operator's default policy wants it opted in.
+    # The example's store Secret, opted in as the operator's default policy wants (issue 28): the JobDriver,
+    # like the kubelet, starts no container whose Secret is missing.
     kc.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": doc["spec"]["store"]["credentialsSecret"],
-              "namespace": ns, "labels": {"miniseries.dev/allow-sweeps": "true"}}})  # fmt: skip
+              "namespace": ns, "labels": {"miniseries.dev/allow-sweeps": "true"}},
+              "stringData": {"AWS_ACCESS_KEY_ID": "test"}})  # fmt: skip
     op = start_operator()
     started = time.monotonic()
     kc.apply(doc, "-n", ns)
@@ -303,8 +305,14 @@ def test_wsd_branches_wait_for_their_trunk_and_survive_its_retry_and_their_preem
         kc.apply(wsd_doc("wsd", store_uri), "-n", ns)
         wait_for("the trunk's job Running",
                  lambda: [j for j in list_jobs(api(kc), ns) if job_phase(j) == "Running"], DEADLINE, op.proc)  # fmt: skip
-        # Held Running without a process: no checkpoint. Six of the operator's 0.5 s polls create nothing else.
-        time.sleep(3.0)
+        # Held Running without a process: no checkpoint. Once the status shows the trunk Running (a
+        # reconcile read it), three whole reconciles more (the counter counts starts; one may be under
+        # way) have each decided with a free GPU and no trunk checkpoint: and created nothing else.
+        wait_for("the trunk Running in status", lambda: {r["name"]: r["state"] for r in status(kc, ns, "wsd")["runs"]}
+                 .get("d2-trunk") == "Running", DEADLINE, op.proc)  # fmt: skip
+        seen = op.metric("miniseries_operator_reconciles_total")
+        wait_for("3 more reconciles", lambda: op.metric("miniseries_operator_reconciles_total") >= seen + 4,
+                 DEADLINE, op.proc)  # fmt: skip
         assert [j["metadata"]["labels"]["miniseries.dev/run"] for j in list_jobs(api(kc), ns)] == ["d2-trunk"]
         states = {r["name"]: r["state"] for r in status(kc, ns, "wsd")["runs"]}
         assert states == {"d2-trunk": "Running", "d2-b2": "Pending", "d2-b4": "Pending"}

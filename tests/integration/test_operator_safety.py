@@ -8,6 +8,7 @@ a trainer reporting NaN, finished sweeps polled forever, Secret values leaking. 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -290,6 +291,11 @@ def test_admission_policy_decides_which_images_and_secrets_a_sweep_may_use(
 # ---------------------------------------------------------------- what held, kept holding
 
 
+#: FAKE_TRAINER_LEAK_ENV=AWS_SECRET_ACCESS_KEY here makes the trainer write the value to the store:
+#: the test below then fails ("... in store"), as it must for a trainer that leaks it.
+LEAK: dict[str, str] = {}
+
+
 def test_no_secret_value_reaches_status_events_logs_job_specs_or_the_store(
     crds: Cluster, namespace: str, store_uri: str, start_operator: Callable[..., Operator], tmp_path: Path
 ) -> None:
@@ -301,10 +307,17 @@ def test_no_secret_value_reaches_status_events_logs_job_specs_or_the_store(
     secret(kc, ns, "creds", values, {OPT_IN: "true"})
     doc = sweep_doc("quiet", store_uri, depths=[1, 2])
     doc["spec"]["store"]["credentialsSecret"] = "creds"
-    with JobDriver(kc, ns, log_dir=tmp_path):
+    # The JobDriver gives each trainer its container's envFrom, resolved from the API server as the
+    # kubelet does; the fake trainer records a digest of each credential, never the value.
+    digests = {"FAKE_TRAINER_ENV_DIGESTS": ",".join(values)}
+    with JobDriver(kc, ns, {**digests, **LEAK}, log_dir=tmp_path):
         kc.apply(doc, "-n", ns)
         st = wait_phase(kc, ns, "quiet", ("Succeeded", "Failed", "Degraded"))
     assert st["phase"] == "Succeeded", st
+    root = Path(store_uri.removeprefix("file://")) / ns / "quiet"
+    for run in ("d1", "d2"):  # the Secret did reach each trainer: the store half below can fail
+        seen = json.loads((root / run / "env-digests.json").read_text())
+        assert seen == {k: hashlib.sha256(v.encode()).hexdigest() for k, v in values.items()}, (run, seen)
     api = custom(kc)
     written = {
         "status": json.dumps(get_sweep(api, ns, "quiet")),

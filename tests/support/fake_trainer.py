@@ -17,6 +17,14 @@ seconds; the real trainer is tested end to end where it exists.
     FAKE_TRAINER_PREEMPT_RUN    a run name that, the first time it reaches step FAKE_TRAINER_PREEMPT_STEP,
                                 checkpoints it, writes progress.json `preempted` and exits EXIT_PREEMPTED,
                                 as the trainer does on SIGTERM
+    FAKE_TRAINER_HOLD_RUN       a run name that, at step FAKE_TRAINER_HOLD_STEP (after that step's checkpoint
+                                if it is one), writes `held` ({"step", "pid"}) in its run directory and then
+                                trains no further until it is stopped: a test acts on a known state, not a race
+    FAKE_TRAINER_ENV_DIGESTS    comma-separated variable names: `env-digests.json` in the run directory holds
+                                each one's sha256 (or null when unset), so a test can see that a Secret's
+                                values reached the trainer without the values being written anywhere
+    FAKE_TRAINER_LEAK_ENV       a variable name whose raw value is written to `leak.txt` in the run directory:
+                                a careless trainer, for showing that the secret-leak test can fail
 
 A wsd run (--keep-steps, --init-from) checkpoints at its keep steps too, and without a checkpoint of its
 own starts from the --init-from checkpoint (its trunk's), which must exist: exit 2 naming it otherwise,
@@ -95,6 +103,11 @@ def main() -> int:
         began = RunStart(kind=START_TRUNK, step=start, uri=a.init_from, sweep_uid=a.sweep_uid)
     print(f"fake trainer {a.run}: start at step {start}{origin}", flush=True)
     store.write_bytes(rl.root + f"starts/{start:08d}{origin}", b"")  # the test reads where each attempt began
+    if names := [n for n in os.environ.get("FAKE_TRAINER_ENV_DIGESTS", "").split(",") if n]:
+        digests = {n: hashlib.sha256(os.environ[n].encode()).hexdigest() if n in os.environ else None for n in names}
+        store.write_bytes(rl.root + "env-digests.json", json.dumps(digests).encode())
+    if leak := os.environ.get("FAKE_TRAINER_LEAK_ENV"):
+        store.write_bytes(rl.root + "leak.txt", os.environ.get(leak, "").encode())
     preempt_step = int(os.environ.get("FAKE_TRAINER_PREEMPT_STEP", "0"))
     preempt = os.environ.get("FAKE_TRAINER_PREEMPT_RUN") == a.run and not store.exists(rl.root + "preempted-once")
     sleep = float(os.environ.get("FAKE_TRAINER_STEP_SECONDS", "0.01"))
@@ -146,6 +159,10 @@ def main() -> int:
         if fail_here:
             print(f"simulated crash after the checkpoint of step {step}", file=sys.stderr, flush=True)
             return 3
+        if os.environ.get("FAKE_TRAINER_HOLD_RUN") == a.run and step == int(os.environ["FAKE_TRAINER_HOLD_STEP"]):
+            store.write_bytes(rl.root + "held", json.dumps({"step": step, "pid": os.getpid()}).encode())
+            while True:  # until a signal ends this process
+                time.sleep(0.05)
         if preempt_here:
             if not stopping:
                 store.write_bytes(rl.root + "preempted-once", b"")

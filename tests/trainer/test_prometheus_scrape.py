@@ -13,7 +13,7 @@ from miniseries.contract.layout import LOCAL_NAMESPACE
 from miniseries_trainer.metrics import METRICS
 from tests.harness.processes import free_port
 from tests.harness.prometheus import prometheus
-from tests.harness.promql import query_range, series_names, substitute, wait_for_samples
+from tests.harness.promql import series_names, wait_for_panels, wait_for_samples
 from tests.support.core_bundle import REFERENCE_BUNDLE, complete_bundle
 from tests.support.dashboards import gen
 from tests.support.tiny_training import Corpus, train_argv
@@ -51,13 +51,8 @@ def test_every_trainer_panel_has_data_from_a_real_scrape(corpus: Corpus, tmp_pat
         assert main(argv) == 0
         prom.wait_up("trainer")
         assert wait_for_samples(prom.url, 'miniseries_val_bpb{sweep="tiny", run="d1"}', start)
-        time.sleep(3)  # rate() over the FLOPs counter needs two samples
-        empty = [
-            f"{name} / {title}: {expr}"
-            for name, title, expr in trainer_panels()
-            if not query_range(prom.url, substitute(expr, namespace=LOCAL_NAMESPACE, sweep="tiny", run="d1"), start)
-        ]
-        assert empty == [], "panels without data:\n" + "\n".join(empty)
+        # rate() over the FLOPs counter needs two samples: wait until each panel has its data
+        wait_for_panels(prom.url, trainer_panels(), start, namespace=LOCAL_NAMESPACE, sweep="tiny", run="d1")
         scraped = series_names(prom.url)
         expected = TRAINER_METRICS if HAS_CORE else TRAINER_METRICS - {"miniseries_core_score"}
         assert expected - scraped == set(), "declared but never scraped"
