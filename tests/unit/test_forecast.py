@@ -297,3 +297,32 @@ def test_live_forecast_follows_a_wsd_runs_1_sqrt_cooldown(tmp_path: Path) -> Non
     assert recorded_multipliers(150, d2.provenance.lr_schedule) == lr_multipliers(  # type: ignore[union-attr]
         150, WARMUP, WARMDOWN, shape="sqrt", warmdown_steps=30
     )
+
+
+def test_c_is_shrunk_to_the_prior_until_the_warmdown_carries_information() -> None:
+    """The run's own C is trusted as its warmdown's annealing area grows: its first noisy warmdown
+    steps once set C alone (a switch after 8 of them) and the forecast ran away; near the end its
+    own C, not the prior's, drives the forecast."""
+    steps, l0, a = RUNS["d3"]
+    priors = []
+    for name in ("d1", "d2"):
+        s, pl0, pa = RUNS[name]
+        mult, loss = synthetic(s, pl0, pa, noise=0.02, seed=s)
+        priors.append(prior_run(name, mult, range(1, s + 1), loss.tolist(), None, None))
+    prior = SweepPrior(priors)
+    mult = lr_multipliers(steps, WARMUP, WARMDOWN)
+    sched = schedule(mult)
+    own_c = 2.0 * C  # this run anneals twice as much as the sweep's others
+    clean = law(sched.s1, sched.s2, l0, a, ALPHA, own_c)
+    truth = float(np.mean(clean[-steps // 10 :]))
+    start = sched.warmdown_start
+    for seed in range(5):
+        noisy = clean + np.random.default_rng(seed).normal(0, 0.05, steps)
+        early = forecast_run(mult, list(range(1, start + 11)), noisy[: start + 10].tolist(), prior, bootstrap=20)
+        assert early.method == "prior+own-C"
+        assert abs(early.fit.c - prior.c) < 2 * prior.c_spread, (seed, early.fit.c, prior.c)
+        assert abs(early.final_loss - truth) < 0.1, (seed, early.final_loss, truth)
+        assert early.final_loss_low < early.final_loss < early.final_loss_high
+        late = forecast_run(mult, list(range(1, 381)), noisy[:380].tolist(), prior, bootstrap=20)
+        assert abs(late.fit.c - own_c) < abs(late.fit.c - prior.c), (seed, late.fit.c)
+        assert abs(late.final_loss - truth) < 0.02, (seed, late.final_loss, truth)

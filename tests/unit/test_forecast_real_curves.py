@@ -29,7 +29,7 @@ from miniseries.science.forecast import ReplayRow, RunTrace, median_abs, replay
 FIXTURE = Path(__file__).resolve().parents[1] / "support" / "tiny_traces.json"
 #: Cuts before the warmdown (warmdownRatio 0.4 of examples/tiny.yaml): alpha and C come from the other runs.
 BEFORE_WARMDOWN = (0.4, 0.5, 0.6)
-#: Cuts inside it, where the forecast fits C to the run's own first warmdown steps.
+#: Cuts inside it, where the run's own warmdown points inform C (shrunk to the other runs').
 IN_WARMDOWN = (0.65, 0.7, 0.8, 0.9)
 
 
@@ -92,17 +92,44 @@ def test_forecast_before_the_warmdown_predicts_the_final_loss(upto: float) -> No
     assert misses(runs, rows) == []
 
 
-@pytest.mark.xfail(
-    reason="measured 2026-12-07 on this fixture: once 8 warmdown steps are in, C is fitted to the run's own few "
-    "noisy warmdown points and the forecast runs away (d3 cut at 167/258: -2.10, actual 4.80; d2 at 78/112: 3.52, "
-    "actual 5.57); issue #32's degenerate-fit work (s6-laws) is expected to fix it: then drop this marker",
-    strict=False,
+#: d2 (112 steps) flattens over its last 30 steps (the mean of ten steps: 5.60, 5.62, 5.60, 5.56, 5.56,
+#: 5.57) while its learning rate still falls by a third: the law, with any C the data up to the cut
+#: support, forecasts more annealing than came. Measured 2026-12-07 (`replay(traces(), upto, "others")`):
+#: d2 cut at 89 forecasts 5.485 (-1.6%) where the cut's own loss is 0.050 off; at 100, 5.486 where the
+#: cut's own loss is 0.0054 off, less than the law's miss of d2's final loss fitted to its WHOLE curve
+#: (0.0126, `fit_curve`). Strict: when a forecast does beat these cuts, the marker has to go.
+LATE_D2 = pytest.mark.xfail(
+    strict=True,
+    reason="d2's last 30 steps flatten: the law forecasts 1.6% more annealing than came, and at 0.9 the "
+    "cut's own loss (0.0054 off) beats even the law fitted to d2's whole curve (0.0126 off)",
 )
-@pytest.mark.parametrize("upto", IN_WARMDOWN)
+
+
+@pytest.mark.parametrize("upto", [pytest.param(u, marks=LATE_D2) if u >= 0.8 else u for u in IN_WARMDOWN])
 def test_forecast_in_the_warmdown_predicts_the_final_loss(upto: float) -> None:
     runs = traces()
     rows = replay(runs, upto, "others", bootstrap=20)
     assert misses(runs, rows) == []
+
+
+@pytest.mark.parametrize("priors", ["others", "earlier"])
+def test_forecast_in_the_warmdown_never_runs_away(priors: str) -> None:
+    """Every cut inside the warmdown (0.65-0.95) forecasts a final loss closer to the run's own than to
+    any other depth's, whatever the prior. C was once fitted to the run's own first warmdown steps
+    alone and ran away (d3 cut at 167/258: -2.10 for 4.80; d2 at 84/112: 4.89 for 5.57)."""
+    runs = traces()
+    finals = {r.run: r.final_loss for r in runs}
+    for upto in (0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
+        for row in replay(runs, upto, priors, bootstrap=20):
+            actual = finals[row.run]
+            assert actual is not None
+            if row.forecast is None:  # "earlier": d1 finished first, and early in its warmdown has no prior
+                assert priors == "earlier" and row.run == "d1", row.refused
+                continue
+            half_gap = min(abs(actual - other) for name, other in finals.items() if name != row.run and other) / 2
+            f = row.forecast
+            assert abs(f.final_loss - actual) < half_gap, (upto, row.run, f.final_loss, actual, f.fit)
+            assert f.final_loss_low < f.final_loss < f.final_loss_high, (upto, row.run)
 
 
 def test_the_readme_quotes_the_replay_on_these_curves() -> None:

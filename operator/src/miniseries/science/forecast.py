@@ -21,9 +21,17 @@ How a run is forecast (`forecast_run`):
 - Before the warmdown a run's own curve says nothing about C (S2 is 0), and a partial curve
   barely pins alpha apart from L0. So alpha and C come from the sweep's finished runs (each
   fitted on its whole curve, `fit_curve`; the *prior* is their median) and only L0 and A are
-  fitted to the run itself, by least squares on the logged points past the warmup. Once the
-  run is `MIN_FIT_POINTS` steps into its warmdown, C is fitted to the run itself as well.
-  With no finished run yet, a forecast needs that much warmdown and fits all four.
+  fitted to the run itself, by least squares on the logged points past the warmup.
+- Inside the warmdown the run's own points say something about C, and C is their estimate
+  shrunk to the prior's (`_fit_shrunk`): least squares plus a Gaussian penalty
+  ((C - C_prior) / tau)^2 in units of the residual variance, tau the spread of the finished
+  runs' C and at least `PRIOR_C_SPREAD` of their median. The run's own weight grows with the
+  annealing area it has seen (S2 enters the fit's normal equations squared), so there is no
+  switch. A hard switch to the run's own C after `MIN_FIT_POINTS` warmdown steps was measured
+  and rejected: the first steps of a warmdown anneal almost nothing (S2 grows quadratically from
+  0), so C was fitted to a few noisy points and ran away (the tiny sweep's d3 cut at 167 of 258
+  steps: C = 46.7, a final loss of -2.10 for an actual 4.80; d2 at 78 of 112: 3.52 for 5.57).
+  With no finished run yet, a forecast needs `MIN_FIT_POINTS` steps of warmdown and fits all four.
 - The final training loss is the law's mean over the last tenth of the steps, as results.json's
   `loss.final` is the mean of the last tenth of the logged losses.
 - The final val bpb is that loss times the sweep's loss-to-bpb ratio (val_bpb / loss.final of
@@ -34,9 +42,10 @@ How a run is forecast (`forecast_run`):
   residuals resampled in blocks of `BLOCK` consecutive steps (the loss noise is correlated
   over neighbouring steps), at least `MIN_BLOCKS` blocks per trace (a block as long as the
   trace would resample it into itself: every replicate the same, an interval of zero width),
-  and takes alpha, C and the ratio from one finished run drawn at random (the spread between
-  runs is the prior's own uncertainty; with one finished run it is not represented, and the
-  interval is narrower than it should be). Its half-width is never below the residuals' own
+  and takes alpha, the prior's C and the ratio from one finished run drawn at random (the spread
+  between runs is the prior's own uncertainty; with one finished run it is not represented, and
+  the interval is narrower than it should be); inside the warmdown each replicate shrinks its own
+  C to that run's, so the interval keeps the prior's spread until the run's own warmdown pins C. Its half-width is never below the residuals' own
   standard error of the level (z x rmse / sqrt(blocks)).
 - A degenerate law says so (`CurveFit.degenerate`). A short, early trace is nearly linear in
   log S1, and least squares then trades L0 against alpha without bound: L0 runs negative and
@@ -67,6 +76,9 @@ from miniseries.contract.schedule import Shape
 DECAY = 0.999
 #: Logged points past the warmup a fit needs (and steps into the warmdown before C is fitted to the run).
 MIN_FIT_POINTS = 8
+#: The prior's standard deviation of C is at least this fraction of its value (with one finished run
+#: there is no spread to measure; the tiny sweep's three runs have C = 0.25, 0.65 and 0.77).
+PRIOR_C_SPREAD = 0.5
 #: Bootstrap replicates and the residual block length (steps).
 BOOTSTRAP = 200
 BLOCK = 10
@@ -230,6 +242,13 @@ class SweepPrior:
         return float(np.median([r.fit.c for r in self.runs]))
 
     @property
+    def c_spread(self) -> float:
+        """The prior's standard deviation of C: the finished runs' spread, at least PRIOR_C_SPREAD of C."""
+        cs = [r.fit.c for r in self.runs]
+        spread = float(np.std(cs, ddof=1)) if len(cs) > 1 else 0.0
+        return max(spread, PRIOR_C_SPREAD * self.c)
+
+    @property
     def bpb_ratio(self) -> float | None:
         ratios = [r.bpb_ratio for r in self.runs if r.bpb_ratio is not None]
         return float(np.median(ratios)) if ratios else None
@@ -291,6 +310,28 @@ def _fit_linear(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, alpha: float, c: 
     return float(sol[0]), float(sol[1]), float(sol[2])
 
 
+def _fit_shrunk(
+    x1: np.ndarray, x2: np.ndarray, y: np.ndarray, alpha: float, c_prior: float, tau: float
+) -> tuple[float, ...]:
+    """(L0, A, C) with alpha fixed and C the run's own estimate shrunk to `c_prior` (a MAP estimate).
+
+    The prior on C is Gaussian (mean c_prior, standard deviation tau); the loss noise's variance
+    is the residuals' of the fit at c_prior. Both as one least squares: the data rows plus one
+    pseudo-observation of C. Before the warmdown (S2 = 0) C is the prior's exactly.
+    """
+    l0, a, _ = _fit_linear(x1, x2, y, alpha, c_prior)
+    if tau <= 0 or not np.any(x2 > 0):
+        return l0, a, c_prior
+    var = float(np.mean((law(x1, x2, l0, a, alpha, c_prior) - y) ** 2))
+    weight = math.sqrt(max(var, 1e-12)) / tau  # sqrt of the penalty's weight, variance / tau^2
+    design = np.stack([np.ones_like(x1), np.power(x1, -alpha), -x2], 1)
+    design = np.vstack([design, [0.0, 0.0, weight]])
+    sol = np.linalg.lstsq(design, np.concatenate([y, [weight * c_prior]]), rcond=None)[0]
+    if sol[2] < 0:  # annealing never raises the loss
+        return _fit_linear(x1, x2, y, alpha, 0.0)
+    return float(sol[0]), float(sol[1]), float(sol[2])
+
+
 def forecast_run(
     multipliers: Sequence[float],
     steps: Sequence[int],
@@ -323,14 +364,16 @@ def forecast_run(
                 f"the warmdown, which starts after step {sched.warmdown_start}"
             )
         fit = fit_curve(sched, st, y)
-        method, alphas, cs, ratios, names = "own", [fit.alpha], [None], [None], []
+        method, alphas, ratios, names, tau = "own", [fit.alpha], [None], [], 0.0
+        cs: list[float | None] = [None]
     else:
         method = "prior+own-C" if own_c else "prior"
         alphas = [r.fit.alpha for r in prior.runs]
-        cs = [None if own_c else r.fit.c for r in prior.runs]
+        cs = [r.fit.c for r in prior.runs]
         ratios = [r.bpb_ratio for r in prior.runs]
         names = [r.run for r in prior.runs]
-        l0, a, c = _fit_linear(x1, x2, y, prior.alpha, None if own_c else prior.c)
+        tau = prior.c_spread
+        l0, a, c = _fit_shrunk(x1, x2, y, prior.alpha, prior.c, tau)
         pred = law(x1, x2, l0, a, prior.alpha, c)
         fit = CurveFit(
             l0=l0, a=a, alpha=prior.alpha, c=c, rmse=float(np.sqrt(np.mean((pred - y) ** 2))), points=len(st),
@@ -353,7 +396,10 @@ def forecast_run(
         j = int(rng.integers(0, len(alphas)))
         alpha = alphas[j]
         try:
-            l0, a, c = _fit_linear(x1, x2, boot, alpha, cs[j])
+            cj = cs[j]
+            l0, a, c = (
+                _fit_linear(x1, x2, boot, alpha, None) if cj is None else _fit_shrunk(x1, x2, boot, alpha, cj, tau)
+            )
         except (ValueError, RuntimeError):
             continue
         f = float(np.mean(law(sched.s1[window], sched.s2[window], l0, a, alpha, c)))
