@@ -405,7 +405,8 @@ class JobDriver:
 
     def __init__(self, cluster: Cluster, namespace: str, env: dict[str, str] | None = None, *,
                  fail: dict[str, set[int]] | None = None, fail_step: int = 30, step_seconds: float = 0.002,
-                 hold: set[str] | None = None, log_dir: Path | None = None, pods: bool = False) -> None:  # fmt: skip
+                 hold: set[str] | None = None, log_dir: Path | None = None, pods: bool = False,
+                 pod_status: bool = False) -> None:  # fmt: skip
         from kubernetes import client
 
         self.cluster, self.namespace = cluster, namespace
@@ -421,6 +422,13 @@ class JobDriver:
         #: a finalizer until the process exits), so that a deleted job's pod is there while its trainer
         #: stops, as a kubelet's would be; and a process whose job is deleted gets SIGTERM (`stopped`).
         self.pods = pods
+        #: With `pods`: an exited process's pod gets its container's terminated state through `pods/status` (the
+        #: exit code, and the end of its log as the message, as FallbackToLogsOnError has the kubelet copy it)
+        #: and stays, without its finalizer, until its job is deleted, as a kubelet's pod does: what the
+        #: operator reads a failed trainer's exit code from (control/pods.py). Needs `log_dir` for the log.
+        self.pod_status = pod_status
+        self.logs: dict[str, Path] = {}  # job uid -> its process's log
+        self.pods_gone: set[str] = set()  # job uids whose pod was deleted
         self.stopped: dict[str, float] = {}  # job uid -> when its process was sent SIGTERM
         self.exited: dict[str, float] = {}  # job uid -> when its process was seen exited
         self.seen: dict[str, Seen] = {}  # uid -> job
@@ -464,6 +472,7 @@ class JobDriver:
 
     def _create_pod(self, job: dict[str, Any]) -> None:
         from kubernetes import client
+        from kubernetes.client.rest import ApiException
 
         meta, tmpl = job["metadata"], job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
         pod = {"apiVersion": "v1", "kind": "Pod",
@@ -478,7 +487,36 @@ class JobDriver:
                     "securityContext": tmpl["spec"]["containers"][0].get("securityContext", {})}],
                    "securityContext": tmpl["spec"].get("securityContext", {}),
                    "terminationGracePeriodSeconds": tmpl["spec"].get("terminationGracePeriodSeconds", 30)}}  # fmt: skip
-        client.CoreV1Api(self.cluster.api_client()).create_namespaced_pod(self.namespace, pod)
+        core = client.CoreV1Api(self.cluster.api_client())
+        try:
+            core.create_namespaced_pod(self.namespace, pod)
+        except ApiException as e:  # a kept pod of the job's earlier incarnation (same name), not deleted yet
+            if e.status != 409:
+                raise
+            self._delete_pod(core, pod["metadata"]["name"])
+            core.create_namespaced_pod(self.namespace, pod)
+
+    def _delete_pod(self, core: Any, pod: str) -> None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            core.patch_namespaced_pod(pod, self.namespace, {"metadata": {"finalizers": None}})
+            core.delete_namespaced_pod(pod, self.namespace, grace_period_seconds=0)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def _write_terminated(self, core: Any, uid: str, pod: str, code: int) -> None:
+        """What the kubelet writes when the container exits: its terminated state, the log's end as message."""
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        log = self.logs[uid].read_bytes()[-2048:].decode(errors="replace") if uid in self.logs else ""
+        terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                      "message": "\n".join(log.splitlines()[-80:]), "startedAt": now, "finishedAt": now}  # fmt: skip
+        status = {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [
+            {"name": "pytorch", "image": "stand-in", "imageID": "", "ready": False, "restartCount": 0,
+             "state": {"terminated": terminated}}]}  # fmt: skip
+        core.patch_namespaced_pod_status(pod, self.namespace, {"status": status})
+        core.patch_namespaced_pod(pod, self.namespace, {"metadata": {"finalizers": None}})
 
     def _kubelet(self, jobs: dict[str, dict[str, Any]]) -> None:
         """SIGTERM to a process whose job is deleted (or gone); its pod goes once the process has exited."""
@@ -488,22 +526,24 @@ class JobDriver:
         core = client.CoreV1Api(self.cluster.api_client())
         for uid, (proc, name) in self.procs.items():
             job = jobs.get(uid)
-            if (
-                proc.poll() is None
-                and uid not in self.stopped
-                and (job is None or job["metadata"].get("deletionTimestamp"))
-            ):
+            going = job is None or bool(job["metadata"].get("deletionTimestamp"))
+            if proc.poll() is None and uid not in self.stopped and going:
                 proc.send_signal(signal.SIGTERM)
                 self.stopped[uid] = time.time()
                 self.reported.add(uid)  # a deleted job gets no final condition
-            if proc.poll() is not None and uid not in self.exited:
+            if proc.poll() is None:
+                continue
+            if uid not in self.exited:
                 self.exited[uid] = time.time()
-                try:
-                    core.patch_namespaced_pod(f"{name}-master-0", self.namespace, {"metadata": {"finalizers": None}})
-                    core.delete_namespaced_pod(f"{name}-master-0", self.namespace)
-                except ApiException as e:
-                    if e.status != 404:
-                        raise
+                if self.pod_status and not going:
+                    try:
+                        self._write_terminated(core, uid, f"{name}-master-0", proc.returncode)
+                    except ApiException as e:
+                        if e.status != 404:
+                            raise
+            if uid not in self.pods_gone and (going or not self.pod_status):
+                self.pods_gone.add(uid)
+                self._delete_pod(core, f"{name}-master-0")
 
     def _spawn(self, module: str, args: list[str], extra: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{log_name}.log").open("ab") if self.log_dir else subprocess.DEVNULL
@@ -548,6 +588,8 @@ class JobDriver:
             if s.attempt in self.fail.get(s.run, set()):
                 extra.update(FAKE_TRAINER_FAIL_RUN=s.run, FAKE_TRAINER_FAIL_STEP=str(self.fail_step))
             set_job_condition(self.api, self.namespace, meta["name"], "Running", "PyTorchJobRunning")
+            if self.log_dir:
+                self.logs[uid] = self.log_dir / f"{meta['name']}-a{s.attempt}.log"
             self.procs[uid] = (self._spawn("tests.support.fake_trainer", container["args"], extra, f"{meta['name']}-a{s.attempt}"),
                                meta["name"])  # fmt: skip
             if self.pods:

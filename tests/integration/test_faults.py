@@ -219,3 +219,61 @@ def test_the_trainer_gets_only_the_store_keys_of_the_secret_and_its_sweeps_uid(
         ("creds", k) for k in CREDENTIAL_ENV
     }
     assert f"--sweep-uid={uid}" in c["args"]
+
+
+# ---------------------------------------------------------------- item 3: the store refuses a trainer
+
+#: How often a refused run is tried again, shortened for the test (production: runs.STORE_DENIED_RETRY_SECONDS)
+DENIED_RETRY_SECONDS = 2.0
+
+
+def run_of(kc: Cluster, ns: str, sweep: str, run: str) -> dict[str, Any]:
+    return next((r for r in status(kc, ns, sweep).get("runs", []) if r["name"] == run), {})
+
+
+def test_a_trainer_the_store_refuses_spends_no_retry_says_so_and_resumes_by_itself(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Any, tmp_path: Path
+) -> None:
+    """The issue's evidence: with a wrong key in the credentials Secret every attempt failed on
+    `HeadBucket: Forbidden` within 50 s, the run went Failed while the sweep said StoreReachable=True, fixing
+    the Secret did not revive it, and a run that later succeeded kept the old reason and message. Here the
+    trainer is refused three times (exit 77, the STORE_DENIED_MARKER line its pod's status keeps): the run is
+    Retrying/StoreAccessDenied on attempt 1 throughout, the sweep's StoreReachable=False (RunsDenied) names
+    the Secret and the refused operation; once the store takes it, the run resumes by itself and succeeds
+    with its reason and message cleared and StoreReachable=True again."""
+    from tests.harness.operator_process import condition
+
+    kc, ns = crds, namespace
+    op = start_operator(env={"MINISERIES_STORE_DENIED_RETRY_SECONDS": str(DENIED_RETRY_SECONDS)})
+    kc.apply({"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "store-creds", "labels": {"miniseries.dev/allow-sweeps": "true"}},
+              "stringData": {"AWS_ACCESS_KEY_ID": "wrong", "AWS_SECRET_ACCESS_KEY": "wrong"}}, "-n", ns)  # fmt: skip
+    doc = sweep_doc("denied", store_uri, depths=[1])
+    doc["spec"]["store"]["credentialsSecret"] = "store-creds"
+    refusing = tmp_path / "store-refuses"  # the fake trainer is refused while this file exists
+    refusing.touch()
+    env = {"FAKE_TRAINER_DENIED_WHILE": str(refusing)}
+    with JobDriver(kc, ns, env, pods=True, pod_status=True, log_dir=tmp_path) as driver:
+        kc.apply(doc, "-n", ns)
+
+        def refused_three_times() -> bool:
+            return sum(s.run == "d1" for s in driver.seen.values()) >= 3 and all(
+                u in driver.exited for u, s in driver.seen.items() if s.run == "d1"
+            )
+
+        wait_for("d1 refused three times", refused_three_times, 120, op.proc)
+        assert {s.attempt for s in driver.seen.values() if s.run == "d1"} == {1}, driver.seen  # no retry spent
+        run = wait_for("d1 Retrying with StoreAccessDenied",
+                       lambda: (r := run_of(kc, ns, "denied", "d1")).get("reason") == "StoreAccessDenied" and r,
+                       60, op.proc)  # fmt: skip
+        assert run["state"] == "Retrying" and run["attempts"] == 1, run
+        assert "store-creds" in run["message"] and "HeadBucket" in run["message"], run
+        cond = condition(get_sweep(custom(kc), ns, "denied"), "StoreReachable")
+        assert (cond["status"], cond["reason"]) == ("False", "RunsDenied"), cond
+        assert "store-creds" in cond["message"] and "HeadBucket" in cond["message"], cond
+        refusing.unlink()  # the Secret fixed: the store takes the trainer
+        st = wait_phase(kc, ns, "denied", ("Succeeded",), op)
+    (run,) = st["runs"]
+    assert (run["state"], run["attempts"], run.get("reason"), run.get("message")) == ("Succeeded", 1, None, None), run
+    cond = condition(get_sweep(custom(kc), ns, "denied"), "StoreReachable")
+    assert cond["status"] == "True", cond

@@ -25,6 +25,11 @@ seconds; the real trainer is tested end to end where it exists.
                                 values reached the trainer without the values being written anywhere
     FAKE_TRAINER_LEAK_ENV       a variable name whose raw value is written to `leak.txt` in the run directory:
                                 a careless trainer, for showing that the secret-leak test can fail
+    FAKE_TRAINER_DENIED_WHILE   a file path: while that file exists, the trainer stops at its start as the real
+                                one does when the store refuses its credentials: its last line is the
+                                STORE_DENIED_MARKER naming the refused operation, and it exits EXIT_STORE_DENIED
+    FAKE_TRAINER_NO_RESULTS_RUN a run name that trains to the end and exits 0 without writing results.json (an
+                                image whose entrypoint breaks the contract)
 
 A wsd run (--keep-steps, --init-from) checkpoints at its keep steps too, and without a checkpoint of its
 own starts from the --init-from checkpoint (its trunk's), which must exist: exit 2 naming it otherwise,
@@ -45,6 +50,7 @@ import signal
 import sys
 import time
 
+from miniseries.contract.exits import EXIT_STORE_DENIED, STORE_DENIED_MARKER
 from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout, SweepLayout, lineage
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.contract.results import (
@@ -86,6 +92,9 @@ def main() -> int:
     shape = model_shape(
         a.depth, aspect_ratio=a.aspect_ratio, head_dim=a.head_dim, vocab_size=a.vocab_size, sequence_len=a.seq_len
     )
+    if (denied := os.environ.get("FAKE_TRAINER_DENIED_WHILE")) and os.path.exists(denied):
+        print(f"{STORE_DENIED_MARKER} HeadBucket {a.store}: AccessDenied (403)", file=sys.stderr, flush=True)
+        return EXIT_STORE_DENIED
     owners = lineage(store, SweepLayout(rl.namespace, a.sweep), a.sweep_uid) if a.sweep_uid else None
     ckpts = checkpoint_steps(store, rl, owners)
     start = ckpts[-1] if ckpts and a.resume == "auto" else 0
@@ -170,6 +179,9 @@ def main() -> int:
             store.write_bytes(rl.progress, progress.to_json())
             print(f"simulated preemption after the checkpoint of step {step}", file=sys.stderr, flush=True)
             return EXIT_PREEMPTED
+    if os.environ.get("FAKE_TRAINER_NO_RESULTS_RUN") == a.run:
+        print("fake trainer: exiting 0 without results.json", flush=True)
+        return 0
     old = store.read_bytes(rl.loss_curve).decode() if store.exists(rl.loss_curve) else ""
     store.write_bytes(rl.loss_curve, (old + "".join(json.dumps(c) + "\n" for c in curve)).encode())
     tokens = a.steps * a.total_batch_tokens

@@ -78,9 +78,12 @@ from miniseries.control.plan import make_plan
 
 log = logging.getLogger("miniseries.operator")
 
-# Tests shorten both through the environment; production keeps the defaults.
+# Tests shorten these through the environment; production keeps the defaults.
 POLL_SECONDS = float(os.environ.get("MINISERIES_POLL_SECONDS", "10"))
 runs.RETRY_BASE_SECONDS = float(os.environ.get("MINISERIES_RETRY_BASE_SECONDS", runs.RETRY_BASE_SECONDS))
+runs.STORE_DENIED_RETRY_SECONDS = float(
+    os.environ.get("MINISERIES_STORE_DENIED_RETRY_SECONDS", runs.STORE_DENIED_RETRY_SECONDS)
+)
 #: Store errors while deleting a sweep's artifacts are retried this long after its writers are gone.
 STORE_DELETE_SECONDS = 60.0
 #: A deleted sweep's jobs may take this long to go (their controller's finalizers) before its pods are
