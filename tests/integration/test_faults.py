@@ -277,3 +277,86 @@ def test_a_trainer_the_store_refuses_spends_no_retry_says_so_and_resumes_by_itse
     assert (run["state"], run["attempts"], run.get("reason"), run.get("message")) == ("Succeeded", 1, None, None), run
     cond = condition(get_sweep(custom(kc), ns, "denied"), "StoreReachable")
     assert cond["status"] == "True", cond
+
+
+# ---------------------------------------------------------------- item 6: failures named rightly
+
+
+def oom_killed_pod(sweep: str, run: str, limit: str | None) -> dict[str, Any]:
+    """The run's attempt-1 pod, never scheduled (its status is the test's, written as the kubelet would)."""
+    from miniseries.control import jobs
+    from miniseries.control.podsecurity import container_security_context, pod_security_context
+
+    labels = {jobs.LABEL_SWEEP: sweep, jobs.LABEL_RUN: run, jobs.LABEL_ATTEMPT: "1", jobs.LABEL_COMPONENT: "trainer"}
+    resources: dict[str, Any] = {"requests": {"memory": "64Mi"}}
+    if limit:
+        resources["limits"] = {"memory": limit}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{sweep}-{run}-master-0", "labels": labels},
+            "spec": {"containers": [{"name": "pytorch", "image": "trainer", "resources": resources,
+                                     "securityContext": container_security_context()}],
+                     "securityContext": pod_security_context(),
+                     "nodeSelector": {"miniseries.dev/no-such-node": "true"}}}  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["container-spec", "limitrange"])
+def test_an_oom_killed_trainer_names_its_memory_limit_and_where_it_came_from(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Any, tmp_path: Path, where: str
+) -> None:
+    """The issue's evidence: an OOMKilled trainer showed `exit code 137 (OOMKilled)` without the memory limit
+    that killed it (there from a namespace LimitRange). The pod's container is OOMKilled (exit 137, written
+    through pods/status as the kubelet would) under a limit from its own spec, or from the namespace's
+    LimitRange default (the API server's LimitRanger sets it at admission): the run's message names the
+    limit and where it came from."""
+    from tests.harness.operator_process import SweepHistory
+    from tests.integration.test_operator_cluster import DEADLINE, ended
+
+    kc, ns = crds, namespace
+    if where == "limitrange":
+        kc.apply({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "mem"},
+                  "spec": {"limits": [{"type": "Container", "default": {"memory": "300Mi"}}]}}, "-n", ns)  # fmt: skip
+    kc.apply(oom_killed_pod("oom", "d2", "200Mi" if where == "container-spec" else None), "-n", ns)
+    terminated = {"exitCode": 137, "reason": "OOMKilled", "message": "step 3/40 | loss 6.1\n",
+                  "startedAt": "2026-12-07T09:00:00Z", "finishedAt": "2026-12-07T09:00:05Z"}  # fmt: skip
+    pod_status = {"status": {"phase": "Failed", "containerStatuses": [
+        {"name": "pytorch", "image": "trainer", "imageID": "", "ready": False, "restartCount": 0,
+         "state": {"terminated": terminated}}]}}  # fmt: skip
+    kc.kubectl("patch", "pod", "oom-d2-master-0", "-n", ns, "--subresource=status", "--type=merge",
+               "-p", json.dumps(pod_status))  # fmt: skip
+    op = start_operator()
+    history = SweepHistory(kc, ns, "oom")
+    with history, JobDriver(kc, ns, fail={"d2": {1}}, fail_step=3, log_dir=tmp_path):
+        kc.apply(sweep_doc("oom", store_uri, depths=[2]), "-n", ns)
+        told = wait_for("d2's OOMKilled failure",
+                        lambda: history.first(lambda st: [r["message"] for r in st.get("runs", [])
+                                                          if "OOMKilled" in (r.get("message") or "")], ended),
+                        DEADLINE, op.proc)  # fmt: skip
+    assert "exited with code 137 (OOMKilled)" in told[0], told
+    if where == "container-spec":
+        assert "memory limit 200Mi, set by the container's spec" in told[0], told
+    else:
+        assert "memory limit 300Mi, set by the namespace's LimitRange default" in told[0], told
+
+
+def test_a_trainer_that_exits_0_without_results_is_no_results_whatever_the_jobs_reason(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Any, tmp_path: Path
+) -> None:
+    """The issue's evidence: an image whose entrypoint exits 0 without writing results was reported as
+    `failed (PyTorchJobSucceeded: … successfully completed.)`: the NoResults text appeared only when the
+    job's condition had no reason, and the training-operator always sets one. The JobDriver marks the job
+    Succeeded with reason PyTorchJobSucceeded; the run says NoResults, "exited 0 without writing results",
+    on every attempt and when it finally fails."""
+    from tests.harness.operator_process import SweepHistory
+    from tests.integration.test_operator_cluster import DEADLINE, ended
+
+    kc, ns = crds, namespace
+    op = start_operator()
+    history = SweepHistory(kc, ns, "nores")
+    with history, JobDriver(kc, ns, {"FAKE_TRAINER_NO_RESULTS_RUN": "d1"}, log_dir=tmp_path):
+        kc.apply(sweep_doc("nores", store_uri, depths=[1]), "-n", ns)
+        final = wait_for("the sweep ended", lambda: ended(st := status(kc, ns, "nores")) and st, DEADLINE, op.proc)
+    told = [r for st in history.statuses() for r in st.get("runs", []) if r.get("reason") or r.get("message")]
+    (last,) = final["runs"]
+    assert told and last["state"] == "Failed", (last, history.summary())
+    for r in [*told, last]:  # after each attempt and at the end: always the contract broken, never "failed"
+        assert r["reason"] == "NoResults", r
+        assert "exited 0 without writing results" in r["message"] and "PyTorchJobSucceeded" in r["message"], r
