@@ -360,3 +360,56 @@ def test_a_trainer_that_exits_0_without_results_is_no_results_whatever_the_jobs_
     for r in [*told, last]:  # after each attempt and at the end: always the contract broken, never "failed"
         assert r["reason"] == "NoResults", r
         assert "exited 0 without writing results" in r["message"] and "PyTorchJobSucceeded" in r["message"], r
+
+
+# ---------------------------------------------------------------- item 4: a wsd branch whose trunk checkpoint is gone
+
+
+def test_a_branch_whose_trunk_checkpoint_is_gone_says_so_and_the_sweep_is_degraded(
+    crds: Cluster, namespace: str, store_uri: str, start_operator: Any, tmp_path: Path
+) -> None:
+    """The issue's evidence: with the trunk's checkpoint for a branch point deleted, the branch stayed Pending
+    with 0 attempts, no message, no Event, and the sweep said Degraded=False AllHealthy for minutes. A wsd
+    sweep of d2 on one GPU (so no branch runs beside its trunk): the trunk is held at step 30, past its
+    step-22 checkpoint (d2-b2's start) and short of step 45 (d2-b4's). With step 22 deleted from the store,
+    d2-b2 fails TrunkCheckpointMissing with an Event naming that checkpoint, d2-b4 says it waits for step 45
+    (WaitingForTrunk), the sweep is Degraded, and no run is Pending without a reason."""
+    import shutil
+
+    from miniseries.api.spec import ScalingSweepSpec
+    from miniseries.control.plan import make_plan
+    from tests.harness.operator_process import condition, events
+
+    kc, ns = crds, namespace
+    doc = base.wsd_doc("wsd", store_uri)
+    doc["spec"]["resources"]["nodeGpus"] = 1
+    plan = {r.name: r for r in make_plan(ScalingSweepSpec.model_validate(doc["spec"])).runs}
+    assert (plan["d2-b2"].start_step, plan["d2-b4"].start_step) == (22, 45)
+    root = Path(store_uri.removeprefix("file://")) / ns / "wsd"
+    op = start_operator()
+    hold = {"FAKE_TRAINER_HOLD_RUN": "d2-trunk", "FAKE_TRAINER_HOLD_STEP": "30"}
+    with JobDriver(kc, ns, hold, log_dir=tmp_path):
+        kc.apply(doc, "-n", ns)
+        wait_for("the trunk held at step 30", lambda: (root / "d2-trunk" / "held").exists(), 120, op.proc)
+        assert (root / "d2-trunk" / "ckpt" / "step_00000022" / "manifest.json").exists()
+        shutil.rmtree(root / "d2-trunk" / "ckpt" / "step_00000022")
+
+        def told() -> Any:
+            runs = {r["name"]: r for r in status(kc, ns, "wsd").get("runs", [])}
+            b2, b4 = runs.get("d2-b2", {}), runs.get("d2-b4", {})
+            return b2.get("reason") == "TrunkCheckpointMissing" and b4.get("reason") == "WaitingForTrunk" and runs
+
+        runs = wait_for("d2-b2 TrunkCheckpointMissing, d2-b4 WaitingForTrunk", told, 60, op.proc)
+        sweep = get_sweep(custom(kc), ns, "wsd")
+        evs = wait_for("a RunFailed Event for d2-b2",
+                       lambda: [e for e in events(kc, ns, "wsd") if e["reason"] == "RunFailed"], 30, op.proc)  # fmt: skip
+    b2, b4 = runs["d2-b2"], runs["d2-b4"]
+    assert b2["state"] == "Failed" and "d2-trunk's checkpoint at step 22" in b2["message"], b2
+    assert b4["state"] == "Pending" and "d2-trunk's checkpoint at step 45" in b4["message"], b4
+    assert "step 30" in b4["message"], b4  # where the trunk is
+    assert runs["d2-trunk"]["state"] == "Running", runs["d2-trunk"]
+    silent = [r["name"] for r in runs.values() if r["state"] == "Pending" and not r.get("reason")]
+    assert not silent, f"Pending without a reason: {silent}"
+    degraded = condition(sweep, "Degraded")
+    assert degraded["status"] == "True" and "d2-b2" in degraded["message"], degraded
+    assert "d2-b2" in evs[0]["message"] and "checkpoint at step 22" in evs[0]["message"], evs
