@@ -19,7 +19,9 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "miniseries.cli", *args], capture_output=True, text=True, cwd=ROOT)
 
 
-@pytest.mark.parametrize("example", ["miniseries.yaml", "nanochat-current.yaml", "isoflop.yaml", "tiny.yaml"])
+@pytest.mark.parametrize(
+    "example", ["miniseries.yaml", "nanochat-current.yaml", "isoflop.yaml", "tiny.yaml", "tiny-isoflop.yaml"]
+)
 def test_plan_table_for_every_example(example: str) -> None:
     r = run("plan", f"examples/{example}")
     assert r.returncode == 0, r.stderr
@@ -69,7 +71,9 @@ def test_missing_file_is_a_clear_error() -> None:
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
-@pytest.mark.parametrize("example", ["miniseries.yaml", "nanochat-current.yaml", "isoflop.yaml", "tiny.yaml"])
+@pytest.mark.parametrize(
+    "example", ["miniseries.yaml", "nanochat-current.yaml", "isoflop.yaml", "tiny.yaml", "tiny-isoflop.yaml"]
+)
 def test_examples_have_no_numbers_that_yaml_1_1_reads_as_strings(example: str) -> None:
     """PyYAML (YAML 1.1) reads `2.0e11` as a string while kubectl reads a number; the
     kubernetes client would then send a string and the API server would reject it."""

@@ -35,6 +35,7 @@ REQUIRED = {
     "miniseries plan examples/wsd.yaml",
     "miniseries plan examples/tiny.yaml",
     "miniseries plan examples/tiny-wsd.yaml",
+    "miniseries plan examples/tiny-isoflop.yaml",
 }
 
 _START = re.compile(r"(?:<!--|#)\s*figures:\s*(?P<cmds>[^>\n]+?)\s*(?:-->|$)", re.MULTILINE)

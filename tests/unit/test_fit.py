@@ -192,6 +192,28 @@ def test_isoflop_partial_budget_is_reported_not_fatal():
     assert fit.message and "at least 3 model sizes" in fit.message
 
 
+def test_isoflop_vertex_far_outside_the_runs_is_not_extrapolated():
+    """The tiny isoFLOP sweep's losses (examples/tiny-isoflop.yaml, 2026-12-07): the smallest depth wins
+    at every budget; at 2e11 the parabola bends up so slightly that its vertex fell at N = 1e-42 (loss
+    -18) and the power laws across budgets overflowed. The best run stands, flagged; the laws are fitted."""
+    n = [19456, 57344, 132096, 262144]
+    losses = {2e10: [6.1877, 6.6482, 6.8680, 6.9202], 6e10: [5.5808, 6.0873, 6.4299, 6.7541],
+              2e11: [4.9107, 5.3225, 5.7837, 6.0077]}  # fmt: skip
+    rows = [{"budget_flops": c, "params": p, "tokens": c / (6 * p), "loss": loss}
+            for c, ls in losses.items() for p, loss in zip(n, ls, strict=True)]  # fmt: skip
+    fit = fit_isoflop(rows)
+    top = fit.optima[-1]
+    assert (top.params, top.loss, top.inside_range) == (19456, 4.9107, False)
+    assert top.message and "far below the smallest sampled model" in top.message
+    assert fit.params_law is not None and fit.loss_law is not None
+    assert all(0 < o.loss < 7 for o in fit.optima)
+
+
+def test_isoflop_power_law_that_cannot_be_held_is_a_problem_not_a_crash():
+    with pytest.raises(FitError, match="out of range"):
+        fit_power_law([1e10, 1e11], [1e-300, 1e300], "N_opt over C")
+
+
 def test_core_fit_and_extrapolation():
     c = np.geomspace(1e18, 1e20, 5)
     core = 0.05 + 0.04 * np.log10(c / 1e18)

@@ -44,6 +44,8 @@ def fit_power_law(x: Any, y: Any, what: str = "y over x") -> PowerLaw:
     if len(x) < 2 or len(set(x.tolist())) < 2:
         raise FitError(f"power law {what} needs at least 2 distinct x values, got {len(set(x.tolist()))}")
     slope, intercept, ci, r2, n = _line_fit(np.log(x), np.log(y))
+    if not -700 < intercept < 700:  # exp() would overflow: no coefficient a float can hold
+        raise FitError(f"power law {what}: coefficient e^{intercept:.4g} is out of range (slope {slope:.4g})")
     return PowerLaw(slope, float(math.exp(intercept)), ci, r2, n)
 
 
@@ -92,6 +94,17 @@ def isoflop_optimum(budget: float, params: Any, tokens: Any, loss: Any) -> Isofl
                               "the parabola opens downward (no minimum): the lowest measured run is reported; widen the depth range")  # fmt: skip
     xv = -p1 / (2 * p2)
     inside = bool(x[0] <= xv <= x[-1])
+    span = float(x[-1] - x[0])
+    if xv < x[0] - span or xv > x[-1] + span:
+        # A vertex farther outside than the sampled sizes span is the parabola's shape, not the
+        # runs' (a monotone loss curve bends slightly: the 2026-12-07 tiny isoFLOP sweep put one at
+        # N = 1e-42 with loss -18, and the power laws across budgets overflowed): the best run stands.
+        i = int(np.argmin(l_))
+        side = "below the smallest" if xv < x[0] else "above the largest"
+        return IsoflopOptimum(budget, float(n_[i]), float(d_[i]), float(d_[i] / n_[i]), float(l_[i]), float(p2), len(n_), False,
+                              f"the parabola's vertex (N = {math.exp(xv) if xv < 700 else math.inf:.3g}) lies far {side} "
+                              f"sampled model, beyond what the runs support: the lowest measured run is reported; "
+                              f"add depths on that side")  # fmt: skip
     n_opt = math.exp(xv)
     d_opt = math.exp(float(np.interp(xv, x, np.log(d_))))
     if not inside:
@@ -118,12 +131,18 @@ def fit_isoflop(rows: list[dict[str, float]]) -> IsoflopFit:
     laws: list[PowerLaw | None] = [None, None, None, None]
     if len(optima) >= 2:
         cs = [o.budget_flops for o in optima]
-        laws = [
-            fit_power_law(cs, [o.params for o in optima], "N_opt over C"),
-            fit_power_law(cs, [o.tokens for o in optima], "D_opt over C"),
-            fit_power_law(cs, [o.loss for o in optima], "loss at optimum over C"),
-            fit_power_law(cs, [o.tokens_per_param for o in optima], "D_opt/N_opt over C"),
-        ]
+        for i, (ys, what) in enumerate(
+            (
+                ([o.params for o in optima], "N_opt over C"),
+                ([o.tokens for o in optima], "D_opt over C"),
+                ([o.loss for o in optima], "loss at optimum over C"),
+                ([o.tokens_per_param for o in optima], "D_opt/N_opt over C"),
+            )
+        ):
+            try:  # one law the optima cannot carry is a problem of the report, not its end
+                laws[i] = fit_power_law(cs, ys, what)
+            except FitError as e:
+                problems.append(str(e))
     else:
         problems.append(f"power laws across budgets need optima at 2 or more budgets, got {len(optima)}")
     return IsoflopFit(optima, *laws, message="; ".join(problems) or None)
