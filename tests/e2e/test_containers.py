@@ -202,13 +202,15 @@ def test_tiny_sweep_in_containers(
 
 def trainer_pids(pod_uid: str) -> list[str]:
     """The trainer's process, seen from this host (the container's processes are this host's), found
-    by its pod's uid in its cgroup (`pod<uid>`, dashes as underscores under the systemd driver): not
-    by its command line, which another run of the suite on this host may share."""
-    marks = (f"pod{pod_uid}", f"pod{pod_uid.replace('-', '_')}")
+    by its pod's uid in its mounts: not by its command line, which another run of the suite on this
+    host may share. Every container mounts files the kubelet keeps under `<root>/pods/<uid>/` (its
+    /etc/hosts, its termination log, the emptyDirs); the cgroup path names the pod only with QoS
+    cgroups, which the test node runs without (tests/harness/node.py: cgroupsPerQOS false)."""
+    mark = f"/pods/{pod_uid}/"
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if not proc.name.isdigit() or not any(m in (proc / "cgroup").read_text() for m in marks):
+            if not proc.name.isdigit() or mark not in (proc / "mountinfo").read_text():
                 continue
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile
