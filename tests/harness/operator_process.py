@@ -391,6 +391,17 @@ class Seen:
     gpus: int
 
 
+def terminated_status(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A `pods/status` patch as the kubelet writes it when the trainer's container has exited: its
+    terminated state (exit code, reason, the log's end as message; terminationMessagePolicy
+    FallbackToLogsOnError) and the pod's phase."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    terminated = {"exitCode": code, "reason": reason, "message": message, "startedAt": now, "finishedAt": now}
+    return {"status": {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [
+        {"name": "pytorch", "image": "stand-in", "imageID": "", "ready": False, "restartCount": 0,
+         "state": {"terminated": terminated}}]}}  # fmt: skip
+
+
 class JobDriver:
     """Runs the sweep's PyTorchJobs the way training-operator + kubelet would, through the API.
 
@@ -508,14 +519,9 @@ class JobDriver:
 
     def _write_terminated(self, core: Any, uid: str, pod: str, code: int) -> None:
         """What the kubelet writes when the container exits: its terminated state, the log's end as message."""
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         log = self.logs[uid].read_bytes()[-2048:].decode(errors="replace") if uid in self.logs else ""
-        terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                      "message": "\n".join(log.splitlines()[-80:]), "startedAt": now, "finishedAt": now}  # fmt: skip
-        status = {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [
-            {"name": "pytorch", "image": "stand-in", "imageID": "", "ready": False, "restartCount": 0,
-             "state": {"terminated": terminated}}]}  # fmt: skip
-        core.patch_namespaced_pod_status(pod, self.namespace, {"status": status})
+        status = terminated_status(code, "Completed" if code == 0 else "Error", "\n".join(log.splitlines()[-80:]))
+        core.patch_namespaced_pod_status(pod, self.namespace, status)
         core.patch_namespaced_pod(pod, self.namespace, {"metadata": {"finalizers": None}})
 
     def _kubelet(self, jobs: dict[str, dict[str, Any]]) -> None:

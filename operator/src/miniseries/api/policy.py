@@ -180,32 +180,25 @@ class Policy:
         return []
 
     def priority_class_problems(self, priority_class: str | None) -> list[FieldProblem]:
-        allowed = self.allowed_priority_classes
-        if priority_class is None or allowed is None or priority_class in allowed:
-            return []
-        listed = ", ".join(repr(p) for p in allowed) if allowed else "none (omit priorityClassName)"
-        return [
-            FieldProblem(
-                "spec.resources.priorityClassName",
-                f"{priority_class!r} is not allowed by this operator's admission policy (a priority class can "
-                f"preempt other teams' runs, so the cluster admin lists the ones sweeps may use); allowed: {listed} "
-                "(chart value admission.allowedPriorityClasses)",
-            )
-        ]
+        return _not_listed(
+            "spec.resources.priorityClassName",
+            priority_class,
+            self.allowed_priority_classes,
+            "a priority class can preempt other teams' runs, so the cluster admin lists the ones sweeps may use",
+            "admission.allowedPriorityClasses",
+            none_allowed="none (omit priorityClassName)",
+        )
 
     def training_runtime_problems(self, runtime: str | None) -> list[FieldProblem]:
         """`runtime`: the ClusterTrainingRuntime a TrainJob would reference (None: not a TrainJob sweep)."""
-        allowed = self.allowed_training_runtimes
-        if runtime is None or allowed is None or runtime in allowed:
-            return []
-        listed = ", ".join(repr(r) for r in allowed) if allowed else "none"
-        return [
-            FieldProblem(
-                "spec.resources.trainingRuntime",
-                f"{runtime!r} is not allowed by this operator's admission policy (a runtime decides the trainer "
-                f"pods' template); allowed: {listed} (chart value admission.allowedTrainingRuntimes)",
-            )
-        ]
+        return _not_listed(
+            "spec.resources.trainingRuntime",
+            runtime,
+            self.allowed_training_runtimes,
+            "a runtime decides the trainer pods' template",
+            "admission.allowedTrainingRuntimes",
+            none_allowed="none",
+        )
 
     def gpu_ceiling(self, namespace: str) -> int | None:
         """The most GPUs one sweep in `namespace` may hold at once, or None (no ceiling)."""
@@ -259,3 +252,19 @@ class Policy:
             "e.g. ['s3://shared-bucket/{namespace}'] to give each namespace its own prefix, or on a single-tenant "
             "cluster store.allowAnyStore: true (--allow-any-store)"
         )
+
+
+def _not_listed(
+    field: str, value: str | None, allowed: tuple[str, ...] | None, why: str, chart_value: str, *, none_allowed: str
+) -> list[FieldProblem]:
+    """An admin allow-list's refusal of `value` (None: the field is unset; `allowed` None: anything goes)."""
+    if value is None or allowed is None or value in allowed:
+        return []
+    listed = ", ".join(repr(a) for a in allowed) if allowed else none_allowed
+    return [
+        FieldProblem(
+            field,
+            f"{value!r} is not allowed by this operator's admission policy ({why}); allowed: {listed} "
+            f"(chart value {chart_value})",
+        )
+    ]
