@@ -24,8 +24,9 @@ import pytest
 import yaml
 
 from miniseries.api.spec import ScalingSweepSpec
-from miniseries.contract.layout import SweepLayout, join_uri
+from miniseries.contract.layout import SweepIdentity, SweepLayout, claim, join_uri
 from miniseries.contract.results import RunResults, read_results
+from miniseries.contract.store import open_store
 from miniseries.control.jobs import pytorchjob
 from miniseries.control.plan import make_plan
 from miniseries.local.runner import LocalSweep, free_port
@@ -65,6 +66,10 @@ def free_port_pair() -> int:
 def job_for(spec: ScalingSweepSpec, sweep: str) -> dict[str, Any]:
     (run,) = make_plan(spec).runs
     job = pytorchjob(spec, sweep, "no-owner", NAMESPACE, run, metrics_port=free_port_pair())
+    # the store key claimed for that uid, as the operator claims it before it creates a job: the trainer
+    # writes results only while its sweep's manifest names its uid (issue 27's fence)
+    owner = SweepIdentity(namespace=NAMESPACE, name=sweep, uid="no-owner")
+    claim(open_store(spec.store.uri), SweepLayout(NAMESPACE, sweep), owner, [run.name])
     del job["metadata"]["ownerReferences"]  # no ScalingSweep here: the garbage collector would take the job
     # The operator's cleanPodPolicy Running deletes a pod still Running when the job ends. The job ends
     # when the Master succeeds, and the Worker's exit reaches the API a moment later (the node agent
