@@ -62,6 +62,8 @@ def tiny_spec(**resources: Any) -> ScalingSweepSpec:
     doc = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
     doc["spec"]["resources"].update({"backend": "trainjob", "cpu": "1", "memory": "1Gi", **resources})
     doc["spec"]["training"].pop("totalBatchTokens", None)  # automatic: a multiple of any GPU count's micro-batch
+    # which on 8 or 16 GPUs leaves d1 two steps: a warmup longer than a run is refused (issue 28)
+    doc["spec"]["training"]["warmupSteps"] = 1
     return ScalingSweepSpec.model_validate(doc["spec"])
 
 
