@@ -113,7 +113,9 @@ def test_kueue_preempts_the_real_trainer_which_checkpoints_and_resumes_exactly(
         store_dir = tmp_path / "store"
         store = open_store(store_dir.as_uri())
         low = SweepLayout(ns, "low").run("d2")
-        op = Operator(kc, ns, tmp_path / "operator.log").start()
+        # the admin lists the priority classes sweeps may set (none by default, issue 28)
+        allowed = [f"--allowed-priority-class={pc}" for pc in (low_pc, high_pc)]
+        op = Operator(kc, ns, tmp_path / "operator.log", args=allowed).start()
         try:
             with SweepHistory(kc, ns, "low") as history:
                 # --- the low-priority run trains

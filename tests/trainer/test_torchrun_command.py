@@ -40,7 +40,8 @@ def test_the_pods_torchrun_hands_every_flag_to_the_trainer(gpus: int, node_gpus:
     c = pytorchjob(s, "mn", "uid", "ns", run)["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     command, args = c["containers"][0]["command"], c["containers"][0]["args"]
     assert command[0] == "torchrun" and "--run=d4" in args  # --run= is a prefix of torchrun's --run-path
-    assert torchrun_parse([*command[1:], *args]) == (TRAINER_MODULE, trainer_flags(s, SweepLayout("ns", "mn"), run))
+    expected = trainer_flags(s, SweepLayout("ns", "mn"), run, sweep_uid="uid")
+    assert torchrun_parse([*command[1:], *args]) == (TRAINER_MODULE, expected)
 
 
 def test_the_local_runners_torchrun_hands_every_flag_to_the_trainer(tmp_path: Path) -> None:
