@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from miniseries.api.spec import RunForecast, RunState, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.api.status import PlannedRun
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.results import LossSummary, Progress, Provenance, RunResults
 from miniseries.contract.schedule import lr_multipliers
@@ -47,6 +48,15 @@ def spec(policy: str = "flag", **over: Any) -> ScalingSweepSpec:
 
 def trend_bpb(flops: float) -> float:
     return 3.0 * (flops / 1e12) ** -0.08
+
+
+def finished(p: PlannedRun, bpb: float) -> RunResults:
+    """The results a planned run ends with, its val bpb `bpb` (its loss on the trend's ratio)."""
+    return RunResults(sweep="s", run=p.name, depth=p.depth, shape={}, params={}, target_tokens=1, tokens=1,
+                      steps=p.steps, total_batch_tokens=2048, flops_per_token=1, flops=p.flops, wall_seconds=1.0,
+                      gpu_seconds=1.0, world_size=1, device="cpu", loss=LossSummary(final=bpb / RATIO),
+                      val_bpb=bpb, provenance=Provenance(lr_schedule={"warmup_steps": WARMUP,
+                                                                      "warmdown_ratio": WARMDOWN}))  # fmt: skip
 
 
 def progress(step: int, steps: int) -> Progress:
@@ -195,11 +205,7 @@ def _write_sweep(root: Path, s: ScalingSweepSpec, d5_above: float) -> dict[str, 
         if p.name == "d5":
             obs[p.name] = RunObservation(progress=progress(p.steps // 2, p.steps))
             continue
-        res = RunResults(sweep="s", run=p.name, depth=p.depth, shape={}, params={}, target_tokens=1, tokens=1,
-                         steps=p.steps, total_batch_tokens=2048, flops_per_token=1, flops=p.flops, wall_seconds=1.0,
-                         gpu_seconds=1.0, world_size=1, device="cpu", loss=LossSummary(final=bpb / RATIO),
-                         val_bpb=bpb, provenance=Provenance(lr_schedule={"warmup_steps": WARMUP,
-                                                                         "warmdown_ratio": WARMDOWN}))  # fmt: skip
+        res = finished(p, bpb)
         (root / run.results).write_bytes(res.to_json())
         obs[p.name] = RunObservation(results=res)
     return obs

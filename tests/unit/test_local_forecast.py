@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from miniseries.api.sweepfile import parse_sweep
-from miniseries.contract.results import LossSummary, Provenance, RunResults
 from miniseries.contract.store import open_store
 from miniseries.control import act
 from miniseries.control.observed import observe_runs
 from miniseries.local.runner import Display, LocalForecaster, LocalSweep, run_states
-from tests.unit.test_forecast_wiring import RATIO, WARMDOWN, WARMUP, _curve, progress, spec, trend_bpb
+from tests.unit.test_forecast_wiring import RATIO, _curve, finished, progress, spec, trend_bpb
 
 
 def _sweep(tmp_path: Path, d5_above: float) -> LocalSweep:
@@ -35,11 +34,7 @@ def _sweep(tmp_path: Path, d5_above: float) -> LocalSweep:
             pr.updated_at = time.time()  # moved lately: training now, the local "job"
             ls.store.write_bytes(run.progress, pr.to_json())
             continue
-        res = RunResults(sweep="s", run=p.name, depth=p.depth, shape={}, params={}, target_tokens=1, tokens=1,
-                         steps=p.steps, total_batch_tokens=2048, flops_per_token=1, flops=p.flops, wall_seconds=1.0,
-                         gpu_seconds=1.0, world_size=1, device="cpu", loss=LossSummary(final=bpb / RATIO),
-                         val_bpb=bpb, provenance=Provenance(lr_schedule={"warmup_steps": WARMUP,
-                                                                         "warmdown_ratio": WARMDOWN}))  # fmt: skip
+        res = finished(p, bpb)
         ls.store.write_bytes(run.results, res.to_json())
     ls.store.write_bytes(ls.layout.tokenizer + "manifest.json", b"{}")
     return ls
