@@ -402,6 +402,12 @@ def terminated_status(code: int, reason: str, message: str) -> dict[str, Any]:
          "state": {"terminated": terminated}}]}}  # fmt: skip
 
 
+def write_terminated(cluster: Cluster, namespace: str, pod: str, code: int, reason: str, message: str) -> None:
+    """Write `pod`'s terminated container through `pods/status`, as the kubelet does when it exits."""
+    status = json.dumps(terminated_status(code, reason, message))
+    cluster.kubectl("patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=merge", "-p", status)
+
+
 class JobDriver:
     """Runs the sweep's PyTorchJobs the way training-operator + kubelet would, through the API.
 

@@ -24,7 +24,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from tests.harness.cluster import Cluster
-from tests.harness.operator_process import JobDriver, custom, get_sweep, sweep_doc, terminated_status
+from tests.harness.operator_process import JobDriver, custom, get_sweep, sweep_doc, write_terminated
 from tests.harness.processes import wait_for
 from tests.integration import test_operator_cluster as base
 
@@ -315,9 +315,7 @@ def test_an_oom_killed_trainer_names_its_memory_limit_and_where_it_came_from(
         kc.apply({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "mem"},
                   "spec": {"limits": [{"type": "Container", "default": {"memory": "300Mi"}}]}}, "-n", ns)  # fmt: skip
     kc.apply(oom_killed_pod("oom", "d2", "200Mi" if where == "container-spec" else None), "-n", ns)
-    pod_status = terminated_status(137, "OOMKilled", "step 3/40 | loss 6.1\n")
-    kc.kubectl("patch", "pod", "oom-d2-master-0", "-n", ns, "--subresource=status", "--type=merge",
-               "-p", json.dumps(pod_status))  # fmt: skip
+    write_terminated(kc, ns, "oom-d2-master-0", 137, "OOMKilled", "step 3/40 | loss 6.1\n")
     op = start_operator()
     history = SweepHistory(kc, ns, "oom")
     with history, JobDriver(kc, ns, fail={"d2": {1}}, fail_step=3, log_dir=tmp_path):

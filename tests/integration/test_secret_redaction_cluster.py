@@ -18,7 +18,7 @@ import pytest
 from miniseries.control import jobs
 from miniseries.control.podsecurity import container_security_context, pod_security_context
 from tests.harness.cluster import Cluster
-from tests.harness.operator_process import JobDriver, Operator, SweepHistory, sweep_doc, terminated_status
+from tests.harness.operator_process import JobDriver, Operator, SweepHistory, sweep_doc, write_terminated
 from tests.harness.processes import wait_for
 from tests.integration.test_operator_cluster import DEADLINE, crds, ended, start_operator, store_uri  # noqa: F401
 
@@ -56,9 +56,7 @@ def test_a_trainers_printed_secret_reaches_no_status_event_or_log(
         f"boto3 session: aws_access_key_id={KEY_ID} aws_secret_access_key={SECRET}\n"
         f"botocore.exceptions.ClientError: SignatureDoesNotMatch (key {KEY_ID})\n"
     )
-    status = terminated_status(3, "Error", log)
-    kc.kubectl("patch", "pod", "leak-d2-master-0", "-n", ns, "--subresource=status", "--type=merge",
-               "-p", json.dumps(status))  # fmt: skip
+    write_terminated(kc, ns, "leak-d2-master-0", 3, "Error", log)
     op = start_operator()
     history = SweepHistory(kc, ns, "leak")
     with history, JobDriver(kc, ns, fail={"d2": {1}}, fail_step=3, log_dir=tmp_path):
