@@ -14,7 +14,7 @@ that sizes the pod's termination grace period for a d20.
 3. d20 (the spec's default model dials, one 8-GPU node): checkpoint bytes from
    miniseries.contract.preemption.checkpoint_bytes, the step in flight from the plan's own
    wall-time arithmetic, the seconds to write it at each measured speed, and the grace period
-   control/jobs.py gives its pod.
+   control/backends/manifests.py gives its pod.
 
 Prints one JSON line.
 """
@@ -118,8 +118,9 @@ def write_speed(store_uri: str, depth: int, vocab_size: int, repeats: int) -> di
 def d20(local_bps: float, s3_bps: float | None) -> dict[str, Any]:
     from miniseries.api.spec import ScalingSweepSpec
     from miniseries.contract.preemption import checkpoint_bytes
-    from miniseries.control.jobs import CHECKPOINT_WRITE_BYTES_PER_SECOND, termination_grace_seconds
-    from miniseries.control.plan import make_plan, shape_for
+    from miniseries.control.backends.manifests import CHECKPOINT_WRITE_BYTES_PER_SECOND, termination_grace_seconds
+    from miniseries.plan.planner import make_plan
+    from miniseries.plan.run_shape import shape_for
 
     spec = ScalingSweepSpec.model_validate({"depths": [20], "resources": {"gpusPerRun": 8, "nodeGpus": 8},
                                             "store": {"uri": "s3://bench"},

@@ -481,7 +481,7 @@ def metrics_used(expr: str) -> set[str]:
 
 
 # Where the code declares its metrics: prometheus_client objects at module level.
-METRIC_MODULES = ("miniseries_trainer.metrics", "miniseries.control.metrics")
+METRIC_MODULES = ("miniseries_trainer.metrics", "miniseries.control.io.metrics")
 README = HERE.parent / "README.md"
 README_BEGIN, README_END = "<!-- metrics:begin -->", "<!-- metrics:end -->"
 

@@ -127,14 +127,14 @@ def test_operator_image_runs_as_65532_locked_down_without_torch(
     cluster: Cluster, node: Node, namespace: str, images: dict[str, BuiltImage]
 ) -> None:
     logs = run_to_completion(
-        cluster, namespace, probe_pod("operator-probe", images["operator"].ref, "miniseries.control.handlers")
+        cluster, namespace, probe_pod("operator-probe", images["operator"].ref, "miniseries.control.io.handlers")
     )
     got = probe(logs)
     # the image's user, group and home, with no securityContext saying them (the chart does)
     assert (got["uid"], got["gid"], got["home"]) == (65532, 65532, "/tmp")
     assert got["caps"] == "0000000000000000"
     assert got["root_writable"] is False
-    assert got["imported"] == "miniseries.control.handlers"
+    assert got["imported"] == "miniseries.control.io.handlers"
     assert got["torch_installs"] == 0
     assert {"miniseries", "kopf", "kubernetes", "prometheus-client", "numpy", "scipy", "matplotlib"} <= set(
         got["dists"]

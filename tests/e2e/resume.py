@@ -23,7 +23,7 @@ from typing import Any
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.results import RunResults, checkpoint_steps, read_results
 from miniseries.contract.store import Store
-from miniseries.control.jobs import LABEL_ATTEMPT, LABEL_RUN, LABEL_SWEEP
+from miniseries.control.backends.manifests import LABEL_ATTEMPT, LABEL_RUN, LABEL_SWEEP
 from tests.harness.processes import NotYet, wait_for
 from tests.harness.training_operator import RealPathCluster
 

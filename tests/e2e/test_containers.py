@@ -30,8 +30,8 @@ import yaml
 from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout, join_uri
 from miniseries.contract.results import checkpoint_steps, read_results
 from miniseries.contract.store import S3Store, Store
-from miniseries.control.trainer_args import TRAINER_MODULE
 from miniseries.local.runner import DATA_KEY, LocalSweep
+from miniseries.plan.trainer_argv import TRAINER_MODULE
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.cluster import Cluster
 from tests.harness.helm import CHART, helm_binary

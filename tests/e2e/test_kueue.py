@@ -1,4 +1,4 @@
-"""PyTorchJobs shaped exactly as the operator makes them (control/jobs.py ``pytorchjob()``), queued
+"""PyTorchJobs shaped exactly as the operator makes them (control/backends/manifests.py ``pytorchjob()``), queued
 through the real Kueue (tests/harness/kueue.py) and run by the real training-operator on kwok 8-GPU
 nodes: a ClusterQueue's GPU quota admits fewer jobs than are submitted, the rest wait suspended
 with the reason Kueue gives, and are admitted as quota frees; a higher WorkloadPriorityClass
@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from miniseries.api.spec import ScalingSweepSpec
-from miniseries.control import jobs
-from miniseries.control.plan import make_plan
+from miniseries.control.backends import manifests as jobs
+from miniseries.plan.planner import make_plan
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.kueue import KUEUE_API, PRIORITY_LABEL, QUEUE_LABEL, KueueCluster, fresh_namespace, kueue_cluster
 from tests.harness.processes import Unreachable, wait_for

@@ -27,9 +27,9 @@ from miniseries.api.spec import ScalingSweepSpec
 from miniseries.contract.layout import SweepIdentity, SweepLayout, claim, join_uri
 from miniseries.contract.results import RunResults, read_results
 from miniseries.contract.store import open_store
-from miniseries.control.jobs import pytorchjob
-from miniseries.control.plan import make_plan
+from miniseries.control.backends.manifests import pytorchjob
 from miniseries.local.runner import LocalSweep, free_port
+from miniseries.plan.planner import make_plan
 from tests.harness.cluster import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mark.torch, pytest.mark.multinode]

@@ -2,7 +2,7 @@
 
 1. SIGTERM to the trainer's process (what the kubelet sends first when a pod is evicted): it
    checkpoints the step it finished and exits EXIT_PREEMPTED; the pod reports that exit code,
-   and the operator's pod reading (control/pods.py) takes it for a preemption, not a failure.
+   and the operator's pod reading (control/decide/pod_troubles.py) takes it for a preemption, not a failure.
 2. A new job of the same run resumes from that checkpoint; suspending it (what Kueue does to
    preempt a workload) has the training-operator delete its pod, the node agent SIGTERMs the
    trainer, which checkpoints again; resuming the job resumes the run, which finishes.
@@ -22,8 +22,8 @@ import yaml
 from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.contract.results import checkpoint_steps, read_progress, read_results
-from miniseries.control.pods import trouble_of
-from miniseries.control.runs import preempted_exit
+from miniseries.control.decide.pod_troubles import trouble_of
+from miniseries.control.decide.runs import preempted_exit
 from miniseries.local.runner import LocalSweep
 from tests.e2e.test_real_trainer import trainer_job, trainer_pid, wait_succeeded
 from tests.harness.cluster import Cluster

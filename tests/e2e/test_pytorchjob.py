@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from miniseries.control.podsecurity import restrict
+from miniseries.control.backends.podsecurity import restrict
 from tests.harness.cluster import Cluster
 from tests.harness.processes import NotYet, Unreachable, wait_for
 

@@ -1,6 +1,6 @@
 """The real trainer on the real path, without the kopf operator in between: a PyTorchJob whose
 container runs `python -m miniseries_trainer.train` with the argv contract
-(`miniseries.control.trainer_args.trainer_flags`), validated by the training-operator's webhook, turned into
+(`miniseries.plan.trainer_argv.trainer_flags`), validated by the training-operator's webhook, turned into
 a pod by its controller, run by the node agent on CPU. Then the same run with its process killed
 after a checkpoint: the pod's restartPolicy (OnFailure, the controller's default) restarts it,
 `--resume=auto` picks the checkpoint up, and the final loss matches the uninterrupted run.
@@ -25,9 +25,9 @@ import yaml
 
 from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout, join_uri
 from miniseries.contract.results import checkpoint_steps, read_results
-from miniseries.control.podsecurity import restrict
-from miniseries.control.trainer_args import TRAINER_MODULE, trainer_flags
+from miniseries.control.backends.podsecurity import restrict
 from miniseries.local.runner import LocalSweep, free_port
+from miniseries.plan.trainer_argv import TRAINER_MODULE, trainer_flags
 from tests.e2e.resume import LOSS_TOLERANCE
 from tests.harness.cluster import Cluster
 from tests.harness.processes import Unreachable, wait_for

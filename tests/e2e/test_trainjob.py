@@ -1,7 +1,7 @@
 """The Trainer v2 backend on its real path (tests/harness/trainer.py): JobSet v0.12 and Kubeflow
 Trainer v2.3 controller-managers with their webhooks over TLS, pods run by the node agent.
 
-- The TrainJobs the operator generates (control/jobs.py `trainjob`) for several specs pass the v2
+- The TrainJobs the operator generates (control/backends/manifests.py `trainjob`) for several specs pass the v2
   webhooks and the CRD schema (a server-side dry run goes through both and stores nothing); a few
   deliberately broken ones, each a mistake the generator must never make, are refused.
 - A generated TrainJob becomes a JobSet whose pods carry the sweep's labels and the torch env (PET_*)
@@ -30,10 +30,10 @@ from miniseries.api.spec import ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout, join_uri
 from miniseries.contract.results import checkpoint_steps, read_results
 from miniseries.contract.store import S3Store, Store
-from miniseries.control import jobs
-from miniseries.control.observed import JobPhase, observe_job
-from miniseries.control.plan import make_plan
+from miniseries.control.backends import manifests as jobs
+from miniseries.control.decide.observations import JobPhase, observe_job
 from miniseries.local.runner import DATA_KEY, LocalSweep
+from miniseries.plan.planner import make_plan
 from tests.e2e.resume import kill_and_resume
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.operator_process import Operator, install_crds

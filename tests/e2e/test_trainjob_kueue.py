@@ -3,7 +3,7 @@ JobSet v0.12.0 and Trainer v2.3.0, on a kwok node of 8 GPUs (tests/harness/train
 `trainer_kueue_cluster`): a ClusterQueue of 8 GPUs admits one of two 8-GPU TrainJobs, which Kueue
 unsuspends with its own runtimePatch beside the operator's (minus the grace period, which Kueue's
 older trainer types drop); the other waits suspended, its Workload (matched to the TrainJob by
-owner, control/observed.py) Queued with Kueue's reason."""
+owner, control/decide/observations.py) Queued with Kueue's reason."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from miniseries.api.spec import ScalingSweepSpec
-from miniseries.control import jobs
-from miniseries.control.observed import QueueState, observe_workload
-from miniseries.control.plan import make_plan
+from miniseries.control.backends import manifests as jobs
+from miniseries.control.decide.observations import QueueState, observe_workload
+from miniseries.plan.planner import make_plan
 from tests.e2e.test_kueue import queues
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.kueue import KueueCluster

@@ -442,7 +442,7 @@ class JobDriver:
         #: With `pods`: an exited process's pod gets its container's terminated state through `pods/status` (the
         #: exit code, and the end of its log as the message, as FallbackToLogsOnError has the kubelet copy it)
         #: and stays, without its finalizer, until its job is deleted, as a kubelet's pod does: what the
-        #: operator reads a failed trainer's exit code from (control/pods.py). Needs `log_dir` for the log.
+        #: operator reads a failed trainer's exit code from (control/decide/pod_troubles.py). Needs `log_dir` for the log.
         self.pod_status = pod_status
         self.logs: dict[str, Path] = {}  # job uid -> its process's log
         self.pods_gone: set[str] = set()  # job uids whose pod was deleted

@@ -23,7 +23,11 @@ WORKLOAD_RULES = (
         ("miniseries.dev", "scalingsweeps/finalizers", "update"),
         ("", "events", "create"),
         ("", "events", "patch"),  # a repeated Event is counted, not posted again
-        ("", "events", "list"),  # why admission refused a job's pods: FailedCreate/FailedCreatePod (control/pods.py)
+        (
+            "",
+            "events",
+            "list",
+        ),  # why admission refused a job's pods: FailedCreate/FailedCreatePod (control/decide/pod_troubles.py)
         ("", "pods", "list"),  # the kubelet's reasons (image pull, exit code, log tail) from pod status
     }
     | {

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from miniseries.control.podsecurity import container_security_context, pod_security_context
+from miniseries.control.backends.podsecurity import container_security_context, pod_security_context
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.certs import make_ca, pem_cert
 from tests.harness.cluster import GPU_NODE, PYTORCHJOB_CRD, Cluster

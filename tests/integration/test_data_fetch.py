@@ -243,7 +243,7 @@ def test_eval_bundle_is_fetched_unpacked_and_used_by_the_local_runner(
     after = LocalSweep(sweep, tmp_path / "store")
     assert after.spec.data.eval_bundle_uri == bundle.resolve().as_uri()
     assert "every run is evaluated on the eval bundle" in core_line(after)
-    from miniseries.control.trainer_args import trainer_flags
+    from miniseries.plan.trainer_argv import trainer_flags
 
     flags = trainer_flags(after.spec, after.layout, after.runs()[0])
     assert f"--eval-bundle={bundle.resolve().as_uri()}" in flags and "--core-max-per-task=20" in flags

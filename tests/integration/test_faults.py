@@ -223,7 +223,7 @@ def test_the_trainer_gets_only_the_store_keys_of_the_secret_and_its_sweeps_uid(
 
 # ---------------------------------------------------------------- item 3: the store refuses a trainer
 
-#: How often a refused run is tried again, shortened for the test (production: runs.STORE_DENIED_RETRY_SECONDS)
+#: How often a refused run is tried again, shortened for the test (production: RetryTimings.store_denied_seconds)
 DENIED_RETRY_SECONDS = 2.0
 
 
@@ -284,8 +284,8 @@ def test_a_trainer_the_store_refuses_spends_no_retry_says_so_and_resumes_by_itse
 
 def oom_killed_pod(sweep: str, run: str, limit: str | None) -> dict[str, Any]:
     """The run's attempt-1 pod, never scheduled (its status is the test's, written as the kubelet would)."""
-    from miniseries.control import jobs
-    from miniseries.control.podsecurity import container_security_context, pod_security_context
+    from miniseries.control.backends import manifests as jobs
+    from miniseries.control.backends.podsecurity import container_security_context, pod_security_context
 
     labels = {jobs.LABEL_SWEEP: sweep, jobs.LABEL_RUN: run, jobs.LABEL_ATTEMPT: "1", jobs.LABEL_COMPONENT: "trainer"}
     resources: dict[str, Any] = {"requests": {"memory": "64Mi"}}
@@ -371,7 +371,7 @@ def test_a_branch_whose_trunk_checkpoint_is_gone_says_so_and_the_sweep_is_degrad
     import shutil
 
     from miniseries.api.spec import ScalingSweepSpec
-    from miniseries.control.plan import make_plan
+    from miniseries.plan.planner import make_plan
     from tests.harness.operator_process import condition, events
 
     kc, ns = crds, namespace

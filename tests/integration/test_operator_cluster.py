@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from miniseries.api.spec import ScalingSweepSpec
-from miniseries.control import jobs
-from miniseries.control.plan import make_plan
+from miniseries.control.backends import manifests as jobs
+from miniseries.plan.planner import make_plan
 from tests.harness.binaries import REPO
 from tests.harness.cluster import Cluster
 from tests.harness.operator_process import (

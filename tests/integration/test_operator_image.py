@@ -53,7 +53,7 @@ def test_the_image_install_set_is_what_the_operator_loads_and_has_no_torch() -> 
     assert extras is not None and set(extras.group(1).split(",")) == {"operator", "science"}
     code = (
         "import sys, importlib.metadata as md\n"
-        "import miniseries.cli, miniseries.cli.serve, miniseries.control.handlers, miniseries.science.report, miniseries.science.fit\n"
+        "import miniseries.cli, miniseries.cli.serve, miniseries.control.io.handlers, miniseries.science.report, miniseries.science.fit\n"
         "assert 'torch' not in sys.modules, 'the operator imported torch'\n"
         "dists = md.packages_distributions()\n"
         "print('\\n'.join(sorted({d for m in list(sys.modules) for d in dists.get(m.split('.')[0], [])})))\n"

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from miniseries.control import jobs
-from miniseries.control.plan import make_plan
+from miniseries.control.backends import manifests as jobs
+from miniseries.plan.planner import make_plan
 from tests.harness.cluster import Cluster
 from tests.harness.operator_process import Operator, custom, get_sweep, sweep_doc
 from tests.harness.processes import wait_for

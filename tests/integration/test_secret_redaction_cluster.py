@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from miniseries.control import jobs
-from miniseries.control.podsecurity import container_security_context, pod_security_context
+from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends.podsecurity import container_security_context, pod_security_context
 from tests.harness.cluster import Cluster
 from tests.harness.operator_process import JobDriver, Operator, SweepHistory, sweep_doc, write_terminated
 from tests.harness.processes import wait_for

@@ -386,7 +386,7 @@ def test_a_truncated_results_json_is_evaluated_again_without_spending_a_retry(
     doc = sweep_doc("corrupt", store_uri, depths=[1, 2], parallelism=2, nodeGpus=2)
     doc["spec"]["retryLimit"] = 0
     from miniseries.api.spec import ScalingSweepSpec
-    from miniseries.control.plan import make_plan
+    from miniseries.plan.planner import make_plan
 
     first, second = (r.name for r in make_plan(ScalingSweepSpec.model_validate(doc["spec"])).runs)  # in launch order
     start_operator(ns)

@@ -17,7 +17,8 @@ from miniseries.contract import shapes
 from miniseries.contract.layout import LOCAL_NAMESPACE, SweepLayout
 from miniseries.contract.results import CoreResult, LossSummary, RunResults
 from miniseries.contract.store import Store
-from miniseries.control.plan import make_plan, shape_for
+from miniseries.plan.planner import make_plan
+from miniseries.plan.run_shape import shape_for
 
 LAW = {"E": 1.9, "A": 400.0, "B": 1200.0, "alpha": 0.33, "beta": 0.33}
 

@@ -14,8 +14,8 @@ import pytest
 from miniseries.api.spec import Precision
 from miniseries.api.sweepfile import load_sweep
 from miniseries.contract.layout import SweepLayout
-from miniseries.control.plan import make_plan
-from miniseries.control.trainer_args import trainer_flags
+from miniseries.plan.planner import make_plan
+from miniseries.plan.trainer_argv import trainer_flags
 from tests.harness.binaries import REPO
 from tests.support.tiny_training import Corpus, train_argv, trainer_env
 

@@ -8,10 +8,10 @@ import pytest
 
 from miniseries.api.spec import ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout
-from miniseries.control.jobs import pytorchjob
-from miniseries.control.plan import make_plan
-from miniseries.control.trainer_args import TRAINER_MODULE, trainer_flags
+from miniseries.control.backends.manifests import pytorchjob
 from miniseries.local.runner import LocalSweep, train_command
+from miniseries.plan.planner import make_plan
+from miniseries.plan.trainer_argv import TRAINER_MODULE, trainer_flags
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from miniseries.api.spec import RunState
-from miniseries.control.decide import decide
-from miniseries.control.observed import JobPhase, ObservedJob
-from miniseries.control.pods import TOKENIZER, admission_refusals
+from miniseries.control.decide.observations import JobPhase, ObservedJob
+from miniseries.control.decide.pod_troubles import TOKENIZER, admission_refusals
+from miniseries.control.decide.reconcile import decide
 from tests.unit.test_decide_sweep import NOW, observations, spec
 
 pytestmark = pytest.mark.safety

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from miniseries.api.sweepfile import load_sweep
-from miniseries.control.plan import make_plan
+from miniseries.plan.planner import make_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -93,8 +93,8 @@ def test_the_crd_carries_the_operators_definitions() -> None:
 
 
 def test_the_sweep_name_leaves_room_for_every_job_name() -> None:
-    from miniseries.control.jobs import MAX_NAME
-    from miniseries.control.wsd import MAX_RUN_NAME
+    from miniseries.control.backends.manifests import MAX_NAME
+    from miniseries.plan.wsd_branches import MAX_RUN_NAME
 
     assert api.MAX_SWEEP_NAME + 1 + MAX_RUN_NAME == MAX_NAME
     assert api.SWEEP_NAME_RE.fullmatch("a" * api.MAX_SWEEP_NAME)

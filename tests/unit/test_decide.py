@@ -7,10 +7,10 @@ from typing import Any
 
 from miniseries.api.spec import FitStatus, RunState, RunStatus, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.contract.results import CoreResult, LossSummary, Progress, RunResults
-from miniseries.control import observed, runs, spec_changes
-from miniseries.control import status as sweep_status
-from miniseries.control.observed import JobPhase, ObservedJob, RunObservation, TokenizerState
-from miniseries.control.plan import make_plan
+from miniseries.control.decide import observations as observed
+from miniseries.control.decide import runs, spec_changes, sweep_status
+from miniseries.control.decide.observations import JobPhase, ObservedJob, RunObservation, TokenizerState
+from miniseries.plan.planner import make_plan
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -232,8 +232,8 @@ def test_failed_run_is_recorded_then_deleted_then_retried_after_backoff() -> Non
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
-    assert [runs.backoff_seconds(a) for a in (1, 2, 3, 4)] == [30, 60, 120, 240]
-    assert runs.backoff_seconds(20) == runs.RETRY_CAP_SECONDS
+    assert [runs.RetryTimings().backoff_seconds(a) for a in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert runs.RetryTimings().backoff_seconds(20) == runs.RetryTimings().cap_seconds
 
 
 def test_retry_limit_then_failed() -> None:

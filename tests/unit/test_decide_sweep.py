@@ -11,11 +11,11 @@ from typing import Any
 
 from miniseries.api.spec import FitStatus, RunState, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.contract.results import LossSummary, RunResults
-from miniseries.control.decide import decide
-from miniseries.control.observed import JobPhase, Observations, ObservedJob, RunObservation, TokenizerState
-from miniseries.control.plan import make_plan
-from miniseries.control.spec_changes import accept
-from miniseries.control.status import changed, with_fit
+from miniseries.control.decide.observations import JobPhase, Observations, ObservedJob, RunObservation, TokenizerState
+from miniseries.control.decide.reconcile import decide
+from miniseries.control.decide.spec_changes import accept
+from miniseries.control.decide.sweep_status import changed, with_fit
+from miniseries.plan.planner import make_plan
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -129,11 +129,11 @@ def test_deciding_an_unfinished_sweep_loads_no_numerical_science() -> None:
 import json, sys
 from dataclasses import replace
 from datetime import UTC, datetime
-import miniseries.control.handlers  # the kopf side: observe, decide, act
+import miniseries.control.io.handlers  # the kopf side: observe, decide, act
 from miniseries.api.spec import ScalingSweepSpec, ScalingSweepStatus
-from miniseries.control.decide import decide
-from miniseries.control.observed import JobPhase, Observations, ObservedJob, TokenizerState
-from miniseries.control.plan import make_plan
+from miniseries.control.decide.reconcile import decide
+from miniseries.control.decide.observations import JobPhase, Observations, ObservedJob, TokenizerState
+from miniseries.plan.planner import make_plan
 s = ScalingSweepSpec.model_validate({"depths": [4, 6], "store": {"uri": "file:///tmp/s"},
                                      "data": {"shardsUri": "file:///tmp/d"}})
 o = Observations(sweep="s", spec=s, plan=make_plan(s), previous=ScalingSweepStatus(),
@@ -143,8 +143,8 @@ d = decide(o)
 assert d.status.phase == "Running" and not d.actions.fit, d
 # d6 trains: a forecast is due (deciding that is pure); computing it is act.forecast's, like the fit
 from miniseries.contract.results import Progress
-from miniseries.control import forecasts
-from miniseries.control.observed import RunObservation
+from miniseries.control.decide import forecast_status as forecasts
+from miniseries.control.decide.observations import RunObservation
 steps = o.plan.runs[0].steps
 store = {"d6": RunObservation(progress=Progress(sweep="s", run="d6", depth=6, step=steps // 2, steps=steps, tokens=1))}
 assert forecasts.due(o.plan, o.jobs, store, d.status.runs) == {"d6": steps // 2}

@@ -26,10 +26,10 @@ from miniseries.contract.results import (
     foreign,
 )
 from miniseries.contract.store import LocalStore
-from miniseries.control.handlers import WRITERS_MARGIN_SECONDS, writers_deadline
-from miniseries.control.observed import observe_runs
-from miniseries.control.plan import make_plan
-from miniseries.control.trainer_args import trainer_flags
+from miniseries.control.io.handlers import WRITERS_MARGIN_SECONDS, writers_deadline
+from miniseries.control.io.store_reads import observe_runs
+from miniseries.plan.planner import make_plan
+from miniseries.plan.trainer_argv import trainer_flags
 from tests.harness.operator_process import PYTHONPATH, sweep_doc
 
 OLD, NEW = "uid-old", "uid-new"

@@ -20,11 +20,12 @@ from miniseries.contract.layout import SweepLayout
 from miniseries.contract.results import LossSummary, Progress, Provenance, RunResults
 from miniseries.contract.schedule import lr_multipliers
 from miniseries.contract.store import open_store
-from miniseries.control import act, forecasts
-from miniseries.control.decide import decide
-from miniseries.control.observed import JobPhase, Observations, ObservedJob, RunObservation, TokenizerState
-from miniseries.control.plan import make_plan
-from miniseries.control.spec_changes import refused_changes
+from miniseries.control.decide import forecast_status as forecasts
+from miniseries.control.decide.observations import JobPhase, Observations, ObservedJob, RunObservation, TokenizerState
+from miniseries.control.decide.reconcile import decide
+from miniseries.control.decide.spec_changes import refused_changes
+from miniseries.control.io import act
+from miniseries.plan.planner import make_plan
 from miniseries.science.forecast import law, schedule
 from miniseries.science.trend import MARGIN, judge, sweep_trend
 

@@ -56,5 +56,5 @@ def test_the_contract_loads_no_api_and_no_pydantic() -> None:
 
 def test_reconciling_machinery_loads_no_numerical_science() -> None:
     pytest.importorskip("kopf")
-    modules = ["miniseries.control.decide", "miniseries.control.handlers"]
+    modules = ["miniseries.control.decide.reconcile", "miniseries.control.io.handlers"]
     assert loaded_after(modules, ["numpy", "scipy", "matplotlib", "miniseries.science"]) == []

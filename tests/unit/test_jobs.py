@@ -11,9 +11,9 @@ from miniseries.api.spec import ScalingSweepSpec
 from miniseries.api.sweepfile import load_sweep
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store.s3 import CREDENTIAL_ENV
-from miniseries.control import jobs
-from miniseries.control.plan import make_plan
-from miniseries.control.trainer_args import trainer_flags
+from miniseries.control.backends import manifests as jobs
+from miniseries.plan.planner import make_plan
+from miniseries.plan.trainer_argv import trainer_flags
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

@@ -12,10 +12,10 @@ import pytest
 from miniseries.api.errors import SpecError
 from miniseries.api.spec import RunState, RunStatus, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.api.sweepfile import parse_sweep
-from miniseries.control import jobs, runs
-from miniseries.control import status as st
-from miniseries.control.decide import decide
-from miniseries.control.observed import (
+from miniseries.control.backends import manifests as jobs
+from miniseries.control.decide import runs
+from miniseries.control.decide import sweep_status as st
+from miniseries.control.decide.observations import (
     SUSPENDED_BY,
     JobPhase,
     Observations,
@@ -25,7 +25,8 @@ from miniseries.control.observed import (
     TokenizerState,
     observe_workload,
 )
-from miniseries.control.plan import make_plan
+from miniseries.control.decide.reconcile import decide
+from miniseries.plan.planner import make_plan
 from tests.unit.test_decide import NOW, spec
 
 PENDING_MSG = (

@@ -1,4 +1,4 @@
-"""The local runner forecasts as the operator does: the same code (control/live_forecasts.py), shown in
+"""The local runner forecasts as the operator does: the same code (control/io/live_forecasts.py), shown in
 its status line and in `miniseries status`'s forecast column, and an off-trend run is said."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 
 from miniseries.api.sweepfile import parse_sweep
 from miniseries.contract.store import open_store
-from miniseries.control import act
-from miniseries.control.observed import observe_runs
+from miniseries.control.io import act
+from miniseries.control.io.store_reads import observe_runs
 from miniseries.local.runner import Display, LocalForecaster, LocalSweep, run_states
 from tests.unit.test_forecast_wiring import RATIO, _curve, finished, progress, spec, trend_bpb
 

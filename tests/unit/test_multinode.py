@@ -18,10 +18,11 @@ from miniseries.api.errors import SpecError
 from miniseries.api.spec import PlanStatus, ScalingSweepSpec
 from miniseries.api.sweepfile import parse_sweep
 from miniseries.contract.layout import SweepLayout
-from miniseries.control import jobs, runs
-from miniseries.control.observed import JobPhase, ObservedJob, TokenizerState
-from miniseries.control.plan import make_plan
-from miniseries.control.trainer_args import trainer_flags
+from miniseries.control.backends import manifests as jobs
+from miniseries.control.decide import runs
+from miniseries.control.decide.observations import JobPhase, ObservedJob, TokenizerState
+from miniseries.plan.planner import make_plan
+from miniseries.plan.trainer_argv import trainer_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

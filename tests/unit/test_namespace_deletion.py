@@ -12,7 +12,7 @@ from typing import Any
 
 from kopf._core.reactor import observation
 
-from miniseries.control.handlers import serve_terminating_namespaces
+from miniseries.control.io.handlers import serve_terminating_namespaces
 
 PENDING = {"metadata": {"name": "team-a", "deletionTimestamp": "2026-12-07T09:00:00Z"},
            "status": {"phase": "Terminating", "conditions": [

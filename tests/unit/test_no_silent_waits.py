@@ -14,9 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from miniseries.api.spec import RunState, RunStatus, ScalingSweepStatus
 from miniseries.api.sweepfile import parse_sweep
-from miniseries.control.observed import JobPhase, ObservedJob, RunObservation, TokenizerState
-from miniseries.control.plan import make_plan
-from miniseries.control.runs import (
+from miniseries.control.decide.observations import JobPhase, ObservedJob, RunObservation, TokenizerState
+from miniseries.control.decide.runs import (
     TRUNK_CHECKPOINT_MISSING,
     WAITING_FOR_TRUNK,
     RunDecision,
@@ -24,7 +23,8 @@ from miniseries.control.runs import (
     decide_runs,
     slots_held,
 )
-from miniseries.control.status import sweep_status
+from miniseries.control.decide.sweep_status import sweep_status
+from miniseries.plan.planner import make_plan
 from tests.unit.test_wsd import doc
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

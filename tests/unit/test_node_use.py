@@ -12,8 +12,8 @@ import pytest
 from miniseries.api.errors import SpecError
 from miniseries.api.spec import ScalingSweepSpec, ScalingSweepStatus
 from miniseries.api.sweepfile import load_sweep
-from miniseries.control.plan import make_plan
-from miniseries.control.status import idle_gpus_condition
+from miniseries.control.decide.sweep_status import idle_gpus_condition
+from miniseries.plan.planner import make_plan
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "miniseries.yaml"
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from miniseries.api.errors import SpecError
 from miniseries.api.spec import ScalingSweepSpec
 from miniseries.api.sweepfile import load_sweep
-from miniseries.control.plan import make_plan, run_name
+from miniseries.plan.planner import make_plan
+from miniseries.plan.run_shape import run_name
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -1,4 +1,4 @@
-"""What the operator reads from the sweep's pods (control/pods.py): the kubelet's and the
+"""What the operator reads from the sweep's pods (control/decide/pod_troubles.py): the kubelet's and the
 scheduler's own words, in the shapes the API server returns them."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 from miniseries.api.spec import RunState
-from miniseries.control.decide import decide
-from miniseries.control.observed import JobPhase, ObservedJob
-from miniseries.control.pods import TOKENIZER, log_tail, trouble_of, troubles_by_run
+from miniseries.control.decide.observations import JobPhase, ObservedJob
+from miniseries.control.decide.pod_troubles import TOKENIZER, log_tail, trouble_of, troubles_by_run
+from miniseries.control.decide.reconcile import decide
 from tests.unit.test_decide_sweep import NOW, observations, spec
 
 IMAGE = "ghcr.io/miniseries/trainer:no-such-tag"

@@ -121,7 +121,7 @@ def test_a_sweep_over_its_namespaces_gpu_ceiling_is_refused_naming_parallelism()
 def test_the_operators_admission_checks_runtime_priority_and_gpus_of_a_sweep() -> None:
     """control/observe.admission applies every list to the sweep as planned (no Secret named: nothing read)."""
     from miniseries.api.spec import ScalingSweepSpec
-    from miniseries.control.observe import admission
+    from miniseries.control.io.observe import admission
 
     def spec(**resources: object) -> ScalingSweepSpec:
         return ScalingSweepSpec.model_validate({"depths": [10, 12], "store": {"uri": "s3://bucket/x"},

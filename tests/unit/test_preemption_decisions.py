@@ -1,4 +1,4 @@
-"""Preempted runs (control/runs.py): a trainer that exited EXIT_PREEMPTED after checkpointing, or a
+"""Preempted runs (control/decide/runs.py): a trainer that exited EXIT_PREEMPTED after checkpointing, or a
 job suspended from outside (Kueue), is Preempted, not Failed: no retry spent, one RunPreempted
 Event with the checkpoint step, and a relaunch from that checkpoint without backoff."""
 
@@ -12,12 +12,11 @@ import pytest
 
 from miniseries.api.spec import RunState, RunStatus, ScalingSweepSpec
 from miniseries.contract.preemption import EXIT_PREEMPTED
-from miniseries.control import runs
-from miniseries.control import status as sweep_status
-from miniseries.control.decide import decide
-from miniseries.control.observed import JobPhase, ObservedJob, RunObservation, TokenizerState
-from miniseries.control.plan import make_plan
-from miniseries.control.pods import PodTrouble, trouble_of
+from miniseries.control.decide import runs, sweep_status
+from miniseries.control.decide.observations import JobPhase, ObservedJob, RunObservation, TokenizerState
+from miniseries.control.decide.pod_troubles import PodTrouble, trouble_of
+from miniseries.control.decide.reconcile import decide
+from miniseries.plan.planner import make_plan
 from tests.unit.test_decide import NOW, spec
 from tests.unit.test_decide_sweep import observations
 from tests.unit.test_pod_trouble import pod
@@ -154,14 +153,14 @@ def grace_spec(depths: list[int], gpus: int = 8, **model: Any) -> ScalingSweepSp
 
 def test_the_grace_period_covers_the_step_and_the_checkpoint_write_with_a_margin() -> None:
     from miniseries.contract.preemption import checkpoint_bytes
-    from miniseries.control.jobs import (
+    from miniseries.control.backends.manifests import (
         CHECKPOINT_WRITE_BYTES_PER_SECOND,
         GRACE_MARGIN,
         MIN_GRACE_SECONDS,
         pytorchjob,
         termination_grace_seconds,
     )
-    from miniseries.control.plan import shape_for
+    from miniseries.plan.run_shape import shape_for
 
     s = grace_spec([4, 12, 20, 26])
     plan = make_plan(s)
@@ -191,9 +190,9 @@ def test_torchruns_exit_1_is_a_preemption_when_this_attempts_progress_says_so() 
 
     from miniseries.contract.preemption import PROGRESS_PREEMPTED
     from miniseries.contract.results import Progress
-    from miniseries.control.observed import JobPhase, ObservedJob, RunObservation
-    from miniseries.control.pods import PodTrouble
-    from miniseries.control.runs import preempted_exit
+    from miniseries.control.decide.observations import JobPhase, ObservedJob, RunObservation
+    from miniseries.control.decide.pod_troubles import PodTrouble
+    from miniseries.control.decide.runs import preempted_exit
 
     created = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
     job = ObservedJob("s-d12", "d12", 1, JobPhase.Failed, created=created)

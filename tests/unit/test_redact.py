@@ -1,12 +1,12 @@
 """Credentials out of what many people read (issue 28 item 3): contract/redact.py, and the log tails
-the operator copies from a failed pod (control/pods.py) into status and Events."""
+the operator copies from a failed pod (control/decide/pod_troubles.py) into status and Events."""
 
 from __future__ import annotations
 
 import pytest
 
 from miniseries.contract.redact import MASK, mask_values, redact, secret_values
-from miniseries.control.pods import trouble_of
+from miniseries.control.decide.pod_troubles import trouble_of
 from tests.unit.test_pod_trouble import pod
 
 pytestmark = pytest.mark.safety

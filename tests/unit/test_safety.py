@@ -11,8 +11,8 @@ import pytest
 from miniseries.api import grammar
 from miniseries.api.policy import Policy, check_prefix, image_matches
 from miniseries.api.spec import ScalingSweepStatus, writable
-from miniseries.control.events import event_name
-from miniseries.control.status import needs_polling
+from miniseries.control.decide.sweep_status import needs_polling
+from miniseries.control.io.events import event_name
 
 
 def allowed(prefixes: tuple[str, ...], image: str) -> bool:

@@ -18,7 +18,7 @@ import yaml
 
 from miniseries.api.errors import SpecError
 from miniseries.api.sweepfile import parse_sweep
-from miniseries.control.plan import make_plan
+from miniseries.plan.planner import make_plan
 
 GOOD: dict[str, Any] = {
     "apiVersion": "miniseries.dev/v1alpha1",

@@ -11,10 +11,10 @@ from datetime import timedelta
 
 from miniseries.api.spec import RunState
 from miniseries.contract.exits import EXIT_STORE_DENIED, STORE_DENIED_MARKER
-from miniseries.control.decide import decide
-from miniseries.control.observed import JobPhase, ObservedJob, RunObservation
-from miniseries.control.pods import PodTrouble
-from miniseries.control.runs import STORE_ACCESS_DENIED
+from miniseries.control.decide.observations import JobPhase, ObservedJob, RunObservation
+from miniseries.control.decide.pod_troubles import PodTrouble
+from miniseries.control.decide.reconcile import decide
+from miniseries.control.decide.runs import STORE_ACCESS_DENIED
 from tests.unit.test_decide_sweep import NOW, observations, results, spec
 
 REFUSED = "store s3://bucket/team: An error occurred (403) when calling the HeadBucket operation: Forbidden"

@@ -18,7 +18,7 @@ import pytest
 
 from miniseries.contract.store.base import StoreError
 from miniseries.contract.store.local import LocalStore
-from miniseries.control.podsecurity import STORE_GROUP
+from miniseries.control.backends.podsecurity import STORE_GROUP
 
 pytestmark = [
     pytest.mark.safety,

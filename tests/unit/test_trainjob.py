@@ -13,9 +13,9 @@ from miniseries.api.errors import SpecError
 from miniseries.api.spec import DEFAULT_TRAINING_RUNTIME, Backend, ScalingSweepSpec
 from miniseries.api.sweepfile import load_sweep
 from miniseries.contract.store.s3 import CREDENTIAL_ENV
-from miniseries.control import jobs
-from miniseries.control.observed import JobPhase, observe_job, observe_workload
-from miniseries.control.plan import make_plan
+from miniseries.control.backends import manifests as jobs
+from miniseries.control.decide.observations import JobPhase, observe_job, observe_workload
+from miniseries.plan.planner import make_plan
 
 pytestmark = pytest.mark.trainjob
 
@@ -224,7 +224,7 @@ def test_a_trainjobs_workload_is_matched_by_its_owner() -> None:
 
 
 def test_a_backend_the_operator_does_not_serve_is_refused_naming_the_field() -> None:
-    from miniseries.control import observe
+    from miniseries.control.io import observe
 
     _, spec = example()
     try:
@@ -243,7 +243,7 @@ def test_a_backend_the_operator_does_not_serve_is_refused_naming_the_field() -> 
 def test_a_queued_trainjob_is_refused_naming_the_queue_until_kueue_can_start_one() -> None:
     """tests/e2e/test_trainjob_kueue.py: the tested Kueue admits TrainJobs but no pod starts, so the
     operator refuses the combination before it creates a job; a queued PyTorchJob is still fine."""
-    from miniseries.control import observe
+    from miniseries.control.io import observe
 
     _, spec = example()
     try:
@@ -267,7 +267,7 @@ def test_a_failed_trainjob_being_deleted_stays_retrying_and_its_retry_is_the_nex
     from datetime import UTC, datetime, timedelta
 
     from miniseries.api.spec import RunState
-    from miniseries.control import runs
+    from miniseries.control.decide import runs
 
     _, spec = example(gpusPerRun=8, nodeGpus=8, parallelism=1)
     spec = spec.model_copy(update={"depths": [12]})
@@ -289,6 +289,6 @@ def test_a_failed_trainjob_being_deleted_stays_retrying_and_its_retry_is_the_nex
                          now + timedelta(seconds=1))  # fmt: skip
     (r,) = d.runs
     assert r.state is RunState.Retrying and d.create == [] and d.events == []
-    later = now + timedelta(seconds=runs.backoff_seconds(1) + 5)
+    later = now + timedelta(seconds=runs.RetryTimings().backoff_seconds(1) + 5)
     d = runs.decide_runs(spec, "s", plan, [], {}, d.runs, runs.TokenizerState.NotNeeded, later)
     assert [(p.name, a) for p, a in d.create] == [("d12", 2)]

@@ -14,10 +14,10 @@ from miniseries.api.sweepfile import load_sweep, parse_sweep
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.mfu import planned_mfu
 from miniseries.contract.schedule import lr_multiplier, lr_multipliers
-from miniseries.control.plan import make_plan
-from miniseries.control.runs import trunk_checkpoint_ready
-from miniseries.control.trainer_args import trainer_flags
+from miniseries.control.decide.runs import trunk_checkpoint_ready
 from miniseries.local.runner import LocalSweep, decide_local
+from miniseries.plan.planner import make_plan
+from miniseries.plan.trainer_argv import trainer_flags
 from miniseries_trainer.flags import build_parser
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -214,8 +214,8 @@ def test_trunks_and_branches_survive_retries_and_preemption_decisions() -> None:
     from miniseries.api.spec import RunState
     from miniseries.contract.preemption import PROGRESS_PREEMPTED
     from miniseries.contract.results import Progress
-    from miniseries.control.observed import JobPhase, ObservedJob, RunObservation, TokenizerState
-    from miniseries.control.runs import decide_runs
+    from miniseries.control.decide.observations import JobPhase, ObservedJob, RunObservation, TokenizerState
+    from miniseries.control.decide.runs import decide_runs
 
     d = doc()
     d["spec"].update(depths=[2], resources={"gpusPerRun": 1, "nodeGpus": 4})  # type: ignore[union-attr]

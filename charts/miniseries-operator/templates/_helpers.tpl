@@ -83,10 +83,10 @@ No pods, no namespaces; the operator's own S3 credentials come from envFrom.
   verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch, list]  # list: why admission refused a job's pods (FailedCreate, control/pods.py)
+  verbs: [create, patch, list]  # list: why admission refused a job's pods (FailedCreate, control/decide/pod_troubles.py)
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]  # why a run's pod waits or failed: the kubelet's status, read by label (control/pods.py)
+  verbs: [list]  # why a run's pod waits or failed: the kubelet's status, read by label (control/decide/pod_troubles.py)
 {{- if and .Values.admission.secretOptInLabel (not .Values.watch.allNamespaces) }}
 - apiGroups: [""]
   resources: [secrets]
@@ -95,6 +95,6 @@ No pods, no namespaces; the operator's own S3 credentials come from envFrom.
 {{- if .Values.kueue.enabled }}
 - apiGroups: [kueue.x-k8s.io]
   resources: [workloads]
-  verbs: [list, patch]  # list: Kueue's word on each job (control/observe.py); patch: spec.active for spec.suspend
+  verbs: [list, patch]  # list: Kueue's word on each job (control/io/observe.py); patch: spec.active for spec.suspend
 {{- end }}
 {{- end -}}

@@ -3,7 +3,7 @@
 Every flag can also come from the environment as MINISERIES_<FLAG> (dashes as
 underscores, e.g. MINISERIES_DEVICE_BATCH_SIZE); a flag on the command line wins.
 The operator and the local runner build the flags with
-`miniseries.control.trainer_args.trainer_flags`, and a test parses that output with this parser.
+`miniseries.plan.trainer_argv.trainer_flags`, and a test parses that output with this parser.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ optimizer step in flight.
 
 Kubernetes stops a pod (Kueue's preemption, a node drain, a deleted or suspended job) with
 SIGTERM, then SIGKILL after the pod's terminationGracePeriodSeconds (sized for this in the
-operator's control/jobs.py). Without a handler the trainer would lose everything since its
+operator's control/backends/manifests.py). Without a handler the trainer would lose everything since its
 last periodic checkpoint; as PID 1 of its container it would even ignore SIGTERM and wait for
 the SIGKILL.
 

@@ -4,7 +4,7 @@
     torchrun --nproc-per-node 8 -m miniseries_trainer.train ...
 
 The flags (and their MINISERIES_<FLAG> environment defaults) are in `flags.py`; the operator
-and the local runner build them with `miniseries.control.trainer_args.trainer_flags`.
+and the local runner build them with `miniseries.plan.trainer_argv.trainer_flags`.
 `main` reads top to bottom like nanochat's `scripts/base_train.py`; each step it takes is
 one function in a module named for it:
 

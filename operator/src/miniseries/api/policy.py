@@ -29,7 +29,7 @@ One policy, whoever starts the operator: the defaults below are what `miniseries
 enforces with no flags and what the chart's values.yaml installs (tests/unit/test_policy.py
 compares them); every permissive mode is an explicit flag (`--allow-any-...`).
 
-The decisions are pure functions here; control/observe.py reads the Secret's labels.
+The decisions are pure functions here; control/io/observe.py reads the Secret's labels.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ __all__ = [
 ]
 
 #: Kubernetes object names: the sweep name becomes part of `<sweep>-<run>` job names, which must be
-#: DNS-1035 labels of at most 63 characters; run ids are at most 12 (control/wsd.py MAX_RUN_NAME).
+#: DNS-1035 labels of at most 63 characters; run ids are at most 12 (plan/wsd_branches.py MAX_RUN_NAME).
 #: Also the CRD's pattern for metadata.name (api/crd.py), so RE2-compatible; match with `fullmatch`.
 MAX_SWEEP_NAME = 50
 SWEEP_NAME_RE = re.compile(rf"^[a-z]([-a-z0-9]{{0,{MAX_SWEEP_NAME - 2}}}[a-z0-9])?$")

@@ -106,7 +106,7 @@ class PlanStatus(WireModel):
     ] = None
 
     nodes: Annotated[int, Field(description="Nodes the plan packs its runs onto (spec.resources.nodes).")] = 1
-    # A sweep holds whole nodes (control/node_use.py): totalCostUsd counts them, not only the runs' GPUs.
+    # A sweep holds whole nodes (plan/node_use.py): totalCostUsd counts them, not only the runs' GPUs.
     node_gpu_hours: Annotated[
         float | None,
         Field(

@@ -101,7 +101,7 @@ class ForecastPolicy(StrEnum):
 
 
 class ForecastSpec(WireModel):
-    """What to do with a run whose forecast lies off the sweep's trend (control/forecasts.py)."""
+    """What to do with a run whose forecast lies off the sweep's trend (control/decide/forecast_status.py)."""
 
     policy: Annotated[
         ForecastPolicy,

@@ -19,9 +19,8 @@ from miniseries.api.errors import SpecError
 from miniseries.api.spec import PlanStatus, ScalingSweep
 from miniseries.api.sweepfile import load_sweep
 from miniseries.cli import fmt
-from miniseries.control.plan import make_plan
+from miniseries.plan.planner import make_plan
 
-# Modules that add sub-commands: each exposes `register(subparsers)`. Missing
 # optional modules are skipped so that the router never depends on them.
 COMMAND_MODULES = [
     "miniseries.cli.local",

@@ -1,4 +1,4 @@
-"""`miniseries operator`: run the kopf operator (handlers in miniseries.control.handlers)."""
+"""`miniseries operator`: run the kopf operator (handlers in miniseries.control.io.handlers)."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from miniseries.api.spec import Backend
-    from miniseries.control import handlers
-    from miniseries.control import metrics as opmetrics
+    from miniseries.control.io import handlers
+    from miniseries.control.io import metrics as opmetrics
 
     _setup_logging(args.verbose)
     try:

@@ -28,7 +28,7 @@ from miniseries.contract.layout import (
 def cmd_migrate(args: argparse.Namespace) -> int:
     from miniseries.api.sweepfile import load_spec
     from miniseries.contract.store import StoreError, open_store, store_uri
-    from miniseries.control.plan import make_plan
+    from miniseries.plan.planner import make_plan
 
     uri = store_uri(args.store)
     try:

@@ -3,7 +3,7 @@ stopped on SIGTERM after checkpointing, and how many bytes that checkpoint is.
 
 The trainer (miniseries_trainer.preemption) catches SIGTERM and SIGINT, finishes the optimizer
 step in flight, writes a checkpoint and `progress.json` with state "preempted", and exits with
-EXIT_PREEMPTED. The operator (control/runs.py) reads that code from the pod's terminated
+EXIT_PREEMPTED. The operator (control/decide/runs.py) reads that code from the pod's terminated
 container and records the run as Preempted: not a failure, no retry spent, relaunched from
 the checkpoint without backoff.
 
@@ -19,7 +19,7 @@ Why 75: the code has to mean "checkpointed and stopped on request" and nothing e
 
 `checkpoint_bytes` is the size of one checkpoint from the shape alone (see checkpoint.py
 in the trainer for the files): the operator sizes the pod's termination grace period from it
-(control/jobs.py), and a trainer test checks it against a real checkpoint's manifest.
+(control/backends/manifests.py), and a trainer test checks it against a real checkpoint's manifest.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ once per sweep if they are missing, then runs every planned run as a subprocess
 
 one at a time, smallest first, showing live progress from progress.json.
 What runs next, what is finished and what is resumed is decided as the operator decides it
-(control.runs.decide_runs over the same store observation, control.observed.observe_runs,
+(control.decide.runs.decide_runs over the same store observation, control.io.store_reads.observe_runs,
 with one slot and this process's child as the only job), in the operator's run states:
 finished runs (results.json exists) are Succeeded and skipped; an interrupted run resumes
 from its newest checkpoint (the trainer gets --resume=auto); an unreadable results.json is
@@ -60,18 +60,18 @@ from miniseries.contract.layout import (
 )
 from miniseries.contract.results import Progress, ResultsError, checkpoint_steps, read_progress, read_results
 from miniseries.contract.store import LocalStore, StoreError, path_to_uri
-from miniseries.control.observed import JobPhase, ObservedJob, TokenizerState, observe_runs
-from miniseries.control.plan import make_plan
-from miniseries.control.runs import RunDecision, Slots, decide_runs
-from miniseries.control.trainer_args import (
+from miniseries.control.decide.observations import JobPhase, ObservedJob, TokenizerState
+from miniseries.control.decide.runs import RunDecision, Slots, decide_runs
+from miniseries.control.io.store_reads import observe_runs, trained_tokenizer_ready
+from miniseries.data.fetch import cached_eval_bundle, eval_bundle_dir
+from miniseries.local.children import Stopped, run_child, tail
+from miniseries.plan.planner import make_plan
+from miniseries.plan.trainer_argv import (
     TOKENIZER_MODULE,
     TRAINER_MODULE,
     tokenizer_flags,
-    trained_tokenizer_ready,
     trainer_flags,
 )
-from miniseries.data.fetch import cached_eval_bundle, eval_bundle_dir
-from miniseries.local.children import Stopped, run_child, tail
 
 #: Where the local runner keeps prepared text shards, relative to the store root.
 DATA_KEY = "data/shards/"
@@ -330,7 +330,7 @@ def train_tokenizer(ls: LocalSweep, display: Display) -> None:
 
 @dataclass
 class LocalForecaster:
-    """The run's forecast as the operator makes it (control/live_forecasts.py: the same law, prior from
+    """The run's forecast as the operator makes it (control/io/live_forecasts.py: the same law, prior from
     the finished runs, trend check), every FORECAST_EVERY of its steps, for the status line. Off trend
     (or a non-finite loss) is said once; the local runner flags, it does not stop the run (a local
     sweep has one user, watching)."""
@@ -342,8 +342,8 @@ class LocalForecaster:
     warned: bool = False
 
     def update(self, p: Progress | None, say: Callable[[str], None]) -> str:
-        from miniseries.control.forecasts import FORECAST_EVERY, describe
-        from miniseries.control.live_forecasts import make_forecasts
+        from miniseries.control.decide.forecast_status import FORECAST_EVERY, describe
+        from miniseries.control.io.live_forecasts import make_forecasts
 
         steps = self.run.steps
         if (

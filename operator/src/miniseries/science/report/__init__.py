@@ -1,7 +1,7 @@
 """The sweep report: `<store>/<namespace>/<sweep>/report/{report.json, report.md, *.png, *.svg}`.
 
 It reads only what the trainer wrote (results.json, loss_curve.jsonl, through
-`miniseries.contract.results`) and the plan (`miniseries.control.plan`), fits what the data can
+`miniseries.contract.results`) and the plan (`miniseries.plan.planner`), fits what the data can
 support (`miniseries.science.fit`), and always writes what it can: a run without
 results, a NaN loss or too few runs for a fit is a line under "Problems" and a
 `partial` mark, never a crash and never a silently smaller table.

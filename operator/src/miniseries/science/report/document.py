@@ -11,7 +11,7 @@ from miniseries.contract import shapes
 from miniseries.contract.doc import json_ready
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
-from miniseries.control.plan import shape_for
+from miniseries.plan.run_shape import shape_for
 from miniseries.science.reference import DEFAULT_CORE_TARGETS, GPT2_CORE, GPT3_CORE_ESTIMATED
 from miniseries.science.report.analysis import fit_sweep
 from miniseries.science.report.rows import RunRow, gather_runs

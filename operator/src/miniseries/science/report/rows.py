@@ -16,7 +16,7 @@ from miniseries.contract.doc import json_ready
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.results import ResultsError, RunResults, read_loss_curve, read_results
 from miniseries.contract.store import Store, StoreError
-from miniseries.control.plan import make_plan
+from miniseries.plan.planner import make_plan
 
 
 @dataclass

@@ -8,7 +8,7 @@ import logging
 from miniseries.api.spec import PlanStatus, RunForecast, ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
-from miniseries.control.observed import RunObservation
+from miniseries.control.decide.observations import RunObservation
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def make_forecasts(
     if not due:
         return {}
     # numpy and scipy load only when a forecast is due, as for the fit
-    from miniseries.control.wsd import warmdown_of
+    from miniseries.plan.wsd_branches import warmdown_of
     from miniseries.science.forecast import ForecastRefused, NonFiniteLoss, live_forecast
     from miniseries.science.trend import judge, sweep_trend
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from miniseries.control import kube
+from miniseries.control.io import kube
 
 log = logging.getLogger("miniseries.operator")
 

@@ -18,20 +18,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from miniseries.api.spec import PlannedRun, PlanStatus, RunForecast, ScalingSweepSpec, ScalingSweepStatus
-from miniseries.contract.layout import SweepLayout, join_uri
+from miniseries.api.spec import PlanStatus, RunForecast, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.contract.results import (
-    Owners,
     Progress,
-    ResultsError,
     RunResults,
-    checkpoint_steps,
-    foreign,
-    read_progress,
-    read_results,
 )
-from miniseries.contract.store import Store, StoreNotFound
-from miniseries.control.pods import PodTrouble
+from miniseries.control.decide.pod_troubles import PodTrouble
 
 
 def rfc3339(t: datetime) -> str:
@@ -268,43 +260,6 @@ class RunObservation:
     checkpoint_steps: tuple[int, ...] = ()  # every complete checkpoint (a wsd trunk's: its branches' starts)
 
 
-def observe_runs(
-    store: Store, layout: SweepLayout, runs: list[PlannedRun], owner_uid: Owners = None
-) -> dict[str, RunObservation]:
-    """What the store says about each run; the one store read the operator and the local runner share.
-
-    A store that does not answer raises (StoreError); it never reads as "no results", which
-    would retry finished runs. With `owner_uid` (the operator: the sweep's uid) results, progress
-    and checkpoints written by another sweep of the same name (deleted, its trainer still writing
-    when this one claimed the key) are not this sweep's: they read as absent (results.foreign)."""
-    out: dict[str, RunObservation] = {}
-    for run in runs:
-        rl = layout.run(run.name)
-        results, error = None, None
-        try:
-            results = read_results(store, rl)
-        except ResultsError as e:
-            error = str(e)
-        except StoreNotFound:
-            results = None  # deleted between listing and reading
-        if results is not None and foreign(results.sweep_uid, owner_uid):
-            results = None  # a predecessor's: this run has not finished
-        steps = checkpoint_steps(store, rl, owner_uid)
-        progress = None if results else read_progress(store, rl)
-        if progress is not None and foreign(progress.sweep_uid, owner_uid):
-            progress = None
-        out[run.name] = RunObservation(
-            results=results,
-            progress=progress,
-            checkpoint_uri=join_uri(store.uri, rl.checkpoint(steps[-1])) if steps else None,
-            checkpoint_step=steps[-1] if steps else None,
-            results_uri=join_uri(store.uri, rl.results) if results else None,
-            results_error=error,
-            checkpoint_steps=tuple(steps),
-        )
-    return out
-
-
 class TokenizerState(StrEnum):
     NotNeeded = "NotNeeded"  # spec.data.tokenizerUri given
     Ready = "Ready"  # manifest in the store
@@ -314,6 +269,27 @@ class TokenizerState(StrEnum):
 
 
 # ---------------------------------------------------------------- the bundle
+
+
+@dataclass(frozen=True)
+class RetryTimings:
+    """How long a run waits before it is tried again: the operator's settings, passed in (tests shorten them)."""
+
+    #: A failed run's first retry waits this long; each further one twice the last ...
+    base_seconds: float = 30.0
+    #: ... up to this.
+    cap_seconds: float = 600.0
+    #: A run whose trainer the store refused is tried again this often (no retry spent): it resumes
+    #: by itself once the Secret is fixed.
+    store_denied_seconds: float = 60.0
+
+    def backoff_seconds(self, attempts: int) -> float:
+        """Wait before attempt `attempts + 1`: 30 s, 60 s, 120 s, ... capped at 10 min (by default)."""
+        return min(self.base_seconds * 2 ** max(attempts - 1, 0), self.cap_seconds)
+
+
+#: The production timings.
+DEFAULT_RETRY = RetryTimings()
 
 
 @dataclass(frozen=True)
@@ -345,3 +321,5 @@ class Observations:
     #: Run name -> the forecast made this reconcile for the runs that were due (forecasts.due,
     #: computed by act.forecast); a run without one keeps its last.
     forecasts: dict[str, RunForecast] = field(default_factory=dict)
+    #: How long failed and store-refused runs wait before their next try (the operator's settings).
+    retry: RetryTimings = DEFAULT_RETRY

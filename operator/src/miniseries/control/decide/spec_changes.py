@@ -13,10 +13,9 @@ from typing import Any
 
 from miniseries.api.errors import SpecError
 from miniseries.api.spec import PlanStatus, RunState, ScalingSweepSpec, ScalingSweepStatus
-from miniseries.control.observed import ObservedJob
-from miniseries.control.plan import make_plan
+from miniseries.control.decide.observations import ObservedJob
+from miniseries.plan.planner import make_plan
 
-# Fields that define what a finished run trained: changing them under finished
 # runs would mix incomparable points in one fit.
 FROZEN_FIELDS = ("model", "training", "data")
 #: Keys under the frozen sections that say what the operator does, not what a run trains.

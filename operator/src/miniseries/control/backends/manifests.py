@@ -47,8 +47,7 @@ from miniseries.api.spec import API_VERSION, KIND, Backend, PlannedRun, ScalingS
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.preemption import checkpoint_bytes
 from miniseries.contract.store.s3 import CREDENTIAL_ENV
-from miniseries.control.plan import shape_for
-from miniseries.control.podsecurity import (
+from miniseries.control.backends.podsecurity import (
     TRAINER_HOME,
     container_security_context,
     pod_security_context,
@@ -56,7 +55,8 @@ from miniseries.control.podsecurity import (
     scratch_mounts,
     scratch_volumes,
 )
-from miniseries.control.trainer_args import (
+from miniseries.plan.run_shape import shape_for
+from miniseries.plan.trainer_argv import (
     DEFAULT_METRICS_PORT,
     TOKENIZER_MODULE,
     TRAINER_MODULE,

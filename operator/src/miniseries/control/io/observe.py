@@ -19,19 +19,21 @@ from miniseries.api.spec import GROUP, PLURAL, VERSION, Backend, PlanStatus, Sca
 from miniseries.api.sweepfile import load_spec
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
-from miniseries.control import jobs, kube
-from miniseries.control.observed import (
+from miniseries.control.backends import manifests as jobs
+from miniseries.control.decide.observations import (
+    DEFAULT_RETRY,
     Observations,
     ObservedJob,
     ObservedWorkload,
+    RetryTimings,
     TokenizerState,
     observe_job,
-    observe_runs,
     observe_workload,
 )
-from miniseries.control.pods import TOKENIZER, PodTrouble, admission_refusals, pod_keys, troubles_by_run
-from miniseries.control.spec_changes import Accepted, accept
-from miniseries.control.trainer_args import trained_tokenizer_ready
+from miniseries.control.decide.pod_troubles import TOKENIZER, PodTrouble, admission_refusals, pod_keys, troubles_by_run
+from miniseries.control.decide.spec_changes import Accepted, accept
+from miniseries.control.io import kube
+from miniseries.control.io.store_reads import observe_runs, trained_tokenizer_ready
 
 log = logging.getLogger("miniseries.operator")
 
@@ -249,6 +251,7 @@ def observe(
     previous: ScalingSweepStatus,
     now: datetime,
     owners: frozenset[str] | None = None,
+    retry: RetryTimings = DEFAULT_RETRY,
 ) -> tuple[Observations, Accepted]:
     """Everything `decide` needs about a sweep that passed its checks and claimed its store key,
     and which spec is reconciled (the caller writes it to the store when `Accepted.save`).
@@ -274,5 +277,6 @@ def observe(
         refused=accepted.refused,
         pods=pod_troubles(layout.namespace, layout.sweep, observed, tokenizer is TokenizerState.Running),
         workloads=queue_workloads(layout.namespace, observed) if accepted.spec.resources.queue_name else {},
+        retry=retry,
     )
     return obs, accepted

@@ -14,28 +14,26 @@ from datetime import datetime, timedelta
 from miniseries.api.spec import PlannedRun, PlanStatus, RunState, RunStatus, ScalingSweepSpec
 from miniseries.contract.exits import EXIT_STORE_DENIED, STORE_DENIED_MARKER
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
-from miniseries.control.jobs import job_name
-from miniseries.control.observed import (
+from miniseries.control.backends.manifests import job_name
+from miniseries.control.decide.observations import (
+    DEFAULT_RETRY,
     JobPhase,
     ObservedJob,
     ObservedWorkload,
     QueueState,
+    RetryTimings,
     RunObservation,
     TokenizerState,
     parse_time,
     rfc3339,
 )
-from miniseries.control.pods import POD_REASONS, PodTrouble
+from miniseries.control.decide.pod_troubles import POD_REASONS, PodTrouble
 
-RETRY_BASE_SECONDS = 30.0
-RETRY_CAP_SECONDS = 600.0
 RESULTS_CORRUPT = "ResultsCorrupt"
 #: RunStatus.reason of a preempted run: its trainer exited EXIT_PREEMPTED, or its job was suspended from outside.
 PREEMPTED = "Preempted"
 #: A run whose trainer the store refused (contract.exits.EXIT_STORE_DENIED): its credentials, not its training.
 STORE_ACCESS_DENIED = "StoreAccessDenied"
-#: How often such a run is tried again (no retry spent): it resumes by itself once the Secret is fixed.
-STORE_DENIED_RETRY_SECONDS = 60.0
 #: A job that succeeded (its trainer exited 0) without results.json: the trainer broke its contract.
 NO_RESULTS = "NoResults"
 #: A wsd branch waiting for its trunk to reach (and checkpoint) the branch's start step.
@@ -98,11 +96,6 @@ class Slots:
         return cls(r.max_runs_in_flight, r.node_gpus * r.nodes)
 
 
-def backoff_seconds(attempts: int) -> float:
-    """Wait before attempt `attempts + 1`: 30 s, 60 s, 120 s, ... capped at 10 min."""
-    return min(RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS)
-
-
 def _from_store(rs: RunStatus, obs: RunObservation, price: float) -> None:
     if obs.checkpoint_uri:
         rs.checkpoint_uri = obs.checkpoint_uri
@@ -158,6 +151,7 @@ def decide_runs(
     slots: Slots | None = None,
     pods: dict[str, PodTrouble] | None = None,
     workloads: dict[str, ObservedWorkload] | None = None,
+    retry: RetryTimings = DEFAULT_RETRY,
 ) -> RunDecision:
     """Each run's state from what exists, then the launches that fit the free slots, in plan order.
 
@@ -245,11 +239,11 @@ def decide_runs(
             if not job.deleting:
                 d.delete.append(job.name)  # the same name and attempt is created again once it is gone
         elif job is not None and job.phase is JobPhase.Failed and store_denied(pods.get(run.name)):
-            _store_denied(run, rs, old, pods[run.name], spec, d, now)
+            _store_denied(run, rs, old, pods[run.name], spec, d, now, retry)
             if not job.deleting:
                 d.delete.append(job.name)  # the same attempt is created again after the wait
         elif job is not None and (job.phase is JobPhase.Failed or job.phase is JobPhase.Succeeded):
-            _job_ended(run, rs, old, job, spec.retry_limit, d, now, pods.get(run.name))
+            _job_ended(run, rs, old, job, spec.retry_limit, d, now, pods.get(run.name), retry)
         elif old is not None and old.state in (RunState.Retrying, RunState.Failed):
             # The failed job is gone; the decision to retry (or not) was recorded in status.
             rs.state = old.state
@@ -480,10 +474,11 @@ def _store_denied(
     spec: ScalingSweepSpec,
     d: RunDecision,
     now: datetime,
+    retry: RetryTimings,
 ) -> None:
     """Not a training failure (issue 27): a wrong or rotated key failed every retry within a minute and
     the run stayed Failed after the Secret was fixed. No retry is spent; the same attempt is tried again
-    every STORE_DENIED_RETRY_SECONDS, so the run resumes by itself once the Secret works; the message
+    every `retry.store_denied_seconds`, so the run resumes by itself once the Secret works; the message
     names the Secret and the operation the store refused (the trainer's last line)."""
     secret = spec.store.credentials_secret
     creds = f"the Secret {secret!r} (spec.store.credentialsSecret)" if secret else "the trainer's environment"
@@ -492,10 +487,10 @@ def _store_denied(
     rs.state, rs.reason = RunState.Retrying, STORE_ACCESS_DENIED
     rs.message = (
         f"the store refused the credentials from {creds}: {refused}; not counted against retryLimit, tried "
-        f"again every {STORE_DENIED_RETRY_SECONDS:g} s: fix the Secret and the run resumes from its checkpoint"
+        f"again every {retry.store_denied_seconds:g} s: fix the Secret and the run resumes from its checkpoint"
     )[:500]
     if old is None or old.state is not RunState.Retrying or old.reason != STORE_ACCESS_DENIED or rs.retry_at is None:
-        rs.retry_at = rfc3339(now + timedelta(seconds=STORE_DENIED_RETRY_SECONDS))
+        rs.retry_at = rfc3339(now + timedelta(seconds=retry.store_denied_seconds))
         d.events.append(Event("RunStoreAccessDenied", f"{run.name}: {rs.message}", "Warning"))
 
 
@@ -515,7 +510,8 @@ def _job_ended(
     retry_limit: int,
     d: RunDecision,
     now: datetime,
-    trouble: PodTrouble | None = None,
+    trouble: PodTrouble | None,
+    retry: RetryTimings,
 ) -> None:
     """The job failed, or "succeeded" without a results.json (then the trainer did not finish its contract)."""
     if job.phase is JobPhase.Succeeded:
@@ -531,7 +527,7 @@ def _job_ended(
         rs.state = RunState.Retrying
         failed_at = job.since or now
         if rs.retry_at is None or old is None or old.state is not RunState.Retrying:
-            rs.retry_at = rfc3339(failed_at + timedelta(seconds=backoff_seconds(rs.attempts)))
+            rs.retry_at = rfc3339(failed_at + timedelta(seconds=retry.backoff_seconds(rs.attempts)))
             d.events.append(
                 Event(
                     "RunRetrying",

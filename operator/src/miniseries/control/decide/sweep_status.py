@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from miniseries.api.spec import Condition, FitStatus, RunState, RunStatus, ScalingSweepStatus, Totals, writable
-from miniseries.control.observed import JobPhase, ObservedJob, TokenizerState, rfc3339
-from miniseries.control.pods import TOKENIZER, PodTrouble
+from miniseries.control.decide.observations import JobPhase, ObservedJob, TokenizerState, rfc3339
+from miniseries.control.decide.pod_troubles import TOKENIZER, PodTrouble
 
 #: Phases in which nothing moves without a spec change or a job event: no polling.
 QUIET_PHASES = frozenset({"Succeeded", "Failed", "Degraded", "Invalid", "Suspended"})
@@ -216,7 +216,7 @@ def sweep_status(
 
 def idle_gpus_condition(status: ScalingSweepStatus, now: datetime, gen: int | None) -> list[Condition]:
     """IdleGpus: True while the plan leaves GPUs of a node it holds idle, saying how many per node,
-    what they cost and the packing that would use them (control/node_use.py)."""
+    what they cost and the packing that would use them (plan/node_use.py)."""
     plan = status.plan
     if plan is None or plan.idle_gpus_per_node is None:
         return status.conditions

@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 
 from miniseries.api.spec import ForecastPolicy, PlanStatus, RunForecast, RunState, RunStatus
-from miniseries.control.observed import ObservedJob, RunObservation
-from miniseries.control.runs import Actions, Event
+from miniseries.control.decide.observations import ObservedJob, RunObservation
+from miniseries.control.decide.runs import Actions, Event
 
 #: A run is forecast again once its step moved on by this fraction of its steps.
 FORECAST_EVERY = 0.05

@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from miniseries.contract.redact import redact
-from miniseries.control.jobs import LABEL_ATTEMPT, LABEL_COMPONENT, LABEL_RUN
+from miniseries.control.backends.manifests import LABEL_ATTEMPT, LABEL_COMPONENT, LABEL_RUN
 
 # Waiting reasons that mean the container will not start on its own (ContainerCreating and
 # PodInitializing are the normal way to start, so they are not trouble).

@@ -7,14 +7,9 @@ test parses this output with the trainer's parser), so the two cannot drift.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from miniseries.api.spec import PlannedRun, Precision, ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout, join_uri
-from miniseries.control.wsd import run_seed, warmdown_of
-
-if TYPE_CHECKING:
-    from miniseries.contract.store import Store
+from miniseries.plan.wsd_branches import run_seed, warmdown_of
 
 TRAINER_MODULE = "miniseries_trainer.train"
 TOKENIZER_MODULE = "miniseries_trainer.tokenizer"
@@ -29,11 +24,6 @@ def trained_tokenizer_uri(spec: ScalingSweepSpec, layout: SweepLayout, store_uri
 def tokenizer_uri(spec: ScalingSweepSpec, layout: SweepLayout, store_uri: str | None = None) -> str:
     """The sweep's tokenizer: given in the spec, or trained once into the store."""
     return spec.data.tokenizer_uri or trained_tokenizer_uri(spec, layout, store_uri)
-
-
-def trained_tokenizer_ready(store: Store, layout: SweepLayout) -> bool:
-    """The tokenizer stage has finished: its manifest (written last) is in the store."""
-    return any(k.endswith("manifest.json") for k in store.list(layout.tokenizer))
 
 
 def tokenizer_flags(spec: ScalingSweepSpec, layout: SweepLayout) -> list[str]:
@@ -105,7 +95,7 @@ def trainer_flags(
 
 
 def wsd_flags(layout: SweepLayout, run: PlannedRun, store_uri: str) -> list[str]:
-    """A wsd run's schedule (control/wsd.py): constant LR after the warmup, then a (1-sqrt) cooldown over
+    """A wsd run's schedule (plan/wsd_branches.py): constant LR after the warmup, then a (1-sqrt) cooldown over
     its last cooldownSteps (a trunk has none); a trunk checkpoints and keeps every branch's start step,
     a branch starts from its trunk's checkpoint at that step when it has none of its own."""
     if run.role is None:

@@ -24,6 +24,7 @@ from miniseries.api.errors import SpecError
 from miniseries.api.spec import PlannedRun, ScalingSweepSpec
 from miniseries.contract import shapes
 from miniseries.contract.schedule import Shape, cooldown_steps
+from miniseries.plan.run_shape import batch_tokens, run_hours, run_shape_fields, shape_for
 
 TRUNK, BRANCH, TWIN = "trunk", "branch", "twin"
 #: A twin's seed is the sweep's plus this: an independent run, not a replay of its branch.
@@ -100,14 +101,13 @@ def _horizon(spec: ScalingSweepSpec, target: int, batch: int) -> shapes.Horizon:
 
 def depth_drafts(spec: ScalingSweepSpec, depth: int) -> list[WsdDraft]:
     """One depth's trunk, branches (and twins), or a SpecError naming the budget that cannot be one."""
-    from miniseries.control.plan import _batch_tokens, shape_for  # plan imports this module lazily
 
     t = spec.training
     assert t.wsd is not None
     wsd = t.wsd
     field = "spec.training.wsd.budgets"
     shape = shape_for(spec, depth)
-    batch = _batch_tokens(spec, shapes.tokens_for_ratio(shape, wsd.budgets[-1]))
+    batch = batch_tokens(spec, shapes.tokens_for_ratio(shape, wsd.budgets[-1]))
     points: list[tuple[float, shapes.Horizon, int]] = []
     for b in wsd.budgets:
         h = _horizon(spec, shapes.tokens_for_ratio(shape, b), batch)
@@ -152,7 +152,6 @@ def drafts(spec: ScalingSweepSpec) -> list[WsdDraft]:
 
 
 def _hours(spec: ScalingSweepSpec, d: WsdDraft, flops: float) -> float:
-    from miniseries.control.plan import run_hours  # plan imports this module lazily
 
     return run_hours(spec, flops, d.depth, spec.resources.gpus_per_run)
 
@@ -209,7 +208,6 @@ def schedule(spec: ScalingSweepSpec, runs: list[WsdDraft]) -> list[PlannedRun]:
 def _planned(
     d: WsdDraft, slots: list[int], wave: int, start: float, hours: float, gpus: int, price: float, mfu: float
 ) -> PlannedRun:
-    from miniseries.control.plan import run_shape_fields  # plan imports this module lazily
 
     return PlannedRun(
         **run_shape_fields(d),

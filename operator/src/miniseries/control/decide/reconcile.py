@@ -49,11 +49,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from miniseries.api.spec import RunState, ScalingSweepStatus
-from miniseries.control import forecasts
-from miniseries.control.observed import Observations, TokenizerState
-from miniseries.control.pods import TOKENIZER
-from miniseries.control.runs import STORE_ACCESS_DENIED, Actions, Event, decide_runs
-from miniseries.control.status import condition, fit_due, idle_gpus_condition, set_condition, sweep_status
+from miniseries.control.decide import forecast_status as forecasts
+from miniseries.control.decide.observations import Observations, TokenizerState
+from miniseries.control.decide.pod_troubles import TOKENIZER
+from miniseries.control.decide.runs import STORE_ACCESS_DENIED, Actions, Event, decide_runs
+from miniseries.control.decide.sweep_status import condition, fit_due, idle_gpus_condition, set_condition, sweep_status
 
 
 @dataclass
@@ -67,7 +67,17 @@ class Decision:
 def decide(o: Observations) -> Decision:
     spec, now, gen = o.spec, o.now, o.generation
     runs = decide_runs(
-        spec, o.sweep, o.plan, o.jobs, o.store, o.previous.runs, o.tokenizer, now, pods=o.pods, workloads=o.workloads
+        spec,
+        o.sweep,
+        o.plan,
+        o.jobs,
+        o.store,
+        o.previous.runs,
+        o.tokenizer,
+        now,
+        pods=o.pods,
+        workloads=o.workloads,
+        retry=o.retry,
     )
     tokenizer_pod = o.pods.get(TOKENIZER)
     if tokenizer_pod is not None and (tokenizer_pod.waiting or o.tokenizer is TokenizerState.Failed):

@@ -59,11 +59,14 @@ from miniseries.contract.layout import (
     join_uri,
 )
 from miniseries.contract.store import StoreError, open_store
-from miniseries.control import act, events, forecasts, jobs, kube, runs
-from miniseries.control import metrics as opmetrics
-from miniseries.control import status as st
-from miniseries.control.decide import decide
-from miniseries.control.observe import (
+from miniseries.control.backends import manifests as jobs
+from miniseries.control.decide import forecast_status as forecasts
+from miniseries.control.decide import sweep_status as st
+from miniseries.control.decide.observations import DEFAULT_RETRY, RetryTimings, parse_time, rfc3339
+from miniseries.control.decide.reconcile import decide
+from miniseries.control.io import act, events, kube
+from miniseries.control.io import metrics as opmetrics
+from miniseries.control.io.observe import (
     SERVED,
     admission,
     backend_problem,
@@ -73,16 +76,17 @@ from miniseries.control.observe import (
     read_sweep,
     serve,
 )
-from miniseries.control.observed import parse_time, rfc3339
-from miniseries.control.plan import make_plan
+from miniseries.plan.planner import make_plan
 
 log = logging.getLogger("miniseries.operator")
 
 # Tests shorten these through the environment; production keeps the defaults.
 POLL_SECONDS = float(os.environ.get("MINISERIES_POLL_SECONDS", "10"))
-runs.RETRY_BASE_SECONDS = float(os.environ.get("MINISERIES_RETRY_BASE_SECONDS", runs.RETRY_BASE_SECONDS))
-runs.STORE_DENIED_RETRY_SECONDS = float(
-    os.environ.get("MINISERIES_STORE_DENIED_RETRY_SECONDS", runs.STORE_DENIED_RETRY_SECONDS)
+RETRY = RetryTimings(
+    base_seconds=float(os.environ.get("MINISERIES_RETRY_BASE_SECONDS", DEFAULT_RETRY.base_seconds)),
+    store_denied_seconds=float(
+        os.environ.get("MINISERIES_STORE_DENIED_RETRY_SECONDS", DEFAULT_RETRY.store_denied_seconds)
+    ),
 )
 #: Store errors while deleting a sweep's artifacts are retried this long after its writers are gone.
 STORE_DELETE_SECONDS = 60.0
@@ -254,7 +258,7 @@ def _reconcile(body: dict[str, Any], permanent_on_invalid: bool) -> None:
     # what this sweep reads as its own: its uid's documents and those of the sweeps it adopted, never
     # a deleted predecessor's (whose trainer may have written after this claim)
     owners = frozenset({identity.uid, *(a.uid for a in manifest.adopted_from)})
-    observations, accepted = observe(body, sweep.spec, plan, store, layout, previous, _now(), owners)
+    observations, accepted = observe(body, sweep.spec, plan, store, layout, previous, _now(), owners, RETRY)
     if accepted.save:
         save_spec(store, layout, accepted.spec)
     due = forecasts.due(observations.plan, observations.jobs, observations.store, previous.runs)

@@ -30,12 +30,13 @@ from miniseries.api.spec import (
 )
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
-from miniseries.control import events, jobs, kube
-from miniseries.control import metrics as opmetrics
-from miniseries.control.observe import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS
-from miniseries.control.observed import SUSPENDED_BY, ObservedJob, RunObservation
-from miniseries.control.runs import Actions
-from miniseries.control.status import changed, wire_doc
+from miniseries.control.backends import manifests as jobs
+from miniseries.control.decide.observations import SUSPENDED_BY, ObservedJob, RunObservation
+from miniseries.control.decide.runs import Actions
+from miniseries.control.decide.sweep_status import changed, wire_doc
+from miniseries.control.io import events, kube
+from miniseries.control.io import metrics as opmetrics
+from miniseries.control.io.observe import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS
 
 log = logging.getLogger("miniseries.operator")
 
@@ -188,9 +189,9 @@ def forecast(
     store: Store, layout: SweepLayout, spec: ScalingSweepSpec, plan: PlanStatus,
     observed: dict[str, RunObservation], due: dict[str, int],
 ) -> dict[str, RunForecast]:  # fmt: skip
-    """The forecasts `forecasts.due` asked for (control/live_forecasts.py: the local runner makes them
+    """The forecasts `forecasts.due` asked for (control/io/live_forecasts.py: the local runner makes them
     the same way, without this module's Kubernetes imports)."""
-    from miniseries.control.live_forecasts import make_forecasts
+    from miniseries.control.io.live_forecasts import make_forecasts
 
     return make_forecasts(store, layout, spec, plan, observed, due)
 
