@@ -21,7 +21,7 @@ deps: venv
 	@bash scripts/build-trainer.sh
 
 # The operator and trainer images, without a Docker daemon (buildah, on a base built from Debian
-# packages), cached by content hash under ~/.cache/miniseries/images/ (README "Images").
+# packages), cached by content hash under ~/.cache/miniseries/images/ (docs/admin.md, "Images").
 images:
 	@if [ -x scripts/install-system-deps.sh ]; then bash scripts/install-system-deps.sh; fi
 	@bash scripts/build-images.sh

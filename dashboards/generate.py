@@ -27,7 +27,7 @@ for the operator's series), and a scraped `namespace` label would be renamed `ex
 
     python dashboards/generate.py            write the JSON files
     python dashboards/generate.py --check    exit 1 when a committed file is stale
-    python dashboards/generate.py --readme   README's metrics table from the code's metrics
+    python dashboards/generate.py --docs     the metrics table of docs/using.md from the code's metrics
 """
 
 from __future__ import annotations
@@ -482,7 +482,8 @@ def metrics_used(expr: str) -> set[str]:
 
 # Where the code declares its metrics: prometheus_client objects at module level.
 METRIC_MODULES = ("miniseries_trainer.metrics", "miniseries.control.io.metrics")
-README = HERE.parent / "README.md"
+# The page whose "Metrics" section holds the table (the README's until the docs had pages).
+METRICS_PAGE = HERE.parent / "docs" / "using.md"
 README_BEGIN, README_END = "<!-- metrics:begin -->", "<!-- metrics:end -->"
 
 
@@ -507,24 +508,30 @@ def readme_table(metrics: list[MetricDoc]) -> str:
 
 
 def readme_metric_names(text: str) -> list[str]:
-    """Metric names listed in the README's metrics table."""
+    """Metric names listed in the metrics table of `text` (docs/using.md)."""
     table = text.split(README_BEGIN, 1)[1].split(README_END, 1)[0]
     return re.findall(r"^\| `(miniseries_[a-z0-9_]+)`", table, flags=re.MULTILINE)
 
 
 def write_readme_table(metrics: list[MetricDoc]) -> None:
-    text = README.read_text()
+    text = METRICS_PAGE.read_text()
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    README.write_text(f"{head}{README_BEGIN}\n{readme_table(metrics)}\n{README_END}{tail}")
+    METRICS_PAGE.write_text(f"{head}{README_BEGIN}\n{readme_table(metrics)}\n{README_END}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 when a committed file differs from the output")
-    parser.add_argument("--readme", action="store_true", help="rewrite README.md's metrics table from the code")
+    parser.add_argument(
+        "--docs",
+        "--readme",
+        dest="docs",
+        action="store_true",
+        help="rewrite docs/using.md's metrics table from the code",
+    )
     args = parser.parse_args(argv)
-    if args.readme:
+    if args.docs:
         write_readme_table(exported_metrics())
         return 0
     stale = []

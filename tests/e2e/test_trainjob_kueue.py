@@ -100,4 +100,4 @@ def test_kueue_admits_the_operators_trainjobs_by_gpu_quota(tkq: KueueCluster) ->
     print("TRAINJOB-KUEUE " + json.dumps({"queued": workloads(kc)[b].reason + ": " + workloads(kc)[b].message}))
     # Not asserted: pods. With these versions the admitted TrainJob starts none: when Kueue unsuspends it
     # (adding its runtimePatch), the trainer's update of its JobSet (that patch, the unsuspend) is refused by JobSet's
-    # webhook ("spec.replicatedJobs: ... field is immutable"), retried, refused again (README).
+    # webhook ("spec.replicatedJobs: ... field is immutable"), retried, refused again (docs/admin.md).

@@ -139,7 +139,7 @@ def _start_training_operator(stack: Stack, cluster: RealPathCluster, workdir: Pa
     # The stock init container runs `nslookup <master>` in alpine; with no images and no DNS,
     # the node agent runs this instead (it makes the master's name mean 127.0.0.1 itself).
     # Its securityContext is the admin's to set (the PyTorchJob has no say over it): without one, a Worker
-    # pod in a restricted namespace is refused (README, Security), as the stock template's would be.
+    # pod in a restricted namespace is refused (docs/admin.md, Security), as the stock template's would be.
     template.write_text("- name: init-pytorch\n  image: {{.InitContainerImage}}\n"
                         "  command: ['python', '-c', 'print(\"master {{.MasterAddr}} is this host\")']\n"
                         "  securityContext: {runAsNonRoot: true, runAsUser: 1000, allowPrivilegeEscalation: false,\n"

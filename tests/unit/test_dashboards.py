@@ -1,5 +1,5 @@
 """The Grafana dashboards are generated from dashboards/generate.py and read only
-metrics the code exports and the README documents (what the Grafana Foundation SDK adds:
+metrics the code exports and docs/using.md documents (what the Grafana Foundation SDK adds:
 tests/unit/test_dashboard_sdk.py)."""
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _dashboard_metrics() -> set[str]:
 
 
 def test_every_dashboard_metric_is_documented_in_the_readme() -> None:
-    documented = set(gen.readme_metric_names((ROOT / "README.md").read_text()))
+    documented = set(gen.readme_metric_names(gen.METRICS_PAGE.read_text()))
     assert _dashboard_metrics() - documented == set()
 
 
@@ -90,9 +90,9 @@ def test_dashboards_read_only_exported_metrics() -> None:
 
 def test_readme_table_is_generated_from_the_code() -> None:
     exported = gen.exported_metrics()
-    text = (ROOT / "README.md").read_text()
+    text = gen.METRICS_PAGE.read_text()
     assert gen.readme_table(exported) in text, (
-        "README metrics table is stale: run `python dashboards/generate.py --readme`"
+        "docs/using.md's metrics table is stale: run `python dashboards/generate.py --docs`"
     )
 
 

@@ -1,8 +1,9 @@
-"""Every figure the README and the examples quote from a command is what that command prints now.
+"""Every figure the README, the docs pages, bench/RESULTS.md and the examples quote from a command is what
+that command prints now.
 
 A quoted figure sits between markers naming the commands that produce it:
 
-    README (Markdown):  <!-- figures: miniseries plan examples/wsd.yaml -->40.2 GPU-hours<!-- /figures -->
+    Markdown:           <!-- figures: miniseries plan examples/wsd.yaml -->40.2 GPU-hours<!-- /figures -->
     examples (YAML):    # figures: miniseries plan examples/tiny.yaml
                         # ... 1.3e12 FLOPs ...
                         # /figures
@@ -28,7 +29,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "examples").glob("*.yaml"))]
+#: The Markdown a reader meets (the README, the docs pages, the measured figures), then the examples.
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "RESULTS.md"]
+DOCS = [*PAGES, *sorted((ROOT / "examples").glob("*.yaml"))]
 #: Commands whose figures the docs must carry a checked quote of (taking a marker away fails too).
 REQUIRED = {
     "miniseries plan examples/miniseries.yaml",
@@ -129,10 +132,10 @@ def test_quoted_figures_are_what_the_command_prints(quote: Quote) -> None:
     )
 
 
-# Defaults the README states, against what the command that owns each prints: the CRD's defaults
+# Defaults the pages state, against what the command that owns each prints: the CRD's defaults
 # (`miniseries crd`, rendered from the API models) and the flags' help.
 DEFAULTS = [
-    # (a sentence of the README, with the default as group 1; the command; where it prints it, as group 1)
+    # (a sentence of the pages, with the default as group 1; the command; where it prints it, as group 1)
     (r"`spec\.resources\.nodes` \(default (\d+)\)", "miniseries crd", r"\n {18}nodes:\n {20}default: (\d+)"),
     (r"`spec\.training\.forecast\.policy` \(`none`, `(\w+)` by default", "miniseries crd", r"policy: (\w+)"),
     (
@@ -146,9 +149,9 @@ DEFAULTS = [
 
 @pytest.mark.parametrize(("said", "command", "printed"), DEFAULTS, ids=[d[0][:40] for d in DEFAULTS])
 def test_stated_defaults_are_the_defaults(said: str, command: str, printed: str) -> None:
-    readme = (ROOT / "README.md").read_text()
-    stated = re.search(said, readme.replace("\n", " "))
-    assert stated, f"the README no longer says {said!r}: update this table"
+    pages = "\n".join(page.read_text() for page in PAGES)
+    stated = re.search(said, pages.replace("\n", " "))
+    assert stated, f"no page ({', '.join(p.name for p in PAGES)}) says {said!r} any more: update this table"
     actual = re.search(printed, output(command))
     assert actual, f"`{command}` no longer prints {printed!r}"
-    assert stated.group(1) == actual.group(1), f"README says {stated.group(0)!r}, `{command}` says {actual.group(0)!r}"
+    assert stated.group(1) == actual.group(1), f"the docs say {stated.group(0)!r}, `{command}` says {actual.group(0)!r}"

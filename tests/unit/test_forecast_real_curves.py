@@ -133,13 +133,13 @@ def test_forecast_in_the_warmdown_never_runs_away(priors: str) -> None:
 
 
 def test_the_readme_quotes_the_replay_on_these_curves() -> None:
-    """README's "median |error| of the final loss is X% from half of a run's steps, Y% from 30%" is
-    `miniseries forecast --upto 0.5` and `--upto 0.3` (priors: earlier, its default) on this fixture."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().replace("\n", " ")
+    """docs/science.md's "median |error| of the final loss is X% from half of a run's steps, Y% from 30%"
+    is `miniseries forecast --upto 0.5` and `--upto 0.3` (priors: earlier, its default) on this fixture."""
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "science.md").read_text().replace("\n", " ")
     said = re.search(
         r"median \|error\| of the final loss is ([\d.]+)% from half of a run's steps, ([\d.]+)% from 30%", readme
     )
-    assert said, "the README no longer quotes the replay: update this test"
+    assert said, "docs/science.md no longer quotes the replay: update this test"
     runs = traces()
     for upto, figure in ((0.5, said.group(1)), (0.3, said.group(2))):
         median = median_abs([row.loss_error for row in replay(runs, upto, "earlier", bootstrap=20)])

@@ -7,7 +7,7 @@ the exporter. Every series carries `sweep_namespace`, `sweep`, `depth`, `run`; p
 `rank`. `sweep_namespace` (the operator's --namespace): two teams' sweeps of one name are two
 series wherever the metrics are scraped from (a static scrape config has no `namespace` target
 label), under the same label name the operator's own metrics use (control/io/metrics.py).
-`METRICS` is the documentation: the README table is generated from it.
+`METRICS` is the documentation: docs/using.md's table is generated from it.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
     the same ones the chart's values.yaml installs; each permissive mode is an explicit flag."""
     from miniseries.api import policy as pol
 
-    adm = p.add_argument_group("admission policy (what a sweep may run; see the README's Security section)")
+    adm = p.add_argument_group("admission policy (what a sweep may run; see docs/admin.md, Security)")
     adm.add_argument("--store-root", action="append", metavar="URI", default=[],
                      help="a store URI sweeps may use, e.g. s3://shared/{namespace} ({namespace}: the sweep's); "
                      "repeatable; none: every store is refused (chart value store.roots)")  # fmt: skip

@@ -1,6 +1,6 @@
 """How an exported Prometheus metric is documented (the trainer's and the operator's alike).
 
-Each exporting module keeps a `METRICS` list of these; the README's metrics table and the
+Each exporting module keeps a `METRICS` list of these; docs/using.md's metrics table and the
 dashboard checks are generated from those lists (dashboards/generate.py). Plain data: no
 prometheus_client here, so the contract stays light.
 """

@@ -126,8 +126,8 @@ def backend_problem(spec: ScalingSweepSpec) -> SpecError | None:
         return SpecError.one(
             "spec.resources.queueName",
             f"{spec.resources.queue_name!r} with backend trainjob: Kueue v0.19.2 admits Trainer v2.3.0 TrainJobs, "
-            "but JobSet v0.12.0's webhook then refuses the trainer's update and no pod starts (README, 'Two "
-            "backends'); allowed: backend pytorchjob with a queueName, or backend trainjob without one",
+            "but JobSet v0.12.0's webhook then refuses the trainer's update and no pod starts (docs/admin.md, "
+            "'Two backends'); allowed: backend pytorchjob with a queueName, or backend trainjob without one",
         )
     if any(k.backend is want for k in SERVED):
         return None
