@@ -49,7 +49,15 @@ from kubernetes import config
 from kubernetes.client.rest import ApiException
 
 from miniseries.api.errors import SpecError
-from miniseries.api.spec import GROUP, PLURAL, VERSION, ScalingSweepSpec, ScalingSweepStatus
+from miniseries.api.spec import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    PlanStatus,
+    ScalingSweep,
+    ScalingSweepSpec,
+    ScalingSweepStatus,
+)
 from miniseries.api.sweepfile import parse_sweep, save_spec
 from miniseries.contract.layout import (
     ADOPT_ANNOTATION,
@@ -200,6 +208,14 @@ def writers_deadline(deleted_at: datetime, pods: list[dict[str, Any]], jobs_left
 # ---------------------------------------------------------------- the operator
 
 
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """Why a sweep is not reconciled: the Ready condition's reason and the fields it names."""
+
+    reason: str
+    error: SpecError
+
+
 class Operator:
     """One operator's handlers, bound to its settings; `register` puts them into a kopf registry."""
 
@@ -267,6 +283,27 @@ class Operator:
         finally:
             opmetrics.DURATION.labels(**labels).observe(time.perf_counter() - start)
 
+    def check(self, body: dict[str, Any]) -> tuple[ScalingSweep, PlanStatus] | Refusal:
+        """The sweep and its plan (made here, once), or why this operator refuses it: its spec or plan
+        (InvalidSpec), a backend it does not serve or its admission policy (AdmissionDenied), a store
+        outside its store roots (StoreNotAllowed). Reads the cluster only for a named Secret's labels."""
+        ns, policy = body["metadata"]["namespace"], self.settings.policy
+        try:
+            sweep = parse_sweep({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+            # budget, ceiling and packing checks name their fields too; this is the reconcile's plan
+            plan = make_plan(sweep.spec, max_gpu_hours_without_budget=policy.max_gpu_hours_without_budget)
+        except SpecError as e:
+            return Refusal("InvalidSpec", e)
+        denied = backend_problem(sweep.spec, self.settings.backends) or admission(
+            policy, sweep.spec, ns, len(plan.runs)
+        )
+        if denied is not None:
+            return Refusal("AdmissionDenied", denied)
+        outside = policy.store_problem(sweep.spec.store.uri, ns)
+        if outside:
+            return Refusal("StoreNotAllowed", SpecError.one("spec.store.uri", outside))
+        return sweep, plan
+
     def _reconcile(self, body: dict[str, Any], permanent_on_invalid: bool) -> None:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
@@ -279,22 +316,11 @@ class Operator:
         if meta.get("deletionTimestamp"):
             return
         previous = parse_status(body)
-        policy, served = self.settings.policy, self.settings.backends
-        try:
-            sweep = parse_sweep({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
-            # budget, ceiling and packing checks name their fields too; this is the reconcile's plan
-            plan = make_plan(sweep.spec, max_gpu_hours_without_budget=policy.max_gpu_hours_without_budget)
-        except SpecError as e:
-            _refuse(body, previous, "InvalidSpec", e, permanent_on_invalid)
+        checked = self.check(body)
+        if isinstance(checked, Refusal):
+            _refuse(body, previous, checked.reason, checked.error, permanent_on_invalid)
             return
-        denied = backend_problem(sweep.spec, served) or admission(policy, sweep.spec, ns, len(plan.runs))
-        if denied is not None:
-            _refuse(body, previous, "AdmissionDenied", denied, permanent_on_invalid)
-            return
-        outside = policy.store_problem(sweep.spec.store.uri, ns)
-        if outside:
-            _refuse(body, previous, "StoreNotAllowed", SpecError.one("spec.store.uri", outside), permanent_on_invalid)
-            return
+        sweep, plan = checked
         store = open_store(sweep.spec.store.uri)
         layout = SweepLayout(ns, name)
         identity = SweepIdentity(namespace=ns, name=name, uid=meta["uid"], created=meta.get("creationTimestamp"))
@@ -307,9 +333,8 @@ class Operator:
         # what this sweep reads as its own: its uid's documents and those of the sweeps it adopted, never
         # a deleted predecessor's (whose trainer may have written after this claim)
         owners = frozenset({identity.uid, *(a.uid for a in manifest.adopted_from)})
-        observations, accepted = observe(
-            body, sweep.spec, plan, store, layout, previous, _now(), owners, self.settings.retry, served
-        )
+        retry, served = self.settings.retry, self.settings.backends
+        observations, accepted = observe(body, sweep.spec, plan, store, layout, previous, _now(), owners, retry, served)
         if accepted.save:
             save_spec(store, layout, accepted.spec)
         due = forecasts.due(observations.plan, observations.jobs, observations.store, previous.runs)
