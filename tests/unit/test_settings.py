@@ -97,7 +97,7 @@ def _control_globals() -> dict[str, dict[str, Any]]:
         out[module.__name__] = {
             k: (v, list(v) if isinstance(v, list | set) else dict(v) if isinstance(v, dict) else None)
             for k, v in vars(module).items()
-            if not k.startswith("__") and not k.startswith("_locks")
+            if not k.startswith("__")
         }
     return out
 

@@ -30,8 +30,8 @@ accepted one (only `suspend` is taken from the new spec; spec_changes.py).
 
 Before anything is read or written there, the sweep claims its store key (layout.claim):
 a key another sweep owns, or data of the layout before namespaces, is refused with a
-condition and an Event, and a store URI outside the operator's store roots
-(`--store-root`; none configured: every store) is refused as an invalid spec.store.uri.
+condition and an Event, and a store URI outside the operator's store roots (its settings' policy,
+`--store-root`) is refused as an invalid spec.store.uri.
 """
 
 from __future__ import annotations
@@ -229,6 +229,7 @@ class Operator:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
     def configure(self, settings: kopf.OperatorSettings, **_: Any) -> None:
+        """kopf's startup handler. `settings` is kopf's own (kopf passes it by that name); ours is self.settings."""
         # Progress in annotations: status is ours, and its schema would prune kopf's fields.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="miniseries.dev")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="miniseries.dev")
