@@ -58,9 +58,16 @@ def test_two_operators_in_one_process_each_decide_by_their_own_settings() -> Non
 
     # each registry holds its own operator's bound handlers, under the ids they had as functions
     assert table_a["on_create"].fn == op_a.on_create and table_b["on_create"].fn == op_b.on_create
-    assert {"configure", "sweeps", "on_create", "on_resume", "on_update/spec", "poll_store", "on_delete"} <= set(
-        table_a
-    )
+    assert {
+        "configure",
+        "sweeps",
+        "on_create",
+        "on_resume",
+        "on_update/spec",
+        "poll_store",
+        "on_delete",
+        "login_via_client",
+    } <= set(table_a)
     # what they watch and how often they poll
     assert (table_a["poll_store"].interval, table_b["poll_store"].interval) == (1.0, 7.0)
     assert "on_trainjobs_event" not in table_a and "on_pytorchjobs_event" in table_a

@@ -493,6 +493,9 @@ def register(settings: OperatorSettings, registry: kopf.OperatorRegistry) -> Ope
     no RBAC for it."""
     op = Operator(settings)
     on, where = kopf.on, (GROUP, VERSION, PLURAL)
+    # kopf logs in with the kubernetes client's configuration (the default registry brings this
+    # login itself; a registry of our own has none, and kopf then finds no credentials)
+    on.login(id="login_via_client", registry=registry)(kopf.login_via_client)
     on.startup(id="configure", registry=registry)(op.configure)
     on.probe(id="sweeps", registry=registry)(probe_sweeps)
     on.create(*where, id="on_create", registry=registry)(op.on_create)
