@@ -15,6 +15,7 @@ from miniseries.api.sweepfile import load_sweep
 from miniseries.contract.store.s3 import CREDENTIAL_ENV
 from miniseries.control.backends import manifests as jobs
 from miniseries.control.decide.observations import JobPhase, observe_job, observe_workload
+from miniseries.control.settings import parse_backends
 from miniseries.plan.planner import make_plan
 
 pytestmark = pytest.mark.trainjob
@@ -227,17 +228,13 @@ def test_a_backend_the_operator_does_not_serve_is_refused_naming_the_field() -> 
     from miniseries.control.io import observe
 
     _, spec = example()
-    try:
-        observe.serve([Backend.pytorchjob])
-        err = observe.backend_problem(spec)
-        assert err is not None
-        (problem,) = err.problems
-        assert problem.field == "spec.resources.backend" and "serves: pytorchjob" in str(problem)
-        observe.serve([Backend.pytorchjob, Backend.trainjob, Backend.trainjob])
-        assert observe.backend_problem(spec) is None
-        assert [k.kind for k in observe.SERVED] == ["PyTorchJob", "TrainJob"]
-    finally:
-        observe.serve([Backend.pytorchjob])
+    err = observe.backend_problem(spec, (Backend.pytorchjob,))
+    assert err is not None
+    (problem,) = err.problems
+    assert problem.field == "spec.resources.backend" and "serves: pytorchjob" in str(problem)
+    served = parse_backends(["pytorchjob", "trainjob", "trainjob"])
+    assert observe.backend_problem(spec, served) is None
+    assert [k.kind for k in observe.served_kinds(served)] == ["PyTorchJob", "TrainJob"]
 
 
 def test_a_queued_trainjob_is_refused_naming_the_queue_until_kueue_can_start_one() -> None:
@@ -246,17 +243,14 @@ def test_a_queued_trainjob_is_refused_naming_the_queue_until_kueue_can_start_one
     from miniseries.control.io import observe
 
     _, spec = example()
-    try:
-        observe.serve([Backend.pytorchjob, Backend.trainjob])
-        queued = spec.model_copy(update={"resources": spec.resources.model_copy(update={"queue_name": "team-a"})})
-        err = observe.backend_problem(queued)
-        assert err is not None
-        (problem,) = err.problems
-        assert problem.field == "spec.resources.queueName" and "allowed: backend pytorchjob" in str(problem)
-        as_pytorchjob = queued.resources.model_copy(update={"backend": Backend.pytorchjob})
-        assert observe.backend_problem(queued.model_copy(update={"resources": as_pytorchjob})) is None
-    finally:
-        observe.serve([Backend.pytorchjob])
+    served = (Backend.pytorchjob, Backend.trainjob)
+    queued = spec.model_copy(update={"resources": spec.resources.model_copy(update={"queue_name": "team-a"})})
+    err = observe.backend_problem(queued, served)
+    assert err is not None
+    (problem,) = err.problems
+    assert problem.field == "spec.resources.queueName" and "allowed: backend pytorchjob" in str(problem)
+    as_pytorchjob = queued.resources.model_copy(update={"backend": Backend.pytorchjob})
+    assert observe.backend_problem(queued.model_copy(update={"resources": as_pytorchjob}), served) is None
 
 
 def test_a_failed_trainjob_being_deleted_stays_retrying_and_its_retry_is_the_next_attempt() -> None:

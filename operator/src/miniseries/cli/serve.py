@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -47,40 +48,33 @@ def cmd_operator(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     import kopf
 
-    from miniseries.api.spec import Backend
     from miniseries.control.io import handlers
     from miniseries.control.io import metrics as opmetrics
 
     _setup_logging(args.verbose)
     try:
-        handlers.POLICY = policy_from_args(args)
+        settings = settings_from_args(args, os.environ)
     except ValueError as e:
-        print(f"error: admission policy: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    logging.getLogger("miniseries.operator").info("admission policy: %s", handlers.POLICY)
-    served = args.backend or args.backend_default
-    try:
-        handlers.watch_jobs([Backend(b) for b in served])
-    except ValueError as e:
-        print(f"error: --backend / MINISERIES_BACKENDS: {e}", file=sys.stderr)
-        return 2
-    logging.getLogger("miniseries.operator").info("backends served: %s", ", ".join(served))
-    # Ownership of the config loading is with the startup handler (in-cluster first).
-    handlers.KUBECONFIG = args.kubeconfig
+    log = logging.getLogger("miniseries.operator")
+    log.info("admission policy: %s", settings.policy)
+    log.info("backends served: %s", ", ".join(b.value for b in settings.backends))
+    registry = kopf.OperatorRegistry()
+    handlers.register(settings, registry)
     opmetrics.serve(args.metrics_port)
-    namespaces = [] if args.all_namespaces else (args.namespace or [os.environ.get("POD_NAMESPACE", "default")])
     # kopf's peering: every replica announces itself with a priority; only the highest
     # acts, the others freeze. Equal priorities would both act, so each replica draws
     # its own unless one is given.
     priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
-    # Listed namespaces: optional peering under the same name, and served while being deleted
-    # (handlers.configure and handlers.serve_terminating_namespaces say why).
-    handlers.OPTIONAL_PEERING = None if args.all_namespaces else args.peering
+    # Listed namespaces: optional peering under the same name (settings.optional_peering), and
+    # served while being deleted (handlers.Operator.configure and serve_terminating_namespaces say why).
     if not args.all_namespaces:
         handlers.serve_terminating_namespaces()
     kopf.run(
-        clusterwide=args.all_namespaces,
-        namespaces=namespaces,
+        registry=registry,
+        clusterwide=settings.all_namespaces,
+        namespaces=list(settings.namespaces),
         standalone=args.peering is None,
         peering_name=args.peering if args.all_namespaces else None,
         priority=priority,
@@ -137,6 +131,27 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
                      "(default $MINISERIES_MAX_GPU_HOURS_WITHOUT_BUDGET or %(default)s)")  # fmt: skip
 
 
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
+    """The operator's settings (control/settings.OperatorSettings), built once from its flags and the
+    environment (the timings, $MINISERIES_BACKENDS, $POD_NAMESPACE); ValueError names a bad value."""
+    from miniseries.control.settings import OperatorSettings, parse_backends
+
+    try:
+        policy = policy_from_args(args)
+    except ValueError as e:
+        raise ValueError(f"admission policy: {e}") from None
+    given: dict[str, Any] = {
+        "policy": policy,
+        "kubeconfig": args.kubeconfig,
+        "all_namespaces": args.all_namespaces,
+        "namespaces": () if args.all_namespaces else tuple(args.namespace or [environ.get("POD_NAMESPACE", "default")]),
+        "optional_peering": None if args.all_namespaces else args.peering,
+    }
+    if args.backend:
+        given["backends"] = parse_backends(args.backend)
+    return OperatorSettings.from_environment(environ, **given)
+
+
 def policy_from_args(args: argparse.Namespace) -> Any:
     """The admission policy the flags say (api/policy.Policy); ValueError names a bad value."""
     from miniseries.api import policy as pol
@@ -174,10 +189,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--peering", help="kopf peering object name; replicas sharing it elect one active operator")
     p.add_argument("--priority", type=int, help="peering priority (default: random per replica)")
     _policy_flags(p)
-    backends = [b for b in os.environ.get("MINISERIES_BACKENDS", "pytorchjob").split(",") if b]
     p.add_argument("--backend", action="append", choices=["pytorchjob", "trainjob"], default=None,
                    help="a job backend to serve: pytorchjob (kubeflow.org PyTorchJob) or trainjob (Kubeflow Trainer "
                    "v2 TrainJob); repeatable; default $MINISERIES_BACKENDS (comma-separated) or pytorchjob. "
                    "Its jobs are watched and listed, and a sweep may choose it (spec.resources.backend)")  # fmt: skip
     p.add_argument("--verbose", action="store_true")
-    p.set_defaults(func=cmd_operator, backend_default=backends)
+    p.set_defaults(func=cmd_operator)

@@ -107,17 +107,14 @@ def admission(policy: Policy, spec: ScalingSweepSpec, namespace: str, planned_ru
     return SpecError(problems) if problems else None
 
 
-#: The backends this operator serves (`miniseries operator --backend`, the chart's `backends`): the
-#: job kinds it lists for every sweep, whatever the sweep's own spec.resources.backend says now, so a
-#: job created before a backend change is still seen (it holds its slot, its result counts).
-SERVED: list[jobs.JobKind] = [jobs.PYTORCHJOB]
+def served_kinds(served: tuple[Backend, ...]) -> list[jobs.JobKind]:
+    """The job kinds of the backends an operator serves (OperatorSettings.backends): listed for every
+    sweep whatever its own spec.resources.backend says now, so a job created before a backend change
+    is still seen (it holds its slot, its result counts)."""
+    return [jobs.JOB_KINDS[b] for b in served]
 
 
-def serve(backends: list[Backend]) -> None:
-    SERVED[:] = [jobs.JOB_KINDS[b] for b in dict.fromkeys(backends)]
-
-
-def backend_problem(spec: ScalingSweepSpec) -> SpecError | None:
+def backend_problem(spec: ScalingSweepSpec, served: tuple[Backend, ...]) -> SpecError | None:
     """A sweep whose backend this operator does not serve (it may not create those jobs), or that
     queues TrainJobs, which the tested versions admit but never start: refused before any job is
     made, rather than leaving runs Admitted with no pod."""
@@ -129,20 +126,19 @@ def backend_problem(spec: ScalingSweepSpec) -> SpecError | None:
             "but JobSet v0.12.0's webhook then refuses the trainer's update and no pod starts (docs/admin.md, "
             "'Two backends'); allowed: backend pytorchjob with a queueName, or backend trainjob without one",
         )
-    if any(k.backend is want for k in SERVED):
+    if want in served:
         return None
-    served = ", ".join(k.backend.value for k in SERVED)
     return SpecError.one(
         "spec.resources.backend",
-        f"{want.value!r} is not served by this operator (it serves: {served}); install the chart with "
+        f"{want.value!r} is not served by this operator (it serves: {', '.join(b.value for b in served)}); install the chart with "
         f"backends including {want.value} (RBAC for its jobs), or choose one of those",
     )
 
 
-def owned_jobs(namespace: str, sweep: str, uid: str) -> list[ObservedJob]:
+def owned_jobs(namespace: str, sweep: str, uid: str, served: tuple[Backend, ...]) -> list[ObservedJob]:
     """The sweep's run jobs of every served kind, one `list` by the sweep label per kind."""
     out: list[ObservedJob] = []
-    for kind in SERVED:
+    for kind in served_kinds(served):
         items = kube.custom().list_namespaced_custom_object(
             kind.group, kind.version, namespace, kind.plural, label_selector=f"{jobs.LABEL_SWEEP}={sweep}"
         )["items"]
@@ -252,12 +248,14 @@ def observe(
     now: datetime,
     owners: frozenset[str] | None = None,
     retry: RetryTimings = DEFAULT_RETRY,
+    served: tuple[Backend, ...] = (Backend.pytorchjob,),
 ) -> tuple[Observations, Accepted]:
     """Everything `decide` needs about a sweep that passed its checks and claimed its store key,
     and which spec is reconciled (the caller writes it to the store when `Accepted.save`).
-    `owners`: the uids whose store documents are this sweep's (its claim's layout.lineage)."""
+    `owners`: the uids whose store documents are this sweep's (its claim's layout.lineage);
+    `retry` and `served`: the operator's settings (control/settings.py)."""
     meta = body["metadata"]
-    observed = owned_jobs(layout.namespace, layout.sweep, meta["uid"])
+    observed = owned_jobs(layout.namespace, layout.sweep, meta["uid"], served)
     accepted = accept(load_spec(store, layout), given, given_plan, observed, previous)
     runs = observe_runs(store, layout, accepted.plan.runs, owners or meta["uid"])
     for name, o in runs.items():
