@@ -580,8 +580,14 @@ def test_invalid_sweeps_are_rejected_naming_the_field(
         )
         assert ready["reason"] == "InvalidSpec" and field in ready["message"], (what, ready)
         assert status(kc, ns, name)["phase"] == "Invalid"
-        warnings = [e for e in events(kc, ns, name) if e["reason"] == "InvalidSpec"]
-        assert warnings and field in warnings[0]["message"] and warnings[0]["type"] == "Warning"
+        # the operator writes the status, then posts the Event: wait for it rather than read once
+        warnings = wait_for(
+            f"{what}: an InvalidSpec Event",
+            lambda n=name: [e for e in events(kc, ns, n) if e["reason"] == "InvalidSpec"],
+            DEADLINE,
+            op.proc,
+        )
+        assert field in warnings[0]["message"] and warnings[0]["type"] == "Warning"
     assert list_jobs(api(kc), ns) == []
     print(json.dumps({"rejected_by_schema": len(by_schema), "rejected_by_operator": len(by_operator)}))
 
