@@ -127,9 +127,13 @@ def tiny_sweep(store_dir: Path, depth: int) -> ScalingSweep:
                         "metadata": {"name": SWEEP}, "spec": spec})  # fmt: skip
 
 
-def prepare_inputs(opts: CheckOptions, store_dir: Path, out: TextIO) -> ScalingSweepSpec:
-    """The spec of the tiny sweep with its data and tokenizer: given, or made in the store as the local runner does."""
+def prepare_inputs(opts: CheckOptions, store_dir: Path, uid: str, out: TextIO) -> ScalingSweepSpec:
+    """The spec of the tiny sweep, its store key claimed by sweep `uid`, with its data and tokenizer: given,
+    or made in the store as the local runner does."""
     ls = LocalSweep(tiny_sweep(store_dir, opts.depth), store_dir, eval_bundle=None)
+    claim(
+        ls.store, ls.layout, SweepIdentity(namespace=LOCAL_NAMESPACE, name=SWEEP, uid=uid), [r.name for r in ls.runs()]
+    )
     display = Display(total_runs=1, total_flops=0.0, out=out)
     data = ls.spec.data.model_copy()
     if opts.data_uri:
@@ -255,11 +259,10 @@ def run_check(opts: CheckOptions, out: TextIO = sys.stdout) -> tuple[list[Verdic
     with contextlib.ExitStack() as stack:
         work = opts.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="miniseries-check-")))
         store_dir = work / "store"
-        spec, run = planned_run(prepare_inputs(opts, store_dir, out), opts)
-        layout = SweepLayout(LOCAL_NAMESPACE, SWEEP)
         uid = str(uuid.uuid4())
+        spec, run = planned_run(prepare_inputs(opts, store_dir, uid, out), opts)
+        layout = SweepLayout(LOCAL_NAMESPACE, SWEEP)
         store = LocalStore(store_dir)
-        claim(store, layout, SweepIdentity(namespace=LOCAL_NAMESPACE, name=SWEEP, uid=uid), [run.name])
         port = free_port()
         flags = trainer_flags(spec, layout, run, metrics_port=port, device=opts.device, store_uri=spec.store.uri,
                               sweep_uid=uid)  # fmt: skip
