@@ -7,6 +7,7 @@ The built-in trainer's check is tests/trainer/test_trainer_contract.py (torch).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -35,7 +36,7 @@ BROKEN = {
 
 
 @pytest.fixture(autouse=True)
-def trainer_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def trainer_env(monkeypatch: pytest.MonkeyPatch) -> None:
     paths = [str(ROOT / "operator" / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     monkeypatch.setenv("KIT_TRAINER_STEP_SECONDS", "0.05")
@@ -46,7 +47,7 @@ def check(tmp_path: Path, script: str) -> dict[str, tuple[str, str]]:
     opts = CheckOptions(command=[sys.executable, str(TRAINERS / f"{script}.py")], steps=30, checkpoint_every=10,
                         grace_seconds=3.0, start_seconds=60.0, run_seconds=60.0, data_uri=nothing,
                         tokenizer_uri=nothing, workdir=tmp_path / "work")  # fmt: skip
-    verdicts, _ = run_check(opts, out=open(os.devnull, "w"))  # noqa: SIM115 (closed with the process)
+    verdicts, _ = run_check(opts, out=io.StringIO())
     return {v.id: (v.status, v.reason) for v in verdicts}
 
 
