@@ -46,14 +46,16 @@ from miniseries.contract.results import (
     START_TRUNK,
     CheckpointFile,
     CheckpointManifest,
-    LossSummary,
     Progress,
     RunResults,
     RunStart,
     checkpoint_steps,
     foreign,
+    json_lines,
+    loss_point,
+    loss_summary,
 )
-from miniseries.contract.shapes import ModelShape, model_shape, training_flops
+from miniseries.contract.shapes import ModelShape, model_shape
 from miniseries.contract.store import RetryingStore, RetryPolicy, Store, StoreError, open_store
 from miniseries.contract.trainer_contract import CONTRACT_VERSION
 
@@ -295,8 +297,7 @@ class TrainerRun:
         """After optimizer step `step` (1-based): the loss curve, the gauges, and progress.json (at most
         every `progress_every_seconds`, and always the first time)."""
         tokens = self.tokens_at(step)
-        self.loss_curve.append({"step": step, "tokens": tokens, "flops": training_flops(self.shape(), tokens),
-                                "loss": loss, **({"lr": lr} if lr is not None else {})})  # fmt: skip
+        self.loss_curve.append(loss_point(step, tokens, self.shape(), loss, lr))
         if self.metrics is not None:
             for name, value in (("step", step), ("loss", loss), ("tokens_total", tokens), ("lr", lr)):
                 if value is not None:
@@ -318,7 +319,7 @@ class TrainerRun:
         self._last_progress = time.time()
 
     def write_loss_curve(self) -> None:
-        self._put(self.layout.loss_curve, "".join(json.dumps(r) + "\n" for r in self.loss_curve).encode())
+        self._put(self.layout.loss_curve, json_lines(self.loss_curve))
 
     # -- checkpoints (C4, C6, C7, C10)
     def owners(self) -> frozenset[str] | None:
@@ -419,14 +420,6 @@ class TrainerRun:
         )  # fmt: skip
         values.update(fields)
         return RunResults(**values)
-
-
-def loss_summary(curve: list[dict[str, float]]) -> LossSummary:
-    """First, final (mean of the last tenth of the logged steps: less noisy than the last) and lowest loss."""
-    losses = [float(r["loss"]) for r in curve if isinstance(r.get("loss"), int | float)]
-    window = losses[-max(1, len(losses) // 10) :]
-    return LossSummary(first=losses[0] if losses else None, final=sum(window) / len(window) if window else None,
-                       min=min(losses) if losses else None, points=len(losses))  # fmt: skip
 
 
 def _read_curve(store: Store, layout: RunLayout) -> list[dict[str, float]]:
