@@ -50,6 +50,14 @@ def test_missing_flags_are_named_and_new_ones_kept(capsys: pytest.CaptureFixture
     assert parse_run_args(argv, env={}).unknown == ("--from-a-newer-operator=1",)
 
 
+def test_env_defaults_only_outside_cluster_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    local = [a for a in operator_argv("tiny.yaml", "file:///tmp/store", uid=None) if not a.startswith("--seed")]
+    assert parse_run_args(local, env={"MINISERIES_SEED": "7"}).seed == 7
+    with pytest.raises(SystemExit):
+        parse_run_args(operator_argv("tiny.yaml", "file:///tmp/store"), env={"MINISERIES_SEED": "7"})
+    assert "MINISERIES_SEED" in capsys.readouterr().err
+
+
 def kit_run(tmp_path: Path, *extra: str, uid: str = "uid-1") -> TrainerRun:
     store = LocalStore(tmp_path / "store")
     claim(store, SweepLayout(LOCAL_NAMESPACE, "tiny"), SweepIdentity(namespace=LOCAL_NAMESPACE, name="tiny", uid=uid),

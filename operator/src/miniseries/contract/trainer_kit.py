@@ -163,6 +163,10 @@ def parse_run_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
     missing = [f"--{f}" for f in REQUIRED_FLAGS if getattr(ns, f.replace("-", "_")) is None]
     if missing:
         p.error(f"missing {', '.join(missing)} (the operator passes every one; see docs/trainer-contract.md)")
+    overrides = sorted(env_name(f) for f in FLAGS if env_name(f) in env)
+    if ns.sweep_uid and overrides:  # a cluster run: every value comes from the plan, as in the built-in trainer
+        p.error(f"{', '.join(overrides)} set in the environment of a cluster run (--sweep-uid {ns.sweep_uid}): "
+                "the run's values come only from the operator's flags; remove them from the pod's environment")  # fmt: skip
     return RunArgs(**vars(ns), unknown=tuple(unknown))
 
 
