@@ -77,3 +77,10 @@ def test_the_command_exits_nonzero_when_a_required_clause_fails(
     assert [c["id"] for c in doc["clauses"] if c["status"] == FAIL] == ["C7"]
     assert cli.main([*common, sys.executable, str(TRAINERS / "kit_trainer.py")]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_a_command_that_cannot_start_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nothing = (tmp_path / "none").as_uri()
+    argv = ["trainer", "check", f"--data={nothing}", f"--tokenizer={nothing}", "--", str(tmp_path / "no-such-trainer")]
+    assert cli.main(argv) == 2
+    assert "no-such-trainer" in capsys.readouterr().err

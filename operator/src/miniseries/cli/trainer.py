@@ -19,6 +19,7 @@ from miniseries.contract.trainer_contract import CONTRACT_VERSION
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from miniseries.local.runner import LocalRunError
     from miniseries.local.trainer_check import CheckOptions, required_failed, run_check
 
     command = list(args.trainer_command)
@@ -40,7 +41,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         device=args.device,
         workdir=Path(args.workdir) if args.workdir else None,
     )
-    verdicts, _ = run_check(opts, out=sys.stderr if args.json else sys.stdout)
+    try:
+        verdicts, _ = run_check(opts, out=sys.stderr if args.json else sys.stdout)
+    except FileNotFoundError as e:  # the command itself: nothing was checked
+        print(f"error: COMMAND {command[0]!r} cannot be started: {e.strerror} ({e.filename})", file=sys.stderr)
+        return 2
+    except LocalRunError as e:  # preparing the tiny sweep's data or tokenizer
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     failed = required_failed(verdicts)
     if args.json:
         doc = {"contract_version": CONTRACT_VERSION, "command": command, "ok": not failed,
