@@ -44,7 +44,7 @@ def trainer_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def check(tmp_path: Path, script: str) -> dict[str, tuple[str, str]]:
     nothing = (tmp_path / "none").as_uri()  # the kit trainers read no data and no tokenizer
-    opts = CheckOptions(command=[sys.executable, str(TRAINERS / f"{script}.py")], steps=30, checkpoint_every=10,
+    opts = CheckOptions(command=[sys.executable, str(TRAINERS / f"{script}.py")], steps=40, checkpoint_every=10,
                         grace_seconds=3.0, start_seconds=60.0, run_seconds=60.0, data_uri=nothing,
                         tokenizer_uri=nothing, workdir=tmp_path / "work")  # fmt: skip
     verdicts, _ = run_check(opts, out=io.StringIO())
@@ -69,7 +69,7 @@ def test_the_command_exits_nonzero_when_a_required_clause_fails(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     nothing = (tmp_path / "none").as_uri()
-    common = ["trainer", "check", "--json", "--steps=30", "--checkpoint-every=10", "--grace-seconds=3",
+    common = ["trainer", "check", "--json", "--steps=40", "--checkpoint-every=10", "--grace-seconds=3",
               f"--data={nothing}", f"--tokenizer={nothing}", "--"]  # fmt: skip
     assert cli.main([*common, sys.executable, str(TRAINERS / "no_resume.py")]) == 1
     doc = json.loads(capsys.readouterr().out)
