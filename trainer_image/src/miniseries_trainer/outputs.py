@@ -9,7 +9,6 @@ rewritten at every checkpoint and at the end, and results.json is written last.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,17 @@ from typing import Any
 import torch
 
 from miniseries.contract.layout import RunLayout
-from miniseries.contract.results import CoreResult, LossSummary, Progress, Provenance, RunResults
+
+# the loss curve's rows, summary and file format are the contract's (the trainer kit writes the same)
+from miniseries.contract.results import (
+    CoreResult,
+    Progress,
+    Provenance,
+    RunResults,
+    json_lines,
+    loss_summary,
+)
+from miniseries.contract.results import loss_point as loss_point  # train.py's import: one row format, the contract's
 from miniseries.contract.shapes import Horizon, ModelShape, training_flops
 from miniseries.contract.store import Store
 from miniseries_trainer.metrics import TrainerMetrics
@@ -29,17 +38,8 @@ PROGRESS_EVERY_SECONDS = 5.0
 LOSS_CURVE_EVERY_SECONDS = 30.0
 
 
-def json_lines(rows: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in rows).encode()
-
-
 def write_json_lines(store: Store, key: str, rows: list[dict[str, Any]]) -> None:
     store.write_bytes(key, json_lines(rows))
-
-
-def loss_point(step: int, tokens: int, shape: ModelShape, loss: float, lr: float) -> dict[str, Any]:
-    """One row of loss_curve.jsonl."""
-    return {"step": step, "tokens": tokens, "flops": training_flops(shape, tokens), "loss": loss, "lr": lr}
 
 
 def record_step(
@@ -104,18 +104,6 @@ class ProgressWriter:
         self.store.write_advisory(self.run.progress, progress.to_json())
         if eta is not None:
             self.metrics.set("miniseries_train_eta_seconds", eta)
-
-
-def loss_summary(loss_curve: list[dict[str, Any]]) -> LossSummary:
-    """First, final (mean of the last tenth: less noisy than the last step) and lowest loss."""
-    losses = [p["loss"] for p in loss_curve]
-    window = losses[-max(1, len(losses) // 10) :] if losses else []
-    return LossSummary(
-        first=losses[0] if losses else None,
-        final=sum(window) / len(window) if window else None,
-        min=min(losses) if losses else None,
-        points=len(losses),
-    )
 
 
 def run_results(

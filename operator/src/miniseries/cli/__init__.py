@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "miniseries.cli.serve",
     "miniseries.cli.store",
     "miniseries.cli.forecast",
+    "miniseries.cli.trainer",
 ]
 
 

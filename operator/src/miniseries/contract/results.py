@@ -13,6 +13,7 @@ from typing import Any
 
 from miniseries.contract.doc import Doc, DocError
 from miniseries.contract.layout import RunLayout, step_of_checkpoint_key
+from miniseries.contract.shapes import ModelShape, training_flops
 from miniseries.contract.store import Store, StoreError, StoreNotFound
 
 RESULTS_SCHEMA_VERSION = 1
@@ -176,6 +177,29 @@ class CheckpointManifest(Doc):
     files: list[CheckpointFile]
     created_at: float = 0.0
     sweep_uid: str | None = None  # the writing sweep's uid (--sweep-uid): the fence of `checkpoint_steps`
+
+
+def loss_point(step: int, tokens: int, shape: ModelShape, loss: float, lr: float | None) -> dict[str, Any]:
+    """One row of loss_curve.jsonl (RunLayout.loss_curve): what the forecasts and the report read."""
+    row: dict[str, Any] = {"step": step, "tokens": tokens, "flops": training_flops(shape, tokens), "loss": loss}
+    return row | ({"lr": lr} if lr is not None else {})
+
+
+def loss_summary(loss_curve: list[dict[str, Any]]) -> LossSummary:
+    """First, final (mean of the last tenth: less noisy than the last step) and lowest loss."""
+    losses = [p["loss"] for p in loss_curve]
+    window = losses[-max(1, len(losses) // 10) :] if losses else []
+    return LossSummary(
+        first=losses[0] if losses else None,
+        final=sum(window) / len(window) if window else None,
+        min=min(losses) if losses else None,
+        points=len(losses),
+    )
+
+
+def json_lines(rows: list[dict[str, Any]]) -> bytes:
+    """The curves' file format: one JSON object per line."""
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
 class ResultsError(RuntimeError):
