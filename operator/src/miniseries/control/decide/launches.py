@@ -17,7 +17,7 @@ from miniseries.control.decide.run_decision import (
     Event,
     RunDecision,
 )
-from miniseries.control.decide.run_transitions import Seen
+from miniseries.control.decide.run_seen import Seen
 
 BRANCH_WAITS = "branch_waits_for_its_trunk_checkpoint"
 BRANCH_FAILS = "branch_whose_trunk_checkpoint_is_gone_fails"

@@ -13,57 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import Enum
 
-from miniseries.api.spec import PlannedRun, RunState, RunStatus, ScalingSweepSpec
-from miniseries.contract.exits import EXIT_STORE_DENIED, STORE_DENIED_MARKER
-from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
-from miniseries.control.decide.observations import (
-    JobPhase,
-    ObservedJob,
-    ObservedWorkload,
-    RetryTimings,
-    RunObservation,
-    rfc3339,
-)
-from miniseries.control.decide.pod_troubles import POD_REASONS, PodTrouble
-from miniseries.control.decide.run_decision import (
-    NO_RESULTS,
-    PREEMPTED,
-    RESULTS_CORRUPT,
-    STORE_ACCESS_DENIED,
-    Event,
-    RunDecision,
-)
+from miniseries.api.spec import RunState, RunStatus
+from miniseries.contract.preemption import EXIT_PREEMPTED
+from miniseries.control.decide.observations import JobPhase, ObservedJob, rfc3339
+from miniseries.control.decide.run_decision import RESULTS_CORRUPT, Event, RunDecision
 from miniseries.control.decide.run_queue import kueue_state
-
-
-@dataclass
-class Seen:
-    """One run as this reconcile sees it: everything a transition reads, and `rs`, the new status
-    it writes (already filled from the store: progress, results, checkpoint, cost, its job's name)."""
-
-    run: PlannedRun
-    rs: RunStatus
-    old: RunStatus | None  # the status recorded by the previous reconcile, None for a new run
-    obs: RunObservation  # the store's word on the run
-    job: ObservedJob | None  # its job (the newest attempt), None when there is none
-    trouble: PodTrouble | None  # why its pod cannot start, or how its container exited
-    workload: ObservedWorkload | None  # Kueue's Workload of its job, when the sweep is queued
-    spec: ScalingSweepSpec
-    kueue: bool  # the sweep is queued in Kueue and the Workloads were read
-    now: datetime
-    retry: RetryTimings
-
-    def was(self, *states: RunState) -> bool:
-        return self.old is not None and self.old.state in states
-
-    def job_in(self, *phases: JobPhase) -> bool:
-        return self.job is not None and self.job.phase in phases
-
-    def job_active(self) -> bool:
-        return self.job is not None and self.job.active
+from miniseries.control.decide.run_reasons import (
+    mark_preempted,
+    mark_store_denied,
+    preempted_exit,
+    show_pod_trouble,
+    store_denied,
+    why_ended,
+)
+from miniseries.control.decide.run_seen import Seen
 
 
 class After(Enum):
@@ -86,37 +52,10 @@ def launch_recorded(old: RunStatus | None) -> bool:
     return old is not None and old.state is RunState.Pending and old.attempts > 0 and bool(old.job_name)
 
 
-def preempted_exit(
-    trouble: PodTrouble | None, obs: RunObservation | None = None, job: ObservedJob | None = None
-) -> bool:
-    """The run's trainer caught SIGTERM and wrote a checkpoint before it exited: its container exited
-    EXIT_PREEMPTED, or (a pod of several GPUs runs torchrun, which turns every worker's exit into 1)
-    this attempt's own progress.json says `preempted`, written after its job was created."""
-    if trouble is not None and trouble.exit_code == EXIT_PREEMPTED:
-        return True
-    progress = obs.progress if obs is not None else None
-    if progress is None or progress.state != PROGRESS_PREEMPTED or job is None or job.created is None:
-        return False
-    return progress.updated_at >= job.created.timestamp()  # not a stale one from an earlier attempt
-
-
-def store_denied(trouble: PodTrouble | None) -> bool:
-    """The run's trainer stopped because the store refused its credentials: it exited EXIT_STORE_DENIED,
-    or (several ranks under torchrun, which exits 1) its log ends with STORE_DENIED_MARKER."""
-    if trouble is None or trouble.waiting:
-        return False
-    return trouble.exit_code == EXIT_STORE_DENIED or STORE_DENIED_MARKER in (trouble.log_tail or "")
-
-
 def _delete_job(s: Seen, d: RunDecision) -> None:
     """Delete the run's job unless it is already going: its name is reused by the next attempt."""
     if s.job is not None and not s.job.deleting:
         d.delete.append(s.job.name)
-
-
-def _newly(s: Seen, state: RunState) -> bool:
-    """The run enters `state` now (an Event is due), rather than staying in it."""
-    return s.old is None or s.old.state is not state
 
 
 # -- results in the store -------------------------------------------------------------------------
@@ -130,7 +69,7 @@ def _succeed(s: Seen, d: RunDecision) -> After:
     rs = s.rs
     rs.state, rs.retry_at = RunState.Succeeded, None
     rs.reason = rs.message = None  # an earlier attempt's failure no longer describes the run
-    if _newly(s, RunState.Succeeded):
+    if s.newly(RunState.Succeeded):
         d.events.append(Event("RunSucceeded", f"{s.run.name} finished: {rs.tokens} tokens, val bpb {rs.val_bpb}"))
     return After.STAYS
 
@@ -166,7 +105,7 @@ def _fail_unreadable(s: Seen, d: RunDecision) -> After:
     why = "its re-evaluation wrote an unreadable results.json again" if again else "no checkpoint to evaluate from"
     rs.state, rs.retry_at, rs.reason = RunState.Failed, None, RESULTS_CORRUPT
     rs.message = f"{s.obs.results_error}; {why}"[:500]
-    if _newly(s, RunState.Failed):
+    if s.newly(RunState.Failed):
         d.events.append(Event("RunFailed", f"{s.run.name} failed: {rs.message}", "Warning"))
     return After.STAYS
 
@@ -179,7 +118,7 @@ def _evaluate_again(s: Seen, d: RunDecision) -> After:
         f"{s.obs.results_error}; evaluating again from checkpoint {rs.checkpoint_uri} (the same attempt, not "
         "counted against retryLimit)"
     )[:500]
-    if _newly(s, RunState.Retrying) or s.old is None or s.old.reason != RESULTS_CORRUPT:
+    if s.newly(RunState.Retrying) or s.old is None or s.old.reason != RESULTS_CORRUPT:
         rs.retry_at = rfc3339(s.now)
         d.events.append(Event("RunResultsCorrupt", f"{s.run.name}: {rs.message}", "Warning"))
     if s.job is None:
@@ -219,21 +158,6 @@ def _match_suspend(s: Seen, d: RunDecision) -> None:
         d.suspend[s.job.name] = s.spec.suspend
 
 
-def _pod_trouble(s: Seen, d: RunDecision) -> None:
-    """An in-flight run whose pod cannot start (an image that cannot be pulled, a missing Secret,
-    no node that fits): the kubelet's or scheduler's reason in its status, and an Event when it
-    changes. The job stays: pushing the image or freeing a node lets it start as it is."""
-    rs, trouble = s.rs, s.trouble
-    if trouble is None or not trouble.waiting:
-        if rs.reason in POD_REASONS:  # it started after all
-            rs.reason = rs.message = None
-        return
-    rs.reason, rs.message = trouble.reason, trouble.summary()
-    d.stuck[s.run.name] = trouble
-    if s.old is None or (s.old.reason, s.old.message) != (rs.reason, rs.message):
-        d.events.append(Event(trouble.reason, f"{s.run.name}: {rs.message}", "Warning"))
-
-
 def _queued_in_flight(s: Seen) -> bool:
     return s.job_active() and s.kueue
 
@@ -244,7 +168,7 @@ def _show_where_kueue_has_it(s: Seen, d: RunDecision) -> After:
     kueue_state(s.run.name, s.rs, s.old, s.job, s.workload, s.spec, d)
     if s.spec.suspend:
         s.rs.state = RunState.Suspended
-    _pod_trouble(s, d)
+    show_pod_trouble(s, d)
     return After.STAYS
 
 
@@ -255,7 +179,7 @@ def _in_flight_while_sweep_suspended(s: Seen) -> bool:
 def _suspend_job(s: Seen, d: RunDecision) -> After:
     _match_suspend(s, d)
     s.rs.state = RunState.Suspended
-    _pod_trouble(s, d)
+    show_pod_trouble(s, d)
     return After.STAYS
 
 
@@ -266,8 +190,8 @@ def _suspended_from_outside(s: Seen) -> bool:
 
 def _preempt_suspended(s: Seen, d: RunDecision) -> After:
     _match_suspend(s, d)  # unsuspended again: it resumes from its checkpoint
-    _job_preempted(s, "its job was suspended from outside the sweep", d)
-    _pod_trouble(s, d)
+    mark_preempted(s, "its job was suspended from outside the sweep", d)
+    show_pod_trouble(s, d)
     return After.STAYS
 
 
@@ -279,28 +203,11 @@ def _show_in_flight(s: Seen, d: RunDecision) -> After:
     assert s.job is not None
     s.rs.state = _in_flight_state(s.job)
     _match_suspend(s, d)
-    _pod_trouble(s, d)
+    show_pod_trouble(s, d)
     return After.STAYS
 
 
 # -- a job that ended without results -------------------------------------------------------------
-
-
-def _job_preempted(s: Seen, how: str, d: RunDecision) -> None:
-    """A run stopped from outside after checkpointing (Kueue's preemption, a node drain, a deleted pod):
-    Preempted, not Failed. It spends no retry (the attempt is not counted) and resumes from its newest
-    checkpoint as soon as it may run again, without backoff; one RunPreempted Event per preemption."""
-    rs, new = s.rs, _newly(s, RunState.Preempted)
-    rs.state, rs.reason, rs.retry_at = RunState.Preempted, PREEMPTED, None
-    if new:
-        rs.preemptions += 1
-    at = f"step {s.obs.checkpoint_step}" if s.obs.checkpoint_step is not None else "no checkpoint yet"
-    rs.message = (
-        f"preempted ({how}) at {at}; resumes from {rs.checkpoint_uri or 'the start'} "
-        f"(preemption {rs.preemptions}, not counted against retryLimit)"
-    )
-    if new:
-        d.events.append(Event("RunPreempted", f"{s.run.name} {rs.message}"))
 
 
 def _trainer_exited_for_preemption(s: Seen) -> bool:
@@ -308,7 +215,7 @@ def _trainer_exited_for_preemption(s: Seen) -> bool:
 
 
 def _preempt_exited(s: Seen, d: RunDecision) -> After:
-    _job_preempted(s, f"its trainer checkpointed and exited {EXIT_PREEMPTED}", d)
+    mark_preempted(s, f"its trainer checkpointed and exited {EXIT_PREEMPTED}", d)
     _delete_job(s, d)  # the same name and attempt is created again once it is gone
     return After.STAYS
 
@@ -318,39 +225,9 @@ def _store_refused(s: Seen) -> bool:
 
 
 def _retry_store_denied(s: Seen, d: RunDecision) -> After:
-    """Not a training failure (issue 27): a wrong or rotated key failed every retry within a minute and
-    the run stayed Failed after the Secret was fixed. No retry is spent; the same attempt is tried again
-    every `retry.store_denied_seconds`, so the run resumes by itself once the Secret works; the message
-    names the Secret and the operation the store refused (the trainer's last line)."""
-    rs, trouble = s.rs, s.trouble
-    assert trouble is not None
-    secret = s.spec.store.credentials_secret
-    creds = f"the Secret {secret!r} (spec.store.credentialsSecret)" if secret else "the trainer's environment"
-    said = next((ln for ln in reversed((trouble.log_tail or "").splitlines()) if STORE_DENIED_MARKER in ln), "")
-    refused = said.split(STORE_DENIED_MARKER, 1)[1].strip() if said else f"exit code {trouble.exit_code}"
-    rs.state, rs.reason = RunState.Retrying, STORE_ACCESS_DENIED
-    rs.message = (
-        f"the store refused the credentials from {creds}: {refused}; not counted against retryLimit, tried "
-        f"again every {s.retry.store_denied_seconds:g} s: fix the Secret and the run resumes from its checkpoint"
-    )[:500]
-    if _newly(s, RunState.Retrying) or s.old is None or s.old.reason != STORE_ACCESS_DENIED or rs.retry_at is None:
-        rs.retry_at = rfc3339(s.now + timedelta(seconds=s.retry.store_denied_seconds))
-        d.events.append(Event("RunStoreAccessDenied", f"{s.run.name}: {rs.message}", "Warning"))
+    mark_store_denied(s, d)
     _delete_job(s, d)  # the same attempt is created again after the wait
     return After.STAYS
-
-
-def _why_ended(job: ObservedJob, trouble: PodTrouble | None) -> tuple[str, str]:
-    """(reason, message) of a job that failed, or "succeeded" without a results.json."""
-    if job.phase is JobPhase.Succeeded:
-        # whatever the backend calls it (the training-operator's PyTorchJobSucceeded, JobSet's), the trainer
-        # exited 0 and broke its contract: it wrote no results.json (issue 27)
-        said = f" ({job.reason}: {job.message})" if job.reason or job.message else ""
-        return NO_RESULTS, f"the trainer exited 0 without writing results.json{said}"[:500]
-    if trouble is None or trouble.waiting:
-        # the training-operator only says that a replica failed: add what the container said, if kept
-        return job.reason or "Failed", (job.message or "job failed")[:500]
-    return job.reason or "Failed", f"{(job.message or 'job failed')[:300]}; {trouble.summary()}"
 
 
 def _ended_with_retries_left(s: Seen) -> bool:
@@ -361,9 +238,9 @@ def _retry(s: Seen, d: RunDecision) -> After:
     """Retry after a backoff counted from when the job failed, from the newest checkpoint."""
     assert s.job is not None
     rs, limit = s.rs, s.spec.retry_limit
-    rs.reason, rs.message = _why_ended(s.job, s.trouble)
+    rs.reason, rs.message = why_ended(s.job, s.trouble)
     rs.state = RunState.Retrying
-    if rs.retry_at is None or _newly(s, RunState.Retrying):
+    if rs.retry_at is None or s.newly(RunState.Retrying):
         failed_at = s.job.since or s.now
         rs.retry_at = rfc3339(failed_at + timedelta(seconds=s.retry.backoff_seconds(rs.attempts)))
         d.events.append(
@@ -385,9 +262,9 @@ def _ended_out_of_retries(s: Seen) -> bool:
 def _fail(s: Seen, d: RunDecision) -> After:
     assert s.job is not None
     rs = s.rs
-    rs.reason, rs.message = _why_ended(s.job, s.trouble)
+    rs.reason, rs.message = why_ended(s.job, s.trouble)
     rs.state = RunState.Failed
-    if _newly(s, RunState.Failed):
+    if s.newly(RunState.Failed):
         d.events.append(
             Event("RunFailed", f"{s.run.name} failed after {rs.attempts} attempts: {rs.message}", "Warning")
         )

@@ -37,7 +37,9 @@ from miniseries.control.decide.run_decision import (
     RunDecision,
 )
 from miniseries.control.decide.run_queue import QUEUE_STATES
-from miniseries.control.decide.run_transitions import After, Seen, launch_recorded, preempted_exit, step, store_denied
+from miniseries.control.decide.run_reasons import preempted_exit, store_denied
+from miniseries.control.decide.run_seen import Seen
+from miniseries.control.decide.run_transitions import After, launch_recorded, step
 
 __all__ = [  # the names callers import from here, wherever they live now
     "NO_RESULTS",
