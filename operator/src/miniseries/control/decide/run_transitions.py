@@ -95,7 +95,8 @@ def _evaluated_again_in_vain(s: Seen) -> bool:
     )
 
 
-def _results_unreadable_for_good(s: Seen) -> bool:
+def _results_past_mending(s: Seen) -> bool:
+    """No checkpoint to evaluate again from, or evaluating again did not help."""
     return _results_unreadable(s) and (_evaluated_again_in_vain(s) or not s.rs.checkpoint_uri)
 
 
@@ -326,20 +327,23 @@ def _wait_to_launch(s: Seen, d: RunDecision) -> After:
 
 #: Every transition of a run, in the order their guards are read: the first that applies wins.
 TRANSITIONS: tuple[Transition, ...] = (
+    # results.json in the store decides first: Succeeded; or, unreadable, Failed or evaluated again (Retrying)
     Transition("results_written_succeeds", _has_results, _succeed),
-    Transition(
-        "unreadable_results_without_a_way_to_evaluate_again_fail", _results_unreadable_for_good, _fail_unreadable
-    ),
+    Transition("unreadable_results_past_mending_fail", _results_past_mending, _fail_unreadable),
     Transition("unreadable_results_are_evaluated_again", _results_unreadable, _evaluate_again),
+    # a job the operator is deleting after recording why: that record stands (Retrying, Failed, Preempted)
     Transition("job_being_deleted_keeps_the_recorded_decision", _deleting_after_decision, _keep_decision),
+    # a job in flight: where Kueue has it; Suspended; Preempted (suspended from outside); Pending or Running
     Transition("queued_job_in_flight_shows_where_kueue_has_it", _queued_in_flight, _show_where_kueue_has_it),
     Transition("job_in_flight_of_a_suspended_sweep_is_suspended", _in_flight_while_sweep_suspended, _suspend_job),
     Transition("job_suspended_from_outside_is_preempted", _suspended_from_outside, _preempt_suspended),
     Transition("job_in_flight_is_pending_or_running", _in_flight, _show_in_flight),
+    # a job that ended without results: Preempted; Retrying (no attempt spent, or one); Failed
     Transition("trainer_that_exited_for_a_preemption_is_preempted", _trainer_exited_for_preemption, _preempt_exited),
     Transition("trainer_the_store_refused_retries_without_spending_an_attempt", _store_refused, _retry_store_denied),
     Transition("ended_job_with_retries_left_retries", _ended_with_retries_left, _retry),
     Transition("ended_job_out_of_retries_fails", _ended_out_of_retries, _fail),
+    # no job (or one in no phase above): what status recorded, else a run never launched (Pending)
     Transition("retrying_run_without_a_job_waits_to_launch", _was_retrying, _wait_to_retry),
     Transition("failed_run_without_a_job_stays_failed", _was_failed, _stay_failed),
     Transition("preempted_run_without_a_job_resumes", _was_preempted, _resume),
