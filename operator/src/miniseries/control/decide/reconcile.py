@@ -31,7 +31,7 @@ Rules:
 - A spec change that would make a started run a different experiment is refused
   (spec_changes.py): the accepted spec is reconciled, Ready=False says why, once as an Event.
 - Under Kueue (spec.resources.queueName) the slots above bound the jobs that exist; Kueue admits
-  them (runs.py `_kueue`): a run is Queued, Admitted or Preempted with Kueue's reason, the
+  them (run_queue.py `kueue_state`): a run is Queued, Admitted or Preempted with Kueue's reason, the
   operator never unsuspends a queued job, spec.suspend deactivates its Workloads, and a
   preempted run keeps its job and attempt.
 - A run in flight is forecast (forecasts.py) once its step moved on by 5% of its steps: the
