@@ -23,12 +23,12 @@ from miniseries.plan.planner import make_plan
 
 # optional modules are skipped so that the router never depends on them.
 COMMAND_MODULES = [
-    "miniseries.cli.local",
-    "miniseries.cli.science",
-    "miniseries.cli.data",
+    "miniseries.cli.local_commands",
+    "miniseries.cli.science_commands",
+    "miniseries.cli.data_command",
     "miniseries.cli.serve",
-    "miniseries.cli.store",
-    "miniseries.cli.forecast",
+    "miniseries.cli.store_command",
+    "miniseries.cli.forecast_command",
 ]
 
 
