@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.support.fit_reference
 
-from miniseries.cli.science import read_scaling_csv
+from miniseries.cli.science_commands import read_scaling_csv
 from miniseries.science.fit import ChinchillaFit, fit_chinchilla
 from tests.support.fit_reference import reference_fit_chinchilla
 

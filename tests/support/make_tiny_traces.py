@@ -5,7 +5,7 @@
 
 Runs `miniseries run examples/tiny.yaml --local --store DIR` (the `make local` sweep: data, tokenizer,
 three runs on this machine's CPU, about 5-15 minutes on 2 cores), then reads each finished run back
-the way `miniseries forecast` does (`cli.forecast.load_traces`: the recorded LR schedule, the loss
+the way `miniseries forecast` does (`cli.forecast_command.load_traces`: the recorded LR schedule, the loss
 curve, results.json's final loss and val bpb) and writes them with where they came from. The curves
 are real training, not drawn from the forecaster's law: tests/unit/test_forecast_real_curves.py
 forecasts each from its first part and compares with how it really ended.
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from miniseries.cli.forecast import load_traces
+from miniseries.cli.forecast_command import load_traces
 from miniseries.contract.layout import LOCAL_NAMESPACE
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from miniseries import cli
-from miniseries.cli.science import CsvError, read_scaling_csv
+from miniseries.cli.science_commands import CsvError, read_scaling_csv
 from miniseries.science.fit import (
     FitError,
     check_crossings,

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from miniseries.cli.science import read_scaling_csv
+from miniseries.cli.science_commands import read_scaling_csv
 from miniseries.science.fit import _huber_objective, _huber_objective_many, _init_grid, fit_chinchilla
 from tests.support import fit_reference
 from tests.unit.test_fit import DATA, _gadre, needs_data, synthetic_grid

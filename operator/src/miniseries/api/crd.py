@@ -86,14 +86,80 @@ def _strip_status_defaults(node: Any) -> Any:
     return node
 
 
-def crd() -> dict[str, Any]:
+#: `kubectl get scalingsweeps`' columns.
+PRINTER_COLUMNS: list[dict[str, str]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Runs", "type": "string", "jsonPath": ".status.progress", "description": "Runs done / total"},
+    {"name": "Cost", "type": "string", "jsonPath": ".status.cost", "description": "USD so far"},
+    {
+        "name": "Plan",
+        "type": "string",
+        "jsonPath": ".status.planSummary",
+        "description": "Planned cost and wall time of the whole sweep",
+    },
+    {"name": "Best-CORE", "type": "number", "jsonPath": ".status.bestCore"},
+    {
+        "name": "Forecast",
+        "type": "string",
+        "jsonPath": ".status.forecastSummary",
+        "description": "Forecast final val bpb of the largest run in flight; runs off trend",
+    },
+    {
+        "name": "Fit-N~C^a",
+        "type": "number",
+        "jsonPath": ".status.fit.paramsExponent",
+        "description": "a in N_opt ~ C^a once the family is fitted (about 0.5 expected)",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def _spec_schema() -> dict[str, Any]:
+    """The spec's schema, described by the model's docstring."""
     spec_schema = openapi_schema(api.ScalingSweepSpec)
     spec_schema["description"] = api.ScalingSweepSpec.__doc__
+    return spec_schema
+
+
+def _status_schema() -> dict[str, Any]:
+    """The status's schema: nothing required, no defaults, conditions a map keyed by type."""
     status_schema = _strip_status_defaults(openapi_schema(api.ScalingSweepStatus, mode="serialization"))
     status_schema.pop("required", None)
     conditions = status_schema["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return status_schema  # type: ignore[no-any-return]
+
+
+def _object_schema() -> dict[str, Any]:
+    """The whole object's schema: the name's rule, the spec and the status."""
+    return {
+        "type": "object",
+        "description": "A compute-optimal family of GPT models and the scaling laws they reveal.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            # the one part of metadata a CRD may constrain: the name, which the job names
+            # the operator derives (<sweep>-<run>) must leave room for
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "name": {
+                        "type": "string",
+                        "maxLength": api.MAX_SWEEP_NAME,
+                        "pattern": api.SWEEP_NAME_RE.pattern,
+                    }
+                },
+            },
+            "spec": _spec_schema(),
+            "status": _status_schema(),
+        },
+    }
+
+
+def crd() -> dict[str, Any]:
+    """The CustomResourceDefinition of ScalingSweep: one served and stored version with a status subresource."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -115,61 +181,8 @@ def crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {
-                            "name": "Runs",
-                            "type": "string",
-                            "jsonPath": ".status.progress",
-                            "description": "Runs done / total",
-                        },
-                        {"name": "Cost", "type": "string", "jsonPath": ".status.cost", "description": "USD so far"},
-                        {
-                            "name": "Plan",
-                            "type": "string",
-                            "jsonPath": ".status.planSummary",
-                            "description": "Planned cost and wall time of the whole sweep",
-                        },
-                        {"name": "Best-CORE", "type": "number", "jsonPath": ".status.bestCore"},
-                        {
-                            "name": "Forecast",
-                            "type": "string",
-                            "jsonPath": ".status.forecastSummary",
-                            "description": "Forecast final val bpb of the largest run in flight; runs off trend",
-                        },
-                        {
-                            "name": "Fit-N~C^a",
-                            "type": "number",
-                            "jsonPath": ".status.fit.paramsExponent",
-                            "description": "a in N_opt ~ C^a once the family is fitted (about 0.5 expected)",
-                        },
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "A compute-optimal family of GPT models and the scaling laws they reveal.",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                # the one part of metadata a CRD may constrain: the name, which the job names
-                                # the operator derives (<sweep>-<run>) must leave room for
-                                "metadata": {
-                                    "type": "object",
-                                    "properties": {
-                                        "name": {
-                                            "type": "string",
-                                            "maxLength": api.MAX_SWEEP_NAME,
-                                            "pattern": api.SWEEP_NAME_RE.pattern,
-                                        }
-                                    },
-                                },
-                                "spec": spec_schema,
-                                "status": status_schema,
-                            },
-                        }
-                    },
+                    "additionalPrinterColumns": [dict(c) for c in PRINTER_COLUMNS],
+                    "schema": {"openAPIV3Schema": _object_schema()},
                 }
             ],
         },

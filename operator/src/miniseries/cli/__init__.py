@@ -16,20 +16,20 @@ import sys
 from collections.abc import Callable, Sequence
 
 from miniseries.api.errors import SpecError
-from miniseries.api.spec import PlanStatus, ScalingSweep
+from miniseries.api.spec import PlannedRun, PlanStatus, ScalingSweep
 from miniseries.api.sweepfile import load_sweep
 from miniseries.cli import fmt
 from miniseries.plan.planner import make_plan
 
 # optional modules are skipped so that the router never depends on them.
 COMMAND_MODULES = [
-    "miniseries.cli.local",
-    "miniseries.cli.science",
-    "miniseries.cli.data",
+    "miniseries.cli.local_commands",
+    "miniseries.cli.science_commands",
+    "miniseries.cli.data_command",
     "miniseries.cli.serve",
-    "miniseries.cli.store",
-    "miniseries.cli.forecast",
-    "miniseries.cli.trainer",
+    "miniseries.cli.store_command",
+    "miniseries.cli.forecast_command",
+    "miniseries.cli.trainer_command",
 ]
 
 
@@ -44,61 +44,62 @@ def slots_text(slots: list[int], node_gpus: int, nodes: int) -> str:
     return f"n{held[0]}:{slots[0] % node_gpus}-{slots[-1] % node_gpus}"
 
 
+#: The plan table's columns (a wsd sweep adds `role` and `from` after `run`: _plan_headers).
+PLAN_COLUMNS = ["layers", "width", "heads", "params", "embed", "scaling", "tokens", "tok/param", "batch",
+                "accum", "steps", "FLOPs", "GPUs", "nodes", "slots", "MFU", "start h", "hours", "GPU-h", "USD"]  # fmt: skip
+
+
+def _plan_headers(wsd: bool) -> list[str]:
+    return ["run", *(["role", "from"] if wsd else []), *PLAN_COLUMNS]
+
+
+def _plan_row(r: PlannedRun, wsd: bool, node_gpus: int, nodes: int) -> list[str]:
+    """One planned run's cells, in _plan_headers' order."""
+    return [
+        r.name,
+        *([r.role or "", f"{r.trunk}@{r.start_step}" if r.trunk else ""] if wsd else []),
+        str(r.n_layer),
+        str(r.n_embd),
+        str(r.n_head),
+        fmt.si(r.total_params),
+        fmt.si(r.embedding_params),
+        fmt.si(r.scaling_params),
+        fmt.si(r.training_tokens),
+        f"{r.tokens_per_param:.2f}",
+        fmt.si(r.total_batch_tokens),
+        str(r.grad_accum_steps),
+        f"{r.steps:,}",
+        fmt.sci(r.flops),
+        str(r.gpus),
+        str(r.nodes),
+        slots_text(r.gpu_slots, node_gpus, nodes),
+        f"{r.assumed_mfu:.0%}" if r.assumed_mfu is not None else "",
+        f"{r.est_start_hours:.2f}",
+        f"{r.est_hours:.2f}",
+        f"{r.est_gpu_hours:.1f}",
+        f"{r.est_cost_usd:,.2f}",
+    ]
+
+
+def _plan_total(sweep: ScalingSweep, plan: PlanStatus) -> str:
+    """The plan's total line: FLOPs, GPU-hours, cost, wall time and the MFU they assume."""
+    spec, res = sweep.spec, sweep.spec.resources
+    return (
+        f"total: {fmt.sci(plan.total_flops)} FLOPs, {plan.total_gpu_hours:,.1f} GPU-hours, "
+        f"${plan.total_cost_usd:,.2f} at ${spec.cost.price_per_gpu_hour}/GPU-hour{held_text(plan)}, "
+        f"about {plan.est_wall_hours:.2f} h wall time "
+        f"(assuming {f'{res.assumed_mfu:.0%} MFU' if res.assumed_mfu is not None else 'the MFU column'} of "
+        f"{fmt.si(res.peak_flops_per_gpu)}FLOP/s per GPU"
+        + ("" if res.assumed_mfu is not None else "; per depth: miniseries.contract.mfu, from nanochat's reported MFU")
+        + ")"
+    )
+
+
 def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
+    """`miniseries plan`'s text: the sweep's shape, one row per run, the totals and what is idle or capped."""
     spec = sweep.spec
     wsd = any(r.role for r in plan.runs)
-    headers = [
-        "run",
-        *(["role", "from"] if wsd else []),
-        "layers",
-        "width",
-        "heads",
-        "params",
-        "embed",
-        "scaling",
-        "tokens",
-        "tok/param",
-        "batch",
-        "accum",
-        "steps",
-        "FLOPs",
-        "GPUs",
-        "nodes",
-        "slots",
-        "MFU",
-        "start h",
-        "hours",
-        "GPU-h",
-        "USD",
-    ]
-    rows = []
-    for r in plan.runs:
-        rows.append(
-            [
-                r.name,
-                *([r.role or "", f"{r.trunk}@{r.start_step}" if r.trunk else ""] if wsd else []),
-                str(r.n_layer),
-                str(r.n_embd),
-                str(r.n_head),
-                fmt.si(r.total_params),
-                fmt.si(r.embedding_params),
-                fmt.si(r.scaling_params),
-                fmt.si(r.training_tokens),
-                f"{r.tokens_per_param:.2f}",
-                fmt.si(r.total_batch_tokens),
-                str(r.grad_accum_steps),
-                f"{r.steps:,}",
-                fmt.sci(r.flops),
-                str(r.gpus),
-                str(r.nodes),
-                slots_text(r.gpu_slots, sweep.spec.resources.node_gpus, plan.nodes),
-                f"{r.assumed_mfu:.0%}" if r.assumed_mfu is not None else "",
-                f"{r.est_start_hours:.2f}",
-                f"{r.est_hours:.2f}",
-                f"{r.est_gpu_hours:.1f}",
-                f"{r.est_cost_usd:,.2f}",
-            ]
-        )
+    rows = [_plan_row(r, wsd, spec.resources.node_gpus, plan.nodes) for r in plan.runs]
     res = spec.resources
     cluster = (
         f"{res.nodes} nodes of {res.node_gpus}x{res.gpu_type}" if res.nodes > 1 else f"{res.node_gpus}x{res.gpu_type}"
@@ -109,15 +110,9 @@ def plan_table(sweep: ScalingSweep, plan: PlanStatus) -> str:
         f"{plan.max_runs_in_flight} in flight at most",
         f"params: scaling = {plan.scaling_params_convention}; tokens:params uses scaling params",
         "",
-        fmt.table(headers, rows),
+        fmt.table(_plan_headers(wsd), rows),
         "",
-        f"total: {fmt.sci(plan.total_flops)} FLOPs, {plan.total_gpu_hours:,.1f} GPU-hours, "
-        f"${plan.total_cost_usd:,.2f} at ${spec.cost.price_per_gpu_hour}/GPU-hour{held_text(plan)}, "
-        f"about {plan.est_wall_hours:.2f} h wall time "
-        f"(assuming {f'{res.assumed_mfu:.0%} MFU' if res.assumed_mfu is not None else 'the MFU column'} of "
-        f"{fmt.si(res.peak_flops_per_gpu)}FLOP/s per GPU"
-        + ("" if res.assumed_mfu is not None else "; per depth: miniseries.contract.mfu, from nanochat's reported MFU")
-        + ")",
+        _plan_total(sweep, plan),
     ]
     if plan.idle_gpus:
         per_node = ", ".join(f"n{k}: {idle}" for k, idle in enumerate(plan.idle_gpus_per_node or []))

@@ -190,75 +190,75 @@ class Downloaded:
     how: str  # "cached", "downloaded", "resumed from byte N"
 
 
-def download(
-    url: str,
-    dest: Path,
-    *,
-    expected_sha256: str | None = None,
-    retries: int = 5,
-    retry_wait: float = 2.0,
-    timeout: float = 60.0,
-    say: Callable[[str], None] = lambda s: None,
-) -> Downloaded:
-    """`url` into `dest`: resumed, verified, recorded in dest's SHA256SUMS. See the module doc."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    expected = expected_sha256.lower() if expected_sha256 else None
-    if dest.is_file():
-        recorded = _load_sums(dest.parent).get(dest.name)
-        digest = sha256_file(dest)
-        want = expected or recorded
-        if want is None or digest == want:
-            if recorded != digest:
-                _record_sum(dest.parent, dest.name, digest)
-            return Downloaded(dest, digest, dest.stat().st_size, "cached")
-        say(f"{dest} has sha256 {digest}, not {want} ({'pinned' if expected else 'recorded in ' + SUMS}): "
-            "downloading it again")  # fmt: skip
-        dest.unlink()
-    partial = dest.with_name(f".{dest.name}.partial")
-    meta_path = dest.with_name(f".{dest.name}.partial.json")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() and partial.is_file() else {}
-    if meta.get("url") != url:
-        partial.unlink(missing_ok=True)
-        meta = {"url": url}
-    first_offset = partial.stat().st_size if partial.is_file() else 0
-    stated: tuple[str | None, str] = (meta.get("sha256"), meta.get("sha256_header", ""))
+def _cached(dest: Path, expected: str | None, say: Callable[[str], None]) -> Downloaded | None:
+    """`dest` as it is, if it is there and matches the pinned (else the recorded) sha256; a file that
+    does not is removed, to be downloaded again."""
+    if not dest.is_file():
+        return None
+    recorded = _load_sums(dest.parent).get(dest.name)
+    digest = sha256_file(dest)
+    want = expected or recorded
+    if want is None or digest == want:
+        if recorded != digest:
+            _record_sum(dest.parent, dest.name, digest)
+        return Downloaded(dest, digest, dest.stat().st_size, "cached")
+    say(f"{dest} has sha256 {digest}, not {want} ({'pinned' if expected else 'recorded in ' + SUMS}): "
+        "downloading it again")  # fmt: skip
+    dest.unlink()
+    return None
+
+
+def _get_into(url: str, partial: Path, offset: int, meta: dict[str, Any], meta_path: Path,
+              timeout: float) -> None:  # fmt: skip
+    """One GET of `url` into `partial` from byte `offset` (a Range request `If-Range` the first
+    response's ETag). `meta`, the partial's metadata, is replaced in place (and on disk) when the
+    server sends the whole object, so a retry after a dropped connection resumes against it.
+    Raises on an HTTP error, and IncompleteRead when the connection dropped before the end."""
+    req = urllib.request.Request(url, headers={"User-Agent": "miniseries-data-fetch",
+                                               "x-amz-checksum-mode": "ENABLED"})  # fmt: skip
+    if offset:
+        req.add_header("Range", f"bytes={offset}-")
+        if meta.get("etag"):
+            req.add_header("If-Range", meta["etag"])
+    redirects = _Redirects()
+    opener = urllib.request.build_opener(redirects)
+    with opener.open(req, timeout=timeout) as resp:
+        status = resp.status
+        if offset and status == 200:  # the server ignored the Range, or the file changed: start over
+            offset = 0
+        elif status == 206:
+            m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
+            if not m or int(m.group(1)) != offset:
+                raise FetchError(f"{url}: asked for bytes {offset}- and got Content-Range "
+                                 f"{resp.headers.get('Content-Range')!r}")  # fmt: skip
+        if status == 200:  # a whole object: its headers say what it is
+            stated = stated_sha256([*redirects.seen, resp.headers])
+            meta.clear()
+            meta.update({"url": url, "etag": resp.headers.get("ETag"), "sha256": stated[0],
+                         "sha256_header": stated[1]})  # fmt: skip
+            meta_path.write_text(json.dumps(meta))
+        length = resp.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        with partial.open("r+b" if offset else "wb") as f:
+            f.seek(offset)
+            f.truncate()
+            while chunk := resp.read(CHUNK):
+                f.write(chunk)
+        size = partial.stat().st_size
+        if total is not None and size < total:
+            raise http.client.IncompleteRead(b"", total - size)
+
+
+def _get_resuming(url: str, partial: Path, meta: dict[str, Any], meta_path: Path, *, retries: int,
+                  retry_wait: float, timeout: float, say: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    """`url` into `partial` whole: each dropped connection resumed from the bytes it left, up to
+    `retries` times with a doubling wait; returns the partial's metadata (the stated sha256)."""
     attempt = 0
     while True:
         offset = partial.stat().st_size if partial.is_file() else 0
-        req = urllib.request.Request(url, headers={"User-Agent": "miniseries-data-fetch",
-                                                   "x-amz-checksum-mode": "ENABLED"})  # fmt: skip
-        if offset:
-            req.add_header("Range", f"bytes={offset}-")
-            if meta.get("etag"):
-                req.add_header("If-Range", meta["etag"])
-        redirects = _Redirects()
-        opener = urllib.request.build_opener(redirects)
         try:
-            with opener.open(req, timeout=timeout) as resp:
-                status = resp.status
-                if offset and status == 200:  # the server ignored the Range, or the file changed: start over
-                    offset = 0
-                elif status == 206:
-                    m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
-                    if not m or int(m.group(1)) != offset:
-                        raise FetchError(f"{url}: asked for bytes {offset}- and got Content-Range "
-                                         f"{resp.headers.get('Content-Range')!r}")  # fmt: skip
-                if status == 200:  # a whole object: its headers say what it is
-                    stated = stated_sha256([*redirects.seen, resp.headers])
-                    meta = {"url": url, "etag": resp.headers.get("ETag"), "sha256": stated[0],
-                            "sha256_header": stated[1]}  # fmt: skip
-                    meta_path.write_text(json.dumps(meta))
-                length = resp.headers.get("Content-Length")
-                total = offset + int(length) if length is not None else None
-                with partial.open("r+b" if offset else "wb") as f:
-                    f.seek(offset)
-                    f.truncate()
-                    while chunk := resp.read(CHUNK):
-                        f.write(chunk)
-                size = partial.stat().st_size
-                if total is not None and size < total:
-                    raise http.client.IncompleteRead(b"", total - size)
-            break
+            _get_into(url, partial, offset, meta, meta_path, timeout)
+            return meta
         except urllib.error.HTTPError as e:
             if e.code == 416 and offset:  # the partial file is not a prefix of what the server has now
                 partial.unlink(missing_ok=True)
@@ -272,6 +272,34 @@ def download(
             attempt += 1
             say(f"{url}: interrupted at byte {have:,} ({type(e).__name__}); resuming (retry {attempt}/{retries})")
             time.sleep(retry_wait * 2 ** (attempt - 1))
+
+
+def download(
+    url: str,
+    dest: Path,
+    *,
+    expected_sha256: str | None = None,
+    retries: int = 5,
+    retry_wait: float = 2.0,
+    timeout: float = 60.0,
+    say: Callable[[str], None] = lambda s: None,
+) -> Downloaded:
+    """`url` into `dest`: resumed, verified, recorded in dest's SHA256SUMS. See the module doc."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    expected = expected_sha256.lower() if expected_sha256 else None
+    cached = _cached(dest, expected, say)
+    if cached is not None:
+        return cached
+    partial = dest.with_name(f".{dest.name}.partial")
+    meta_path = dest.with_name(f".{dest.name}.partial.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() and partial.is_file() else {}
+    if meta.get("url") != url:
+        partial.unlink(missing_ok=True)
+        meta = {"url": url}
+    first_offset = partial.stat().st_size if partial.is_file() else 0
+    meta = _get_resuming(url, partial, meta, meta_path, retries=retries, retry_wait=retry_wait, timeout=timeout,
+                         say=say)  # fmt: skip
+    stated: tuple[str | None, str] = (meta.get("sha256"), meta.get("sha256_header", ""))
     digest = sha256_file(partial)
     for want, source in ((expected, "pinned with --checksums"), (stated[0], f"stated by the server's {stated[1]}")):
         if want and digest != want:

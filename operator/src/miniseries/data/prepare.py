@@ -291,16 +291,8 @@ def _pyarrow() -> tuple[Any, Any]:
     return pa, pq
 
 
-def prepare(
-    out_uri: str,
-    *,
-    source: str | Path = DEFAULT_SOURCE,
-    pattern: str | None = None,
-    shard_chars: int | None = None,
-    val_shards: int = 1,
-) -> list[PreparedShard]:
-    pa, pq = _pyarrow()
-    source = str(source)
+def _empty_store(out_uri: str, shard_chars: int | None, val_shards: int) -> Store:
+    """The output store, checked reachable and holding no shards yet (after the arguments' own checks)."""
     if shard_chars is not None and shard_chars < 1:
         raise DataError(f"--shard-chars must be >= 1, got {shard_chars}")
     if val_shards < 1:
@@ -311,6 +303,11 @@ def prepare(
     if existing:
         raise DataError(f"--out {out_uri} already holds {len(existing)} parquet shard(s) ({existing[0]}, ...); "
                         "prepare into an empty location, or delete them first")  # fmt: skip
+    return store
+
+
+def _parquet_writer(pa: Any, pq: Any) -> Callable[[Store, str, list[str]], None]:
+    """Writes documents as one shard: a zstd parquet file with a `text` column (nanochat's layout)."""
 
     def write(st: Store, key: str, docs: list[str]) -> None:
         buf = io.BytesIO()
@@ -318,6 +315,12 @@ def prepare(
                        compression="zstd")  # fmt: skip
         st.write_bytes(key, buf.getvalue())
 
+    return write
+
+
+def _source_documents(source: str, pattern: str | None) -> tuple[str, list[str], list[SourceFile], dict[str, Any]]:
+    """(the source's kind, its documents shuffled (none for parquet: streamed later), its files, the
+    manifest so far). Text and stdlib documents are read whole and shuffled with a fixed seed."""
     manifest: dict[str, Any] = {"source": source}
     if source == STDLIB:
         kind = "stdlib"
@@ -338,24 +341,46 @@ def prepare(
         if not docs:
             raise DataError(f"--source {source}: every selected file is empty")
         random.Random(SHUFFLE_SEED).shuffle(docs)
+    return kind, docs, files, manifest
+
+
+def _fill(writer: ShardWriter, kind: str, docs: list[str], files: list[SourceFile], pa: Any, pq: Any) -> None:
+    """Every document into `writer`, the last shard flushed; parquet sources streamed file by file."""
+    if kind == "parquet":
+        for f in files:  # streamed: a text file among parquet files is one document in key order
+            if f.is_parquet:
+                for group in parquet_texts(f, pq, pa):
+                    for doc in group:
+                        writer.add(doc)
+            elif text := decode_text(f.name, _read(f)).strip():
+                writer.add(text)
+    else:
+        for doc in docs:
+            writer.add(doc)
+    writer.flush()
+
+
+def prepare(
+    out_uri: str,
+    *,
+    source: str | Path = DEFAULT_SOURCE,
+    pattern: str | None = None,
+    shard_chars: int | None = None,
+    val_shards: int = 1,
+) -> list[PreparedShard]:
+    """The source's documents as parquet shards in `out_uri`, the last `val_shards` for validation,
+    with a manifest; nothing is left behind when it fails."""
+    pa, pq = _pyarrow()
+    source = str(source)
+    store = _empty_store(out_uri, shard_chars, val_shards)
+    kind, docs, files, manifest = _source_documents(source, pattern)
     requested = size = shard_chars or DEFAULT_SHARD_CHARS[kind]
     if docs:  # the total is known: even shards, so the validation shard is not a small remainder
         total = sum(map(len, docs))
         size = max(1, math.ceil(total / max(1, round(total / requested))))
-    writer = ShardWriter(store, size, write)
+    writer = ShardWriter(store, size, _parquet_writer(pa, pq))
     try:
-        if kind == "parquet":
-            for f in files:  # streamed: a text file among parquet files is one document in key order
-                if f.is_parquet:
-                    for group in parquet_texts(f, pq, pa):
-                        for doc in group:
-                            writer.add(doc)
-                elif text := decode_text(f.name, _read(f)).strip():
-                    writer.add(text)
-        else:
-            for doc in docs:
-                writer.add(doc)
-        writer.flush()
+        _fill(writer, kind, docs, files, pa, pq)
         n = len(writer.written)
         if n < val_shards + 1:
             total = sum(c for _, _, c in writer.written)

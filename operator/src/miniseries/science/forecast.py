@@ -332,6 +332,79 @@ def _fit_shrunk(
     return float(sol[0]), float(sol[1]), float(sol[2])
 
 
+@dataclass
+class _Draws:
+    """What each bootstrap resample draws one of: a finished run's alpha, C (None: fitted) and bpb
+    ratio (None: the sweep's), and the prior's spread of C (0: no shrinking)."""
+
+    alphas: list[float]
+    cs: list[float | None]
+    ratios: list[float | None]
+    tau: float
+
+
+def _fit_trace(sched: Schedule, st: np.ndarray, y: np.ndarray, last: int,
+               prior: SweepPrior | None) -> tuple[CurveFit, str, list[str], _Draws]:  # fmt: skip
+    """The run's curve fitted now: on the sweep's alpha and C (shrunk to the run's own C once it is
+    in its warmdown) given finished runs, else entirely its own (which needs warmdown steps).
+    Returns the fit, its method, the prior's runs and what the bootstrap draws from."""
+    x1, x2 = sched.s1[st - 1], sched.s2[st - 1]
+    own_c = int((st > sched.warmdown_start).sum()) >= MIN_FIT_POINTS
+    if prior is None or not prior.runs:
+        if not own_c:
+            raise ForecastRefused(
+                f"not enough steps yet (have {last}, need {sched.warmdown_start + MIN_FIT_POINTS}): with no finished "
+                f"run in the sweep to learn the annealing term from, the forecast needs {MIN_FIT_POINTS} steps of "
+                f"the warmdown, which starts after step {sched.warmdown_start}"
+            )
+        fit = fit_curve(sched, st, y)
+        return fit, "own", [], _Draws([fit.alpha], [None], [None], 0.0)
+    tau = prior.c_spread
+    l0, a, c = _fit_shrunk(x1, x2, y, prior.alpha, prior.c, tau)
+    pred = law(x1, x2, l0, a, prior.alpha, c)
+    fit = CurveFit(
+        l0=l0, a=a, alpha=prior.alpha, c=c, rmse=float(np.sqrt(np.mean((pred - y) ** 2))), points=len(st),
+        degenerate=degenerate_note(l0, a, prior.alpha),
+    )  # fmt: skip
+    draws = _Draws([r.fit.alpha for r in prior.runs], [r.fit.c for r in prior.runs],
+                   [r.bpb_ratio for r in prior.runs], tau)  # fmt: skip
+    return fit, "prior+own-C" if own_c else "prior", [r.run for r in prior.runs], draws
+
+
+def _bootstrap(sched: Schedule, st: np.ndarray, y: np.ndarray, fit: CurveFit, draws: _Draws, ratio: float | None,
+               bootstrap: int, seed: int) -> tuple[list[float], list[float], int]:  # fmt: skip
+    """Final losses (and val bpbs, where a ratio is known) refitted on block-resampled residuals of
+    the run, each with the alpha, C and ratio of one finished run; and the block length used."""
+    x1, x2 = sched.s1[st - 1], sched.s2[st - 1]
+    window = sched.final_window - 1
+    rng = np.random.default_rng(seed)
+    fitted = law(x1, x2, fit.l0, fit.a, fit.alpha, fit.c)
+    resid = y - fitted
+    n = len(y)
+    block = max(1, min(BLOCK, n // MIN_BLOCKS))
+    finals, bpbs = [], []
+    for _ in range(bootstrap):
+        starts = rng.integers(0, n - block + 1, size=math.ceil(n / block))
+        boot = fitted + np.concatenate([resid[s : s + block] for s in starts])[:n]
+        j = int(rng.integers(0, len(draws.alphas)))
+        alpha = draws.alphas[j]
+        try:
+            cj = draws.cs[j]
+            l0, a, c = (
+                _fit_linear(x1, x2, boot, alpha, None)
+                if cj is None
+                else _fit_shrunk(x1, x2, boot, alpha, cj, draws.tau)
+            )
+        except (ValueError, RuntimeError):
+            continue
+        f = float(np.mean(law(sched.s1[window], sched.s2[window], l0, a, alpha, c)))
+        finals.append(f)
+        r = draws.ratios[j] if draws.ratios[j] is not None else ratio
+        if r is not None:
+            bpbs.append(f * r)
+    return finals, bpbs, block
+
+
 def forecast_run(
     multipliers: Sequence[float],
     steps: Sequence[int],
@@ -354,63 +427,15 @@ def forecast_run(
     st, y = _trace(sched, steps, losses)
     if len(st) < MIN_FIT_POINTS:
         raise ForecastRefused(f"not enough logged steps yet (have {len(st)} past the warmup, need {MIN_FIT_POINTS})")
-    x1, x2 = sched.s1[st - 1], sched.s2[st - 1]
-    own_c = int((st > sched.warmdown_start).sum()) >= MIN_FIT_POINTS
-    if prior is None or not prior.runs:
-        if not own_c:
-            raise ForecastRefused(
-                f"not enough steps yet (have {last}, need {sched.warmdown_start + MIN_FIT_POINTS}): with no finished "
-                f"run in the sweep to learn the annealing term from, the forecast needs {MIN_FIT_POINTS} steps of "
-                f"the warmdown, which starts after step {sched.warmdown_start}"
-            )
-        fit = fit_curve(sched, st, y)
-        method, alphas, ratios, names, tau = "own", [fit.alpha], [None], [], 0.0
-        cs: list[float | None] = [None]
-    else:
-        method = "prior+own-C" if own_c else "prior"
-        alphas = [r.fit.alpha for r in prior.runs]
-        cs = [r.fit.c for r in prior.runs]
-        ratios = [r.bpb_ratio for r in prior.runs]
-        names = [r.run for r in prior.runs]
-        tau = prior.c_spread
-        l0, a, c = _fit_shrunk(x1, x2, y, prior.alpha, prior.c, tau)
-        pred = law(x1, x2, l0, a, prior.alpha, c)
-        fit = CurveFit(
-            l0=l0, a=a, alpha=prior.alpha, c=c, rmse=float(np.sqrt(np.mean((pred - y) ** 2))), points=len(st),
-            degenerate=degenerate_note(l0, a, prior.alpha),
-        )  # fmt: skip
+    fit, method, names, draws = _fit_trace(sched, st, y, last, prior)
     window = sched.final_window - 1
     final = float(np.mean(law(sched.s1[window], sched.s2[window], fit.l0, fit.a, fit.alpha, fit.c)))
     ratio = prior.bpb_ratio if prior is not None and prior.runs else None
-
-    # bootstrap: block-resampled residuals of the run; alpha, C and the ratio of one finished run
-    rng = np.random.default_rng(seed)
-    fitted = law(x1, x2, fit.l0, fit.a, fit.alpha, fit.c)
-    resid = y - fitted
-    n = len(y)
-    block = max(1, min(BLOCK, n // MIN_BLOCKS))
-    finals, bpbs = [], []
-    for _ in range(bootstrap):
-        starts = rng.integers(0, n - block + 1, size=math.ceil(n / block))
-        boot = fitted + np.concatenate([resid[s : s + block] for s in starts])[:n]
-        j = int(rng.integers(0, len(alphas)))
-        alpha = alphas[j]
-        try:
-            cj = cs[j]
-            l0, a, c = (
-                _fit_linear(x1, x2, boot, alpha, None) if cj is None else _fit_shrunk(x1, x2, boot, alpha, cj, tau)
-            )
-        except (ValueError, RuntimeError):
-            continue
-        f = float(np.mean(law(sched.s1[window], sched.s2[window], l0, a, alpha, c)))
-        finals.append(f)
-        r = ratios[j] if ratios[j] is not None else ratio
-        if r is not None:
-            bpbs.append(f * r)
+    finals, bpbs, block = _bootstrap(sched, st, y, fit, draws, ratio, bootstrap, seed)
     lo_q, hi_q = (1 - CONFIDENCE) / 2 * 100, (1 + CONFIDENCE) / 2 * 100
     low, high = (float(np.percentile(finals, lo_q)), float(np.percentile(finals, hi_q))) if finals else (final, final)
     # the floor: the level's standard error from the residuals, one independent draw per block
-    floor = _Z * fit.rmse / math.sqrt(max(1, n // block))
+    floor = _Z * fit.rmse / math.sqrt(max(1, len(y) // block))
     low, high = min(low, final - floor), max(high, final + floor)
     val = vlow = vhigh = None
     if ratio is not None:

@@ -7,7 +7,7 @@ results, a NaN loss or too few runs for a fit is a line under "Problems" and a
 `partial` mark, never a crash and never a silently smaller table.
 
 `build_report(store, layout, spec)` is what the operator and the local runner call
-in-process; `miniseries report A [B]` (cli/science.py) wraps it, and with two sweeps writes a
+in-process; `miniseries report A [B]` (cli/science_commands.py) wraps it, and with two sweeps writes a
 side-by-side comparison under the first sweep's report folder (`compare_reports`).
 
 The parts, in the order a report is made: `rows` (one row per planned run), `analysis`

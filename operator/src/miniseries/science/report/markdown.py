@@ -61,9 +61,8 @@ def rollout_lines(rollouts: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunRow], plots: list[str]) -> str:
-    """One sweep's report.md: status, problems, runs, fits, checks, extrapolation and plots."""
-    fits, checks = result["fits"], result["checks"]
+def _status_lines(doc: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """The title, the sweep's status line and its Problems section."""
     lines = [f"# Scaling report: `{doc['sweep']}`", ""]
     if not doc["partial"]:
         status = "complete"
@@ -76,8 +75,13 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
               "Machine-readable: [report.json](report.json).", ""]  # fmt: skip
     if result["problems"]:
         lines += ["## Problems", ""] + [f"- {p}" for p in result["problems"]] + [""]
-    lines += ["## Runs", "", "| run | depth | status | N (scaling) | tokens | D/N | FLOPs | final loss | val bpb | CORE | MFU (trainer) |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    return lines
+
+
+def _runs_lines(rows: list[RunRow]) -> list[str]:
+    """The Runs table: one row per run."""
+    lines = ["## Runs", "", "| run | depth | status | N (scaling) | tokens | D/N | FLOPs | final loss | val bpb | CORE | MFU (trainer) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
         t = r.table()
         core = fmt_number(t["core"], ".4f") + (" (partial)" if r.core_partial else "")
@@ -86,8 +90,13 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
             f"{fmt_number(t['tokens_per_param'], '.2f')} | {fmt_number(t['flops'], '.3g')} | {fmt_number(t['final_loss'], '.4f')} | "
             f"{fmt_number(t['val_bpb'], '.4f')} | {core} | {fmt_number(t['mfu'], '.1%')} |"
         )
-    lines += ["", "## Fits", "", "Power laws y ∝ C^k by least squares on logs; 95% t-intervals.", "",
-              "| law | exponent | 95% CI | R² | points |", "|---|---:|---|---:|---:|"]  # fmt: skip
+    return lines
+
+
+def _power_law_lines(fits: dict[str, Any]) -> list[str]:
+    """The Fits section's power-law table (ratio and isoFLOP laws) and the isoFLOP optima."""
+    lines = ["", "## Fits", "", "Power laws y ∝ C^k by least squares on logs; 95% t-intervals.", "",
+             "| law | exponent | 95% CI | R² | points |", "|---|---:|---|---:|---:|"]  # fmt: skip
     if "ratio" in fits:
         r = fits["ratio"]
         for name, key in (
@@ -107,8 +116,13 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
         for o in iso.optima:
             lines.append(f"| {o.budget_flops:.3g} | {o.params:.3g} | {o.tokens:.3g} | {o.tokens_per_param:.2f} | "
                          f"{o.loss:.4f} | {o.runs} | {o.message or ''} |")  # fmt: skip
+    return lines
+
+
+def _chinchilla_lines(fits: dict[str, Any]) -> list[str]:
+    """Approach 3's fitted law with its intervals, or why it was not made."""
     ch = fits.get("chinchilla")
-    lines.append("")
+    lines = [""]
     if ch is not None:
         form = " with one shared exponent α = β (Gadre et al. 2024)" if ch.form == "shared" else ""
         lines += [f"Chinchilla Approach 3, L = E + A/N^α + B/D^β{form} (Huber δ=1e-3 on log-loss, L-BFGS, bootstrap 95% CI):", "",
@@ -126,16 +140,28 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
             lines.append(f"- **Parameter on a bound**: {flag}.")
     elif fits.get("chinchilla_note"):
         lines.append(f"Chinchilla Approach 3: {fits['chinchilla_note']}.")
+    return lines
+
+
+def _approaches_lines(fits: dict[str, Any]) -> list[str]:
+    """Approach 2 beside Approach 3, per budget, where both were made."""
     cmp_ = fits.get("approaches")
-    if cmp_ is not None:
-        lines += ["", "Approach 2 (each budget's parabola vertex) beside Approach 3 (the fitted law's optimum): a "
-                  "parabola's vertex is biased where the valley is asymmetric (α ≠ β) and the sampled sizes sit off "
-                  "centre or span decades (see science/fit/approaches.py).", "",
-                  "| budget | N_opt, Approach 2 | N_opt, Approach 3 | 2 vs 3 |", "|---:|---:|---:|---:|"]  # fmt: skip
-        for b in cmp_.budgets:
-            lines.append(f"| {b.budget_flops:.3g} | {b.approach2_params:.3g} | {b.approach3_params:.3g} | "
-                         f"{b.difference:+.1%} |")  # fmt: skip
-        lines.append(f"| a (N_opt ∝ C^a) | {fmt_number(cmp_.approach2_a, '.3f')} | {cmp_.approach3_a:.3f} | |")
+    if cmp_ is None:
+        return []
+    lines = ["", "Approach 2 (each budget's parabola vertex) beside Approach 3 (the fitted law's optimum): a "
+             "parabola's vertex is biased where the valley is asymmetric (α ≠ β) and the sampled sizes sit off "
+             "centre or span decades (see science/fit/approaches.py).", "",
+             "| budget | N_opt, Approach 2 | N_opt, Approach 3 | 2 vs 3 |", "|---:|---:|---:|---:|"]  # fmt: skip
+    for b in cmp_.budgets:
+        lines.append(f"| {b.budget_flops:.3g} | {b.approach2_params:.3g} | {b.approach3_params:.3g} | "
+                     f"{b.difference:+.1%} |")  # fmt: skip
+    lines.append(f"| a (N_opt ∝ C^a) | {fmt_number(cmp_.approach2_a, '.3f')} | {cmp_.approach3_a:.3f} | |")
+    return lines
+
+
+def _wsd_and_core_lines(fits: dict[str, Any]) -> list[str]:
+    """The WSD optimum tokens per parameter, the branch-vs-twin checks and the CORE law."""
+    lines: list[str] = []
     opt = fits.get("wsd_optimal_ratio")
     if opt is not None and not opt.identified:
         lines += ["", f"Compute-optimal tokens per parameter at C = {opt.compute:.3g} FLOPs (Approach 3 on the WSD "
@@ -152,8 +178,12 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
     if cf is not None:
         lines += ["", f"CORE = {cf.intercept:.4f} + {cf.slope:.4f} · log10(C) (R² {cf.r2:.3f}, {cf.points} points; "
                   f"slope 95% CI [{fmt_number(cf.slope_ci[0])}, {fmt_number(cf.slope_ci[1])}])."]  # fmt: skip
-    lines += ["", *rollout_lines((fits.get("rollout") or {}) | {"core_route": fits.get("core_route")})]
-    lines += ["## Checks", ""]
+    return lines
+
+
+def _checks_lines(checks: dict[str, Any]) -> list[str]:
+    """The Checks section: curves crossing, exponents near one half, the collapse."""
+    lines = ["## Checks", ""]
     cc = checks["curves_cross"]
     lines.append(f"- Curves cross: **{'yes' if cc else 'no' if cc is False else 'not checked (fewer than 2 runs)'}**")
     for x in checks["crossings"]:
@@ -168,12 +198,17 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
         lines.append(f"  - note: {checks['equal_scaling_note']}")
     if checks.get("collapse") is not None:
         lines += collapse_line(checks["collapse"])
-    lines += ["", "## Extrapolation", "",
-              f"Compute to reach a target CORE from the CORE fit; GPU-hours at {doc['peak_flops_per_gpu']:.3g} FLOP/s per GPU and "
-              f"{result['mfu_used']:.2%} MFU ({'measured: mean achieved FLOP/s per device over runs' if result['mfu_measured'] else 'assumed: no run measured it'}), "
-              f"${doc['price_per_gpu_hour']}/GPU-hour.", "",
-              "| target | CORE | FLOPs | × or ÷ (rollout) | GPU-hours | USD | N_opt | D_opt | ≈ depth | note |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    return lines
+
+
+def _extrapolation_lines(doc: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """The Extrapolation section: compute, GPU-hours and dollars to each target CORE."""
+    lines = ["", "## Extrapolation", "",
+             f"Compute to reach a target CORE from the CORE fit; GPU-hours at {doc['peak_flops_per_gpu']:.3g} FLOP/s per GPU and "
+             f"{result['mfu_used']:.2%} MFU ({'measured: mean achieved FLOP/s per device over runs' if result['mfu_measured'] else 'assumed: no run measured it'}), "
+             f"${doc['price_per_gpu_hour']}/GPU-hour.", "",
+             "| target | CORE | FLOPs | × or ÷ (rollout) | GPU-hours | USD | N_opt | D_opt | ≈ depth | note |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     if not result["extrapolation"]:
         lines.append("| – | – | – | – | – | – | – | – | – | no CORE fit (see Problems) |")
     for e in result["extrapolation"]:
@@ -181,19 +216,45 @@ def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunR
                      f"{fmt_number(e.gpu_hours, ',.1f')} | "
                      f"{fmt_number(e.cost_usd, ',.0f')} | {fmt_number(e.params, '.3g')} | {fmt_number(e.tokens, '.3g')} | "
                      f"{'d' + str(e.depth) if e.depth else '–'} | {e.message or ''} |")  # fmt: skip
-    lines += ["", "## Plots", ""]
-    titles = {"loss_vs_tokens": "Loss vs tokens", "loss_vs_flops": "Loss vs FLOPs", "final_loss_vs_compute": "Final loss vs compute",
-              "isoflop": "IsoFLOP curves and optima", "wsd_loss_vs_ratio": "WSD: loss vs tokens per parameter, per depth",
-              "wsd_optimal_ratio": "WSD: fitted optimum tokens per parameter vs compute",
-              "core_vs_compute": "CORE vs compute"}  # fmt: skip
-    for name in [n for n in titles if f"{n}.png" in plots]:
+    return lines
+
+
+PLOT_TITLES = {"loss_vs_tokens": "Loss vs tokens", "loss_vs_flops": "Loss vs FLOPs", "final_loss_vs_compute": "Final loss vs compute",
+               "isoflop": "IsoFLOP curves and optima", "wsd_loss_vs_ratio": "WSD: loss vs tokens per parameter, per depth",
+               "wsd_optimal_ratio": "WSD: fitted optimum tokens per parameter vs compute",
+               "core_vs_compute": "CORE vs compute"}  # fmt: skip
+
+
+def _plot_lines(plots: list[str]) -> list[str]:
+    """The Plots section: each drawn plot, in a fixed order, with its SVG."""
+    lines = ["", "## Plots", ""]
+    for name in [n for n in PLOT_TITLES if f"{n}.png" in plots]:
         lines += [
-            f"### {titles.get(name, name)}",
+            f"### {PLOT_TITLES.get(name, name)}",
             "",
-            f"![{titles.get(name, name)}]({name}.png)",
+            f"![{PLOT_TITLES.get(name, name)}]({name}.png)",
             f"([SVG]({name}.svg))",
             "",
         ]
+    return lines
+
+
+def render_markdown(doc: dict[str, Any], result: dict[str, Any], rows: list[RunRow], plots: list[str]) -> str:
+    """One sweep's report.md: status, problems, runs, fits, checks, extrapolation and plots."""
+    fits = result["fits"]
+    lines = [
+        *_status_lines(doc, result),
+        *_runs_lines(rows),
+        *_power_law_lines(fits),
+        *_chinchilla_lines(fits),
+        *_approaches_lines(fits),
+        *_wsd_and_core_lines(fits),
+        "",
+        *rollout_lines((fits.get("rollout") or {}) | {"core_route": fits.get("core_route")}),
+        *_checks_lines(result["checks"]),
+        *_extrapolation_lines(doc, result),
+        *_plot_lines(plots),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -38,15 +38,12 @@ def _schedule(res: RunResults, spec: ScalingSweepSpec | None) -> list[float] | N
         return None
 
 
-def through_training(store: Store, layout: SweepLayout, spec: ScalingSweepSpec | None, rows: list[RunRow],
-                     fits: dict[str, Any], bootstrap: int = 100) -> tuple[dict[str, Any], dict[str, bytes]]:  # fmt: skip
-    """(report.json's `through_training` section, its plots by file name)."""
-    from miniseries.science.curves import collapse_check, forecast_plot, val_curve_plots
-    from miniseries.science.forecast import RunTrace, median_abs, replay
-    from miniseries.science.provenance import differences
+_Finished = dict[str, tuple[RunResults, list[dict[str, float]]]]  # run -> (its results, its loss curve)
 
-    finished: dict[str, tuple[RunResults, list[dict[str, float]]]] = {}
-    notes: list[str] = []
+
+def _finished_runs(store: Store, layout: SweepLayout, rows: list[RunRow], notes: list[str]) -> _Finished:
+    """Each usable run's results and loss curve; a run whose files cannot be read is a note."""
+    finished: _Finished = {}
     for r in rows:
         if not r.usable:
             continue
@@ -58,9 +55,14 @@ def through_training(store: Store, layout: SweepLayout, spec: ScalingSweepSpec |
             continue
         if res is not None:
             finished[r.name] = (res, curve)
-    plots: dict[str, bytes] = {}
+    return finished
 
-    # validation curves
+
+def _val_curves(store: Store, layout: SweepLayout, finished: _Finished, notes: list[str],
+                plots: dict[str, bytes]) -> tuple[dict[str, list[dict[str, float]]], str | None]:  # fmt: skip
+    """The finished runs' val-bpb traces (their plots into `plots`), and a note if there are none."""
+    from miniseries.science.curves import val_curve_plots
+
     val_curves: dict[str, list[dict[str, float]]] = {}
     for name in finished:
         try:
@@ -74,8 +76,16 @@ def through_training(store: Store, layout: SweepLayout, spec: ScalingSweepSpec |
         finals = {n: (float(res.tokens), float(res.flops), res.val_bpb) for n, (res, _c) in finished.items()}
         plots.update(val_curve_plots(val_curves, {n: f for n, f in finals.items() if n in val_curves}))
     val_note = None if val_curves else "no finished run recorded a val-bpb trace (trainer flag --val-every)"
+    return val_curves, val_note
 
-    # forecast error: replay at FORECAST_UPTO
+
+def _forecast_error(finished: _Finished, spec: ScalingSweepSpec | None, notes: list[str], plots: dict[str, bytes],
+                    bootstrap: int) -> dict[str, Any]:  # fmt: skip
+    """Every finished run replayed at FORECAST_UPTO against the earlier runs and against all the
+    others: per run the forecast and its error, and the median error (its plot into `plots`)."""
+    from miniseries.science.curves import forecast_plot
+    from miniseries.science.forecast import RunTrace, median_abs, replay
+
     traces = []
     for name, (res, curve) in finished.items():
         mult = _schedule(res, spec)
@@ -99,23 +109,37 @@ def through_training(store: Store, layout: SweepLayout, spec: ScalingSweepSpec |
         }
         if any(r.forecast is not None for r in others):
             plots.update(forecast_plot(others, "val_bpb"))
+    return forecast
 
-    # collapse: only against an irreducible loss from the Chinchilla fit
+
+def _collapse(finished: _Finished, fits: dict[str, Any]) -> dict[str, Any]:
+    """The collapse check, only against an irreducible loss from the Chinchilla fit; else why it was skipped."""
+    from miniseries.science.curves import collapse_check
+
     ch = fits.get("chinchilla")
-    collapse: dict[str, Any]
     if ch is None:
-        collapse = {"skipped": "no irreducible loss E: no Chinchilla fit (ratio mode, or too few runs); normalising "
-                               "by the final loss alone is not the check of Qiu et al."}  # fmt: skip
-    else:
-        e = float(ch.E)
-        curves = {n: (c, res.steps, res.loss.final) for n, (res, c) in finished.items()
-                  if c and res.loss.final is not None and math.isfinite(res.loss.final)}  # fmt: skip
-        try:
-            collapse = {"irreducible": e, **collapse_check(curves, e).to_dict()}
-        except ValueError as err:
-            collapse = {"skipped": str(err)}
+        return {"skipped": "no irreducible loss E: no Chinchilla fit (ratio mode, or too few runs); normalising "
+                           "by the final loss alone is not the check of Qiu et al."}  # fmt: skip
+    e = float(ch.E)
+    curves = {n: (c, res.steps, res.loss.final) for n, (res, c) in finished.items()
+              if c and res.loss.final is not None and math.isfinite(res.loss.final)}  # fmt: skip
+    try:
+        return {"irreducible": e, **collapse_check(curves, e).to_dict()}
+    except ValueError as err:
+        return {"skipped": str(err)}
 
-    # provenance
+
+def through_training(store: Store, layout: SweepLayout, spec: ScalingSweepSpec | None, rows: list[RunRow],
+                     fits: dict[str, Any], bootstrap: int = 100) -> tuple[dict[str, Any], dict[str, bytes]]:  # fmt: skip
+    """(report.json's `through_training` section, its plots by file name)."""
+    from miniseries.science.provenance import differences
+
+    notes: list[str] = []
+    plots: dict[str, bytes] = {}
+    finished = _finished_runs(store, layout, rows, notes)
+    val_curves, val_note = _val_curves(store, layout, finished, notes, plots)
+    forecast = _forecast_error(finished, spec, notes, plots, bootstrap)
+    collapse = _collapse(finished, fits)
     labelled = [(n, res) for n, (res, _c) in finished.items()]
     prov = {n: (res.provenance.to_dict() if res.provenance is not None else None) for n, res in labelled}
     diffs = [d.to_dict() for d in differences(labelled)] if len(labelled) > 1 else []

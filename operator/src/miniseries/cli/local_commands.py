@@ -3,7 +3,7 @@
     miniseries run examples/tiny.yaml --local [--store DIR] [--device cpu|cuda|auto]
     miniseries status examples/tiny.yaml [--store DIR] [--output table|json]
 
-`miniseries report` (cli_science) reads the same local store.
+`miniseries report` (cli/science_commands.py) reads the same local store.
 """
 
 from __future__ import annotations
