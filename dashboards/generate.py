@@ -481,7 +481,7 @@ def metrics_used(expr: str) -> set[str]:
 
 
 # Where the code declares its metrics: prometheus_client objects at module level.
-METRIC_MODULES = ("miniseries_trainer.metrics", "miniseries.control.io.metrics")
+METRIC_MODULES = ("miniseries_trainer.metrics", "miniseries.control.io.operator_metrics")
 # The page whose "Metrics" section holds the table (the README's until the docs had pages).
 METRICS_PAGE = HERE.parent / "docs" / "using.md"
 README_BEGIN, README_END = "<!-- metrics:begin -->", "<!-- metrics:end -->"

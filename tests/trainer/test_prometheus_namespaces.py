@@ -3,7 +3,7 @@ and team-b, scraped by a real Prometheus the way the chart's monitors do (each t
 scraped pod's `namespace`), and every dashboard panel, for either namespace, shows only its own.
 
 The trainers are real tiny CPU runs (one per team, different depths, so whose series is whose shows in
-the labels); the operator's series come from its own exporter (control/io/metrics.py, filled by
+the labels); the operator's series come from its own exporter (control/io/operator_metrics.py, filled by
 act.export_metrics and the reconcile counters handlers.py keeps), served from this process."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ OPERATOR_NS = "miniseries-system"
 
 def _operator_metrics(port: int) -> None:
     from miniseries.control.io import act
-    from miniseries.control.io import metrics as opmetrics
+    from miniseries.control.io import operator_metrics as opmetrics
 
     for ns, (_, _, states, cost) in TEAMS.items():
         runs = [RunStatus(name=f"r{i}-{s.value}", depth=4, state=s) for s, n in states.items() for i in range(n)]

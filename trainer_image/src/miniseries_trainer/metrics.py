@@ -6,7 +6,7 @@ its network namespace, so they cannot share one port). `--metrics-port 0` disabl
 the exporter. Every series carries `sweep_namespace`, `sweep`, `depth`, `run`; per-rank ones add
 `rank`. `sweep_namespace` (the operator's --namespace): two teams' sweeps of one name are two
 series wherever the metrics are scraped from (a static scrape config has no `namespace` target
-label), under the same label name the operator's own metrics use (control/io/metrics.py).
+label), under the same label name the operator's own metrics use (control/io/operator_metrics.py).
 `METRICS` is the documentation: docs/using.md's table is generated from it.
 """
 

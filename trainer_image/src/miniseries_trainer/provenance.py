@@ -1,4 +1,4 @@
-"""What results.json records about where a row came from (contract.results.Provenance).
+"""Provenance, written by the trainer (read by science/provenance.py): what results.json records about where a row came from (contract.results.Provenance).
 
 Collected once per run, on rank 0, from what the trainer already has: its package version,
 the source commit (MINISERIES_SOURCE_COMMIT, set by an image build, or `git rev-parse HEAD`

@@ -49,7 +49,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from miniseries.control.io import handlers
-    from miniseries.control.io import metrics as opmetrics
+    from miniseries.control.io import operator_metrics as opmetrics
 
     _setup_logging(args.verbose)
     try:

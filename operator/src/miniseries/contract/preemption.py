@@ -1,4 +1,4 @@
-"""Preemption, as the trainer and the operator agree on it: the exit status of a trainer that
+"""Preemption, the contract's side (the trainer's is miniseries_trainer/preemption.py): the exit status of a trainer that
 stopped on SIGTERM after checkpointing, and how many bytes that checkpoint is.
 
 The trainer (miniseries_trainer.preemption) catches SIGTERM and SIGINT, finishes the optimizer

@@ -1,4 +1,4 @@
-"""Which results rows may be fitted together: provenance differences and the refusal of mixed fits.
+"""Provenance, read by the science (written by miniseries_trainer/provenance.py): which results rows may be fitted together, and the refusal of mixed fits.
 
 Rows are comparable when they agree on `Provenance.comparable_key()` (the data's manifest
 hash, the tokenizer's hash, the parameter and FLOP conventions); the rest (device, torch,

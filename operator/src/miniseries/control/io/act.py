@@ -35,7 +35,7 @@ from miniseries.control.decide.observations import SUSPENDED_BY, ObservedJob, Ru
 from miniseries.control.decide.runs import Actions
 from miniseries.control.decide.sweep_status import changed, wire_doc
 from miniseries.control.io import events, kube
-from miniseries.control.io import metrics as opmetrics
+from miniseries.control.io import operator_metrics as opmetrics
 from miniseries.control.io.observe import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS
 
 log = logging.getLogger("miniseries.operator")

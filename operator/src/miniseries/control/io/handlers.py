@@ -75,7 +75,7 @@ from miniseries.control.decide import sweep_status as st
 from miniseries.control.decide.observations import parse_time, rfc3339
 from miniseries.control.decide.reconcile import decide
 from miniseries.control.io import act, events, kube
-from miniseries.control.io import metrics as opmetrics
+from miniseries.control.io import operator_metrics as opmetrics
 from miniseries.control.io.observe import (
     admission,
     backend_problem,

@@ -29,7 +29,7 @@ from miniseries.contract.store import Store
 from miniseries.science.report.document import compute_report, fit_status
 from miniseries.science.report.markdown import render_comparison, render_markdown
 from miniseries.science.report.plots import comparison_plot, render_plots
-from miniseries.science.report.training import render_training, through_training
+from miniseries.science.report.through_training import render_training, through_training
 
 __all__ = ["ReportError", "build_report", "compare_reports", "joint_fit"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from miniseries.science.report.document import fit_status
 from miniseries.science.report.rows import RunRow
-from miniseries.science.report.training import collapse_line
+from miniseries.science.report.through_training import collapse_line
 
 
 def fmt_number(v: Any, spec: str = ".4g") -> str:
