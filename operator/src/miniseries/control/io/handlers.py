@@ -378,9 +378,9 @@ def watch_jobs(backends: list[Backend]) -> None:
     --backend`); a backend not served is not watched, so its API group need not exist and the
     operator needs no RBAC for it."""
     serve(backends)
-    for kind in SERVED:
-        kopf.on.event(kind.group, kind.version, kind.plural, labels={jobs.LABEL_SWEEP: kopf.PRESENT},
-                      id=f"on_{kind.plural}_event")(on_job_event)  # fmt: skip
+    for r in dict.fromkeys(r for backend in SERVED for r in backend.watches()):
+        kopf.on.event(r.group, r.version, r.plural, labels={jobs.LABEL_SWEEP: kopf.PRESENT},
+                      id=f"on_{r.plural}_event")(on_job_event)  # fmt: skip
 
 
 def _deletes_store(spec: kopf.Spec, **_: Any) -> bool:

@@ -20,6 +20,8 @@ from miniseries.api.sweepfile import load_spec
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
 from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends.base import JobBackend
+from miniseries.control.backends.registry import backend_for
 from miniseries.control.decide.observations import (
     DEFAULT_RETRY,
     Observations,
@@ -110,11 +112,11 @@ def admission(policy: Policy, spec: ScalingSweepSpec, namespace: str, planned_ru
 #: The backends this operator serves (`miniseries operator --backend`, the chart's `backends`): the
 #: job kinds it lists for every sweep, whatever the sweep's own spec.resources.backend says now, so a
 #: job created before a backend change is still seen (it holds its slot, its result counts).
-SERVED: list[jobs.JobKind] = [jobs.PYTORCHJOB]
+SERVED: list[JobBackend] = [backend_for(Backend.pytorchjob)]
 
 
 def serve(backends: list[Backend]) -> None:
-    SERVED[:] = [jobs.JOB_KINDS[b] for b in dict.fromkeys(backends)]
+    SERVED[:] = [backend_for(b) for b in dict.fromkeys(backends)]
 
 
 def backend_problem(spec: ScalingSweepSpec) -> SpecError | None:
