@@ -118,7 +118,7 @@ def write_speed(store_uri: str, depth: int, vocab_size: int, repeats: int) -> di
 def d20(local_bps: float, s3_bps: float | None) -> dict[str, Any]:
     from miniseries.api.spec import ScalingSweepSpec
     from miniseries.contract.preemption import checkpoint_bytes
-    from miniseries.control.backends.manifests import CHECKPOINT_WRITE_BYTES_PER_SECOND, termination_grace_seconds
+    from miniseries.control.backends.pod_template import CHECKPOINT_WRITE_BYTES_PER_SECOND, termination_grace_seconds
     from miniseries.plan.planner import make_plan
     from miniseries.plan.run_shape import shape_for
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from miniseries.api.spec import ScalingSweepSpec
-from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends.pytorchjob import pytorchjob
 from miniseries.plan.planner import make_plan
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.kueue import KUEUE_API, PRIORITY_LABEL, QUEUE_LABEL, KueueCluster, fresh_namespace, kueue_cluster
@@ -102,9 +102,9 @@ def sweep(kc: KueueCluster, ns: str, name: str, gpus_per_run: int = 4) -> tuple[
 def queued_job(
     spec: ScalingSweepSpec, sweep_name: str, uid: str, ns: str, run_index: int, queue: str, priority: str | None = None
 ) -> dict[str, Any]:
-    """jobs.pytorchjob() of a planned run, plus what a queue name adds: the LocalQueue label (and
+    """pytorchjob() of a planned run, plus what a queue name adds: the LocalQueue label (and
     the priority class label) and runPolicy.suspend=true, so that Kueue decides when it starts."""
-    job = jobs.pytorchjob(spec, sweep_name, uid, ns, make_plan(spec).runs[run_index])
+    job = pytorchjob(spec, sweep_name, uid, ns, make_plan(spec).runs[run_index])
     job["metadata"]["labels"][QUEUE_LABEL] = queue
     if priority:
         job["metadata"]["labels"][PRIORITY_LABEL] = priority

@@ -1,4 +1,4 @@
-"""A run over two nodes on the real path: the operator's own PyTorchJob manifest (`control.jobs.pytorchjob`)
+"""A run over two nodes on the real path: the operator's own PyTorchJob manifest (`control.pytorchjob`)
 for `gpusPerRun: 2` on `nodeGpus: 1` x `nodes: 2` (a Master and a Worker, one trainer process each),
 validated by the training-operator's webhook, turned into two pods whose env it sets (RANK, WORLD_SIZE,
 MASTER_ADDR/PORT, PET_*), run by the node agent as two local processes that meet over gloo. Its final
@@ -27,7 +27,7 @@ from miniseries.api.spec import ScalingSweepSpec
 from miniseries.contract.layout import SweepIdentity, SweepLayout, claim, join_uri
 from miniseries.contract.results import RunResults, read_results
 from miniseries.contract.store import open_store
-from miniseries.control.backends.manifests import pytorchjob
+from miniseries.control.backends.pytorchjob import pytorchjob
 from miniseries.local.runner import LocalSweep, free_port
 from miniseries.plan.planner import make_plan
 from tests.harness.cluster import Cluster

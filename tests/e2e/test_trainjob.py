@@ -31,6 +31,8 @@ from miniseries.contract.layout import SweepLayout, join_uri
 from miniseries.contract.results import checkpoint_steps, read_results
 from miniseries.contract.store import S3Store, Store
 from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends.registry import run_job
+from miniseries.control.backends.trainjob import RUNTIME_PATCH_MANAGER
 from miniseries.control.decide.observations import JobPhase, observe_job
 from miniseries.local.runner import DATA_KEY, LocalSweep
 from miniseries.plan.planner import make_plan
@@ -69,7 +71,7 @@ def tiny_spec(**resources: Any) -> ScalingSweepSpec:
 
 def generated(spec: ScalingSweepSpec, sweep: str = "tj", run: int = 0) -> dict[str, Any]:
     planned = make_plan(spec).runs[run]
-    return jobs.run_job(spec, sweep, "00000000-0000-0000-0000-000000000001", "default", planned)
+    return run_job(spec, sweep, "00000000-0000-0000-0000-000000000001", "default", planned)
 
 
 def dry_run(cluster: TrainerCluster, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -97,7 +99,7 @@ def test_generated_trainjobs_pass_the_v2_webhooks(tj_cluster: TrainerCluster, re
     stored = json.loads(out.stdout)
     # the defaulting webhook stamps our runtimePatch with its time; nothing else of ours is changed
     (patch,) = stored["spec"]["runtimePatches"]
-    assert patch["manager"] == jobs.RUNTIME_PATCH_MANAGER and patch.get("time")
+    assert patch["manager"] == RUNTIME_PATCH_MANAGER and patch.get("time")
     assert stored["spec"]["trainer"] == job["spec"]["trainer"]
     assert stored["spec"]["runtimeRef"] == job["spec"]["runtimeRef"]
 
@@ -155,7 +157,7 @@ def test_the_v2_webhook_refuses_what_the_generator_must_never_make(
 
 
 def test_a_patch_of_a_replicated_job_the_runtime_lacks_is_not_refused(tj_cluster: TrainerCluster) -> None:
-    """A gap in v2.3's webhook, and why jobs.TRAINJOB_NODE is pinned by a unit test: it merges the
+    """A gap in v2.3's webhook, and why trainjob.TRAINJOB_NODE is pinned by a unit test: it merges the
     runtimePatches into the runtime before it checks that a patched replicated job exists, so a patch
     naming another job (here `trainer`, not the torch runtime's `node`) adds one and passes; the
     JobSet it would make has a job without containers."""
@@ -240,7 +242,9 @@ def test_a_generated_trainjob_runs_its_pods_with_the_torch_env(tj_cluster: Train
     for e in envs.values():
         assert e["PET_NNODES"] == "2" and e["PET_NPROC_PER_NODE"] == "1" and e["PET_MASTER_PORT"] == "29500"
         assert e["PET_MASTER_ADDR"] == "127.0.0.1"  # <job>-node-0-0.<job>, rewritten by the node agent
-        assert e["RANK"] is None and e["WORLD_SIZE"] is None  # v2 sets none: torchrun does (jobs.trainer_command)
+        assert (
+            e["RANK"] is None and e["WORLD_SIZE"] is None
+        )  # v2 sets none: torchrun does (pod_template.trainer_command)
         assert e["AWS_ACCESS_KEY_ID"] == "id-from-secret" and e["AWS_SESSION_TOKEN"] is None  # optional, absent
     kc.kubectl("delete", "trainjob", name, "--wait=false")
 

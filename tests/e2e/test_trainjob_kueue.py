@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from miniseries.api.spec import ScalingSweepSpec
-from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends import trainjob as trainjobs
 from miniseries.control.decide.observations import QueueState, observe_workload
 from miniseries.plan.planner import make_plan
 from tests.e2e.test_kueue import queues
@@ -70,7 +70,7 @@ def test_kueue_admits_the_operators_trainjobs_by_gpu_quota(tkq: KueueCluster) ->
     _, lq = queues(kc, 8, [NS])
     spec, uid = owning_sweep(kc, lq)
     plan = make_plan(spec)
-    first, second = (jobs.trainjob(spec, "q", uid, NS, run) for run in plan.runs[:2])
+    first, second = (trainjobs.trainjob(spec, "q", uid, NS, run) for run in plan.runs[:2])
     for job in (first, second):
         assert job["spec"]["suspend"] is True and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == lq
         kc.apply(job)
@@ -82,8 +82,8 @@ def test_kueue_admits_the_operators_trainjobs_by_gpu_quota(tkq: KueueCluster) ->
     wait_for(f"{a} unsuspended", lambda: trainjob(kc, a)["spec"].get("suspend") is False, 60)
     admitted = trainjob(kc, a)
     managers = [p["manager"] for p in admitted["spec"]["runtimePatches"]]
-    assert sorted(managers) == sorted([jobs.RUNTIME_PATCH_MANAGER, "kueue.x-k8s.io/manager"]), managers
-    ours = next(p for p in admitted["spec"]["runtimePatches"] if p["manager"] == jobs.RUNTIME_PATCH_MANAGER)
+    assert sorted(managers) == sorted([trainjobs.RUNTIME_PATCH_MANAGER, "kueue.x-k8s.io/manager"]), managers
+    ours = next(p for p in admitted["spec"]["runtimePatches"] if p["manager"] == trainjobs.RUNTIME_PATCH_MANAGER)
     sent = first["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
     kept = ours["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
     pod_sent, pod_kept = sent["template"]["spec"]["template"], kept["template"]["spec"]["template"]

@@ -261,6 +261,33 @@ def test_backends_value_grants_each_backends_jobs_only_and_becomes_flags() -> No
     assert by_kind(default, "ClusterTrainingRuntime") == []  # only with backends including trainjob
 
 
+def backend_rules(backend: Any) -> set[tuple[str, str, str]]:
+    """What a registered backend says the operator needs (JobBackend.rbac_rules), as granted() reads a role."""
+    return {(r.api_group, r.resource, v) for r in backend.rbac_rules() for v in r.verbs}
+
+
+def test_the_chart_grants_what_every_registered_backend_needs_and_only_when_listed() -> None:
+    """Each backend of the registry (control/backends/registry.py), listed in `backends` alone or with
+    all the others, cluster-wide and per namespace: the operator's role grants that backend's
+    `rbac_rules`, and nothing of a backend not listed. A backend registered without its rules in
+    templates/_helpers.tpl (and its name in values.schema.json) fails here."""
+    from miniseries.control.backends.registry import BACKENDS
+
+    names = [b.value for b in BACKENDS]
+    for listed in [names, *([n] for n in names)]:
+        for scope in ({}, {"watch.allNamespaces": "false", "watch.namespaces": "{team-a}"}):
+            objs = render({"backends": "{" + ",".join(listed) + "}", **scope})
+            roles = [r for r in by_kind(objs, "ClusterRole") + by_kind(objs, "Role")
+                     if not r["metadata"]["name"].endswith(SIDE_ROLES)]  # fmt: skip
+            grants = set().union(*(granted(r) for r in roles))
+            for backend, b in BACKENDS.items():
+                needs = backend_rules(b)
+                if backend.value in listed:
+                    assert needs <= grants, f"backends {listed}: {backend.value} lacks {needs - grants}"
+                else:
+                    assert not needs & grants, f"backends {listed}: {backend.value}'s rules granted"
+
+
 @pytest.mark.trainjob
 def test_trainjob_runtime_is_installed_only_when_asked() -> None:
     (runtime,) = by_kind(render({"backends": "{trainjob}"}), "ClusterTrainingRuntime")

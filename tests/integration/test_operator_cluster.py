@@ -25,6 +25,7 @@ import yaml
 
 from miniseries.api.spec import ScalingSweepSpec
 from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends.pytorchjob import pytorchjob
 from miniseries.plan.planner import make_plan
 from tests.harness.binaries import REPO
 from tests.harness.cluster import Cluster
@@ -137,7 +138,7 @@ def test_apply_the_example_creates_exactly_the_planned_jobs(
 ) -> None:
     """examples/miniseries.yaml (only its store moved to this test's): status.plan is what
     `miniseries plan` prints, the tokenizer Job comes first, then the first wave of PyTorchJobs,
-    each exactly jobs.pytorchjob() of its planned run, within parallelism and the node's GPUs."""
+    each exactly pytorchjob() of its planned run, within parallelism and the node's GPUs."""
     kc, ns = crds, namespace
     doc = yaml.safe_load((REPO / "examples" / "miniseries.yaml").read_text())
     doc["spec"]["store"]["uri"] = store_uri
@@ -179,7 +180,7 @@ def test_apply_the_example_creates_exactly_the_planned_jobs(
     assert len(first) <= plan.max_runs_in_flight == 1  # parallelism 1, 8 GPUs per run on an 8-GPU node
     assert sum(int(j["spec"]["nprocPerNode"]) for j in first) <= spec.resources.node_gpus
     for j, run in zip(first, wave, strict=True):
-        want = jobs.pytorchjob(spec, "miniseries", uid, ns, run, attempt=1)
+        want = pytorchjob(spec, "miniseries", uid, ns, run, attempt=1)
         assert j["spec"] == want["spec"]
         assert j["metadata"]["labels"] == want["metadata"]["labels"]
         assert j["metadata"]["ownerReferences"] == want["metadata"]["ownerReferences"]

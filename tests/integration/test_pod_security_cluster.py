@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends.pytorchjob import pytorchjob
+from miniseries.control.backends.trainjob import trainjob
 from miniseries.plan.planner import make_plan
 from tests.harness.cluster import Cluster
 from tests.harness.operator_process import Operator, custom, get_sweep, sweep_doc
@@ -48,17 +50,17 @@ def trainjob_pod(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def templates() -> dict[str, dict[str, Any]]:
-    """A PyTorchJob's Workers are deep copies of its Master's template (jobs.replica_specs)."""
+    """A PyTorchJob's Workers are deep copies of its Master's template (pytorchjob.replica_specs)."""
     name, spec = example()
     spec.store.credentials_secret = "store-creds"
     run = make_plan(spec).runs[0]
     tj_name, tj_spec = trainjob_example()
     return {
-        "pytorchjob-master": jobs.pytorchjob(spec, name, "uid", "ns", run)["spec"]["pytorchReplicaSpecs"]["Master"][
+        "pytorchjob-master": pytorchjob(spec, name, "uid", "ns", run)["spec"]["pytorchReplicaSpecs"]["Master"][
             "template"
         ],
         "tokenizer": jobs.tokenizer_job(spec, name, "uid", "ns")["spec"]["template"],
-        "trainjob-node": trainjob_pod(jobs.trainjob(tj_spec, tj_name, "uid", "ns", make_plan(tj_spec).runs[0])),
+        "trainjob-node": trainjob_pod(trainjob(tj_spec, tj_name, "uid", "ns", make_plan(tj_spec).runs[0])),
     }
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from miniseries.api.spec import ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout
-from miniseries.control.backends.manifests import pytorchjob
+from miniseries.control.backends.pytorchjob import pytorchjob
 from miniseries.local.runner import LocalSweep, train_command
 from miniseries.plan.planner import make_plan
 from miniseries.plan.trainer_argv import TRAINER_MODULE, trainer_flags

@@ -7,6 +7,7 @@ from typing import Any
 
 from miniseries.api.spec import FitStatus, RunState, RunStatus, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.contract.results import CoreResult, LossSummary, Progress, RunResults
+from miniseries.control.backends.pytorchjob import job_phase
 from miniseries.control.decide import observations as observed
 from miniseries.control.decide import runs, spec_changes, sweep_status
 from miniseries.control.decide.observations import JobPhase, ObservedJob, RunObservation, TokenizerState
@@ -61,14 +62,14 @@ def test_job_phase_from_conditions() -> None:
     def c(t: str, s: str = "True") -> dict[str, str]:
         return {"type": t, "status": s, "lastTransitionTime": "2026-01-01T00:00:00Z", "reason": t + "R"}
 
-    assert observed.job_phase(None)[0] is JobPhase.Created
-    assert observed.job_phase([c("Created")])[0] is JobPhase.Created
-    assert observed.job_phase([c("Created"), c("Running")])[0] is JobPhase.Running
-    assert observed.job_phase([c("Created"), c("Running", "False"), c("Restarting")])[0] is JobPhase.Restarting
-    assert observed.job_phase([c("Created"), c("Running", "False"), c("Succeeded")])[0] is JobPhase.Succeeded
-    phase, cond = observed.job_phase([c("Created"), c("Running", "False"), c("Failed")])
+    assert job_phase(None)[0] is JobPhase.Created
+    assert job_phase([c("Created")])[0] is JobPhase.Created
+    assert job_phase([c("Created"), c("Running")])[0] is JobPhase.Running
+    assert job_phase([c("Created"), c("Running", "False"), c("Restarting")])[0] is JobPhase.Restarting
+    assert job_phase([c("Created"), c("Running", "False"), c("Succeeded")])[0] is JobPhase.Succeeded
+    phase, cond = job_phase([c("Created"), c("Running", "False"), c("Failed")])
     assert phase is JobPhase.Failed and cond is not None and cond["reason"] == "FailedR"
-    assert observed.job_phase([c("Created"), c("Suspended")])[0] is JobPhase.Suspended
+    assert job_phase([c("Created"), c("Suspended")])[0] is JobPhase.Suspended
 
 
 def test_observe_job_reads_labels_suspend_and_failure_time() -> None:

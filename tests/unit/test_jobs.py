@@ -12,6 +12,7 @@ from miniseries.api.sweepfile import load_sweep
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store.s3 import CREDENTIAL_ENV
 from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends.pytorchjob import pytorchjob
 from miniseries.plan.planner import make_plan
 from miniseries.plan.trainer_argv import trainer_flags
 
@@ -27,7 +28,7 @@ def example() -> tuple[str, ScalingSweepSpec]:
 def test_pytorchjob_carries_the_planned_run_exactly() -> None:
     name, spec = example()
     run = make_plan(spec).runs[2]
-    job = jobs.pytorchjob(spec, name, "uid-1", "ns", run, attempt=2)
+    job = pytorchjob(spec, name, "uid-1", "ns", run, attempt=2)
     assert job["apiVersion"] == "kubeflow.org/v1" and job["kind"] == "PyTorchJob"
     meta = job["metadata"]
     assert meta["name"] == f"miniseries-d{run.depth}" and DNS1035.match(meta["name"])
@@ -91,7 +92,7 @@ def test_suspend_and_no_secret_and_node_selector() -> None:
         }
     )
     run = make_plan(spec).runs[0]
-    job = jobs.pytorchjob(spec, "s", "u", "ns", run)
+    job = pytorchjob(spec, "s", "u", "ns", run)
     assert job["spec"]["runPolicy"]["suspend"] is True
     tmpl = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     assert tmpl["nodeSelector"] == {"gpu": "h100"}

@@ -13,6 +13,7 @@ from miniseries.api.errors import SpecError
 from miniseries.api.spec import RunState, RunStatus, ScalingSweepSpec, ScalingSweepStatus
 from miniseries.api.sweepfile import parse_sweep
 from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends.pytorchjob import pytorchjob
 from miniseries.control.decide import runs
 from miniseries.control.decide import sweep_status as st
 from miniseries.control.decide.observations import (
@@ -81,7 +82,7 @@ def test_queue_fields_accepted() -> None:
 def test_queued_jobs_carry_the_queue_labels_and_are_created_suspended() -> None:
     s = queued_spec(priorityClassName="high")
     run = make_plan(s).runs[0]
-    job = jobs.pytorchjob(s, "s", "uid-1", "ns", run)
+    job = pytorchjob(s, "s", "uid-1", "ns", run)
     labels = job["metadata"]["labels"]
     assert labels[jobs.LABEL_KUEUE_QUEUE] == "team" and labels[jobs.LABEL_KUEUE_PRIORITY] == "high"
     assert labels[jobs.LABEL_SWEEP] == "s" and labels[jobs.LABEL_RUN] == run.name  # the operator's own stay
@@ -97,14 +98,14 @@ def test_queued_jobs_carry_the_queue_labels_and_are_created_suspended() -> None:
 
 def test_without_a_queue_nothing_changes() -> None:
     s = spec()
-    job = jobs.pytorchjob(s, "s", "uid-1", "ns", make_plan(s).runs[0])
+    job = pytorchjob(s, "s", "uid-1", "ns", make_plan(s).runs[0])
     assert not any(k.startswith("kueue.x-k8s.io/") for k in job["metadata"]["labels"])
     assert job["spec"]["runPolicy"]["suspend"] is False
-    assert jobs.pytorchjob(spec(suspend=True), "s", "u", "ns", make_plan(s).runs[0])["spec"]["runPolicy"]["suspend"]
+    assert pytorchjob(spec(suspend=True), "s", "u", "ns", make_plan(s).runs[0])["spec"]["runPolicy"]["suspend"]
     tok = jobs.tokenizer_job(s, "s", "uid-1", "ns")
     assert "suspend" not in tok["spec"] and jobs.LABEL_KUEUE_QUEUE not in tok["metadata"]["labels"]
     # a queue without a priority class: only the queue label
-    q = jobs.pytorchjob(queued_spec(), "s", "u", "ns", make_plan(s).runs[0])["metadata"]["labels"]
+    q = pytorchjob(queued_spec(), "s", "u", "ns", make_plan(s).runs[0])["metadata"]["labels"]
     assert q[jobs.LABEL_KUEUE_QUEUE] == "team" and jobs.LABEL_KUEUE_PRIORITY not in q
 
 

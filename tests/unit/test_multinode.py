@@ -19,6 +19,7 @@ from miniseries.api.spec import PlanStatus, ScalingSweepSpec
 from miniseries.api.sweepfile import parse_sweep
 from miniseries.contract.layout import SweepLayout
 from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends.pytorchjob import pytorchjob
 from miniseries.control.decide import runs
 from miniseries.control.decide.observations import JobPhase, ObservedJob, TokenizerState
 from miniseries.plan.planner import make_plan
@@ -211,7 +212,7 @@ def test_plan_table_shows_nodes_per_run_and_where(tmp_path: Path) -> None:
 def test_a_run_over_three_nodes_is_a_master_and_two_workers() -> None:
     s = spec([12], gpusPerRun=24, nodeGpus=8, nodes=3)
     (run,) = make_plan(s).runs
-    job = jobs.pytorchjob(s, "mn", "uid", "ns", run)
+    job = pytorchjob(s, "mn", "uid", "ns", run)
     assert job["spec"]["nprocPerNode"] == "8"
     replicas = job["spec"]["pytorchReplicaSpecs"]
     assert list(replicas) == ["Master", "Worker"]
@@ -235,7 +236,7 @@ def test_one_gpu_pods_run_the_trainer_itself() -> None:
     """One process per pod: the training-operator's RANK and WORLD_SIZE are the trainer's own."""
     s = spec([4], gpusPerRun=2, nodeGpus=1, nodes=2)
     (run,) = make_plan(s).runs
-    job = jobs.pytorchjob(s, "mn", "uid", "ns", run)
+    job = pytorchjob(s, "mn", "uid", "ns", run)
     replicas = job["spec"]["pytorchReplicaSpecs"]
     assert {k: v["replicas"] for k, v in replicas.items()} == {"Master": 1, "Worker": 1}
     assert job["spec"]["nprocPerNode"] == "1"
@@ -247,7 +248,7 @@ def test_a_single_node_run_keeps_one_replica() -> None:
     for gpus, command in ((1, "python"), (4, "torchrun")):
         s = spec([4], gpusPerRun=gpus, nodeGpus=8, nodes=2)
         (run,) = make_plan(s).runs
-        job = jobs.pytorchjob(s, "mn", "uid", "ns", run)
+        job = pytorchjob(s, "mn", "uid", "ns", run)
         assert list(job["spec"]["pytorchReplicaSpecs"]) == ["Master"]
         assert job["spec"]["nprocPerNode"] == str(gpus)
         assert (

@@ -153,13 +153,13 @@ def grace_spec(depths: list[int], gpus: int = 8, **model: Any) -> ScalingSweepSp
 
 def test_the_grace_period_covers_the_step_and_the_checkpoint_write_with_a_margin() -> None:
     from miniseries.contract.preemption import checkpoint_bytes
-    from miniseries.control.backends.manifests import (
+    from miniseries.control.backends.pod_template import (
         CHECKPOINT_WRITE_BYTES_PER_SECOND,
         GRACE_MARGIN,
         MIN_GRACE_SECONDS,
-        pytorchjob,
         termination_grace_seconds,
     )
+    from miniseries.control.backends.pytorchjob import pytorchjob
     from miniseries.plan.run_shape import shape_for
 
     s = grace_spec([4, 12, 20, 26])

@@ -13,7 +13,9 @@ from miniseries.api.errors import SpecError
 from miniseries.api.spec import DEFAULT_TRAINING_RUNTIME, Backend, ScalingSweepSpec
 from miniseries.api.sweepfile import load_sweep
 from miniseries.contract.store.s3 import CREDENTIAL_ENV
-from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends.pytorchjob import pytorchjob
+from miniseries.control.backends.registry import backend_for, by_kind, run_job
+from miniseries.control.backends.trainjob import RUNTIME_PATCH_MANAGER, trainjob
 from miniseries.control.decide.observations import JobPhase, observe_job, observe_workload
 from miniseries.control.settings import parse_backends
 from miniseries.plan.planner import make_plan
@@ -32,7 +34,7 @@ def example(**resources: Any) -> tuple[str, ScalingSweepSpec]:
 
 def pod_patch(job: dict[str, Any]) -> dict[str, Any]:
     (patch,) = job["spec"]["runtimePatches"]
-    assert patch["manager"] == jobs.RUNTIME_PATCH_MANAGER
+    assert patch["manager"] == RUNTIME_PATCH_MANAGER
     (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
     assert node["name"] == "node"
     return node["template"]["spec"]["template"]  # type: ignore[no-any-return]
@@ -75,8 +77,8 @@ def test_trainjob_carries_what_the_pytorchjob_carries() -> None:
     pt_spec = ScalingSweepSpec.model_validate({**spec.wire(), "resources": {**spec.wire()["resources"],
                                                                              "backend": "pytorchjob"}})  # fmt: skip
     run = make_plan(spec).runs[2]
-    tj = jobs.run_job(spec, name, "uid-1", "ns", run, attempt=3)
-    pt = jobs.run_job(pt_spec, name, "uid-1", "ns", run, attempt=3)
+    tj = run_job(spec, name, "uid-1", "ns", run, attempt=3)
+    pt = run_job(pt_spec, name, "uid-1", "ns", run, attempt=3)
     assert tj["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and tj["kind"] == "TrainJob"
     assert pt["kind"] == "PyTorchJob"
     assert tj["metadata"] == pt["metadata"]  # name, namespace, labels, owner reference
@@ -107,7 +109,7 @@ def test_credentials_become_optional_secret_keys_not_env_from() -> None:
     name, spec = example()
     spec.store.credentials_secret = "team-s3"
     run = make_plan(spec).runs[0]
-    env = [e for e in jobs.trainjob(spec, name, "u", "ns", run)["spec"]["trainer"]["env"] if e["name"] != "HOME"]
+    env = [e for e in trainjob(spec, name, "u", "ns", run)["spec"]["trainer"]["env"] if e["name"] != "HOME"]
     assert [e["name"] for e in env] == list(CREDENTIAL_ENV)
     for e in env:
         assert e["valueFrom"] == {"secretKeyRef": {"name": "team-s3", "key": e["name"], "optional": True}}
@@ -117,7 +119,7 @@ def test_credentials_become_optional_secret_keys_not_env_from() -> None:
 def test_node_selector_and_queue_labels_and_suspend() -> None:
     name, spec = example(nodeSelector={"pool": "h100"}, queueName="team-a", priorityClassName="exploratory")
     run = make_plan(spec).runs[0]
-    tj = jobs.trainjob(spec, name, "u", "ns", run)
+    tj = trainjob(spec, name, "u", "ns", run)
     assert tj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     assert tj["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "exploratory"
     assert tj["spec"]["suspend"] is True  # Kueue unsuspends it on admission
@@ -131,24 +133,25 @@ def test_a_run_over_nodes_is_num_nodes_pods_under_torchrun() -> None:
     a TrainJob's pods get only PET_*, so a run over several nodes runs torchrun even at one GPU each."""
     name, spec = example(gpusPerRun=16, nodeGpus=8, nodes=2)
     run = make_plan(spec).runs[0]
-    trainer = jobs.trainjob(spec, name, "u", "ns", run)["spec"]["trainer"]
+    trainer = trainjob(spec, name, "u", "ns", run)["spec"]["trainer"]
     assert trainer["numNodes"] == 2 and trainer["numProcPerNode"] == 8
     assert trainer["command"][0] == "torchrun"
     name, spec = example(gpusPerRun=2, nodeGpus=1, nodes=2)
     run = make_plan(spec).runs[0]
-    tj = jobs.trainjob(spec, name, "u", "ns", run)["spec"]["trainer"]
-    pt = jobs.pytorchjob(spec, name, "u", "ns", run)["spec"]["pytorchReplicaSpecs"]["Master"]
+    tj = trainjob(spec, name, "u", "ns", run)["spec"]["trainer"]
+    pt = pytorchjob(spec, name, "u", "ns", run)["spec"]["pytorchReplicaSpecs"]["Master"]
     assert tj["numNodes"] == 2 and tj["numProcPerNode"] == 1 and tj["command"][0] == "torchrun"
     assert pt["template"]["spec"]["containers"][0]["command"][:2] == ["python", "-m"]
     name, spec = example(gpusPerRun=1, nodeGpus=1)  # on an 8-GPU node, 7 would idle: over the example's budget
     run = make_plan(spec).runs[0]
-    assert jobs.trainjob(spec, name, "u", "ns", run)["spec"]["trainer"]["command"][:2] == ["python", "-m"]
+    assert trainjob(spec, name, "u", "ns", run)["spec"]["trainer"]["command"][:2] == ["python", "-m"]
 
 
 def test_suspend_patches_address_each_kind() -> None:
-    assert jobs.TRAINJOB.suspend_patch(True) == {"spec": {"suspend": True}}
-    assert jobs.PYTORCHJOB.suspend_patch(False) == {"spec": {"runPolicy": {"suspend": False}}}
-    assert jobs.BY_KIND["TrainJob"] is jobs.TRAINJOB and jobs.JOB_KINDS[Backend.pytorchjob] is jobs.PYTORCHJOB
+    trainjobs, pytorchjobs = backend_for(Backend.trainjob), backend_for(Backend.pytorchjob)
+    assert trainjobs.suspend_patch(True) == {"spec": {"suspend": True}}
+    assert pytorchjobs.suspend_patch(False) == {"spec": {"runPolicy": {"suspend": False}}}
+    assert by_kind("TrainJob") is trainjobs and by_kind("PyTorchJob") is pytorchjobs
 
 
 # ---------------------------------------------------------------- the one mapping of job status

@@ -46,8 +46,8 @@ Least privilege: exactly what the operator does, nothing more.
   scalingsweeps             kopf watches them and patches finalizers/annotations
   scalingsweeps/status      the plan, runs, fit and conditions
   scalingsweeps/finalizers  children carry ownerReferences with blockOwnerDeletion
-  pytorchjobs, jobs         one PyTorchJob per depth, one tokenizer Job per sweep;
-                            deleted to retry a failed run from its checkpoint
+  <backend jobs>, jobs      one job per run of each backend listed in `backends` (backendJobs),
+                            one tokenizer Job per sweep; deleted to retry a failed run from its checkpoint
   events                    Events on sweeps: create, and patch to count a repeat
                             (one Event with a count, not one per reconcile)
   secrets (get)             only with admission.secretOptInLabel, and never cluster-wide: the
@@ -58,6 +58,16 @@ Least privilege: exactly what the operator does, nothing more.
                             RoleBindings in admission.secretNamespaces (rbac.yaml). No list or watch.
 No pods, no namespaces; the operator's own S3 credentials come from envFrom.
 */ -}}
+{{- /*
+Each job backend's resource (operator/src/miniseries/control/backends/: JobBackend.rbac_rules, one
+module per backend): granted when `backends` lists it. tests/integration/test_chart.py checks this
+table against the operator's registry.
+*/ -}}
+{{- define "miniseries.backendJobs" -}}
+pytorchjob: {group: kubeflow.org, resource: pytorchjobs}
+trainjob: {group: trainer.kubeflow.org, resource: trainjobs}
+{{- end -}}
+
 {{- define "miniseries.workloadRules" -}}
 - apiGroups: [miniseries.dev]
   resources: [scalingsweeps]
@@ -68,15 +78,13 @@ No pods, no namespaces; the operator's own S3 credentials come from envFrom.
 - apiGroups: [miniseries.dev]
   resources: [scalingsweeps/finalizers]
   verbs: [update]
-{{- if has "pytorchjob" .Values.backends }}
-- apiGroups: [kubeflow.org]
-  resources: [pytorchjobs]
-  verbs: [get, list, watch, create, delete, patch]  # patch: runPolicy.suspend (spec.suspend)
+{{- $jobs := include "miniseries.backendJobs" . | fromYaml }}
+{{- range .Values.backends }}
+{{- with index $jobs . }}
+- apiGroups: [{{ .group }}]
+  resources: [{{ .resource }}]
+  verbs: [get, list, watch, create, delete, patch]  # patch: suspend and resume (the sweep's spec.suspend)
 {{- end }}
-{{- if has "trainjob" .Values.backends }}
-- apiGroups: [trainer.kubeflow.org]
-  resources: [trainjobs]
-  verbs: [get, list, watch, create, delete, patch]  # patch: spec.suspend (the sweep's spec.suspend)
 {{- end }}
 - apiGroups: [batch]
   resources: [jobs]

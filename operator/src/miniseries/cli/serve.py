@@ -179,6 +179,8 @@ def policy_from_args(args: argparse.Namespace) -> Any:
 
 
 def register(subparsers: Any) -> None:
+    from miniseries.api.spec import Backend  # the choices of --backend: every backend a sweep may name
+
     p = subparsers.add_parser("operator", help="run the ScalingSweep operator (kopf)")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG/~/.kube/config)")
     where = p.add_mutually_exclusive_group()
@@ -189,7 +191,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--peering", help="kopf peering object name; replicas sharing it elect one active operator")
     p.add_argument("--priority", type=int, help="peering priority (default: random per replica)")
     _policy_flags(p)
-    p.add_argument("--backend", action="append", choices=["pytorchjob", "trainjob"], default=None,
+    p.add_argument("--backend", action="append", choices=[b.value for b in Backend], default=None,
                    help="a job backend to serve: pytorchjob (kubeflow.org PyTorchJob) or trainjob (Kubeflow Trainer "
                    "v2 TrainJob); repeatable; default $MINISERIES_BACKENDS (comma-separated) or pytorchjob. "
                    "Its jobs are watched and listed, and a sweep may choose it (spec.resources.backend)")  # fmt: skip

@@ -19,7 +19,7 @@ Why 75: the code has to mean "checkpointed and stopped on request" and nothing e
 
 `checkpoint_bytes` is the size of one checkpoint from the shape alone (see checkpoint.py
 in the trainer for the files): the operator sizes the pod's termination grace period from it
-(control/backends/manifests.py), and a trainer test checks it against a real checkpoint's manifest.
+(control/backends/pod_template.py), and a trainer test checks it against a real checkpoint's manifest.
 """
 
 from __future__ import annotations

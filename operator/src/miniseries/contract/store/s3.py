@@ -21,7 +21,7 @@ from typing import Any
 from miniseries.contract.store.base import StoreAccessDenied, StoreError, StoreNotFound, StorePermanentError
 
 #: The environment the S3 client (boto3) reads credentials, endpoint and region from: what a
-#: credentials Secret may hold (the TrainJob path passes exactly these keys, control/backends/manifests.py).
+#: credentials Secret may hold (the TrainJob path passes exactly these keys, control/backends/pod_template.py).
 CREDENTIAL_ENV = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",

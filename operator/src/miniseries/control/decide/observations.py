@@ -23,6 +23,8 @@ from miniseries.contract.results import (
     Progress,
     RunResults,
 )
+from miniseries.control.backends.base import JobPhase
+from miniseries.control.backends.registry import BY_KIND, DEFAULT_KIND, by_kind
 from miniseries.control.decide.pod_troubles import PodTrouble
 
 
@@ -37,30 +39,6 @@ def parse_time(s: str | None) -> datetime | None:
 
 
 # ---------------------------------------------------------------- jobs
-
-
-class JobPhase(StrEnum):
-    """Where a run's job is, whatever its backend: the one vocabulary runs.py turns into run states
-    (Created -> Pending, Running, Suspended, Restarting -> Retrying, Succeeded, Failed; a Failed job
-    whose trainer checkpointed and exited for a preemption -> Preempted)."""
-
-    Created = "Created"
-    Running = "Running"
-    Restarting = "Restarting"
-    Suspended = "Suspended"
-    Succeeded = "Succeeded"
-    Failed = "Failed"
-
-
-# The training-operator keeps old conditions in the list; the strongest True one wins.
-_PHASE_ORDER = [
-    JobPhase.Succeeded,
-    JobPhase.Failed,
-    JobPhase.Suspended,
-    JobPhase.Restarting,
-    JobPhase.Running,
-    JobPhase.Created,
-]
 
 
 @dataclass(frozen=True)
@@ -79,7 +57,7 @@ class ObservedJob:
     message: str = ""
     uid: str = ""
     created: datetime | None = None  # metadata.creationTimestamp: what this attempt's store writes postdate
-    kind: str = "PyTorchJob"  # which backend's resource: what deleting or suspending it addresses
+    kind: str = DEFAULT_KIND  # its backend's kind (registry.by_kind): what deleting or suspending it addresses
 
     @property
     def active(self) -> bool:
@@ -87,57 +65,15 @@ class ObservedJob:
         return self.phase not in (JobPhase.Succeeded, JobPhase.Failed)
 
 
-# ---- the one mapping of each backend's job status into a JobPhase
-#
-# PyTorchJob (training-operator v1.9): conditions Created, Running, Restarting, Suspended,
-#   Succeeded, Failed; old ones stay in the list, the strongest True one wins (_PHASE_ORDER).
-# TrainJob (Trainer v2.3): conditions only Suspended, Complete, Failed (the last two copied from its
-#   JobSet's Completed/Failed, reason and message included); nothing says "running", so that is read
-#   from status.jobsStatus, the JobSet's per-replicated-job counts: a job whose pods are all ready
-#   (`ready`, JobSet's count of Jobs with ready + succeeded pods >= parallelism) is Running, one with
-#   active pods not yet ready is Created (its pods are scheduled or starting: pods.py says why one
-#   cannot start). No Restarting: the operator's runtime lets no JobSet restart (the runtime's
-#   failurePolicy), and a TrainJob has no condition for one.
-
-
-def job_phase(conditions: list[dict[str, Any]] | None) -> tuple[JobPhase, dict[str, Any] | None]:
-    """A PyTorchJob's phase from its status.conditions (Created if it has none yet)."""
-    true = {c.get("type"): c for c in conditions or [] if c.get("status") == "True"}
-    for phase in _PHASE_ORDER:
-        if phase.value in true:
-            return phase, true[phase.value]
-    return JobPhase.Created, None
-
-
-_TRAINJOB_CONDITIONS = [("Complete", JobPhase.Succeeded), ("Failed", JobPhase.Failed),
-                        ("Suspended", JobPhase.Suspended)]  # fmt: skip
-
-
-def trainjob_phase(status: dict[str, Any]) -> tuple[JobPhase, dict[str, Any] | None]:
-    """A TrainJob's phase from its status (conditions, then jobsStatus)."""
-    true = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    for kind, phase in _TRAINJOB_CONDITIONS:
-        if kind in true:
-            return phase, true[kind]
-    if any((j.get("ready") or 0) > 0 for j in status.get("jobsStatus") or []):
-        # the Resumed condition (Suspended False) is the only transition time a TrainJob records
-        resumed = next((c for c in status.get("conditions") or [] if c.get("type") == "Suspended"), None)
-        return JobPhase.Running, resumed
-    return JobPhase.Created, None
-
-
 def observe_job(obj: dict[str, Any]) -> ObservedJob:
-    """Reduce a PyTorchJob or TrainJob object (a dict from the API) to an ObservedJob."""
+    """Reduce a job object of any backend (a dict from the API) to an ObservedJob: its backend
+    (registry.by_kind) reads its phase and whether it is suspended."""
     meta = obj.get("metadata", {})
     labels = meta.get("labels") or {}
-    kind = obj.get("kind") or "PyTorchJob"
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    if kind == "TrainJob":
-        phase, cond = trainjob_phase(status)
-        suspended = bool(spec.get("suspend"))
-    else:
-        phase, cond = job_phase(status.get("conditions"))
-        suspended = bool((spec.get("runPolicy") or {}).get("suspend"))
+    kind = obj.get("kind") or DEFAULT_KIND
+    backend = by_kind(kind)
+    phase, cond = backend.phase(obj)
+    suspended = backend.suspended(obj)
     try:
         attempt = int(labels.get("miniseries.dev/attempt", "1"))
     except ValueError:
@@ -205,9 +141,7 @@ def observe_workload(obj: dict[str, Any]) -> ObservedWorkload | None:
     QuotaReserved at all; admitted: Admitted True; preempted: Evicted True reason Preempted and
     Preempted True with the preemptor's message, until it is admitted again."""
     meta = obj.get("metadata") or {}
-    owner = next(
-        (o for o in meta.get("ownerReferences") or [] if o.get("kind") in ("PyTorchJob", "TrainJob", "Job")), None
-    )
+    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") in (*BY_KIND, "Job")), None)
     if owner is None:
         return None
     conds = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}

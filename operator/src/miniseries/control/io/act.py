@@ -31,6 +31,7 @@ from miniseries.api.spec import (
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
 from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends.registry import DEFAULT_KIND, backend_for, by_kind
 from miniseries.control.decide.observations import SUSPENDED_BY, ObservedJob, RunObservation
 from miniseries.control.decide.runs import Actions
 from miniseries.control.decide.sweep_status import changed, wire_doc
@@ -109,9 +110,9 @@ def _create_or_report(body: dict[str, Any], what: str, fn: Any, *args: Any) -> b
         return False
 
 
-def delete_job(namespace: str, name: str, kind: str = jobs.PYTORCHJOB.kind) -> None:
-    """Deleted with its kind's propagation (JobKind.delete_propagation). Gone already is fine."""
-    k = jobs.BY_KIND[kind]
+def delete_job(namespace: str, name: str, kind: str = DEFAULT_KIND) -> None:
+    """Deleted with its backend's propagation (JobBackend.delete_propagation). Gone already is fine."""
+    k = by_kind(kind)
     try:
         options = client.V1DeleteOptions(propagation_policy=k.delete_propagation)
         kube.custom().delete_namespaced_custom_object(k.group, k.version, namespace, k.plural, name, body=options)
@@ -149,12 +150,12 @@ def carry_out(
                              jobs.tokenizer_job(spec, name, uid, ns)):  # fmt: skip
             opmetrics.JOBS_CREATED.labels(sweep=name, sweep_namespace=ns).inc()
             events.post(body, "Normal", reason="TokenizerStarted", message=jobs.tokenizer_job_name(name))
-    kind = jobs.JOB_KINDS[spec.resources.backend]
+    kind = backend_for(spec.resources.backend)
     # A job to delete or suspend is addressed as the kind it was observed as (a sweep whose backend
     # changed still has jobs of the old kind); one not observed is of the sweep's backend.
     kinds = {j.name: j.kind for j in observed or []}
     for run, attempt in actions.create:
-        manifest = jobs.run_job(spec, name, uid, ns, run, attempt=attempt)
+        manifest = kind.manifest(spec, name, uid, ns, run, attempt=attempt)
         job = manifest["metadata"]["name"]
         if _create_or_report(body, f"{kind.kind} {job}", kube.custom().create_namespaced_custom_object,
                              kind.group, kind.version, ns, kind.plural, manifest):  # fmt: skip
@@ -167,7 +168,7 @@ def carry_out(
     for workload, active in actions.activate.items():
         set_workload_active(ns, workload, active)
     for job, suspend in actions.suspend.items():
-        k = jobs.BY_KIND[kinds.get(job, kind.kind)]
+        k = by_kind(kinds.get(job, kind.kind))
         kube.custom().patch_namespaced_custom_object(
             k.group, k.version, ns, k.plural, job, k.suspend_patch(suspend)
         )  # fmt: skip

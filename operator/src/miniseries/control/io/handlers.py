@@ -503,8 +503,8 @@ def register(settings: OperatorSettings, registry: kopf.OperatorRegistry) -> Ope
     on.update(*where, field="spec", id="on_update", registry=registry)(op.on_update)
     kopf.timer(*where, interval=settings.poll_seconds, idle=0, when=_in_flight, id="poll_store",
                registry=registry)(op.poll_store)  # fmt: skip
-    for kind in served_kinds(settings.backends):
-        on.event(kind.group, kind.version, kind.plural, labels={jobs.LABEL_SWEEP: kopf.PRESENT},
-                 id=f"on_{kind.plural}_event", registry=registry)(op.on_job_event)  # fmt: skip
+    for r in dict.fromkeys(r for backend in served_kinds(settings.backends) for r in backend.watches()):
+        on.event(r.group, r.version, r.plural, labels={jobs.LABEL_SWEEP: kopf.PRESENT},
+                 id=f"on_{r.plural}_event", registry=registry)(op.on_job_event)  # fmt: skip
     on.delete(*where, when=_deletes_store, id="on_delete", registry=registry)(op.on_delete)
     return op

@@ -20,6 +20,8 @@ from miniseries.api.sweepfile import load_spec
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
 from miniseries.control.backends import manifests as jobs
+from miniseries.control.backends.base import JobBackend
+from miniseries.control.backends.registry import backend_for
 from miniseries.control.decide.observations import (
     DEFAULT_RETRY,
     Observations,
@@ -107,11 +109,11 @@ def admission(policy: Policy, spec: ScalingSweepSpec, namespace: str, planned_ru
     return SpecError(problems) if problems else None
 
 
-def served_kinds(served: tuple[Backend, ...]) -> list[jobs.JobKind]:
-    """The job kinds of the backends an operator serves (OperatorSettings.backends): listed for every
+def served_kinds(served: tuple[Backend, ...]) -> list[JobBackend]:
+    """The job backends an operator serves (OperatorSettings.backends): their jobs are listed for every
     sweep whatever its own spec.resources.backend says now, so a job created before a backend change
     is still seen (it holds its slot, its result counts)."""
-    return [jobs.JOB_KINDS[b] for b in served]
+    return [backend_for(b) for b in dict.fromkeys(served)]
 
 
 def backend_problem(spec: ScalingSweepSpec, served: tuple[Backend, ...]) -> SpecError | None:
