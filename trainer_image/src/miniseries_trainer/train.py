@@ -10,7 +10,7 @@ one function in a module named for it:
 
     runtime.py     device, ranks, numerics          inputs.py      store, shards, tokenizer, bundle
     model.py       the GPT                          optim.py       Muon + AdamW and the LR schedule
-    checkpoint.py  save / resume                    data.py        the token loader
+    checkpoint.py  save / resume                    loader.py      the token loader
     step.py        one optimizer step               throughput.py  tokens/s and MFU
     evaluate.py    validation bpb and CORE          outputs.py     progress, loss curve, metrics, results
     preemption.py  SIGTERM/SIGINT: finish the step, checkpoint, exit EXIT_PREEMPTED (75)
@@ -37,10 +37,11 @@ from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.contract.results import START_CHECKPOINT, START_FRESH, START_TRUNK, Owners, RunStart
 from miniseries.contract.schedule import schedule_record
 from miniseries.contract.store import Store, StoreAccessDenied, open_store
-from miniseries_trainer import checkpoint, data, masking, precision, provenance, val_trace
+from miniseries_trainer import checkpoint, masking, precision, provenance, val_trace
 from miniseries_trainer.evaluate import core_score, load_validation, validation_bpb
 from miniseries_trainer.flags import build_parser, denied, fail, refuse_env_overrides
 from miniseries_trainer.inputs import open_inputs
+from miniseries_trainer.loader import StepLoader
 from miniseries_trainer.metrics import TrainerMetrics
 from miniseries_trainer.model import build_model, shape_from_flags
 from miniseries_trainer.optim import build_optimizers, lr_multiplier, set_schedule
@@ -196,7 +197,7 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
         print0("note: results.json exists but no checkpoint: training from scratch")
 
     # -- data
-    loader = data.StepLoader(
+    loader = StepLoader(
         inputs.data_store,
         inputs.train_keys,
         tokenizer,
