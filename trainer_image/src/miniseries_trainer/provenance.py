@@ -1,4 +1,5 @@
-"""What results.json records about where a row came from (contract.results.Provenance).
+"""The trainer's side of contract.results.Provenance (science/provenance.py compares what it writes):
+what results.json records about where a row came from.
 
 Collected once per run, on rank 0, from what the trainer already has: its package version,
 the source commit (MINISERIES_SOURCE_COMMIT, set by an image build, or `git rev-parse HEAD`
