@@ -21,8 +21,9 @@ from miniseries.contract.shapes import model_shape
 from miniseries.contract.store import open_store
 from miniseries_trainer.bpb import evaluate_bpb
 from miniseries_trainer.checkpoint import load_checkpoint_uri
-from miniseries_trainer.data import list_shards, validation_batches
+from miniseries_trainer.loader import validation_batches
 from miniseries_trainer.model import build_model
+from miniseries_trainer.shards import list_shards
 from miniseries_trainer.tokenizer import load_tokenizer
 
 

@@ -74,7 +74,8 @@ def test_tokenizer_cli_and_corrupt_artifact(corpus: Corpus, tmp_path: Path) -> N
 
 
 def test_loader_resumes_exactly_from_its_state(corpus: Corpus) -> None:
-    from miniseries_trainer.data import TokenLoader, list_shards
+    from miniseries_trainer.loader import TokenLoader
+    from miniseries_trainer.shards import list_shards
     from miniseries_trainer.tokenizer import load_tokenizer
 
     store, tok = open_store(corpus.shards_uri), load_tokenizer(corpus.tokenizer_uri)
@@ -100,7 +101,8 @@ def test_the_val_trace_slice_is_spread_over_the_final_evaluations_tokens(corpus:
     """Issue 32: the trace's slice was the first documents of the validation shard (d3's trace sat ~8%
     below its own final evaluation). `keep` picks that many batches evenly over the whole window,
     the first and the last of them included, the same tensors the full read gives at those places."""
-    from miniseries_trainer.data import list_shards, validation_batches
+    from miniseries_trainer.loader import validation_batches
+    from miniseries_trainer.shards import list_shards
     from miniseries_trainer.tokenizer import load_tokenizer
 
     store, tok = open_store(corpus.shards_uri), load_tokenizer(corpus.tokenizer_uri)

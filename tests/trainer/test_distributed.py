@@ -28,9 +28,10 @@ STEPS = 12
 
 
 def reference_losses(corpus: Corpus, argv: list[str]) -> list[float]:
-    from miniseries_trainer.data import TokenLoader, list_shards
+    from miniseries_trainer.loader import TokenLoader
     from miniseries_trainer.model import build_model, shape_from_flags
     from miniseries_trainer.optim import build_optimizers, lr_multiplier, set_schedule
+    from miniseries_trainer.shards import list_shards
     from miniseries_trainer.tokenizer import load_tokenizer
     from miniseries_trainer.train import build_parser, train_step
 

@@ -264,15 +264,16 @@ def test_checkpoint_bytes_predicts_a_real_checkpoint(tmp_path: Path) -> None:
 def test_a_stop_while_starting_exits_before_the_first_step_with_nothing_to_save(
     corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import miniseries_trainer.start as start_module
     import miniseries_trainer.train as train_module
 
-    real_build = train_module.build_optimizers
+    real_build = start_module.build_optimizers
 
     def signal_then_build(*a: Any, **kw: Any) -> Any:
         os.kill(os.getpid(), signal.SIGTERM)
         return real_build(*a, **kw)
 
-    monkeypatch.setattr(train_module, "build_optimizers", signal_then_build)
+    monkeypatch.setattr(start_module, "build_optimizers", signal_then_build)
     assert train_module.main(train_argv(corpus, tmp_path, **COMMON)) == EXIT_PREEMPTED
     assert "before step 1/" in capsys.readouterr().out
     assert checkpoint_steps(open_store(tmp_path.as_uri()), RUN) == []

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.torch
 
 
 def loaders(corpus: Corpus, world: int, accum: int, state: Any = None) -> list[Any]:
-    from miniseries_trainer.data import StepLoader, list_shards
+    from miniseries_trainer.loader import StepLoader
+    from miniseries_trainer.shards import list_shards
     from miniseries_trainer.tokenizer import load_tokenizer
 
     store, tok = open_store(corpus.shards_uri), load_tokenizer(corpus.tokenizer_uri)
@@ -63,7 +64,8 @@ def test_streams_resume_exactly_from_the_state(corpus: Corpus) -> None:
 
 def test_one_stream_keeps_the_token_loader_state(corpus: Corpus) -> None:
     """grad_accum 1 (and a checkpoint from before streams) is one TokenLoader, its state unchanged."""
-    from miniseries_trainer.data import TokenLoader, list_shards
+    from miniseries_trainer.loader import TokenLoader
+    from miniseries_trainer.shards import list_shards
     from miniseries_trainer.tokenizer import load_tokenizer
 
     store, tok = open_store(corpus.shards_uri), load_tokenizer(corpus.tokenizer_uri)

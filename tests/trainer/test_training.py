@@ -49,9 +49,10 @@ def test_loss_falls_and_results_are_written(corpus: Corpus, tmp_path: Path) -> N
 
 def test_one_batch_can_be_overfit(corpus: Corpus) -> None:
     from miniseries.contract.shapes import model_shape
-    from miniseries_trainer.data import TokenLoader, list_shards
+    from miniseries_trainer.loader import TokenLoader
     from miniseries_trainer.model import build_model
     from miniseries_trainer.optim import build_optimizers
+    from miniseries_trainer.shards import list_shards
     from miniseries_trainer.tokenizer import load_tokenizer
 
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""CORE evaluation (DCLM's 22 in-context tasks), exactly as nanochat defines it, batched.
+"""The trainer's side of contract/core.py: CORE evaluation (DCLM's 22 in-context tasks), exactly as
+nanochat defines it, batched, on the model.
 
     python -m miniseries_trainer.core_eval --bundle URI --checkpoint URI --tokenizer URI --depth 12 [...]
     python -m miniseries_trainer.core_eval --score-csv base_eval.csv      # re-score published accuracies

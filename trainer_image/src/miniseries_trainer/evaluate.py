@@ -15,7 +15,7 @@ from torch import Tensor
 from miniseries.contract.results import CoreResult
 from miniseries.contract.store import Store
 from miniseries_trainer.bpb import evaluate_bpb
-from miniseries_trainer.data import validation_batches
+from miniseries_trainer.loader import validation_batches
 from miniseries_trainer.runtime import Runtime
 from miniseries_trainer.tokenizer import Tokenizer
 

@@ -130,11 +130,26 @@ def _steps_list(v: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every flag, in --help's sections, each with its MINISERIES_<FLAG> default."""
     p = argparse.ArgumentParser(
         prog="miniseries-train",
         description=DESCRIPTION,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    _run_identity(p)
+    _model_shape(p)
+    _horizon_and_batch(p)
+    _optimizer(p)
+    _checkpoints(p)
+    _evaluation(p)
+    _store_and_data(p)
+    _runtime(p)
+    apply_env_defaults(p)
+    return p
+
+
+def _run_identity(p: argparse.ArgumentParser) -> None:
+    """Which run this is: the sweep, the run id, (cluster mode) the sweep's uid, its isoFLOP budget."""
     g = p.add_argument_group("run identity")
     g.add_argument(
         "--namespace",
@@ -149,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the sweep's Kubernetes uid (the operator passes it; cluster mode): checkpoints and results carry it, "
         "only this sweep's checkpoints are resumed from, and no MINISERIES_<FLAG> may override a flag",
     )
+    g.add_argument("--budget-flops", type=float, default=None, help="isoFLOP budget this run belongs to (recorded)")
+
+
+def _model_shape(p: argparse.ArgumentParser) -> None:
+    """The model's dials; miniseries.contract.shapes turns them into the GPT's shape."""
     g = p.add_argument_group("model shape (miniseries.contract.shapes.model_shape)")
     g.add_argument(
         "--depth", type=_positive("--depth"), required=True, help="number of layers; width = depth x aspect ratio"
@@ -159,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--vocab-size", type=_positive("--vocab-size"), default=32768, help="vocabulary size (>= the tokenizer's)"
     )
     g.add_argument("--seq-len", type=_positive("--seq-len"), default=2048, help="training sequence length in tokens")
+
+
+def _horizon_and_batch(p: argparse.ArgumentParser) -> None:
+    """How long it trains and on how many tokens per step, the LR schedule and the seed."""
     g = p.add_argument_group("horizon and batch")
     g.add_argument(
         "--target-tokens", type=_positive("--target-tokens"), required=True, help="training tokens to aim for"
@@ -200,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="warmdown length in steps, replacing --warmdown-ratio (wsd: 0 for a trunk, the cooldown for a branch)",
     )
     g.add_argument("--seed", type=_positive("--seed", zero_ok=True), default=42, help="random seed")
+
+
+def _optimizer(p: argparse.ArgumentParser) -> None:
+    """The learning rates and weight decay (nanochat's defaults)."""
     g = p.add_argument_group("optimizer (nanochat defaults, scaled by width and batch)")
     g.add_argument("--matrix-lr", type=float, default=0.02, help="Muon LR for hidden matrices at a 2^19-token batch")
     g.add_argument(
@@ -209,7 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--unembedding-lr", type=float, default=0.004, help="AdamW LR for the lm_head at width 768, 2^19 batch"
     )
     g.add_argument("--weight-decay", type=float, default=0.0, help="Muon weight decay")
-    g = p.add_argument_group("checkpoints and evaluation")
+
+
+def _checkpoints(p: argparse.ArgumentParser) -> None:
+    """How often the run checkpoints, which checkpoints it keeps, and where it starts from."""
+    g = p.add_argument_group("checkpoints and resume")
     g.add_argument(
         "--checkpoint-every",
         type=_positive("--checkpoint-every", zero_ok=True),
@@ -237,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint URI (a step_<n>/ prefix with a manifest) to start from when this run has no checkpoint "
         "of its own (wsd: a branch starts from its trunk's checkpoint at its cooldown start)",
     )
+
+
+def _evaluation(p: argparse.ArgumentParser) -> None:
+    """What is evaluated: validation bits per byte at the end, the val trace during training, CORE."""
+    g = p.add_argument_group("evaluation")
     g.add_argument(
         "--eval-tokens",
         type=_positive("--eval-tokens", zero_ok=True),
@@ -258,7 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the tasks a bundle has when some of CORE's 22 are missing; the result is labeled partial "
         "and is never reported as CORE",
     )
-    g.add_argument("--budget-flops", type=float, default=None, help="isoFLOP budget this run belongs to (recorded)")
+
+
+def _store_and_data(p: argparse.ArgumentParser) -> None:
+    """Where the run reads its data and tokenizer and writes everything it produces."""
     g = p.add_argument_group("store and data")
     g.add_argument("--store", required=True, help="store root URI (file:///path or s3://bucket/prefix)")
     g.add_argument("--data", required=True, help="URI of the parquet shards (last one = validation)")
@@ -271,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
         "progress.json is never waited for (skipped and written later). At the start the store must answer "
         f"within {STARTUP_STORE_SECONDS:g} s (a store never reached is a wrong URI or credentials)",
     )
+
+
+def _runtime(p: argparse.ArgumentParser) -> None:
+    """The device, numerics, compilation, metrics port and logging."""
     g = p.add_argument_group("runtime")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when available")
     g.add_argument(
@@ -309,5 +353,3 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--log-every", type=_positive("--log-every"), default=1, help="print and record the loss every N steps"
     )
-    apply_env_defaults(p)
-    return p

@@ -17,8 +17,8 @@ from miniseries.contract.store import (
     StoreHealth,
     open_store,
 )
-from miniseries_trainer.data import list_shards
 from miniseries_trainer.flags import STARTUP_STORE_SECONDS, denied, fail
+from miniseries_trainer.shards import list_shards
 from miniseries_trainer.tokenizer import Tokenizer, load_tokenizer
 
 if TYPE_CHECKING:

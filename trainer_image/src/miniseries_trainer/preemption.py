@@ -1,5 +1,5 @@
-"""Stopping on SIGTERM (and SIGINT) with a checkpoint, so that a preemption loses at most the
-optimizer step in flight.
+"""The trainer's side of contract/preemption.py: stopping on SIGTERM (and SIGINT) with a checkpoint,
+so that a preemption loses at most the optimizer step in flight.
 
 Kubernetes stops a pod (Kueue's preemption, a node drain, a deleted or suspended job) with
 SIGTERM, then SIGKILL after the pod's terminationGracePeriodSeconds (sized for this in the

@@ -29,6 +29,7 @@ import tiktoken
 
 from miniseries.contract.store import StoreError, open_store
 from miniseries_trainer import masking
+from miniseries_trainer.shards import list_shards
 
 #: GPT-4's split pattern with numbers in groups of at most two digits (nanochat's variant:
 #: a smaller vocabulary should not spend entries on three-digit numbers).
@@ -161,8 +162,6 @@ def load_tokenizer(uri: str) -> Tokenizer:
 def iter_training_texts(data_uri: str, max_chars: int) -> Iterator[str]:
     """Texts of the training shards (never the validation shard), up to max_chars."""
     import pyarrow.parquet as pq
-
-    from miniseries_trainer.data import list_shards
 
     store = open_store(data_uri)
     train, _val = list_shards(store)

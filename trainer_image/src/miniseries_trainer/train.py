@@ -5,12 +5,22 @@
 
 The flags (and their MINISERIES_<FLAG> environment defaults) are in `flags.py`; the operator
 and the local runner build them with `miniseries.plan.trainer_argv.trainer_flags`.
-`main` reads top to bottom like nanochat's `scripts/base_train.py`; each step it takes is
-one function in a module named for it:
+`train` reads top to bottom like nanochat's `scripts/base_train.py`, one function per phase,
+each handing the next what it built (no phase reads a name another assigns later):
+
+    set_up -> Setup       flags, device and ranks, shape and horizon, inputs, model, optimizers (start.py)
+    resume_run -> Begun   the checkpoint to start from: its own, a wsd branch's trunk's, or none (start.py)
+    go_live -> Live       the loader at that position, the val trace, metrics, throughput, progress
+    run_steps -> Position the step loop (take_step, report_step, write_when_due); on a stop signal
+                          agreed by every rank, `preempted` checkpoints and exits EXIT_PREEMPTED
+    evaluate              validation bits per byte and CORE
+    write_results         results.json and the curves (rank 0), unless the sweep is gone (fenced)
+
+Each thing a phase does is one function in a module named for it:
 
     runtime.py     device, ranks, numerics          inputs.py      store, shards, tokenizer, bundle
     model.py       the GPT                          optim.py       Muon + AdamW and the LR schedule
-    checkpoint.py  save / resume                    data.py        the token loader
+    checkpoint.py  save / resume                    loader.py      the token loader
     step.py        one optimizer step               throughput.py  tokens/s and MFU
     evaluate.py    validation bpb and CORE          outputs.py     progress, loss curve, metrics, results
     preemption.py  SIGTERM/SIGINT: finish the step, checkpoint, exit EXIT_PREEMPTED (75)
@@ -24,26 +34,24 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
-from miniseries.contract import shapes
 from miniseries.contract.exits import EXIT_FENCED
-from miniseries.contract.layout import RunLayout, SweepLayout, fenced, join_uri, lineage
+from miniseries.contract.layout import SweepLayout, fenced, join_uri
 from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
-from miniseries.contract.results import START_CHECKPOINT, START_FRESH, START_TRUNK, Owners, RunStart
+from miniseries.contract.results import CoreResult, Provenance
 from miniseries.contract.schedule import schedule_record
-from miniseries.contract.store import Store, StoreAccessDenied, open_store
-from miniseries_trainer import checkpoint, data, masking, precision, provenance, val_trace
+from miniseries.contract.store import StoreAccessDenied, open_store
+from miniseries_trainer import checkpoint, masking, provenance, val_trace
 from miniseries_trainer.evaluate import core_score, load_validation, validation_bpb
-from miniseries_trainer.flags import build_parser, denied, fail, refuse_env_overrides
-from miniseries_trainer.inputs import open_inputs
+from miniseries_trainer.flags import build_parser, denied, fail
+from miniseries_trainer.loader import StepLoader
 from miniseries_trainer.metrics import TrainerMetrics
-from miniseries_trainer.model import build_model, shape_from_flags
-from miniseries_trainer.optim import build_optimizers, lr_multiplier, set_schedule
+from miniseries_trainer.optim import lr_multiplier, set_schedule
 from miniseries_trainer.outputs import (
     LOSS_CURVE_EVERY_SECONDS,
     PROGRESS_EVERY_SECONDS,
@@ -56,46 +64,12 @@ from miniseries_trainer.outputs import (
     write_json_lines,
 )
 from miniseries_trainer.preemption import Preempted, StopSignal
-from miniseries_trainer.runtime import set_numerics, start_runtime, stop_runtime
+from miniseries_trainer.runtime import stop_runtime
+from miniseries_trainer.start import Begun, Setup, parse_flags, resume_run, set_up
 from miniseries_trainer.step import train_step
 from miniseries_trainer.throughput import Throughput, peak_flops_per_device
 
 __all__ = ["build_parser", "main", "train_step"]
-
-
-def resume(
-    policy: str,
-    store: Store,
-    run: RunLayout,
-    model: torch.nn.Module,
-    optimizers: list[torch.optim.Optimizer],
-    init_from: str | None = None,
-    owner_uid: Owners = None,
-) -> checkpoint.LoadedCheckpoint | None:
-    """Load the newest valid checkpoint into the model, optimizers and RNG (--resume auto|require|never);
-    without one of its own, the checkpoint `init_from` names (--init-from: a wsd branch's trunk checkpoint)."""
-    if policy == "never":
-        return None
-    try:
-        ckpt = checkpoint.load_latest_checkpoint(store, run, owner_uid)
-        if ckpt is None and init_from:
-            try:
-                ckpt = checkpoint.load_checkpoint_uri(init_from, owner_uid)
-            except (checkpoint.WorldSizeMismatch, checkpoint.UnsafeCheckpoint):
-                raise
-            except Exception as e:  # missing, unreadable or corrupt: the branch cannot start
-                fail(f"--init-from {init_from}: cannot load the checkpoint ({type(e).__name__}: {e})")
-    except (checkpoint.WorldSizeMismatch, checkpoint.UnsafeCheckpoint) as e:
-        fail(str(e))
-    if ckpt is None:
-        if policy == "require":
-            fail(f"--resume require: no valid checkpoint under {join_uri(store.uri, run.checkpoints)}")
-        return None
-    model.load_state_dict(ckpt.model)
-    for opt, state in zip(optimizers, ckpt.optimizers, strict=True):
-        opt.load_state_dict(state)
-    checkpoint.set_rng_state(ckpt.state["rng"])
-    return ckpt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,251 +86,258 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    refuse_env_overrides(parser, args)
-    if problem := val_trace.check_flags(args.val_every, args.val_tokens):
-        fail(problem)
-
-    # -- where we run: the device and torchrun's ranks
-    rt = start_runtime(args.device, args.precision)
-    device, rank, world, master = rt.device, rt.rank, rt.world, rt.master
-    print0 = rt.print0
-    t_start = time.time()
-
-    # -- shape and horizon from the one arithmetic module
-    try:
-        shape = shape_from_flags(args)
-        hz = shapes.horizon(
-            args.target_tokens,
-            args.total_batch_tokens,
-            device_batch_size=args.device_batch_size,
-            sequence_len=args.seq_len,
-            world_size=world,
-        )
-    except ValueError as e:
-        fail(f"{e} (flags --depth/--aspect-ratio/--head-dim/--total-batch-tokens/--device-batch-size/--seq-len)")
-    steps = args.steps if args.steps is not None else hz.steps
-    if steps < 1:
-        fail(
-            f"--target-tokens {args.target_tokens} is less than one step of --total-batch-tokens {args.total_batch_tokens}"
-        )
-
-    # -- store, tokenizer, data and CORE bundle are checked before any compute is spent
-    inputs = open_inputs(args, rank)
-    store, tokenizer = inputs.store, inputs.tokenizer
-    run = RunLayout(args.namespace, args.sweep, args.run)
-    set_numerics(rt, seed=args.seed, deterministic=args.deterministic)
-
-    # -- model
-    model = build_model(shape, device)
-    if world > 1:  # same seed => same init, but make "identical on every rank" a fact, not a hope
-        for p in model.parameters():
-            dist.broadcast(p.data, src=0)
-    params = sum(p.numel() for p in model.parameters())
-    assert params == shape.total_params, (params, shape.total_params)
-    compile_ = precision.resolve_compile(args.compile, device)
-    forward = precision.prepare(model, precision=rt.precision, compile=compile_)  # fp8 layers, torch.compile
-    print0(
-        f"model: depth {shape.depth}, width {shape.n_embd}, heads {shape.n_head}, params {params:,}, "
-        f"{shape.flops_per_token:.3e} FLOPs/token; {steps} steps x {hz.total_batch_tokens:,} tokens "
-        f"({hz.grad_accum_steps} micro-batches x {world} ranks); {rt.precision}"
-        + (", compiled" if compile_ else ", eager")
+    """The phases in order: set up and resume (start.py), then the step loop, evaluate, write results (below)."""
+    s = set_up(parse_flags(argv))
+    begun = resume_run(s)
+    live = go_live(s, begun)
+    pos = run_steps(s, live, begun.step, stop)
+    if pos.stopped:
+        return preempted(s, live, pos, stop)
+    final_checkpoint = (
+        save(s, live, s.steps) if begun.step < s.steps or not begun.from_checkpoint else s.run.checkpoint(s.steps)
     )
+    stop.raise_on_signal()  # from here on nothing is left to save: a stop signal exits at once
+    val_bpb, core = evaluate(s, live, pos)
+    status = write_results(s, begun, live, pos, final_checkpoint, val_bpb, core) if s.rt.master else 0
+    stop_runtime(s.rt)
+    return status
 
-    # -- optimizer
-    optimizers = build_optimizers(
-        model,
-        total_batch_tokens=hz.total_batch_tokens,
-        matrix_lr=args.matrix_lr,
-        embedding_lr=args.embedding_lr,
-        unembedding_lr=args.unembedding_lr,
-        weight_decay=args.weight_decay,
-        compile=compile_,
-    )
 
-    # -- resume
-    # only this sweep's checkpoints (and those of the sweeps it adopted), never a deleted predecessor's
-    owners = lineage(store, SweepLayout(args.namespace, args.sweep), args.sweep_uid) if args.sweep_uid else None
-    ckpt = resume(args.resume, store, run, model, optimizers, args.init_from, owners)
-    start_step, loader_state, loss_curve = 0, None, []
-    start = RunStart(kind=START_FRESH, sweep_uid=args.sweep_uid)
-    val_rows: list[dict[str, Any]] = []
-    if ckpt is not None:
-        start_step, loader_state = ckpt.step, ckpt.state["loader"]
-        loss_curve = ckpt.state.get("loss_curve", [])
-        val_rows = val_trace.read_rows(ckpt.state)
-        own = join_uri(store.uri, run.checkpoint(ckpt.step))
-        trunk = args.init_from and ckpt.step not in checkpoint.checkpoint_steps(store, run, owners)
-        source = args.init_from if trunk else own
-        start = RunStart(kind=START_TRUNK if trunk else START_CHECKPOINT, step=ckpt.step, uri=source,
-                         sweep_uid=args.sweep_uid)  # fmt: skip
-        print0(f"resumed from {source} at step {ckpt.step}")
-    elif args.resume != "never" and master and store.exists(run.results):
-        print0("note: results.json exists but no checkpoint: training from scratch")
+# -- what runs beside the steps: the data, the val trace, metrics, throughput, progress
 
-    # -- data
-    loader = data.StepLoader(
+
+@dataclass
+class Live:
+    """What the step loop feeds from and writes to (go_live); checkpoints save the loader and both curves."""
+
+    loader: StepLoader
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    vtrace: val_trace.ValTrace
+    loss_curve: list[dict[str, Any]]
+    metrics: TrainerMetrics
+    speed: Throughput
+    progress: ProgressWriter
+
+
+def go_live(s: Setup, begun: Begun) -> Live:
+    """The loader at the resumed position, the val-bpb trace, metrics, throughput and progress.json."""
+    args, rt, inputs, hz = s.args, s.rt, s.inputs, s.hz
+    loader = StepLoader(
         inputs.data_store,
         inputs.train_keys,
-        tokenizer,
+        inputs.tokenizer,
         batch_size=args.device_batch_size,
         seq_len=args.seq_len,
-        rank=rank,
-        world_size=world,
+        rank=rt.rank,
+        world_size=rt.world,
         grad_accum=hz.grad_accum_steps,
-        state=loader_state,
+        state=begun.loader_state,
     )
-    batches = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
+    batches = ((x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)) for x, y in loader)
     # the val-bpb trace: a small fixed slice evaluated every few steps (val_trace.py)
-    vtrace = val_trace.build(args, steps=steps, total_batch_tokens=hz.total_batch_tokens, world_size=world, rank=rank,
-                             data_store=inputs.data_store, store=store, run=run, val_key=inputs.val_key,
-                             tokenizer=tokenizer, device=device, flops_per_token=float(shape.flops_per_token),
-                             master=master)  # fmt: skip
-    vtrace.rows = val_rows
+    vtrace = val_trace.build(args, steps=s.steps, total_batch_tokens=hz.total_batch_tokens, world_size=rt.world,
+                             rank=rt.rank, data_store=inputs.data_store, store=s.store, run=s.run,
+                             val_key=inputs.val_key, tokenizer=inputs.tokenizer, device=rt.device,
+                             flops_per_token=float(s.shape.flops_per_token), master=rt.master)  # fmt: skip
+    vtrace.rows = begun.val_rows
+    metrics = start_metrics(s)
+    speed = Throughput(
+        hz.total_batch_tokens, s.shape.flops_per_token, peak_flops_per_device(rt.device, args.peak_flops), rt.world
+    )
+    progress = ProgressWriter(s.store, s.run, args.depth, hz, s.steps, rt, metrics, args.sweep_uid)
+    return Live(loader, batches, vtrace, begun.loss_curve, metrics, speed, progress)
 
-    # -- metrics and progress
+
+def start_metrics(s: Setup) -> TrainerMetrics:
+    """The Prometheus metrics (--metrics-port), with the run's shape as info and the stores' health."""
+    args, rt = s.args, s.rt
     metrics = TrainerMetrics(
         namespace=args.namespace,
         sweep=args.sweep,
         depth=args.depth,
         run=args.run,
-        rank=rank,
+        rank=rt.rank,
         local_rank=rt.local_rank,
         port=args.metrics_port,
     )
     metrics.set_info(
         {
-            "n_layer": str(shape.n_layer),
-            "n_embd": str(shape.n_embd),
-            "params": str(params),
-            "device": str(device),
-            "world_size": str(world),
-            "total_batch_tokens": str(hz.total_batch_tokens),
+            "n_layer": str(s.shape.n_layer),
+            "n_embd": str(s.shape.n_embd),
+            "params": str(s.params),
+            "device": str(rt.device),
+            "world_size": str(rt.world),
+            "total_batch_tokens": str(s.hz.total_batch_tokens),
         }
     )
-    metrics.set("miniseries_train_steps_planned", steps)
-    store.on_change = inputs.data_store.on_change = metrics.set_store_health
-    metrics.set_store_health(inputs.health)
-    speed = Throughput(
-        hz.total_batch_tokens, shape.flops_per_token, peak_flops_per_device(device, args.peak_flops), world
+    metrics.set("miniseries_train_steps_planned", s.steps)
+    s.store.on_change = s.inputs.data_store.on_change = metrics.set_store_health
+    metrics.set_store_health(s.inputs.health)
+    return metrics
+
+
+def save(s: Setup, live: Live, step: int) -> str:
+    """A checkpoint after `step` (model, optimizers, loader position, RNG, both curves); the loss curve too.
+    Returns the checkpoint's prefix in the store."""
+    state: dict[str, Any] = {
+        "loader": live.loader.state_dict(),
+        "rng": checkpoint.rng_state(),
+        "step": step,
+        "loss_curve": live.loss_curve,
+        "val_curve": live.vtrace.rows,
+    }
+    prefix = checkpoint.save_checkpoint(
+        s.store,
+        s.run,
+        step,
+        step * s.hz.total_batch_tokens,
+        model=s.model,
+        optimizers=s.optimizers,
+        state=state,
+        keep=s.args.keep_checkpoints,
+        pinned=s.args.keep_steps,
+        sweep_uid=s.args.sweep_uid,
     )
-    progress = ProgressWriter(store, run, args.depth, hz, steps, rt, metrics, args.sweep_uid)
+    if s.rt.master:
+        write_json_lines(s.store, s.run.loss_curve, live.loss_curve)
+    return prefix
 
-    def save(step: int) -> str:
-        state: dict[str, Any] = {
-            "loader": loader.state_dict(),
-            "rng": checkpoint.rng_state(),
-            "step": step,
-            "loss_curve": loss_curve,
-            "val_curve": vtrace.rows,
-        }
-        prefix = checkpoint.save_checkpoint(
-            store,
-            run,
-            step,
-            step * hz.total_batch_tokens,
-            model=model,
-            optimizers=optimizers,
-            state=state,
-            keep=args.keep_checkpoints,
-            pinned=args.keep_steps,
-            sweep_uid=args.sweep_uid,
-        )
-        if master:
-            write_json_lines(store, run.loss_curve, loss_curve)
-        return prefix
 
-    def preempted(done: int, saved: bool) -> int:
-        """A stop signal on some rank: checkpoint the finished step (unless it just was), say so, exit."""
-        t_stop = time.perf_counter()
-        if done == start_step:  # stopped while starting: the newest checkpoint (if any) is still the newest
-            print0(f"preempted by {stop.describe()} before step {done + 1}/{steps}: nothing to save; "
-                   f"exit {EXIT_PREEMPTED}", flush=True)  # fmt: skip
-        else:
-            prefix = run.checkpoint(done) if saved else save(done)
-            progress.write(done, loss_value, lrm, speed, PROGRESS_PREEMPTED)
-            print0(f"preempted by {stop.describe()} after step {done}/{steps}: checkpoint {join_uri(store.uri, prefix)} "
-                   f"written in {time.perf_counter() - t_stop:.2f} s; exit {EXIT_PREEMPTED}, resume with --resume=auto",
-                   flush=True)  # fmt: skip
-        stop_runtime(rt)
-        return EXIT_PREEMPTED
+# -- the step loop
 
-    # -- training loop
-    last_progress, last_curve = 0.0, time.time()
-    loss_value = lrm = None
-    if start_step < steps and stop.agreed(world, device):  # stopped while starting: nothing new to save
-        return preempted(start_step, saved=False)
-    for step in range(start_step, steps):
-        t0 = time.perf_counter()
-        lrm = lr_multiplier(step, steps, args.warmup_steps, args.warmdown_ratio,
-                            shape=args.warmdown_shape, warmdown_steps=args.warmdown_steps)  # fmt: skip
-        set_schedule(optimizers, step, lrm)
-        loss = train_step(forward, model, optimizers, batches, hz.grad_accum_steps, rt.autocast, world)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        dt = time.perf_counter() - t0
-        done = step + 1
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            fail(f"loss became {loss_value} at step {done}; lower the learning rates or check the data")
-        speed.add(step - start_step, dt)
-        tokens = done * hz.total_batch_tokens
 
-        # log, metrics
-        if done % args.log_every == 0 or done == steps:
-            loss_curve.append(loss_point(done, tokens, shape, loss_value, lrm))
-            tps, mfu = speed.tokens_per_second, speed.mfu
-            print0(
-                f"step {done:6d}/{steps} | loss {loss_value:.4f} | lrm {lrm:.3f} | {dt * 1000:.0f} ms"
-                + (f" | {tps:,.0f} tok/s | MFU {mfu:.2%}" if tps and mfu is not None else "")
-            )
-        record_step(metrics, step=done, tokens=tokens, shape=shape, loss=loss_value, lr=lrm, speed=speed, device=device)
+@dataclass
+class Position:
+    """Where the step loop is: the last finished step, its loss and LR multiplier, and whether it stopped."""
 
-        if vtrace.due(done, steps):
-            print0(f"step {done:6d}/{steps} | val bpb {vtrace.evaluate(model, forward, done, rt.autocast):.4f} (slice)")
+    first: int  # the step the run started from (resumed or 0)
+    done: int  # optimizer steps finished
+    loss: float | None = None
+    lrm: float | None = None
+    stopped: bool = False  # a stop signal, agreed by every rank, after step `done`
+    saved: bool = False  # step `done` was checkpointed already (periodic or pinned)
+    progress_at: float = 0.0  # wall clock of the last progress.json
+    curve_at: float = field(default_factory=time.time)  # wall clock of the last advisory loss-curve write
 
-        # checkpoint, progress.json, loss curve
-        periodic = bool(args.checkpoint_every) and done % args.checkpoint_every == 0
-        checkpointed = (periodic or done in args.keep_steps) and done < steps
-        if checkpointed:
-            save(done)
-        if time.time() - last_progress > PROGRESS_EVERY_SECONDS:
-            progress.write(done, loss_value, lrm, speed, "training")
-            last_progress = time.time()
-        # the curve is advisory too: it is rewritten whole at every checkpoint and at the end
-        curve_due = master and time.time() - last_curve > LOSS_CURVE_EVERY_SECONDS
-        if curve_due and store.write_advisory(run.loss_curve, json_lines(loss_curve)):
-            last_curve = time.time()
+
+def run_steps(s: Setup, live: Live, first: int, stop: StopSignal) -> Position:
+    """Steps `first`..steps, each: train, report, checkpoint and write progress when due, then ask every
+    rank whether to stop. Returns where it ended: after the last step, or `stopped` after a signal."""
+    pos = Position(first=first, done=first)
+    if first < s.steps and stop.agreed(s.rt.world, s.rt.device):  # stopped while starting: nothing new to save
+        pos.stopped = True
+        return pos
+    for step in range(first, s.steps):
+        dt = take_step(s, live, pos, step)
+        live.speed.add(step - first, dt)
+        report_step(s, live, pos, dt)
+        pos.saved = write_when_due(s, live, pos)
         # a SIGTERM on any rank: every rank stops here, after the same step (one int all-reduced)
-        if stop.agreed(world, device):
-            return preempted(done, saved=checkpointed)
-    final_checkpoint = save(steps) if start_step < steps or ckpt is None else run.checkpoint(steps)
-    stop.raise_on_signal()  # from here on nothing is left to save: a stop signal exits at once
+        if stop.agreed(s.rt.world, s.rt.device):
+            pos.stopped = True
+            return pos
+    return pos
 
-    # -- evaluate
-    progress.write(steps, loss_value, lrm, speed, "evaluating")
-    model.eval()
+
+def take_step(s: Setup, live: Live, pos: Position, step: int) -> float:
+    """One optimizer step at the schedule's LR; `pos` gets its loss. Returns its wall seconds."""
+    args = s.args
+    t0 = time.perf_counter()
+    pos.lrm = lr_multiplier(step, s.steps, args.warmup_steps, args.warmdown_ratio,
+                            shape=args.warmdown_shape, warmdown_steps=args.warmdown_steps)  # fmt: skip
+    set_schedule(s.optimizers, step, pos.lrm)
+    loss = train_step(s.forward, s.model, s.optimizers, live.batches, s.hz.grad_accum_steps, s.rt.autocast, s.rt.world)
+    if s.rt.device.type == "cuda":
+        torch.cuda.synchronize(s.rt.device)
+    dt = time.perf_counter() - t0
+    pos.done, pos.loss = step + 1, loss.item()
+    if not math.isfinite(pos.loss):
+        fail(f"loss became {pos.loss} at step {pos.done}; lower the learning rates or check the data")
+    return dt
+
+
+def report_step(s: Setup, live: Live, pos: Position, dt: float) -> None:
+    """The log line and loss-curve point (every --log-every), the metrics, and the val trace when due."""
+    done, steps, speed = pos.done, s.steps, live.speed
+    assert pos.loss is not None and pos.lrm is not None  # take_step set them
+    tokens = done * s.hz.total_batch_tokens
+    if done % s.args.log_every == 0 or done == steps:
+        live.loss_curve.append(loss_point(done, tokens, s.shape, pos.loss, pos.lrm))
+        tps, mfu = speed.tokens_per_second, speed.mfu
+        s.rt.print0(
+            f"step {done:6d}/{steps} | loss {pos.loss:.4f} | lrm {pos.lrm:.3f} | {dt * 1000:.0f} ms"
+            + (f" | {tps:,.0f} tok/s | MFU {mfu:.2%}" if tps and mfu is not None else "")
+        )
+    record_step(live.metrics, step=done, tokens=tokens, shape=s.shape, loss=pos.loss, lr=pos.lrm, speed=speed,
+                device=s.rt.device)  # fmt: skip
+    if live.vtrace.due(done, steps):
+        bpb = live.vtrace.evaluate(s.model, s.forward, done, s.rt.autocast)
+        s.rt.print0(f"step {done:6d}/{steps} | val bpb {bpb:.4f} (slice)")
+
+
+def write_when_due(s: Setup, live: Live, pos: Position) -> bool:
+    """The periodic (or pinned) checkpoint, progress.json and the advisory loss curve, each when due.
+    Returns whether this step was checkpointed."""
+    done = pos.done
+    periodic = bool(s.args.checkpoint_every) and done % s.args.checkpoint_every == 0
+    checkpointed = (periodic or done in s.args.keep_steps) and done < s.steps
+    if checkpointed:
+        save(s, live, done)
+    if time.time() - pos.progress_at > PROGRESS_EVERY_SECONDS:
+        live.progress.write(done, pos.loss, pos.lrm, live.speed, "training")
+        pos.progress_at = time.time()
+    # the curve is advisory too: it is rewritten whole at every checkpoint and at the end
+    curve_due = s.rt.master and time.time() - pos.curve_at > LOSS_CURVE_EVERY_SECONDS
+    if curve_due and s.store.write_advisory(s.run.loss_curve, json_lines(live.loss_curve)):
+        pos.curve_at = time.time()
+    return checkpointed
+
+
+def preempted(s: Setup, live: Live, pos: Position, stop: StopSignal) -> int:
+    """A stop signal on some rank: checkpoint the finished step (unless it just was), say so, exit."""
+    t_stop = time.perf_counter()
+    done, steps = pos.done, s.steps
+    if done == pos.first:  # stopped while starting: the newest checkpoint (if any) is still the newest
+        s.rt.print0(f"preempted by {stop.describe()} before step {done + 1}/{steps}: nothing to save; "
+                    f"exit {EXIT_PREEMPTED}", flush=True)  # fmt: skip
+    else:
+        prefix = s.run.checkpoint(done) if pos.saved else save(s, live, done)
+        live.progress.write(done, pos.loss, pos.lrm, live.speed, PROGRESS_PREEMPTED)
+        s.rt.print0(f"preempted by {stop.describe()} after step {done}/{steps}: checkpoint "
+                    f"{join_uri(s.store.uri, prefix)} written in {time.perf_counter() - t_stop:.2f} s; "
+                    f"exit {EXIT_PREEMPTED}, resume with --resume=auto", flush=True)  # fmt: skip
+    stop_runtime(s.rt)
+    return EXIT_PREEMPTED
+
+
+# -- evaluate
+
+
+def evaluate(s: Setup, live: Live, pos: Position) -> tuple[float | None, CoreResult | None]:
+    """Validation bits per byte (--eval-tokens) and CORE (--eval-bundle), each skipped when not asked for."""
+    args, rt, inputs = s.args, s.rt, s.inputs
+    live.progress.write(s.steps, pos.loss, pos.lrm, live.speed, "evaluating")
+    s.model.eval()
     val_bpb = None
     if args.eval_tokens:
         val = load_validation(
             inputs.data_store,
             inputs.val_key,
-            tokenizer,
+            inputs.tokenizer,
             rt,
             batch_size=args.device_batch_size,
             seq_len=args.seq_len,
             eval_tokens=args.eval_tokens,
         )
-        val_bpb = validation_bpb(forward, val, tokenizer, rt)
-        val_tokens = len(val) * world * args.device_batch_size * args.seq_len
-        print0(f"validation: {val_bpb:.4f} bits per byte over {val_tokens:,} tokens")
-        metrics.set("miniseries_val_bpb", val_bpb)
+        val_bpb = validation_bpb(s.forward, val, inputs.tokenizer, rt)
+        val_tokens = len(val) * rt.world * args.device_batch_size * args.seq_len
+        rt.print0(f"validation: {val_bpb:.4f} bits per byte over {val_tokens:,} tokens")
+        live.metrics.set("miniseries_val_bpb", val_bpb)
     core = None
     if inputs.bundle is not None:
         core = core_score(
-            model,
-            tokenizer,
+            s.model,
+            inputs.tokenizer,
             inputs.bundle,
             rt,
             max_per_task=args.core_max_per_task,
@@ -364,61 +345,80 @@ def train(argv: Sequence[str] | None, stop: StopSignal) -> int:
             allow_partial=args.core_allow_partial,
         )
         if core.core is not None:
-            metrics.set("miniseries_core_score", core.core)
+            live.metrics.set("miniseries_core_score", core.core)
+    return val_bpb, core
 
-    # -- save results
-    if master:
-        results = run_results(
-            args,
-            shape=shape,
-            hz=hz,
-            steps=steps,
-            runtime=rt,
-            wall_seconds=time.time() - t_start,
-            speed=speed,
-            loss_curve=loss_curve,
-            val_bpb=val_bpb,
-            core=core,
-            checkpoint_uri=join_uri(store.uri, final_checkpoint),
-            loss_curve_key=run.loss_curve,
-            val_curve_key=run.val_curve if vtrace.rows else None,
-            val_trace=val_trace.summary(vtrace, speed.seconds),
-            provenance=provenance.collect(
-                device=device,
-                precision=rt.precision,
-                world_size=world,
-                data_uri=args.data,
-                data_store=inputs.data_store,
-                tokenizer_uri=args.tokenizer,
-                tokenizer_store=open_store(args.tokenizer),
-                seed=args.seed,
-                lr_schedule=schedule_record(
-                    steps,
-                    args.warmup_steps,
-                    args.warmdown_ratio,
-                    shape=args.warmdown_shape,
-                    warmdown_steps=args.warmdown_steps,
-                ),
-            ),
-        )
-        results.sweep_uid, results.start, results.hyperparameters = args.sweep_uid, start, hyperparameters(args)
-        if args.sweep_uid and (why := fenced(store, SweepLayout(args.namespace, args.sweep), args.sweep_uid)):
-            # the sweep was deleted (or re-created) while this run finished: its results are no one's
-            print0(f"not writing results: {why}; exit {EXIT_FENCED}", flush=True)
-            stop_runtime(rt)
-            return EXIT_FENCED
-        write_json_lines(store, run.loss_curve, loss_curve)
-        if vtrace.rows:  # whole again at the end, as the loss curve (a restarted run rewrites both)
-            vtrace.write()
-        store.write_bytes(run.results, results.to_json())
-        progress.write(steps, loss_value, lrm, speed, "done")
-        print0(f"results: {join_uri(store.uri, run.results)}")
-        health = inputs.health
-        if health.errors:
-            print0(f"store: {health.errors} failed operations, {health.waited_seconds:.1f} s waited on retries, "
-                   f"longest outage {health.longest_outage_seconds:.1f} s")  # fmt: skip
-    stop_runtime(rt)
+
+# -- write results (rank 0)
+
+
+def write_results(
+    s: Setup,
+    begun: Begun,
+    live: Live,
+    pos: Position,
+    final_checkpoint: str,
+    val_bpb: float | None,
+    core: CoreResult | None,
+) -> int:
+    """results.json, both curves whole and progress "done"; EXIT_FENCED, writing nothing, when the sweep
+    this run belongs to is gone. Returns the exit status."""
+    args, store, run, print0 = s.args, s.store, s.run, s.rt.print0
+    results = run_results(
+        args,
+        shape=s.shape,
+        hz=s.hz,
+        steps=s.steps,
+        runtime=s.rt,
+        wall_seconds=time.time() - s.t_start,
+        speed=live.speed,
+        loss_curve=live.loss_curve,
+        val_bpb=val_bpb,
+        core=core,
+        checkpoint_uri=join_uri(store.uri, final_checkpoint),
+        loss_curve_key=run.loss_curve,
+        val_curve_key=run.val_curve if live.vtrace.rows else None,
+        val_trace=val_trace.summary(live.vtrace, live.speed.seconds),
+        provenance=run_provenance(s),
+    )
+    results.sweep_uid, results.start, results.hyperparameters = args.sweep_uid, begun.record, hyperparameters(args)
+    if args.sweep_uid and (why := fenced(store, SweepLayout(args.namespace, args.sweep), args.sweep_uid)):
+        # the sweep was deleted (or re-created) while this run finished: its results are no one's
+        print0(f"not writing results: {why}; exit {EXIT_FENCED}", flush=True)
+        return EXIT_FENCED
+    write_json_lines(store, run.loss_curve, live.loss_curve)
+    if live.vtrace.rows:  # whole again at the end, as the loss curve (a restarted run rewrites both)
+        live.vtrace.write()
+    store.write_bytes(run.results, results.to_json())
+    live.progress.write(s.steps, pos.loss, pos.lrm, live.speed, "done")
+    print0(f"results: {join_uri(store.uri, run.results)}")
+    health = s.inputs.health
+    if health.errors:
+        print0(f"store: {health.errors} failed operations, {health.waited_seconds:.1f} s waited on retries, "
+               f"longest outage {health.longest_outage_seconds:.1f} s")  # fmt: skip
     return 0
+
+
+def run_provenance(s: Setup) -> Provenance:
+    """What results.json records about the code, data, tokenizer, device and schedule that made it."""
+    args = s.args
+    return provenance.collect(
+        device=s.rt.device,
+        precision=s.rt.precision,
+        world_size=s.rt.world,
+        data_uri=args.data,
+        data_store=s.inputs.data_store,
+        tokenizer_uri=args.tokenizer,
+        tokenizer_store=open_store(args.tokenizer),
+        seed=args.seed,
+        lr_schedule=schedule_record(
+            s.steps,
+            args.warmup_steps,
+            args.warmdown_ratio,
+            shape=args.warmdown_shape,
+            warmdown_steps=args.warmdown_steps,
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def build(
 ) -> ValTrace:
     """The run's ValTrace from its flags; the slice is read now: its micro-batches spread evenly over the
     tokens the final evaluation reads (--eval-tokens), so the trace and the final point measure the same text."""
-    from miniseries_trainer.data import validation_batches
+    from miniseries_trainer.loader import validation_batches
 
     plan = plan_val_trace(
         steps=steps,

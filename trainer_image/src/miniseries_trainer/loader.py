@@ -1,4 +1,4 @@
-"""Token batches streamed from parquet shards in the store, resumable to the exact token.
+"""The token loader: batches streamed from parquet shards in the store, resumable to the exact token.
 
 Shards are nanochat's format: parquet files with a `text` column, one document per
 row, in a store prefix (`file://` or `s3://`). The lexically last shard is the
@@ -31,22 +31,11 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from miniseries.contract.store import Store, StoreError
+from miniseries.contract.store import Store
 from miniseries_trainer.tokenizer import Tokenizer
 
 #: Documents tokenized per batch call (tiktoken parallelises across them).
 DOCS_PER_ENCODE = 32
-
-
-def list_shards(store: Store) -> tuple[list[str], str]:
-    """(training shard keys, validation shard key), by lexical order of the keys."""
-    keys = sorted(k for k in store.list("") if k.endswith(".parquet"))
-    if len(keys) < 2:
-        raise StoreError(
-            f"--data {store.uri} has {len(keys)} parquet shard(s); need at least 2 (training + the last one "
-            "for validation). Build them with `miniseries data prepare --out URI`"
-        )
-    return keys[:-1], keys[-1]
 
 
 class ShardReader:
