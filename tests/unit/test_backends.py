@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from miniseries.api.spec import Backend
-from miniseries.control.backends.base import JobPhase
+from miniseries.control.backends.job_backend import JobPhase
 from miniseries.control.backends.registry import BACKENDS, BY_KIND, backend_for, by_kind
 from miniseries.control.decide.observations import observe_job
 from tests.harness.binaries import pinned_version

@@ -87,7 +87,6 @@ def test_the_decisions_read_no_store_and_call_no_cluster() -> None:
     assert loaded_after(pure, ["kopf", "kubernetes", "miniseries.control.io"]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 in flight: the long functions are being split")
 def test_no_function_is_too_long() -> None:
     long = {
         f"{f.module}.{f.name}": f.lines
@@ -109,7 +108,6 @@ def _ways_to_name(module: str) -> tuple[str, ...]:
     return (module, path.removeprefix("miniseries/"))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 in flight: renames land with the helpers' branches")
 def test_no_two_modules_share_a_name_unless_they_say_why() -> None:
     """A file's name says which room it is in: two modules of one name (in different rooms) must be
     the same idea on both sides of the contract, and each one's first docstring line names the other."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from miniseries.api.spec import Backend, PlannedRun, ScalingSweepSpec
-from miniseries.control.backends.base import JobBackend
+from miniseries.control.backends.job_backend import JobBackend
 from miniseries.control.backends.pytorchjob import PYTORCHJOB
 from miniseries.control.backends.trainjob import TRAINJOB
 from miniseries.plan.trainer_argv import DEFAULT_METRICS_PORT

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from miniseries.api.spec import Backend, PlannedRun, ScalingSweepSpec
-from miniseries.control.backends.base import Condition, JobBackend, JobPhase
+from miniseries.control.backends.job_backend import Condition, JobBackend, JobPhase
 from miniseries.control.backends.manifests import created_suspended, run_job_metadata, run_labels
 from miniseries.control.backends.pod_template import (
     credential_env,

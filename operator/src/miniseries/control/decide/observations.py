@@ -23,7 +23,7 @@ from miniseries.contract.results import (
     Progress,
     RunResults,
 )
-from miniseries.control.backends.base import JobPhase
+from miniseries.control.backends.job_backend import JobPhase
 from miniseries.control.backends.registry import BY_KIND, DEFAULT_KIND, by_kind
 from miniseries.control.decide.pod_troubles import PodTrouble
 

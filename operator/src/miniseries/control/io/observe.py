@@ -20,7 +20,7 @@ from miniseries.api.sweepfile import load_spec
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.store import Store
 from miniseries.control.backends import manifests as jobs
-from miniseries.control.backends.base import JobBackend
+from miniseries.control.backends.job_backend import JobBackend
 from miniseries.control.backends.registry import backend_for
 from miniseries.control.decide.observations import (
     DEFAULT_RETRY,
