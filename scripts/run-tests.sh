@@ -52,6 +52,7 @@ stop_jobs() {  # a job still running when this script ends (pytest interrupted) 
   done
 }
 trap stop_jobs EXIT
+trap 'exit 143' TERM; trap 'exit 130' INT  # a CI time-out: the EXIT trap runs, the builds stop
 
 builds=(binaries)
 command -v buildah >/dev/null && builds+=(images)  # else the `images` fixture says what is missing
