@@ -31,8 +31,10 @@ images:
 local: venv
 	$(VENV)/bin/miniseries run examples/tiny.yaml --local
 
-test: deps
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+# scripts/run-tests.sh: `make deps`' steps, the Go and image builds in the background while the tests
+# that need nothing built run, then the phase table (each phase's time, the slowest tests).
+test:
+	@VENV=$(VENV) bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 # Fast unit tests only: no cluster, no servers, nothing marked slow (make test runs those).
 unit: venv

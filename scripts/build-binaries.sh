@@ -13,6 +13,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.env"
+source "$here/phase.sh"
 CACHE="${MINISERIES_BIN_CACHE:-$HOME/.cache/miniseries/bin}"
 export GOFLAGS="${GOFLAGS:--trimpath}" CGO_ENABLED=0
 LDFLAGS="-s -w"
@@ -39,11 +40,17 @@ install_bin() {  # name version built-file
   mv -f "$3" "$dest/$1.tmp" && mv -f "$dest/$1.tmp" "$dest/$1"
 }
 
-timed() {  # label command...
+timed() {  # name version command...: builds one binary, then its phase line (scripts/phase.sh)
   local t0=$SECONDS
-  echo "build-binaries: building $1 ..."
-  "${@:2}"
-  echo "build-binaries: $1 built in $((SECONDS - t0)) s"
+  echo "build-binaries: building $1 $2 ..."
+  "${@:3}"
+  echo "build-binaries: $1 $2 built in $((SECONDS - t0)) s"
+  phase "go:$1" $((SECONDS - t0)) built
+}
+
+cached() {  # name version: the phase line of a binary found in the cache
+  echo "build-binaries: $1 $2 cached"
+  phase "go:$1" 0 cached
 }
 
 # A throwaway module whose go.mod requires the wanted module, so `go build` of its
@@ -55,13 +62,14 @@ scratch_module() {  # dir
 build_kubernetes() {
   local names=() n
   for n in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
-    have "$n" "$KUBERNETES_VERSION" || names+=("$n")
+    if have "$n" "$KUBERNETES_VERSION"; then cached "$n" "$KUBERNETES_VERSION"; else names+=("$n"); fi
   done
   [[ ${#names[@]} -eq 0 ]] && return 0
   local w; w="$(mktemp -d)"; trap 'rm -rf "$w"' RETURN
   scratch_module "$w"
   (
     cd "$w"
+    local t0=$SECONDS
     go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" > dl.json
     local src; src="$(python3 -c 'import json,sys; print(json.load(open("dl.json"))["Dir"])')"
     # k8s.io/kubernetes points its staging modules at ./staging/src/...; a consumer
@@ -77,33 +85,36 @@ build_kubernetes() {
     for n in "${names[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$n" >> tools.go; done
     printf ')\n' >> tools.go
     go mod tidy >/dev/null 2>&1 || go mod tidy
+    phase go:kubernetes-modules $((SECONDS - t0)) built  # the download and resolution the builds share
     local ver="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
     for n in "${names[@]}"; do
-      timed "$n $KUBERNETES_VERSION" go build -ldflags "$LDFLAGS $ver" -o "$w/out-$n" "k8s.io/kubernetes/cmd/$n"
+      timed "$n" "$KUBERNETES_VERSION" go build -ldflags "$LDFLAGS $ver" -o "$w/out-$n" "k8s.io/kubernetes/cmd/$n"
       install_bin "$n" "$KUBERNETES_VERSION" "$w/out-$n"
     done
   )
 }
 
 build_etcd() {
-  have etcd "$ETCD_VERSION" && return 0
+  have etcd "$ETCD_VERSION" && { cached etcd "$ETCD_VERSION"; return 0; }
   local w; w="$(mktemp -d)"; trap 'rm -rf "$w"' RETURN
   scratch_module "$w"
   (
     cd "$w"
     printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' > main.go
+    local t0=$SECONDS
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1
     go mod tidy >/dev/null 2>&1 || go mod tidy
-    timed "etcd $ETCD_VERSION" go build -ldflags "$LDFLAGS" -o "$w/out" .
+    phase go:etcd-modules $((SECONDS - t0)) built
+    timed etcd "$ETCD_VERSION" go build -ldflags "$LDFLAGS" -o "$w/out" .
     install_bin etcd "$ETCD_VERSION" "$w/out"
   )
 }
 
 # Modules without replace directives build directly with `go install pkg@version`.
 go_install() {  # name version package
-  have "$1" "$2" && return 0
+  have "$1" "$2" && { cached "$1" "$2"; return 0; }
   local w; w="$(mktemp -d)"; trap 'rm -rf "$w"' RETURN
-  timed "$1 $2" env GOBIN="$w" go install -ldflags "$LDFLAGS" "$3@$2"
+  timed "$1" "$2" env GOBIN="$w" go install -ldflags "$LDFLAGS" "$3@$2"
   install_bin "$1" "$2" "$w/$(basename "$3")"
 }
 
@@ -144,7 +155,7 @@ kueue_manifests() {
 # The real node's sandbox ("pause") image holds one static binary that waits for a signal; no
 # registry is reachable for registry.k8s.io/pause, so tests/harness/node.py wraps this one in an OCI archive.
 build_pause() {
-  have pause "$PAUSE_VERSION" && return 0
+  have pause "$PAUSE_VERSION" && { cached pause "$PAUSE_VERSION"; return 0; }
   local w; w="$(mktemp -d)"; trap 'rm -rf "$w"' RETURN
   scratch_module "$w"
   (
@@ -165,7 +176,7 @@ func main() {
 	<-c
 }
 GO
-    timed "pause $PAUSE_VERSION" go build -ldflags "$LDFLAGS" -o "$w/out" .
+    timed pause "$PAUSE_VERSION" go build -ldflags "$LDFLAGS" -o "$w/out" .
     install_bin pause "$PAUSE_VERSION" "$w/out"
   )
 }
@@ -184,5 +195,8 @@ if [[ -x "$here/build-training-operator.sh" ]]; then bash "$here/build-training-
 # The Trainer v2 backend's controllers (JobSet, the trainer): tests marked `trainjob`.
 if [[ -x "$here/build-trainer.sh" ]]; then bash "$here/build-trainer.sh"; fi
 # The Go judge of tests/unit/test_grammar.py builds offline (GOPROXY=off): its modules are fetched here.
+t1=$SECONDS
 (cd "$here/../tests/unit/go_grammar" && go mod download)
+phase go:grammar-modules $((SECONDS - t1)) fetched
 echo "build-binaries: all cached under $CACHE ($((SECONDS - t0)) s)"
+phase go:all $((SECONDS - t0)) done

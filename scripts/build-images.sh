@@ -28,6 +28,7 @@ DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 BASE_PACKAGES=python3,python3-venv,ca-certificates
 BASE_KEY="$(echo "mmdebstrap minbase $DEBIAN_SUITE $BASE_PACKAGES nodoc v1" | sha256sum | cut -c1-16)"
 LOCAL_BASE="localhost/miniseries-base:$BASE_KEY"
+source "$repo/scripts/phase.sh"
 STORE=(--root "$CACHE/storage" --runroot "$CACHE/run" --storage-driver overlay)
 
 inputs_of() {  # image -> the files its build reads, relative to the repo (what .dockerignore lets in)
@@ -83,6 +84,7 @@ build_base() {
   buildah "${STORE[@]}" commit --quiet --rm "$c" "$LOCAL_BASE" >/dev/null
   rm -rf "$w"
   echo "build-images: base built in $((SECONDS - t0)) s"
+  phase image:base $((SECONDS - t0)) built
 }
 
 build_image() {  # name
@@ -90,6 +92,7 @@ build_image() {  # name
   archive="$(archive_of "$name")"; ref="$(ref_of "$name")"
   if [[ -s "$archive" ]]; then
     echo "build-images: $name cached: $archive"
+    phase "image:$name" $((SECONDS - t0)) cached
     return 0
   fi
   build_base
@@ -105,6 +108,7 @@ build_image() {  # name
   buildah "${STORE[@]}" push --quiet "$ref" "docker-archive:$archive.tmp:$ref"
   mv -f "$archive.tmp" "$archive"
   echo "build-images: $name built in $((SECONDS - t0)) s: $archive ($(du -m "$archive" | cut -f1) MiB)"
+  phase "image:$name" $((SECONDS - t0)) built
 }
 
 want=("$@")

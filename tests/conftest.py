@@ -19,7 +19,9 @@ from tests.harness.node import BuiltImage, built_images
 from tests.harness.prometheus import Prometheus, prometheus
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket, s3_server
 
-pytest_plugins = ["tests.harness.skips"]  # the one-line skip summary; under CI, only allowed skips
+# the one-line skip summary (under CI, only allowed skips); the times per group and the slowest tests
+# (issue 30), and the order while `make test`'s background builds run (need-nothing-built groups first)
+pytest_plugins = ["tests.harness.skips", "tests.harness.durations"]
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """The test harness: the real components the tests start, one module for each thing started.
 
 - binaries: where the Go-built binaries are (``~/.cache/miniseries/bin``), ``MissingBinary``
+- builds: a lookup waiting for `make test`'s background builds (``built``), ``BuildFailed``
+- durations: the plugin timing each test and group (the phase table, scripts/ci_phases.py)
 - processes: ``Stack`` (start in order, stop in reverse, logs per process), ``wait_for``, ``free_port``
 - certs: a CA and serving certificates (API server, training-operator webhook)
 - cluster: the throwaway Kubernetes control plane, a kwok GPU node, the PyTorchJob CRD;

@@ -12,13 +12,13 @@ import os
 import shutil
 from pathlib import Path
 
+from tests.harness.builds import MissingBinary, built
+
+__all__ = ["CACHE", "REPO", "MissingBinary", "built", "find_binary", "kubectl_binary", "pinned_version"]
+
 #: the repository root (this file is tests/harness/binaries.py)
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("MINISERIES_BIN_CACHE", Path.home() / ".cache" / "miniseries" / "bin"))
-
-
-class MissingBinary(Exception):
-    """A component is not built yet; the message names the script that builds it."""
 
 
 def pinned_version(key: str) -> str:
@@ -32,6 +32,11 @@ def pinned_version(key: str) -> str:
 
 
 def find_binary(name: str) -> Path:
+    """The binary, waiting for it while `make test`'s background build may still make it (builds.py)."""
+    return built(lambda: _find_binary(name), what=name)
+
+
+def _find_binary(name: str) -> Path:
     env_dir = os.environ.get("MINISERIES_K8S_BIN")
     candidates = [Path(env_dir) / name] if env_dir else []
     candidates += sorted(CACHE.glob(f"{name}-*/{name}"), reverse=True)

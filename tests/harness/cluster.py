@@ -39,7 +39,7 @@ from typing import Any
 import requests
 import yaml
 
-from tests.harness.binaries import REPO, MissingBinary, find_binary, kubectl_binary
+from tests.harness.binaries import REPO, MissingBinary, built, find_binary, kubectl_binary
 from tests.harness.certs import make_ca, make_serving_cert, new_key, pem_cert, pem_key, pem_public_key
 from tests.harness.processes import Stack, free_port, wait_for
 from tests.harness.s3 import new_bucket, s3_server
@@ -259,12 +259,19 @@ def gpu_node(name: str = GPU_NODE, gpus: int = GPUS_PER_NODE) -> dict[str, Any]:
     }
 
 
+def _kwok_with_stages() -> Path:
+    kwok = find_binary("kwok")
+    if not (kwok.parent / "stages.yaml").is_file():
+        raise MissingBinary(
+            f"{kwok.parent / 'stages.yaml'} missing (kwok's published Stages): run scripts/build-binaries.sh"
+        )
+    return kwok
+
+
 def start_kwok(stack: Stack, cluster: Cluster, gpus: int = GPUS_PER_NODE) -> None:
     """kwok with its default (fast) stages, owning only nodes annotated kwok.x-k8s.io/node=fake."""
-    kwok = find_binary("kwok")
+    kwok = built(_kwok_with_stages, what="kwok and its stages")
     stages = kwok.parent / "stages.yaml"
-    if not stages.is_file():
-        raise MissingBinary(f"{stages} missing (kwok's published Stages): run scripts/build-binaries.sh")
     port = free_port()
     proc = stack.start(
         "kwok",

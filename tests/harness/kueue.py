@@ -49,7 +49,7 @@ import pytest
 import requests
 import yaml
 
-from tests.harness.binaries import CACHE, MissingBinary, pinned_version
+from tests.harness.binaries import CACHE, MissingBinary, built, pinned_version
 from tests.harness.certs import make_ca, make_serving_cert, pem_cert, pem_key
 from tests.harness.cluster import GPUS_PER_NODE, gpu_node, start_kwok
 from tests.harness.processes import Stack, free_port, wait_for
@@ -72,6 +72,10 @@ def kueue_dir() -> Path:
 
 
 def kueue_binary() -> Path:
+    return built(_kueue_binary, what="kueue")  # waits for `make test`'s background build (builds.py)
+
+
+def _kueue_binary() -> Path:
     d = kueue_dir()
     for path in (d / "kueue", d / "webhook" / "manifests.yaml", d / "crd" / "kustomization.yaml"):
         if not path.is_file():

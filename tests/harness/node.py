@@ -58,6 +58,7 @@ from typing import Any
 import yaml
 
 from tests.harness.binaries import CACHE, REPO, MissingBinary, find_binary
+from tests.harness.builds import built, job_status
 from tests.harness.cluster import Cluster
 from tests.harness.processes import Stack, unwatch, wait_for
 
@@ -163,6 +164,11 @@ def built_images(build: bool = True) -> dict[str, BuiltImage]:
     """The operator and trainer images of this checkout, built (or found in the cache) by
     scripts/build-images.sh: ``{"operator": BuiltImage, "trainer": BuiltImage}``."""
     script = REPO / "scripts" / "build-images.sh"
+    if build and job_status("images") != "none":
+        # `make test` builds them in the background: wait for that build (its failure fails here, with
+        # its log), then the call below finds them cached
+        with contextlib.suppress(MissingBinary):
+            built(lambda: built_images(build=False), job="images", what="the operator and trainer images")
     if build:
         _need("buildah")
         proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=3600)

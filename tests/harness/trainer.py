@@ -33,7 +33,7 @@ from typing import Any
 import requests
 import yaml
 
-from tests.harness.binaries import CACHE, REPO, MissingBinary, pinned_version
+from tests.harness.binaries import CACHE, REPO, MissingBinary, built, pinned_version
 from tests.harness.cluster import start_kwok
 from tests.harness.helm import CHART, render
 from tests.harness.kueue import KueueCluster, kueue_binary, start_kueue
@@ -55,9 +55,13 @@ CHART_RUNTIME_TEMPLATE = CHART / "templates" / "trainingruntime.yaml"
 
 def _binary(name: str, version: str) -> Path:
     path = CACHE / f"{name}-{version}" / name
-    if not path.is_file():
-        raise MissingBinary(f"{path} missing: run scripts/build-trainer.sh")
-    return path
+
+    def lookup() -> Path:
+        if not path.is_file():
+            raise MissingBinary(f"{path} missing: run scripts/build-trainer.sh")
+        return path
+
+    return built(lookup, what=name)  # waits for `make test`'s background build (builds.py)
 
 
 def jobset_binary() -> Path:

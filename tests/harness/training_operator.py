@@ -24,7 +24,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from tests.harness.binaries import CACHE, REPO, MissingBinary, pinned_version
+from tests.harness.binaries import CACHE, REPO, MissingBinary, built, pinned_version
 from tests.harness.certs import make_ca, make_serving_cert, pem_cert, pem_key
 from tests.harness.cluster import Cluster, install_pytorchjob_crd, start_control_plane
 from tests.harness.node_agent import PID_DIR
@@ -43,9 +43,13 @@ TO_CA_NAME = "training-operator-ca"
 
 def training_operator_binary() -> Path:
     path = CACHE / f"training-operator-{TRAINING_OPERATOR_VERSION}" / "training-operator"
-    if not path.is_file():
-        raise MissingBinary(f"{path} missing: run scripts/build-training-operator.sh")
-    return path
+
+    def lookup() -> Path:
+        if not path.is_file():
+            raise MissingBinary(f"{path} missing: run scripts/build-training-operator.sh")
+        return path
+
+    return built(lookup, what="training-operator")
 
 
 def webhook_certs() -> dict[str, bytes]:

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# `make test` (and so .ci/run): the whole suite, building while testing (issue 30).
+#   1. the virtualenv, the system packages and the Go modules the unit tests build with, in the
+#      foreground (each a `phase` line, scripts/phase.sh);
+#   2. the Go builds (scripts/build-binaries.sh, with the training-operator and Trainer v2 ones) and,
+#      where buildah is, the images (scripts/build-images.sh) start in the background, logs in
+#      $MINISERIES_BUILDS (a fresh temp directory unless set);
+#   3. pytest runs meanwhile: the tests that need nothing built first, each cluster test waiting
+#      only for the components it needs (tests/harness/builds.py: a timeout, a failed build's log);
+#   4. the builds are waited for: a failed one fails the run with its own log, whatever pytest said;
+#   5. the phase table (scripts/ci_phases.py): each phase, each test group, the slowest tests.
+# MINISERIES_SERIAL_BUILDS=1 builds everything first, then tests (the order before issue 30).
+#   scripts/run-tests.sh [PYTEST_ARGS...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source scripts/phase.sh
+VENV=${VENV:-.venv}
+t_start=$SECONDS
+state="${MINISERIES_BUILDS:-$(mktemp -d "${TMPDIR:-/tmp}/miniseries-test.XXXXXX")}"
+mkdir -p "$state"
+rm -f "$state"/*.rc "$state"/*.rc.tmp "$state"/*.pid  # a reused directory: no job of an earlier run is "done"
+export MINISERIES_BUILDS="$state" MINISERIES_TEST_TIMES="${MINISERIES_TEST_TIMES:-$state/pytest-times.json}"
+own="$state/run-tests.log"  # this script's phase lines and the foreground steps' output
+: > "$own"
+echo "run-tests: build logs and times in $state"
+
+step() {  # name command...: in the foreground, its output kept in $own, its time a phase line
+  local t0=$SECONDS rc
+  "${@:2}" 2>&1 | tee -a "$own"
+  rc=${PIPESTATUS[0]}
+  phase "$1" $((SECONDS - t0)) "$([[ $rc -eq 0 ]] && echo done || echo "failed($rc)")" | tee -a "$own"
+  return "$rc"
+}
+
+bash scripts/setup-venv.sh 2>&1 | tee -a "$own"; [[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1  # its own phase line
+if [[ -x scripts/install-system-deps.sh ]]; then step system-deps bash scripts/install-system-deps.sh || exit 1; fi
+# tests/unit/test_grammar.py builds its Go judge offline: its modules before the unit tests start
+if command -v go >/dev/null; then step go:unit-modules bash -c 'cd tests/unit/go_grammar && go mod download' || exit 1; fi
+
+jobs_started=()
+start_job() {  # name command...: in the background, in its own process group (stopped on exit)
+  setsid bash -c '"${@:3}" > "$1/$2.log" 2>&1; echo $? > "$1/$2.rc.tmp"; mv "$1/$2.rc.tmp" "$1/$2.rc"' \
+    _ "$state" "$@" &
+  echo $! > "$state/$1.pid"
+  jobs_started+=("$1")
+}
+stop_jobs() {  # a job still running when this script ends (pytest interrupted) does not outlive it
+  local j pid
+  for j in "${jobs_started[@]}"; do
+    [[ -f "$state/$j.rc" ]] && continue
+    pid=$(cat "$state/$j.pid" 2>/dev/null) && kill -- "-$pid" 2>/dev/null
+  done
+}
+trap stop_jobs EXIT
+trap 'exit 143' TERM; trap 'exit 130' INT  # a CI time-out: the EXIT trap runs, the builds stop
+
+builds=(binaries)
+command -v buildah >/dev/null && builds+=(images)  # else the `images` fixture says what is missing
+if [[ -n "${MINISERIES_SERIAL_BUILDS:-}" ]]; then
+  for j in "${builds[@]}"; do
+    echo "run-tests: building $j (scripts/build-$j.sh, log $state/$j.log) ..."
+    bash "scripts/build-$j.sh" > "$state/$j.log" 2>&1 || { tail -n 100 "$state/$j.log" >&2; exit 1; }
+  done
+else
+  start_job binaries bash scripts/build-binaries.sh
+  [[ " ${builds[*]} " == *" images "* ]] && start_job images bash scripts/build-images.sh
+fi
+
+"$VENV/bin/pytest" "$@"
+rc=$?
+
+failed=0
+for j in "${jobs_started[@]}"; do
+  [[ -f "$state/$j.rc" ]] || echo "run-tests: waiting for the background build '$j' to end ..."
+  while [[ ! -f "$state/$j.rc" ]] && kill -0 "$(cat "$state/$j.pid")" 2>/dev/null; do sleep 2; done
+  jrc=$(cat "$state/$j.rc" 2>/dev/null || echo "none")
+  if [[ "$jrc" != 0 ]]; then
+    failed=1
+    echo "run-tests: FAILED: the background build '$j' exited $jrc; its log ($state/$j.log), last 100 lines:" >&2
+    tail -n 100 "$state/$j.log" >&2
+  fi
+done
+# The builds' phase lines in this log too, so that a CI log alone holds the whole table
+grep -h '^phase ' "$state/binaries.log" "$state/images.log" 2>/dev/null
+phase total $((SECONDS - t_start)) wall | tee -a "$own"
+echo "== the phase table (scripts/ci_phases.py $state/*.log $MINISERIES_TEST_TIMES)"
+python3 scripts/ci_phases.py "$own" "$state/binaries.log" "$state/images.log" "$MINISERIES_TEST_TIMES" || true
+
+if [[ $failed -eq 1 && ( $rc -eq 0 || $rc -eq 5 ) ]]; then
+  rc=1  # a build failure fails the run even when every test that ran passed (or none ran)
+fi
+# make turns any failing recipe into exit 2: .ci/run reads the real code (pytest's 5 included) here
+echo "$rc" > "$state/run-tests.rc"
+exit "$rc"
