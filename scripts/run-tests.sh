@@ -10,6 +10,9 @@
 #   4. the builds are waited for: a failed one fails the run with its own log, whatever pytest said;
 #   5. the phase table (scripts/ci_phases.py): each phase, each test group, the slowest tests.
 # MINISERIES_SERIAL_BUILDS=1 builds everything first, then tests (the order before issue 30).
+# MINISERIES_PARALLEL=N (opt-in; unset or 1: one pytest as before) runs the selection in two parts
+# (tests/harness/parallel.py): the tests that bring their own cluster over N pytest-xdist workers,
+# then those that need the host alone (the real kubelet node); their times merged into one table.
 #   scripts/run-tests.sh [PYTEST_ARGS...]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -66,8 +69,31 @@ else
   [[ " ${builds[*]} " == *" images "* ]] && start_job images bash scripts/build-images.sh
 fi
 
-"$VENV/bin/pytest" "$@"
-rc=$?
+parts_rc() {  # the exit code of two parts of one selection: a failure wins, then a pass, then "no tests"
+  local a=$1 b=$2
+  if [[ $a -ne 0 && $a -ne 5 ]]; then echo "$a"; elif [[ $b -ne 0 && $b -ne 5 ]]; then echo "$b"
+  elif [[ $a -eq 0 || $b -eq 0 ]]; then echo 0; else echo 5; fi
+}
+parallel=${MINISERIES_PARALLEL:-1}
+if [[ "$parallel" =~ ^[0-9]+$ && "$parallel" -gt 1 ]]; then
+  times="$MINISERIES_TEST_TIMES"
+  echo "run-tests: MINISERIES_PARALLEL=$parallel: the tests beside each other over $parallel workers, then those that need the host alone"
+  t0=$SECONDS
+  MINISERIES_TEST_TIMES="$state/pytest-times.shared.json" \
+    "$VENV/bin/pytest" -n "$parallel" --dist loadfile --miniseries-part=shared "$@"
+  rc_shared=$?
+  phase pytest:part-shared $((SECONDS - t0)) "workers=$parallel" | tee -a "$own"
+  t0=$SECONDS
+  MINISERIES_TEST_TIMES="$state/pytest-times.alone.json" "$VENV/bin/pytest" --miniseries-part=alone "$@"
+  rc_alone=$?
+  phase pytest:part-alone $((SECONDS - t0)) "workers=1" | tee -a "$own"
+  "$VENV/bin/python" -m tests.harness.durations "$times" "$state/pytest-times.shared.json" \
+    "$state/pytest-times.alone.json" | tee -a "$own"
+  rc=$(parts_rc "$rc_shared" "$rc_alone")
+else
+  "$VENV/bin/pytest" "$@"
+  rc=$?
+fi
 
 failed=0
 for j in "${jobs_started[@]}"; do

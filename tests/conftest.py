@@ -20,8 +20,9 @@ from tests.harness.prometheus import Prometheus, prometheus
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket, s3_server
 
 # the one-line skip summary (under CI, only allowed skips); the times per group and the slowest tests
-# (issue 30), and the order while `make test`'s background builds run (need-nothing-built groups first)
-pytest_plugins = ["tests.harness.skips", "tests.harness.durations"]
+# (issue 30), and the order while `make test`'s background builds run (need-nothing-built groups first);
+# the two parts of a MINISERIES_PARALLEL run (the tests beside others over xdist workers, those that need the host alone)
+pytest_plugins = ["tests.harness.skips", "tests.harness.durations", "tests.harness.parallel"]
 
 
 @pytest.fixture(scope="session")

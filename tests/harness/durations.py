@@ -7,12 +7,21 @@ for the 15 slowest tests and the time spent waiting for background builds, the l
 scripts/ci_phases.py reads back from a CI log, and writes the same as JSON to that file.
 
 And while `make test`'s background builds run (tests/harness/builds.py), the tests that need nothing
-built run first, so that they overlap the builds; the order within each part is unchanged."""
+built run first, so that they overlap the builds; the order within each part is unchanged.
+
+Under pytest-xdist (``MINISERIES_PARALLEL``, tests/harness/parallel.py) the controller gets every
+worker's reports, so the times are all of them; each worker sends its build wait back
+(``workeroutput``), and the controller tells every worker the same order (``workerinput``: xdist
+requires identical collections). scripts/run-tests.sh runs two parts then, each writing its own
+JSON; ``python -m tests.harness.durations OUT PART.json...`` merges them (walls added, groups
+summed, the slowest of both) and prints the merged lines last, the ones a CI log's table keeps.
+A group's seconds are its tests' times added up, so in parallel they may exceed the wall time."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
@@ -25,6 +34,8 @@ from tests.harness import builds
 SLOWEST = 15
 _times: dict[str, float] = defaultdict(float)
 _started: list[float] = []
+_worker_waits: list[float] = []
+_reorder: list[bool] = []
 
 
 def group_of(nodeid: str) -> str:
@@ -58,8 +69,42 @@ def lines(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Parts of one selection run one after the other (scripts/run-tests.sh): one summary."""
+    groups: dict[str, dict[str, float]] = {}
+    slowest: dict[str, float] = {}
+    for part in parts:
+        for name, g in part.get("groups", {}).items():
+            m = groups.setdefault(name, {"seconds": 0.0, "tests": 0})
+            m["seconds"] += g["seconds"]
+            m["tests"] += g["tests"]
+        slowest.update({nodeid: s for nodeid, s in part.get("slowest", [])})
+    return {
+        "wall_s": round(sum(p.get("wall_s", 0.0) for p in parts), 1),
+        "build_wait_s": round(sum(p.get("build_wait_s", 0.0) for p in parts), 1),
+        "groups": {k: {"seconds": round(v["seconds"], 1), "tests": int(v["tests"])} for k, v in sorted(groups.items())},
+        "slowest": [[n, s] for n, s in sorted(slowest.items(), key=lambda kv: (-kv[1], kv[0]))[:SLOWEST]],
+    }
+
+
+def _builds_running(config: pytest.Config) -> bool:
+    """Whether the background builds still run, decided once per run: on an xdist worker, as the
+    controller decided it (every worker must collect the same order)."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "miniseries_builds_running" in workerinput:
+        return bool(workerinput["miniseries_builds_running"])
+    if not _reorder:
+        _reorder.append(any(builds.job_status(j) == "running" for j in ("binaries", "images")))
+    return _reorder[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput["miniseries_builds_running"] = _builds_running(node.config)
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    if any(builds.job_status(j) == "running" for j in ("binaries", "images")):
+    if _builds_running(config):
         items.sort(key=lambda item: 0 if item.nodeid.startswith(builds.NEED_NOTHING_BUILT) else 1)  # stable
 
 
@@ -71,12 +116,36 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _times[report.nodeid] += report.duration
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its build wait, to the controller
+        workeroutput["miniseries_build_wait_s"] = builds.waited_s()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    _worker_waits.append(float(getattr(node, "workeroutput", {}).get("miniseries_build_wait_s", 0.0)))
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     target = os.environ.get("MINISERIES_TEST_TIMES")
-    if not target:
+    if not target or hasattr(config, "workerinput"):
         return
     wall = time.monotonic() - _started[0] if _started else 0.0
-    data = summary(dict(_times), wall, builds.waited_s())
+    data = summary(dict(_times), wall, builds.waited_s() + sum(_worker_waits))
     Path(target).write_text(json.dumps(data, indent=1) + "\n")
     for line in lines(data):
         terminalreporter.write_line(line)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.harness.durations OUT PART.json...``: merge, write OUT, print the lines."""
+    parts = [json.loads(Path(p).read_text()) for p in argv[1:] if Path(p).is_file()]
+    data = merge(parts)
+    Path(argv[0]).write_text(json.dumps(data, indent=1) + "\n")
+    print("\n".join(lines(data)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -27,8 +27,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.harness import ports
+
 
 def free_port() -> int:
+    """A loopback port nothing listens on: the kernel's pick, or in parallel mode one of this
+    process's own slot (tests/harness/ports.py), which no other test process can be handed."""
+    if ports.enabled():
+        return ports.slot_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
