@@ -76,6 +76,8 @@ parts_rc() {  # the exit code of two parts of one selection: a failure wins, the
 }
 parallel=${MINISERIES_PARALLEL:-1}
 if [[ "$parallel" =~ ^[0-9]+$ && "$parallel" -gt 1 ]]; then
+  "$VENV/bin/python" -c 'import xdist' 2>/dev/null || {
+    echo "run-tests: MINISERIES_PARALLEL needs pytest-xdist (requirements-dev.txt): run scripts/setup-venv.sh" >&2; exit 1; }
   times="$MINISERIES_TEST_TIMES"
   echo "run-tests: MINISERIES_PARALLEL=$parallel: the tests beside each other over $parallel workers, then those that need the host alone"
   t0=$SECONDS
