@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.harness import durations, parallel, ports
+from tests.harness.binaries import REPO
 
 HOLD_A_SLOT = """
 import sys, time
@@ -21,7 +22,9 @@ time.sleep(60)
 
 
 def test_two_processes_never_hold_the_same_port_slot(tmp_path: Path) -> None:
-    other = subprocess.Popen([sys.executable, "-c", HOLD_A_SLOT, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLD_A_SLOT, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
     try:
         assert other.stdout is not None
         theirs = int(other.stdout.readline())
