@@ -4,6 +4,8 @@
 - builds: a lookup waiting for `make test`'s background builds (``built``), ``BuildFailed``
 - durations: the plugin timing each test and group (the phase table, scripts/ci_phases.py)
 - processes: ``Stack`` (start in order, stop in reverse, logs per process), ``wait_for``, ``free_port``
+- ports: in parallel mode, each test process's own slot of loopback ports (``free_port`` takes from it)
+- parallel: the plugin splitting a run into the part beside other workers and the part alone (``MINISERIES_PARALLEL``)
 - certs: a CA and serving certificates (API server, training-operator webhook)
 - cluster: the throwaway Kubernetes control plane, a kwok GPU node, the PyTorchJob CRD;
   ``python -m tests.harness.cluster up|down`` for a person
