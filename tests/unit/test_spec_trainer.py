@@ -19,6 +19,7 @@ from miniseries.contract.layout import SweepLayout
 from miniseries.contract.trainer_contract import FLAG_OF_VARIABLE, TEMPLATE_VARIABLES
 from miniseries.control.backends.pytorchjob import pytorchjob
 from miniseries.control.backends.trainjob import trainjob
+from miniseries.control.decide.spec_changes import refused_changes
 from miniseries.plan.planner import make_plan
 from miniseries.plan.trainer_argv import custom_trainer_args, template_values, trainer_flags
 
@@ -173,3 +174,16 @@ def test_a_custom_trainer_without_an_image_uses_the_sweeps() -> None:
     run = make_plan(spec).runs[0]
     tj = trainjob(spec, "mini", "uid-1", "team", run)["spec"]["trainer"]
     assert (tj["image"], tj["command"], tj["args"]) == (spec.resources.image, GOOD["command"], [])
+
+
+def test_the_trainer_is_frozen_once_runs_started_but_its_image_is_not() -> None:
+    built_in, custom = spec_with(None), spec_with(CUSTOM)
+    why = refused_changes(built_in, custom, {"d10"}, {"d10"})
+    assert (
+        "spec.trainer.contractVersion changed from None to 1 after runs started (d10); create a new sweep instead"
+        in why
+    )
+    assert all(w.startswith("spec.trainer.") for w in why) and not any("image" in w for w in why)
+    assert refused_changes(custom, spec_with({**CUSTOM, "image": "ghcr.io/me/trainer:2"}), {"d10"}, {"d10"}) == []
+    assert refused_changes(custom, spec_with({**CUSTOM, "args": []}), {"d10"}, {"d10"})
+    assert refused_changes(built_in, custom, set(), {"d10"}) == []
