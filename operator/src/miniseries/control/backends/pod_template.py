@@ -89,8 +89,11 @@ def trainer_container(spec: ScalingSweepSpec, sweep: str, uid: str, namespace: s
             gpus_per_pod(run), termination_grace_seconds(spec, run), torchrun_for_nodes=torchrun_for_nodes
         )
         return spec.resources.image, command, args
-    literal = [s.replace("$", "$$") for s in t.command], [s.replace("$", "$$") for s in custom_trainer_args(t, args)]
-    return t.image or spec.resources.image, *literal
+
+    def literal(strings: list[str]) -> list[str]:
+        return [s.replace("$", "$$") for s in strings]
+
+    return t.image or spec.resources.image, literal(t.command), literal(custom_trainer_args(t, args))
 
 
 def scrape_annotations(metrics_port: int) -> dict[str, str]:
