@@ -142,6 +142,16 @@ CROSS_FIELD: list[tuple[str, Any, str]] = [
     ("gpus-beyond-the-nodes", lambda d: d["spec"]["resources"].update(gpusPerRun=16, nodeGpus=8, nodes=1), "spec.resources.gpusPerRun"),
     ("priority-without-queue", lambda d: d["spec"]["resources"].update(priorityClassName="high"), "spec.resources.priorityClassName"),
     ("runtime-on-pytorchjob", lambda d: d["spec"]["resources"].update(trainingRuntime="rt"), "spec.resources.trainingRuntime"),
+    # spec.trainer (issue 31): the args' pattern, the command's type, the CEL rules of TrainerSpec and the spec
+    ("trainer-unknown-variable", lambda d: _trainer(d, args=["a", "b", "c", "--x=$(model.depht)"]), "spec.trainer.args[3]"),
+    ("trainer-unclosed-template", lambda d: _trainer(d, args=["--x=$(run.steps"]), "spec.trainer.args[0]"),
+    ("trainer-command-a-string", lambda d: _trainer(d, command="python -m my.train"), "spec.trainer.command"),
+    ("trainer-no-command", lambda d: _trainer(d, command=None), "spec.trainer.command"),
+    ("trainer-contract-2", lambda d: _trainer(d, contractVersion=2), "spec.trainer.contractVersion"),
+    ("trainer-no-contract", lambda d: _trainer(d, contractVersion=None), "spec.trainer.contractVersion"),
+    ("trainer-template-into-sh-c", lambda d: _trainer(d, command=["sh", "-c"], args=["train --d=$(model.depth)"]), "spec.trainer.args"),
+    ("trainer-template-into-bash-ec", lambda d: _trainer(d, command=["/bin/bash"], args=["-ec", "t $(run.name)"]), "spec.trainer.args"),
+    ("trainer-wsd-without-init-from", lambda d: (_wsd(d), _trainer(d)), "spec.trainer.supports.initFrom"),
 ]  # fmt: skip
 # ... and their neighbours that both take (a null field is absent to both)
 CROSS_FIELD_OK: list[tuple[str, Any]] = [
@@ -154,7 +164,18 @@ CROSS_FIELD_OK: list[tuple[str, Any]] = [
     ("null-priority", lambda d: d["spec"]["resources"].update(priorityClassName=None)),
     ("runtime-on-trainjob", lambda d: d["spec"]["resources"].update(trainingRuntime="rt", backend="trainjob")),
     ("isoflop", lambda d: d["spec"]["training"].update(mode="isoflop", isoflopBudgets=[1e15, 2e15])),
+    ("trainer", lambda d: _trainer(d, image="ghcr.io/me/t:1", args=["--d", "$(model.depth)", "$(store.uri)/$(run.name)", "$$(x)", "a$b", "$"])),
+    ("trainer-defaults", lambda d: _trainer(d, args=None, supports=None, passFlags=False)),
+    ("trainer-sh-c-without-templates", lambda d: _trainer(d, command=["sh", "-c", "exec t \"$@\"", "sh"], args=["--x", "$$(lit)"])),
+    ("trainer-sh-script-with-templates", lambda d: _trainer(d, command=["sh", "train.sh"], args=["$(model.depth)"])),
+    ("trainer-wsd-with-init-from", lambda d: (_wsd(d), _trainer(d, supports={"initFrom": True}))),
 ]  # fmt: skip
+
+
+def _trainer(d: dict[str, Any], **fields: Any) -> None:
+    """spec.trainer: a good custom trainer with `fields` changed (None: the field absent)."""
+    trainer = {"command": ["python", "-m", "my.train"], "contractVersion": 1, **fields}
+    d["spec"]["trainer"] = {k: v for k, v in trainer.items() if v is not None}
 
 
 @pytest.mark.parametrize(("change", "field"), [c[1:] for c in CROSS_FIELD], ids=[c[0] for c in CROSS_FIELD])

@@ -36,6 +36,7 @@ from miniseries.api.status import (
     ScalingSweepStatus,
     Totals,
 )
+from miniseries.api.trainer import TrainerSpec, TrainerSupports
 from miniseries.api.training import (
     MAX_DEPTH,
     MAX_ISOFLOP_BUDGET,
@@ -95,6 +96,8 @@ __all__ = [
     "ScalingSweepStatus",
     "StoreSpec",
     "Totals",
+    "TrainerSpec",
+    "TrainerSupports",
     "TrainingSpec",
     "WireModel",
     "WsdSpec",
@@ -509,6 +512,10 @@ class DataSpec(WireModel):
         return None if v is None else _check_store_uri(v, to_camel(info.field_name))
 
 
+def mode_is_wsd(spec: ScalingSweepSpec) -> bool:
+    return spec.training.mode is Mode.wsd
+
+
 class ScalingSweepSpec(WireModel):
     """A family of GPT models, one per depth, each trained for its compute-optimal tokens."""
 
@@ -545,6 +552,13 @@ class ScalingSweepSpec(WireModel):
                 "training.wsd.twinDepth must be one of the sweep's depths",
                 ".training.wsd.twinDepth",
             ),
+            (
+                "!has(self.trainer) || self.training.mode != 'wsd' || "
+                "(has(self.trainer.supports) && has(self.trainer.supports.initFrom) && self.trainer.supports.initFrom)",
+                "training.mode wsd starts branches from their trunk's checkpoint (--init-from, contract clause C14): "
+                "a custom trainer needs trainer.supports.initFrom: true; allowed: that, another mode, or the built-in trainer",
+                ".trainer.supports.initFrom",
+            ),
         ),
     )
 
@@ -579,6 +593,12 @@ class ScalingSweepSpec(WireModel):
         DeletionPolicy,
         Field(description="Retain keeps store artifacts when the sweep is deleted; Delete removes them."),
     ] = DeletionPolicy.Retain
+    trainer: Annotated[
+        TrainerSpec | None,
+        Field(
+            description="A custom trainer (image, command, args) speaking the trainer contract; omit for the built-in one."
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _depths(self) -> ScalingSweepSpec:
@@ -595,6 +615,12 @@ class ScalingSweepSpec(WireModel):
         if self.training.mode is Mode.ratio and self.training.isoflop_budgets:
             raise ValueError("training.isoflopBudgets is only allowed when training.mode is isoflop")
         self._check_wsd(depths)
+        if self.trainer is not None and mode_is_wsd(self) and not self.trainer.supports.init_from:
+            raise ValueError(
+                "trainer.supports.initFrom is false: training.mode wsd starts branches from their trunk's checkpoint "
+                "(--init-from, contract clause C14); allowed: a trainer with supports.initFrom: true, another mode, "
+                "or the built-in trainer"
+            )
         if self.training.precision is Precision.fp8 and gpu_type_lacks_fp8(self.resources.gpu_type):
             raise ValueError(
                 f"training.precision fp8 needs FP8 tensor cores (compute capability >= 8.9: H100, H200, L4, L40S); "

@@ -85,3 +85,27 @@ CLAUSE_BY_ID = {c.id: c for c in CLAUSES}
 
 #: The metric names C3 looks for (the built-in trainer serves more: miniseries_trainer.metrics.METRICS).
 REQUIRED_METRICS = ("miniseries_train_step", "miniseries_train_loss")
+
+
+#: The contract's values a custom trainer's `spec.trainer.args` may name as `$(variable)`, each beside
+#: the flag that carries the same value (plan/trainer_argv.py builds the flags; a variable's value is its
+#: flag's, so the two cannot disagree). Kubernetes' own `$(VAR)` style, which Kubeflow and Katib users
+#: know; `$$` is a literal `$`. A variable whose flag a run does not get (e.g. `$(run.initFrom)` outside
+#: wsd branches) is the empty string; a flag without a value (`--core-allow-partial`) is `true`.
+TEMPLATE_VARIABLES: tuple[tuple[str, str], ...] = (
+    ("run.namespace", "namespace"), ("run.sweep", "sweep"), ("run.name", "run"), ("run.sweepUid", "sweep-uid"),
+    ("model.depth", "depth"), ("model.aspectRatio", "aspect-ratio"), ("model.headDim", "head-dim"),
+    ("model.vocabSize", "vocab-size"), ("model.seqLen", "seq-len"),
+    ("run.targetTokens", "target-tokens"), ("run.steps", "steps"), ("run.budgetFlops", "budget-flops"),
+    ("run.totalBatchTokens", "total-batch-tokens"), ("run.deviceBatchSize", "device-batch-size"),
+    ("run.warmupSteps", "warmup-steps"), ("run.warmdownRatio", "warmdown-ratio"),
+    ("run.warmdownShape", "warmdown-shape"), ("run.warmdownSteps", "warmdown-steps"), ("run.seed", "seed"),
+    ("run.checkpointEvery", "checkpoint-every"), ("run.keepCheckpoints", "keep-checkpoints"),
+    ("run.keepSteps", "keep-steps"), ("run.resume", "resume"), ("run.initFrom", "init-from"),
+    ("store.uri", "store"), ("data.shards", "data"), ("data.tokenizer", "tokenizer"),
+    ("eval.tokens", "eval-tokens"), ("eval.bundle", "eval-bundle"), ("eval.coreMaxPerTask", "core-max-per-task"),
+    ("eval.coreAllowPartial", "core-allow-partial"),
+    ("run.metricsPort", "metrics-port"), ("run.device", "device"), ("run.precision", "precision"),
+)  # fmt: skip
+
+FLAG_OF_VARIABLE = dict(TEMPLATE_VARIABLES)

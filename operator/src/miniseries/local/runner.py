@@ -69,6 +69,7 @@ from miniseries.plan.planner import make_plan
 from miniseries.plan.trainer_argv import (
     TOKENIZER_MODULE,
     TRAINER_MODULE,
+    custom_trainer_args,
     tokenizer_flags,
     trainer_flags,
 )
@@ -173,6 +174,8 @@ def train_command(ls: LocalSweep, run: PlannedRun, metrics_port: int) -> list[st
     flags = trainer_flags(
         ls.spec, ls.layout, run, metrics_port=metrics_port, device=ls.device, store_uri=ls.spec.store.uri
     )
+    if ls.spec.trainer is not None:  # spec.trainer: its command as given (its image is the cluster's business)
+        return [*ls.spec.trainer.command, *custom_trainer_args(ls.spec.trainer, flags)]
     if run.gpus > 1:  # `--` ends torchrun's options: else it reads the trainer's --run= as its --run-path
         return [ls.python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={run.gpus}",
                 "-m", "--", ls.trainer_module, *flags]  # fmt: skip

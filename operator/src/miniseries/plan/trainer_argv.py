@@ -7,8 +7,10 @@ test parses this output with the trainer's parser), so the two cannot drift.
 
 from __future__ import annotations
 
-from miniseries.api.spec import PlannedRun, Precision, ScalingSweepSpec
+from miniseries.api.spec import PlannedRun, Precision, ScalingSweepSpec, TrainerSpec
+from miniseries.api.trainer import render
 from miniseries.contract.layout import SweepLayout, join_uri
+from miniseries.contract.trainer_contract import TEMPLATE_VARIABLES
 from miniseries.plan.wsd_branches import run_seed, warmdown_of
 
 TRAINER_MODULE = "miniseries_trainer.train"
@@ -113,3 +115,20 @@ def trunk_checkpoint_uri(layout: SweepLayout, run: PlannedRun, store_uri: str) -
     """Where a wsd branch starts: its trunk's checkpoint at the branch's cooldown start."""
     assert run.trunk is not None and run.start_step is not None
     return join_uri(store_uri, layout.run(run.trunk).checkpoint(run.start_step))
+
+
+def template_values(flags: list[str]) -> dict[str, str]:
+    """The contract's variables for one run, read off its flags (so a `$(variable)` and its flag always
+    agree): `--name=value` -> value, a bare `--name` -> "true", a flag the run does not get -> ""."""
+    given = {}
+    for f in flags:
+        name, sep, value = f[2:].partition("=")
+        given[name] = value if sep else "true"
+    return {var: given.get(flag, "") for var, flag in TEMPLATE_VARIABLES}
+
+
+def custom_trainer_args(trainer: TrainerSpec, flags: list[str]) -> list[str]:
+    """A custom trainer's args for one run (spec.trainer): its own args with the templates filled in from
+    `flags`, then the flags themselves unless passFlags is false."""
+    values = template_values(flags)
+    return [*(render(a, values) for a in trainer.args), *(flags if trainer.pass_flags else [])]

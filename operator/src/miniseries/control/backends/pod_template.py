@@ -15,7 +15,7 @@ from miniseries.contract.layout import SweepLayout
 from miniseries.contract.preemption import checkpoint_bytes
 from miniseries.contract.store.s3 import CREDENTIAL_ENV
 from miniseries.plan.run_shape import shape_for
-from miniseries.plan.trainer_argv import TRAINER_MODULE, trainer_flags
+from miniseries.plan.trainer_argv import TRAINER_MODULE, custom_trainer_args, trainer_flags
 
 #: Checkpoint bytes per second assumed when sizing the grace period: the trainer's own save
 #: (torch.save, sha256, the store's write) measured by bench/preemption.py on the 2-core dev box
@@ -73,6 +73,27 @@ def trainer_args(spec: ScalingSweepSpec, sweep: str, uid: str, namespace: str, r
                  metrics_port: int) -> list[str]:  # fmt: skip
     """The trainer's flags for one run (plan/trainer_argv.py), fenced by the sweep's uid."""
     return trainer_flags(spec, SweepLayout(namespace, sweep), run, metrics_port=metrics_port, sweep_uid=uid)
+
+
+def trainer_container(spec: ScalingSweepSpec, sweep: str, uid: str, namespace: str, run: PlannedRun,
+                      metrics_port: int, *, torchrun_for_nodes: bool = False) -> tuple[str, list[str], list[str]]:  # fmt: skip
+    """The trainer container's image, command and args: the built-in trainer's, or spec.trainer's (its own
+    command as given, so a custom trainer that spans processes starts its own torchrun).
+
+    A custom trainer's strings are the user's and the run's values: each `$` is doubled so the kubelet's
+    own `$(VAR)` expansion of command and args (container env variables) leaves them exactly as rendered."""
+    args = trainer_args(spec, sweep, uid, namespace, run, metrics_port)
+    t = spec.trainer
+    if t is None:
+        command = trainer_command(
+            gpus_per_pod(run), termination_grace_seconds(spec, run), torchrun_for_nodes=torchrun_for_nodes
+        )
+        return spec.resources.image, command, args
+
+    def literal(strings: list[str]) -> list[str]:
+        return [s.replace("$", "$$") for s in strings]
+
+    return t.image or spec.resources.image, literal(t.command), literal(custom_trainer_args(t, args))
 
 
 def scrape_annotations(metrics_port: int) -> dict[str, str]:

@@ -34,8 +34,7 @@ from miniseries.control.backends.pod_template import (
     pod_resources,
     scrape_annotations,
     termination_grace_seconds,
-    trainer_args,
-    trainer_command,
+    trainer_container,
 )
 from miniseries.control.backends.podsecurity import restrict
 from miniseries.plan.trainer_argv import DEFAULT_METRICS_PORT
@@ -108,12 +107,13 @@ def pytorchjob(
 ) -> dict[str, Any]:
     """The PyTorchJob that trains one planned run (one node: the Master only; more: Master + Workers)."""
     res = spec.resources
+    image, command, args = trainer_container(spec, sweep, uid, namespace, run, metrics_port)
     container: dict[str, Any] = {
         "name": "pytorch",  # the training-operator finds the container by this name
-        "image": res.image,
+        "image": image,
         "imagePullPolicy": res.image_pull_policy,
-        "command": trainer_command(gpus_per_pod(run), termination_grace_seconds(spec, run)),
-        "args": trainer_args(spec, sweep, uid, namespace, run, metrics_port),
+        "command": command,
+        "args": args,
         "env": credential_env(spec),  # only the store credential keys, never the whole Secret (issue 27)
         # a failed trainer's last log lines land in its status, where the operator reads them (pods.py)
         "terminationMessagePolicy": "FallbackToLogsOnError",

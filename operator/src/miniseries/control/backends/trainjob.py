@@ -17,8 +17,7 @@ from miniseries.control.backends.pod_template import (
     pod_resources,
     scrape_annotations,
     termination_grace_seconds,
-    trainer_args,
-    trainer_command,
+    trainer_container,
 )
 from miniseries.control.backends.podsecurity import (
     TRAINER_HOME,
@@ -149,11 +148,13 @@ def trainjob(
     TrainJob field), and how the JobSet fails (any Job failed: the TrainJob Failed).
     """
     res = spec.resources
-    grace = termination_grace_seconds(spec, run)
+    image, command, args = trainer_container(
+        spec, sweep, uid, namespace, run, metrics_port, torchrun_for_nodes=run.nodes > 1
+    )
     trainer: dict[str, Any] = {
-        "image": res.image,
-        "command": trainer_command(gpus_per_pod(run), grace, torchrun_for_nodes=run.nodes > 1),
-        "args": trainer_args(spec, sweep, uid, namespace, run, metrics_port),
+        "image": image,
+        "command": command,
+        "args": args,
         "numNodes": run.nodes,
         "numProcPerNode": gpus_per_pod(run),
         "resourcesPerNode": pod_resources(spec, run),

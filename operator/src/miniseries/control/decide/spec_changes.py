@@ -16,10 +16,11 @@ from miniseries.api.spec import PlanStatus, RunState, ScalingSweepSpec, ScalingS
 from miniseries.control.decide.observations import ObservedJob
 from miniseries.plan.planner import make_plan
 
-# runs would mix incomparable points in one fit.
-FROZEN_FIELDS = ("model", "training", "data")
+# runs would mix incomparable points in one fit. spec.trainer too: another program's runs are another
+# experiment (its image may change, as resources.image may: a fixed build of the same trainer).
+FROZEN_FIELDS = ("model", "training", "data", "trainer")
 #: Keys under the frozen sections that say what the operator does, not what a run trains.
-MUTABLE_KEYS = ("spec.training.forecast.",)
+MUTABLE_KEYS = ("spec.training.forecast.", "spec.trainer.image")
 
 # What a started run trains, as planned: a change to any of these (through any spec field,
 # e.g. resources.gpusPerRun moving the automatic batch) makes its checkpoints and results
