@@ -74,7 +74,9 @@ def test_nanochat_base_train_conforms_but_loses_steps_on_a_stop(
             monkeypatch.setenv(key, value)
     command = [sys.executable, "-m", "miniseries_trainer.adapters.nanochat", "--nanochat-dir", str(NANOCHAT)]
     # base_train saves every 10 steps and never on SIGTERM: stopped at step 25, its newest save is step 20.
-    opts = CheckOptions(command=command, steps=40, checkpoint_every=10, stop_after_step=25,
+    # start_seconds: nanochat trains its tokenizer and torch.compiles its model before its first step
+    # (90 s on 2 idle cores; minutes when they are shared).
+    opts = CheckOptions(command=command, steps=40, checkpoint_every=10, stop_after_step=25, start_seconds=600,
                         data_uri=corpus.shards_uri, tokenizer_uri=corpus.tokenizer_uri, workdir=tmp_path)  # fmt: skip
     verdicts, session = run_check(opts, out=sys.stderr)
     got = {v.id: (v.status, v.reason) for v in verdicts}
