@@ -33,6 +33,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         depth=args.depth,
         steps=args.steps,
         checkpoint_every=args.checkpoint_every,
+        stop_after_step=args.stop_after_step,
         grace_seconds=args.grace_seconds,
         start_seconds=args.start_seconds,
         run_seconds=args.run_seconds,
@@ -70,6 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--depth", type=int, default=2, help="the tiny sweep's depth to train")
     c.add_argument("--steps", type=int, default=None, help="steps of the run (default: the tiny sweep's plan)")
     c.add_argument("--checkpoint-every", type=int, default=None, help="default: the tiny sweep's (25)")
+    c.add_argument(
+        "--stop-after-step",
+        type=int,
+        default=1,
+        help="SIGTERM once its progress reaches this step (a trainer that saves only every N steps)",
+    )
     c.add_argument("--grace-seconds", type=float, default=60.0, help="SIGTERM -> exit, before SIGKILL")
     c.add_argument("--start-seconds", type=float, default=300.0, help="until its first progress.json")
     c.add_argument("--run-seconds", type=float, default=600.0, help="for the resumed attempt to finish")

@@ -63,6 +63,7 @@ class CheckOptions:
     depth: int = 2
     steps: int | None = None  # default: the plan's
     checkpoint_every: int | None = None  # default: the tiny sweep's
+    stop_after_step: int = 1  # SIGTERM at the first progress at or past this step
     grace_seconds: float = 60.0  # SIGTERM -> exit, as a pod's terminationGracePeriodSeconds
     start_seconds: float = 300.0  # until the first progress.json
     run_seconds: float = 600.0  # for each attempt
@@ -221,13 +222,13 @@ def _wait(proc: subprocess.Popen[bytes], seconds: float, attempt: Attempt, s: Se
 
 
 def first_attempt(s: Session, opts: CheckOptions) -> None:
-    """Start, wait for the first progress past step 0, scrape /metrics, SIGTERM, wait for the exit."""
+    """Start, wait for the first progress at or past --stop-after-step, scrape /metrics, SIGTERM, wait for the exit."""
     a, t0 = s.first, time.monotonic()
     proc = _start(s)
     deadline = t0 + opts.start_seconds
     while proc.poll() is None and time.monotonic() < deadline:
         p = _read_progress(s, a)
-        if p is not None and p.step >= 1:
+        if p is not None and p.step >= max(1, opts.stop_after_step):
             _scrape(s, a)
             a.checkpoints_at_signal = tuple(checkpoint_steps(s.store, s.run))
             a.signalled_at_step = p.step
@@ -359,6 +360,12 @@ def judge_stop(s: Session) -> tuple[str, str]:
     if a.rc != EXIT_PREEMPTED:
         saved = f"after a checkpoint at step {newer[-1]}" if newer else "without a checkpoint"
         return FAIL, f"it exited {a.rc} {saved}; after SIGTERM the contract's code is {EXIT_PREEMPTED}"
+    if not newer and s.checkpoints_before_second:  # it stops cleanly, resuming from an older save (nanochat)
+        older = s.checkpoints_before_second[-1]
+        return PARTIAL, (
+            f"SIGTERM at step {a.signalled_at_step}, exit {EXIT_PREEMPTED}, but its newest checkpoint is step "
+            f"{older}: a stop loses {a.signalled_at_step - older} steps (it does not checkpoint on SIGTERM)"
+        )
     if not newer:
         return FAIL, f"it exited {EXIT_PREEMPTED} without a checkpoint at or after step {a.signalled_at_step}"
     return PASS, f"SIGTERM at step {a.signalled_at_step}: checkpoint at step {newer[-1]}, exit {EXIT_PREEMPTED}"

@@ -1,0 +1,91 @@
+"""nanochat's own scripts/base_train.py, unmodified, as a trainer of the contract
+(miniseries_trainer.adapters.nanochat): its output parsed, its flags mapped, and `miniseries trainer
+check` against it with the reference checkout at ../shared/peers/nanochat (commit 92d63d4, MIT)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from miniseries.contract.trainer_kit import parse_run_args
+from miniseries.local.trainer_check import FAIL, PARTIAL, PASS, SKIP, CheckOptions, run_check
+from miniseries_trainer.adapters import nanochat
+from tests.support.tiny_training import Corpus, trainer_env
+
+ROOT = Path(__file__).resolve().parents[2]
+NANOCHAT = ROOT.parent / "shared" / "peers" / "nanochat"
+NOT_EXERCISED = {"C13", "C14", "C15"}
+
+#: Lines base_train prints at commit 92d63d4 (copied from a run of it).
+STEP = (
+    "step 00024/00112 (21.43%) | loss: 6.512345 | lrm: 1.00 | dt: 85.31ms | tok/sec: 48,012 | "
+    "bf16_mfu: 0.02 | epoch: 1 | total time: 0.03m | eta: 0.1m"
+)
+VAL = "Step 00112 | Validation bpb: 2.643210"
+
+
+def test_base_train_lines_are_read_as_steps_done_and_val_bpb() -> None:
+    m = nanochat.STEP_LINE.match(STEP)
+    assert m is not None
+    assert (int(m.group(1)) + 1, float(m.group(3)), float(m.group(5).replace(",", ""))) == (25, 6.512345, 48012.0)
+    v = nanochat.VAL_LINE.match(VAL)
+    assert v is not None and float(v.group(2)) == 2.64321
+
+
+def test_the_run_is_mapped_onto_base_train_flags(tmp_path: Path) -> None:
+    args = parse_run_args(
+        ["--sweep=s", "--run=d2", "--depth=2", "--aspect-ratio=16", "--head-dim=16", "--seq-len=128",
+         "--target-tokens=458752", "--steps=112", "--total-batch-tokens=4096", "--device-batch-size=32",
+         "--warmup-steps=5", "--warmdown-ratio=0.4", "--checkpoint-every=25", "--eval-tokens=65536",
+         f"--store=file://{tmp_path}", "--data=file:///d", "--tokenizer=file:///t"], env={},
+    )  # fmt: skip
+    from miniseries.contract.trainer_kit import TrainerRun
+
+    argv = nanochat.base_train_argv(TrainerRun(args=args, store=None), "cpu", 50)  # type: ignore[arg-type]
+    for flag in ("--device-type=cpu", "--depth=2", "--aspect-ratio=16", "--head-dim=16", "--max-seq-len=128",
+                 "--num-iterations=112", "--device-batch-size=32", "--total-batch-size=4096", "--warmup-steps=5",
+                 "--warmdown-ratio=0.4", "--save-every=25", "--resume-from-step=50", "--core-metric-every=-1",
+                 "--sample-every=-1", "--eval-tokens=65536"):  # fmt: skip
+        assert flag in argv
+
+
+def test_contract_flags_come_with_or_without_a_separator(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "base_train.py").write_text("")
+    for argv in (["--nanochat-dir", str(tmp_path), "--", "--depth=2", "--run=d2"],
+                 ["--nanochat-dir", str(tmp_path), "--depth=2", "--run=d2"]):  # fmt: skip
+        own, rest = nanochat.adapter_args(argv)
+        assert own.nanochat_dir == tmp_path and rest == ["--depth=2", "--run=d2"]
+    with pytest.raises(SystemExit):  # not a nanochat checkout: refused naming the flag
+        nanochat.adapter_args(["--nanochat-dir", str(tmp_path / "scripts"), "--depth=2"])
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+@pytest.mark.skipif(not NANOCHAT.is_dir(), reason=f"no nanochat reference checkout at {NANOCHAT}")
+def test_nanochat_base_train_conforms_but_loses_steps_on_a_stop(
+    corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in trainer_env().items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    command = [sys.executable, "-m", "miniseries_trainer.adapters.nanochat", "--nanochat-dir", str(NANOCHAT)]
+    # base_train saves every 10 steps and never on SIGTERM: stopped at step 25, its newest save is step 20.
+    # start_seconds: nanochat trains its tokenizer and torch.compiles its model before its first step
+    # (90 s on 2 idle cores; minutes when they are shared).
+    opts = CheckOptions(command=command, steps=40, checkpoint_every=10, stop_after_step=25, start_seconds=600,
+                        data_uri=corpus.shards_uri, tokenizer_uri=corpus.tokenizer_uri, workdir=tmp_path)  # fmt: skip
+    verdicts, session = run_check(opts, out=sys.stderr)
+    got = {v.id: (v.status, v.reason) for v in verdicts}
+    for v in verdicts:
+        print(f"{v.id:4} {v.status:8} {v.reason}", file=sys.stderr)
+    assert not [v for v in verdicts if v.status == FAIL], got
+    assert got["C4"][0] == PARTIAL and "loses" in got["C4"][1], got["C4"]
+    assert session.first.signalled_at_step is not None and session.checkpoints_before_second
+    assert session.checkpoints_before_second[-1] < session.first.signalled_at_step
+    for cid in ("C1", "C2", "C3", "C5", "C6", "C7", "C8", "C9", "C10", "C11", "C12"):
+        assert got[cid][0] == PASS, (cid, got[cid])
+    assert {cid for cid, (status, _) in got.items() if status == SKIP} == NOT_EXERCISED
