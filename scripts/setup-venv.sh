@@ -17,6 +17,6 @@ fi
 echo "setup-venv: installing into $VENV (first time: torch is a large download, a few minutes)" >&2
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e "operator[all]" -e trainer_image -r requirements-dev.txt
+"$VENV/bin/python" -m pip install -q -e "operator[all]" -e "trainer_image[nanochat]" -r requirements-dev.txt
 echo "$want" > "$stamp"
 phase venv $((SECONDS - t0)) built
