@@ -89,6 +89,15 @@ def test_sigterm_and_suspension_checkpoint_and_resume_through_the_training_opera
 
     second = wait_for("a checkpoint on suspension", checkpointed_again, 120).step
     assert checkpoint_steps(store, layout)[-1] == second
+
+    # Kueue readmits a workload only once its job has no pods left; resumed while the suspended pod still
+    # shows its exit (it checkpointed before the pod was deleted), the training-operator counts that
+    # pod as a failed Master and fails the job (seen under load, 2026-12-07)
+    def suspended_pod_gone() -> bool:
+        listed = kc.kubectl("get", "pods", "-l", "training.kubeflow.org/job-name=e2e-preempt-2", "-o", "name")
+        return not listed.stdout.strip()
+
+    wait_for("the suspended job's pod deleted", suspended_pod_gone, 120)
     kc.kubectl("patch", "pytorchjob", "e2e-preempt-2", "--type=merge", "-p", '{"spec":{"runPolicy":{"suspend":false}}}')
     wait_succeeded(kc, "e2e-preempt-2", 900)
     log = (kc.node_logs / "default_e2e-preempt-2-master-0_pytorch.log").read_text()
