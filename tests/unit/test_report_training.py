@@ -103,7 +103,7 @@ def test_compare_marks_differences_and_refuses_a_joint_fit_across_tokenizers(sto
     assert "refused" not in ok and ok["loss_law"]["points"] == 6
     assert [d["field"] for d in ok["differences"]] == ["torch_version"]
     bad = joint_fit(store, a, c)
-    assert bad["refused"].startswith("refusing a joint fit of rows whose data, tokenizer or conventions differ: "
+    assert bad["refused"].startswith("refusing a joint fit of rows whose trainer, data, tokenizer or conventions differ: "
                                      "tokenizer_sha256: tttt")  # fmt: skip
     assert cli.main(["report", "a", "c", "--store", str(store.root)]) == 0
     out = capsys.readouterr().out

@@ -166,6 +166,7 @@ def report_sweeps(
     from miniseries.contract.store import StoreError, open_store, store_uri
     from miniseries.science.report import ReportError, build_report, compare_reports, joint_fit
     from miniseries.science.report.markdown import fmt_number
+    from miniseries.science.report.side_by_side import depth_rows, render_depths
 
     if len(sweeps) > 2:
         raise ReportError(f"report takes one sweep or two to compare, got {len(sweeps)}: {sweeps}")
@@ -204,6 +205,9 @@ def report_sweeps(
         return 0
     (_a, sa), (_b, sb) = resolved
     print(f"comparison: {compare_reports(st, layouts[0], layouts[1], sa, sb)}report.md")
+    docs = [json.loads(st.read_bytes(layout.report + "report.json")) for layout in layouts]
+    for line in render_depths(layouts[0].sweep, layouts[1].sweep, depth_rows(*docs)):
+        print(line)
     joint = joint_fit(st, layouts[0], layouts[1])
     for d in joint["differences"]:
         values = " vs ".join(f"{v} ({', '.join(runs)})" for v, runs in d["values"].items())

@@ -70,6 +70,10 @@ class CoreResult(Doc):
     seconds: float = 0.0
 
 
+#: Provenance.trainer of the project's own trainer (python -m miniseries_trainer.train).
+BUILTIN_TRAINER = "miniseries_trainer"
+
+
 @dataclass(kw_only=True)
 class Provenance(Doc):
     """What makes two results rows comparable (issue 20): code, environment, data and conventions.
@@ -78,6 +82,10 @@ class Provenance(Doc):
     is what a joint fit must agree on.
     """
 
+    #: What trained the row (issue 31): the built-in trainer (BUILTIN_TRAINER) or a custom trainer's own name.
+    #: Its architecture and optimizer are the trainer's: rows of two trainers are never fitted as one family.
+    #: None in rows written before the field existed, all by the built-in trainer (`trainer_name`).
+    trainer: str | None = None
     trainer_version: str | None = None
     source_commit: str | None = None  # git commit of the trainer's source, when known
     python_version: str | None = None
@@ -96,9 +104,13 @@ class Provenance(Doc):
     seed: int | None = None
     lr_schedule: dict[str, Any] = field(default_factory=dict)  # kind, warmup_steps, warmdown_ratio
 
+    def trainer_name(self) -> str:
+        return self.trainer or BUILTIN_TRAINER
+
     def comparable_key(self) -> dict[str, Any]:
         """The fields rows of one fit must share: data, tokenizer and conventions (not device or seed)."""
         return {
+            "trainer": self.trainer_name(),
             "dataset_manifest_sha256": self.dataset_manifest_sha256,
             "tokenizer_sha256": self.tokenizer_sha256,
             "params_convention": self.params_convention,

@@ -1,7 +1,7 @@
 """Provenance, read by the science (written by miniseries_trainer/provenance.py): which results rows may be fitted together, and the refusal of mixed fits.
 
-Rows are comparable when they agree on `Provenance.comparable_key()` (the data's manifest
-hash, the tokenizer's hash, the parameter and FLOP conventions); the rest (device, torch,
+Rows are comparable when they agree on `Provenance.comparable_key()` (the trainer, the data's
+manifest hash, the tokenizer's hash, the parameter and FLOP conventions); the rest (device, torch,
 commit, seed) is listed as a difference but does not block a fit. Rows written before
 provenance existed have none and are reported as "unknown".
 """
@@ -16,6 +16,7 @@ from miniseries.contract.results import Provenance, RunResults
 
 #: Provenance fields compared between sweeps, in the order they are listed.
 FIELDS = (
+    "trainer",
     "dataset_manifest_sha256",
     "tokenizer_sha256",
     "params_convention",
@@ -31,11 +32,13 @@ FIELDS = (
     "dataset_uri",
     "seed",
 )
-BLOCKING = ("dataset_manifest_sha256", "tokenizer_sha256", "params_convention", "flops_convention")
+#: A different trainer is a different model family (architecture, optimizer, data order): its rows
+#: compare side by side, never in one fit.
+BLOCKING = ("trainer", "dataset_manifest_sha256", "tokenizer_sha256", "params_convention", "flops_convention")
 
 
 class ProvenanceMismatch(ValueError):
-    """Rows whose data, tokenizer or conventions differ were to be fitted together."""
+    """Rows whose trainer, data, tokenizer or conventions differ were to be fitted together."""
 
 
 @dataclass
@@ -68,6 +71,8 @@ def schedule_summary(record: dict[str, Any]) -> str:
 def _value(p: Provenance | None, name: str) -> str:
     if p is None:
         return "unknown (no provenance)"
+    if name == "trainer":
+        return p.trainer_name()  # rows from before the field: the built-in trainer wrote them
     v = getattr(p, name)
     if v is None or v == {}:
         return "unknown"
@@ -92,7 +97,7 @@ def check_joint_fit(rows: Sequence[tuple[str, RunResults]]) -> list[Difference]:
     blocking = [d for d in diffs if d.blocking]
     if blocking:
         raise ProvenanceMismatch(
-            "refusing a joint fit of rows whose data, tokenizer or conventions differ: "
+            "refusing a joint fit of rows whose trainer, data, tokenizer or conventions differ: "
             + "; ".join(d.describe() for d in blocking)
         )
     return diffs

@@ -8,6 +8,7 @@ from typing import Any
 
 from miniseries.science.report.document import fit_status
 from miniseries.science.report.rows import RunRow
+from miniseries.science.report.side_by_side import depth_rows, render_depths
 from miniseries.science.report.through_training import collapse_line
 
 
@@ -286,6 +287,7 @@ def render_comparison(doc_a: dict[str, Any], doc_b: dict[str, Any]) -> str:
     ha, hb = _headline(doc_a), _headline(doc_b)
     lines = [f"# `{a}` vs `{b}`", "", f"| | {a} | {b} |", "|---|---:|---:|"]
     lines += [f"| {k} | {ha[k]} | {hb[k]} |" for k in ha]
+    lines += ["", "## Per depth", "", *render_depths(a, b, depth_rows(doc_a, doc_b))]
     lines += ["", f"Full reports: [{a}](../report.md), [{b}](../../../{b}/report/report.md).", "",
               "![final loss vs compute](final_loss_vs_compute.png)", ""]  # fmt: skip
     return "\n".join(lines)

@@ -34,6 +34,7 @@ class RunRow:
     core_partial: bool = False
     mfu: float | None = None  # as the trainer reported it
     gpu_seconds: float | None = None
+    wall_seconds: float | None = None  # the attempt's wall time as the trainer measured it (results.json)
     achieved_flops_per_device: float | None = None  # training FLOP/s per GPU (or CPU process), measured
     warmup_tokens: float = 0.0
     curve: list[tuple[float, float, float]] = field(default_factory=list)  # (tokens, flops, loss)
@@ -58,6 +59,7 @@ def _row_from_results(row: RunRow, res: RunResults, curve: list[dict[str, float]
     row.tokens, row.flops = float(res.tokens), float(res.flops)
     row.final_loss = res.loss.final
     row.val_bpb, row.mfu, row.gpu_seconds = res.val_bpb, res.mfu, res.gpu_seconds
+    row.wall_seconds = res.wall_seconds or None
     world = max(1, res.world_size)
     if res.tokens_per_second and res.tokens_per_second > 0:
         row.achieved_flops_per_device = res.tokens_per_second * res.flops_per_token / world
