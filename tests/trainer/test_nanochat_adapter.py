@@ -52,6 +52,32 @@ def test_the_run_is_mapped_onto_base_train_flags(tmp_path: Path) -> None:
         assert flag in argv
 
 
+def run_of_depth(tmp_path: Path, depth: int):
+    from miniseries.contract.trainer_kit import TrainerRun
+
+    args = parse_run_args([f"--depth={depth}", "--aspect-ratio=16", "--head-dim=16", "--run=d", "--sweep=s",
+                           "--steps=1", "--target-tokens=4096", "--total-batch-tokens=4096", f"--store=file://{tmp_path}", "--data=file:///d", "--tokenizer=file:///t"],
+                          env={})  # fmt: skip
+    return TrainerRun(args=args, store=None)  # type: ignore[arg-type]
+
+
+def test_a_width_nanochat_cannot_build_is_refused_naming_the_flags(tmp_path: Path, capsys) -> None:
+    nanochat.check_shape(run_of_depth(tmp_path, 2))  # width 32: trains
+    with pytest.raises(SystemExit) as e:
+        nanochat.check_shape(run_of_depth(tmp_path, 1))  # width 16 < the smear gate's 24 channels
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--depth=1 --aspect-ratio=16 --head-dim=16: width 16" in err and "at least 24" in err, err
+
+
+def test_every_checkpoint_carries_nanochat_s_tokenizer(tmp_path: Path) -> None:
+    saves = nanochat.Saves(run_of_depth(tmp_path, 2), tmp_path / "base" / "base_checkpoints" / "d2")
+    assert set(saves.files(40)) >= set(nanochat.TOKENIZER_FILES)
+    saves.restore({"model_000040.pt": b"m", "tokenizer.pkl": b"t", "token_bytes.pt": b"b"})
+    assert (tmp_path / "base" / "tokenizer" / "tokenizer.pkl").read_bytes() == b"t"
+    assert [p.name for p in saves.dir.iterdir()] == ["model_000040.pt"]
+
+
 def test_contract_flags_come_with_or_without_a_separator(tmp_path: Path) -> None:
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "base_train.py").write_text("")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from miniseries.contract import shapes
-from miniseries.contract.results import Provenance
+from miniseries.contract.results import BUILTIN_TRAINER, Provenance
 from miniseries.contract.store import Store, StoreError
 from miniseries_trainer import precision as numerics
 
@@ -86,6 +86,7 @@ def collect(
         version = None
     data_sha, data_kind = dataset_hash(data_store)
     return Provenance(
+        trainer=BUILTIN_TRAINER,
         trainer_version=version,
         source_commit=source_commit(),
         python_version=platform.python_version(),

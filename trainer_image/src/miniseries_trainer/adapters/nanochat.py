@@ -12,14 +12,17 @@ through the kit. Each save nanochat makes is copied into the store as a contract
 nanochat does not checkpoint on SIGTERM: the stop is forwarded, and the newest save it had made is
 the run's checkpoint; the steps since are lost (the check's C4 says "partial"). Things nanochat
 cannot be told: the seed (fixed at 42 in nanochat/common.py), the warmdown shape (linear), the
-metrics port (this process serves it). CORE is left absent: nanochat's evaluation needs its own
-download of the eval bundle and ours does not load nanochat's model, so neither would be exact here.
+metrics port (this process serves it). Nor can it train a width under 24 (its smear gate reads 24
+channels): such a run is refused (exit 2). Each checkpoint carries nanochat's tokenizer, so that
+nanochat_eval.py can score it with our evaluators (val bpb on the same bytes as our models, CORE).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import platform
 import re
 import shutil
 import signal
@@ -33,8 +36,15 @@ from pathlib import Path
 
 from miniseries.contract.exits import EXIT_PREEMPTED
 from miniseries.contract.preemption import PROGRESS_PREEMPTED
+from miniseries.contract.results import Provenance
+from miniseries.contract.shapes import SCALING_PARAMS_CONVENTION
 from miniseries.contract.store import open_store
 from miniseries.contract.trainer_kit import TrainerRun, open_run
+
+#: nanochat's tokenizer files (scripts/tok_train.py writes them to <base>/tokenizer/).
+TOKENIZER_FILES = ("tokenizer.pkl", "token_bytes.pt")
+#: `miniseries data prepare`'s manifest next to the shards (the built-in trainer hashes it too).
+SHARD_MANIFEST = "_manifest.json"
 
 #: base_train's per-step line: `step 00012/00112 (10.71%) | loss: 6.1 | lrm: .. | dt: 80.1ms | tok/sec: 51,000 | bf16_mfu: 0.01 | ...`.
 #: It prints the 0-based step after that optimizer step, so step s means s + 1 steps done.
@@ -43,15 +53,27 @@ STEP_LINE = re.compile(
 )
 VAL_LINE = re.compile(r"^Step (\d+) \| Validation bpb: ([\d.]+)")
 SAVE_FILE = re.compile(r"^model_(\d{6})\.pt$")
+#: nanochat's smear gate: Linear(24, 1) on x[..., :24] (nanochat/gpt.py, GPT.forward).
+SMEAR_CHANNELS = 24
+#: What results.json's provenance names as the trainer; and the seed nanochat fixes (nanochat/common.py).
+TRAINER_NAME = "nanochat scripts/base_train.py"
+NANOCHAT_SEED = 42
+#: Where --nanochat-dir defaults from (examples/tiny-nanochat.yaml relies on it).
+NANOCHAT_DIR_ENV = "MINISERIES_NANOCHAT_DIR"
 
 
 def adapter_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """The adapter's own flags; the rest (after an optional `--`) are the contract's, as the operator passes them."""
     p = argparse.ArgumentParser(prog="miniseries_trainer.adapters.nanochat")
-    p.add_argument("--nanochat-dir", required=True, type=Path, help="a nanochat checkout (scripts/base_train.py)")
+    # The checkout's path differs per machine while a sweep file does not: the environment may name it.
+    env_dir = os.environ.get(NANOCHAT_DIR_ENV)
+    p.add_argument("--nanochat-dir", type=Path, default=Path(env_dir) if env_dir else None,
+                   help=f"a nanochat checkout (scripts/base_train.py); default ${NANOCHAT_DIR_ENV}")  # fmt: skip
     p.add_argument("--work-dir", type=Path, default=None, help="where NANOCHAT_BASE_DIR goes (default: a temp dir)")
     p.add_argument("--keep-work", action="store_true", help="do not remove the work dir afterwards")
     own, rest = p.parse_known_args([a for a in argv if a != "--"])
+    if own.nanochat_dir is None:
+        p.error(f"--nanochat-dir is required (or set {NANOCHAT_DIR_ENV}): the nanochat checkout to train with")
     if not (own.nanochat_dir / "scripts" / "base_train.py").is_file():
         p.error(f"--nanochat-dir {own.nanochat_dir}: no scripts/base_train.py there (a nanochat checkout is needed)")
     return own, rest
@@ -127,7 +149,14 @@ class Saves:
         return sorted(int(m.group(1)) for m in found if m)
 
     def files(self, step: int) -> dict[str, Path]:
-        return {p.name: p for p in sorted(self.dir.glob(f"*_{step:06d}*"))}
+        """The save's model, meta and optimizer files, and nanochat's tokenizer: the model means nothing
+        without it, and an evaluation of the checkpoint (nanochat_eval.py) or a resume needs the same one."""
+        own = {p.name: p for p in sorted(self.dir.glob(f"*_{step:06d}*"))}
+        return own | {name: self.tokenizer_dir / name for name in TOKENIZER_FILES}
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.dir.parents[1] / "tokenizer"  # <base>/base_checkpoints/d<depth> -> <base>/tokenizer
 
     def upload_through(self, done: int) -> str | None:
         """Copy every save at a step before `done` (nanochat saves at the top of the step after it, so a
@@ -139,8 +168,9 @@ class Saves:
 
     def restore(self, files: dict[str, bytes]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.tokenizer_dir.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
-            (self.dir / name).write_bytes(data)
+            (self.tokenizer_dir / name if name in TOKENIZER_FILES else self.dir / name).write_bytes(data)
 
 
 def forward_stop(run: TrainerRun, child: subprocess.Popen[str], stopped: threading.Event) -> None:
@@ -179,7 +209,8 @@ def train(run: TrainerRun, nanochat: Path, base: Path) -> int:
         saves.restore(ckpt.files)
         saves.uploaded[ckpt.step] = ckpt.uri
     lay_out_data(run, base)
-    train_tokenizer(nanochat, base, run.args.vocab_size)
+    if not (saves.tokenizer_dir / TOKENIZER_FILES[0]).is_file():  # a resume keeps its checkpoint's tokenizer
+        train_tokenizer(nanochat, base, run.args.vocab_size)
     run.progress(ckpt.step if ckpt else 0)
     device = device_type(run.args.device)
     argv = base_train_argv(run, device, ckpt.step if ckpt else None)
@@ -203,12 +234,54 @@ def train(run: TrainerRun, nanochat: Path, base: Path) -> int:
     if rc != 0:
         print(f"nanochat's base_train exited {rc}", flush=True)
         return rc if rc > 0 else 1
-    return run.finish(val_bpb=val_bpb, device=device, checkpoint_uri=last)
+    return run.finish(val_bpb=val_bpb, device=device, checkpoint_uri=last,
+                      provenance=provenance(run, nanochat, saves.tokenizer_dir, device))  # fmt: skip
+
+
+def provenance(run: TrainerRun, nanochat: Path, tokenizer_dir: Path, device: str) -> Provenance:
+    """What the report compares: nanochat as the trainer, the same shards as the sweep's (their manifest's
+    hash, as the built-in trainer records it), nanochat's own tokenizer, and the conventions of the numbers
+    in results.json: params and FLOPs are the miniseries shape's (shapes.py), which leaves out what nanochat
+    adds to it (value embeddings, gates, per-layer scalars)."""
+    data = open_store(run.args.data.rstrip("/"))
+    data_sha = hashlib.sha256(data.read_bytes(SHARD_MANIFEST)).hexdigest() if data.exists(SHARD_MANIFEST) else None
+    tok = tokenizer_dir / TOKENIZER_FILES[0]
+    return Provenance(
+        trainer=TRAINER_NAME, source_commit=checkout_commit(nanochat), python_version=platform.python_version(),
+        device_name=device, device_count=1, dataset_uri=run.args.data, dataset_manifest_sha256=data_sha,
+        dataset_manifest_kind="manifest" if data_sha else None,
+        tokenizer_uri=f"nanochat scripts.tok_train --vocab-size={run.args.vocab_size}",
+        tokenizer_sha256=hashlib.sha256(tok.read_bytes()).hexdigest() if tok.is_file() else None,
+        params_convention=f"{SCALING_PARAMS_CONVENTION} of the miniseries shape (nanochat's extras not counted)",
+        flops_convention="6N+12LdT of the miniseries shape (nanochat's extras not counted)", seed=NANOCHAT_SEED,
+        lr_schedule={"kind": "nanochat", "warmup_steps": run.args.warmup_steps,
+                     "warmdown_ratio": run.args.warmdown_ratio, "warmdown_shape": "linear"},
+    )  # fmt: skip
+
+
+def checkout_commit(nanochat: Path) -> str | None:
+    """The checkout's git commit, when it is a git checkout (the shared reference copy is an export)."""
+    done = subprocess.run(["git", "-C", str(nanochat), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def check_shape(run: TrainerRun) -> None:
+    """nanochat's smear gate reads the first SMEAR_CHANNELS channels of the embedding (nanochat/gpt.py):
+    a narrower model fails inside its first forward; refused here, naming the flags (exit 2)."""
+    width = run.shape().n_embd
+    if width < SMEAR_CHANNELS:
+        a = run.args
+        print(f"error: --depth={a.depth} --aspect-ratio={a.aspect_ratio} --head-dim={a.head_dim}: width {width}; "
+              f"nanochat's model needs a width of at least {SMEAR_CHANNELS} (its smear gate reads that many "
+              "channels), so this depth cannot be trained by nanochat", file=sys.stderr, flush=True)  # fmt: skip
+        raise SystemExit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     own, contract_argv = adapter_args(sys.argv[1:] if argv is None else argv)
     run = open_run(contract_argv)
+    check_shape(run)
     work = own.work_dir or Path(tempfile.mkdtemp(prefix="nanochat-"))
     try:
         return train(run, own.nanochat_dir.resolve(), work / "base")
