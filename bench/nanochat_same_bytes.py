@@ -9,7 +9,8 @@ Per depth: each sweep's wall time, tokens and its own val bpb (results.json: eac
 over its own first --eval-tokens tokens), then both final checkpoints scored by our evaluator
 (miniseries_trainer.adapters.nanochat_eval) on the validation shard's first --eval-bytes bytes of whole
 documents, each with its own tokenizer (so the same bytes), and CORE by our evaluator with each model's
-own tokenizer. Prints a markdown table and the JSON behind it.
+own tokenizer (a bundle missing tasks gives no CORE; then the mean centered accuracy over the tasks it
+has, the same tasks for both). Prints a markdown table and the JSON behind it.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def main() -> None:
                          **evaluate(extra, res, args)}  # fmt: skip
         rows.append(row)
     head = ("| depth | tokens | wall s ours | wall s nanochat | own val bpb ours | own val bpb nanochat "
-            "| val bpb ours, same bytes | val bpb nanochat, same bytes | nanochat − ours | CORE ours | CORE nanochat |")  # fmt: skip
+            "| val bpb ours, same bytes | val bpb nanochat, same bytes | nanochat − ours | CORE ours | CORE nanochat "
+            "| centered acc. ours | centered acc. nanochat |")  # fmt: skip
     print(head)
     print("|" + "---:|" * (head.count("|") - 1))
     for r in rows:
@@ -87,7 +89,8 @@ def main() -> None:
         print(f"| d{r['depth']} | {fmt(o.get('tokens') or n.get('tokens'), ',')} | {fmt(o.get('wall_s'), '.1f')} | "
               f"{fmt(n.get('wall_s'), '.1f')} | {fmt(o.get('own_val_bpb'), '.4f')} | {fmt(n.get('own_val_bpb'), '.4f')} | "
               f"{fmt(o.get('val_bpb'), '.4f')} | {fmt(n.get('val_bpb'), '.4f')} | {fmt(delta, '+.4f')} | "
-              f"{fmt(o.get('core'), '.4f')} | {fmt(n.get('core'), '.4f')} |")  # fmt: skip
+              f"{fmt(o.get('core'), '.4f')} | {fmt(n.get('core'), '.4f')} | "
+              f"{fmt(o.get('centered_mean'), '.4f')} | {fmt(n.get('centered_mean'), '.4f')} |")  # fmt: skip
     print(json.dumps(rows, indent=1))
 
 

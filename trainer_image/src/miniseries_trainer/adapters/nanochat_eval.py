@@ -134,6 +134,10 @@ def evaluate(model: Any, tok: Any, args: argparse.Namespace) -> dict[str, Any]:
                             max_seq_len=args.seq_len, allow_partial=True, log=lambda _s: None)  # fmt: skip
         out["core"] = res.core
         out["core_partial"] = res.partial
+        # A partial bundle gives no CORE (it is never shown as one), but the tasks it has still compare
+        # two models: the mean centered accuracy over them, labelled with how many there were.
+        out["core_tasks"] = len(res.tasks)
+        out["centered_mean"] = sum(t.centered for t in res.tasks) / len(res.tasks) if res.tasks else None
     return out
 
 
