@@ -45,10 +45,10 @@ def evaluate(extra: list[str], res: dict[str, Any], args: argparse.Namespace) ->
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def ours_flags(res: dict[str, Any], store: Path, sweep: str) -> list[str]:
-    s = res["shape"]
+def ours_flags(res: dict[str, Any], store: Path, sweep: str, aspect_ratio: int) -> list[str]:
+    s = res["shape"]  # results.json's shape has the width, not the aspect ratio that made it
     return ["--ours", "--tokenizer", (store / LOCAL_NAMESPACE / sweep / "tokenizer").as_uri(),
-            f"--depth={res['depth']}", f"--aspect-ratio={s['aspect_ratio']}", f"--head-dim={s['head_dim']}",
+            f"--depth={res['depth']}", f"--aspect-ratio={aspect_ratio}", f"--head-dim={s['head_dim']}",
             f"--vocab-size={s['vocab_size']}"]  # fmt: skip
 
 
@@ -63,6 +63,7 @@ def main() -> None:
     p.add_argument("--ours", default="tiny", help="the built-in trainer's sweep")
     p.add_argument("--theirs", default="tiny-nanochat", help="nanochat's sweep")
     p.add_argument("--eval-bytes", type=int, default=262144)
+    p.add_argument("--aspect-ratio", type=int, default=16, help="the sweep's spec.model.aspectRatio (tiny.yaml's)")
     p.add_argument("--bundle", default=None)
     p.add_argument("--core-max-per-task", type=int, default=20)
     args = p.parse_args()
@@ -73,7 +74,11 @@ def main() -> None:
         for side, res in (("ours", ours.get(depth)), ("nanochat", theirs.get(depth))):
             if res is None:
                 continue
-            extra = ours_flags(res, args.store, args.ours) if side == "ours" else ["--nanochat-dir", args.nanochat_dir]
+            extra = (
+                ours_flags(res, args.store, args.ours, args.aspect_ratio)
+                if side == "ours"
+                else ["--nanochat-dir", args.nanochat_dir]
+            )
             row[side] = {"wall_s": res["wall_seconds"], "tokens": res["tokens"], "steps": res["steps"],
                          "own_val_bpb": res["val_bpb"], "final_loss": res["loss"]["final"],
                          **evaluate(extra, res, args)}  # fmt: skip
