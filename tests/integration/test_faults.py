@@ -8,7 +8,7 @@ sweep's uid. The JobDriver here stands each trainer process up as a Pod held by 
 process exits, and sends it SIGTERM when its job is deleted, as a kubelet would; the fake trainer takes
 FAKE_TRAINER_STOP_SECONDS to checkpoint after SIGTERM.
 
-    MINISERIES_FAULTS_STOP_SECONDS   the trainer's stop time after SIGTERM (default 35; the issue's 45)
+    MINISERIES_FAULTS_STOP_SECONDS   the trainer's stop time after SIGTERM (default 10; the issue's 45)
     MINISERIES_FAULTS_REPEAT         how many delete + re-create rounds (default 1; the issue's 5)
 """
 
@@ -33,8 +33,12 @@ pytestmark = [pytest.mark.cluster, pytest.mark.faults]
 crds, start_operator, store_uri = base.crds, base.start_operator, base.store_uri
 status, wait_phase = base.status, base.wait_phase
 
-#: More than the ~30 s the operator waited before issue 27, so that the suite's one round fails without the fix.
-STOP_SECONDS = float(os.environ.get("MINISERIES_FAULTS_STOP_SECONDS", "35"))
+#: Longer than the operator takes to delete a sweep's data once nothing holds it back, so that the suite's one round
+#: fails without the fix. Here only the trainer's pod can hold it: the JobDriver's pods do not block their job's
+#: deletion (no blockOwnerDeletion), so a deleted sweep's jobs are gone within a second or two, and the operator
+#: before issue 27, which waited for its jobs only (up to ~30 s), deleted the data while the trainer still wrote.
+#: (35 s before issue 30; how long the operator waits for a pod by its grace period: tests/unit/test_fencing.py.)
+STOP_SECONDS = float(os.environ.get("MINISERIES_FAULTS_STOP_SECONDS", "10"))
 REPEAT = int(os.environ.get("MINISERIES_FAULTS_REPEAT", "1"))
 
 
@@ -71,6 +75,9 @@ def test_a_recreated_sweep_never_inherits_its_deleted_predecessors_checkpoint(
     # uid fence is checked on its own even then: a late checkpoint lands in the new sweep's key)
     with JobDriver(kc, ns, env, step_seconds=0.1, pods=True, log_dir=tmp_path) as driver:
         for round_ in range(REPEAT):
+            # the doomed sweep's trainer steps slowly (past its first checkpoint, still training when deleted);
+            # the new one's quickly: only its start and its uid matter, not how long it trains
+            driver.env["FAKE_TRAINER_STEP_SECONDS"] = "0.1"
             doc = sweep_doc("x", store_uri, depths=[2])
             doc["spec"]["deletionPolicy"] = "Delete"
             kc.apply(doc, "-n", ns)
@@ -88,6 +95,7 @@ def test_a_recreated_sweep_never_inherits_its_deleted_predecessors_checkpoint(
             if not all(driver.exited.get(u, t_gone + 1) <= t_gone for u in stopped):
                 early.append(f"round {round_}: x was gone {t_gone - max(driver.stopped[u] for u in stopped):.1f} s "
                              f"after SIGTERM, before its trainer (stopping {STOP_SECONDS} s) exited")  # fmt: skip
+            driver.env["FAKE_TRAINER_STEP_SECONDS"] = "0.01"
             kc.apply(doc, "-n", ns)
             new_uid = get_sweep(custom(kc), ns, "x")["metadata"]["uid"]
             assert new_uid != old_uid
