@@ -118,7 +118,7 @@ def test_a_recreated_sweep_never_inherits_its_deleted_predecessors_checkpoint(
 
 def exists(kc: Cluster, path: str) -> bool:
     """Whether the API server has the object at `path`: one GET from this process, not a kubectl process
-    for each look (a wait polls five times a second; kubectl cost ~25 CPU-seconds a minute of waiting)."""
+    for each look (a wait looks five times a second, for up to a minute here)."""
     answer = kc.get(path)
     if answer.status_code == 404:
         return False
