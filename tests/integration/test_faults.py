@@ -8,7 +8,7 @@ sweep's uid. The JobDriver here stands each trainer process up as a Pod held by 
 process exits, and sends it SIGTERM when its job is deleted, as a kubelet would; the fake trainer takes
 FAKE_TRAINER_STOP_SECONDS to checkpoint after SIGTERM.
 
-    MINISERIES_FAULTS_STOP_SECONDS   the trainer's stop time after SIGTERM (default 35; the issue's 45)
+    MINISERIES_FAULTS_STOP_SECONDS   the trainer's stop time after SIGTERM (default 10; the issue's 45)
     MINISERIES_FAULTS_REPEAT         how many delete + re-create rounds (default 1; the issue's 5)
 """
 
@@ -33,8 +33,12 @@ pytestmark = [pytest.mark.cluster, pytest.mark.faults]
 crds, start_operator, store_uri = base.crds, base.start_operator, base.store_uri
 status, wait_phase = base.status, base.wait_phase
 
-#: More than the ~30 s the operator waited before issue 27, so that the suite's one round fails without the fix.
-STOP_SECONDS = float(os.environ.get("MINISERIES_FAULTS_STOP_SECONDS", "35"))
+#: Longer than the operator takes to delete a sweep's data once nothing holds it back, so that the suite's one round
+#: fails without the fix. Here only the trainer's pod can hold it: the JobDriver's pods do not block their job's
+#: deletion (no blockOwnerDeletion), so a deleted sweep's jobs are gone within a second or two, and the operator
+#: before issue 27, which waited for its jobs only (up to ~30 s), deleted the data while the trainer still wrote.
+#: (35 s before issue 30; how long the operator waits for a pod by its grace period: tests/unit/test_fencing.py.)
+STOP_SECONDS = float(os.environ.get("MINISERIES_FAULTS_STOP_SECONDS", "10"))
 REPEAT = int(os.environ.get("MINISERIES_FAULTS_REPEAT", "1"))
 
 
@@ -71,6 +75,9 @@ def test_a_recreated_sweep_never_inherits_its_deleted_predecessors_checkpoint(
     # uid fence is checked on its own even then: a late checkpoint lands in the new sweep's key)
     with JobDriver(kc, ns, env, step_seconds=0.1, pods=True, log_dir=tmp_path) as driver:
         for round_ in range(REPEAT):
+            # the doomed sweep's trainer steps slowly (past its first checkpoint, still training when deleted);
+            # the new one's quickly: only its start and its uid matter, not how long it trains
+            driver.env["FAKE_TRAINER_STEP_SECONDS"] = "0.1"
             doc = sweep_doc("x", store_uri, depths=[2])
             doc["spec"]["deletionPolicy"] = "Delete"
             kc.apply(doc, "-n", ns)
@@ -88,6 +95,7 @@ def test_a_recreated_sweep_never_inherits_its_deleted_predecessors_checkpoint(
             if not all(driver.exited.get(u, t_gone + 1) <= t_gone for u in stopped):
                 early.append(f"round {round_}: x was gone {t_gone - max(driver.stopped[u] for u in stopped):.1f} s "
                              f"after SIGTERM, before its trainer (stopping {STOP_SECONDS} s) exited")  # fmt: skip
+            driver.env["FAKE_TRAINER_STEP_SECONDS"] = "0.01"
             kc.apply(doc, "-n", ns)
             new_uid = get_sweep(custom(kc), ns, "x")["metadata"]["uid"]
             assert new_uid != old_uid
@@ -108,8 +116,14 @@ def test_a_recreated_sweep_never_inherits_its_deleted_predecessors_checkpoint(
 # ---------------------------------------------------------------- item 2: namespace deletion
 
 
-def exists(kc: Cluster, *what: str) -> bool:
-    return kc.kubectl("get", *what, check=False).returncode == 0
+def exists(kc: Cluster, path: str) -> bool:
+    """Whether the API server has the object at `path`: one GET from this process, not a kubectl process
+    for each look (a wait looks five times a second, for up to a minute here)."""
+    answer = kc.get(path)
+    if answer.status_code == 404:
+        return False
+    answer.raise_for_status()  # any other error: not yet (wait_for looks again)
+    return True
 
 
 @pytest.mark.parametrize("all_namespaces", [False, True], ids=["watching-its-namespace", "watching-all"])
@@ -133,6 +147,8 @@ def test_a_deleted_namespace_never_hangs_with_the_operator_restarted_mid_deletio
                 "metadata": {"name": peering, **({} if all_namespaces else {"namespace": ns})}}  # fmt: skip
     kc.apply(peer_doc)
     peer = (kind, peering) if all_namespaces else (kind, peering, "-n", ns)
+    ns_path = f"/api/v1/namespaces/{ns}"
+    peer_path = f"/apis/kopf.dev/v1/{'' if all_namespaces else f'namespaces/{ns}/'}{kind}s/{peering}"
     op = Operator(kc, ns, tmp_path / "operator.log", peering=peering, all_namespaces=all_namespaces).start()
     try:
         keep, delete = sweep_doc("keep", store_uri, depths=[1]), sweep_doc("drop", store_uri, depths=[1])
@@ -144,10 +160,10 @@ def test_a_deleted_namespace_never_hangs_with_the_operator_restarted_mid_deletio
         op.stop()
         kc.kubectl("delete", "namespace", ns, "--wait=false")
         if not all_namespaces:  # the namespace controller removes the peering object before the sweeps can go
-            wait_for("the namespace's KopfPeering deleted", lambda: not exists(kc, *peer), 60)
+            wait_for("the namespace's KopfPeering deleted", lambda: not exists(kc, peer_path), 60)
         op = Operator(kc, ns, tmp_path / "operator-2.log", peering=peering, all_namespaces=all_namespaces).start()
         try:
-            wait_for(f"namespace {ns} gone after the operator's restart", lambda: not exists(kc, "namespace", ns), 60)
+            wait_for(f"namespace {ns} gone after the operator's restart", lambda: not exists(kc, ns_path), 60)
         except TimeoutError as e:
             left = kc.kubectl("get", "namespace", ns, "-o=jsonpath={.status}", check=False).stdout
             sweeps = kc.kubectl("get", "scalingsweeps", "-n", ns, "-o=yaml", check=False).stdout
