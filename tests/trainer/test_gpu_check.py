@@ -96,7 +96,9 @@ def test_check_defaults_are_the_example_plans() -> None:
 @pytest.mark.slow  # two inductor compiles on the CPU (and nanochat's, with MINISERIES_NANOCHAT): minutes
 def test_gpu_check_smoke(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
-    cmd = [str(REPO / "bench" / "gpu_check.sh"), "--smoke", "--results", str(results)]
+    # --budget-seconds: the GPU's 420 s budget skips figures on a loaded CPU (the compiled figure timed out at
+    # 419 s here at load 20 on 2 cores, failing this test); the subprocess timeout below still bounds the run.
+    cmd = [str(REPO / "bench" / "gpu_check.sh"), "--smoke", "--budget-seconds", "1100", "--results", str(results)]
     if NANOCHAT:
         cmd += ["--nanochat", NANOCHAT]
     if BUNDLE.is_dir():
