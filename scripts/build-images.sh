@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the two images, operator/Dockerfile and trainer_image/Dockerfile, without a Docker daemon:
+# Build the images, operator/Dockerfile and trainer_image/Dockerfile (and, optionally, the custom trainer
+# image trainer_image/nanochat.Dockerfile on top of the trainer's), without a Docker daemon:
 # buildah (Debian's), as root, chroot isolation, overlay storage under the cache. No registry is
 # needed either: the base image is the Dockerfiles' BASE_IMAGE build argument, by default here a
 # local one built from Debian packages (mmdebstrap: python3, python3-venv, ca-certificates), and
@@ -12,10 +13,14 @@
 # is a new key, rebuilt from buildah's layer cache (the dependency layer, torch included, is
 # reused unless a pyproject changed), and older archives of that image are removed.
 #
-#   scripts/build-images.sh              build both (what `make images` runs)
-#   scripts/build-images.sh operator     one of them: operator | trainer | base
+#   scripts/build-images.sh              build both, and nanochat's when its checkout is here (`make images`)
+#   scripts/build-images.sh operator     one of them: operator | trainer | nanochat | base
 #   scripts/build-images.sh --print      NAME_IMAGE=ref and NAME_ARCHIVE=path lines, building nothing
 #   BASE_IMAGE=python:3.11-slim scripts/build-images.sh   on a registry's base instead
+#
+# nanochat: the trainer image plus nanochat's files and the `nanochat` extra (docs/trainer-contract.md),
+# from the checkout in NANOCHAT_DIR (default ../shared/peers/nanochat beside the repository, what the
+# tests use: no network for nanochat itself) or, where there is none, from GitHub at NANOCHAT_COMMIT.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${MINISERIES_IMAGE_CACHE:-$HOME/.cache/miniseries/images}"
@@ -23,6 +28,10 @@ VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/operator/pyproject.toml" |
 # The names the chart (values.image) and the ScalingSweep default (spec.resources.image) use.
 OPERATOR_IMAGE="docker.io/miniseries/operator:$VERSION"
 TRAINER_IMAGE="ghcr.io/miniseries/trainer:$VERSION"
+# A tag of the trainer's repository, so the chart's default admission.allowedImagePrefixes covers it.
+NANOCHAT_IMAGE="ghcr.io/miniseries/trainer:$VERSION-nanochat"
+NANOCHAT_DIR="${NANOCHAT_DIR:-$repo/../shared/peers/nanochat}"
+NANOCHAT_COMMIT="${NANOCHAT_COMMIT:-92d63d4e8bb4df75c3b71618f31ddde2378b2bcd}"
 DEBIAN_SUITE=bookworm
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 BASE_PACKAGES=python3,python3-venv,ca-certificates
@@ -34,24 +43,41 @@ STORE=(--root "$CACHE/storage" --runroot "$CACHE/run" --storage-driver overlay)
 inputs_of() {  # image -> the files its build reads, relative to the repo (what .dockerignore lets in)
   local paths=(scripts/pyproject_requirements.py operator/pyproject.toml operator/src)
   [[ $1 == trainer ]] && paths+=(trainer_image/pyproject.toml trainer_image/src)
+  [[ $1 == nanochat ]] && paths=(scripts/pyproject_requirements.py trainer_image/pyproject.toml)
   (cd "$repo" && find "${paths[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' | LC_ALL=C sort)
 }
 
-dockerfile_of() { case $1 in operator) echo operator/Dockerfile ;; trainer) echo trainer_image/Dockerfile ;; esac; }
-ref_of() { case $1 in operator) echo "$OPERATOR_IMAGE" ;; trainer) echo "$TRAINER_IMAGE" ;; esac; }
+dockerfile_of() {
+  case $1 in
+    operator) echo operator/Dockerfile ;; trainer) echo trainer_image/Dockerfile ;; nanochat) echo trainer_image/nanochat.Dockerfile ;;
+  esac
+}
+ref_of() { case $1 in operator) echo "$OPERATOR_IMAGE" ;; trainer) echo "$TRAINER_IMAGE" ;; nanochat) echo "$NANOCHAT_IMAGE" ;; esac; }
+
+nanochat_source() {  # where nanochat's files come from: a checkout here (context) or GitHub
+  if [[ -f "$NANOCHAT_DIR/scripts/base_train.py" ]]; then echo context; else echo github; fi
+}
 
 key_of() {  # image -> content hash of its inputs
   {
     echo "base=${BASE_IMAGE:-$LOCAL_BASE} ref=$(ref_of "$1") format=docker-archive v1"
     (cd "$repo" && sha256sum "$(dockerfile_of "$1")" .dockerignore)
     inputs_of "$1" | (cd "$repo" && xargs -d '\n' sha256sum)
+    if [[ $1 == nanochat ]]; then  # the image it layers on, and nanochat's files (or the commit fetched)
+      echo "trainer=$(key_of trainer) source=$(nanochat_source)"
+      if [[ $(nanochat_source) == context ]]; then
+        (cd "$NANOCHAT_DIR" && find . -type f ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs -d '\n' sha256sum)
+      else
+        echo "commit=$NANOCHAT_COMMIT"
+      fi
+    fi
   } | sha256sum | cut -c1-16
 }
 
 archive_of() { echo "$CACHE/$1-$(key_of "$1").tar"; }
 
 if [[ "${1:-}" == "--print" ]]; then
-  for name in operator trainer; do
+  for name in operator trainer nanochat; do
     upper="$(echo "$name" | tr a-z A-Z)"
     echo "${upper}_IMAGE=$(ref_of "$name")"
     echo "${upper}_ARCHIVE=$(archive_of "$name")"
@@ -103,6 +129,14 @@ build_image() {  # name
   if [[ -n "${PIP_CERT:-}" && -f "$PIP_CERT" ]]; then
     args+=(--volume "$PIP_CERT:/etc/ssl/certs/ca-certificates.crt:ro" --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt)
   fi
+  if [[ $name == nanochat ]]; then
+    build_image trainer  # what it layers on, found in buildah's storage (or loaded from its archive)
+    buildah "${STORE[@]}" inspect --type image "$TRAINER_IMAGE" >/dev/null 2>&1 \
+      || buildah "${STORE[@]}" pull --quiet "docker-archive:$(archive_of trainer)" >/dev/null
+    args+=(--build-arg "TRAINER_IMAGE=$TRAINER_IMAGE" --build-arg "NANOCHAT_SOURCE=$(nanochat_source)"
+      --build-arg "NANOCHAT_COMMIT=$NANOCHAT_COMMIT")
+    [[ $(nanochat_source) == context ]] && args+=(--build-context "nanochat=$(cd "$NANOCHAT_DIR" && pwd)")
+  fi
   (cd "$repo" && buildah "${STORE[@]}" build "${args[@]}" -f "$(dockerfile_of "$name")" -t "$ref" .)
   rm -f "$CACHE/$name"-*.tar "$CACHE/$name"-*.tar.tmp
   buildah "${STORE[@]}" push --quiet "$ref" "docker-archive:$archive.tmp:$ref"
@@ -112,11 +146,14 @@ build_image() {  # name
 }
 
 want=("$@")
-[[ ${#want[@]} -eq 0 ]] && want=(operator trainer)
+if [[ ${#want[@]} -eq 0 ]]; then
+  want=(operator trainer)
+  [[ $(nanochat_source) == context ]] && want+=(nanochat)  # the tests' custom trainer image, offline
+fi
 for name in "${want[@]}"; do
   case $name in
     base) build_base ;;
-    operator | trainer) build_image "$name" ;;
-    *) echo "build-images: unknown image $name (operator, trainer or base)" >&2; exit 2 ;;
+    operator | trainer | nanochat) build_image "$name" ;;
+    *) echo "build-images: unknown image $name (operator, trainer, nanochat or base)" >&2; exit 2 ;;
   esac
 done

@@ -331,3 +331,61 @@ def test_a_crashing_trainer_puts_the_end_of_its_log_in_status_and_events(
     failed = [e for e in sweep_events(cluster, "ctr-crash") if e["reason"] == "RunFailed"]
     assert failed and "0 parquet shard(s)" in failed[0]["message"], failed
     cluster.kubectl("delete", "scalingsweep", "ctr-crash", "--wait=true", "--timeout=120s")
+
+
+#: nanochat at commit 92d63d4, the checkout scripts/build-images.sh copies into the custom trainer image
+#: (trainer_image/nanochat.Dockerfile) when it is there.
+NANOCHAT = REPO.parent / "shared" / "peers" / "nanochat"
+
+
+@pytest.fixture(scope="module")
+def nanochat_image(ctr_cluster: tuple[Cluster, Node]) -> BuiltImage:
+    """The custom trainer image "trainer + nanochat" (`scripts/build-images.sh nanochat`: layered on the
+    trainer image, cached by content hash), imported into the node."""
+    if not (NANOCHAT / "scripts" / "base_train.py").is_file():
+        pytest.skip(f"no nanochat checkout at {NANOCHAT} (../shared/peers beside the repository)")
+    script = REPO / "scripts" / "build-images.sh"
+    proc = subprocess.run(["bash", str(script), "nanochat"], capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, f"build-images.sh nanochat:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    printed = subprocess.run(["bash", str(script), "--print"], capture_output=True, text=True, check=True).stdout
+    lines = dict(line.split("=", 1) for line in printed.split())
+    image = BuiltImage(lines["NANOCHAT_IMAGE"], Path(lines["NANOCHAT_ARCHIVE"]))
+    seconds = ctr_cluster[1].import_image(image.archive)
+    print(f"nanochat image imported in {seconds:.0f} s", file=sys.stderr)
+    return image
+
+
+def test_a_custom_trainer_image_trains_a_sweep_in_restricted_containers(
+    ctr_cluster: tuple[Cluster, Node], tiny: LocalSweep, bucket: S3Bucket, operator: dict[str, Any],
+    images: dict[str, BuiltImage], nanochat_image: BuiltImage, record_property: Any,
+) -> None:  # fmt: skip
+    """Issue 31: spec.trainer names the custom image and nanochat's adapter as its command; the run's pod
+    is a real container of that image under the restricted securityContext (uid 1000, read-only root, no
+    capabilities), nanochat's base_train trains in it (torch.compile included), and the operator (a
+    container too) reads its results back from the bucket."""
+    cluster, node = ctr_cluster
+    store, name = s3_store(bucket), "ctr-nanochat"
+    doc = sweep_doc(tiny, bucket, name, images["trainer"].ref, [2])  # nanochat fails at d1 (tests/e2e/test_e2e.py)
+    doc["spec"]["training"].update(tokensPerParam=2, evalTokens=8192)  # 28 steps
+    doc["spec"]["trainer"] = {"image": nanochat_image.ref,
+                              "command": ["python", "-m", "miniseries_trainer.adapters.nanochat"],
+                              "args": ["--nanochat-dir", "/opt/nanochat"], "contractVersion": 1}  # fmt: skip
+    started = time.monotonic()
+    cluster.apply(doc)
+    status = wait_sweep(cluster, name, 1200)
+    record_property("ctr_nanochat_seconds", round(time.monotonic() - started, 1))
+    assert status["phase"] == "Succeeded", status
+    (run,) = status["runs"]
+    res = read_results(store, SweepLayout(SWEEP_NS, name).run("d2"))
+    assert res is not None and res.steps == run["steps"] and res.val_bpb is not None, res
+    assert run["valBpb"] == pytest.approx(res.val_bpb), run
+    pods = json.loads(cluster.kubectl("get", "pods", "-l", f"miniseries.dev/sweep={name}", "-o=json").stdout)["items"]
+    (pod,) = [p for p in pods if p["metadata"]["labels"].get("miniseries.dev/component") == "trainer"]
+    assert pod["spec"]["nodeName"] == node.name
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == nanochat_image.ref and pod["status"]["containerStatuses"][0]["imageID"], pod
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True, container["securityContext"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["spec"]["securityContext"]["runAsUser"] == 1000, pod["spec"]["securityContext"]
+    logs = cluster.kubectl("logs", pod["metadata"]["name"]).stdout
+    assert "scripts.base_train" in logs and "Validation bpb" in logs, logs[-3000:]

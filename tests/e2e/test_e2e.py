@@ -137,3 +137,50 @@ def test_killed_run_resumes_and_matches(real_cluster: RealPathCluster, tiny: Loc
     assert straight is not None, "the uninterrupted sweep (the test above) has no d2 results"
     got = kill_and_resume(kc, store, "default", "e2e-kill-sweep", "d2", straight, wait_sweep)
     print(json.dumps(vars(got)), file=sys.stderr)
+
+
+#: nanochat at commit 92d63d4 (tests/trainer/test_nanochat_adapter.py): the node agent runs pods as this
+#: host's processes, so the pod's --nanochat-dir is this checkout (the image has it at /opt/nanochat).
+NANOCHAT = REPO.parent / "shared" / "peers" / "nanochat"
+
+
+def test_a_custom_trainer_sweep_runs_nanochats_base_train(real_cluster: Cluster, tiny: LocalSweep, bucket: S3Bucket,
+                                                         operator: Any, tmp_path: Path) -> None:  # fmt: skip
+    """Issue 31: spec.trainer runs nanochat's own base_train through the adapter, on the real path: the
+    PyTorchJob's container is the custom command (its `$(variable)` args rendered, the contract flags
+    after them), the operator reads progress and results back from the bucket, and the sweep Succeeds."""
+    if not (NANOCHAT / "scripts" / "base_train.py").is_file():
+        pytest.skip(f"no nanochat checkout at {NANOCHAT} (../shared/peers beside the repository)")
+    kc, store, name = real_cluster, s3_store(bucket), "e2e-nanochat"
+    doc = sweep_doc(tiny, bucket, name)
+    # d2 (nanochat's d1 fails in its own code at these dials: a [4064, 16] x [24, 1] matmul in its
+    # compiled evaluation), 2 tokens per parameter: 28 steps, nanochat saves at steps 25 and 28
+    doc["spec"]["depths"] = [2]
+    doc["spec"]["training"].update(tokensPerParam=2, evalTokens=8192)
+    doc["spec"]["trainer"] = {"command": ["python", "-m", "miniseries_trainer.adapters.nanochat"],
+                              "args": ["--nanochat-dir", str(NANOCHAT), f"--work-dir={tmp_path}/$(run.sweep)-$(run.name)"],
+                              "contractVersion": 1}  # fmt: skip
+    kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    status = wait_sweep(kc, name, 900)
+    assert status["phase"] == "Succeeded", status.get("runs")
+    (run,) = status["runs"]
+    # (attempts may be 2: the node agent's pods share this host's network, and a trainer of another suite
+    # running here may hold the metrics port 9400 when the first attempt starts)
+    assert run["state"] == "Succeeded" and run["steps"] == 28, run
+    (job,) = [j for j in json.loads(kc.kubectl("get", "pytorchjobs", "-o", "json").stdout)["items"]
+              if j["metadata"]["name"] == run["jobName"]]  # fmt: skip
+    container = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "miniseries_trainer.adapters.nanochat"], container
+    args = container["args"]
+    assert args[:3] == ["--nanochat-dir", str(NANOCHAT), f"--work-dir={tmp_path}/{name}-d2"], args  # rendered
+    assert "--run=d2" in args and "--steps=28" in args, args  # the contract flags follow
+    layout = SweepLayout("default", name).run("d2")
+    res = read_results(store, layout)
+    assert res is not None and res.steps == 28 and res.loss.final is not None, res
+    assert res.val_bpb is not None and 1.0 < res.val_bpb < 10.0, res.val_bpb  # nanochat's own final val bpb
+    # nanochat's saves (every 25 steps and its last) as contract checkpoints
+    assert checkpoint_steps(store, layout) == [25, 28], checkpoint_steps(store, layout)
+    # what the operator read back into status.runs[]: the adapter's progress and results
+    assert (run["step"], run["tokens"]) == (28, res.tokens), run
+    assert run["loss"] == pytest.approx(res.loss.final) and run["valBpb"] == pytest.approx(res.val_bpb), run
+    assert run["resultsUri"].endswith(f"{name}/d2/results.json") and "/ckpt/step_" in run["checkpointUri"], run

@@ -137,3 +137,21 @@ def test_the_operators_admission_checks_runtime_priority_and_gpus_of_a_sweep() -
     err = admission(policy, spec(gpusPerRun=4, nodeGpus=8, nodes=2), "team-a", 3)  # 3 planned runs x 4 GPUs
     assert err is not None and err.fields == ["spec.resources.parallelism"]
     assert admission(policy, spec(gpusPerRun=4, nodeGpus=8, nodes=2), "team-a", 2) is None  # only 2 runs planned
+
+
+def test_a_custom_trainers_own_image_is_held_to_the_image_policy() -> None:
+    """spec.trainer.image is what the run's pods pull: the admin's allowed prefixes apply to it as to
+    spec.resources.image, and the refusal names spec.trainer.image (issue 31)."""
+    from miniseries.api.spec import ScalingSweepSpec
+    from miniseries.control.io.observe import admission
+
+    def spec(image: str) -> ScalingSweepSpec:
+        trainer = {"image": image, "command": ["python", "-m", "mine"], "contractVersion": 1}
+        return ScalingSweepSpec.model_validate({"depths": [10], "store": {"uri": "s3://bucket/x"},
+                                                "data": {"shardsUri": "s3://bucket/d"}, "trainer": trainer})  # fmt: skip
+
+    policy = Policy()  # the chart's default prefix, ghcr.io/miniseries/trainer
+    assert admission(policy, spec("ghcr.io/miniseries/trainer:0.1.0-nanochat"), "team-a", 1) is None
+    err = admission(policy, spec("docker.io/evil/miner:1"), "team-a", 1)
+    assert err is not None and err.fields == ["spec.trainer.image"]
+    assert "'docker.io/evil/miner:1'" in str(err) and "admission.allowedImagePrefixes" in str(err)

@@ -139,7 +139,8 @@ class Policy:
             if problem:
                 raise ValueError(f"store root {root!r}: {problem}")
 
-    def image_problems(self, image: str) -> list[FieldProblem]:
+    def image_problems(self, image: str, field: str = "spec.resources.image") -> list[FieldProblem]:
+        """`field`: where the sweep names `image` (spec.trainer.image for a custom trainer's own)."""
         if not self.allowed_image_prefixes:
             return []
         ref = grammar.parse_image(image)  # the spec validated it already
@@ -148,7 +149,7 @@ class Policy:
         allowed = ", ".join(repr(p) for p in self.allowed_image_prefixes)
         return [
             FieldProblem(
-                "spec.resources.image",
+                field,
                 f"{image!r} (pulled as {str(ref)!r}) is not allowed by this operator's admission policy; allowed "
                 f"image prefixes: {allowed} (chart value admission.allowedImagePrefixes)",
             )

@@ -81,10 +81,13 @@ def secret_labels(namespace: str, name: str) -> dict[str, str] | None:
 
 
 def admission(policy: Policy, spec: ScalingSweepSpec, namespace: str, planned_runs: int) -> SpecError | None:
-    """The operator's admission policy (policy.py): the image, priority class, training runtime, GPUs
-    at once (`planned_runs`: how many runs the plan has) and the Secret a sweep may use."""
+    """The operator's admission policy (policy.py): the images (a custom trainer's own too: its pods run
+    it), priority class, training runtime, GPUs at once (`planned_runs`: how many runs the plan has) and
+    the Secret a sweep may use."""
     r = spec.resources
     problems = policy.image_problems(r.image)
+    if spec.trainer is not None and spec.trainer.image is not None:
+        problems += policy.image_problems(spec.trainer.image, "spec.trainer.image")
     problems += policy.priority_class_problems(r.priority_class_name)
     problems += policy.training_runtime_problems(r.runtime_name if r.backend is Backend.trainjob else None)
     problems += policy.gpu_problems(namespace, min(r.max_runs_in_flight, planned_runs), r.gpus_per_run)
