@@ -379,6 +379,7 @@ def test_a_custom_trainer_image_trains_a_sweep_in_restricted_containers(
     res = read_results(store, SweepLayout(SWEEP_NS, name).run("d2"))
     assert res is not None and res.steps == run["steps"] and res.val_bpb is not None, res
     assert run["valBpb"] == pytest.approx(res.val_bpb), run
+    assert res.provenance.trainer == "nanochat scripts/base_train.py", res.provenance
     pods = json.loads(cluster.kubectl("get", "pods", "-l", f"miniseries.dev/sweep={name}", "-o=json").stdout)["items"]
     (pod,) = [p for p in pods if p["metadata"]["labels"].get("miniseries.dev/component") == "trainer"]
     assert pod["spec"]["nodeName"] == node.name

@@ -178,6 +178,7 @@ def test_a_custom_trainer_sweep_runs_nanochats_base_train(real_cluster: Cluster,
     res = read_results(store, layout)
     assert res is not None and res.steps == 28 and res.loss.final is not None, res
     assert res.val_bpb is not None and 1.0 < res.val_bpb < 10.0, res.val_bpb  # nanochat's own final val bpb
+    assert res.provenance.trainer == "nanochat scripts/base_train.py", res.provenance  # report A B tells trainers apart
     # nanochat's saves (every 25 steps and its last) as contract checkpoints
     assert checkpoint_steps(store, layout) == [25, 28], checkpoint_steps(store, layout)
     # what the operator read back into status.runs[]: the adapter's progress and results
