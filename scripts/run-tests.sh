@@ -94,7 +94,8 @@ if [[ "$parallel" =~ ^[0-9]+$ && "$parallel" -gt 1 ]]; then
   echo "run-tests: $parallel workers for the tests beside each other, and beside them one pytest for those" \
     "that need the real node (output: $state/pytest-alone.log); MINISERIES_PARALLEL=1: one pytest"
   # its own phase line from inside the job: it may end before or after the shared part
-  start_job pytest-alone env MINISERIES_TEST_TIMES="$state/pytest-times.alone.json" bash -c \
+  # MINISERIES_PARALLEL: its ports from a slot of its own too (tests/harness/ports.py), as the workers'
+  start_job pytest-alone env MINISERIES_TEST_TIMES="$state/pytest-times.alone.json" MINISERIES_PARALLEL="$parallel" bash -c \
     't0=$SECONDS; "$0" --miniseries-part=alone "$@"; rc=$?; echo "phase pytest:part-alone $((SECONDS - t0)) workers=1"; exit $rc' \
     "$VENV/bin/pytest" "$@"
   t0=$SECONDS

@@ -57,7 +57,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("shared", "alone"),
         default=None,
         help="only the tests that may run beside other test processes (shared) or only those that need "
-        "the host alone (alone); scripts/run-tests.sh with MINISERIES_PARALLEL=N runs both",
+        "the host alone (alone); scripts/run-tests.sh runs both side by side",
     )
 
 
