@@ -10,9 +10,11 @@
 #   4. the builds are waited for: a failed one fails the run with its own log, whatever pytest said;
 #   5. the phase table (scripts/ci_phases.py): each phase, each test group, the slowest tests.
 # MINISERIES_SERIAL_BUILDS=1 builds everything first, then tests (the order before issue 30).
-# MINISERIES_PARALLEL=N (opt-in; unset or 1: one pytest as before) runs the selection in two parts
-# (tests/harness/parallel.py): the tests that bring their own cluster over N pytest-xdist workers,
-# then those that need the host alone (the real kubelet node); their times merged into one table.
+# The selection runs in two parts side by side (tests/harness/parallel.py): every test that does not
+# need the real kubelet node over MINISERIES_PARALLEL pytest-xdist workers (default: DEFAULT_WORKERS
+# below), the longest files first, and beside them one more pytest for those that do (its output in
+# $MINISERIES_BUILDS/pytest-alone.log, shown when it ends); their times merged into one table.
+# MINISERIES_PARALLEL=1: one plain pytest, the whole selection in order (the escape hatch).
 #   scripts/run-tests.sh [PYTEST_ARGS...]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,12 +42,16 @@ if [[ -x scripts/install-system-deps.sh ]]; then step system-deps bash scripts/i
 # tests/unit/test_grammar.py builds its Go judge offline: its modules before the unit tests start
 if command -v go >/dev/null; then step go:unit-modules bash -c 'cd tests/unit/go_grammar && go mod download' || exit 1; fi
 
-jobs_started=()
+jobs_started=()  # every background job: stopped when this script ends
+builds_started=()  # those that build: a failure fails the run with its log
 start_job() {  # name command...: in the background, in its own process group (stopped on exit)
   setsid bash -c '"${@:3}" > "$1/$2.log" 2>&1; echo $? > "$1/$2.rc.tmp"; mv "$1/$2.rc.tmp" "$1/$2.rc"' \
     _ "$state" "$@" &
   echo $! > "$state/$1.pid"
   jobs_started+=("$1")
+}
+wait_job() {  # name: until its exit status is written (or it died without one)
+  while [[ ! -f "$state/$1.rc" ]] && kill -0 "$(cat "$state/$1.pid")" 2>/dev/null; do sleep 2; done
 }
 stop_jobs() {  # a job still running when this script ends (pytest interrupted) does not outlive it
   local j pid
@@ -67,6 +73,7 @@ if [[ -n "${MINISERIES_SERIAL_BUILDS:-}" ]]; then
 else
   start_job binaries bash scripts/build-binaries.sh
   [[ " ${builds[*]} " == *" images "* ]] && start_job images bash scripts/build-images.sh
+  builds_started=("${jobs_started[@]}")
 fi
 
 parts_rc() {  # the exit code of two parts of one selection: a failure wins, then a pass, then "no tests"
@@ -74,21 +81,34 @@ parts_rc() {  # the exit code of two parts of one selection: a failure wins, the
   if [[ $a -ne 0 && $a -ne 5 ]]; then echo "$a"; elif [[ $b -ne 0 && $b -ne 5 ]]; then echo "$b"
   elif [[ $a -eq 0 || $b -eq 0 ]]; then echo 0; else echo 5; fi
 }
-parallel=${MINISERIES_PARALLEL:-1}
+# 2 for the 2-core CI machine: the serial warm CI run of 2026-12-07 used 1.15 cores on average
+# (2,951 s CPU in 2,563 s), so two workers (plus the real node's part, mostly waiting for the images
+# and then alone on its node) already ask for both cores; more would add contention, not throughput
+DEFAULT_WORKERS=2
+parallel=${MINISERIES_PARALLEL:-$DEFAULT_WORKERS}
 if [[ "$parallel" =~ ^[0-9]+$ && "$parallel" -gt 1 ]]; then
   "$VENV/bin/python" -c 'import xdist' 2>/dev/null || {
-    echo "run-tests: MINISERIES_PARALLEL needs pytest-xdist (requirements-dev.txt): run scripts/setup-venv.sh" >&2; exit 1; }
+    echo "run-tests: the parallel run needs pytest-xdist (requirements-dev.txt): run scripts/setup-venv.sh" \
+      "(or MINISERIES_PARALLEL=1: one pytest)" >&2; exit 1; }
   times="$MINISERIES_TEST_TIMES"
-  echo "run-tests: MINISERIES_PARALLEL=$parallel: the tests beside each other over $parallel workers, then those that need the host alone"
+  echo "run-tests: $parallel workers for the tests beside each other, and beside them one pytest for those" \
+    "that need the real node (output: $state/pytest-alone.log); MINISERIES_PARALLEL=1: one pytest"
+  # its own phase line from inside the job: it may end before or after the shared part
+  # MINISERIES_PARALLEL: its ports from a slot of its own too (tests/harness/ports.py), as the workers'
+  start_job pytest-alone env MINISERIES_TEST_TIMES="$state/pytest-times.alone.json" MINISERIES_PARALLEL="$parallel" bash -c \
+    't0=$SECONDS; "$0" --miniseries-part=alone "$@"; rc=$?; echo "phase pytest:part-alone $((SECONDS - t0)) workers=1"; exit $rc' \
+    "$VENV/bin/pytest" "$@"
   t0=$SECONDS
   MINISERIES_TEST_TIMES="$state/pytest-times.shared.json" \
     "$VENV/bin/pytest" -n "$parallel" --dist loadfile --miniseries-part=shared "$@"
   rc_shared=$?
   phase pytest:part-shared $((SECONDS - t0)) "workers=$parallel" | tee -a "$own"
-  t0=$SECONDS
-  MINISERIES_TEST_TIMES="$state/pytest-times.alone.json" "$VENV/bin/pytest" --miniseries-part=alone "$@"
-  rc_alone=$?
-  phase pytest:part-alone $((SECONDS - t0)) "workers=1" | tee -a "$own"
+  [[ -f "$state/pytest-alone.rc" ]] || echo "run-tests: waiting for the part that needs the real node ..."
+  wait_job pytest-alone
+  rc_alone=$(cat "$state/pytest-alone.rc" 2>/dev/null || echo 1)  # none: it was killed
+  echo "== the part that needs the real node alone ($state/pytest-alone.log), exit $rc_alone:"
+  cat "$state/pytest-alone.log"
+  grep -h '^phase pytest:part-alone ' "$state/pytest-alone.log" >> "$own"
   "$VENV/bin/python" -m tests.harness.durations "$times" "$state/pytest-times.shared.json" \
     "$state/pytest-times.alone.json" | tee -a "$own"
   rc=$(parts_rc "$rc_shared" "$rc_alone")
@@ -98,9 +118,9 @@ else
 fi
 
 failed=0
-for j in "${jobs_started[@]}"; do
+for j in "${builds_started[@]}"; do
   [[ -f "$state/$j.rc" ]] || echo "run-tests: waiting for the background build '$j' to end ..."
-  while [[ ! -f "$state/$j.rc" ]] && kill -0 "$(cat "$state/$j.pid")" 2>/dev/null; do sleep 2; done
+  wait_job "$j"
   jrc=$(cat "$state/$j.rc" 2>/dev/null || echo "none")
   if [[ "$jrc" != 0 ]]; then
     failed=1

@@ -9,16 +9,20 @@ scripts/ci_phases.py reads back from a CI log, and writes the same as JSON to th
 And while `make test`'s background builds run (tests/harness/builds.py), the tests that need nothing
 built run first, so that they overlap the builds; the order within each part is unchanged.
 
-Under pytest-xdist (``MINISERIES_PARALLEL``, tests/harness/parallel.py) the controller gets every
-worker's reports, so the times are all of them; each worker sends its build wait back
-(``workeroutput``), and the controller tells every worker the same order (``workerinput``: xdist
-requires identical collections). scripts/run-tests.sh runs two parts then, each writing its own
-JSON; ``python -m tests.harness.durations OUT PART.json...`` merges them (walls added, groups
-summed, the slowest of both) and prints the merged lines last, the ones a CI log's table keeps.
-A group's seconds are its tests' times added up, so in parallel they may exceed the wall time."""
+Under pytest-xdist (tests/harness/parallel.py) the controller gets every worker's reports, so the
+times are all of them; each worker sends its build wait back (``workeroutput``), and the controller
+tells every worker the same order (``workerinput``: xdist requires identical collections).
+scripts/run-tests.sh runs two parts side by side, each writing its own JSON; ``python -m
+tests.harness.durations OUT PART.json...`` merges them (the longest part's wall, groups summed, the
+slowest of both) and prints the merged lines last, the ones a CI log's table keeps. A group's
+seconds are its tests' times added up, so in parallel they may exceed the wall time.
+
+Each such run also keeps every test's time in :data:`HISTORY` (``~/.cache/miniseries``, a test's
+newest time replacing its older one): the parallel part hands out the longest files first by it."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
@@ -32,6 +36,8 @@ import pytest
 from tests.harness import builds
 
 SLOWEST = 15
+#: every test's last time in seconds by node id, across runs (MINISERIES_TEST_HISTORY moves it)
+HISTORY = Path(os.environ.get("MINISERIES_TEST_HISTORY", Path.home() / ".cache" / "miniseries" / "test-times.json"))
 _times: dict[str, float] = defaultdict(float)
 _started: list[float] = []
 _worker_waits: list[float] = []
@@ -70,7 +76,8 @@ def lines(data: dict[str, Any]) -> list[str]:
 
 
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Parts of one selection run one after the other (scripts/run-tests.sh): one summary."""
+    """Parts of one selection run side by side (scripts/run-tests.sh): one summary, whose wall time
+    is the longest part's."""
     groups: dict[str, dict[str, float]] = {}
     slowest: dict[str, float] = {}
     for part in parts:
@@ -80,11 +87,33 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
             m["tests"] += g["tests"]
         slowest.update({nodeid: s for nodeid, s in part.get("slowest", [])})
     return {
-        "wall_s": round(sum(p.get("wall_s", 0.0) for p in parts), 1),
+        "wall_s": round(max([p.get("wall_s", 0.0) for p in parts], default=0.0), 1),
         "build_wait_s": round(sum(p.get("build_wait_s", 0.0) for p in parts), 1),
         "groups": {k: {"seconds": round(v["seconds"], 1), "tests": int(v["tests"])} for k, v in sorted(groups.items())},
         "slowest": [[n, s] for n, s in sorted(slowest.items(), key=lambda kv: (-kv[1], kv[0]))[:SLOWEST]],
     }
+
+
+def load_history(path: Path | None = None) -> dict[str, float]:
+    """The tests' last times (:data:`HISTORY`); none where it is missing or unreadable."""
+    try:
+        data = json.loads((path or HISTORY).read_text())
+        return {str(k): float(v) for k, v in data.items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def record_history(times: dict[str, float], path: Path | None = None) -> None:
+    """This run's times into the history, each replacing the test's older one. Under a lock and
+    written whole (a rename): the two parts of a run end at about the same time."""
+    path = path or HISTORY
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(path.name + ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = load_history(path) | {k: round(v, 2) for k, v in times.items()}
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(merged, indent=0, sort_keys=True) + "\n")
+        os.replace(tmp, path)
 
 
 def _builds_running(config: pytest.Config) -> bool:
@@ -134,6 +163,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     wall = time.monotonic() - _started[0] if _started else 0.0
     data = summary(dict(_times), wall, builds.waited_s() + sum(_worker_waits))
     Path(target).write_text(json.dumps(data, indent=1) + "\n")
+    record_history(dict(_times))
     for line in lines(data):
         terminalreporter.write_line(line)
 

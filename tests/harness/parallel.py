@@ -1,21 +1,29 @@
-"""The suite as groups side by side (a pytest plugin, loaded by tests/conftest.py; issue 30, opt-in).
+"""The suite as groups side by side (a pytest plugin, loaded by tests/conftest.py; issue 30).
 
-``MINISERIES_PARALLEL=N scripts/run-tests.sh`` (or ``make test MINISERIES_PARALLEL=N``) runs one
-selection in two parts, which together are exactly the tests a plain run selects:
+``scripts/run-tests.sh`` (``make test``, ``.ci/run``) runs one selection in two parts at the same
+time, which together are exactly the tests a plain run selects (``MINISERIES_PARALLEL=1``: one plain
+pytest, as before):
 
 - ``--miniseries-part=shared``, over N pytest-xdist workers (``-n N --dist loadfile``): every test
-  that brings its own components. Each worker is its own pytest session, so each starts its own
-  cluster, S3 server, Prometheus... (the session fixtures) in its own temp directory (xdist's
-  ``popen-gw<i>`` basetemp), with ports from its own slot (tests/harness/ports.py) and its own kubectl
-  discovery cache (``KUBECACHEDIR``). A file is one unit of work, except that every ``tests/e2e``
-  file is in one unit (:data:`HOST_NETWORK`): the node agent runs their pods as processes on this
-  host's network, where every operator-made trainer binds the same metrics port (9400), so two of
-  them side by side would collide;
-- ``--miniseries-part=alone``, in one process after: what the host has only one of, the real
-  kubelet + containerd node (marker ``container``, fixture ``node``; it takes the kubelet's fixed
-  ports, iptables rules and ~12 GB of disk).
+  that does not need the real node, unit and trainer tests included. Each worker is its own pytest
+  session, so each starts its own cluster, S3 server, Prometheus... (the session fixtures) in its
+  own temp directory (xdist's ``popen-gw<i>`` basetemp), with ports from its own slot
+  (tests/harness/ports.py) and its own kubectl discovery cache (``KUBECACHEDIR``). A file is one
+  unit of work, except that every ``tests/e2e`` file is in one unit (:data:`HOST_NETWORK`): the node
+  agent runs their pods as processes on this host's network, where every operator-made trainer
+  binds the same metrics port (9400), so two of them side by side would collide;
+- ``--miniseries-part=alone``, in one more process beside them: what the host has only one of, the
+  real kubelet + containerd node (marker ``container``, fixture ``node``; its iptables rules, its
+  ~12 GB of disk). The node sits in a network namespace of its own (tests/harness/node.py), so it
+  shares no port with the workers' clusters.
 
-Without ``--miniseries-part`` (a plain ``pytest``, ``make test``), nothing changes.
+Which unit a free worker gets (:func:`next_unit`): while the Go builds still run (`make test`'s
+background job, tests/harness/builds.py), one that needs nothing built; otherwise the one expected
+to take longest, from each test's time in the last runs (:mod:`tests.harness.durations`' history)
+or, for a test never timed here, its group's typical time, so that the run does not end waiting
+for one long file that started last.
+
+Without ``--miniseries-part`` (a plain ``pytest``), nothing changes.
 """
 
 from __future__ import annotations
@@ -27,8 +35,19 @@ from typing import Any
 
 import pytest
 
+from tests.harness import builds, durations
+
 #: the paths whose files form one unit of work (one worker, one after the other): see above
 HOST_NETWORK = ("tests/e2e/",)
+#: seconds a test takes when the history has none for it: its group's seconds / tests in the warm CI
+#: run of 2026-12-07 (bench/RESULTS.md), enough to start the long groups' units first on a cold machine
+TYPICAL_S = {
+    "tests/container": 58.0,
+    "tests/e2e": 21.0,
+    "tests/integration": 3.8,
+    "tests/trainer": 3.4,
+    "tests/unit": 0.2,
+}
 _kube_cache: list[str] = []
 
 
@@ -38,7 +57,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("shared", "alone"),
         default=None,
         help="only the tests that may run beside other test processes (shared) or only those that need "
-        "the host alone (alone); scripts/run-tests.sh with MINISERIES_PARALLEL=N runs both",
+        "the host alone (alone); scripts/run-tests.sh runs both side by side",
     )
 
 
@@ -78,14 +97,52 @@ def unit_of(nodeid: str) -> str:
     return next((prefix for prefix in HOST_NETWORK if path.startswith(prefix)), path)
 
 
+def expected_s(nodeid: str, history: dict[str, float]) -> float:
+    """How long a test is expected to take: its time in the last runs, else its group's typical time."""
+    if nodeid in history:
+        return history[nodeid]
+    return next((s for prefix, s in TYPICAL_S.items() if nodeid.startswith(prefix)), 1.0)
+
+
+def next_unit(units: dict[str, list[str]], history: dict[str, float], building: bool) -> str:
+    """The unit a free worker gets (``units``: unit -> its tests not yet handed out): while the Go
+    builds run, one that needs nothing built if any is left; the longest expected first, so that the
+    short ones fill the end (ties: the first listed)."""
+    names = list(units)
+    if building:
+        names = [u for u in names if u.startswith(builds.NEED_NOTHING_BUILT)] or names
+    return max(names, key=lambda u: sum(expected_s(n, history) for n in units[u]))
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getoption("miniseries_part") != "shared" or config.getoption("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadScopeScheduling  # only where xdist runs this hook
 
-    class FileOrHostNetwork(LoadScopeScheduling):  # type: ignore[misc]
+    history = durations.load_history()
+
+    class LongestFirst(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             return unit_of(nodeid)
 
-    return FileOrHostNetwork(config, log)
+        def _assign_work_unit(self, node: Any) -> None:
+            # xdist hands out self.workqueue's first unit: put the one chosen now there
+            units = {u: [n for n, done in tests.items() if not done] for u, tests in self.workqueue.items()}
+            chosen = next_unit(units, history, builds.job_status("binaries") == "running")
+            self.workqueue.move_to_end(chosen, last=False)
+            super()._assign_work_unit(node)
+
+        def _reschedule(self, node: Any) -> None:
+            # xdist's own, but a worker gets its next unit only when one test is left (xdist: two), the
+            # least it needs to go on (it starts a test once it knows the next): a unit handed out early
+            # waits behind that worker's last tests while another worker may already be idle
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+                return
+            if self._pending_of(self.assigned_work[node]) <= 1:
+                self._assign_work_unit(node)
+
+    return LongestFirst(config, log)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from miniseries.contract.core import CORE_TASKS, CoreError
 from miniseries.contract.shapes import model_shape
+from tests.harness.processes import free_port
 from tests.harness.s3 import S3Bucket
 from tests.support.core_bundle import REFERENCE_BUNDLE, STAND_INS, complete_bundle, copy_bundle, task_paths
 
@@ -260,9 +260,7 @@ def test_one_and_two_ranks_give_the_same_score(tok: Tokenizer, tokenizer_doc: di
     one = ce.evaluate_core(
         tiny_model(), tok, bundle_uri, device=CPU, max_per_task=24, max_seq_len=256, allow_partial=True
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(_rank_worker, args=(port, bundle_uri, tokenizer_doc, str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):
         two = json.loads((tmp_path / f"rank{rank}.json").read_text())

@@ -10,7 +10,6 @@ agree to a relative 1e-4, not bitwise.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
 from miniseries.contract.results import read_loss_curve
 from miniseries.contract.store import open_store
+from tests.harness.processes import free_port
 from tests.support.tiny_training import Corpus, train_argv, trainer_env
 
 torch = pytest.importorskip("torch")
@@ -71,9 +71,7 @@ def reference_losses(corpus: Corpus, argv: list[str]) -> list[float]:
 
 
 def test_two_gloo_ranks_match_one_rank_with_the_same_global_batch(corpus: Corpus, tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     # depth 1 has six Muon matrices: each rank orthogonalizes three and broadcasts them
     argv = train_argv(
         corpus,

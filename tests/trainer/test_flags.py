@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from miniseries.contract.layout import SweepLayout
 from miniseries.plan.planner import make_plan
 from miniseries.plan.trainer_argv import trainer_flags
 from tests.harness.binaries import REPO
+from tests.harness.processes import free_port
 from tests.support.tiny_training import Corpus, train_argv, trainer_env
 
 pytest.importorskip("torch")
@@ -152,9 +152,7 @@ def test_missing_tokenizer_and_missing_shards_are_named(
 
 
 def test_unreachable_s3_store_fails_fast(corpus: Corpus, tmp_path: Path) -> None:
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a loopback port nobody listens on
     env = trainer_env() | {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "AWS_ACCESS_KEY_ID": "x",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED, c
 from miniseries.contract.results import Progress, checkpoint_steps, read_loss_curve, read_manifest
 from miniseries.contract.shapes import model_shape
 from miniseries.contract.store import open_store
+from tests.harness.processes import free_port
 from tests.support.tiny_training import VOCAB, Corpus, train_argv, trainer_env
 
 torch = pytest.importorskip("torch")
@@ -192,9 +192,7 @@ def test_a_stop_during_evaluation_exits_at_once_and_the_restart_evaluates_again(
 
 def test_every_rank_stops_after_the_same_step_when_one_rank_is_signalled(corpus: Corpus, tmp_path: Path) -> None:
     """Two gloo ranks; SIGTERM to rank 1 only: both exit EXIT_PREEMPTED and save one checkpoint together."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     argv = train_argv(corpus, tmp_path, **COMMON)
     procs = []
     for rank in (0, 1):

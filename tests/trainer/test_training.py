@@ -15,6 +15,7 @@ import pytest
 from miniseries.contract.layout import LOCAL_NAMESPACE, RunLayout
 from miniseries.contract.results import RunResults, checkpoint_steps, read_loss_curve
 from miniseries.contract.store import open_store
+from tests.harness.processes import free_port
 from tests.support.tiny_training import Corpus, train_argv, trainer_env
 
 torch = pytest.importorskip("torch")
@@ -131,14 +132,10 @@ def test_corrupt_newest_checkpoint_falls_back_loudly(
 
 
 def test_metrics_are_served_with_labels(corpus: Corpus, tmp_path: Path) -> None:
-    import socket
-
     from miniseries_trainer.metrics import METRICS
     from miniseries_trainer.train import main
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     assert main(train_argv(corpus, tmp_path, target_tokens=512 * 6, metrics_port=port, eval_tokens=2048)) == 0
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     labels = 'depth="1",run="d1",sweep="t",sweep_namespace="local"'

@@ -1,12 +1,19 @@
-"""MINISERIES_PARALLEL's pure parts (issue 30): port slots no two processes share, the units of work,
-the split into the parts beside each other and alone, and the merged phase table."""
+"""The parallel run's pure parts (issue 30): port slots no two processes share, the units of work and
+the order xdist hands them out in, the split into the parts beside each other and alone, the
+tests' time history, and the merged phase table."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
 
 from tests.harness import durations, parallel, ports
 from tests.harness.binaries import REPO
@@ -78,10 +85,134 @@ def test_the_parts_merge_into_one_table() -> None:
     alone = {"wall_s": 50.0, "build_wait_s": 0.0, "groups": {"tests/e2e": {"seconds": 45.0, "tests": 5}},
              "slowest": [["tests/e2e/test_containers.py::t", 45.0]]}  # fmt: skip
     merged = durations.merge([shared, alone])
-    assert merged["wall_s"] == 150.0 and merged["build_wait_s"] == 3.0
+    assert merged["wall_s"] == 100.0 and merged["build_wait_s"] == 3.0  # side by side: the longer part
     assert merged["groups"] == {
         "tests/e2e": {"seconds": 195.0, "tests": 15},
         "tests/unit": {"seconds": 40.0, "tests": 500},
     }
     assert merged["slowest"] == [["tests/e2e/a.py::t", 60.0], ["tests/e2e/test_containers.py::t", 45.0]]
-    assert durations.lines(merged)[0] == "phase pytest 150.0 tests=515"
+    assert durations.lines(merged)[0] == "phase pytest 100.0 tests=515"
+
+
+# ---------------------------------------------------------------- the order of the units
+
+HISTORY = {
+    "tests/e2e/test_e2e.py::test_tiny": 300.0,
+    "tests/e2e/test_kueue.py::test_queue": 200.0,
+    "tests/integration/test_first_command.py::test_make_local": 73.0,
+    "tests/integration/test_small.py::test_a": 2.0,
+    "tests/trainer/test_gpu_check.py::test_smoke": 90.0,
+}
+COLLECTION = [
+    "tests/e2e/test_e2e.py::test_tiny",
+    "tests/e2e/test_kueue.py::test_queue",
+    "tests/integration/test_first_command.py::test_make_local",
+    "tests/integration/test_never_timed.py::test_a",
+    "tests/integration/test_small.py::test_a",
+    "tests/integration/test_small.py::test_b",
+    "tests/trainer/test_gpu_check.py::test_smoke",
+    *[f"tests/unit/test_many.py::test_{i}" for i in range(30)],
+]
+
+
+def _units(nodeids: list[str]) -> dict[str, list[str]]:
+    units: dict[str, list[str]] = {}
+    for n in nodeids:
+        units.setdefault(parallel.unit_of(n), []).append(n)
+    return units
+
+
+def test_the_longest_unit_goes_first_by_the_history_else_by_its_groups_typical_time() -> None:
+    units = _units(COLLECTION)
+    order = []
+    while units:
+        order.append(parallel.next_unit(units, HISTORY, building=False))
+        del units[order[-1]]
+    assert order == [
+        "tests/e2e/",  # 500 s in the history, one unit
+        "tests/trainer/test_gpu_check.py",  # 90 s
+        "tests/integration/test_first_command.py",  # 73 s
+        "tests/unit/test_many.py",  # 30 tests never timed here, 0.2 s each
+        "tests/integration/test_small.py",  # 2 s timed + one never timed, 3.8 s
+        "tests/integration/test_never_timed.py",  # 3.8 s
+    ]
+
+
+def test_while_the_go_builds_run_the_units_that_need_nothing_built_go_first() -> None:
+    units = _units(COLLECTION)
+    assert parallel.next_unit(units, HISTORY, building=True) == "tests/trainer/test_gpu_check.py"
+    del units["tests/trainer/test_gpu_check.py"], units["tests/unit/test_many.py"]
+    assert parallel.next_unit(units, HISTORY, building=True) == "tests/e2e/"  # none left: the longest
+
+
+class _Node:
+    """What xdist's scheduler calls on a worker."""
+
+    def __init__(self, name: str) -> None:
+        self.gateway = SimpleNamespace(id=name)
+        self.shutting_down = False
+        self.sent: list[int] = []
+
+    def send_runtest_some(self, indices: list[int]) -> None:
+        self.sent += indices
+
+    def shutdown(self) -> None:
+        self.shutting_down = True
+
+
+def _scheduler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    history = tmp_path / "history.json"
+    history.write_text(json.dumps(HISTORY))
+    monkeypatch.setattr(durations, "HISTORY", history)
+    opts = {"miniseries_part": "shared", "dist": "loadfile", "tx": ["2*popen"]}
+    config = SimpleNamespace(getoption=opts.__getitem__, getvalue=opts.__getitem__,
+                             option=SimpleNamespace(loadscopereorder=True))  # fmt: skip
+    return parallel.pytest_xdist_make_scheduler(config, None)  # type: ignore[arg-type]
+
+
+def test_xdist_hands_the_workers_the_longest_units_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real xdist scheduler, with the hook's order: not xdist's own (the most tests first)."""
+    monkeypatch.delenv("MINISERIES_BUILDS", raising=False)
+    sched = _scheduler(tmp_path, monkeypatch)
+    a, b = _Node("gw0"), _Node("gw1")
+    for node in (a, b):
+        sched.add_node(node)
+        sched.add_node_collection(node, COLLECTION)
+    sched.schedule()
+    assert [COLLECTION[i] for i in a.sent] == COLLECTION[:2]  # all of tests/e2e, and nothing more yet
+    # gw1's unit is one test: it starts that once it knows its next one, the next longest
+    assert [COLLECTION[i] for i in b.sent] == [
+        "tests/trainer/test_gpu_check.py::test_smoke",
+        "tests/integration/test_first_command.py::test_make_local",
+    ]
+    sched.mark_test_complete(a, a.sent[0])  # gw0 on its last test: now it gets the longest left
+    assert [COLLECTION[i] for i in a.sent[2:]] == [f"tests/unit/test_many.py::test_{i}" for i in range(30)]
+
+
+def test_xdist_hands_out_what_needs_nothing_built_while_the_go_builds_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "builds"
+    state.mkdir()
+    (state / "binaries.pid").write_text(str(os.getpid()))  # alive, no exit status yet: running
+    monkeypatch.setenv("MINISERIES_BUILDS", str(state))
+    sched = _scheduler(tmp_path, monkeypatch)
+    a, b = _Node("gw0"), _Node("gw1")
+    for node in (a, b):
+        sched.add_node(node)
+        sched.add_node_collection(node, COLLECTION)
+    sched.schedule()
+    assert {COLLECTION[a.sent[0]], COLLECTION[b.sent[0]]} == {
+        "tests/trainer/test_gpu_check.py::test_smoke",
+        "tests/unit/test_many.py::test_0",
+    }
+
+
+def test_the_history_keeps_each_tests_newest_time(tmp_path: Path) -> None:
+    path = tmp_path / "cache" / "test-times.json"
+    assert durations.load_history(path) == {}
+    durations.record_history({"a::t": 1.234, "b::t": 5.0}, path)
+    durations.record_history({"a::t": 2.0, "c::t": 0.5}, path)  # a later run of part of the suite
+    assert durations.load_history(path) == {"a::t": 2.0, "b::t": 5.0, "c::t": 0.5}
+    path.write_text("{not json")
+    assert durations.load_history(path) == {}  # an unreadable history orders by the typical times
