@@ -43,7 +43,7 @@ NAMESPACE = "default"
 def tiny_spec(tiny: LocalSweep, **resources: Any) -> ScalingSweepSpec:
     """The tiny sweep at depth 2, on the e2e node, its tokenizer the one the fixture trained; no CORE."""
     doc = tiny.spec.wire()
-    doc["training"].update(deviceBatchSize=16, evalTokens=16384)  # 4096-token steps: 2 x 16 x 128 or 1 x 16 x 128 x 2
+    doc["training"].update(deviceBatchSize=4)  # 1024-token steps (shapes.py): 2 x 4 x 128 or 1 x 4 x 128 x 2
     doc["resources"].update(nodeSelector={"miniseries.dev/e2e-node": "true"}, nodeGpus=1, cpu="1", memory="1Gi")
     doc["resources"].update(resources)
     doc["data"].update(tokenizerUri=join_uri(tiny.spec.store.uri, tiny.layout.tokenizer), evalBundleUri=None)
