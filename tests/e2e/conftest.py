@@ -14,7 +14,6 @@ import yaml
 
 from miniseries.api.sweepfile import load_sweep
 from miniseries.local.runner import Display, LocalSweep, prepare_data, train_tokenizer
-from tests.e2e.shapes import e2e_training
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.cluster import Cluster
 from tests.harness.kueue import KueueCluster, kueue_cluster
@@ -29,7 +28,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> LocalSweep:
     doc = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
     doc["metadata"]["name"] = "e2e-tiny"
     doc["spec"]["depths"] = [2]
-    e2e_training(doc)  # tests/e2e/shapes.py: the step counts of examples/tiny.yaml at a quarter of the compute
     doc["spec"]["data"]["tokenizerTrainChars"] = 2_000_000
     (root / "tiny.yaml").write_text(yaml.safe_dump(doc))
     ls = LocalSweep(load_sweep(root / "tiny.yaml"), root / "store", device="cpu")

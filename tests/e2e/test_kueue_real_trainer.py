@@ -30,7 +30,6 @@ from miniseries.contract.results import checkpoint_steps, read_progress, read_re
 from miniseries.contract.store import open_store
 from miniseries.local.runner import DATA_KEY, LocalSweep
 from tests.e2e.resume import LOSS_TOLERANCE, api_json, run_pod
-from tests.e2e.shapes import e2e_training
 from tests.harness.binaries import REPO
 from tests.harness.kueue import KUEUE_API, KueueCluster, fresh_namespace
 from tests.harness.node_agent import NODE_LABEL, PID_DIR
@@ -76,7 +75,7 @@ def one_gpu_queue(kc: KueueCluster, ns: str) -> str:
 def sweep_doc(tiny: LocalSweep, store: Path, ns: str, name: str, queue: str, priority: str) -> dict[str, Any]:
     """examples/tiny.yaml at depth 2 on the node agent, its data and tokenizer from the e2e `tiny`
     fixture's store, queued in ``queue`` with ``priority``."""
-    doc = e2e_training(yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text()))
+    doc = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
     doc["metadata"] = {"name": name, "namespace": ns}
     spec = doc["spec"]
     spec["depths"] = [2]
