@@ -1,8 +1,11 @@
-"""One real-path cluster per test session (tests/harness/training_operator.py), and the tiny sweep's data."""
+"""One real-path cluster per test session (tests/harness/training_operator.py), one Kueue cluster per
+session for the three Kueue modules (tests/harness/kueue.py), and the tiny sweep's data."""
 
 from __future__ import annotations
 
 import io
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +16,8 @@ from miniseries.api.sweepfile import load_sweep
 from miniseries.local.runner import Display, LocalSweep, prepare_data, train_tokenizer
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.cluster import Cluster
+from tests.harness.kueue import KueueCluster, kueue_cluster
+from tests.harness.operator_process import install_crds
 from tests.harness.training_operator import real_path_cluster
 
 
@@ -38,5 +43,24 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory, _sigterm_stops_server
     try:
         with real_path_cluster(workdir, gpus=8) as cluster:  # the operator's pods request nvidia.com/gpu
             yield cluster
+    except MissingBinary as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def kueue_shared(tmp_path_factory: pytest.TempPathFactory, _sigterm_stops_servers: None) -> Iterator[KueueCluster]:
+    """The real path plus Kueue, started once for test_kueue.py, test_kueue_operator.py and
+    test_kueue_real_trainer.py (each start is a control plane, the training-operator and Kueue: tens of
+    seconds on 2 cores). Two kwok nodes of 8 GPUs (their flavors select the H100 labels) and the node
+    agent's node with one GPU (its flavor selects the agent's label), the ScalingSweep and kopf CRDs.
+    The tests share nothing else: each makes its own namespace, ResourceFlavor, ClusterQueue and
+    WorkloadPriorityClasses under unique names."""
+    t0 = time.monotonic()
+    try:
+        with kueue_cluster(Path(tmp_path_factory.mktemp("kueue")), gpu_nodes=2, agent_gpus=1) as kc:
+            install_crds(kc)
+            print("KUEUE " + json.dumps({"harness_start_seconds": round(time.monotonic() - t0, 1),
+                                         "kueue_start_seconds": round(kc.kueue_start_seconds, 1)}))  # fmt: skip
+            yield kc
     except MissingBinary as e:
         pytest.skip(str(e))

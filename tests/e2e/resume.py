@@ -12,23 +12,44 @@ restored: the resume is exact, so the tolerance is tight).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.results import RunResults, checkpoint_steps, read_results
 from miniseries.contract.store import Store
 from miniseries.control.backends.manifests import LABEL_ATTEMPT, LABEL_RUN, LABEL_SWEEP
+from tests.harness.cluster import Cluster
 from tests.harness.processes import NotYet, wait_for
 from tests.harness.training_operator import RealPathCluster
 
 #: |final loss after the resume - the uninterrupted run's| at most this
 LOSS_TOLERANCE = 1e-4
+
+
+def api_json(kc: Cluster, path: str) -> dict[str, Any]:
+    """GET ``path`` from the API server, in this process: the waits here poll every 0.2 s for minutes,
+    and a kubectl per poll is a Go process start (~0.07 s of CPU) beside trainers that need the CPU.
+    A refused request (the object not there yet) raises, which a wait reads as *not yet*."""
+    r = kc.get(path)
+    r.raise_for_status()
+    return r.json()  # type: ignore[no-any-return]
+
+
+def wait_sweep(kc: Cluster, name: str, timeout: float, namespace: str = "default") -> dict[str, Any]:
+    """The sweep's status once its phase is Succeeded or Failed."""
+
+    def finished() -> dict[str, Any] | None:
+        sweep = api_json(kc, f"/apis/miniseries.dev/v1alpha1/namespaces/{namespace}/scalingsweeps/{name}")
+        status: dict[str, Any] = sweep.get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_for(f"sweep {name} finished", finished, timeout)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -45,7 +66,7 @@ def run_pod(kc: RealPathCluster, namespace: str, sweep: str, run: str, attempt: 
     selector = f"{LABEL_SWEEP}={sweep},{LABEL_RUN}={run},{LABEL_ATTEMPT}={attempt}"
 
     def running() -> dict[str, Any]:
-        pods = json.loads(kc.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout)["items"]
+        pods = api_json(kc, f"/api/v1/namespaces/{namespace}/pods?labelSelector={quote(selector)}")["items"]
         live = [p for p in pods if p["status"].get("phase") in phases]
         if len(live) != 1:
             raise NotYet(f"pods {[(p['metadata']['name'], p['status'].get('phase')) for p in pods]}")

@@ -27,10 +27,10 @@ from miniseries.contract.layout import SweepLayout, join_uri
 from miniseries.contract.results import checkpoint_steps, read_results
 from miniseries.contract.store import S3Store, Store
 from miniseries.local.runner import DATA_KEY, LocalSweep, free_port
-from tests.e2e.resume import kill_and_resume
+from tests.e2e.resume import kill_and_resume, wait_sweep
+from tests.e2e.shapes import e2e_training
 from tests.harness.binaries import REPO
 from tests.harness.cluster import Cluster
-from tests.harness.processes import wait_for
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket
 from tests.harness.training_operator import RealPathCluster
 
@@ -56,10 +56,10 @@ def s3_store(bucket: S3Bucket) -> Store:
     return S3Store(bucket.bucket, "", bucket.uri, client=bucket.client)
 
 
-def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str) -> dict[str, Any]:
-    doc = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
+def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str, depths: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    doc = e2e_training(yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text()))
     doc["metadata"] = {"name": name, "namespace": "default"}
-    doc["spec"]["depths"] = [1, 2]
+    doc["spec"]["depths"] = list(depths)
     doc["spec"]["store"] = {"uri": bucket.uri, "credentialsSecret": CREDENTIALS_SECRET}
     doc["spec"]["data"]["shardsUri"] = join_uri(bucket.uri, DATA_KEY)
     doc["spec"]["data"]["tokenizerUri"] = join_uri(bucket.uri, tiny.layout.tokenizer)
@@ -69,14 +69,6 @@ def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str) -> dict[str, Any]:
     doc["spec"]["resources"]["parallelism"] = 1
     doc["spec"]["resources"].update(cpu="1", memory="2Gi")  # the scheduler fits them on the agent's node
     return doc
-
-
-def wait_sweep(kc: Cluster, name: str, timeout: float) -> dict[str, Any]:
-    def finished() -> dict[str, Any] | None:
-        status = json.loads(kc.kubectl("get", "scalingsweep", name, "-o", "json").stdout).get("status", {})
-        return status if status.get("phase") in ("Succeeded", "Failed") else None
-
-    return wait_for(f"sweep {name} finished", finished, timeout)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +124,8 @@ def test_killed_run_resumes_and_matches(real_cluster: RealPathCluster, tiny: Loc
     """tests/e2e/resume.py's scenario through PyTorchJobs: d2's trainer SIGKILLed after a checkpoint,
     attempt 2 resumes from it and ends with the uninterrupted run's loss (the sweep above)."""
     kc, store = real_cluster, s3_store(bucket)
-    kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sweep_doc(tiny, bucket, "e2e-kill-sweep")))
+    # d2 alone: d1 would only train again what the sweep above trained (the reference is its d2)
+    kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sweep_doc(tiny, bucket, "e2e-kill-sweep", depths=(2,))))
     straight = read_results(store, SweepLayout("default", "e2e-sweep").run("d2"))
     assert straight is not None, "the uninterrupted sweep (the test above) has no d2 results"
     got = kill_and_resume(kc, store, "default", "e2e-kill-sweep", "d2", straight, wait_sweep)

@@ -13,7 +13,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +21,8 @@ import yaml
 from miniseries.api.spec import ScalingSweepSpec
 from miniseries.control.backends.pytorchjob import pytorchjob
 from miniseries.plan.planner import make_plan
-from tests.harness.binaries import REPO, MissingBinary
-from tests.harness.kueue import KUEUE_API, PRIORITY_LABEL, QUEUE_LABEL, KueueCluster, fresh_namespace, kueue_cluster
+from tests.harness.binaries import REPO
+from tests.harness.kueue import KUEUE_API, PRIORITY_LABEL, QUEUE_LABEL, KueueCluster, fresh_namespace
 from tests.harness.processes import Unreachable, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.kueue, pytest.mark.slow]
@@ -34,19 +33,9 @@ H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}  # what gpu_node() la
 
 
 @pytest.fixture(scope="module")
-def kq(tmp_path_factory: pytest.TempPathFactory, _sigterm_stops_servers: None) -> Iterator[KueueCluster]:
-    t0 = time.monotonic()
-    try:
-        with kueue_cluster(Path(tmp_path_factory.mktemp("kueue")), gpu_nodes=2) as kc:
-            kc.apply(yaml.safe_load((REPO / "crds" / "scalingsweeps.miniseries.dev.yaml").read_text()), "--server-side")
-            established = "-o=jsonpath={.status.conditions[?(@.type=='Established')].status}"
-            wait_for("ScalingSweep CRD", lambda: kc.kubectl("get", "crd/scalingsweeps.miniseries.dev",
-                                                            established).stdout == "True", 60)  # fmt: skip
-            print("KUEUE " + json.dumps({"harness_start_seconds": round(time.monotonic() - t0, 1),
-                                         "kueue_start_seconds": round(kc.kueue_start_seconds, 1)}))  # fmt: skip
-            yield kc
-    except MissingBinary as e:
-        pytest.skip(str(e))
+def kq(kueue_shared: KueueCluster) -> KueueCluster:
+    """The session's Kueue cluster (tests/e2e/conftest.py), shared with the other Kueue modules."""
+    return kueue_shared
 
 
 @pytest.fixture

@@ -40,9 +40,8 @@ from tests.e2e.test_kueue import (
     unique,
     workloads,
 )
-from tests.harness.binaries import MissingBinary
-from tests.harness.kueue import KUEUE_API, PRIORITY_LABEL, QUEUE_LABEL, KueueCluster, fresh_namespace, kueue_cluster
-from tests.harness.operator_process import PYTHONPATH, Operator, SweepHistory, events, install_crds, sweep_doc
+from tests.harness.kueue import KUEUE_API, PRIORITY_LABEL, QUEUE_LABEL, KueueCluster, fresh_namespace
+from tests.harness.operator_process import PYTHONPATH, Operator, SweepHistory, events, sweep_doc
 from tests.harness.processes import Violation, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.kueue, pytest.mark.slow]
@@ -52,13 +51,9 @@ GPU = "nvidia.com/gpu"
 
 
 @pytest.fixture(scope="module")
-def kq(tmp_path_factory: pytest.TempPathFactory, _sigterm_stops_servers: None) -> Iterator[KueueCluster]:
-    try:
-        with kueue_cluster(Path(tmp_path_factory.mktemp("kueue-op")), gpu_nodes=2) as kc:
-            install_crds(kc)
-            yield kc
-    except MissingBinary as e:
-        pytest.skip(str(e))
+def kq(kueue_shared: KueueCluster) -> KueueCluster:
+    """The session's Kueue cluster (tests/e2e/conftest.py), shared with the other Kueue modules."""
+    return kueue_shared
 
 
 @pytest.fixture

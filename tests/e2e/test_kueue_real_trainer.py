@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,11 @@ from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.contract.results import checkpoint_steps, read_progress, read_results
 from miniseries.contract.store import open_store
 from miniseries.local.runner import DATA_KEY, LocalSweep
-from tests.e2e.resume import LOSS_TOLERANCE, run_pod
-from tests.harness.binaries import REPO, MissingBinary
-from tests.harness.kueue import KUEUE_API, KueueCluster, fresh_namespace, kueue_cluster
+from tests.e2e.resume import LOSS_TOLERANCE, api_json, run_pod
+from tests.harness.binaries import REPO
+from tests.harness.kueue import KUEUE_API, KueueCluster, fresh_namespace
 from tests.harness.node_agent import NODE_LABEL, PID_DIR
-from tests.harness.operator_process import Operator, SweepHistory, install_crds
+from tests.harness.operator_process import Operator, SweepHistory
 from tests.harness.processes import NotYet, Unreachable, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.kueue, pytest.mark.slow, pytest.mark.torch,
@@ -45,14 +44,10 @@ GPU = "nvidia.com/gpu"
 
 
 @pytest.fixture(scope="module")
-def kq(tmp_path_factory: pytest.TempPathFactory, _sigterm_stops_servers: None) -> Iterator[KueueCluster]:
-    """Kueue on the real path with the node agent's node (one GPU advertised) and no kwok node."""
-    try:
-        with kueue_cluster(Path(tmp_path_factory.mktemp("kueue-real")), gpu_nodes=0, agent_gpus=1) as kc:
-            install_crds(kc)
-            yield kc
-    except MissingBinary as e:
-        pytest.skip(str(e))
+def kq(kueue_shared: KueueCluster) -> KueueCluster:
+    """The session's Kueue cluster (tests/e2e/conftest.py): its node agent's node advertises one GPU;
+    the kwok nodes beside it are outside this test's ResourceFlavor (it selects the agent's label)."""
+    return kueue_shared
 
 
 def one_gpu_queue(kc: KueueCluster, ns: str) -> str:
@@ -93,7 +88,7 @@ def sweep_doc(tiny: LocalSweep, store: Path, ns: str, name: str, queue: str, pri
 
 
 def run_state(kc: KueueCluster, ns: str, sweep: str, run: str = "d2") -> dict[str, Any]:
-    st = json.loads(kc.kubectl("get", "scalingsweep", sweep, "-n", ns, "-o=json").stdout).get("status") or {}
+    st = api_json(kc, f"/apis/miniseries.dev/v1alpha1/namespaces/{ns}/scalingsweeps/{sweep}").get("status") or {}
     for r in st.get("runs", []):
         if r["name"] == run:
             return {**r, "phase": st.get("phase")}

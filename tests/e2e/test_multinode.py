@@ -30,6 +30,7 @@ from miniseries.contract.store import open_store
 from miniseries.control.backends.pytorchjob import pytorchjob
 from miniseries.local.runner import LocalSweep, free_port
 from miniseries.plan.planner import make_plan
+from tests.e2e.shapes import E2E_TRAINING
 from tests.harness.cluster import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mark.torch, pytest.mark.multinode]
@@ -43,7 +44,8 @@ NAMESPACE = "default"
 def tiny_spec(tiny: LocalSweep, **resources: Any) -> ScalingSweepSpec:
     """The tiny sweep at depth 2, on the e2e node, its tokenizer the one the fixture trained; no CORE."""
     doc = tiny.spec.wire()
-    doc["training"].update(deviceBatchSize=16, evalTokens=16384)  # 4096-token steps: 2 x 16 x 128 or 1 x 16 x 128 x 2
+    doc["training"].update(E2E_TRAINING)  # no loss curve needed: both sides train the same (shapes.py)
+    doc["training"].update(deviceBatchSize=4)  # 1024-token steps (shapes.py): 2 x 4 x 128 or 1 x 4 x 128 x 2
     doc["resources"].update(nodeSelector={"miniseries.dev/e2e-node": "true"}, nodeGpus=1, cpu="1", memory="1Gi")
     doc["resources"].update(resources)
     doc["data"].update(tokenizerUri=join_uri(tiny.spec.store.uri, tiny.layout.tokenizer), evalBundleUri=None)

@@ -36,7 +36,8 @@ from miniseries.control.backends.trainjob import RUNTIME_PATCH_MANAGER
 from miniseries.control.decide.observations import JobPhase, observe_job
 from miniseries.local.runner import DATA_KEY, LocalSweep
 from miniseries.plan.planner import make_plan
-from tests.e2e.resume import kill_and_resume
+from tests.e2e.resume import kill_and_resume, wait_sweep
+from tests.e2e.shapes import e2e_training
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.operator_process import Operator, install_crds
 from tests.harness.processes import NotYet, wait_for
@@ -275,25 +276,17 @@ def tj_operator(tj_cluster: TrainerCluster, tj_bucket: S3Bucket, tmp_path_factor
     op.stop()
 
 
-def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str) -> dict[str, Any]:
+def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str, depths: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     """tests/e2e/test_e2e.py's sweep (depths 1 and 2, one run at a time), with backend trainjob."""
-    doc = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
+    doc = e2e_training(yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text()))
     doc["metadata"] = {"name": name, "namespace": "default"}
-    doc["spec"]["depths"] = [1, 2]
+    doc["spec"]["depths"] = list(depths)
     doc["spec"]["store"] = {"uri": bucket.uri, "credentialsSecret": CREDENTIALS_SECRET}
     doc["spec"]["data"]["shardsUri"] = join_uri(bucket.uri, DATA_KEY)
     doc["spec"]["data"]["tokenizerUri"] = join_uri(bucket.uri, tiny.layout.tokenizer)
     res = doc["spec"]["resources"]
     res.update(backend="trainjob", nodeSelector=NODE_SELECTOR, parallelism=1, cpu="1", memory="2Gi")
     return doc
-
-
-def wait_sweep(kc: TrainerCluster, name: str, timeout: float) -> dict[str, Any]:
-    def finished() -> dict[str, Any] | None:
-        status = json.loads(kc.kubectl("get", "scalingsweep", name, "-o", "json").stdout).get("status", {})
-        return status if status.get("phase") in ("Succeeded", "Failed") else None
-
-    return wait_for(f"sweep {name} finished", finished, timeout)  # type: ignore[no-any-return]
 
 
 def s3_store(bucket: S3Bucket) -> Store:
@@ -334,7 +327,8 @@ def test_killed_trainjob_run_resumes_and_matches(tj_cluster: TrainerCluster, tin
     """SIGKILL of d2's trainer: its pod fails, the runtime's Job (backoffLimit 0) and JobSet fail, the
     TrainJob is Failed; the operator deletes it and creates attempt 2, which resumes from the checkpoint."""
     kc, store = tj_cluster, s3_store(tj_bucket)
-    kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sweep_doc(tiny, tj_bucket, "tj-kill")))
+    # d2 alone: d1 would only train again what the sweep above trained (the reference is its d2)
+    kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sweep_doc(tiny, tj_bucket, "tj-kill", depths=(2,))))
     straight = read_results(store, SweepLayout("default", "tj-sweep").run("d2"))
     assert straight is not None, "the uninterrupted sweep (the test above) has no d2 results"
     got = kill_and_resume(kc, store, "default", "tj-kill", "d2", straight, wait_sweep)

@@ -25,7 +25,12 @@ What it does differently, on purpose:
     one (Trainer v2 sets ``PET_MASTER_ADDR=<job>-node-0-0.<job>``, the JobSet's headless Service),
     is rewritten to 127.0.0.1 so that torch's rendezvous reaches the master process on this host;
   - volumes and probes are ignored; each container's output goes to
-    ``<log-dir>/<namespace>_<pod>_<container>.log``.
+    ``<log-dir>/<namespace>_<pod>_<container>.log``;
+  - every container runs with ``OMP_NUM_THREADS`` set to ``--omp-threads`` (1) unless its pod or this
+    host's environment sets it: the pods share this host's few cores (2 on the CI machine), where two
+    OpenMP threads per trainer spin against every other process's and a tiny trainer's step took
+    10 times as long under load (3.1 s vs 0.32 s a step, 15.5 vs 6.3 s of CPU for 20 steps;
+    tests/e2e/shapes.py). A kubelet would give the pod a CPU limit; torch does not read it.
 
 Run: ``python -m tests.harness.node_agent --kubeconfig KC --name e2e-node --log-dir DIR``.
 """
@@ -219,7 +224,7 @@ class NodeAgent:
         out = path.open("ab")
         out.write(f"--- node agent: {' '.join(cmd)}\n".encode())
         out.flush()
-        full_env = {**os.environ, **env, "HOSTNAME": pod.metadata.name}
+        full_env = {"OMP_NUM_THREADS": str(self.args.omp_threads), **os.environ, **env, "HOSTNAME": pod.metadata.name}
         cwd = spec.working_dir if spec.working_dir and Path(spec.working_dir).is_dir() else None
         log.info("start %s/%s:%s %s", pod.metadata.namespace, pod.metadata.name, spec.name, cmd)
         try:
@@ -385,6 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--python", default=sys.executable, help="interpreter that runs `python` containers")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between pod polls")
     p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    p.add_argument("--omp-threads", type=int, default=1, help="OMP_NUM_THREADS of every container (unless set)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if shutil.which(args.python) is None and not Path(args.python).exists():
