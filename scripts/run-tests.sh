@@ -90,6 +90,10 @@ if [[ "$parallel" =~ ^[0-9]+$ && "$parallel" -gt 1 ]]; then
   "$VENV/bin/python" -c 'import xdist' 2>/dev/null || {
     echo "run-tests: the parallel run needs pytest-xdist (requirements-dev.txt): run scripts/setup-venv.sh" \
       "(or MINISERIES_PARALLEL=1: one pytest)" >&2; exit 1; }
+  # Several trainers (torch) run at once over the workers: each with torch's default of one OpenMP
+  # thread per core spins against the others on 2 cores (a tiny step took 2-3x the wall time, e2e
+  # helper's measure on this machine). One thread each unless the caller chose otherwise.
+  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
   times="$MINISERIES_TEST_TIMES"
   echo "run-tests: $parallel workers for the tests beside each other, and beside them one pytest for those" \
     "that need the real node (output: $state/pytest-alone.log); MINISERIES_PARALLEL=1: one pytest"
