@@ -231,8 +231,10 @@ def say(config: Any, line: str) -> None:
     """A line on pytest's terminal (``config``: the session's pytest.Config), shown even when the
     test passes: where a node's start and imports went."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line)
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # a fixture's output is captured otherwise
+            reporter.write_line(line)
     print(line, file=sys.stderr)
 
 
