@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness.cluster import Cluster
-from tests.harness.node import SELECTOR, TOLERATION, BuiltImage, Node
+from tests.harness.node import SELECTOR, TOLERATION, BuiltImage, Node, archive_image, one_file_archive
 from tests.harness.processes import wait_for
 
 pytestmark = [pytest.mark.container, pytest.mark.cluster]
@@ -157,3 +158,31 @@ def test_exec_into_a_running_trainer_pod(
                           "import os; print(os.getuid(), os.getcwd())").stdout  # fmt: skip
     assert out.split() == ["1000", "/home/trainer"]
     cluster.kubectl("delete", "pod", "trainer-exec", "-n", namespace, "--wait=true", timeout=120)
+
+
+def test_an_image_already_in_the_nodes_store_is_not_imported_again(
+    node: Node, images: dict[str, BuiltImage], tmp_path: Path
+) -> None:
+    """containerd's root is kept from node to node (tests/harness/node.py NODE_STORE): each image is
+    imported once per build, not once per node, and a new build under the same name replaces the
+    old one, whose content and snapshots go."""
+    for image in images.values():
+        refs, config = archive_image(image.archive)
+        assert refs == [image.ref]
+        assert node.stored_config(image.ref) == config, node.ctr("images", "check").stdout
+        assert node.import_image(image.archive) == 0.0, node.phases
+    ref = "miniseries.test/rebuilt:1"
+    old, new = (one_file_archive(tmp_path / f"{v}.tar", ref, "probe", v.encode()) for v in ("old", "new"))
+    (_, old_config), (_, new_config) = archive_image(old), archive_image(new)
+    node.remove_image(ref)  # left by a run that ended inside this test (the store is kept)
+    try:
+        assert node.import_image(old) > 0.0
+        assert node.stored_config(ref) == old_config
+        assert node.import_image(new) > 0.0
+        assert node.stored_config(ref) == new_config
+        # no name (the CRI adds sha256:<config>) and no content of the old build is left
+        assert old_config not in node.images()
+        assert old_config not in node.ctr("content", "ls", "-q").stdout.split()
+    finally:
+        node.remove_image(ref)
+    assert new_config not in node.ctr("content", "ls", "-q").stdout.split()

@@ -35,7 +35,7 @@ from miniseries.plan.trainer_argv import TRAINER_MODULE
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.cluster import Cluster
 from tests.harness.helm import CHART, helm_binary
-from tests.harness.node import SELECTOR, BuiltImage, Node, real_node
+from tests.harness.node import SELECTOR, BuiltImage, Node, real_node, say
 from tests.harness.processes import NotYet, wait_for
 from tests.harness.prometheus import Prometheus
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket
@@ -52,19 +52,24 @@ RELEASE = "ms"
 
 @pytest.fixture(scope="module")
 def ctr_cluster(
-    tmp_path_factory: pytest.TempPathFactory, images: dict[str, BuiltImage], _sigterm_stops_servers: None
+    tmp_path_factory: pytest.TempPathFactory,
+    images: dict[str, BuiltImage],
+    _sigterm_stops_servers: None,
+    request: pytest.FixtureRequest,
 ) -> Iterator[tuple[Cluster, Node]]:
     """Control plane + training-operator + one real node advertising 8 GPUs (the sweep's pods
-    request them; they run on its CPU), with both images imported."""
+    request them; they run on its CPU), with both images in its containerd (imported only when not
+    in the kept store already, tests/harness/node.py)."""
     workdir = Path(tmp_path_factory.mktemp("ctr-path"))
     try:
-        with (
-            real_path_cluster(workdir, node_agent=False) as cluster,
-            real_node(cluster, workdir / "node", taint=False, gpus=8) as node,
-        ):
-            for image in images.values():
-                node.import_image(image.archive)
-            yield cluster, node
+        t0 = time.monotonic()
+        with real_path_cluster(workdir, node_agent=False) as cluster:
+            control_plane_s = time.monotonic() - t0
+            with real_node(cluster, workdir / "node", taint=False, gpus=8) as node:
+                for image in images.values():
+                    node.import_image(image.archive)
+                say(request.config, f"real-path cluster {control_plane_s:.1f} s; {node.phase_line()}")
+                yield cluster, node
     except MissingBinary as e:
         pytest.skip(str(e))
 

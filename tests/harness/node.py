@@ -24,7 +24,12 @@ What starts, each a real process whose output lands in ``<workdir>/<name>.log``:
   land here, next to kwok's fake GPU node.
 
 Images reach the node by :meth:`Node.import_image` (``ctr -n k8s.io images import``), from the
-archives scripts/build-images.sh caches.
+archives scripts/build-images.sh caches. containerd's root (its content store and unpacked
+snapshots, ~14 GB with both images) is :data:`NODE_STORE`, kept from one node to the next and across
+sessions: an image whose config digest and unpacked layers are already there is not imported again
+(importing the trainer's 6 GB archive writes it twice, content and snapshots: minutes on this
+machine, and once per node before). One node at a time holds it (a lock); a node started while
+another runs gets a private root in its workdir, removed afterwards, as every node had before.
 
 Needs root, a cgroup v1 or v2 hierarchy, and Debian's containerd, runc, containernetworking-plugins
 and iptables (scripts/install-system-deps.sh). Anything missing is :class:`MissingBinary`, which the
@@ -40,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -72,6 +78,8 @@ KUBERNETES_SERVICE_IP = "10.96.0.1"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 CNI_BIN = Path("/usr/lib/cni")
 IMAGES = Path(os.environ.get("MINISERIES_IMAGE_CACHE", CACHE.parent / "images"))
+#: containerd's root for the node, kept between nodes and sessions (see above)
+NODE_STORE = Path(os.environ.get("MINISERIES_NODE_STORE", CACHE.parent / "node-containerd"))
 
 
 def _need(cmd: str) -> str:
@@ -97,9 +105,16 @@ def pause_archive(dest_dir: Path = IMAGES) -> Path:
     out = dest_dir / f"pause-{hashlib.sha256(data).hexdigest()[:16]}.tar"
     if out.is_file():
         return out
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    return one_file_archive(out, PAUSE_IMAGE, "pause", data)
+
+
+def one_file_archive(out: Path, ref: str, name: str, data: bytes) -> Path:
+    """An OCI image archive at ``out``, named ``ref``, whose one layer holds the executable ``/name``
+    (``data``), its entrypoint, run as 65535: deterministic (fixed mtimes)."""
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as t:
-        info = tarfile.TarInfo("pause")
+        info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = len(data), 0o755, 0
         t.addfile(info, io.BytesIO(data))
     layer_bytes = layer.getvalue()
@@ -114,7 +129,7 @@ def pause_archive(dest_dir: Path = IMAGES) -> Path:
         {
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
+            "config": {"Entrypoint": [f"/{name}"], "User": "65535:65535"},
             "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer_bytes).hexdigest()]},
         },
         sort_keys=True,
@@ -136,11 +151,13 @@ def pause_archive(dest_dir: Path = IMAGES) -> Path:
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 **blob(manifest),
                 "platform": {"architecture": "amd64", "os": "linux"},
-                "annotations": {"io.containerd.image.name": PAUSE_IMAGE, "org.opencontainers.image.ref.name": "3.10"},
+                "annotations": {
+                    "io.containerd.image.name": ref,
+                    "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[1],
+                },
             }
         ],
     }
-    dest_dir.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     with tarfile.open(tmp, mode="w") as t:
         files = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": json.dumps(index).encode()}
@@ -151,6 +168,29 @@ def pause_archive(dest_dir: Path = IMAGES) -> Path:
             t.addfile(info, io.BytesIO(b))
     tmp.replace(out)
     return out
+
+
+def archive_image(archive: Path) -> tuple[list[str], str]:
+    """The image names an archive holds and its config digest (``sha256:...``, what the CRI calls
+    the image's id), read from its index: a docker-archive's ``manifest.json`` (scripts/build-images.sh)
+    or an OCI layout's ``index.json`` (:func:`pause_archive`). Only tar headers and the small JSON
+    members are read, not the layers."""
+    with tarfile.open(archive) as t:
+
+        def member(name: str) -> Any:
+            f = t.extractfile(name)
+            if f is None:
+                raise RuntimeError(f"{archive}: {name} is not a file")
+            return json.loads(f.read())
+
+        names = set(t.getnames())
+        if "manifest.json" in names:
+            (entry,) = member("manifest.json")
+            return list(entry["RepoTags"]), "sha256:" + entry["Config"].removesuffix(".json")
+        index = member("index.json")
+        refs = [m["annotations"]["io.containerd.image.name"] for m in index["manifests"]]
+        manifest = member("blobs/sha256/" + index["manifests"][0]["digest"].split(":", 1)[1])
+        return refs, str(manifest["config"]["digest"])
 
 
 # ---- built images (scripts/build-images.sh)
@@ -185,6 +225,17 @@ def built_images(build: bool = True) -> dict[str, BuiltImage]:
         if not image.archive.is_file():
             raise MissingBinary(f"image {name} not built: {image.archive} missing (run scripts/build-images.sh)")
     return images
+
+
+def say(config: Any, line: str) -> None:
+    """A line on pytest's terminal (``config``: the session's pytest.Config), shown even when the
+    test passes: where a node's start and imports went."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # a fixture's output is captured otherwise
+            reporter.write_line(line)
+    print(line, file=sys.stderr)
 
 
 # ---- a TCP forwarder: `python -m tests.harness.node forward LISTEN TARGET`
@@ -231,18 +282,67 @@ class Node:
     containerd_sock: Path
     stack: Stack
     cluster: Cluster
+    root: Path = Path()  # containerd's root: NODE_STORE, or a private one in workdir
     exposed: dict[int, int] = field(default_factory=dict)
     startup_s: float = 0.0  # from nothing to Ready (and GPUs advertised)
+    #: seconds per phase of its start and of each import ("import trainer-....tar (present)"), in order
+    phases: dict[str, float] = field(default_factory=dict)
 
     def ctr(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return run("ctr", f"--address={self.containerd_sock}", "--namespace=k8s.io", *args, timeout=timeout)
 
     def import_image(self, archive: Path) -> float:
         """``ctr -n k8s.io images import``: the image is then present for pods (pull policy
-        IfNotPresent or Never); returns the seconds it took."""
+        IfNotPresent or Never); returns the seconds it took. Skipped when every name the archive
+        holds already is that image (the same config digest), complete and unpacked. An older
+        image under such a name is removed afterwards, with what only it used (the layers a new
+        build shares with it, torch's, stay unpacked)."""
         t0 = time.monotonic()
+        refs, config = archive_image(archive)
+        if all(self.stored_config(ref) == config for ref in refs):
+            self.phases[f"import {archive.name} (present)"] = time.monotonic() - t0
+            return 0.0
+        before = self._listed()
+        replaced = {cols[2] for cols in before if cols[0] in refs}
         self.ctr("images", "import", "--no-unpack=false", str(archive), timeout=1800)
-        return time.monotonic() - t0
+        after = self._listed()
+        if stale := [cols[0] for cols in after if cols[2] in replaced and cols[0] not in refs]:
+            self.ctr("images", "rm", "--sync", *stale, timeout=600)
+        took = time.monotonic() - t0
+        self.phases[f"import {archive.name}"] = took
+        return took
+
+    def phase_line(self) -> str:
+        """``node real-node-0: network, forwarders 0.4 s, containerd 1.0 s, ...``: where its start
+        and its imports went (tests/container/conftest.py and tests/e2e/test_containers.py print it)."""
+        where = "kept store" if self.root == NODE_STORE else "private root"
+        return f"node {self.name} ({where}): " + ", ".join(f"{k} {v:.1f} s" for k, v in self.phases.items())
+
+    def stored_config(self, ref: str) -> str | None:
+        """The config digest of image ``ref`` in this containerd, if its content is complete and
+        unpacked for the CRI's snapshotter; else None."""
+        # REF TYPE DIGEST STATUS SIZE UNPACKED, STATUS and SIZE with spaces in them
+        for line in self.ctr("images", "check", f"name=={ref}", timeout=60).stdout.splitlines()[1:]:
+            cols = line.split()
+            if cols and cols[0] == ref and "complete" in line and cols[-1] == "true":
+                manifest = json.loads(self.ctr("content", "get", cols[2], timeout=60).stdout)
+                if "config" in manifest:  # a single manifest, what both archives' imports make
+                    return str(manifest["config"]["digest"])
+        return None
+
+    def remove_image(self, ref: str) -> None:
+        """Remove ``ref`` and every other name of the same image (the CRI adds ``sha256:<config>``),
+        waiting for containerd to collect its content and snapshots."""
+        listed = self._listed()
+        target = next((cols[2] for cols in listed if cols[0] == ref), None)
+        if target is not None:
+            names = [cols[0] for cols in listed if cols[2] == target]
+            self.ctr("images", "rm", "--sync", *names, timeout=600)
+
+    def _listed(self) -> list[list[str]]:
+        """``ctr images ls``: REF, TYPE, DIGEST (the manifest's), ... per image name."""
+        rows = [ln.split() for ln in self.ctr("images", "ls", timeout=60).stdout.splitlines()[1:]]
+        return [cols for cols in rows if len(cols) > 2]
 
     def images(self) -> list[str]:
         return self.ctr("images", "ls", "-q").stdout.split()
@@ -281,9 +381,9 @@ def _free_link(start: int = 0) -> int:
     raise RuntimeError("no free 10.250.n.0/30 link for the node")
 
 
-def containerd_config(workdir: Path, sock: Path, cni_conf: Path) -> str:
+def containerd_config(workdir: Path, sock: Path, cni_conf: Path, root: Path) -> str:
     return f"""version = 2
-root = "{workdir}/containerd/root"
+root = "{root}"
 state = "{workdir}/containerd/state"
 plugin_dir = ""
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
@@ -365,6 +465,29 @@ def kubelet_config(node: Node, kubelet_dir: Path, taint: bool) -> dict[str, Any]
         "containerLogMaxSize": "10Mi",
         "shutdownGracePeriod": "0s",
     }
+
+
+def _hold_store(workdir: Path) -> tuple[Path, int | None]:
+    """containerd's root for a new node: :data:`NODE_STORE` with its lock held (the returned file
+    descriptor, closed when the node is gone), or, while another node holds it, a private root in
+    ``workdir`` (None). Two containerds must never share a root."""
+    NODE_STORE.mkdir(parents=True, exist_ok=True)
+    fd = os.open(NODE_STORE.parent / f"{NODE_STORE.name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return workdir / "containerd" / "root", None
+    return NODE_STORE, fd
+
+
+def _remove_containers(node: Node) -> list[str]:
+    """Delete every container (pods' and their sandboxes', stopped) and its snapshot from the
+    node's containerd: the kept root then holds images only. Returns the ids it found."""
+    ids = node.ctr("containers", "ls", "-q", timeout=60).stdout.split()
+    if ids:
+        node.ctr("containers", "rm", *ids, timeout=300)
+    return ids
 
 
 def _pod_netns(node: Node) -> list[str]:
@@ -469,14 +592,22 @@ def real_node(
         raise MissingBinary(
             f"{CNI_BIN}/bridge missing (containernetworking-plugins: run scripts/install-system-deps.sh)"
         )
-    t_start = time.monotonic()
+    t_start = t_phase = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir)
     n = _free_link()
     netns, host_dev, node_dev = f"msn-{os.getpid()}-{n}", f"msnh{n}", f"msnn{n}"
     host_ip, node_ip, pod_cidr = f"10.250.{n}.1", f"10.250.{n}.2", f"10.251.{n}.0/24"
     sock = workdir / "containerd.sock"
-    node = Node(name, node_ip, host_ip, netns, pod_cidr, workdir, sock, stack, cluster)
+    root, store_lock = _hold_store(workdir)
+    node = Node(name, node_ip, host_ip, netns, pod_cidr, workdir, sock, stack, cluster, root=root)
+
+    def phase(what: str) -> None:
+        nonlocal t_phase
+        now = time.monotonic()
+        node.phases[what] = now - t_phase
+        t_phase = now
+
     try:
         # --- the network: a namespace, a veth pair into it, routes both ways
         run(ip_cmd, "netns", "add", netns)
@@ -515,14 +646,31 @@ def real_node(
         }, indent=2))  # fmt: skip
         # --- containerd, in the namespace's network only (the host's mounts, so it sees the kubelet's volumes)
         cfg = workdir / "containerd.toml"
-        cfg.write_text(containerd_config(workdir, sock, cni_conf))
+        cfg.write_text(containerd_config(workdir, sock, cni_conf, root))
         path = os.pathsep.join(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
         nsenter = ["nsenter", f"--net=/run/netns/{netns}", "--"]
-        cd = stack.start(
-            "containerd", [*nsenter, containerd, f"--config={cfg}", "--log-level=info"], env={"PATH": path}
-        )
-        wait_for("containerd", lambda: run("ctr", f"--address={sock}", "version", check=False).returncode == 0, 60, cd)
+
+        def start_containerd() -> subprocess.Popen[bytes]:
+            cd = stack.start(
+                "containerd", [*nsenter, containerd, f"--config={cfg}", "--log-level=info"], env={"PATH": path}
+            )
+            ok = lambda: run("ctr", f"--address={sock}", "version", check=False).returncode == 0  # noqa: E731
+            wait_for("containerd", ok, 60, cd)
+            return cd
+
+        phase("network, forwarders")
+        cd = start_containerd()
+        if _remove_containers(node):
+            # a node that ended without its teardown (a killed session) left its pods in the kept
+            # root: deleted, and containerd started afresh so that its CRI forgets them too
+            unwatch(cd)
+            cd.terminate()
+            cd.wait(timeout=30)
+            stack.procs.remove(("containerd", cd))
+            start_containerd()
+        phase("containerd")
         node.import_image(pause)
+        t_phase = time.monotonic()
         # --- the kubelet
         kdir = workdir / "kubelet"
         (kdir / "volume-plugins").mkdir(parents=True, exist_ok=True)
@@ -558,6 +706,7 @@ def real_node(
                 lambda: cluster.kubectl("get", "node", name, alloc).stdout == str(gpus),
                 60,
             )
+        phase("kubelet Ready")
         node.startup_s = time.monotonic() - t_start
         (workdir / "startup.txt").write_text(f"{node.startup_s:.1f}\n")
         yield node
@@ -567,11 +716,16 @@ def real_node(
         if sock.exists():
             _stop_containers(node)
             pod_netns = _pod_netns(node)
+            with contextlib.suppress(Exception):
+                _remove_containers(node)  # the kept root holds images only
         stack.stop()
         _kill_shims(sock)
         _unmount_under(workdir)
-        # the images' content and unpacked snapshots: twice their size, ~12 GB with the trainer
+        _unmount_under(root)
+        # a private root: the images' content and unpacked snapshots, twice their size, ~14 GB
         shutil.rmtree(workdir / "containerd", ignore_errors=True)
+        if store_lock is not None:
+            os.close(store_lock)
         cluster.kubectl("delete", "node", name, "--wait=false", check=False)
         for path in pod_netns:
             subprocess.run(["ip", "netns", "delete", Path(path).name], capture_output=True)
