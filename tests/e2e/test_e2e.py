@@ -149,7 +149,10 @@ def test_a_custom_trainer_sweep_runs_nanochats_base_train(real_cluster: Cluster,
     # d2 (nanochat's d1 fails in its own code at these dials: a [4064, 16] x [24, 1] matmul in its
     # compiled evaluation), 2 tokens per parameter: 28 steps, nanochat saves at steps 25 and 28
     doc["spec"]["depths"] = [2]
-    doc["spec"]["training"].update(tokensPerParam=2, evalTokens=8192)
+    # examples/tiny.yaml's own steps (not tests/e2e/shapes.py's quarter-size ones): fewer, larger steps
+    # cost nanochat less, and its saves fall at 25 and 28
+    doc["spec"]["training"].update(tokensPerParam=2, totalBatchTokens=4096, deviceBatchSize=32, checkpointEvery=25,
+                                   evalTokens=8192)  # fmt: skip
     doc["spec"]["trainer"] = {"command": ["python", "-m", "miniseries_trainer.adapters.nanochat"],
                               "args": ["--nanochat-dir", str(NANOCHAT), f"--work-dir={tmp_path}/$(run.sweep)-$(run.name)"],
                               "contractVersion": 1}  # fmt: skip
