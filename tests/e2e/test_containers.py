@@ -379,7 +379,9 @@ def test_a_custom_trainer_image_trains_a_sweep_in_restricted_containers(
     cluster.apply(doc)
     status = wait_sweep(cluster, name, 1200)
     record_property("ctr_nanochat_seconds", round(time.monotonic() - started, 1))
-    assert status["phase"] == "Succeeded", status
+    assert status["phase"] == "Succeeded", [
+        (r.get("state"), r.get("attempts"), r.get("message")) for r in status["runs"]
+    ]
     (run,) = status["runs"]
     res = read_results(store, SweepLayout(SWEEP_NS, name).run("d2"))
     assert res is not None and res.steps == run["steps"] and res.val_bpb is not None, res

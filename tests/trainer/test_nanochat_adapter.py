@@ -78,6 +78,14 @@ def test_every_checkpoint_carries_nanochat_s_tokenizer(tmp_path: Path) -> None:
     assert [p.name for p in saves.dir.iterdir()] == ["model_000040.pt"]
 
 
+def test_a_checkout_without_git_has_no_commit_and_fails_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer + nanochat image has no git (seen on the real node: FileNotFoundError 'git' failed the run)."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git on it
+    assert nanochat.checkout_commit(tmp_path) is None
+
+
 def test_contract_flags_come_with_or_without_a_separator(tmp_path: Path) -> None:
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "base_train.py").write_text("")

@@ -260,9 +260,13 @@ def provenance(run: TrainerRun, nanochat: Path, tokenizer_dir: Path, device: str
 
 
 def checkout_commit(nanochat: Path) -> str | None:
-    """The checkout's git commit, when it is a git checkout (the shared reference copy is an export)."""
-    done = subprocess.run(["git", "-C", str(nanochat), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=False)  # fmt: skip
+    """The checkout's git commit, when it is a git checkout (the shared reference copy is an export) and
+    git is there at all (the trainer + nanochat image has no git: None, never a failed run)."""
+    try:
+        done = subprocess.run(["git", "-C", str(nanochat), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=False, timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
     return done.stdout.strip() if done.returncode == 0 else None
 
 
