@@ -170,15 +170,21 @@ def _scheduler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return parallel.pytest_xdist_make_scheduler(config, None)  # type: ignore[arg-type]
 
 
-def test_xdist_hands_the_workers_the_longest_units_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real xdist scheduler, with the hook's order: not xdist's own (the most tests first)."""
-    monkeypatch.delenv("MINISERIES_BUILDS", raising=False)
+def _scheduled_over_two_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, _Node, _Node]:
+    """The hook's scheduler with two workers that collected COLLECTION, after its first hand-out."""
     sched = _scheduler(tmp_path, monkeypatch)
     a, b = _Node("gw0"), _Node("gw1")
     for node in (a, b):
         sched.add_node(node)
         sched.add_node_collection(node, COLLECTION)
     sched.schedule()
+    return sched, a, b
+
+
+def test_xdist_hands_the_workers_the_longest_units_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real xdist scheduler, with the hook's order: not xdist's own (the most tests first)."""
+    monkeypatch.delenv("MINISERIES_BUILDS", raising=False)
+    sched, a, b = _scheduled_over_two_workers(tmp_path, monkeypatch)
     assert [COLLECTION[i] for i in a.sent] == COLLECTION[:2]  # all of tests/e2e, and nothing more yet
     # gw1's unit is one test: it starts that once it knows its next one, the next longest
     assert [COLLECTION[i] for i in b.sent] == [
@@ -196,12 +202,7 @@ def test_xdist_hands_out_what_needs_nothing_built_while_the_go_builds_run(
     state.mkdir()
     (state / "binaries.pid").write_text(str(os.getpid()))  # alive, no exit status yet: running
     monkeypatch.setenv("MINISERIES_BUILDS", str(state))
-    sched = _scheduler(tmp_path, monkeypatch)
-    a, b = _Node("gw0"), _Node("gw1")
-    for node in (a, b):
-        sched.add_node(node)
-        sched.add_node_collection(node, COLLECTION)
-    sched.schedule()
+    _, a, b = _scheduled_over_two_workers(tmp_path, monkeypatch)
     assert {COLLECTION[a.sent[0]], COLLECTION[b.sent[0]]} == {
         "tests/trainer/test_gpu_check.py::test_smoke",
         "tests/unit/test_many.py::test_0",
