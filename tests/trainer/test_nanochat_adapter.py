@@ -12,6 +12,7 @@ import pytest
 
 from miniseries.contract.trainer_kit import parse_run_args
 from miniseries.local.trainer_check import FAIL, PARTIAL, PASS, SKIP, CheckOptions, run_check
+from miniseries_trainer import origins
 from miniseries_trainer.adapters import nanochat
 from tests.support.tiny_training import Corpus, trainer_env
 
@@ -83,7 +84,7 @@ def test_a_checkout_without_git_has_no_commit_and_fails_nothing(
 ) -> None:
     """The trainer + nanochat image has no git (seen on the real node: FileNotFoundError 'git' failed the run)."""
     monkeypatch.setenv("PATH", str(tmp_path))  # no git on it
-    assert nanochat.checkout_commit(tmp_path) is None
+    assert origins.git_commit(tmp_path) is None
 
 
 def test_contract_flags_come_with_or_without_a_separator(tmp_path: Path) -> None:

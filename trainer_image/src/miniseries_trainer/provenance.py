@@ -11,11 +11,8 @@ linear or (1-sqrt), its steps and fraction).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
-import subprocess
 from importlib import metadata
 from pathlib import Path
 
@@ -23,13 +20,10 @@ import torch
 
 from miniseries.contract import shapes
 from miniseries.contract.results import BUILTIN_TRAINER, Provenance
-from miniseries.contract.store import Store, StoreError
+from miniseries.contract.store import Store
 from miniseries_trainer import precision as numerics
+from miniseries_trainer.origins import dataset_hash, git_commit, tokenizer_hash
 
-#: The manifest `miniseries data prepare` writes next to the shards (miniseries.data.prepare.MANIFEST).
-SHARD_MANIFEST = "_manifest.json"
-#: The tokenizer's manifest (miniseries_trainer.tokenizer.MANIFEST): holds the artifact's sha256.
-TOKENIZER_MANIFEST = "manifest.json"
 FLOPS_CONVENTION = "6*(matmul params)+12*L*d*T per token, forward+backward (PaLM appendix B, nanochat)"
 
 
@@ -37,35 +31,7 @@ def source_commit() -> str | None:
     """The trainer source's git commit, from the image build or a checkout; None when unknown."""
     if commit := os.environ.get("MINISERIES_SOURCE_COMMIT"):
         return commit
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and len(commit) == 40 else None
-
-
-def dataset_hash(data_store: Store) -> tuple[str | None, str | None]:
-    """(sha256, kind): of the shard manifest when there is one, else of the sorted shard listing."""
-    try:
-        if data_store.exists(SHARD_MANIFEST):
-            return hashlib.sha256(data_store.read_bytes(SHARD_MANIFEST)).hexdigest(), "manifest"
-        keys = sorted(k for k in data_store.list("") if k.endswith(".parquet"))
-    except StoreError:
-        return None, None
-    return hashlib.sha256("\n".join(keys).encode()).hexdigest(), "listing"
-
-
-def tokenizer_hash(tokenizer_store: Store) -> str | None:
-    try:
-        manifest = json.loads(tokenizer_store.read_bytes(TOKENIZER_MANIFEST))
-    except (StoreError, ValueError):
-        return None
-    sha = manifest.get("sha256") if isinstance(manifest, dict) else None
-    return sha if isinstance(sha, str) else None
+    return git_commit(Path(__file__).resolve().parent)
 
 
 def collect(

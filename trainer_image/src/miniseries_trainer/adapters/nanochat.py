@@ -40,11 +40,10 @@ from miniseries.contract.results import Provenance
 from miniseries.contract.shapes import SCALING_PARAMS_CONVENTION
 from miniseries.contract.store import open_store
 from miniseries.contract.trainer_kit import TrainerRun, open_run
+from miniseries_trainer.origins import dataset_hash, git_commit
 
 #: nanochat's tokenizer files (scripts/tok_train.py writes them to <base>/tokenizer/).
 TOKENIZER_FILES = ("tokenizer.pkl", "token_bytes.pt")
-#: `miniseries data prepare`'s manifest next to the shards (the built-in trainer hashes it too).
-SHARD_MANIFEST = "_manifest.json"
 
 #: base_train's per-step line: `step 00012/00112 (10.71%) | loss: 6.1 | lrm: .. | dt: 80.1ms | tok/sec: 51,000 | bf16_mfu: 0.01 | ...`.
 #: It prints the 0-based step after that optimizer step, so step s means s + 1 steps done.
@@ -243,13 +242,12 @@ def provenance(run: TrainerRun, nanochat: Path, tokenizer_dir: Path, device: str
     hash, as the built-in trainer records it), nanochat's own tokenizer, and the conventions of the numbers
     in results.json: params and FLOPs are the miniseries shape's (shapes.py), which leaves out what nanochat
     adds to it (value embeddings, gates, per-layer scalars)."""
-    data = open_store(run.args.data.rstrip("/"))
-    data_sha = hashlib.sha256(data.read_bytes(SHARD_MANIFEST)).hexdigest() if data.exists(SHARD_MANIFEST) else None
+    data_sha, data_kind = dataset_hash(open_store(run.args.data.rstrip("/")))
     tok = tokenizer_dir / TOKENIZER_FILES[0]
     return Provenance(
-        trainer=TRAINER_NAME, source_commit=checkout_commit(nanochat), python_version=platform.python_version(),
+        trainer=TRAINER_NAME, source_commit=git_commit(nanochat), python_version=platform.python_version(),
         device_name=device, device_count=1, dataset_uri=run.args.data, dataset_manifest_sha256=data_sha,
-        dataset_manifest_kind="manifest" if data_sha else None,
+        dataset_manifest_kind=data_kind,
         tokenizer_uri=f"nanochat scripts.tok_train --vocab-size={run.args.vocab_size}",
         tokenizer_sha256=hashlib.sha256(tok.read_bytes()).hexdigest() if tok.is_file() else None,
         params_convention=f"{SCALING_PARAMS_CONVENTION} of the miniseries shape (nanochat's extras not counted)",
@@ -257,17 +255,6 @@ def provenance(run: TrainerRun, nanochat: Path, tokenizer_dir: Path, device: str
         lr_schedule={"kind": "nanochat", "warmup_steps": run.args.warmup_steps,
                      "warmdown_ratio": run.args.warmdown_ratio, "warmdown_shape": "linear"},
     )  # fmt: skip
-
-
-def checkout_commit(nanochat: Path) -> str | None:
-    """The checkout's git commit, when it is a git checkout (the shared reference copy is an export) and
-    git is there at all (the trainer + nanochat image has no git: None, never a failed run)."""
-    try:
-        done = subprocess.run(["git", "-C", str(nanochat), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=False, timeout=10)  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def check_shape(run: TrainerRun) -> None:
