@@ -365,14 +365,14 @@ class TrainerRun:
         owners = self.owners()
         for step in reversed(checkpoint_steps(self.store, self.layout, owners)):
             try:
-                ckpt = _read_checkpoint(self.store, self.layout.checkpoint(step), owners)
+                ckpt = read_checkpoint(self.store, self.layout.checkpoint(step), owners)
             except (StoreError, ValueError) as e:
                 print(f"warning: checkpoint step {step} does not verify ({e}); trying an older one", flush=True)
                 continue
             self._started(START_CHECKPOINT, ckpt)
             return ckpt
         if self.args.init_from:
-            ckpt = _read_checkpoint(open_store(self.args.init_from.rstrip("/")), "", owners)
+            ckpt = read_checkpoint(open_store(self.args.init_from.rstrip("/")), "", owners)
             self._started(START_TRUNK, ckpt)
             return ckpt
         if self.args.resume == "require":
@@ -434,8 +434,10 @@ def _read_curve(store: Store, layout: RunLayout) -> list[dict[str, float]]:
     return [json.loads(line) for line in raw.splitlines() if line.strip()]
 
 
-def _read_checkpoint(store: Store, prefix: str, owners: frozenset[str] | None) -> Checkpoint:
-    """A checkpoint's files, each checked against the manifest's size and sha256; ValueError when one does not."""
+def read_checkpoint(store: Store, prefix: str, owners: frozenset[str] | None = None) -> Checkpoint:
+    """A checkpoint's files, each checked against the manifest's size and sha256; ValueError when one does
+    not (or, with `owners`, when another sweep wrote it). Also what reads a finished run's checkpoint to
+    evaluate it (miniseries_trainer.adapters.nanochat_eval)."""
     manifest = CheckpointManifest.from_json(store.read_bytes(prefix + "manifest.json"))
     if foreign(manifest.sweep_uid, owners):
         raise ValueError(f"written by sweep uid {manifest.sweep_uid}, not this sweep's")

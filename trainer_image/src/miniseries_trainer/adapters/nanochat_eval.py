@@ -37,10 +37,9 @@ import torch
 from torch import Tensor
 
 from miniseries.contract.store import open_store
+from miniseries.contract.trainer_kit import read_checkpoint
+from miniseries_trainer.adapters.nanochat import TOKENIZER_FILES  # what the adapter stores in every checkpoint
 from miniseries_trainer.bpb import evaluate_bpb
-
-#: nanochat's tokenizer files (scripts/tok_train.py), which the adapter stores in every checkpoint.
-TOKENIZER_FILES = ("tokenizer.pkl", "token_bytes.pt")
 
 
 def validation_documents(data_uri: str, eval_bytes: int) -> list[str]:
@@ -85,13 +84,6 @@ class NanochatTokenizer:
 
     def token_bytes(self) -> Tensor:
         return self._token_bytes
-
-
-def checkpoint_files(uri: str) -> dict[str, bytes]:
-    """A contract checkpoint's files, each checked against its manifest."""
-    store = open_store(uri.rstrip("/"))
-    manifest = json.loads(store.read_bytes("manifest.json"))
-    return {f["name"]: store.read_bytes(f["name"]) for f in manifest["files"]}
 
 
 def load_nanochat(nanochat: Path, files: dict[str, bytes]) -> tuple[Any, NanochatTokenizer]:
@@ -164,7 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ours:
         model, tok = load_ours(args)
     else:
-        model, tok = load_nanochat(args.nanochat_dir.resolve(), checkpoint_files(args.checkpoint))
+        model, tok = load_nanochat(
+            args.nanochat_dir.resolve(), read_checkpoint(open_store(args.checkpoint.rstrip("/")), "").files
+        )
     print(json.dumps(evaluate(model, tok, args)))
     return 0
 
