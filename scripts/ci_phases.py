@@ -21,14 +21,22 @@ from typing import Any
 
 PHASE = re.compile(r"(?:^|\s)phase (\S+) (\d+(?:\.\d+)?) (\S+)\s*$")
 SLOWEST = re.compile(r"(?:^|\s)slowest (\d+(?:\.\d+)?) (\S+)\s*$")
+MOST_CPU = re.compile(r"(?:^|\s)cpu (\d+(?:\.\d+)?) (\S+)\s*$")
 #: the table's sections, in order, by the phase name's prefix
-SECTIONS = (("setup", ("venv", "system-deps")), ("go", ("go:",)), ("images", ("image:",)), ("pytest", ("pytest",)))
+SECTIONS = (
+    ("setup", ("venv", "system-deps")),
+    ("go", ("go:",)),
+    ("images", ("image:",)),
+    ("pytest", ("pytest",)),
+    ("cpu", ("cpu:",)),
+)
 
 
 @dataclass
 class Phases:
     phases: dict[str, tuple[float, str]] = field(default_factory=dict)
     slowest: dict[str, float] = field(default_factory=dict)
+    most_cpu: dict[str, float] = field(default_factory=dict)
 
     def read_log(self, text: str) -> None:
         for line in text.splitlines():
@@ -36,6 +44,8 @@ class Phases:
                 self.phases[m[1]] = (float(m[2]), m[3])
             elif m := SLOWEST.search(line):
                 self.slowest[m[2]] = float(m[1])
+            elif m := MOST_CPU.search(line):
+                self.most_cpu[m[2]] = float(m[1])
 
     def read_json(self, data: dict[str, Any]) -> None:
         """The JSON tests/harness/durations.py writes."""
@@ -46,6 +56,11 @@ class Phases:
         self.phases["pytest:build-wait"] = (float(data.get("build_wait_s", 0.0)), "waited")
         for nodeid, seconds in data.get("slowest", []):
             self.slowest[nodeid] = float(seconds)
+        for name, g in data.get("groups", {}).items():
+            if "cpu_s" in g and data.get("most_cpu"):
+                self.phases[f"cpu:{name}"] = (float(g["cpu_s"]), f"tests={g['tests']}")
+        for nodeid, seconds in data.get("most_cpu", []):
+            self.most_cpu[nodeid] = float(seconds)
 
 
 def _section(name: str) -> str:
@@ -74,6 +89,10 @@ def table(p: Phases, top: int = 15) -> str:
         out += ["", f"slowest {min(top, len(p.slowest))} tests (setup + call + teardown):"]
         ranked = sorted(p.slowest.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
         out += [f"{s:>8.1f}  {nodeid}" for nodeid, s in ranked]
+    if p.most_cpu:
+        out += ["", f"most CPU, {min(top, len(p.most_cpu))} tests (CPU seconds of the test's process tree):"]
+        ranked = sorted(p.most_cpu.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        out += [f"{s:>8.1f}  {nodeid}" for nodeid, s in ranked]
     return "\n".join(out)
 
 
@@ -90,7 +109,7 @@ def main(argv: list[str]) -> int:
             p.read_json(json.loads(path.read_text()))
         else:
             p.read_log(path.read_text(errors="replace"))
-    if not p.phases and not p.slowest:
+    if not p.phases and not p.slowest and not p.most_cpu:
         print(f"ci_phases: no phase lines in {' '.join(argv)}", file=sys.stderr)
         return 1
     print(table(p))

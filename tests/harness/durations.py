@@ -17,6 +17,11 @@ tests.harness.durations OUT PART.json...`` merges them (the longest part's wall,
 slowest of both) and prints the merged lines last, the ones a CI log's table keeps. A group's
 seconds are its tests' times added up, so in parallel they may exceed the wall time.
 
+Each test's CPU seconds (tests/harness/cpu.py: its process tree, read on the worker that ran it and
+sent along in the report's ``user_properties``) go beside its wall time: ``phase cpu:<group>`` lines
+and ``cpu <s> <test id>`` lines for the 15 that cost most CPU. The suite is CPU-bound on 2 cores, so
+that list, not the slowest, says where time can be won.
+
 Each such run also keeps every test's time in :data:`HISTORY` (``~/.cache/miniseries``, a test's
 newest time replacing its older one): the parallel part hands out the longest files first by it."""
 
@@ -33,12 +38,14 @@ from typing import Any
 
 import pytest
 
-from tests.harness import builds
+from tests.harness import builds, cpu
 
 SLOWEST = 15
 #: every test's last time in seconds by node id, across runs (MINISERIES_TEST_HISTORY moves it)
 HISTORY = Path(os.environ.get("MINISERIES_TEST_HISTORY", Path.home() / ".cache" / "miniseries" / "test-times.json"))
 _times: dict[str, float] = defaultdict(float)
+_cpu: dict[str, float] = defaultdict(float)
+_cpu_started = pytest.StashKey[float]()
 _started: list[float] = []
 _worker_waits: list[float] = []
 _reorder: list[bool] = []
@@ -50,19 +57,30 @@ def group_of(nodeid: str) -> str:
     return "/".join(parts[:2]) if len(parts) > 2 else "/".join(parts[:-1]) or "."
 
 
-def summary(times: dict[str, float], wall_s: float, build_wait_s: float) -> dict[str, Any]:
-    """The JSON written to $MINISERIES_TEST_TIMES: per group (seconds, tests), the slowest tests."""
+def _top(times: dict[str, float]) -> list[list[Any]]:
+    return [[nodeid, round(s, 1)] for nodeid, s in sorted(times.items(), key=lambda kv: (-kv[1], kv[0]))[:SLOWEST]]
+
+
+def summary(
+    times: dict[str, float], wall_s: float, build_wait_s: float, cpu_s: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """The JSON written to $MINISERIES_TEST_TIMES: per group (seconds, tests, CPU seconds), the
+    slowest tests and those that cost most CPU."""
     groups: dict[str, dict[str, float]] = {}
     for nodeid, seconds in times.items():
-        g = groups.setdefault(group_of(nodeid), {"seconds": 0.0, "tests": 0})
+        g = groups.setdefault(group_of(nodeid), {"seconds": 0.0, "tests": 0, "cpu_s": 0.0})
         g["seconds"] += seconds
         g["tests"] += 1
-    slowest = sorted(times.items(), key=lambda kv: (-kv[1], kv[0]))[:SLOWEST]
+        g["cpu_s"] += (cpu_s or {}).get(nodeid, 0.0)
     return {
         "wall_s": round(wall_s, 1),
         "build_wait_s": round(build_wait_s, 1),
-        "groups": {k: {"seconds": round(v["seconds"], 1), "tests": int(v["tests"])} for k, v in sorted(groups.items())},
-        "slowest": [[nodeid, round(s, 1)] for nodeid, s in slowest],
+        "groups": {
+            k: {"seconds": round(v["seconds"], 1), "tests": int(v["tests"]), "cpu_s": round(v["cpu_s"], 1)}
+            for k, v in sorted(groups.items())
+        },
+        "slowest": _top(times),
+        "most_cpu": _top(cpu_s or {}),
     }
 
 
@@ -71,7 +89,10 @@ def lines(data: dict[str, Any]) -> list[str]:
     out = [f"phase pytest {data['wall_s']:.1f} tests={sum(g['tests'] for g in data['groups'].values())}"]
     out += [f"phase pytest:{k} {g['seconds']:.1f} tests={g['tests']}" for k, g in data["groups"].items()]
     out.append(f"phase pytest:build-wait {data['build_wait_s']:.1f} waited")
+    if data.get("most_cpu"):
+        out += [f"phase cpu:{k} {g.get('cpu_s', 0.0):.1f} tests={g['tests']}" for k, g in data["groups"].items()]
     out += [f"slowest {s:.1f} {nodeid}" for nodeid, s in data["slowest"]]
+    out += [f"cpu {s:.1f} {nodeid}" for nodeid, s in data.get("most_cpu", [])]
     return out
 
 
@@ -80,17 +101,27 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     is the longest part's."""
     groups: dict[str, dict[str, float]] = {}
     slowest: dict[str, float] = {}
+    most_cpu: dict[str, float] = {}
+    every_cpu: dict[str, float] = {}
     for part in parts:
         for name, g in part.get("groups", {}).items():
-            m = groups.setdefault(name, {"seconds": 0.0, "tests": 0})
+            m = groups.setdefault(name, {"seconds": 0.0, "tests": 0, "cpu_s": 0.0})
             m["seconds"] += g["seconds"]
             m["tests"] += g["tests"]
+            m["cpu_s"] += g.get("cpu_s", 0.0)
         slowest.update({nodeid: s for nodeid, s in part.get("slowest", [])})
+        most_cpu.update({nodeid: s for nodeid, s in part.get("most_cpu", [])})
+        every_cpu.update(part.get("cpu", {}))
     return {
         "wall_s": round(max([p.get("wall_s", 0.0) for p in parts], default=0.0), 1),
         "build_wait_s": round(sum(p.get("build_wait_s", 0.0) for p in parts), 1),
-        "groups": {k: {"seconds": round(v["seconds"], 1), "tests": int(v["tests"])} for k, v in sorted(groups.items())},
-        "slowest": [[n, s] for n, s in sorted(slowest.items(), key=lambda kv: (-kv[1], kv[0]))[:SLOWEST]],
+        "groups": {
+            k: {"seconds": round(v["seconds"], 1), "tests": int(v["tests"]), "cpu_s": round(v["cpu_s"], 1)}
+            for k, v in sorted(groups.items())
+        },
+        "slowest": _top(slowest),
+        "most_cpu": _top(most_cpu),
+        "cpu": dict(sorted(every_cpu.items())),
     }
 
 
@@ -141,8 +172,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _started.append(time.monotonic())
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    item.stash[_cpu_started] = cpu.tree_cpu_s()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    if call.when == "teardown" and _cpu_started in item.stash:  # setup + call + teardown, with the fixtures'
+        outcome.get_result().user_properties.append(("cpu_s", cpu.tree_cpu_s() - item.stash[_cpu_started]))
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _times[report.nodeid] += report.duration
+    for name, value in report.user_properties:
+        if name == "cpu_s":
+            _cpu[report.nodeid] += float(value)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -161,7 +208,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not target or hasattr(config, "workerinput"):
         return
     wall = time.monotonic() - _started[0] if _started else 0.0
-    data = summary(dict(_times), wall, builds.waited_s() + sum(_worker_waits))
+    data = summary(dict(_times), wall, builds.waited_s() + sum(_worker_waits), dict(_cpu))
+    data["cpu"] = {k: round(v, 2) for k, v in sorted(_cpu.items())}  # every test's, for a closer look
     Path(target).write_text(json.dumps(data, indent=1) + "\n")
     record_history(dict(_times))
     for line in lines(data):

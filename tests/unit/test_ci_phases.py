@@ -9,11 +9,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.harness import builds, durations
+from tests.harness import builds, cpu, durations
 from tests.harness.binaries import REPO, MissingBinary
 
 SCRIPT = REPO / "scripts" / "ci_phases.py"
@@ -86,6 +87,40 @@ def test_the_json_reads_as_the_same_rows_and_a_later_input_wins(tmp_path: Path) 
     # the plugin's own log lines read back as the same table
     again = _table(tmp_path, ("plugin.log", "\n".join(durations.lines(data))))
     assert _rows(again.stdout)["pytest:tests/unit"] == ["3.2", "tests=2"]
+
+
+def test_cpu_seconds_read_back_as_rows_and_a_ranked_list(tmp_path: Path) -> None:
+    times = {"tests/unit/test_a.py::t": 1.0, "tests/e2e/test_b.py::t": 30.0, "tests/e2e/test_c.py::t": 20.0}
+    cpu_s = {"tests/unit/test_a.py::t": 0.5, "tests/e2e/test_b.py::t": 4.0, "tests/e2e/test_c.py::t": 19.0}
+    data = durations.summary(times, wall_s=40.0, build_wait_s=0.0, cpu_s=cpu_s)
+    merged = durations.merge(
+        [data, durations.summary({"tests/unit/test_d.py::t": 2.0}, 2.0, 0.0, {"tests/unit/test_d.py::t": 1.5})]
+    )
+    assert merged["groups"]["tests/unit"]["cpu_s"] == 2.0 and merged["groups"]["tests/e2e"]["cpu_s"] == 23.0
+    for source in (("times.json", json.dumps(merged)), ("plugin.log", "\n".join(durations.lines(merged)))):
+        out = _table(tmp_path, source).stdout
+        assert _rows(out)["cpu:tests/e2e"] == ["23.0", "tests=2"]
+        ranked = out.split("most CPU")[1].splitlines()[1:]
+        # the CPU ranking is its own: the slowest test (b, waiting) is not the costliest (c)
+        assert [line.split()[1] for line in ranked[:2]] == ["tests/e2e/test_c.py::t", "tests/e2e/test_b.py::t"]
+
+
+def test_a_tests_cpu_counts_its_children_and_not_other_processes() -> None:
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
+    before = cpu.tree_cpu_s()
+    subprocess.run([sys.executable, "-c", burn], check=True)  # a child, reaped: its parent's cutime
+    with subprocess.Popen(
+        [sys.executable, "-c", burn + "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    ) as child:
+        time.sleep(0.1)
+        while cpu.tree_cpu_s(child.pid) < 0.6:  # a living child, counted while it runs
+            time.sleep(0.05)
+        during = cpu.tree_cpu_s()
+        child.communicate(b"")
+    assert during - before >= 1.2
+    # a process outside the tree (this one's parent) is not in it
+    assert cpu.tree_cpu_s() < cpu.tree_cpu_s(os.getppid()) or os.getppid() == 1
+    assert cpu.tree_cpu_s(2**22 + 7) == 0.0  # no such process: nothing
 
 
 def test_no_phase_lines_is_an_error_not_an_empty_table(tmp_path: Path) -> None:

@@ -87,8 +87,8 @@ def test_the_parts_merge_into_one_table() -> None:
     merged = durations.merge([shared, alone])
     assert merged["wall_s"] == 100.0 and merged["build_wait_s"] == 3.0  # side by side: the longer part
     assert merged["groups"] == {
-        "tests/e2e": {"seconds": 195.0, "tests": 15},
-        "tests/unit": {"seconds": 40.0, "tests": 500},
+        "tests/e2e": {"seconds": 195.0, "tests": 15, "cpu_s": 0.0},  # parts from before CPU was kept
+        "tests/unit": {"seconds": 40.0, "tests": 500, "cpu_s": 0.0},
     }
     assert merged["slowest"] == [["tests/e2e/a.py::t", 60.0], ["tests/e2e/test_containers.py::t", 45.0]]
     assert durations.lines(merged)[0] == "phase pytest 100.0 tests=515"
