@@ -120,6 +120,11 @@ def test_make_local_needs_only_the_virtualenv() -> None:
             env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
             if os.environ.get("PYTHONPATH"):  # a worktree's sources over the shared venv's (developers only)
                 env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+            if os.environ.get("OMP_NUM_THREADS"):
+                # the parallel suite's one thread per trainer: without it torch takes both cores and its
+                # threads spin against the other workers' (509-680 s for this test under the parallel
+                # default instead of ~80 s alone); a thread count changes nothing a newcomer depends on
+                env["OMP_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
             cmd = [str(venv_bin() / "miniseries"), "run", "examples/tiny.yaml", "--local"]
             script = namespace_script(cmd, env, store, root, keep)
             t0 = time.time()
