@@ -1,4 +1,5 @@
-"""What the e2e sweeps of test_e2e.py and test_trainjob.py and the runs of test_multinode.py train:
+"""What the e2e sweeps of test_e2e.py, test_trainjob.py and test_containers.py (its tiny sweep) and the runs
+of test_multinode.py train:
 examples/tiny.yaml's model (width 16 x depth, a 1024-token vocabulary, 128-token context) on a quarter
 of its tokens in quarter-size steps, so every run keeps its step count (d2: 112 steps, d1: 38) at about
 half the CPU (a step's optimizer work does not shrink with the batch; 20 d2 steps on the loaded 2-core

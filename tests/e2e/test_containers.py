@@ -32,6 +32,7 @@ from miniseries.contract.results import checkpoint_steps, read_results
 from miniseries.contract.store import S3Store, Store
 from miniseries.local.runner import DATA_KEY, LocalSweep
 from miniseries.plan.trainer_argv import TRAINER_MODULE
+from tests.e2e.shapes import e2e_training
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.cluster import Cluster
 from tests.harness.helm import CHART, helm_binary
@@ -180,7 +181,8 @@ def test_tiny_sweep_in_containers(
     cluster, node = ctr_cluster
     store = s3_store(bucket)
     started = time.monotonic()
-    cluster.apply(sweep_doc(tiny, bucket, "ctr-sweep", images["trainer"].ref, [1, 2]))
+    # the path, not a loss curve: the e2e sweeps' quarter-size steps (tests/e2e/shapes.py), half the CPU
+    cluster.apply(e2e_training(sweep_doc(tiny, bucket, "ctr-sweep", images["trainer"].ref, [1, 2])))
     status = wait_sweep(cluster, "ctr-sweep", 1800)
     record_property("ctr_sweep_seconds", round(time.monotonic() - started, 1))
     print(f"ctr-sweep: {time.monotonic() - started:.0f} s", file=sys.stderr)
