@@ -4,6 +4,7 @@ The real trainer's end-to-end run is in test_local_tiny.py (slow, needs torch)."
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -119,10 +120,19 @@ def test_ctrl_c_stops_child_and_rerun_resumes(tmp_path, sig):
                                 preexec_fn=default_sigint)  # fmt: skip
     proc.log_path = log  # type: ignore[attr-defined]  # its output, if it exits before d2 holds
     d2_dir = store / "local" / "mini" / "d2"
-    hold = json.loads(wait_for("d2 held at its step-10 checkpoint", lambda: (d2_dir / "held").read_text(), 120, proc))
-    assert hold["step"] == 10 and (d2_dir / "ckpt" / "step_00000010" / "manifest.json").exists()
-    proc.send_signal(sig)
-    assert proc.wait(timeout=60) == 130, log.read_text()
+    try:
+        hold = json.loads(
+            wait_for("d2 held at its step-10 checkpoint", lambda: (d2_dir / "held").read_text(), 120, proc)
+        )
+        assert hold["step"] == 10 and (d2_dir / "ckpt" / "step_00000010" / "manifest.json").exists()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 130, log.read_text()
+    finally:  # a failure leaves neither the runner nor its held trainer (its own session) behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(json.loads((d2_dir / "held").read_text())["pid"], signal.SIGKILL)
     text = log.read_text()
     assert "checkpoints are kept" in text
     assert (store / "local" / "mini" / "d1" / "results.json").exists()
