@@ -174,7 +174,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
-    item.stash[_cpu_started] = cpu.tree_cpu_s()
+    item.stash[_cpu_started] = cpu.cpu_s()
     yield
 
 
@@ -182,7 +182,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     outcome = yield
     if call.when == "teardown" and _cpu_started in item.stash:  # setup + call + teardown, with the fixtures'
-        outcome.get_result().user_properties.append(("cpu_s", cpu.tree_cpu_s() - item.stash[_cpu_started]))
+        outcome.get_result().user_properties.append(("cpu_s", cpu.cpu_s() - item.stash[_cpu_started]))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -63,6 +63,7 @@ from typing import Any
 
 import yaml
 
+from tests.harness import cpu
 from tests.harness.binaries import CACHE, REPO, MissingBinary, find_binary
 from tests.harness.builds import built, job_status
 from tests.harness.cluster import Cluster
@@ -76,6 +77,9 @@ SELECTOR = {NODE_LABEL: "real"}
 #: the ``kubernetes`` Service's address with the test cluster's --service-cluster-ip-range
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+#: the CRI's containerd namespace, and the cgroup its containers run below (the kubelet runs without
+#: QoS cgroups, so containerd's default parent)
+CONTAINERD_NAMESPACE = "k8s.io"
 CNI_BIN = Path("/usr/lib/cni")
 IMAGES = Path(os.environ.get("MINISERIES_IMAGE_CACHE", CACHE.parent / "images"))
 #: containerd's root for the node, kept between nodes and sessions (see above)
@@ -289,7 +293,9 @@ class Node:
     phases: dict[str, float] = field(default_factory=dict)
 
     def ctr(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return run("ctr", f"--address={self.containerd_sock}", "--namespace=k8s.io", *args, timeout=timeout)
+        return run(
+            "ctr", f"--address={self.containerd_sock}", f"--namespace={CONTAINERD_NAMESPACE}", *args, timeout=timeout
+        )
 
     def import_image(self, archive: Path) -> float:
         """``ctr -n k8s.io images import``: the image is then present for pods (pull policy
@@ -669,6 +675,7 @@ def real_node(
             stack.procs.remove(("containerd", cd))
             start_containerd()
         phase("containerd")
+        cpu.count_cgroup(CONTAINERD_NAMESPACE)  # its containers' CPU is the tests' too (durations.py)
         node.import_image(pause)
         t_phase = time.monotonic()
         # --- the kubelet
