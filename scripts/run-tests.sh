@@ -81,10 +81,12 @@ parts_rc() {  # the exit code of two parts of one selection: a failure wins, the
   if [[ $a -ne 0 && $a -ne 5 ]]; then echo "$a"; elif [[ $b -ne 0 && $b -ne 5 ]]; then echo "$b"
   elif [[ $a -eq 0 || $b -eq 0 ]]; then echo 0; else echo 5; fi
 }
-# 2 for the 2-core CI machine: the serial warm CI run of 2026-12-07 used 1.15 cores on average
-# (2,951 s CPU in 2,563 s), so two workers (plus the real node's part, mostly waiting for the images
-# and then alone on its node) already ask for both cores; more would add contention, not throughput
-DEFAULT_WORKERS=2
+# 3 on the 2-core CI machine: most cluster tests wait (controllers, trainers in other processes) more
+# than they compute. Warm runs of a fresh clone, 2026-12-07, the real node's part beside the workers:
+# 2 workers 24 min 23 s (2,035 s CPU, 139 % of a core, the workers' part the longer by 165 s);
+# 3 workers 18 min 34 s (1,897 s CPU, 170 %, both parts ~1,105 s), no test failed. Past that the
+# cores are the limit: more workers would add contention, not throughput.
+DEFAULT_WORKERS=3
 parallel=${MINISERIES_PARALLEL:-$DEFAULT_WORKERS}
 if [[ "$parallel" =~ ^[0-9]+$ && "$parallel" -gt 1 ]]; then
   "$VENV/bin/python" -c 'import xdist' 2>/dev/null || {

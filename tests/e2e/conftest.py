@@ -14,6 +14,7 @@ import yaml
 
 from miniseries.api.sweepfile import load_sweep
 from miniseries.local.runner import Display, LocalSweep, prepare_data, train_tokenizer
+from tests.e2e.shapes import e2e_training
 from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.cluster import Cluster
 from tests.harness.kueue import KueueCluster, kueue_cluster
@@ -35,6 +36,16 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> LocalSweep:
     prepare_data(ls, display)
     train_tokenizer(ls, display)
     return ls
+
+
+@pytest.fixture(scope="session")
+def tiny_steps(tiny: LocalSweep) -> LocalSweep:
+    """`tiny` in the e2e sweeps' quarter-size steps (tests/e2e/shapes.py: the same 112 steps at about
+    half the CPU), over the same store, shards and tokenizer."""
+    doc = e2e_training(yaml.safe_load((tiny.store_dir.parent / "tiny.yaml").read_text()))
+    path = tiny.store_dir.parent / "tiny-steps.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return LocalSweep(load_sweep(path), tiny.store_dir, device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,14 @@ restored: the resume is exact, so the tolerance is tight).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -25,7 +28,7 @@ from miniseries.contract.results import RunResults, checkpoint_steps, read_resul
 from miniseries.contract.store import Store
 from miniseries.control.backends.manifests import LABEL_ATTEMPT, LABEL_RUN, LABEL_SWEEP
 from tests.harness.cluster import Cluster
-from tests.harness.processes import NotYet, wait_for
+from tests.harness.processes import NotYet, Unreachable, wait_for
 from tests.harness.training_operator import RealPathCluster
 
 #: |final loss after the resume - the uninterrupted run's| at most this
@@ -73,6 +76,35 @@ def run_pod(kc: RealPathCluster, namespace: str, sweep: str, run: str, attempt: 
         return live[0]  # type: ignore[no-any-return]
 
     return wait_for(f"{sweep}/{run} attempt {attempt}'s pod {'/'.join(phases)}", running, 600)  # type: ignore[no-any-return]
+
+
+def sigterm_pending(pid: int) -> bool:
+    """Whether a SIGTERM waits for process ``pid`` (sent to it or its group while it is stopped)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        raise Unreachable(f"process {pid} is gone before its SIGTERM arrived") from None
+    pending = 0
+    for line in status.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")):
+            pending |= int(line.split()[1], 16)
+    return bool(pending & (1 << (signal.SIGTERM - 1)))
+
+
+@contextmanager
+def frozen_until_sigterm(pid: int, timeout: float) -> Iterator[None]:
+    """The trainer's process group stopped (SIGSTOP) while the block runs and afterwards until a
+    SIGTERM is pending for it, then continued: the SIGTERM lands on the step the trainer was frozen
+    at, however slow the machine, so a short run cannot finish before its preemption arrives. The
+    grace period between the SIGTERM and a SIGKILL starts when the SIGTERM is sent: the trainer
+    continues within a poll of it."""
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+        wait_for(f"a SIGTERM pending for the frozen trainer {pid}", lambda: sigterm_pending(pid), timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGCONT)
 
 
 def kill_after_a_checkpoint(kc: RealPathCluster, store: Store, namespace: str, sweep: str, run: str) -> int:

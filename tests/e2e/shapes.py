@@ -1,5 +1,6 @@
-"""What the e2e sweeps of test_e2e.py, test_trainjob.py and test_containers.py (its tiny sweep) and the runs
-of test_multinode.py train:
+"""What the e2e sweeps of test_e2e.py, test_trainjob.py, test_containers.py (its tiny sweep) and
+test_kueue_real_trainer.py, the jobs of test_real_trainer.py and test_preemption.py and the runs of
+test_multinode.py train:
 examples/tiny.yaml's model (width 16 x depth, a 1024-token vocabulary, 128-token context) on a quarter
 of its tokens in quarter-size steps, so every run keeps its step count (d2: 112 steps, d1: 38) at about
 half the CPU (a step's optimizer work does not shrink with the batch; 20 d2 steps on the loaded 2-core
@@ -8,9 +9,10 @@ machine, 2026-12-07: 28.4 -> 15.5 s of CPU).
 Those tests need no real loss curve: they check the path (jobs, pods, env, store, status, fit and report
 exist) and that a resumed or distributed run ends with its reference's loss within 1e-4, which holds at
 any batch. Their kill freezes the trainer (SIGSTOP) once a checkpoint exists, so the first checkpoint at
-step 10 leaves it 100 steps of margin. The tests whose margin is wall time while the trainer runs on
-(test_preemption.py, test_kueue_real_trainer.py: a SIGTERM that must land before the run ends;
-test_real_trainer.py) keep examples/tiny.yaml's shape. The tiny sweep's real curves are
+step 10 leaves it 100 steps of margin; the preemption tests (test_preemption.py,
+test_kueue_real_trainer.py) freeze it until the SIGTERM is pending (tests/e2e/resume.py), so no margin
+in wall time is needed; test_real_trainer.py and test_preemption.py take these steps through the
+`tiny_steps` fixture (tests/e2e/conftest.py). The tiny sweep's real curves are
 `make tiny-traces`' (tests/support/tiny_traces.json), not these.
 """
 

@@ -237,7 +237,8 @@ def test_killed_trainer_container_resumes_from_its_checkpoint(
 ) -> None:
     cluster, _ = ctr_cluster
     store = s3_store(bucket)
-    cluster.apply(sweep_doc(tiny, bucket, "ctr-kill", images["trainer"].ref, [2]))
+    # quarter-size steps (tests/e2e/shapes.py): the kill comes at the first checkpoint, step 10 of 112
+    cluster.apply(e2e_training(sweep_doc(tiny, bucket, "ctr-kill", images["trainer"].ref, [2])))
     layout = SweepLayout(SWEEP_NS, "ctr-kill").run("d2")
     # Prometheus (on this host) scrapes the running trainer at its pod address, as a PodMonitor would
     selector = "miniseries.dev/sweep=ctr-kill,miniseries.dev/component=trainer"
@@ -260,6 +261,8 @@ def test_killed_trainer_container_resumes_from_its_checkpoint(
     wait_for("a checkpoint of ctr-kill/d2", lambda: checkpoint_steps(store, layout), 900)
     found = trainer_pids(pod["metadata"]["uid"])
     assert len(found) == 1, found
+    os.kill(int(found[0]), signal.SIGSTOP)  # frozen first: the run cannot finish between the look and the kill
+    assert checkpoint_steps(store, layout)[-1] < run_steps(cluster, "ctr-kill"), "the run ended before its kill"
     os.kill(int(found[0]), signal.SIGKILL)
     status = wait_sweep(cluster, "ctr-kill", 1500)
     assert status["phase"] == "Succeeded", status
@@ -271,6 +274,12 @@ def test_killed_trainer_container_resumes_from_its_checkpoint(
     logs = cluster.kubectl("logs", "-l", f"miniseries.dev/sweep=ctr-kill,miniseries.dev/attempt={run['attempts']}",
                            "--tail=-1").stdout  # fmt: skip
     assert "resumed from " in logs, logs[-3000:]
+
+
+def run_steps(cluster: Cluster, name: str) -> int:
+    """The steps the sweep's one run trains (its status, from the plan)."""
+    status = json.loads(cluster.kubectl("get", "scalingsweep", name, "-o", "json").stdout)["status"]
+    return int(status["runs"][0]["steps"])
 
 
 def sweep_events(cluster: Cluster, name: str) -> list[dict[str, Any]]:

@@ -7,7 +7,9 @@ LocalQueue whose ClusterQueue holds one GPU, on the node agent's node (tests/har
 pods run as local processes, the real trainer on CPU). The low-priority sweep's run trains; the
 high-priority sweep arrives; Kueue evicts the low run's workload, the training-operator deletes its
 pod, the node agent SIGTERMs the trainer, which checkpoints the step it finished and exits 75
-(EXIT_PREEMPTED). The run shows Preempted (no retry spent: attempt 1, nothing failed); the
+(EXIT_PREEMPTED). The trainer is frozen (SIGSTOP) from its first steps until that SIGTERM is pending
+(tests/e2e/resume.py), so the preemption lands mid-run however slow the machine, and the runs train
+the e2e sweeps' quarter-size steps (tests/e2e/shapes.py). The run shows Preempted (no retry spent: attempt 1, nothing failed); the
 high-priority run trains to the end uninterrupted; the low run is readmitted, resumes from the
 SIGTERM step and ends with the high run's final loss within 1e-4 (same spec, same seed: the
 uninterrupted reference costs no extra run).
@@ -29,7 +31,8 @@ from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.contract.results import checkpoint_steps, read_progress, read_results
 from miniseries.contract.store import open_store
 from miniseries.local.runner import DATA_KEY, LocalSweep
-from tests.e2e.resume import LOSS_TOLERANCE, api_json, run_pod
+from tests.e2e.resume import LOSS_TOLERANCE, api_json, frozen_until_sigterm, run_pod
+from tests.e2e.shapes import e2e_training
 from tests.harness.binaries import REPO
 from tests.harness.kueue import KUEUE_API, KueueCluster, fresh_namespace
 from tests.harness.node_agent import NODE_LABEL, PID_DIR
@@ -73,9 +76,9 @@ def one_gpu_queue(kc: KueueCluster, ns: str) -> str:
 
 
 def sweep_doc(tiny: LocalSweep, store: Path, ns: str, name: str, queue: str, priority: str) -> dict[str, Any]:
-    """examples/tiny.yaml at depth 2 on the node agent, its data and tokenizer from the e2e `tiny`
-    fixture's store, queued in ``queue`` with ``priority``."""
-    doc = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
+    """examples/tiny.yaml's model at depth 2 in the e2e steps, on the node agent, its data and tokenizer
+    from the e2e `tiny` fixture's store, queued in ``queue`` with ``priority``."""
+    doc = e2e_training(yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text()))
     doc["metadata"] = {"name": name, "namespace": ns}
     spec = doc["spec"]
     spec["depths"] = [2]
@@ -120,7 +123,9 @@ def test_kueue_preempts_the_real_trainer_which_checkpoints_and_resumes_exactly(
                                     and p.state == "training" and p.step >= 1 and p, DEADLINE)  # fmt: skip
 
                 # --- the high-priority sweep arrives: Kueue evicts low/d2, whose trainer checkpoints on SIGTERM
-                kc.apply(sweep_doc(tiny, store_dir, ns, "high", lq, high_pc))
+                pid = wait_for("low/d2's process", lambda: kc.container_pid(ns, first_pod["metadata"]["name"]), 60)
+                with frozen_until_sigterm(pid, DEADLINE):
+                    kc.apply(sweep_doc(tiny, store_dir, ns, "high", lq, high_pc))
                 exit_file = kc.node_logs / PID_DIR / f"{first_pod['metadata']['uid']}_pytorch.exit"
                 code = int(wait_for("the low trainer's exit", exit_file.read_text, DEADLINE))
                 assert code == EXIT_PREEMPTED, (code, (kc.node_logs / f"{ns}_{first_pod['metadata']['name']}"

@@ -5,7 +5,9 @@
    and the operator's pod reading (control/decide/pod_troubles.py) takes it for a preemption, not a failure.
 2. A new job of the same run resumes from that checkpoint; suspending it (what Kueue does to
    preempt a workload) has the training-operator delete its pod, the node agent SIGTERMs the
-   trainer, which checkpoints again; resuming the job resumes the run, which finishes.
+   trainer, which checkpoints again; resuming the job resumes the run, which finishes. The trainer is
+   frozen (SIGSTOP) from the suspension until its SIGTERM is pending, so the SIGTERM lands mid-run
+   however slow the machine; the run trains the e2e sweeps' quarter-size steps (tests/e2e/shapes.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from miniseries.contract.results import checkpoint_steps, read_progress, read_re
 from miniseries.control.decide.pod_troubles import trouble_of
 from miniseries.control.decide.runs import preempted_exit
 from miniseries.local.runner import LocalSweep
+from tests.e2e.resume import frozen_until_sigterm
 from tests.e2e.test_real_trainer import trainer_job, trainer_pid, wait_succeeded
 from tests.harness.cluster import Cluster
 from tests.harness.processes import wait_for
@@ -45,9 +48,10 @@ def get(kc: Cluster, kind: str, name: str) -> dict[str, Any]:
 
 
 def test_sigterm_and_suspension_checkpoint_and_resume_through_the_training_operator(
-    real_cluster: Cluster, tiny: LocalSweep, record_property: Any
+    real_cluster: Cluster, tiny_steps: LocalSweep, record_property: Any
 ) -> None:
-    kc, store = real_cluster, tiny.store
+    kc, tiny = real_cluster, tiny_steps  # quarter-size steps (tests/e2e/shapes.py)
+    store = tiny.store
     run = tiny.runs()[0]
     layout = SweepLayout(LOCAL_NAMESPACE, SWEEP).run(run.name)
 
@@ -81,7 +85,10 @@ def test_sigterm_and_suspension_checkpoint_and_resume_through_the_training_opera
     # --- 2. the next job resumes from it; suspended mid-run (Kueue's preemption), then resumed
     kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(job_doc(tiny, "e2e-preempt-2")))
     wait_for("progress past the first checkpoint", lambda: step_at_least(first + 1), 600)
-    kc.kubectl("patch", "pytorchjob", "e2e-preempt-2", "--type=merge", "-p", '{"spec":{"runPolicy":{"suspend":true}}}')
+    # frozen until the suspension's SIGTERM is pending: it lands mid-run however slow the machine
+    with frozen_until_sigterm(trainer_pid(kc, "e2e-preempt-2-master-0"), 600):
+        kc.kubectl("patch", "pytorchjob", "e2e-preempt-2", "--type=merge", "-p",
+                   '{"spec":{"runPolicy":{"suspend":true}}}')  # fmt: skip
 
     def checkpointed_again() -> Any:
         p = read_progress(store, layout)

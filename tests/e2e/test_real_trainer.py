@@ -79,9 +79,10 @@ def trainer_pid(kc: Cluster, pod: str, namespace: str = "default") -> int:
     return wait_for(f"{pod}'s process", lambda: kc.container_pid(namespace, pod), 120)  # type: ignore[no-any-return]
 
 
-def test_trainer_runs_and_resumes_after_its_process_is_killed(real_cluster: Cluster, tiny: LocalSweep,
+def test_trainer_runs_and_resumes_after_its_process_is_killed(real_cluster: Cluster, tiny_steps: LocalSweep,
                                                                record_property: Any) -> None:  # fmt: skip
-    kc, store = real_cluster, tiny.store
+    kc, tiny = real_cluster, tiny_steps  # quarter-size steps: the kill follows the first of 11 checkpoints
+    store = tiny.store
     started = time.monotonic()
     # --- uninterrupted
     kc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(trainer_job(tiny, "e2e-straight", "e2e-straight")))

@@ -29,16 +29,16 @@ def _stat(pid: str) -> tuple[int, int] | None:
     return int(fields[1]), sum(int(x) for x in fields[11:15])
 
 
-#: cgroups whose CPU is counted beside the process tree (:func:`count_cgroup`)
-_cgroups: list[str] = []
+#: cgroups whose CPU is counted beside the process tree (:func:`count_cgroup`), with their counter then
+_cgroups: dict[str, float] = {}
 
 
 def count_cgroup(name: str) -> None:
     """Count the CPU of cgroup ``name`` (below the hierarchy's root: ``k8s.io``, where containerd puts
     the real node's containers) in every test from now on, with the cgroups below it, those already
-    removed included; none while it does not exist (before the first container)."""
+    removed included: what it spends from now on, not what it spent before (other sessions' nodes)."""
     if name not in _cgroups:
-        _cgroups.append(name)
+        _cgroups[name] = cgroup_cpu_s(name)
 
 
 def cgroup_cpu_s(name: str) -> float:
@@ -57,7 +57,7 @@ def cgroup_cpu_s(name: str) -> float:
 
 def cpu_s() -> float:
     """This process's tree (:func:`tree_cpu_s`) and the counted cgroups: what a test's delta is taken of."""
-    return tree_cpu_s() + sum(cgroup_cpu_s(name) for name in _cgroups)
+    return tree_cpu_s() + sum(cgroup_cpu_s(name) - base for name, base in _cgroups.items())
 
 
 def tree_cpu_s(root: int | None = None) -> float:

@@ -24,6 +24,11 @@ What it does differently, on purpose:
     namespace (the training-operator sets ``MASTER_ADDR=<job>-master-0``), or a hostname under
     one (Trainer v2 sets ``PET_MASTER_ADDR=<job>-node-0-0.<job>``, the JobSet's headless Service),
     is rewritten to 127.0.0.1 so that torch's rendezvous reaches the master process on this host;
+  - a container's port named ``metrics`` (the operator's trainers declare 9400) is moved to a free port
+    of this host: every argument that is that number, or ends in ``=`` and it, names the new one
+    (``--metrics-port=9400``; a torchrun pod's local ranks serve on the next ports, kept free too).
+    On a kubelet each pod has its own network namespace; here every pod shares this host's, where two
+    trainers of two test sessions side by side would collide on 9400;
   - volumes and probes are ignored; each container's output goes to
     ``<log-dir>/<namespace>_<pod>_<container>.log``;
   - every container runs with ``OMP_NUM_THREADS`` set to ``--omp-threads`` (1) unless its pod or this
@@ -56,6 +61,9 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from tests.harness import ports
+from tests.harness.processes import free_port
+
 log = logging.getLogger("node_agent")
 
 NODE_LABEL = "miniseries.dev/e2e-node"
@@ -73,6 +81,29 @@ def now() -> str:
 def expand(text: str, env: dict[str, str]) -> str:
     """Kubernetes ``$(VAR)`` expansion: known variables are replaced, unknown ones kept."""
     return _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), text)
+
+
+#: the ports after a moved metrics port kept free too: a torchrun pod's local rank k serves on port + k
+METRICS_RANKS = 8
+
+
+def free_metrics_port() -> int:
+    """A port for a pod's metrics, with the :data:`METRICS_RANKS` - 1 after it free too: from this
+    process's slot in a parallel run (tests/harness/ports.py: no other test process takes them)."""
+    for _ in range(50):
+        port = ports.slot_port() if ports.enabled() else free_port()
+        if all(ports.bindable(port + k) for k in range(1, METRICS_RANKS)):
+            return port
+    raise RuntimeError(f"no {METRICS_RANKS} consecutive free ports for a pod's metrics")
+
+
+def moved_metrics_port(argv: list[str], spec: Any) -> list[str]:
+    """``argv`` with the container's declared metrics port moved to a free one (see the module docstring)."""
+    declared = [p.container_port for p in (spec.ports or []) if p.name == "metrics"]
+    if not declared:
+        return argv
+    old, new = str(declared[0]), str(free_metrics_port())
+    return [new if a == old else a[: -len(old)] + new if a.endswith("=" + old) else a for a in argv]
 
 
 def local_command(argv: list[str], python: str) -> list[str]:
@@ -218,7 +249,7 @@ class NodeAgent:
     # ---- process lifecycle
     def _start(self, pod: Any, spec: Any, box: Container) -> None:
         env = self.environment(pod, spec)
-        argv = [expand(a, env) for a in [*(spec.command or []), *(spec.args or [])]]
+        argv = moved_metrics_port([expand(a, env) for a in [*(spec.command or []), *(spec.args or [])]], spec)
         cmd = local_command(argv, self.args.python)
         path = self.log_dir / f"{pod.metadata.namespace}_{pod.metadata.name}_{spec.name}.log"
         out = path.open("ab")

@@ -9,9 +9,11 @@ pytest, as before):
   session, so each starts its own cluster, S3 server, Prometheus... (the session fixtures) in its
   own temp directory (xdist's ``popen-gw<i>`` basetemp), with ports from its own slot
   (tests/harness/ports.py) and its own kubectl discovery cache (``KUBECACHEDIR``). A file is one
-  unit of work, except that every ``tests/e2e`` file is in one unit (:data:`HOST_NETWORK`): the node
-  agent runs their pods as processes on this host's network, where every operator-made trainer
-  binds the same metrics port (9400), so two of them side by side would collide;
+  unit of work, except that the ``tests/e2e`` files that share a session cluster are one unit
+  (:data:`SHARED_CLUSTER`): the real-path cluster's, the Kueue cluster's, each started once. Their
+  node agents run pods as processes on this host's network; a pod's declared metrics port (the
+  operator's 9400) is moved to a free one there (tests/harness/node_agent.py), as a pod's own
+  network namespace would keep it apart on a kubelet, so units on different workers do not collide;
 - ``--miniseries-part=alone``, in one more process beside them: what the host has only one of, the
   real kubelet + containerd node (marker ``container``, fixture ``node``; its iptables rules, its
   ~12 GB of disk). The node sits in a network namespace of its own (tests/harness/node.py), so it
@@ -37,8 +39,19 @@ import pytest
 
 from tests.harness import builds, durations
 
-#: the paths whose files form one unit of work (one worker, one after the other): see above
-HOST_NETWORK = ("tests/e2e/",)
+#: the session cluster (tests/e2e/conftest.py's fixture) each tests/e2e file shares with others: one
+#: unit of work per cluster, so that each starts once (tests/unit/test_parallel_parts.py checks this
+#: against the files' own fixtures)
+SHARED_CLUSTER = {
+    "tests/e2e/test_e2e.py": "real_cluster",
+    "tests/e2e/test_multinode.py": "real_cluster",
+    "tests/e2e/test_preemption.py": "real_cluster",
+    "tests/e2e/test_pytorchjob.py": "real_cluster",
+    "tests/e2e/test_real_trainer.py": "real_cluster",
+    "tests/e2e/test_kueue.py": "kueue_shared",
+    "tests/e2e/test_kueue_operator.py": "kueue_shared",
+    "tests/e2e/test_kueue_real_trainer.py": "kueue_shared",
+}
 #: seconds a test takes when the history has none for it: its group's seconds / tests in the warm CI
 #: run of 2026-12-07 (bench/RESULTS.md), enough to start the long groups' units first on a cold machine
 TYPICAL_S = {
@@ -92,9 +105,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def unit_of(nodeid: str) -> str:
-    """The unit of work of a test: its file, or one unit for all of :data:`HOST_NETWORK`."""
+    """The unit of work of a test: its file, or the session cluster its file shares (:data:`SHARED_CLUSTER`)."""
     path = nodeid.split("::", 1)[0]
-    return next((prefix for prefix in HOST_NETWORK if path.startswith(prefix)), path)
+    return f"tests/e2e[{SHARED_CLUSTER[path]}]" if path in SHARED_CLUSTER else path
 
 
 def expected_s(nodeid: str, history: dict[str, float]) -> float:

@@ -48,12 +48,12 @@ class PortSlot:
             for _ in range(SLOT_SIZE):
                 port = self.first + self._next
                 self._next = (self._next + 1) % SLOT_SIZE
-                if _bindable(port):
+                if bindable(port):
                     return port
         raise NoSlot(f"no free port left in slot {self.index} ({self.first}-{self.first + SLOT_SIZE - 1})")
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
     with socket.socket() as s:  # no SO_REUSEADDR: a port in TIME_WAIT counts as taken too
         try:
             s.bind(("127.0.0.1", port))

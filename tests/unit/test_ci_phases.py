@@ -123,7 +123,7 @@ def test_a_tests_cpu_counts_its_children_and_not_other_processes() -> None:
     assert cpu.tree_cpu_s(2**22 + 7) == 0.0  # no such process: nothing
 
 
-def test_a_counted_cgroup_adds_the_cpu_spent_in_it() -> None:
+def test_a_counted_cgroup_adds_the_cpu_spent_in_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real node's containers are not the test's descendants: their cgroup's counter is added. The
     hierarchy's root holds every process, this one's burn included."""
     before = cpu.cgroup_cpu_s("")
@@ -134,6 +134,11 @@ def test_a_counted_cgroup_adds_the_cpu_spent_in_it() -> None:
         pass
     assert cpu.cgroup_cpu_s("") - before >= 0.3
     assert cpu.cgroup_cpu_s("no-such-cgroup-here") == 0.0
+    # counted from when it is registered: not what it spent before (a node of an earlier session)
+    monkeypatch.setattr(cpu, "_cgroups", {})
+    start = cpu.cpu_s()
+    cpu.count_cgroup("")
+    assert cpu.cpu_s() - start < 60.0
 
 
 def test_no_phase_lines_is_an_error_not_an_empty_table(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ tests' time history, and the merged phase table."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import socket
@@ -59,10 +60,31 @@ def test_a_slot_passes_over_a_port_in_use(tmp_path: Path) -> None:
         assert slot.take() == after
 
 
-def test_e2e_files_are_one_unit_and_the_rest_one_unit_per_file() -> None:
-    assert parallel.unit_of("tests/e2e/test_e2e.py::test_x") == parallel.unit_of("tests/e2e/test_kueue.py::test_y")
+def test_e2e_files_sharing_a_session_cluster_are_one_unit_and_the_rest_one_unit_per_file() -> None:
+    assert parallel.unit_of("tests/e2e/test_e2e.py::test_x") == parallel.unit_of("tests/e2e/test_real_trainer.py::t")
+    assert parallel.unit_of("tests/e2e/test_kueue.py::test_y") == parallel.unit_of(
+        "tests/e2e/test_kueue_operator.py::t"
+    )
+    assert parallel.unit_of("tests/e2e/test_e2e.py::test_x") != parallel.unit_of("tests/e2e/test_kueue.py::test_y")
+    assert parallel.unit_of("tests/e2e/test_trainjob.py::t") == "tests/e2e/test_trainjob.py"
     assert parallel.unit_of("tests/integration/test_a.py::test_x") == "tests/integration/test_a.py"
     assert parallel.unit_of("tests/integration/test_a.py::T::test_x") == "tests/integration/test_a.py"
+
+
+def test_the_shared_cluster_table_is_what_the_e2e_files_use() -> None:
+    """SHARED_CLUSTER against the files themselves: a file that takes a session cluster fixture (in a
+    test's or a fixture's parameters) is listed with it, and no other file is listed; an e2e file that
+    starts using the Kueue cluster without being listed would start a second one on another worker."""
+    sessions = {"real_cluster", "kueue_shared"}
+    used: dict[str, str] = {}
+    for path in sorted((REPO / "tests" / "e2e").glob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        params = {a.arg for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) for a in f.args.args}
+        found = params & sessions
+        assert len(found) <= 1, (path.name, found)
+        if found:
+            used[f"tests/e2e/{path.name}"] = found.pop()
+    assert used == parallel.SHARED_CLUSTER
 
 
 class _Item:
@@ -98,6 +120,7 @@ def test_the_parts_merge_into_one_table() -> None:
 
 HISTORY = {
     "tests/e2e/test_e2e.py::test_tiny": 300.0,
+    "tests/e2e/test_real_trainer.py::test_kill": 100.0,
     "tests/e2e/test_kueue.py::test_queue": 200.0,
     "tests/integration/test_first_command.py::test_make_local": 73.0,
     "tests/integration/test_small.py::test_a": 2.0,
@@ -105,6 +128,7 @@ HISTORY = {
 }
 COLLECTION = [
     "tests/e2e/test_e2e.py::test_tiny",
+    "tests/e2e/test_real_trainer.py::test_kill",
     "tests/e2e/test_kueue.py::test_queue",
     "tests/integration/test_first_command.py::test_make_local",
     "tests/integration/test_never_timed.py::test_a",
@@ -129,7 +153,8 @@ def test_the_longest_unit_goes_first_by_the_history_else_by_its_groups_typical_t
         order.append(parallel.next_unit(units, HISTORY, building=False))
         del units[order[-1]]
     assert order == [
-        "tests/e2e/",  # 500 s in the history, one unit
+        "tests/e2e[real_cluster]",  # 400 s in the history: two files, one unit
+        "tests/e2e[kueue_shared]",  # 200 s
         "tests/trainer/test_gpu_check.py",  # 90 s
         "tests/integration/test_first_command.py",  # 73 s
         "tests/unit/test_many.py",  # 30 tests never timed here, 0.2 s each
@@ -142,7 +167,7 @@ def test_while_the_go_builds_run_the_units_that_need_nothing_built_go_first() ->
     units = _units(COLLECTION)
     assert parallel.next_unit(units, HISTORY, building=True) == "tests/trainer/test_gpu_check.py"
     del units["tests/trainer/test_gpu_check.py"], units["tests/unit/test_many.py"]
-    assert parallel.next_unit(units, HISTORY, building=True) == "tests/e2e/"  # none left: the longest
+    assert parallel.next_unit(units, HISTORY, building=True) == "tests/e2e[real_cluster]"  # none left: the longest
 
 
 class _Node:
@@ -185,14 +210,14 @@ def test_xdist_hands_the_workers_the_longest_units_first(tmp_path: Path, monkeyp
     """The real xdist scheduler, with the hook's order: not xdist's own (the most tests first)."""
     monkeypatch.delenv("MINISERIES_BUILDS", raising=False)
     sched, a, b = _scheduled_over_two_workers(tmp_path, monkeypatch)
-    assert [COLLECTION[i] for i in a.sent] == COLLECTION[:2]  # all of tests/e2e, and nothing more yet
+    assert [COLLECTION[i] for i in a.sent] == COLLECTION[:2]  # the real-path cluster's unit, nothing more yet
     # gw1's unit is one test: it starts that once it knows its next one, the next longest
     assert [COLLECTION[i] for i in b.sent] == [
+        "tests/e2e/test_kueue.py::test_queue",
         "tests/trainer/test_gpu_check.py::test_smoke",
-        "tests/integration/test_first_command.py::test_make_local",
     ]
     sched.mark_test_complete(a, a.sent[0])  # gw0 on its last test: now it gets the longest left
-    assert [COLLECTION[i] for i in a.sent[2:]] == [f"tests/unit/test_many.py::test_{i}" for i in range(30)]
+    assert [COLLECTION[i] for i in a.sent[2:]] == ["tests/integration/test_first_command.py::test_make_local"]
 
 
 def test_xdist_hands_out_what_needs_nothing_built_while_the_go_builds_run(
