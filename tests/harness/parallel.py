@@ -9,11 +9,14 @@ pytest, as before):
   session, so each starts its own cluster, S3 server, Prometheus... (the session fixtures) in its
   own temp directory (xdist's ``popen-gw<i>`` basetemp), with ports from its own slot
   (tests/harness/ports.py) and its own kubectl discovery cache (``KUBECACHEDIR``). A file is one
-  unit of work, except that the ``tests/e2e`` files that share a session cluster are one unit
-  (:data:`SHARED_CLUSTER`): the real-path cluster's, the Kueue cluster's, each started once. Their
-  node agents run pods as processes on this host's network; a pod's declared metrics port (the
-  operator's 9400) is moved to a free one there (tests/harness/node_agent.py), as a pod's own
-  network namespace would keep it apart on a kubelet, so units on different workers do not collide;
+  unit of work, except ``tests/e2e``: on fewer than :data:`SPLIT_E2E_FROM_CORES` cores all its files
+  are one unit, else those that share a session cluster (:data:`SHARED_CLUSTER`: the real-path one,
+  the Kueue one) are, so that each cluster starts once. On CI's 2 cores the split ran slower (23 min
+  2 s against 18 min 34 s, 2026-12-07): every e2e unit on another worker keeps its own clusters and
+  trainers busy at once, and the CPU they burned together rose from 1,897 to 2,404 s. Their node
+  agents run pods as processes on this host's network; a pod's declared metrics port (the operator's
+  9400) is moved to a free one there (tests/harness/node_agent.py), as a pod's own network namespace
+  would keep it apart on a kubelet, so units on different workers do not collide;
 - ``--miniseries-part=alone``, in one more process beside them: what the host has only one of, the
   real kubelet + containerd node (marker ``container``, fixture ``node``; its iptables rules, its
   ~12 GB of disk). The node sits in a network namespace of its own (tests/harness/node.py), so it
@@ -39,6 +42,8 @@ import pytest
 
 from tests.harness import builds, durations
 
+#: from this many cores on, the tests/e2e files are split into the units below (see above)
+SPLIT_E2E_FROM_CORES = 4
 #: the session cluster (tests/e2e/conftest.py's fixture) each tests/e2e file shares with others: one
 #: unit of work per cluster, so that each starts once (tests/unit/test_parallel_parts.py checks this
 #: against the files' own fixtures)
@@ -104,9 +109,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def unit_of(nodeid: str) -> str:
-    """The unit of work of a test: its file, or the session cluster its file shares (:data:`SHARED_CLUSTER`)."""
+def unit_of(nodeid: str, cores: int | None = None) -> str:
+    """The unit of work of a test: its file; for tests/e2e on a small machine (``cores``, this one's by
+    default) all of it, else the session cluster its file shares (:data:`SHARED_CLUSTER`)."""
     path = nodeid.split("::", 1)[0]
+    if path.startswith("tests/e2e/") and (cores or os.cpu_count() or 1) < SPLIT_E2E_FROM_CORES:
+        return "tests/e2e/"
     return f"tests/e2e[{SHARED_CLUSTER[path]}]" if path in SHARED_CLUSTER else path
 
 

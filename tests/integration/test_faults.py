@@ -134,7 +134,9 @@ def test_a_deleted_namespace_never_hangs_with_the_operator_restarted_mid_deletio
     with peering) and restarted while that namespace was deleted, its sweeps kept kopf's finalizer and the
     namespace stayed Terminating for minutes. The namespace controller deletes the namespaced KopfPeering
     first; kopf's mandatory peering then paused the restarted operator there for good. Both watch modes:
-    the namespace is gone within a minute of the restart, Retain and Delete sweeps alike."""
+    the restarted operator releases the sweeps, Retain and Delete alike, and the namespace goes (at the
+    namespace controller's next retry: under load that came after the one minute this test first
+    allowed in all, 2 of 3 runs at load 20+)."""
     import uuid
 
     from tests.harness.operator_process import Operator
@@ -163,7 +165,13 @@ def test_a_deleted_namespace_never_hangs_with_the_operator_restarted_mid_deletio
             wait_for("the namespace's KopfPeering deleted", lambda: not exists(kc, peer_path), 60)
         op = Operator(kc, ns, tmp_path / "operator-2.log", peering=peering, all_namespaces=all_namespaces).start()
         try:
-            wait_for(f"namespace {ns} gone after the operator's restart", lambda: not exists(kc, ns_path), 60)
+            # the operator's part: the sweeps' finalizers released, so the sweeps are gone
+            sweeps_path = f"/apis/miniseries.dev/v1alpha1/namespaces/{ns}/scalingsweeps"
+            wait_for("the sweeps gone after the operator's restart", lambda: not kc.get(sweeps_path).json().get("items"),
+                     120)  # fmt: skip
+            # then the namespace controller's: it retries a namespace with content left at a back-off that
+            # reaches 60 s ("at least every minute, never longer"), so its last look may come a minute later
+            wait_for(f"namespace {ns} gone after its sweeps", lambda: not exists(kc, ns_path), 90)
         except TimeoutError as e:
             left = kc.kubectl("get", "namespace", ns, "-o=jsonpath={.status}", check=False).stdout
             sweeps = kc.kubectl("get", "scalingsweeps", "-n", ns, "-o=yaml", check=False).stdout

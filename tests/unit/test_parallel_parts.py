@@ -61,14 +61,25 @@ def test_a_slot_passes_over_a_port_in_use(tmp_path: Path) -> None:
 
 
 def test_e2e_files_sharing_a_session_cluster_are_one_unit_and_the_rest_one_unit_per_file() -> None:
-    assert parallel.unit_of("tests/e2e/test_e2e.py::test_x") == parallel.unit_of("tests/e2e/test_real_trainer.py::t")
-    assert parallel.unit_of("tests/e2e/test_kueue.py::test_y") == parallel.unit_of(
-        "tests/e2e/test_kueue_operator.py::t"
-    )
-    assert parallel.unit_of("tests/e2e/test_e2e.py::test_x") != parallel.unit_of("tests/e2e/test_kueue.py::test_y")
-    assert parallel.unit_of("tests/e2e/test_trainjob.py::t") == "tests/e2e/test_trainjob.py"
-    assert parallel.unit_of("tests/integration/test_a.py::test_x") == "tests/integration/test_a.py"
-    assert parallel.unit_of("tests/integration/test_a.py::T::test_x") == "tests/integration/test_a.py"
+    def unit(nodeid: str) -> str:
+        return parallel.unit_of(nodeid, cores=8)
+
+    assert unit("tests/e2e/test_e2e.py::test_x") == unit("tests/e2e/test_real_trainer.py::t")
+    assert unit("tests/e2e/test_kueue.py::test_y") == unit("tests/e2e/test_kueue_operator.py::t")
+    assert unit("tests/e2e/test_e2e.py::test_x") != unit("tests/e2e/test_kueue.py::test_y")
+    assert unit("tests/e2e/test_trainjob.py::t") == "tests/e2e/test_trainjob.py"
+    assert unit("tests/integration/test_a.py::test_x") == "tests/integration/test_a.py"
+    assert unit("tests/integration/test_a.py::T::test_x") == "tests/integration/test_a.py"
+    # on CI's 2 cores all of tests/e2e is one unit; the rest as anywhere
+    two = {parallel.unit_of(f"tests/e2e/{f}::t", cores=2) for f in ("test_e2e.py", "test_kueue.py", "test_trainjob.py")}
+    assert two == {"tests/e2e/"}
+    assert parallel.unit_of("tests/integration/test_a.py::test_x", cores=2) == "tests/integration/test_a.py"
+
+
+@pytest.fixture
+def split_e2e(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduling tests below as on a machine that splits tests/e2e (whatever this one's cores)."""
+    monkeypatch.setattr(parallel, "SPLIT_E2E_FROM_CORES", 1)
 
 
 def test_the_shared_cluster_table_is_what_the_e2e_files_use() -> None:
@@ -146,7 +157,7 @@ def _units(nodeids: list[str]) -> dict[str, list[str]]:
     return units
 
 
-def test_the_longest_unit_goes_first_by_the_history_else_by_its_groups_typical_time() -> None:
+def test_the_longest_unit_goes_first_by_the_history_else_by_its_groups_typical_time(split_e2e: None) -> None:
     units = _units(COLLECTION)
     order = []
     while units:
@@ -163,7 +174,7 @@ def test_the_longest_unit_goes_first_by_the_history_else_by_its_groups_typical_t
     ]
 
 
-def test_while_the_go_builds_run_the_units_that_need_nothing_built_go_first() -> None:
+def test_while_the_go_builds_run_the_units_that_need_nothing_built_go_first(split_e2e: None) -> None:
     units = _units(COLLECTION)
     assert parallel.next_unit(units, HISTORY, building=True) == "tests/trainer/test_gpu_check.py"
     del units["tests/trainer/test_gpu_check.py"], units["tests/unit/test_many.py"]
@@ -206,7 +217,9 @@ def _scheduled_over_two_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     return sched, a, b
 
 
-def test_xdist_hands_the_workers_the_longest_units_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_xdist_hands_the_workers_the_longest_units_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split_e2e: None
+) -> None:
     """The real xdist scheduler, with the hook's order: not xdist's own (the most tests first)."""
     monkeypatch.delenv("MINISERIES_BUILDS", raising=False)
     sched, a, b = _scheduled_over_two_workers(tmp_path, monkeypatch)
