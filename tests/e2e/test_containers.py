@@ -262,7 +262,10 @@ def test_killed_trainer_container_resumes_from_its_checkpoint(
     found = trainer_pids(pod["metadata"]["uid"])
     assert len(found) == 1, found
     os.kill(int(found[0]), signal.SIGSTOP)  # frozen first: the run cannot finish between the look and the kill
-    assert checkpoint_steps(store, layout)[-1] < run_steps(cluster, "ctr-kill"), "the run ended before its kill"
+    planned = run_status(cluster, "ctr-kill")
+    assert planned is not None and checkpoint_steps(store, layout)[-1] < planned["steps"], (
+        "the run ended before its kill"
+    )
     os.kill(int(found[0]), signal.SIGKILL)
     status = wait_sweep(cluster, "ctr-kill", 1500)
     assert status["phase"] == "Succeeded", status
@@ -274,12 +277,6 @@ def test_killed_trainer_container_resumes_from_its_checkpoint(
     logs = cluster.kubectl("logs", "-l", f"miniseries.dev/sweep=ctr-kill,miniseries.dev/attempt={run['attempts']}",
                            "--tail=-1").stdout  # fmt: skip
     assert "resumed from " in logs, logs[-3000:]
-
-
-def run_steps(cluster: Cluster, name: str) -> int:
-    """The steps the sweep's one run trains (its status, from the plan)."""
-    status = json.loads(cluster.kubectl("get", "scalingsweep", name, "-o", "json").stdout)["status"]
-    return int(status["runs"][0]["steps"])
 
 
 def sweep_events(cluster: Cluster, name: str) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 import sys
 import time
 from typing import Any
@@ -32,6 +31,7 @@ from miniseries.local.runner import LocalSweep, free_port
 from miniseries.plan.planner import make_plan
 from tests.e2e.shapes import E2E_TRAINING
 from tests.harness.cluster import Cluster
+from tests.harness.processes import free_port_run
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mark.torch, pytest.mark.multinode]
 
@@ -52,22 +52,9 @@ def tiny_spec(tiny: LocalSweep, **resources: Any) -> ScalingSweepSpec:
     return ScalingSweepSpec.model_validate(doc)
 
 
-def free_port_pair() -> int:
-    """A port whose next one is free too: a pod's local rank k serves its metrics on port + k."""
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
-
-
 def job_for(spec: ScalingSweepSpec, sweep: str) -> dict[str, Any]:
     (run,) = make_plan(spec).runs
-    job = pytorchjob(spec, sweep, "no-owner", NAMESPACE, run, metrics_port=free_port_pair())
+    job = pytorchjob(spec, sweep, "no-owner", NAMESPACE, run, metrics_port=free_port_run(2))
     # the store key claimed for that uid, as the operator claims it before it creates a job: the trainer
     # writes results only while its sweep's manifest names its uid (issue 27's fence)
     owner = SweepIdentity(namespace=NAMESPACE, name=sweep, uid="no-owner")

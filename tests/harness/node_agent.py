@@ -61,8 +61,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from tests.harness import ports
-from tests.harness.processes import free_port
+from tests.harness.processes import free_port_run
 
 log = logging.getLogger("node_agent")
 
@@ -87,22 +86,12 @@ def expand(text: str, env: dict[str, str]) -> str:
 METRICS_RANKS = 8
 
 
-def free_metrics_port() -> int:
-    """A port for a pod's metrics, with the :data:`METRICS_RANKS` - 1 after it free too: from this
-    process's slot in a parallel run (tests/harness/ports.py: no other test process takes them)."""
-    for _ in range(50):
-        port = ports.slot_port() if ports.enabled() else free_port()
-        if all(ports.bindable(port + k) for k in range(1, METRICS_RANKS)):
-            return port
-    raise RuntimeError(f"no {METRICS_RANKS} consecutive free ports for a pod's metrics")
-
-
 def moved_metrics_port(argv: list[str], spec: Any) -> list[str]:
     """``argv`` with the container's declared metrics port moved to a free one (see the module docstring)."""
     declared = [p.container_port for p in (spec.ports or []) if p.name == "metrics"]
     if not declared:
         return argv
-    old, new = str(declared[0]), str(free_metrics_port())
+    old, new = str(declared[0]), str(free_port_run(METRICS_RANKS))
     return [new if a == old else a[: -len(old)] + new if a.endswith("=" + old) else a for a in argv]
 
 

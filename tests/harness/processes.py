@@ -40,6 +40,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_run(count: int) -> int:
+    """A free port (:func:`free_port`) whose next ``count - 1`` ports are free too: a pod's local rank k
+    serves its metrics on port + k."""
+    for _ in range(100):
+        port = free_port()
+        if all(ports.bindable(port + k) for k in range(1, count)):
+            return port
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 class Violation(AssertionError):
     """Raised by a ``wait_for`` check that saw a state the test forbids (more runs admitted than the
     quota allows, two runs preempted where one may be): the wait fails at once with that state."""
