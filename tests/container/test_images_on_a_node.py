@@ -13,18 +13,11 @@ from typing import Any
 import pytest
 
 from tests.harness.cluster import Cluster
-from tests.harness.node import SELECTOR, TOLERATION, BuiltImage, Node, archive_image, one_file_archive
+from tests.harness.node import BuiltImage, Node, archive_image, one_file_archive
+from tests.harness.pods import locked_down_pod, run_to_completion
 from tests.harness.processes import wait_for
 
 pytestmark = [pytest.mark.container, pytest.mark.cluster]
-
-LOCKED_DOWN = {
-    "readOnlyRootFilesystem": True,
-    "allowPrivilegeEscalation": False,
-    "runAsNonRoot": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 # What the pod reports about itself: who it runs as, its capabilities, whether / is writable,
 # and which of the project's packages (and how many torch installations) the image holds.
@@ -57,43 +50,7 @@ PROBE = textwrap.dedent(
 
 
 def probe_pod(name: str, image: str, module: str, command: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "nodeSelector": SELECTOR,
-            "tolerations": [TOLERATION],
-            "automountServiceAccountToken": False,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": image,
-                    "imagePullPolicy": "Never",  # imported into the node's containerd, never pulled
-                    "command": command or ["python", "-c", PROBE.replace("{module}", module)],
-                    "securityContext": LOCKED_DOWN,
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                }
-            ],
-            "volumes": [{"name": "tmp", "emptyDir": {}}],
-        },
-    }
-
-
-def run_to_completion(cluster: Cluster, namespace: str, pod: dict[str, Any], timeout: float = 300) -> str:
-    cluster.apply(pod, "-n", namespace)
-    name = pod["metadata"]["name"]
-
-    def done() -> str | None:
-        phase = cluster.kubectl("get", "pod", name, "-n", namespace, "-o=jsonpath={.status.phase}").stdout
-        return phase if phase in ("Succeeded", "Failed") else None
-
-    phase = wait_for(f"pod {name} to finish", done, timeout)
-    logs = cluster.kubectl("logs", name, "-n", namespace).stdout
-    status = cluster.kubectl("get", "pod", name, "-n", namespace, "-o=jsonpath={.status}").stdout
-    assert phase == "Succeeded", f"{name}: {phase}: {status}\n{logs}"
-    return logs
+    return locked_down_pod(name, image, command or ["python", "-c", PROBE.replace("{module}", module)])
 
 
 def probe(logs: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.cluster import Cluster
 from tests.harness.helm import CHART, helm_binary
 from tests.harness.node import SELECTOR, BuiltImage, Node, real_node, say
+from tests.harness.pods import locked_down_pod, run_to_completion
 from tests.harness.processes import NotYet, wait_for
 from tests.harness.prometheus import Prometheus
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket
@@ -368,20 +369,49 @@ def nanochat_image(ctr_cluster: tuple[Cluster, Node]) -> BuiltImage:
     return image
 
 
+# torch.compile, as base_train runs it, in a fresh /tmp: inductor writes its C++ kernel there, builds it with the
+# image's g++ and Python headers, and loads it, all as uid 1000 under a read-only root.
+COMPILE_PROBE = """
+import glob, json, os, torch
+def step(x):
+    return torch.sin(x) * 2 + x.pow(2).sum()
+x = torch.randn(64)
+same = bool(torch.allclose(torch.compile(step, fullgraph=True, dynamic=False)(x), step(x)))
+kernels = glob.glob("/tmp/torchinductor_*/**/*.so", recursive=True)
+print("PROBE " + json.dumps({"uid": os.getuid(), "same": same, "kernels": len(kernels)}), flush=True)
+"""
+
+
+def test_the_custom_trainer_image_compiles_under_the_restricted_security_context(
+    ctr_cluster: tuple[Cluster, Node], nanochat_image: BuiltImage
+) -> None:
+    """nanochat's base_train always runs torch.compile (its optimizer step is compiled with fullgraph=True):
+    the image must carry a compiler, and inductor must find a writable cache under a read-only root. Proved
+    here on one small function; the sweep below trains with dynamo off (the same base_train, eager), since
+    compiling nanochat's model and optimizer cost ~150 of its CPU seconds and proves nothing more."""
+    cluster, _ = ctr_cluster
+    pod = locked_down_pod("nanochat-compile", nanochat_image.ref, ["python", "-c", COMPILE_PROBE])
+    [line] = [ln for ln in run_to_completion(cluster, SWEEP_NS, pod).splitlines() if ln.startswith("PROBE ")]
+    got = json.loads(line.removeprefix("PROBE "))
+    assert got == {"uid": 1000, "same": True, "kernels": got["kernels"]} and got["kernels"] >= 1, got
+
+
 def test_a_custom_trainer_image_trains_a_sweep_in_restricted_containers(
     ctr_cluster: tuple[Cluster, Node], tiny: LocalSweep, bucket: S3Bucket, operator: dict[str, Any],
     images: dict[str, BuiltImage], nanochat_image: BuiltImage, record_property: Any,
 ) -> None:  # fmt: skip
     """Issue 31: spec.trainer names the custom image and nanochat's adapter as its command; the run's pod
     is a real container of that image under the restricted securityContext (uid 1000, read-only root, no
-    capabilities), nanochat's base_train trains in it (torch.compile included), and the operator (a
-    container too) reads its results back from the bucket."""
+    capabilities), nanochat's base_train trains in it, and the operator (a container too) reads its results
+    back from the bucket. The command sets TORCHDYNAMO_DISABLE through `env`, as a user would: base_train runs
+    eager, its compile proved by the test above."""
     cluster, node = ctr_cluster
     store, name = s3_store(bucket), "ctr-nanochat"
     doc = sweep_doc(tiny, bucket, name, images["trainer"].ref, [2])  # nanochat fails at d1 (tests/e2e/test_e2e.py)
     doc["spec"]["training"].update(tokensPerParam=2, evalTokens=8192)  # 28 steps
+    eager = ["env", "TORCHDYNAMO_DISABLE=1"]
     doc["spec"]["trainer"] = {"image": nanochat_image.ref,
-                              "command": ["python", "-m", "miniseries_trainer.adapters.nanochat"],
+                              "command": [*eager, "python", "-m", "miniseries_trainer.adapters.nanochat"],
                               "args": ["--nanochat-dir", "/opt/nanochat"], "contractVersion": 1}  # fmt: skip
     started = time.monotonic()
     cluster.apply(doc)
