@@ -14,7 +14,6 @@ worth a look (a bad learning rate, a data problem, a run cut short).
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -22,20 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from miniseries.science import figures
+
 #: Fractions of training on which normalised curves are compared (the first tenth is warmup noise).
 COLLAPSE_GRID = np.linspace(0.1, 1.0, 19)
 #: A run is off the collapse when its normalised curve is this far (relative) from the others' median.
 COLLAPSE_TOLERANCE = 0.03
-
-
-def _save(fig: Any, name: str, out: dict[str, bytes]) -> None:
-    import matplotlib.pyplot as plt
-
-    for ext in ("png", "svg"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=110, bbox_inches="tight")
-        out[f"{name}.{ext}"] = buf.getvalue()
-    plt.close(fig)
 
 
 def val_curve_plots(
@@ -44,17 +35,13 @@ def val_curve_plots(
 ) -> dict[str, bytes]:
     """val_bpb_vs_tokens and val_bpb_vs_flops: one line per run (its val_curve rows), and the
     final full evaluation as a marker where `finals[run]` = (tokens, flops, val_bpb) is given."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = figures.pyplot()
     out: dict[str, bytes] = {}
     names = sorted(curves)
     cmap = plt.get_cmap("viridis")
     color = {n: cmap(i / max(1, len(names) - 1) * 0.9) for i, n in enumerate(names)}
     for axis, idx, label in (("tokens", 0, "training tokens"), ("flops", 1, "training FLOPs")):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = figures.figure(figsize=(7, 4.5))
         for n in names:
             pts = [(r[axis], r["val_bpb"]) for r in curves[n] if r[axis] > 0 and math.isfinite(r["val_bpb"])]
             if pts:
@@ -69,19 +56,14 @@ def val_curve_plots(
         ax.grid(True, which="both", alpha=0.3)
         if names:
             ax.legend(fontsize=8)
-        _save(fig, f"val_bpb_vs_{axis}", out)
+        figures.save(fig, f"val_bpb_vs_{axis}", out)
     return out
 
 
 def forecast_plot(rows: Sequence[Any], what: str = "val_bpb") -> dict[str, bytes]:
     """forecast_vs_actual: each run's forecast with its interval against the actual final value
     (`rows`: science.forecast.ReplayRow; `what`: "val_bpb" or "loss")."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = figures.figure(figsize=(5.5, 5))
     xs, lo, hi = [], [], []
     for r in rows:
         f = r.forecast
@@ -108,7 +90,7 @@ def forecast_plot(rows: Sequence[Any], what: str = "val_bpb") -> dict[str, bytes
     ax.set_ylabel(f"forecast final {name} (95% interval)")
     ax.grid(True, alpha=0.3)
     out: dict[str, bytes] = {}
-    _save(fig, f"forecast_vs_actual_{what}", out)
+    figures.save(fig, f"forecast_vs_actual_{what}", out)
     return out
 
 

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
 from miniseries.api.spec import Mode
+from miniseries.science import figures
 from miniseries.science.fit.wsd import ratio_at
 from miniseries.science.reference import GPT2_CORE, GPT3_CORE_ESTIMATED
 from miniseries.science.report.rows import RunRow
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt: Any, fig: Any, name: str, out: dict[str, bytes]) -> None:
-    for ext in ("png", "svg"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=110, bbox_inches="tight")
-        out[f"{name}.{ext}"] = buf.getvalue()
-    plt.close(fig)
 
 
 def _plain_log_y(ax: Any) -> None:
@@ -40,29 +23,29 @@ def _plain_log_y(ax: Any) -> None:
 
 def render_plots(rows: list[RunRow], result: dict[str, Any], mode: Mode) -> dict[str, bytes]:
     """Loss curves (against tokens and FLOPs), final loss and CORE against compute, isoFLOP curves."""
-    plt = _pyplot()
+    plt = figures.pyplot()
     out: dict[str, bytes] = {}
     depths = sorted({r.depth for r in rows})
     cmap = plt.get_cmap("viridis")
     color = {d: cmap(i / max(1, len(depths) - 1) * 0.9) for i, d in enumerate(depths)}
     for axis, idx, label in (("tokens", 0, "training tokens"), ("flops", 1, "training FLOPs")):
-        _save(plt, _loss_curves(plt, rows, color, idx, label), f"loss_vs_{axis}", out)
+        figures.save(_loss_curves(plt, rows, color, idx, label), f"loss_vs_{axis}", out)
     ok = [r for r in rows if r.usable and r.flops]
     fits = result["fits"]
-    _save(plt, _final_loss(plt, ok, fits, mode, color), "final_loss_vs_compute", out)
+    figures.save(_final_loss(plt, ok, fits, mode, color), "final_loss_vs_compute", out)
     if mode is Mode.isoflop:
-        _save(plt, _isoflop(plt, ok, fits.get("isoflop")), "isoflop", out)
+        figures.save(_isoflop(plt, ok, fits.get("isoflop")), "isoflop", out)
     if mode is Mode.wsd:
-        _save(plt, _wsd_points(plt, ok, fits.get("chinchilla"), color), "wsd_loss_vs_ratio", out)
-        _save(
-            plt, _wsd_optimum(plt, ok, fits.get("chinchilla"), fits.get("wsd_optimal_ratio")), "wsd_optimal_ratio", out
+        figures.save(_wsd_points(plt, ok, fits.get("chinchilla"), color), "wsd_loss_vs_ratio", out)
+        figures.save(
+            _wsd_optimum(plt, ok, fits.get("chinchilla"), fits.get("wsd_optimal_ratio")), "wsd_optimal_ratio", out
         )
-    _save(plt, _core(plt, ok, fits.get("core"), result["extrapolation"], mode, color), "core_vs_compute", out)
+    figures.save(_core(plt, ok, fits.get("core"), result["extrapolation"], mode, color), "core_vs_compute", out)
     return out
 
 
 def _loss_curves(plt: Any, rows: list[RunRow], color: dict[int, Any], idx: int, label: str) -> Any:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = figures.figure(figsize=(7, 4.5))
     with_curve = [r for r in rows if r.curve]
     seen = set()
     for r in with_curve:
@@ -86,7 +69,7 @@ def _loss_curves(plt: Any, rows: list[RunRow], color: dict[int, Any], idx: int, 
 def _final_loss(plt: Any, ok: list[RunRow], fits: dict[str, Any], mode: Mode, color: dict[int, Any]) -> Any:
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = figures.figure(figsize=(7, 4.5))
     for r in ok:
         ax.scatter(r.flops, r.final_loss, color=color[r.depth], zorder=3, s=30)
         ax.annotate(r.name, (r.flops, r.final_loss), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -116,7 +99,7 @@ def _isoflop(plt: Any, ok: list[RunRow], iso: Any) -> Any:
     """Left: loss over N per budget with its parabola; right: N_opt and D_opt against the budget."""
     import numpy as np
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax, ax2) = figures.figure(1, 2, figsize=(12, 4.5))
     budgets = sorted({r.budget_flops for r in ok if r.budget_flops})
     bcol = {b: plt.get_cmap("plasma")(i / max(1, len(budgets) - 1) * 0.85) for i, b in enumerate(budgets)}
     for b in budgets:
@@ -164,7 +147,7 @@ def _wsd_points(plt: Any, ok: list[RunRow], fit: Any, color: dict[int, Any]) -> 
     (what the fit saw). Right: final val bpb of the same points, each twin next to its branch."""
     import numpy as np
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax, ax2) = figures.figure(1, 2, figsize=(12, 4.5))
     branches = [r for r in ok if r.role == "branch" and r.params and r.tokens]
     twins = [r for r in ok if r.role == "twin" and r.params and r.tokens and r.val_bpb]
     for depth in sorted({r.depth for r in branches}):
@@ -217,7 +200,7 @@ def _wsd_optimum(plt: Any, ok: list[RunRow], fit: Any, opt: Any) -> Any:
     states it, and the ratios the seed's question weighs (8 and 20)."""
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = figures.figure(figsize=(7, 4.5))
     branches = [r.flops for r in ok if r.role == "branch" and r.flops]
     if fit is not None and opt is not None and branches:
         cs = np.geomspace(min(branches) / 10, opt.compute * 1e4, 60)
@@ -253,7 +236,7 @@ def _core(
     """CORE against compute with its fit, the extrapolated targets and the GPT-2/3 reference levels."""
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = figures.figure(figsize=(7, 4.5))
     cored = [r for r in ok if r.core is not None and not r.core_partial]
     for r in cored:
         ax.scatter(r.flops, r.core, color=color[r.depth], s=30, zorder=3)
@@ -294,9 +277,8 @@ def _core(
 
 def comparison_plot(docs: dict[str, dict[str, Any]], title: str) -> dict[str, bytes]:
     """Final loss against compute of two sweeps' report.json documents, overlaid."""
-    plt = _pyplot()
     out: dict[str, bytes] = {}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = figures.figure(figsize=(7, 4.5))
     for i, (name, doc) in enumerate(docs.items()):
         pts = [(r["flops"], r["final_loss"]) for r in doc["runs"] if r["status"] == "finished" and r["final_loss"]]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", label=name)
@@ -307,5 +289,5 @@ def comparison_plot(docs: dict[str, dict[str, Any]], title: str) -> dict[str, by
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    _save(plt, fig, "final_loss_vs_compute", out)
+    figures.save(fig, "final_loss_vs_compute", out)
     return out
