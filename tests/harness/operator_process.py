@@ -43,6 +43,9 @@ PYTORCHJOBS = ("kubeflow.org", "v1", "pytorchjobs")
 SWEEPS = ("miniseries.dev", "v1alpha1", "scalingsweeps")
 FINISHED = ("Succeeded", "Failed")
 POD_FINALIZER = "test.miniseries.dev/process"  # JobDriver(pods=True): a pod stays while its process runs
+#: JobDriver's pace: each poll is two LISTs (Jobs, PyTorchJobs). A quarter second instead cost more CPU, not
+#: less (test_operator_cluster.py: 114 CPU s against 105): its tests ran longer, and their operators polled on.
+POLL_SECONDS = 0.1
 
 
 #: What a ScalingSweep CRD older than the API server's own checks of strings and across fields lacked (`older=True`).
@@ -485,10 +488,9 @@ class JobDriver:
                 self._step()
             except Exception as e:  # the API server restarting, a job deleted under us: next poll
                 self.errors.append(f"{type(e).__name__}: {e}")
-            self._stop.wait(0.1)
+            self._stop.wait(POLL_SECONDS)
 
     def _create_pod(self, job: dict[str, Any]) -> None:
-        from kubernetes import client
         from kubernetes.client.rest import ApiException
 
         meta, tmpl = job["metadata"], job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
@@ -504,7 +506,7 @@ class JobDriver:
                     "securityContext": tmpl["spec"]["containers"][0].get("securityContext", {})}],
                    "securityContext": tmpl["spec"].get("securityContext", {}),
                    "terminationGracePeriodSeconds": tmpl["spec"].get("terminationGracePeriodSeconds", 30)}}  # fmt: skip
-        core = client.CoreV1Api(self.cluster.api_client())
+        core = self.core
         try:
             core.create_namespaced_pod(self.namespace, pod)
         except ApiException as e:  # a kept pod of the job's earlier incarnation (same name), not deleted yet
@@ -532,10 +534,9 @@ class JobDriver:
 
     def _kubelet(self, jobs: dict[str, dict[str, Any]]) -> None:
         """SIGTERM to a process whose job is deleted (or gone); its pod goes once the process has exited."""
-        from kubernetes import client
         from kubernetes.client.rest import ApiException
 
-        core = client.CoreV1Api(self.cluster.api_client())
+        core = self.core
         for uid, (proc, name) in self.procs.items():
             job = jobs.get(uid)
             going = job is None or bool(job["metadata"].get("deletionTimestamp"))
