@@ -14,7 +14,7 @@ import pytest
 
 from tests.harness.cluster import Cluster
 from tests.harness.node import BuiltImage, Node, archive_image, one_file_archive
-from tests.harness.pods import locked_down_pod, run_to_completion
+from tests.harness.pods import locked_down_pod, probe, run_to_completion
 from tests.harness.processes import wait_for
 
 pytestmark = [pytest.mark.container, pytest.mark.cluster]
@@ -51,12 +51,6 @@ PROBE = textwrap.dedent(
 
 def probe_pod(name: str, image: str, module: str, command: list[str] | None = None) -> dict[str, Any]:
     return locked_down_pod(name, image, command or ["python", "-c", PROBE.replace("{module}", module)])
-
-
-def probe(logs: str) -> dict[str, Any]:
-    lines = [ln for ln in logs.splitlines() if ln.startswith("PROBE ")]
-    assert len(lines) == 1, logs
-    return json.loads(lines[0][len("PROBE ") :])
 
 
 def test_trainer_image_runs_as_1000_locked_down(

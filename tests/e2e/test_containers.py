@@ -37,7 +37,7 @@ from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.cluster import Cluster
 from tests.harness.helm import CHART, helm_binary
 from tests.harness.node import SELECTOR, BuiltImage, Node, real_node, say
-from tests.harness.pods import locked_down_pod, run_to_completion
+from tests.harness.pods import locked_down_pod, probe, run_to_completion
 from tests.harness.processes import NotYet, wait_for
 from tests.harness.prometheus import Prometheus
 from tests.harness.s3 import S3Bucket, S3Server, new_bucket
@@ -391,8 +391,7 @@ def test_the_custom_trainer_image_compiles_under_the_restricted_security_context
     compiling nanochat's model and optimizer cost ~150 of its CPU seconds and proves nothing more."""
     cluster, _ = ctr_cluster
     pod = locked_down_pod("nanochat-compile", nanochat_image.ref, ["python", "-c", COMPILE_PROBE])
-    [line] = [ln for ln in run_to_completion(cluster, SWEEP_NS, pod).splitlines() if ln.startswith("PROBE ")]
-    got = json.loads(line.removeprefix("PROBE "))
+    got = probe(run_to_completion(cluster, SWEEP_NS, pod))
     assert got == {"uid": 1000, "same": True, "kernels": got["kernels"]} and got["kernels"] >= 1, got
 
 

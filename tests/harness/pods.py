@@ -4,6 +4,7 @@ would: what only a container of a built image shows."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.harness.cluster import Cluster
@@ -61,3 +62,10 @@ def run_to_completion(cluster: Cluster, namespace: str, pod: dict[str, Any], tim
     status = cluster.kubectl("get", "pod", name, "-n", namespace, "-o=jsonpath={.status}").stdout
     assert phase == "Succeeded", f"{name}: {phase}: {status}\n{logs}"
     return logs
+
+
+def probe(logs: str) -> dict[str, Any]:
+    """The one `PROBE {json}` line a probe pod printed, parsed (its log in the message when not one)."""
+    lines = [ln for ln in logs.splitlines() if ln.startswith("PROBE ")]
+    assert len(lines) == 1, logs
+    return json.loads(lines[0][len("PROBE ") :])  # type: ignore[no-any-return]

@@ -17,6 +17,7 @@ import pytest
 
 from tests.harness import builds, cpu, durations
 from tests.harness.binaries import REPO, MissingBinary
+from tests.harness.processes import wait_for
 
 SCRIPT = REPO / "scripts" / "ci_phases.py"
 
@@ -113,9 +114,7 @@ def test_a_tests_cpu_counts_its_children_and_not_other_processes(tmp_path: Path)
     with subprocess.Popen(
         [sys.executable, "-c", burn + "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
     ) as child:
-        time.sleep(0.1)
-        while cpu.tree_cpu_s(child.pid) < 0.6:  # a living child, counted while it runs
-            time.sleep(0.05)
+        wait_for("the child's burn", lambda: cpu.tree_cpu_s(child.pid) >= 0.6, 60)  # counted while it runs
         during = cpu.tree_cpu_s()
         child.communicate(b"")
     assert during - before >= 1.2
@@ -125,8 +124,7 @@ def test_a_tests_cpu_counts_its_children_and_not_other_processes(tmp_path: Path)
     orphan = f"{burn}open({str(done)!r}, 'w').close()\n"
     start = cpu.tree_cpu_s()
     subprocess.run(["sh", "-c", f"{shlex.quote(sys.executable)} -c {shlex.quote(orphan)} &"], check=True)
-    while not done.exists():
-        time.sleep(0.05)
+    wait_for("the orphan's burn", done.exists, 60)
     assert cpu.tree_cpu_s() - start < 0.3
     assert cpu.tree_cpu_s(2**22 + 7) == 0.0  # no such process: nothing
 

@@ -1,7 +1,8 @@
 """matplotlib for the report's plots: imported only when plotting (the operator loads it at its first
 fit), one figure at a time, saved as PNG and SVG bytes.
 
-Two choices make a report a few times cheaper to draw, which the operator does at every sweep's fit:
+Two choices make a report cheaper to draw (the operator draws one at every sweep's fit; a 6-depth
+sweep's report took 2.13 CPU s before them, 1.69 after):
 - the layout is computed once (`tight_layout`), not by `savefig(bbox_inches="tight")`, which draws the
   figure once more per format to measure it;
 - log axes' labels are plain text with Unicode superscripts ("2×10⁹"), the same labels matplotlib's own
