@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -119,13 +120,20 @@ def test_a_tests_cpu_counts_its_children_and_not_other_processes(tmp_path: Path)
         child.communicate(b"")
     assert during - before >= 1.2
     # a process that left the tree (started by a shell that exits at once, as containerd's shims leave
-    # theirs) is not counted, however much it burns
+    # theirs) is not counted, however much it burns. The tree measured is a waiting shell's, not this
+    # worker's: a cluster another test left running below the worker spends CPU meanwhile (0.41 s once)
+    # It is measured alive, once it has burned: a dead one's CPU is its reaper's anyway
     done = tmp_path / "burned"
-    orphan = f"{burn}open({str(done)!r}, 'w').close()\n"
-    start = cpu.tree_cpu_s()
-    subprocess.run(["sh", "-c", f"{shlex.quote(sys.executable)} -c {shlex.quote(orphan)} &"], check=True)
-    wait_for("the orphan's burn", done.exists, 60)
-    assert cpu.tree_cpu_s() - start < 0.3
+    orphan = f"{burn}import os\nopen({str(done)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    leaves = shlex.quote(f"{shlex.quote(sys.executable)} -c {shlex.quote(orphan)} &")
+    with subprocess.Popen(["sh", "-c", f"sh -c {leaves}; read line"], stdin=subprocess.PIPE) as shell:
+        pid = int(wait_for("the orphan's burn", lambda: done.exists() and done.read_text(), 60))
+        try:
+            assert cpu.tree_cpu_s(pid) >= 0.6  # it burned, and lives
+            assert cpu.tree_cpu_s(shell.pid) < 0.3
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            shell.communicate(b"\n")
     assert cpu.tree_cpu_s(2**22 + 7) == 0.0  # no such process: nothing
 
 
