@@ -70,10 +70,14 @@ def test_pytorchjob_carries_the_planned_run_exactly() -> None:
     assert c["resources"]["requests"]["memory"] == spec.resources.memory
     # only the store credential keys, one secretKeyRef each: never the whole Secret (issue 27)
     assert "envFrom" not in c
-    # beside them only HOME, the writable scratch volume of a read-only root filesystem (podsecurity.py)
+    # beside them only each rank's share of the 16 requested cores, and HOME, the writable scratch volume
+    # of a read-only root filesystem (podsecurity.py)
     from_secret = [e for e in c["env"] if "valueFrom" in e]
     assert {e["name"] for e in from_secret} == set(CREDENTIAL_ENV)
-    assert [e for e in c["env"] if "valueFrom" not in e] == [{"name": "HOME", "value": "/home/trainer"}]
+    assert [e for e in c["env"] if "valueFrom" not in e] == [
+        {"name": "OMP_NUM_THREADS", "value": "2"},
+        {"name": "HOME", "value": "/home/trainer"},
+    ]
     assert {e["valueFrom"]["secretKeyRef"]["name"] for e in from_secret} == {"miniseries-s3"}
     assert c["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
     ann = master["template"]["metadata"]["annotations"]
@@ -96,7 +100,11 @@ def test_suspend_and_no_secret_and_node_selector() -> None:
     assert job["spec"]["runPolicy"]["suspend"] is True
     tmpl = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     assert tmpl["nodeSelector"] == {"gpu": "h100"}
-    assert tmpl["containers"][0]["env"] == [{"name": "HOME", "value": "/home/trainer"}]  # no Secret: no credentials
+    # no Secret: no credentials; 16 cores for 2 ranks
+    assert tmpl["containers"][0]["env"] == [
+        {"name": "OMP_NUM_THREADS", "value": "8"},
+        {"name": "HOME", "value": "/home/trainer"},
+    ]
     assert tmpl["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
     assert job["spec"]["nprocPerNode"] == "2"
 
@@ -142,3 +150,30 @@ def test_tokenizer_args_parse_with_the_tokenizer_cli(monkeypatch: pytest.MonkeyP
         "vocab": 32768,
         "out": "s3://miniseries/sweeps/ns/miniseries/tokenizer/",
     }
+
+
+@pytest.mark.parametrize(
+    ("cpu", "gpus", "node_gpus", "threads"),
+    [
+        ("16", 8, 8, "2"),  # 8 ranks in one pod share its 16 cores
+        ("96", 8, 8, "12"),
+        ("500m", 1, 8, "1"),  # never none: a fraction of a core still runs one thread
+        ("1", 2, 8, "1"),
+        ("2.5", 1, 8, "2"),  # a whole thread per whole core
+        ("32", 16, 8, "4"),  # two nodes: one pod each, 8 ranks and its own 32 cores
+    ],
+)
+def test_each_rank_gets_its_share_of_the_pods_cpu_as_threads(cpu: str, gpus: int, node_gpus: int, threads: str) -> None:
+    """Without OMP_NUM_THREADS torch runs a thread per core of the node in every rank, whatever the pod asked."""
+    spec = ScalingSweepSpec.model_validate(
+        {
+            "depths": [4],
+            "resources": {"gpusPerRun": gpus, "nodeGpus": node_gpus, "nodes": 2, "cpu": cpu},
+            "store": {"uri": "file:///tmp/s"},
+            "data": {"shardsUri": "file:///tmp/d"},
+        }
+    )
+    run = make_plan(spec).runs[0]
+    master = pytorchjob(spec, "s", "u", "ns", run)["spec"]["pytorchReplicaSpecs"]["Master"]
+    (c,) = master["template"]["spec"]["containers"]
+    assert {e["name"]: e.get("value") for e in c["env"]}["OMP_NUM_THREADS"] == threads

@@ -280,7 +280,8 @@ class ResourceSpec(WireModel):
     cpu: Annotated[
         str,
         Field(
-            description="CPU request per trainer pod (a Kubernetes quantity: 16, 500m).",
+            description="CPU request per trainer pod (a Kubernetes quantity: 16, 500m); each trainer process in it "
+            "runs its share as OMP_NUM_THREADS, at least 1.",
             json_schema_extra=grammar.QUANTITY_SCHEMA,
         ),
     ] = "16"

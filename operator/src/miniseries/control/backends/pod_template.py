@@ -1,5 +1,5 @@
-"""The pieces of a trainer pod every backend shares: its command, resources, credentials, scrape
-annotations and grace period. Pure: the spec and a planned run in, dicts out.
+"""The pieces of a trainer pod every backend shares: its command, resources, credentials, thread
+count, scrape annotations and grace period. Pure: the spec and a planned run in, dicts out.
 
 A backend puts these where its resource wants them (a PyTorchJob's replica template, a TrainJob's
 trainer section and runtimePatches), so a run trains the same way whichever backend runs it.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from miniseries.api.grammar import parse_quantity
 from miniseries.api.spec import PlannedRun, ScalingSweepSpec
 from miniseries.contract.layout import SweepLayout
 from miniseries.contract.preemption import checkpoint_bytes
@@ -107,6 +108,22 @@ def pod_resources(spec: ScalingSweepSpec, run: PlannedRun) -> dict[str, Any]:
         "requests": {"cpu": res.cpu, "memory": res.memory, "nvidia.com/gpu": gpus},
         "limits": {"nvidia.com/gpu": gpus},
     }
+
+
+def thread_env(spec: ScalingSweepSpec, run: PlannedRun) -> list[dict[str, Any]]:
+    """OMP_NUM_THREADS for each trainer process in a pod: its share of the pod's CPU request, at least one.
+    Unset, torch starts a thread per core the node has in every process, whatever the pod requested: eight
+    trainers packed on a 224-core node would run 8 x 112 threads, and the spin-waits of those beyond the
+    request cost the GPU its feeding (torchrun sets 1 itself, and only when it starts several processes).
+    On the test node's 2 shared cores a trainer's second thread made its container cost twice the CPU."""
+    share = int(parse_quantity(spec.resources.cpu) // max(1, gpus_per_pod(run)))
+    return [{"name": "OMP_NUM_THREADS", "value": str(max(1, share))}]
+
+
+def trainer_env(spec: ScalingSweepSpec, run: PlannedRun) -> list[dict[str, Any]]:
+    """A trainer container's environment: only the store credential keys, never the whole Secret
+    (issue 27), and its thread count."""
+    return [*credential_env(spec), *thread_env(spec, run)]
 
 
 def credential_env(spec: ScalingSweepSpec) -> list[dict[str, Any]]:

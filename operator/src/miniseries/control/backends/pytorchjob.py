@@ -29,12 +29,12 @@ from miniseries.api.spec import Backend, PlannedRun, ScalingSweepSpec
 from miniseries.control.backends.job_backend import Condition, JobBackend, JobPhase
 from miniseries.control.backends.manifests import created_suspended, run_job_metadata, run_labels
 from miniseries.control.backends.pod_template import (
-    credential_env,
     gpus_per_pod,
     pod_resources,
     scrape_annotations,
     termination_grace_seconds,
     trainer_container,
+    trainer_env,
 )
 from miniseries.control.backends.podsecurity import restrict
 from miniseries.plan.trainer_argv import DEFAULT_METRICS_PORT
@@ -114,7 +114,7 @@ def pytorchjob(
         "imagePullPolicy": res.image_pull_policy,
         "command": command,
         "args": args,
-        "env": credential_env(spec),  # only the store credential keys, never the whole Secret (issue 27)
+        "env": trainer_env(spec, run),
         # a failed trainer's last log lines land in its status, where the operator reads them (pods.py)
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "ports": [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],

@@ -12,12 +12,12 @@ from miniseries.api.spec import Backend, PlannedRun, ScalingSweepSpec
 from miniseries.control.backends.job_backend import Condition, JobBackend, JobPhase
 from miniseries.control.backends.manifests import created_suspended, run_job_metadata, run_labels
 from miniseries.control.backends.pod_template import (
-    credential_env,
     gpus_per_pod,
     pod_resources,
     scrape_annotations,
     termination_grace_seconds,
     trainer_container,
+    trainer_env,
 )
 from miniseries.control.backends.podsecurity import (
     TRAINER_HOME,
@@ -158,7 +158,7 @@ def trainjob(
         "numNodes": run.nodes,
         "numProcPerNode": gpus_per_pod(run),
         "resourcesPerNode": pod_resources(spec, run),
-        "env": [*credential_env(spec), {"name": "HOME", "value": TRAINER_HOME}],
+        "env": [*trainer_env(spec, run), {"name": "HOME", "value": TRAINER_HOME}],
     }
     patch = {
         "manager": RUNTIME_PATCH_MANAGER,
