@@ -28,6 +28,7 @@ from miniseries.contract.results import RunResults, checkpoint_steps, read_resul
 from miniseries.contract.store import Store
 from miniseries.control.backends.manifests import LABEL_ATTEMPT, LABEL_RUN, LABEL_SWEEP
 from tests.harness.cluster import Cluster
+from tests.harness.operator_process import sweep_url
 from tests.harness.processes import NotYet, Unreachable, wait_for
 from tests.harness.training_operator import RealPathCluster
 
@@ -35,20 +36,11 @@ from tests.harness.training_operator import RealPathCluster
 LOSS_TOLERANCE = 1e-4
 
 
-def api_json(kc: Cluster, path: str) -> dict[str, Any]:
-    """GET ``path`` from the API server, in this process: the waits here poll every 0.2 s for minutes,
-    and a kubectl per poll is a Go process start (~0.07 s of CPU) beside trainers that need the CPU.
-    A refused request (the object not there yet) raises, which a wait reads as *not yet*."""
-    r = kc.get(path)
-    r.raise_for_status()
-    return r.json()  # type: ignore[no-any-return]
-
-
 def wait_sweep(kc: Cluster, name: str, timeout: float, namespace: str = "default") -> dict[str, Any]:
     """The sweep's status once its phase is Succeeded or Failed."""
 
     def finished() -> dict[str, Any] | None:
-        sweep = api_json(kc, f"/apis/miniseries.dev/v1alpha1/namespaces/{namespace}/scalingsweeps/{name}")
+        sweep = kc.get_json(sweep_url(namespace, name))
         status: dict[str, Any] = sweep.get("status") or {}
         return status if status.get("phase") in ("Succeeded", "Failed") else None
 
@@ -69,7 +61,7 @@ def run_pod(kc: RealPathCluster, namespace: str, sweep: str, run: str, attempt: 
     selector = f"{LABEL_SWEEP}={sweep},{LABEL_RUN}={run},{LABEL_ATTEMPT}={attempt}"
 
     def running() -> dict[str, Any]:
-        pods = api_json(kc, f"/api/v1/namespaces/{namespace}/pods?labelSelector={quote(selector)}")["items"]
+        pods = kc.get_json(f"/api/v1/namespaces/{namespace}/pods?labelSelector={quote(selector)}")["items"]
         live = [p for p in pods if p["status"].get("phase") in phases]
         if len(live) != 1:
             raise NotYet(f"pods {[(p['metadata']['name'], p['status'].get('phase')) for p in pods]}")

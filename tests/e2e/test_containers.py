@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -37,6 +38,7 @@ from tests.harness.binaries import REPO, MissingBinary
 from tests.harness.cluster import Cluster
 from tests.harness.helm import CHART, helm_binary
 from tests.harness.node import SELECTOR, BuiltImage, Node, real_node, say
+from tests.harness.operator_process import sweep_url
 from tests.harness.pods import locked_down_pod, probe, run_to_completion
 from tests.harness.processes import NotYet, wait_for
 from tests.harness.prometheus import Prometheus
@@ -102,7 +104,7 @@ def s3_store(bucket: S3Bucket) -> Store:
 
 
 def pod_of(cluster: Cluster, ns: str, selector: str) -> dict[str, Any]:
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", selector, "-o=json").stdout)["items"]
+    pods = cluster.get_json(f"/api/v1/namespaces/{ns}/pods?labelSelector={quote(selector)}")["items"]
     if len(pods) != 1:  # none yet, or a replacement beside the old one: the deployment is still moving
         raise NotYet(f"pods {[p['metadata']['name'] for p in pods]}")
     return pods[0]  # type: ignore[no-any-return]
@@ -151,7 +153,7 @@ def sweep_doc(tiny: LocalSweep, bucket: S3Bucket, name: str, image: str, depths:
 
 def wait_sweep(cluster: Cluster, name: str, timeout: float) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
-        status = json.loads(cluster.kubectl("get", "scalingsweep", name, "-o", "json").stdout).get("status", {})
+        status = cluster.get_json(sweep_url(SWEEP_NS, name)).get("status", {})
         return status if status.get("phase") in ("Succeeded", "Failed") else None
 
     return wait_for(f"sweep {name} finished", done, timeout)
@@ -245,7 +247,7 @@ def test_killed_trainer_container_resumes_from_its_checkpoint(
     selector = "miniseries.dev/sweep=ctr-kill,miniseries.dev/component=trainer"
 
     def running_pod() -> dict[str, Any] | None:
-        pods = json.loads(cluster.kubectl("get", "pods", "-l", selector, "-o=json").stdout)["items"]
+        pods = cluster.get_json(f"/api/v1/namespaces/{SWEEP_NS}/pods?labelSelector={quote(selector)}")["items"]
         return next((p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")), None)
 
     pod = wait_for("the ctr-kill trainer pod Running", running_pod, 300)
@@ -286,7 +288,7 @@ def sweep_events(cluster: Cluster, name: str) -> list[dict[str, Any]]:
 
 
 def run_status(cluster: Cluster, name: str) -> dict[str, Any] | None:
-    status = json.loads(cluster.kubectl("get", "scalingsweep", name, "-o", "json").stdout).get("status") or {}
+    status = cluster.get_json(sweep_url(SWEEP_NS, name)).get("status") or {}
     runs = status.get("runs") or []
     return runs[0] if runs else None
 

@@ -41,7 +41,7 @@ from tests.e2e.test_kueue import (
     workloads,
 )
 from tests.harness.kueue import KUEUE_API, PRIORITY_LABEL, QUEUE_LABEL, KueueCluster, fresh_namespace
-from tests.harness.operator_process import PYTHONPATH, Operator, SweepHistory, events, sweep_doc
+from tests.harness.operator_process import PYTHONPATH, Operator, SweepHistory, events, sweep_doc, sweep_url
 from tests.harness.processes import Violation, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.kueue, pytest.mark.slow]
@@ -88,8 +88,7 @@ def queued_sweep(
 
 
 def sweep_status(kc: KueueCluster, ns: str, name: str) -> dict[str, Any]:
-    out = kc.kubectl("get", "scalingsweep", name, "-n", ns, "-o=json")
-    return json.loads(out.stdout).get("status") or {}  # type: ignore[no-any-return]
+    return kc.get_json(sweep_url(ns, name)).get("status") or {}  # type: ignore[no-any-return]
 
 
 def run_states(st: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -31,12 +31,12 @@ from miniseries.contract.preemption import EXIT_PREEMPTED, PROGRESS_PREEMPTED
 from miniseries.contract.results import checkpoint_steps, read_progress, read_results
 from miniseries.contract.store import open_store
 from miniseries.local.runner import DATA_KEY, LocalSweep
-from tests.e2e.resume import LOSS_TOLERANCE, api_json, frozen_until_sigterm, run_pod
+from tests.e2e.resume import LOSS_TOLERANCE, frozen_until_sigterm, run_pod
 from tests.e2e.shapes import e2e_training
 from tests.harness.binaries import REPO
 from tests.harness.kueue import KUEUE_API, KueueCluster, fresh_namespace
 from tests.harness.node_agent import NODE_LABEL, PID_DIR
-from tests.harness.operator_process import Operator, SweepHistory
+from tests.harness.operator_process import Operator, SweepHistory, sweep_url
 from tests.harness.processes import NotYet, Unreachable, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.kueue, pytest.mark.slow, pytest.mark.torch,
@@ -91,7 +91,7 @@ def sweep_doc(tiny: LocalSweep, store: Path, ns: str, name: str, queue: str, pri
 
 
 def run_state(kc: KueueCluster, ns: str, sweep: str, run: str = "d2") -> dict[str, Any]:
-    st = api_json(kc, f"/apis/miniseries.dev/v1alpha1/namespaces/{ns}/scalingsweeps/{sweep}").get("status") or {}
+    st = kc.get_json(sweep_url(ns, sweep)).get("status") or {}
     for r in st.get("runs", []):
         if r["name"] == run:
             return {**r, "phase": st.get("phase")}

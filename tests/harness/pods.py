@@ -54,7 +54,7 @@ def run_to_completion(cluster: Cluster, namespace: str, pod: dict[str, Any], tim
     name = pod["metadata"]["name"]
 
     def done() -> str | None:
-        phase = cluster.kubectl("get", "pod", name, "-n", namespace, "-o=jsonpath={.status.phase}").stdout
+        phase = cluster.get_json(f"/api/v1/namespaces/{namespace}/pods/{name}")["status"].get("phase")
         return phase if phase in ("Succeeded", "Failed") else None
 
     phase = wait_for(f"pod {name} to finish", done, timeout)

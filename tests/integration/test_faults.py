@@ -236,9 +236,10 @@ def test_the_trainer_gets_only_the_store_keys_of_the_secret_and_its_sweeps_uid(
     uid = get_sweep(custom(kc), ns, "inputs")["metadata"]["uid"]
     (c,) = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
     assert "envFrom" not in c
-    from_secret = [e for e in c["env"] if "valueFrom" in e]  # beside them only HOME (podsecurity.py)
+    # beside them only the thread count (pod_template.thread_env) and HOME (podsecurity.py)
+    from_secret = [e for e in c["env"] if "valueFrom" in e]
     assert [e["name"] for e in from_secret] == list(CREDENTIAL_ENV)
-    assert [e["name"] for e in c["env"] if "valueFrom" not in e] == ["HOME"]
+    assert [e["name"] for e in c["env"] if "valueFrom" not in e] == ["OMP_NUM_THREADS", "HOME"]
     assert {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in from_secret} == {
         ("creds", k) for k in CREDENTIAL_ENV
     }
