@@ -89,6 +89,16 @@ def s3_server(workdir: Path) -> Iterator[S3Server]:
 
 
 def new_bucket(server: S3Server, name: str) -> S3Bucket:
+    """A new, empty bucket. A create that boto3 retried after the server had done it (a reply lost under
+    load: seen once, at load 18) answers BucketAlreadyExists: an empty bucket of that name is this one."""
+    from botocore.exceptions import ClientError
+
     client = server.client()
-    client.create_bucket(Bucket=name)
+    try:
+        client.create_bucket(Bucket=name)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") not in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou"):
+            raise
+        if client.list_objects_v2(Bucket=name, MaxKeys=1).get("KeyCount", 0):
+            raise  # someone else's, with objects in it: not a retry of this create
     return S3Bucket(server, name, client)

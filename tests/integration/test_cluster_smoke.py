@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from botocore.exceptions import ClientError
 
 from miniseries.control.backends.podsecurity import container_security_context, pod_security_context
 from tests.harness.binaries import REPO, MissingBinary
@@ -27,7 +28,7 @@ from tests.harness.helm import helm
 from tests.harness.processes import wait_for
 from tests.harness.prometheus import Prometheus
 from tests.harness.promql import query_range
-from tests.harness.s3 import S3Bucket
+from tests.harness.s3 import S3Bucket, new_bucket
 
 pytestmark = pytest.mark.cluster
 
@@ -206,6 +207,12 @@ def test_s3_put_get_list_round_trip_on_versitygw(s3: S3Bucket) -> None:
     assert s3.keys("sweep/") == ["sweep/d2/results.json", "sweep/d3/results.json"]
     # the bytes land on disk under versitygw's POSIX root: a real server, not a dict in memory
     assert (s3.server.root / s3.bucket / "sweep" / "d3" / "results.json").read_bytes() == b'{"loss": 3.1}'
+    # a create boto3 retried after the server made the bucket gets that (empty) bucket; one holding
+    # objects is not a retry's and is refused
+    with pytest.raises(ClientError, match=r"BucketAlreadyExists|BucketAlreadyOwnedByYou"):
+        new_bucket(s3.server, s3.bucket)
+    s3.client.create_bucket(Bucket=f"{s3.bucket}-empty")
+    assert new_bucket(s3.server, f"{s3.bucket}-empty").keys("") == []
 
 
 @pytest.mark.s3
