@@ -42,18 +42,16 @@ PYTHONPATH = os.pathsep.join(
 PYTORCHJOBS = ("kubeflow.org", "v1", "pytorchjobs")
 SWEEPS = ("miniseries.dev", "v1alpha1", "scalingsweeps")
 FINISHED = ("Succeeded", "Failed")
+POD_FINALIZER = "test.miniseries.dev/process"  # JobDriver(pods=True): a pod stays while its process runs
+#: JobDriver's pace: each poll is two LISTs (Jobs, PyTorchJobs). A quarter second instead cost more CPU, not
+#: less (test_operator_cluster.py: 114 CPU s against 105): its tests ran longer, and their operators polled on.
+POLL_SECONDS = 0.1
 
 
 def sweep_url(namespace: str, name: str) -> str:
     """The API server's path of a ScalingSweep (Cluster.get_json reads it)."""
     group, version, plural = SWEEPS
     return f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}"
-
-
-POD_FINALIZER = "test.miniseries.dev/process"  # JobDriver(pods=True): a pod stays while its process runs
-#: JobDriver's pace: each poll is two LISTs (Jobs, PyTorchJobs). A quarter second instead cost more CPU, not
-#: less (test_operator_cluster.py: 114 CPU s against 105): its tests ran longer, and their operators polled on.
-POLL_SECONDS = 0.1
 
 
 #: What a ScalingSweep CRD older than the API server's own checks of strings and across fields lacked (`older=True`).

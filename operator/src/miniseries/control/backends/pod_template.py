@@ -115,7 +115,7 @@ def thread_env(spec: ScalingSweepSpec, run: PlannedRun) -> list[dict[str, Any]]:
     Unset, torch starts a thread per core the node has in every process, whatever the pod requested: eight
     trainers packed on a 224-core node would run 8 x 112 threads, and the spin-waits of those beyond the
     request cost the GPU its feeding (torchrun sets 1 itself, and only when it starts several processes).
-    On the test node's 2 shared cores a trainer's second thread made its container cost twice the CPU."""
+    On the test node's 2 shared cores a trainer's second thread made its container cost 2-3x the CPU."""
     share = int(parse_quantity(spec.resources.cpu) // max(1, gpus_per_pod(run)))
     return [{"name": "OMP_NUM_THREADS", "value": str(max(1, share))}]
 
